@@ -1,0 +1,1 @@
+"""Data: manifests, splits, features, built-in synthetic scenes."""
