@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from thce.errors import DataError
+from thce.io import atomic_write
 
 COLUMNS = ("path", "label", "split", "group")
 SPLITS = ("train", "val", "test")
@@ -77,20 +77,14 @@ def write_manifest(rows: list[ManifestRow], csv_path: str | os.PathLike) -> Path
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     root = csv_path.resolve().parent
     extra_columns = sorted({k for row in rows for k in row.extra})
-    fd, tmp = tempfile.mkstemp(dir=csv_path.parent, prefix=f".{csv_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow([*COLUMNS, *extra_columns])
-            for row in rows:
-                path = Path(row.path)
-                try:
-                    shown = path.resolve().relative_to(root).as_posix()
-                except ValueError:
-                    shown = str(path)
-                writer.writerow([shown, row.label, row.split, row.group, *(row.extra.get(k, "") for k in extra_columns)])
-        os.replace(tmp, csv_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*COLUMNS, *extra_columns])
+        for row in rows:
+            path = Path(row.path)
+            try:
+                shown = path.resolve().relative_to(root).as_posix()
+            except ValueError:
+                shown = str(path)
+            writer.writerow([shown, row.label, row.split, row.group, *(row.extra.get(k, "") for k in extra_columns)])
     return csv_path

@@ -1,0 +1,5 @@
+import sys
+
+from thce.cli import main
+
+sys.exit(main())

@@ -1,0 +1,332 @@
+"""Audio in, log-mel out: the first step of the data flow (audio -> features -> model -> loss -> report).
+
+- :func:`load_audio` reads any file libsndfile supports (wav, flac, ogg, mp3, ...) and returns mono float32 samples at
+  the target rate, padded with zeros or cropped to a fixed duration (the paper's clips are 10 s).
+- :class:`LogMelConfig` / :class:`LogMel`: the paper's features, "64 dimensional log mel filter bank energies using a
+  frame length of 25ms and a hop size of 10ms", computed batched in torch.
+
+The definition, in one place::
+
+    frame t      = samples centred on t * hop_samples (zero padding at both ends, torch.stft(center=True)),
+                   win_samples long, multiplied by a periodic Hann window, zero-padded (centred) to n_fft
+    power        = |rfft(frame)|^2                                    (n_fft // 2 + 1 bins)
+    mel energies = power @ mel_filterbank                             (Slaney-style, see :func:`mel_filterbank`)
+    log-mel      = ln(max(mel energies, log_floor))                   (natural log)
+
+For a clip of exactly ``duration_s`` the output has exactly ``num_frames = round(duration_s * 1000 / hop_ms)`` frames
+(1000 for 10 s at 10 ms; the 1001st centred frame is dropped); any other length gives ``1 + samples // hop_samples``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import numbers
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+from scipy.signal import resample_poly
+
+from thce.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+#: Extra seconds read beyond ``duration_s`` so that resampling near the crop point sees real signal, not the file end.
+_READ_MARGIN_S = 0.05
+
+
+def load_audio(
+    path: str | os.PathLike, *, sample_rate_hz: int = 16000, duration_s: float | None = 10.0
+) -> np.ndarray:
+    """Read an audio file as mono float32 at ``sample_rate_hz``.
+
+    Channels are averaged; a different file rate is converted with :func:`scipy.signal.resample_poly` (polyphase,
+    ``up/down`` reduced by their gcd); the result is padded with zeros or cropped to ``round(duration_s *
+    sample_rate_hz)`` samples (``duration_s=None`` keeps the full length). Only the first ``duration_s`` (plus a
+    small margin) of a long file is read.
+
+    Returns:
+        float32 array of shape ``(samples,)``, values in [-1, 1] for integer formats.
+
+    Raises:
+        DataError: the file is missing, not readable as audio, has no samples, or holds NaN/infinite samples.
+        ConfigError: ``sample_rate_hz`` or ``duration_s`` is not positive.
+
+    >>> import tempfile, pathlib, soundfile
+    >>> wav = pathlib.Path(tempfile.mkdtemp()) / "a.wav"
+    >>> soundfile.write(wav, np.zeros((8000, 2), dtype="float32"), 8000)
+    >>> load_audio(wav, sample_rate_hz=16000, duration_s=2.0).shape
+    (32000,)
+    """
+    if sample_rate_hz <= 0:
+        raise ConfigError(f"sample_rate_hz must be positive, got {sample_rate_hz}")
+    if duration_s is not None and not duration_s > 0:
+        raise ConfigError(f"duration_s must be positive or None, got {duration_s}")
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"{path}: audio file not found")
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: not a file")
+    try:
+        with sf.SoundFile(path) as handle:
+            file_rate = int(handle.samplerate)
+            frames = -1 if duration_s is None else math.ceil((duration_s + _READ_MARGIN_S) * file_rate)
+            data = handle.read(frames=frames, dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile reports unknown formats, truncated files, ... in several exception types
+        raise DataError(f"{path}: cannot read as audio ({exc})") from exc
+    if data.shape[0] == 0:
+        raise DataError(f"{path}: audio file is empty (0 samples)")
+    if not np.isfinite(data).all():
+        raise DataError(f"{path}: audio contains NaN or infinite samples")
+    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if file_rate != sample_rate_hz:
+        g = math.gcd(file_rate, sample_rate_hz)
+        mono = resample_poly(mono, sample_rate_hz // g, file_rate // g)
+    mono = np.asarray(mono, dtype=np.float32)
+    if duration_s is not None:
+        mono = fit_length(mono, round(duration_s * sample_rate_hz))
+    return np.ascontiguousarray(mono)
+
+
+def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
+    """Crop or zero-pad the last axis of ``samples`` to ``length``."""
+    have = samples.shape[-1]
+    if have >= length:
+        return samples[..., :length]
+    pad = [(0, 0)] * (samples.ndim - 1) + [(0, length - have)]
+    return np.pad(samples, pad)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Mel scale and filterbank (Slaney / Auditory Toolbox, as librosa's default ``librosa.filters.mel(htk=False,
+# norm="slaney")``); plain numpy so that there is no librosa dependency.
+
+
+def hz_to_mel(freq_hz: np.ndarray | float) -> np.ndarray:
+    """Slaney mel scale: linear below 1 kHz (3 mel per 200 Hz), logarithmic above (27 mel per factor 6.4)."""
+    freq_hz = np.asarray(freq_hz, dtype=np.float64)
+    linear = freq_hz / (200.0 / 3.0)
+    log_part = 15.0 + np.log(np.maximum(freq_hz, 1e-12) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(freq_hz >= 1000.0, log_part, linear)
+
+
+def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`."""
+    mel = np.asarray(mel, dtype=np.float64)
+    linear = mel * (200.0 / 3.0)
+    log_part = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0))
+    return np.where(mel >= 15.0, log_part, linear)
+
+
+def mel_frequencies(n: int, f_min_hz: float, f_max_hz: float) -> np.ndarray:
+    """``n`` frequencies (Hz) equally spaced on the Slaney mel scale from ``f_min_hz`` to ``f_max_hz`` inclusive."""
+    return mel_to_hz(np.linspace(hz_to_mel(f_min_hz), hz_to_mel(f_max_hz), n))
+
+
+def mel_filterbank(
+    *, sample_rate_hz: int, n_fft: int, n_mels: int, f_min_hz: float = 0.0, f_max_hz: float | None = None
+) -> np.ndarray:
+    """Slaney-style triangular mel filters, shape ``(n_fft // 2 + 1, n_mels)`` float64.
+
+    Filter ``m`` rises linearly from edge ``f[m]`` to ``f[m+1]`` and falls to ``f[m+2]``, with ``f`` =
+    :func:`mel_frequencies` ``(n_mels + 2, f_min_hz, f_max_hz)``; each triangle is scaled by ``2 / (f[m+2] - f[m])``
+    so that its area in Hz is 1 ("slaney" normalisation). Matches ``librosa.filters.mel(htk=False, norm="slaney")``.
+    """
+    f_max_hz = sample_rate_hz / 2.0 if f_max_hz is None else float(f_max_hz)
+    fft_hz = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate_hz)
+    edges = mel_frequencies(n_mels + 2, f_min_hz, f_max_hz)
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]  # (n_mels + 2, bins)
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return np.ascontiguousarray(weights.T)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogMelConfig:
+    """Log-mel front end; the defaults are the paper's (64 bands, 25 ms frames, 10 ms hop, 10 s clips at 16 kHz).
+
+    Attributes:
+        sample_rate_hz: rate audio is converted to before analysis.
+        n_mels: number of mel bands.
+        frame_length_ms: analysis window (Hann) length.
+        hop_ms: frame shift.
+        n_fft: FFT size (>= window length in samples; the window is zero-padded to it).
+        f_min_hz: lowest filter edge.
+        f_max_hz: highest filter edge; ``None`` means the Nyquist frequency.
+        duration_s: clip length; audio is padded/cropped to it and the output has ``num_frames`` frames.
+        log_floor: energies are clamped to at least this before the natural log (ln(1e-10) ~ -23).
+    """
+
+    sample_rate_hz: int = 16000
+    n_mels: int = 64
+    frame_length_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_fft: int = 512
+    f_min_hz: float = 0.0
+    f_max_hz: float | None = None
+    duration_s: float = 10.0
+    log_floor: float = 1e-10
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def win_samples(self) -> int:
+        """Window length in samples (400 at 16 kHz, 25 ms)."""
+        return round(self.frame_length_ms * self.sample_rate_hz / 1000.0)
+
+    @property
+    def hop_samples(self) -> int:
+        """Hop in samples (160 at 16 kHz, 10 ms)."""
+        return round(self.hop_ms * self.sample_rate_hz / 1000.0)
+
+    @property
+    def clip_samples(self) -> int:
+        """Samples in one clip of ``duration_s``."""
+        return round(self.duration_s * self.sample_rate_hz)
+
+    @property
+    def num_frames(self) -> int:
+        """Frames per clip of ``duration_s``: ``round(duration_s * 1000 / hop_ms)`` (1000 for 10 s at 10 ms)."""
+        return round(self.duration_s * 1000.0 / self.hop_ms)
+
+    @property
+    def nyquist_hz(self) -> float:
+        return self.sample_rate_hz / 2.0
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad value."""
+
+        def bad(name: str, expected: str) -> ConfigError:
+            return ConfigError(f"LogMelConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
+
+        if not isinstance(self.sample_rate_hz, numbers.Integral) or self.sample_rate_hz <= 0:
+            raise bad("sample_rate_hz", "a positive integer")
+        if not isinstance(self.n_mels, numbers.Integral) or self.n_mels <= 0:
+            raise bad("n_mels", "a positive integer")
+        if not isinstance(self.n_fft, numbers.Integral) or self.n_fft <= 0:
+            raise bad("n_fft", "a positive integer")
+        for name in ("frame_length_ms", "hop_ms", "duration_s", "log_floor"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+                raise bad(name, "a positive number")
+        if self.win_samples < 1:
+            raise bad("frame_length_ms", "at least one sample long")
+        if self.hop_samples < 1:
+            raise bad("hop_ms", "at least one sample long")
+        if self.win_samples > self.n_fft:
+            raise ConfigError(
+                f"LogMelConfig: the window ({self.frame_length_ms} ms = {self.win_samples} samples) is longer than "
+                f"n_fft={self.n_fft}; raise n_fft"
+            )
+        if not isinstance(self.f_min_hz, numbers.Real) or not 0 <= self.f_min_hz < self.nyquist_hz:
+            raise bad("f_min_hz", f"a number in [0, {self.nyquist_hz}) (below Nyquist)")
+        if self.f_max_hz is not None and (
+            not isinstance(self.f_max_hz, numbers.Real) or not self.f_min_hz < self.f_max_hz <= self.nyquist_hz
+        ):
+            raise bad("f_max_hz", f"None or a number in ({self.f_min_hz}, {self.nyquist_hz}]")
+        if self.num_frames < 1:
+            raise bad("duration_s", "at least one hop long")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LogMelConfig:
+        """Build from a dict (e.g. a TOML table); unknown keys and bad values raise :class:`ConfigError`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"LogMelConfig: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+
+class LogMel(torch.nn.Module):
+    """Batched log-mel filter bank energies (definition in the module docstring).
+
+    ``forward(waveforms)``: float tensor ``(batch, samples)`` (or ``(samples,)``) at ``config.sample_rate_hz`` ->
+    float32 ``(batch, frames, n_mels)`` (or ``(frames, n_mels)``), natural-log mel energies.
+    ``frames = config.num_frames`` when ``samples == config.clip_samples``, else ``1 + samples // hop_samples``.
+    The filterbank is Slaney-style (librosa's default), see :func:`mel_filterbank`.
+
+    >>> cfg = LogMelConfig(duration_s=1.0, n_mels=16)
+    >>> LogMel(cfg)(torch.zeros(2, 16000)).shape
+    torch.Size([2, 100, 16])
+    """
+
+    def __init__(self, config: LogMelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or LogMelConfig()
+        cfg = self.config
+        filters = mel_filterbank(
+            sample_rate_hz=cfg.sample_rate_hz,
+            n_fft=cfg.n_fft,
+            n_mels=cfg.n_mels,
+            f_min_hz=cfg.f_min_hz,
+            f_max_hz=cfg.f_max_hz,
+        )
+        empty = np.flatnonzero(filters.max(axis=0) <= 0)
+        if empty.size:
+            log.warning(
+                "LogMel: %d of %d mel filters cover no FFT bin (bands %s); raise n_fft or lower n_mels",
+                empty.size, cfg.n_mels, empty.tolist(),
+            )
+        # Derived from the config, so not saved in state_dict (checkpoints don't depend on them).
+        self.register_buffer("mel_filters", torch.from_numpy(filters).float(), persistent=False)
+        self.register_buffer("window", torch.hann_window(cfg.win_samples, periodic=True), persistent=False)
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        squeeze = waveforms.dim() == 1
+        if squeeze:
+            waveforms = waveforms.unsqueeze(0)
+        if waveforms.dim() != 2:
+            raise ValueError(f"LogMel expects (batch, samples) or (samples,), got shape {tuple(waveforms.shape)}")
+        samples = waveforms.shape[-1]
+        spec = torch.stft(
+            waveforms.to(torch.float32),
+            n_fft=cfg.n_fft,
+            hop_length=cfg.hop_samples,
+            win_length=cfg.win_samples,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        ).transpose(1, 2)  # (batch, frames, bins); contiguous in memory in this order
+        real, imag = spec.real, spec.imag
+        power = real * real
+        power.addcmul_(imag, imag)  # |X|^2 with one allocation (the elementwise step dominates after the FFT)
+        mel = torch.matmul(power, self.mel_filters)  # (batch, frames, n_mels)
+        out = torch.log(torch.clamp_min(mel, cfg.log_floor))
+        if samples == cfg.clip_samples:
+            out = _fit_frames(out, cfg.num_frames, math.log(cfg.log_floor))
+        return out.squeeze(0) if squeeze else out
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return (
+            f"sample_rate_hz={cfg.sample_rate_hz}, n_mels={cfg.n_mels}, frame_length_ms={cfg.frame_length_ms}, "
+            f"hop_ms={cfg.hop_ms}, n_fft={cfg.n_fft}, filters=slaney"
+        )
+
+
+def _fit_frames(features: torch.Tensor, frames: int, fill: float) -> torch.Tensor:
+    """Crop or pad (with the log floor, i.e. silence) the frame axis (dim 1) to ``frames``."""
+    have = features.shape[1]
+    if have >= frames:
+        return features[:, :frames]
+    pad = features.new_full((features.shape[0], frames - have, features.shape[2]), fill)
+    return torch.cat([features, pad], dim=1)

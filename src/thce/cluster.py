@@ -1,0 +1,187 @@
+"""Spherical k-means and the paper's per-class clustering (Sec. 3, Algorithm 1 step "Cluster E(x_i)").
+
+Every class c (background included) is split into ``K_c = floor(I_c / min_c' I_c')`` clusters, so clusters are
+roughly the size of the smallest class. Clustering is spherical k-means [17]: k-means with cosine similarity on
+unit vectors, centroids renormalised to the sphere after each update.
+
+Plain k-means can return very uneven clusters (1 point and 90 points for a target of 30), which defeats the
+"roughly equal size" requirement. With ``balanced=True`` the assignment step is capacity-constrained: each cluster
+takes at most ``ceil(I_c / K_c)`` points, filled greedily by decreasing cosine similarity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from thce.errors import DataError
+
+
+def clusters_per_class(counts: Tensor | list[int]) -> Tensor:
+    """The K_c rule: ``floor(I_c / min_c' I_c')`` for every class with ``I_c > 0``.
+
+    >>> clusters_per_class([20, 20, 10, 260]).tolist()
+    [2, 2, 1, 26]
+    """
+    counts = torch.as_tensor(counts, dtype=torch.long)
+    if counts.numel() == 0 or int(counts.min()) < 1:
+        raise DataError(f"every class needs at least one training clip for clustering; counts per class: {counts.tolist()}")
+    return counts // counts.min()
+
+
+def _kmeans_pp_init(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """k-means++ seeding with cosine distance ``1 - cos``; returns (k, D) unit centroids."""
+    n = x.shape[0]
+    first = int(torch.randint(n, (1,), generator=generator))
+    centroids = [x[first]]
+    closest = (1.0 - x @ x[first]).clamp_min(0.0)
+    for _ in range(1, k):
+        total = float(closest.sum())
+        if total <= 0.0:  # all remaining points coincide with a centroid: pick any
+            index = int(torch.randint(n, (1,), generator=generator))
+        else:
+            index = int(torch.multinomial(closest / total, 1, generator=generator))
+        centroids.append(x[index])
+        closest = torch.minimum(closest, (1.0 - x @ x[index]).clamp_min(0.0))
+    return torch.stack(centroids)
+
+
+def _balanced_assign(similarity: Tensor, capacity: int) -> Tensor:
+    """Greedy capacity-constrained assignment: pairs (point, cluster) by decreasing similarity, each point once,
+    each cluster at most ``capacity`` points. ``similarity`` (N, K) -> assignment (N,)."""
+    n, k = similarity.shape
+    order = torch.argsort(similarity.flatten(), descending=True)
+    points, clusters = order // k, order % k
+    assignment = torch.full((n,), -1, dtype=torch.long)
+    load = [0] * k
+    remaining = n
+    for point, cluster in zip(points.tolist(), clusters.tolist()):
+        if assignment[point] >= 0 or load[cluster] >= capacity:
+            continue
+        assignment[point] = cluster
+        load[cluster] += 1
+        remaining -= 1
+        if remaining == 0:
+            break
+    return assignment
+
+
+def _fill_empty(x: Tensor, centroids: Tensor, assignment: Tensor) -> Tensor:
+    """Give every empty cluster the point of the largest cluster that fits its own centroid worst."""
+    k = centroids.shape[0]
+    for cluster in range(k):
+        sizes = torch.bincount(assignment, minlength=k)
+        if sizes[cluster] > 0:
+            continue
+        donor = int(torch.argmax(sizes))
+        members = torch.nonzero(assignment == donor).flatten()
+        worst = members[torch.argmin(x[members] @ centroids[donor])]
+        assignment[worst] = cluster
+    return assignment
+
+
+def spherical_kmeans(
+    x: Tensor,
+    k: int,
+    *,
+    seed: int = 0,
+    max_iter: int = 100,
+    balanced: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Spherical k-means of unit vectors.
+
+    Args:
+        x: (N, D) embeddings; rows are L2-normalised here (they normally already are).
+        k: number of clusters, 1 <= k <= N.
+        seed: seeds the k-means++ initialisation.
+        max_iter: upper bound on Lloyd iterations; stops earlier when assignments no longer change.
+        balanced: cap cluster sizes at ``ceil(N / k)`` (roughly equal sizes) instead of nearest-centroid.
+
+    Returns:
+        centroids (k, D) unit vectors and assignment (N,) in ``[0, k)``; no cluster is empty.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"spherical_kmeans expects x of shape (N, D), got {tuple(x.shape)}")
+    n = x.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"spherical_kmeans: k must be in [1, N={n}], got {k}")
+    x = torch.nn.functional.normalize(x.detach().to(torch.float64), dim=1)
+    generator = torch.Generator().manual_seed(seed)
+    centroids = _kmeans_pp_init(x, k, generator)
+    capacity = math.ceil(n / k)
+    assignment = torch.full((n,), -1, dtype=torch.long)
+    for _ in range(max_iter):
+        similarity = x @ centroids.t()
+        new_assignment = _balanced_assign(similarity, capacity) if balanced else similarity.argmax(dim=1)
+        new_assignment = _fill_empty(x, centroids, new_assignment)
+        converged = bool(torch.equal(new_assignment, assignment))
+        assignment = new_assignment
+        sums = torch.zeros_like(centroids).index_add_(0, assignment, x)
+        centroids = torch.nn.functional.normalize(sums, dim=1)
+        if converged:
+            break
+    return centroids.to(torch.float32), assignment
+
+
+@dataclass
+class Clustering:
+    """Per-class clustering of a data set.
+
+    Attributes:
+        centroids: (K, D) unit vectors, clusters of class 0 first, then class 1, ...
+        cluster_class: (K,) class index of each cluster.
+        assignment: (N,) global cluster index of each sample (its cluster belongs to its own class).
+        clusters_per_class: (C,) K_c.
+    """
+
+    centroids: Tensor
+    cluster_class: Tensor
+    assignment: Tensor
+    clusters_per_class: Tensor
+
+    def sizes(self) -> Tensor:
+        """(K,) number of samples per cluster."""
+        return torch.bincount(self.assignment, minlength=len(self.cluster_class))
+
+
+def cluster_per_class(
+    embeddings: Tensor,
+    class_index: Tensor,
+    *,
+    num_classes: int,
+    seed: int = 0,
+    balanced: bool = False,
+    max_iter: int = 100,
+) -> Clustering:
+    """Split every class into ``K_c`` clusters with spherical k-means (the paper's clustering step).
+
+    Args:
+        embeddings: (N, D) L2-normalised embeddings of the training set.
+        class_index: (N,) class of each sample in ``[0, num_classes)`` (background is a class here).
+        num_classes: C, number of classes including background.
+    """
+    class_index = torch.as_tensor(class_index, dtype=torch.long)
+    counts = torch.bincount(class_index, minlength=num_classes)
+    k_per_class = clusters_per_class(counts)
+    centroids, cluster_class = [], []
+    assignment = torch.empty(len(class_index), dtype=torch.long)
+    offset = 0
+    for c in range(num_classes):
+        members = torch.nonzero(class_index == c).flatten()
+        k_c = int(k_per_class[c])
+        class_centroids, local = spherical_kmeans(
+            embeddings[members], k_c, seed=seed * 1009 + c, balanced=balanced, max_iter=max_iter
+        )
+        centroids.append(class_centroids)
+        cluster_class += [c] * k_c
+        assignment[members] = local + offset
+        offset += k_c
+    return Clustering(
+        centroids=torch.cat(centroids),
+        cluster_class=torch.tensor(cluster_class, dtype=torch.long),
+        assignment=assignment,
+        clusters_per_class=k_per_class,
+    )

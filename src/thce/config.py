@@ -1,0 +1,310 @@
+"""Experiment configuration: typed dataclasses, loaded from TOML, validated with errors that name the key.
+
+A config file has top-level ``seed`` and ``methods`` and one table per section (``[data]``, ``[synth]``,
+``[features]``, ``[model]``, ``[train]``, ``[embedding]``, ``[detector]``, ``[baseline]``). Components own their
+config dataclass (``LogMelConfig`` in :mod:`thce.audio`, ``ModelConfig`` in :mod:`thce.models`, ...); this module
+composes them. Every key is documented in README.md ("Configuration").
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from thce.audio import LogMelConfig
+from thce.data.synth import SynthConfig
+from thce.errors import ConfigError
+from thce.io import atomic_write
+from thce.models import ModelConfig
+
+METHODS = ("baseline", "proposed1", "proposed2")
+# The paper's second setting (Table 2): dog:baby:gun:background.
+PAPER_RATIO_2_2_1_26 = {"dog": 2, "baby": 2, "gun": 1, "background": 26}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where clips come from and how they are split.
+
+    ``source``: ``"synth"`` (built-in scenes, see ``[synth]``) or ``"manifest"`` (a manifest CSV).
+    ``classes``: the event classes, in output order; any other label is an error, empty label is background.
+    ``ratio``: optional re-ratio of train and val, e.g. ``"2:2:1:26"`` (classes in order, then background);
+    the test split is left untouched, as in the paper.
+    """
+
+    source: str = "synth"
+    manifest: str = ""
+    classes: tuple[str, ...] = ("dog", "baby", "gun")
+    split_fractions: tuple[float, float, float] = (0.7, 0.2, 0.1)
+    ratio: str = ""
+    cache_dir: str = ""
+    feature_workers: int = 1
+
+    def validate(self) -> None:
+        if self.source not in ("synth", "manifest"):
+            raise ConfigError(f"data.source: {self.source!r} is not 'synth' or 'manifest'")
+        if self.source == "manifest" and not self.manifest:
+            raise ConfigError("data.manifest: required when data.source = 'manifest'")
+        if not self.classes or len(set(self.classes)) != len(self.classes) or "" in self.classes:
+            raise ConfigError(f"data.classes: need distinct non-empty names, got {list(self.classes)}")
+        if "background" in self.classes:
+            raise ConfigError("data.classes: 'background' is implicit (empty label), do not list it")
+        if len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or abs(sum(self.split_fractions) - 1) > 1e-6:
+            raise ConfigError(f"data.split_fractions: need three non-negative fractions summing to 1, got {self.split_fractions}")
+        if self.feature_workers < 1:
+            raise ConfigError(f"data.feature_workers: must be >= 1, got {self.feature_workers}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by every stage (paper: Adam, lr 0.001, batch 64 per GPU)."""
+
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    device: str = "cpu"
+    num_threads: int = 0  # 0: PyTorch's default
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"train.batch_size: must be >= 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"train.learning_rate: must be > 0, got {self.learning_rate}")
+        if self.num_threads < 0:
+            raise ConfigError(f"train.num_threads: must be >= 0, got {self.num_threads}")
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """Algorithm 1, step 1 (paper: n_iter 5, epochs 30, last_epochs 150, head_only_epochs 2, beta' 5, beta'' 0).
+
+    ``alpha`` scales the cosine similarities (folded into W at initialisation); the paper does not give it.
+    ``balanced_clusters`` caps cluster sizes so that clusters are "roughly equal size".
+    """
+
+    n_iter: int = 5
+    epochs: int = 30
+    last_epochs: int = 150
+    head_only_epochs: int = 2
+    alpha: float = 16.0
+    beta_same: float = 5.0
+    beta_other: float = 0.0
+    cluster_weights: bool = True
+    balanced_clusters: bool = True
+    kmeans_max_iter: int = 100
+
+    def validate(self) -> None:
+        for name in ("n_iter", "kmeans_max_iter"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"embedding.{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("epochs", "last_epochs", "head_only_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"embedding.{name}: must be >= 0, got {getattr(self, name)}")
+        if not self.alpha > 0:
+            raise ConfigError(f"embedding.alpha: must be > 0, got {self.alpha}")
+        if not self.beta_other < self.beta_same:
+            raise ConfigError(
+                f"embedding: beta_other ({self.beta_other}) must be smaller than beta_same ({self.beta_same}), Eq. 5"
+            )
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """A training stage stopped early on validation loss (paper: patience 10); the best-val-loss model is kept."""
+
+    max_epochs: int = 200
+    patience: int = 10
+    head_only_max_epochs: int = 200  # proposed1's head-only stage (ignored by the baseline)
+
+    def validate(self, section: str) -> None:
+        if self.max_epochs < 0 or self.head_only_max_epochs < 0:
+            raise ConfigError(f"{section}.max_epochs: must be >= 0")
+        if self.patience < 1:
+            raise ConfigError(f"{section}.patience: must be >= 1, got {self.patience}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one run needs; ``seed`` drives synthetic data, splits, initialisation and sampling."""
+
+    seed: int = 0
+    methods: tuple[str, ...] = METHODS
+    data: DataConfig = field(default_factory=DataConfig)
+    synth: SynthConfig = field(default_factory=lambda: SynthConfig.from_ratio(PAPER_RATIO_2_2_1_26, unit=4))
+    features: LogMelConfig = field(default_factory=LogMelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    detector: StageConfig = field(default_factory=StageConfig)
+    baseline: StageConfig = field(default_factory=StageConfig)
+
+    def validate(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ConfigError(f"methods: {unknown or '[]'} not among {', '.join(METHODS)}")
+        if "proposed2" in self.methods and "proposed1" not in self.methods:
+            raise ConfigError("methods: proposed2 starts from proposed1; list both")
+        self.data.validate()
+        self.synth.validate()
+        self.features.validate()
+        self.model.validate()
+        self.train.validate()
+        self.embedding.validate()
+        self.detector.validate("detector")
+        self.baseline.validate("baseline")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    return value
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` (from TOML) against a field's type and convert lists to tuples; errors name the key."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{key}: unexpected value {value!r}")
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        return _build(annotation, value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}: {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (dict, collections.abc.Mapping):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table like {{name = value}}, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if annotation is Any:
+        return value
+    raise ConfigError(f"{key}: unsupported config type {annotation!r}")
+
+
+def _build(cls: type, table: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in table.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key {full!r}{hint}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    """``"embedding.alpha=8"`` -> (["embedding", "alpha"], 8); the value is read as TOML, else as a string."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. embedding.alpha=8")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip().split("."), value
+
+
+def merge_overrides(table: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set section.key=value`` overrides to a raw config table (returns a new table)."""
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in table.items()}
+    for text in overrides:
+        path, value = _parse_override(text)
+        node = merged
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {part!r} is not a table")
+        node[path[-1]] = value
+    return merged
+
+
+def config_from_dict(table: dict[str, Any], *, source: str = "config") -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig`; ``source`` prefixes error messages (the file name)."""
+    try:
+        config = _build(ExperimentConfig, table)
+        config.validate()
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{source}: {error}") from None
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a TOML config (``None``: all defaults) and apply ``--set`` overrides."""
+    table: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    return config_from_dict(merge_overrides(table, overrides or []), source=source)
+
+
+def save_config(config: ExperimentConfig, path: str | Path) -> Path:
+    """Write the resolved config as TOML (atomically); ``None`` values are left out."""
+
+    def drop_none(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: drop_none(v) for k, v in value.items() if v is not None}
+        return value
+
+    with atomic_write(path, "wb") as handle:
+        tomli_w.dump(drop_none(config.to_dict()), handle)
+    return Path(path)

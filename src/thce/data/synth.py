@@ -1,0 +1,759 @@
+"""Built-in synthetic scenes: the data of the demo and of the tests.
+
+Deterministic 10 s scenes at 16 kHz, written as 16-bit PCM WAV files plus a manifest CSV
+(``path,label,split,group,offset_s,onset_s``; see :mod:`thce.data.manifest`).
+
+Every clip has a *background*, a random mix of
+
+- coloured noise (spectral slope between white and brown, slowly varying gain), sometimes a band-limited noise
+  (traffic, wind, rain);
+- tonal confusers: mains hum, beeps, sustained harmonic tones at random pitches (some in the pitch range of barks
+  and cries, so that pitch alone does not identify an event), slow sirens;
+- impulsive confusers: door knocks, clicks, broadband taps and slams with fast decay (so that a gun shot is not
+  "the only impulse");
+- occasionally speech-like babble (formant-filtered band-limited pulse trains with syllable structure).
+
+An *event* clip has exactly one event on top of its background (the paper's setting), placed so that it lies fully
+inside the clip, mixed at an event-to-background ratio (EBR, DCASE 2017 task 2 style: RMS of the event against RMS
+of the background under it, over the event's extent) drawn uniformly from ``ebr_db_range``:
+
+- ``dog``: 1-4 barks of 0.1-0.3 s, harmonic (f0 300-800 Hz, rising then falling), sharp attack, noisy component,
+  formant-like band emphasis;
+- ``baby``: 1-3 cry segments of 0.5-3 s with breaths between, f0 300-600 Hz with glides and vibrato, strong
+  harmonics up to about 4 kHz;
+- ``gun``: 1-3 shots (attack of a few ms, exponential decay, a low boom) convolved with a synthetic exponentially
+  decaying noise impulse response (RT60 0.2-1.0 s).
+
+Each clip draws from its own random generator, derived from ``(seed, label, index)`` with
+:class:`numpy.random.SeedSequence`: a clip does not change when the counts change, and the same seed gives
+byte-identical files.
+
+>>> cfg = SynthConfig(counts={"dog": 1, "background": 1}, duration_s=1.0)
+>>> clip = synthesise_clip("dog", clip_rng(cfg.seed, "dog", 0), cfg)
+>>> clip.mixture.shape, bool(abs(clip.mixture).max() <= 0.99)
+((16000,), True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from scipy import signal
+
+from thce.data.manifest import ManifestRow, write_manifest
+from thce.errors import ConfigError
+from thce.io import atomic_write, write_json
+
+log = logging.getLogger(__name__)
+
+EVENT_LABELS: tuple[str, ...] = ("dog", "baby", "gun")
+BACKGROUND = "background"
+LABELS: tuple[str, ...] = (*EVENT_LABELS, BACKGROUND)
+
+_LABEL_CODES = {BACKGROUND: 0, "dog": 1, "baby": 2, "gun": 3}  # stable: part of every clip's seed
+_DOMAIN = 0x7468_6365  # "thce": keeps synth streams apart from other users of the same seed
+_WAV_HEADER_BYTES = 44
+_FINGERPRINT = "synth.json"
+_MIN_DURATION_S = 0.5
+
+# Background recipe: probabilities per clip, rates per 10 s, levels in dB (tonal: RMS, impulsive: peak, both re the
+# coloured noise's RMS). These set how hard the data is; see benchmarks/synth_difficulty.py.
+_P_BAND_NOISE = 0.5
+_P_BABBLE = 0.25
+_P_HUM = 0.2
+_TONAL_PER_10S = 1.8
+_IMPULSIVE_PER_10S = 2.2
+_TONAL_DB = (-6.0, 10.0)
+_IMPULSIVE_DB = (6.0, 26.0)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What to synthesise.
+
+    Attributes:
+        counts: clips per label; keys among ``dog``, ``baby``, ``gun`` and ``background``.
+        duration_s: length of every clip in seconds.
+        sample_rate_hz: sample rate of the WAV files.
+        ebr_db_range: ``(low, high)`` event-to-background ratio in dB, drawn uniformly per event clip.
+        seed: drives every random draw.
+    """
+
+    counts: Mapping[str, int]
+    duration_s: float = 10.0
+    sample_rate_hz: int = 16000
+    ebr_db_range: tuple[float, float] = (-6.0, 6.0)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.counts, Mapping):
+            object.__setattr__(self, "counts", dict(self.counts))
+        if isinstance(self.ebr_db_range, (list, tuple)):
+            object.__setattr__(self, "ebr_db_range", tuple(self.ebr_db_range))
+        self.validate()
+
+    @classmethod
+    def from_ratio(cls, ratio: Mapping[str, int], unit: int, **kwargs: Any) -> SynthConfig:
+        """Counts ``ratio[label] * unit``, e.g. ``from_ratio({"dog": 2, "baby": 2, "gun": 1, "background": 26}, 4)``.
+
+        Other keyword arguments go to the constructor.
+        """
+        if isinstance(unit, bool) or not isinstance(unit, int) or unit < 1:
+            raise ConfigError(f"synth unit: expected a positive integer, got {unit!r}")
+        if not isinstance(ratio, Mapping):
+            raise ConfigError(f"synth ratio: expected a mapping label -> integer, got {type(ratio).__name__}")
+        for label, part in ratio.items():
+            if isinstance(part, bool) or not isinstance(part, int) or part < 0:
+                raise ConfigError(f"synth ratio[{label!r}]: expected a non-negative integer, got {part!r}")
+        return cls(counts={label: part * unit for label, part in ratio.items()}, **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SynthConfig:
+        """Build from a plain mapping (e.g. a TOML table); unknown keys are a :class:`ConfigError`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"synth: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
+        if "counts" not in data:
+            raise ConfigError("synth: missing key 'counts'")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python view (TOML/JSON friendly)."""
+        return {
+            "counts": dict(self.counts),
+            "duration_s": self.duration_s,
+            "sample_rate_hz": self.sample_rate_hz,
+            "ebr_db_range": list(self.ebr_db_range),
+            "seed": self.seed,
+        }
+
+    @property
+    def n_samples(self) -> int:
+        """Samples per clip."""
+        return int(round(self.duration_s * self.sample_rate_hz))
+
+    @property
+    def total(self) -> int:
+        """Number of clips over all labels."""
+        return sum(self.counts.values())
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first wrong value."""
+        if not isinstance(self.counts, Mapping):
+            raise ConfigError(f"synth counts: expected a mapping label -> integer, got {type(self.counts).__name__}")
+        for label, count in self.counts.items():
+            if label not in LABELS:
+                raise ConfigError(f"synth counts: unknown label {label!r}; expected one of {', '.join(LABELS)}")
+            if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+                raise ConfigError(f"synth counts[{label!r}]: expected a non-negative integer, got {count!r}")
+        if sum(self.counts.values()) == 0:
+            raise ConfigError("synth counts: all zero, nothing to generate")
+        if (
+            isinstance(self.duration_s, bool)
+            or not isinstance(self.duration_s, (int, float))
+            or not math.isfinite(self.duration_s)
+            or not _MIN_DURATION_S <= self.duration_s <= 3600
+        ):
+            raise ConfigError(f"synth duration_s: expected a number in [{_MIN_DURATION_S}, 3600], got {self.duration_s!r}")
+        if (
+            isinstance(self.sample_rate_hz, bool)
+            or not isinstance(self.sample_rate_hz, (int, np.integer))
+            or not 8000 <= self.sample_rate_hz <= 192000
+        ):
+            raise ConfigError(f"synth sample_rate_hz: expected an integer in [8000, 192000], got {self.sample_rate_hz!r}")
+        rng_ = self.ebr_db_range
+        if (
+            not isinstance(rng_, tuple)
+            or len(rng_) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in rng_)
+            or rng_[0] > rng_[1]
+            or min(rng_) < -60
+            or max(rng_) > 60
+        ):
+            raise ConfigError(
+                f"synth ebr_db_range: expected (low, high) in dB with -60 <= low <= high <= 60, got {rng_!r}"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ConfigError(f"synth seed: expected a non-negative integer, got {self.seed!r}")
+
+
+class SynthClip(NamedTuple):
+    """One synthesised clip; arrays of shape ``(n_samples,)``, float64, full scale 1.0.
+
+    ``mixture == background + event``; ``event`` is zero outside ``[onset_s, offset_s)``; onset and offset
+    (seconds) are ``None`` for a background clip.
+    """
+
+    mixture: np.ndarray
+    event: np.ndarray
+    background: np.ndarray
+    onset_s: float | None
+    offset_s: float | None
+
+
+# ----------------------------------------------------------------------------------------------------- public API
+
+
+def clip_id(label: str, index: int) -> str:
+    """``<label>_<index>`` with a zero-padded index, e.g. ``dog_00012``: the file stem and the manifest group."""
+    return f"{label}_{index:05d}"
+
+
+def clip_rng(seed: int, label: str, index: int) -> np.random.Generator:
+    """The random generator of one clip, derived from ``(seed, label, index)`` only."""
+    _check_label(label)
+    return np.random.default_rng(np.random.SeedSequence(entropy=(_DOMAIN, int(seed)), spawn_key=(_LABEL_CODES[label], int(index))))
+
+
+def synthesise_clip(label: str, rng: np.random.Generator, config: SynthConfig) -> SynthClip:
+    """Synthesise one clip of ``config.duration_s`` seconds: background, plus one event unless ``label`` is background.
+
+    The event is scaled to an EBR drawn from ``config.ebr_db_range``, then the whole clip (mixture, event and
+    background alike, so the EBR is kept) is scaled down if needed so that the mixture peaks at most at 0.99.
+    ``rng`` is split into independent streams for background, event and placement.
+    """
+    _check_label(label)
+    sr, n = config.sample_rate_hz, config.n_samples
+    bg_rng, ev_rng, mix_rng = rng.spawn(3)
+    background = _background(bg_rng, n, sr)
+    event = np.zeros(n)
+    onset_s = offset_s = None
+    if label != BACKGROUND:
+        short, start, ebr_db = _event_placement(label, ev_rng, mix_rng, config)
+        stop = start + short.size
+        gain = _rms(background[start:stop]) / max(_rms(short), 1e-12) * 10.0 ** (ebr_db / 20.0)
+        event[start:stop] = gain * short
+        onset_s, offset_s = start / sr, stop / sr
+    mixture = background + event
+    peak = float(np.max(np.abs(mixture)))
+    if peak > 0.99:
+        scale = 0.99 / peak
+        mixture *= scale
+        event *= scale
+        background = background * scale
+    return SynthClip(mixture, event, background, onset_s, offset_s)
+
+
+def generate_scenes(
+    config: SynthConfig,
+    out_dir: str | os.PathLike,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Write ``out_dir/audio/<label>/<label>_<idx>.wav`` (16-bit PCM) and ``out_dir/manifest.csv``.
+
+    Resumable: a WAV that already exists with the right size is kept (its onset and offset are recomputed from the
+    seed, cheaply). Existing files are only trusted if ``out_dir/synth.json`` records the same duration, rate, EBR
+    range and seed; otherwise every clip is rewritten. Each WAV is written atomically.
+
+    Args:
+        config: what to generate.
+        out_dir: output folder (created).
+        progress: called as ``progress(done, total)`` after each clip.
+
+    Returns:
+        The manifest path. Manifest columns: ``path,label,split,group,offset_s,onset_s``; ``label`` empty for
+        background, ``split`` empty, ``group`` the clip id, onset/offset in seconds (empty for background).
+    """
+    config.validate()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = {k: v for k, v in config.to_dict().items() if k != "counts"}
+    fingerprint_path = out_dir / _FINGERPRINT
+    trust_existing = _read_fingerprint(fingerprint_path) == fingerprint
+    if not trust_existing and fingerprint_path.exists():
+        log.warning("%s: written with other settings; regenerating every clip", fingerprint_path)
+    write_json(fingerprint_path, fingerprint)
+
+    sr = config.sample_rate_hz
+    expected_bytes = _WAV_HEADER_BYTES + 2 * config.n_samples
+    plan = [(label, index) for label in LABELS for index in range(config.counts.get(label, 0))]
+    rows: list[ManifestRow] = []
+    written = 0
+    for done, (label, index) in enumerate(plan, start=1):
+        cid = clip_id(label, index)
+        path = out_dir / "audio" / label / f"{cid}.wav"
+        rng = clip_rng(config.seed, label, index)
+        if trust_existing and path.is_file() and path.stat().st_size == expected_bytes:
+            onset_s, offset_s = _clip_timing(label, rng, config)
+        else:
+            clip = synthesise_clip(label, rng, config)
+            _write_wav(path, clip.mixture, sr)
+            onset_s, offset_s = clip.onset_s, clip.offset_s
+            written += 1
+        rows.append(
+            ManifestRow(
+                path=path,
+                label="" if label == BACKGROUND else label,
+                split="",
+                group=cid,
+                extra={"onset_s": _fmt_time(onset_s), "offset_s": _fmt_time(offset_s)},
+            )
+        )
+        if progress is not None:
+            progress(done, len(plan))
+    manifest = write_manifest(rows, out_dir / "manifest.csv")
+    log.info("synthetic scenes in %s: %d clips, %d written, %d kept", out_dir, len(plan), written, len(plan) - written)
+    return manifest
+
+
+# ------------------------------------------------------------------------------------------------------ internals
+
+
+def _check_label(label: str) -> None:
+    if label not in LABELS:
+        raise ConfigError(f"synth label {label!r}: expected one of {', '.join(LABELS)}")
+
+
+def _fmt_time(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
+def _read_fingerprint(path: Path) -> Any:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_wav(path: Path, x: np.ndarray, sample_rate_hz: int) -> None:
+    """Write mono float ``x`` (full scale 1.0) as a canonical 44-byte-header 16-bit PCM WAV, atomically."""
+    pcm = np.round(np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF", 36 + len(pcm), b"WAVE", b"fmt ", 16, 1, 1, sample_rate_hz, 2 * sample_rate_hz, 2, 16, b"data", len(pcm),
+    )
+    with atomic_write(path, "wb") as handle:
+        handle.write(header)
+        handle.write(pcm)
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x)))) if x.size else 0.0
+
+
+def _unit_rms(x: np.ndarray) -> np.ndarray:
+    return x / max(_rms(x), 1e-12)
+
+
+def _db(value: float) -> float:
+    return 10.0 ** (value / 20.0)
+
+
+def _add(buffer: np.ndarray, x: np.ndarray, start: int) -> None:
+    """Add ``x`` into ``buffer`` at ``start``, cut to the buffer."""
+    stop = min(buffer.size, start + x.size)
+    if stop > start >= 0:
+        buffer[start:stop] += x[: stop - start]
+
+
+def _fade(n: int, sr: int, attack_s: float, release_s: float) -> np.ndarray:
+    """Envelope of length ``n``: raised-cosine attack and release (seconds), flat between."""
+    env = np.ones(n)
+    a = min(n, max(1, int(attack_s * sr)))
+    r = min(n - 1, max(1, int(release_s * sr)))
+    env[:a] = 0.5 - 0.5 * np.cos(np.pi * np.arange(a) / a)
+    env[n - r :] *= 0.5 + 0.5 * np.cos(np.pi * np.arange(1, r + 1) / r)
+    return env
+
+
+def _pad(x: np.ndarray, m: int) -> np.ndarray:
+    """``x`` cut or zero-padded to ``m`` samples."""
+    return x[:m] if x.size >= m else np.concatenate([x, np.zeros(m - x.size)])
+
+
+def _fit(x: np.ndarray, max_len: int, sr: int) -> np.ndarray:
+    """Cut ``x`` to ``max_len`` samples with a short fade-out if it is longer."""
+    if x.size <= max_len:
+        return x
+    x = x[:max_len].copy()
+    r = min(max_len, int(0.02 * sr))
+    x[max_len - r :] *= np.linspace(1.0, 0.0, r)
+    return x
+
+
+def _trim_tail(x: np.ndarray, floor_db: float = -60.0) -> np.ndarray:
+    """Drop trailing samples after the last one above ``floor_db`` re the peak."""
+    above = np.flatnonzero(np.abs(x) > np.max(np.abs(x)) * _db(floor_db))
+    return x[: above[-1] + 1] if above.size else x
+
+
+def _smooth_walk(rng: np.random.Generator, n: int, sr: int, step_s: float, depth: float) -> np.ndarray:
+    """Slowly varying curve of shape ``(n,)``: uniform knots in ``[-depth, depth]`` every ``step_s``, interpolated."""
+    step = max(2, int(step_s * sr))
+    knots = rng.uniform(-depth, depth, n // step + 2)
+    return np.interp(np.arange(n), np.arange(knots.size) * step, knots)
+
+
+def _harmonics(
+    rng: np.random.Generator, f0: np.ndarray, sr: int, weights: Callable[[np.ndarray], np.ndarray], f_max: float
+) -> np.ndarray:
+    """Sum of harmonics of the instantaneous fundamental ``f0`` (Hz, shape ``(n,)``), random start phases.
+
+    ``weights(freqs_hz) -> amplitudes`` is the spectral envelope, evaluated at the harmonics of the mean f0;
+    harmonics fade out towards ``f_max`` (and Nyquist).
+    """
+    f_max = min(f_max, 0.45 * sr)
+    n_harm = max(1, int(f_max / max(float(f0.min()), 1.0)))
+    k = np.arange(1, n_harm + 1)
+    amps = weights(k * float(f0.mean()))
+    phase = 2.0 * np.pi * np.cumsum(f0) / sr
+    fk = k[:, None] * f0[None, :]
+    gate = np.clip((f_max - fk) / (0.15 * f_max), 0.0, 1.0)
+    return np.einsum("h,hn->n", amps, gate * np.sin(k[:, None] * phase[None, :] + rng.uniform(0, 2 * np.pi, (n_harm, 1))))
+
+
+def _envelope_fn(tilt_db_per_oct: float, formants: list[tuple[float, float, float]], floor: float) -> Callable:
+    """Spectral envelope: a tilt times (floor + Gaussian bumps ``(centre_hz, width_hz, gain)``)."""
+
+    def weights(freqs: np.ndarray) -> np.ndarray:
+        bumps = sum(g * np.exp(-0.5 * ((freqs - fc) / bw) ** 2) for fc, bw, g in formants)
+        tilt = 10.0 ** (tilt_db_per_oct * np.log2(freqs / freqs[0]) / 20.0)
+        return tilt * (floor + bumps)
+
+    return weights
+
+
+def _bandpass(low_hz: float, high_hz: float, sr: int, order: int = 2) -> np.ndarray:
+    nyq = 0.5 * sr
+    low = min(max(low_hz, 20.0), 0.9 * nyq)
+    high = min(max(high_hz, low * 1.1), 0.95 * nyq)
+    return signal.butter(order, [low, high], btype="bandpass", fs=sr, output="sos")
+
+
+# ----------------------------------------------------------------------------------------------------- background
+
+
+def _coloured_noise(rng: np.random.Generator, n: int, sr: int, beta: float) -> np.ndarray:
+    """Unit-RMS noise with power spectrum ``1 / f**beta`` (0 white, 1 pink, 2 brown), shape ``(n,)``."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1.0 / sr)
+    spec *= np.maximum(freqs, 30.0) ** (-beta / 2.0)
+    return _unit_rms(np.fft.irfft(spec, n))
+
+
+def _background(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """A random background scene of shape ``(n,)``; overall RMS around -30 dBFS (before any peak limiting)."""
+    tens = n / sr / 10.0  # confuser rates are per 10 s
+    noise = _coloured_noise(rng, n, sr, rng.uniform(0.0, 2.0))
+    noise *= 10.0 ** (_smooth_walk(rng, n, sr, rng.uniform(0.5, 2.5), rng.uniform(1.0, 6.0)) / 20.0)
+    scene = noise
+    if rng.random() < _P_BAND_NOISE:  # band-limited noise: traffic, wind, rain, ventilation
+        centre = np.exp(rng.uniform(np.log(100.0), np.log(4000.0)))
+        width = rng.uniform(0.3, 1.5)
+        band = signal.sosfilt(_bandpass(centre * 2 ** -width, centre * 2**width, sr), rng.standard_normal(n))
+        band = _unit_rms(band) * 10.0 ** (_smooth_walk(rng, n, sr, rng.uniform(0.3, 3.0), rng.uniform(2.0, 10.0)) / 20.0)
+        scene = scene + _db(rng.uniform(-10.0, 4.0)) * band
+    if rng.random() < _P_BABBLE:
+        scene = scene + _db(rng.uniform(-12.0, 6.0)) * _babble(rng, n, sr)
+    if rng.random() < _P_HUM:
+        scene = scene + _db(rng.uniform(-15.0, 0.0)) * _hum(rng, n, sr)
+
+    tonal = (_beeps, _harmonic_tone, _harmonic_tone, _harmonic_tone, _siren)
+    impulsive = (_knocks, _clicks, _taps, _taps, _slam)
+    n_tonal = rng.poisson(_TONAL_PER_10S * tens)
+    n_impulsive = rng.poisson(_IMPULSIVE_PER_10S * tens)
+    for kind in [tonal[i] for i in rng.integers(0, len(tonal), n_tonal)]:
+        x = _fit(kind(rng, sr), n, sr)
+        _add(scene, _db(rng.uniform(*_TONAL_DB)) * _unit_rms(x), int(rng.integers(0, max(1, n - x.size + 1))))
+    for kind in [impulsive[i] for i in rng.integers(0, len(impulsive), n_impulsive)]:
+        x = _fit(kind(rng, sr), n, sr)
+        x = x / max(float(np.max(np.abs(x))), 1e-12)
+        _add(scene, _db(rng.uniform(*_IMPULSIVE_DB)) * x, int(rng.integers(0, max(1, n - x.size + 1))))
+    return scene * (_db(rng.uniform(-38.0, -24.0)) / _rms(noise))
+
+
+def _hum(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Mains hum: 50 or 60 Hz and a few harmonics, slowly wavering level; shape ``(n,)``."""
+    f0 = rng.choice([50.0, 60.0]) * rng.uniform(0.995, 1.005)
+    x = _harmonics(rng, np.full(n, f0), sr, _envelope_fn(rng.uniform(-9.0, -2.0), [], 1.0), rng.uniform(200.0, 500.0))
+    return _unit_rms(x) * 10.0 ** (_smooth_walk(rng, n, sr, 1.0, 2.0) / 20.0)
+
+
+def _beeps(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """1-5 equal electronic beeps (pure or slightly harmonic tone, 400-4000 Hz, 50-400 ms)."""
+    freq = np.exp(rng.uniform(np.log(400.0), np.log(4000.0)))
+    dur = rng.uniform(0.05, 0.4)
+    gap = rng.uniform(0.05, 0.5)
+    m = int(dur * sr)
+    beep = _harmonics(rng, np.full(m, freq), sr, _envelope_fn(rng.uniform(-30.0, -8.0), [], 1.0), 6000.0)
+    beep *= _fade(m, sr, 0.004, 0.004)
+    count = int(rng.integers(1, 6))
+    out = np.zeros(int((count * (dur + gap)) * sr) + m)
+    for i in range(count):
+        _add(out, beep, int(i * (dur + gap) * sr))
+    return _trim_tail(out)
+
+
+def _harmonic_tone(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """A sustained harmonic tone (instrument, engine whine, hooter): f0 150-1000 Hz, 0.15-3 s, steady pitch with at
+    most a slight drift or vibrato; random brightness and resonances. Some are in the pitch range of barks and cries."""
+    dur = rng.uniform(0.15, 3.0)
+    m = int(dur * sr)
+    f0 = np.exp(rng.uniform(np.log(150.0), np.log(1000.0)))
+    t = np.arange(m) / sr
+    track = f0 * (1.0 + rng.uniform(-0.03, 0.03) * t / dur)
+    if rng.random() < 0.5:
+        track *= 1.0 + rng.uniform(0.002, 0.012) * np.sin(2 * np.pi * rng.uniform(3.0, 7.0) * t)
+    formants = [(rng.uniform(500.0, 4000.0), rng.uniform(150.0, 800.0), rng.uniform(0.0, 3.0)) for _ in range(2)]
+    x = _harmonics(rng, track, sr, _envelope_fn(rng.uniform(-12.0, -1.0), formants, 0.5), rng.uniform(1500.0, 6000.0))
+    return x * _fade(m, sr, rng.uniform(0.005, 0.2), rng.uniform(0.02, 0.4))
+
+
+def _siren(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """A slow periodic pitch sweep (alarm, siren), 1-4 s."""
+    m = int(rng.uniform(1.0, 4.0) * sr)
+    t = np.arange(m) / sr
+    centre = rng.uniform(500.0, 1500.0)
+    track = centre * (1.0 + rng.uniform(0.1, 0.3) * np.sin(2 * np.pi * rng.uniform(0.3, 2.0) * t + rng.uniform(0, 6.3)))
+    x = _harmonics(rng, track, sr, _envelope_fn(rng.uniform(-15.0, -4.0), [], 1.0), 5000.0)
+    return x * _fade(m, sr, 0.1, 0.2)
+
+
+def _resonant_hit(rng: np.random.Generator, sr: int, modes: int, f_range: tuple[float, float], tau_range: tuple[float, float]) -> np.ndarray:
+    """An impact: a few exponentially damped sine modes plus a 1-3 ms broadband click."""
+    taus = rng.uniform(*tau_range, modes)
+    m = int(5 * taus.max() * sr) + 1
+    t = np.arange(m) / sr
+    freqs = np.exp(rng.uniform(np.log(f_range[0]), np.log(f_range[1]), modes))
+    amps = rng.uniform(0.3, 1.0, modes)
+    x = np.einsum("k,kn->n", amps, np.exp(-t[None, :] / taus[:, None]) * np.sin(2 * np.pi * freqs[:, None] * t[None, :]))
+    click_len = int(rng.uniform(0.001, 0.003) * sr) + 1
+    x[:click_len] += rng.uniform(0.2, 1.0) * rng.standard_normal(click_len) * np.exp(-np.arange(click_len) / (0.3 * click_len))
+    return x
+
+
+def _knocks(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """A door knock: 2-5 wooden hits at a fairly regular pace."""
+    count = int(rng.integers(2, 6))
+    pace = rng.uniform(0.08, 0.35)
+    hits = [_resonant_hit(rng, sr, 3, (80.0, 900.0), (0.005, 0.04)) for _ in range(count)]
+    starts = [int((i * pace + rng.uniform(0.0, 0.03)) * sr) for i in range(count)]
+    out = np.zeros(starts[-1] + max(h.size for h in hits))
+    for start, hit in zip(starts, hits):
+        _add(out, hit * rng.uniform(0.6, 1.0), start)
+    return out
+
+
+def _clicks(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """1-6 very short broadband clicks (switches, keys, cracks)."""
+    count = int(rng.integers(1, 7))
+    starts = np.sort(rng.uniform(0.0, rng.uniform(0.05, 1.5), count))
+    out = np.zeros(int((starts[-1] + 0.02) * sr) + 1)
+    for start in starts:
+        m = int(rng.uniform(0.0005, 0.003) * sr) + 2
+        click = rng.standard_normal(m) * np.exp(-np.arange(m) / (0.3 * m))
+        _add(out, click * rng.uniform(0.3, 1.0), int(start * sr))
+    return out
+
+
+def _taps(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """1-3 broadband taps/bangs: fast attack, 3-40 ms decay, random brightness, sometimes a short room tail."""
+    count = int(rng.integers(1, 4))
+    cutoff = rng.uniform(1000.0, 0.45 * sr)
+    sos = signal.butter(2, cutoff, btype="lowpass", fs=sr, output="sos")
+    tau = rng.uniform(0.003, 0.04)
+    m = int(6 * tau * sr) + 1
+    out = np.zeros(int(count * 0.4 * sr) + m)
+    for i in range(count):
+        tap = signal.sosfilt(sos, rng.standard_normal(m)) * np.exp(-np.arange(m) / (tau * sr))
+        tap[: int(0.001 * sr)] *= np.linspace(0.0, 1.0, int(0.001 * sr))
+        _add(out, tap * rng.uniform(0.5, 1.0), int((i * rng.uniform(0.1, 0.4)) * sr))
+    if rng.random() < 0.4:
+        out = _reverb(rng, out, sr, rng.uniform(0.1, 0.4), rng.uniform(-12.0, -3.0))
+    return _trim_tail(out)
+
+
+def _slam(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """A door slam / dropped object: a dull thump with a 30-150 ms broadband decay and a short room tail."""
+    tau = rng.uniform(0.03, 0.15)
+    m = int(5 * tau * sr) + 1
+    sos = signal.butter(2, rng.uniform(600.0, 3000.0), btype="lowpass", fs=sr, output="sos")
+    body = signal.sosfilt(sos, rng.standard_normal(m)) * np.exp(-np.arange(m) / (tau * sr))
+    body = _unit_rms(body) + rng.uniform(0.5, 2.0) * _unit_rms(_pad(_resonant_hit(rng, sr, 2, (40.0, 200.0), (0.02, 0.08)), m))
+    body[: int(0.003 * sr)] *= np.linspace(0.0, 1.0, int(0.003 * sr))
+    return _trim_tail(_reverb(rng, body, sr, rng.uniform(0.1, 0.5), rng.uniform(-15.0, -6.0)))
+
+
+def _babble(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Speech-like babble of 1-3 talkers, shape ``(n,)``, unit RMS: band-limited glottal pulse trains with
+    intonation, cut into syllables, each filtered by one of a few vowel formant pairs; some fricative noise."""
+    vowels = np.array([(730, 1090), (270, 2290), (530, 1840), (570, 840), (300, 870), (660, 1720), (440, 1020)], float)
+    chosen = vowels[rng.choice(len(vowels), 3, replace=False)] * rng.uniform(0.9, 1.2)
+    excitation = np.zeros((len(chosen), n))
+    fricative = np.zeros(n)
+    t = np.arange(n) / sr
+    for _ in range(int(rng.integers(1, 4))):
+        f0 = rng.uniform(90.0, 240.0) * (1.0 + _smooth_walk(rng, n, sr, rng.uniform(0.2, 0.6), 0.15)) * (1.0 - 0.05 * t / t[-1])
+        theta = 2.0 * np.pi * np.cumsum(f0) / sr
+        harm = np.floor(3500.0 / f0)
+        den = 2.0 * np.sin(0.5 * theta)
+        safe = np.abs(den) > 1e-6
+        pulses = np.where(safe, np.sin((harm + 0.5) * theta) / np.where(safe, den, 1.0) - 0.5, harm) / harm
+        gain = rng.uniform(0.5, 1.0)
+        pos = rng.uniform(0.0, 0.3) * n
+        while pos < n:
+            phrase = int(rng.integers(3, 9))
+            for _ in range(phrase):
+                m = int(rng.uniform(0.1, 0.3) * sr)
+                start = int(pos)
+                if start >= n:
+                    break
+                stop = min(n, start + m)
+                window = np.sin(np.pi * np.arange(stop - start) / m) ** 2
+                excitation[int(rng.integers(0, len(chosen))), start:stop] += gain * pulses[start:stop] * window
+                if rng.random() < 0.35:
+                    f_len = int(rng.uniform(0.03, 0.08) * sr)
+                    _add(fricative, gain * 0.3 * np.hanning(f_len) * rng.standard_normal(f_len), max(0, start - f_len // 2))
+                pos += m + rng.uniform(0.02, 0.1) * sr
+            pos += rng.uniform(0.2, 0.8) * sr
+    out = np.zeros(n)
+    for (f1, f2), exc in zip(chosen, excitation):
+        out += signal.sosfilt(_bandpass(f1 * 0.8, f1 * 1.25, sr), exc)
+        out += 0.5 * signal.sosfilt(_bandpass(f2 * 0.85, f2 * 1.15, sr), exc)
+    out += signal.sosfilt(signal.butter(2, min(2500.0, 0.4 * sr), btype="highpass", fs=sr, output="sos"), fricative)
+    return _unit_rms(out)
+
+
+def _reverb(rng: np.random.Generator, dry: np.ndarray, sr: int, rt60_s: float, wet_db: float) -> np.ndarray:
+    """Convolve with a synthetic exponentially decaying noise impulse response (-60 dB at ``rt60_s``) and add it,
+    ``wet_db`` re the dry energy. Output is ``dry.size + len(ir) - 1`` long."""
+    m = int(rt60_s * sr)
+    t = np.arange(m) / sr
+    ir = rng.standard_normal(m) * np.exp(-6.908 * t / rt60_s)
+    ir = signal.sosfilt(signal.butter(1, rng.uniform(2000.0, 0.45 * sr), fs=sr, output="sos"), ir)  # air absorption
+    wet = signal.fftconvolve(dry, ir)
+    wet *= _db(wet_db) * math.sqrt(float(np.sum(dry**2)) / max(float(np.sum(wet**2)), 1e-24))
+    out = wet
+    out[: dry.size] += dry
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------- events
+
+
+def _event_placement(
+    label: str, ev_rng: np.random.Generator, mix_rng: np.random.Generator, config: SynthConfig
+) -> tuple[np.ndarray, int, float]:
+    """The event (shape ``(m,)``, ``m <= n_samples``), its start sample and its EBR in dB."""
+    sr, n = config.sample_rate_hz, config.n_samples
+    short = _fit(_EVENTS[label](ev_rng, sr, n), n, sr)
+    start = int(mix_rng.integers(0, n - short.size + 1))
+    ebr_db = float(mix_rng.uniform(*config.ebr_db_range))
+    return short, start, ebr_db
+
+
+def _clip_timing(label: str, rng: np.random.Generator, config: SynthConfig) -> tuple[float | None, float | None]:
+    """Onset and offset of a clip's event (seconds), without synthesising its background."""
+    _check_label(label)
+    if label == BACKGROUND:
+        return None, None
+    _, ev_rng, mix_rng = rng.spawn(3)
+    short, start, _ = _event_placement(label, ev_rng, mix_rng, config)
+    sr = config.sample_rate_hz
+    return start / sr, (start + short.size) / sr
+
+
+def _dog(rng: np.random.Generator, sr: int, max_len: int) -> np.ndarray:
+    """1-4 barks (0.1-0.3 s): harmonic, f0 300-800 Hz rising then falling, sharp attack, noisy part, formants."""
+    f0_dog = rng.uniform(300.0, 800.0)
+    formants = [
+        (rng.uniform(700.0, 1500.0), rng.uniform(150.0, 400.0), rng.uniform(1.0, 3.0)),
+        (rng.uniform(1800.0, 3500.0), rng.uniform(200.0, 600.0), rng.uniform(0.5, 2.0)),
+    ]
+    weights = _envelope_fn(rng.uniform(-6.0, -2.0), formants, 0.3)
+    noise_sos = _bandpass(formants[0][0] * 0.6, formants[1][0] * 1.3, sr)
+    noise_db = rng.uniform(-14.0, -4.0)
+    pieces: list[tuple[int, np.ndarray]] = []
+    pos = 0
+    for _ in range(int(rng.integers(1, 5))):
+        dur = rng.uniform(0.1, 0.3)
+        m = int(dur * sr)
+        if pieces and pos + m > max_len:
+            break
+        u = np.arange(m) / m
+        peak_at = rng.uniform(0.1, 0.4)
+        contour = np.interp(u, [0.0, peak_at, 1.0], [1.0, rng.uniform(1.05, 1.35), rng.uniform(0.7, 0.95)])
+        track = f0_dog * rng.uniform(0.9, 1.1) * contour * (1.0 + _smooth_walk(rng, m, sr, 0.01, 0.02))
+        harm = _unit_rms(_harmonics(rng, track, sr, weights, 5000.0))
+        noise = _unit_rms(signal.sosfilt(noise_sos, rng.standard_normal(m)))
+        attack = rng.uniform(0.003, 0.012)
+        env = np.minimum(1.0, u * dur / attack) * np.exp(-np.maximum(0.0, u * dur - attack) / (rng.uniform(0.25, 0.6) * dur))
+        env *= _fade(m, sr, 0.0, 0.01)
+        pieces.append((pos, (harm + _db(noise_db) * noise) * env * rng.uniform(0.6, 1.0)))
+        pos += m + int(rng.uniform(0.08, 0.4) * sr)
+    out = np.zeros(pieces[-1][0] + pieces[-1][1].size)
+    for start, piece in pieces:
+        _add(out, piece, start)
+    return out
+
+
+def _baby(rng: np.random.Generator, sr: int, max_len: int) -> np.ndarray:
+    """1-3 cry segments (0.5-3 s) with breaths between: f0 300-600 Hz with glides and vibrato, harmonics to ~4 kHz."""
+    f0_baby = rng.uniform(300.0, 600.0)
+    formants = [
+        (rng.uniform(900.0, 1500.0), rng.uniform(200.0, 500.0), rng.uniform(1.0, 3.0)),
+        (rng.uniform(2500.0, 3600.0), rng.uniform(300.0, 700.0), rng.uniform(0.5, 2.0)),
+    ]
+    weights = _envelope_fn(rng.uniform(-3.0, 0.0), formants, 0.5)
+    pieces: list[tuple[int, np.ndarray]] = []
+    pos = 0
+    for _ in range(int(rng.integers(1, 4))):
+        room = max_len - pos
+        if pieces and room < int(0.5 * sr):
+            break
+        dur = min(rng.uniform(0.5, 3.0), room / sr)
+        m = int(dur * sr)
+        t = np.arange(m) / sr
+        u = t / dur
+        shape = np.interp(u, np.linspace(0.0, 1.0, 4), [rng.uniform(-0.15, 0.0), rng.uniform(0.1, 0.35), rng.uniform(0.0, 0.3), rng.uniform(-0.3, 0.0)])
+        vibrato = rng.uniform(0.01, 0.04) * np.sin(2 * np.pi * rng.uniform(4.0, 8.0) * t + rng.uniform(0, 6.3))
+        track = f0_baby * rng.uniform(0.9, 1.1) * (1.0 + shape + vibrato + _smooth_walk(rng, m, sr, 0.03, 0.015))
+        cry = _unit_rms(_harmonics(rng, track, sr, weights, rng.uniform(3500.0, 5000.0)))
+        cry *= _fade(m, sr, rng.uniform(0.03, 0.1), rng.uniform(0.05, 0.2)) * (1.0 + 0.15 * _smooth_walk(rng, m, sr, 0.05, 1.0))
+        pieces.append((pos, cry))
+        pos += m
+        breath = int(rng.uniform(0.2, 0.6) * sr)
+        if pos + breath < max_len:  # an inhale: soft high-passed noise
+            inhale = signal.sosfilt(_bandpass(1000.0, 4000.0, sr), rng.standard_normal(breath)) * np.hanning(breath)
+            pieces.append((pos, _db(rng.uniform(-26.0, -16.0)) * _unit_rms(inhale)))
+        pos += breath
+    out = np.zeros(max(start + piece.size for start, piece in pieces))
+    for start, piece in pieces:
+        _add(out, piece, start)
+    return _trim_tail(out)
+
+
+def _gun(rng: np.random.Generator, sr: int, max_len: int) -> np.ndarray:
+    """1-3 shots: broadband burst (1-4 ms attack, exponential decay) with a low boom, in a reverberant space
+    (noise impulse response, RT60 0.2-1.0 s)."""
+    cutoff = rng.uniform(2500.0, 0.45 * sr)
+    sos = signal.butter(2, cutoff, btype="lowpass", fs=sr, output="sos")
+    count = int(rng.integers(1, 4))
+    spacing = rng.uniform(0.08, 0.6)
+    starts = [int((i * spacing + rng.uniform(0.0, 0.05)) * sr) for i in range(count)]
+    tau = rng.uniform(0.008, 0.04)
+    m = int(6 * tau * sr) + 1
+    dry = np.zeros(starts[-1] + m)
+    for start in starts:
+        attack = int(rng.uniform(0.001, 0.004) * sr)
+        burst = signal.sosfilt(sos, rng.standard_normal(m)) * np.exp(-np.arange(m) / (tau * sr))
+        burst = _unit_rms(burst) + rng.uniform(0.3, 1.5) * _unit_rms(_pad(_resonant_hit(rng, sr, 1, (40.0, 150.0), (0.02, 0.06)), m))
+        burst[:attack] *= np.linspace(0.0, 1.0, attack)
+        _add(dry, burst * rng.uniform(0.7, 1.0), start)
+    return _trim_tail(_reverb(rng, dry, sr, rng.uniform(0.2, 1.0), rng.uniform(-6.0, 6.0)))
+
+
+_EVENTS: dict[str, Callable[[np.random.Generator, int, int], np.ndarray]] = {"dog": _dog, "baby": _baby, "gun": _gun}

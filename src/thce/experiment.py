@@ -1,0 +1,192 @@
+"""One experiment, end to end: clips -> splits -> cached features -> each method -> scores -> EER -> report.
+
+Writes the run directory of DESIGN.md: ``config.toml`` (resolved), ``checkpoints/``, ``metrics.csv`` (per epoch),
+``results.json``, ``report.md``, ``det.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from thce.config import ExperimentConfig, save_config
+from thce.data.features import FeatureStore, Normaliser, compute_features
+from thce.data.manifest import ManifestRow, read_manifest
+from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
+from thce.data.synth import generate_scenes
+from thce.errors import DataError
+from thce.io import atomic_write, write_json
+from thce.metrics import per_class_det_points, per_class_eer
+from thce.models import EventDetector, build_encoder
+from thce.report import write_report
+from thce.train import (
+    MetricsLog,
+    ProgressFn,
+    RunContext,
+    TrainingData,
+    learn_embedding,
+    predict_scores,
+    train_baseline,
+    train_detector,
+)
+
+logger = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class PreparedData:
+    """The training view of a data set plus what the report says about it."""
+
+    data: TrainingData
+    rows: list[ManifestRow]
+    store: FeatureStore
+    normaliser: Normaliser
+
+
+def load_rows(config: ExperimentConfig, out_dir: Path, progress: ProgressFn | None = None) -> list[ManifestRow]:
+    """The manifest rows of the run, with every split filled (and train/val re-ratioed if configured)."""
+    if config.data.source == "synth":
+        synth = dataclasses.replace(config.synth, seed=config.seed)
+        manifest = generate_scenes(
+            synth, out_dir / "data", progress=(lambda d, t: progress("synthesise scenes", d, t)) if progress else None
+        )
+    else:
+        manifest = Path(config.data.manifest)
+    rows = read_manifest(manifest)
+    allowed = set(config.data.classes) | {""}
+    for row in rows:
+        if row.label not in allowed:
+            raise DataError(
+                f"{manifest}: {row.path.name} has label {row.label!r}, not among data.classes "
+                f"{list(config.data.classes)} (empty label = background)"
+            )
+    rows = assign_splits(rows, fractions=config.data.split_fractions, seed=config.seed)
+    if config.data.ratio:
+        ratio = parse_ratio(config.data.ratio)
+        if len(ratio) != len(config.data.classes) + 1:
+            raise DataError(
+                f"data.ratio {config.data.ratio!r}: expected {len(config.data.classes) + 1} parts "
+                f"({', '.join(config.data.classes)}, background)"
+            )
+        rows = rebalance(rows, labels=[*config.data.classes, ""], ratio=ratio, seed=config.seed)
+    return rows
+
+
+def prepare_data(config: ExperimentConfig, out_dir: Path, progress: ProgressFn | None = None) -> PreparedData:
+    """Rows -> cached log-mel features -> :class:`TrainingData` normalised with training-split statistics."""
+    rows = load_rows(config, out_dir, progress)
+    class_of = {name: i for i, name in enumerate(config.data.classes)}
+    class_index = np.array([class_of.get(row.label, len(config.data.classes)) for row in rows], dtype=np.int64)
+    splits = {s: np.array([i for i, row in enumerate(rows) if row.split == s], dtype=np.int64) for s in SPLITS}
+    for split, indices in splits.items():
+        counts = np.bincount(class_index[indices], minlength=len(class_of) + 1)
+        missing = [name for name, c in zip([*config.data.classes, "background"], counts) if c == 0]
+        if missing:
+            raise DataError(f"split {split!r} has no clips of {', '.join(missing)}; every class needs clips in every split")
+    cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else out_dir / "cache"
+    store = compute_features(
+        [row.path for row in rows], config=config.features, cache_dir=cache_dir, workers=config.data.feature_workers,
+        progress=(lambda d, t: progress("log-mel features", d, t)) if progress else None,
+    )  # fmt: skip
+    normaliser = Normaliser.fit(store, splits["train"])
+    data = TrainingData(store, class_index, splits, tuple(config.data.classes), normaliser)
+    return PreparedData(data, rows, store, normaliser)
+
+
+def _evaluate(model: EventDetector, data: TrainingData, ctx: RunContext) -> dict[str, Any]:
+    test = data.splits["test"]
+    scores = predict_scores(model, data, test, ctx)
+    labels = data.class_index[test]
+    return {
+        "eer": per_class_eer(scores=scores, class_index=labels, classes=data.classes),
+        "det": per_class_det_points(scores=scores, class_index=labels, classes=data.classes),
+    }
+
+
+def save_checkpoint(model: EventDetector, path: Path, meta: dict[str, Any]) -> Path:
+    """State dict plus plain metadata, written atomically; loadable with ``torch.load(weights_only=True)``."""
+    with atomic_write(path, "wb") as handle:
+        torch.save({"state_dict": model.state_dict(), "meta": meta}, handle)
+    return path
+
+
+def run_experiment(
+    config: ExperimentConfig, out_dir: str | Path, *, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Run every method of ``config.methods`` on identical features and splits; write the run directory.
+
+    Returns the results dict also written to ``results.json``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, out_dir / "config.toml")
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    timing: dict[str, float] = {}
+    start = time.perf_counter()
+    prepared = prepare_data(config, out_dir, progress)
+    data = prepared.data
+    timing["data"] = time.perf_counter() - start
+    metrics_path = out_dir / "metrics.csv"
+    metrics_path.unlink(missing_ok=True)
+    ctx = RunContext(train=config.train, seed=config.seed, log=MetricsLog(metrics_path), progress=progress)
+    frames, n_mels = config.features.num_frames, config.features.n_mels
+    meta = {"classes": list(data.classes), "config": config.to_dict()}
+
+    def new_encoder() -> torch.nn.Module:
+        torch.manual_seed(config.seed)  # every method starts from the same initial encoder
+        return build_encoder(config.model, frames=frames, n_mels=n_mels)
+
+    methods: dict[str, Any] = {}
+    diagnostics: list[dict[str, Any]] = []
+    if "baseline" in config.methods:
+        start = time.perf_counter()
+        model = train_baseline(new_encoder(), data, config.baseline, ctx)
+        save_checkpoint(model, out_dir / "checkpoints" / "baseline.pt", {**meta, "method": "baseline"})
+        methods["baseline"] = _evaluate(model, data, ctx)
+        timing["baseline"] = time.perf_counter() - start
+    if "proposed1" in config.methods:
+        start = time.perf_counter()
+        embedding = learn_embedding(new_encoder(), data, config.embedding, ctx)
+        diagnostics = embedding.diagnostics
+        timing["embedding"] = time.perf_counter() - start
+        start = time.perf_counter()
+        models = train_detector(embedding, data, config.detector, ctx, end_to_end="proposed2" in config.methods)
+        for name, model in models.items():
+            save_checkpoint(
+                model, out_dir / "checkpoints" / f"{name}.pt",
+                {**meta, "method": name, "clusters": model.cluster_layer.num_clusters},
+            )  # fmt: skip
+            methods[name] = _evaluate(model, data, ctx)
+        timing["detector"] = time.perf_counter() - start
+    results = {
+        "classes": list(data.classes),
+        "methods": methods,
+        "data": {"counts": split_counts(prepared.rows)},
+        "encoder": config.model.encoder,
+        "embedding_diagnostics": _jsonable(diagnostics),
+        "timing_s": {k: round(v, 2) for k, v in timing.items()},
+    }
+    write_json(out_dir / "results.json", results)
+    write_report(out_dir, results)
+    return results
+
+
+def _jsonable(value: Any) -> Any:
+    """Diagnostics with int keys and numpy/torch scalars turned into JSON types."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.generic, torch.Tensor)):
+        return value.item()
+    return value
+

@@ -1,0 +1,184 @@
+"""Networks of the paper (Sec. 4, Fig. 2): encoders E ending in an L2-normalised embedding, the cluster layer
+W (Eq. 4) and the sigmoid detector head.
+
+Input features are log-mel matrices ``x`` of shape ``(batch, frames, mels)`` (1000 x 64 for 10 s clips).
+
+Our reading of the paper where it is silent (also in README):
+
+- **LSTMEncoder**: one LSTM layer of 128 units; the embedding is the last hidden state ``h_T`` (128-d),
+  L2-normalised.
+- **CNNEncoder**: the paper's two convolutional layers with Keras' default ``valid`` padding: 32 filters 7x7,
+  ReLU, batch norm, 5x4 max-pool (time x mel), dropout 0.3; 64 filters 7x7, ReLU, batch norm, 100x4 max-pool,
+  dropout 0.3. For a 1000 x 64 input the map is 64 channels x 1 x 2, so the flattened embedding is 128-d, the
+  same size as the LSTM's, then L2-normalised.
+- **ClusterLayer**: the dense layer of Eq. 4, ``h = W^T E(x)`` without bias. W is unnormalised: it holds
+  ``alpha * centroid`` at initialisation ("we combine alpha and L2-normalised W"), so ``h`` is alpha times a
+  cosine at that moment and free afterwards.
+- **DetectorHead**: a dense layer with L sigmoid outputs (one per event class; background is the all-zero
+  target). The proposed model puts it on the cluster layer's output ``h`` (Fig. 2, "without discarding the
+  dense layer of Eq. (4)"); the baseline puts it directly on the embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from thce.errors import ConfigError
+
+ENCODERS = ("cnn", "lstm")
+
+
+def l2_normalise(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """Rows of ``x`` (..., D) scaled to unit L2 norm."""
+    return F.normalize(x, p=2.0, dim=-1, eps=eps)
+
+
+class LSTMEncoder(nn.Module):
+    """One LSTM layer; embedding = last hidden state, L2-normalised. ``(B, T, F) -> (B, hidden_size)``."""
+
+    def __init__(self, n_mels: int = 64, hidden_size: int = 128) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(n_mels, hidden_size, batch_first=True)
+        self.embedding_dim = hidden_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        _, (h_last, _) = self.lstm(x)
+        return l2_normalise(h_last[-1])
+
+
+class CNNEncoder(nn.Module):
+    """The paper's two-layer CNN; flattened output L2-normalised. ``(B, T, F) -> (B, embedding_dim)``.
+
+    Pool sizes are (time, mel). ``embedding_dim`` is derived from ``frames`` and ``n_mels`` (128 for 1000 x 64).
+    """
+
+    def __init__(
+        self,
+        frames: int = 1000,
+        n_mels: int = 64,
+        *,
+        channels: tuple[int, int] = (32, 64),
+        kernel: int = 7,
+        pools: tuple[tuple[int, int], tuple[int, int]] = ((5, 4), (100, 4)),
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels, t, f = 1, frames, n_mels
+        for out_channels, (pool_t, pool_f) in zip(channels, pools):
+            layers += [
+                nn.Conv2d(in_channels, out_channels, kernel),
+                nn.ReLU(),
+                nn.BatchNorm2d(out_channels),
+                nn.MaxPool2d((pool_t, pool_f)),
+                nn.Dropout(dropout),
+            ]
+            t, f = (t - kernel + 1) // pool_t, (f - kernel + 1) // pool_f
+            in_channels = out_channels
+            if t < 1 or f < 1:
+                raise ConfigError(
+                    f"CNNEncoder: input {frames}x{n_mels} is too small for kernel {kernel} and pools {pools}"
+                )
+        self.features = nn.Sequential(*layers)
+        self.embedding_dim = in_channels * t * f
+
+    def forward(self, x: Tensor) -> Tensor:
+        return l2_normalise(self.features(x.unsqueeze(1)).flatten(1))
+
+
+class ClusterLayer(nn.Module):
+    """Eq. 4: ``h = W^T E(x)``, one column of W per cluster; ``(B, D) -> (B, K)``.
+
+    ``cluster_class`` (K,) names the class of each cluster (a buffer, saved with the weights).
+    """
+
+    def __init__(self, embedding_dim: int, cluster_class: Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(len(cluster_class), embedding_dim))
+        nn.init.normal_(self.weight, std=embedding_dim**-0.5)
+        self.register_buffer("cluster_class", torch.as_tensor(cluster_class, dtype=torch.long).clone())
+
+    @classmethod
+    def from_centroids(cls, centroids: Tensor, cluster_class: Tensor, alpha: float) -> ClusterLayer:
+        """Columns initialised to ``alpha * centroid / ||centroid||`` (alpha folded into W)."""
+        layer = cls(centroids.shape[1], cluster_class)
+        with torch.no_grad():
+            layer.weight.copy_(alpha * l2_normalise(centroids.to(layer.weight.dtype)))
+        return layer
+
+    @property
+    def num_clusters(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, embedding: Tensor) -> Tensor:
+        return embedding @ self.weight.t()
+
+
+class DetectorHead(nn.Module):
+    """Dense layer with ``num_events`` outputs; returns logits (the sigmoid lives in the loss / at scoring)."""
+
+    def __init__(self, in_features: int, num_events: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, num_events)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+
+class EventDetector(nn.Module):
+    """Encoder -> (optional cluster layer) -> detector head. ``(B, T, F) -> logits (B, L)``.
+
+    With ``cluster_layer=None`` this is the baseline; with it, the proposed model of Fig. 2.
+    """
+
+    def __init__(self, encoder: nn.Module, head: DetectorHead, cluster_layer: ClusterLayer | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.cluster_layer = cluster_layer
+        self.head = head
+
+    def features_for_head(self, embedding: Tensor) -> Tensor:
+        """What the head sees: the embedding (baseline) or the cluster layer's output (proposed)."""
+        return embedding if self.cluster_layer is None else self.cluster_layer(embedding)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features_for_head(self.encoder(x)))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder choice and sizes. ``encoder`` is ``"cnn"`` or ``"lstm"``."""
+
+    encoder: str = "cnn"
+    lstm_hidden_size: int = 128
+    cnn_channels: tuple[int, int] = (32, 64)
+    cnn_kernel: int = 7
+    cnn_pools: tuple[tuple[int, int], tuple[int, int]] = ((5, 4), (100, 4))
+    cnn_dropout: float = 0.3
+
+    def validate(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"model.encoder: {self.encoder!r} is not one of {', '.join(ENCODERS)}")
+        if self.lstm_hidden_size < 1 or self.cnn_kernel < 1 or min(self.cnn_channels) < 1:
+            raise ConfigError("model: sizes must be positive integers")
+        if not 0.0 <= self.cnn_dropout < 1.0:
+            raise ConfigError(f"model.cnn_dropout: {self.cnn_dropout} is not in [0, 1)")
+
+
+def build_encoder(config: ModelConfig, *, frames: int, n_mels: int) -> nn.Module:
+    """The encoder named by ``config`` for inputs of ``frames x n_mels``; has ``.embedding_dim``."""
+    config.validate()
+    if config.encoder == "lstm":
+        return LSTMEncoder(n_mels, config.lstm_hidden_size)
+    return CNNEncoder(
+        frames,
+        n_mels,
+        channels=tuple(config.cnn_channels),
+        kernel=config.cnn_kernel,
+        pools=tuple(tuple(p) for p in config.cnn_pools),
+        dropout=config.cnn_dropout,
+    )

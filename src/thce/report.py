@@ -1,0 +1,349 @@
+"""Reports of a run: EER and data tables (Markdown), DET curves on normal-deviate axes (PNG), ``report.md``.
+
+Everything here reads the ``results.json`` dictionary of a run directory::
+
+    {"classes": ["dog", "baby", "gun"],
+     "methods": {"baseline": {"eer": {"dog": 0.12, ..., "overall": 0.0867},
+                              "det": {"dog": {"far": [...], "mr": [...]}, ...}},
+                 "proposed1": {...}, "proposed2": {...}},
+     "data": {"counts": {"train": {"dog": 20, ..., "background": 260}, "val": {...}, "test": {...}}},
+     ...}
+
+EERs and DET rates are fractions; tables and plots show percent. Any number of methods and classes works; methods
+appear in the dictionary's order, the paper's three under their short names B, P1, P2 and any other under its key.
+Other top-level keys (``config``, ``timing_s``, ``encoder``, ...) are listed in ``report.md`` as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy.stats import norm
+
+from thce.io import atomic_write
+
+__all__ = [
+    "METHOD_SHORT_NAMES",
+    "METHOD_DESCRIPTIONS",
+    "DET_TICKS_PERCENT",
+    "method_short_name",
+    "eer_table_markdown",
+    "counts_table_markdown",
+    "plot_det",
+    "write_report",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Short names of the paper's methods (Tables 1 and 2); other methods are shown under their key.
+METHOD_SHORT_NAMES: dict[str, str] = {"baseline": "B", "proposed1": "P1", "proposed2": "P2"}
+
+#: What each known method is, for the legend line under the EER table.
+METHOD_DESCRIPTIONS: dict[str, str] = {
+    "baseline": "class-weighted BCE, Eq. 2",
+    "proposed1": "THCE embedding, Alg. 1; detector head trained alone",
+    "proposed2": "THCE embedding, Alg. 1; detector tuned end-to-end",
+    "focal": "focal loss",
+    "ldam": "label-distribution-aware margin loss",
+    "lmle": "LMLE triple-header hinge on quintuplets",
+    "class_balanced": "class-balanced loss (effective number of samples)",
+}
+
+#: Tick positions of the DET axes, in percent.
+DET_TICKS_PERCENT: tuple[float, ...] = (0.1, 0.5, 1, 2, 5, 10, 20, 40, 60, 80)
+
+_RATE_CLIP = 1e-4  # rates are clipped to [_RATE_CLIP, 1 - _RATE_CLIP] before the probit
+_RESERVED_KEYS = ("classes", "methods", "data")
+
+
+def method_short_name(method: str) -> str:
+    """Display name of a method: ``baseline`` -> ``B``, ``proposed1`` -> ``P1``, ``proposed2`` -> ``P2``, others as is.
+
+    >>> [method_short_name(m) for m in ("baseline", "proposed2", "focal")]
+    ['B', 'P2', 'focal']
+    """
+    return METHOD_SHORT_NAMES.get(method, method)
+
+
+def _check_results(results: Any) -> tuple[list[str], dict[str, Any]]:
+    """Return ``(classes, methods)`` of a results dictionary, or raise a ValueError saying what is wrong."""
+    if not isinstance(results, Mapping):
+        raise ValueError(f"results: expected a dict shaped like results.json, got {type(results).__name__}")
+    classes = results.get("classes")
+    if not isinstance(classes, (list, tuple)) or not classes or not all(isinstance(c, str) for c in classes):
+        raise ValueError(f"results['classes']: expected a non-empty list of class names, got {classes!r}")
+    methods = results.get("methods")
+    if not isinstance(methods, Mapping) or not methods:
+        raise ValueError(
+            "results['methods']: expected a non-empty dict {method: {'eer': {...}, 'det': {...}}}, "
+            f"got {type(methods).__name__ if methods is not None else 'nothing'}"
+        )
+    for name, entry in methods.items():
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("eer"), Mapping):
+            raise ValueError(
+                f"results['methods'][{name!r}]: expected a dict with an 'eer' dict {{class: fraction, ..., "
+                f"'overall': fraction}}, got {entry!r:.120}"
+            )
+    return list(classes), dict(methods)
+
+
+def _eer_value(eer: Mapping[str, Any], key: str) -> float | None:
+    """The EER fraction under ``key``, or None if missing or not a finite number."""
+    value = eer.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _percent(value: float) -> str:
+    """A fraction as percent with one decimal: 0.0867 -> '8.7'."""
+    return f"{100.0 * value:.1f}"
+
+
+def eer_table_markdown(results: Mapping[str, Any]) -> str:
+    """EER table shaped like the paper's tables: a row per class plus "Overall", a column per method.
+
+    EERs are shown in percent with one decimal; the lowest of each row (as displayed) is in bold, ties all bold; a
+    missing value shows as "–". A legend line under the table spells out the methods' short names.
+
+    Args:
+        results: the results.json dictionary (see the module docstring).
+
+    Returns:
+        The Markdown text: caption line, table, legend line; ends with a newline.
+
+    >>> results = {"classes": ["dog"], "methods": {"baseline": {"eer": {"dog": 0.12, "overall": 0.12}},
+    ...                                          "proposed2": {"eer": {"dog": 0.1, "overall": 0.1}}}}
+    >>> print(eer_table_markdown(results))  # doctest: +NORMALIZE_WHITESPACE
+    EER (%) per class; overall = unweighted mean over classes. Best of each row in bold.
+    <BLANKLINE>
+    | Class | B | P2 |
+    | :-- | --: | --: |
+    | dog | 12.0 | **10.0** |
+    | Overall | 12.0 | **10.0** |
+    <BLANKLINE>
+    B: baseline (class-weighted BCE, Eq. 2); P2: proposed2 (THCE embedding, Alg. 1; detector tuned end-to-end)
+    """
+    classes, methods = _check_results(results)
+    names = list(methods)
+    lines = [
+        "EER (%) per class; overall = unweighted mean over classes. Best of each row in bold.",
+        "",
+        "| Class | " + " | ".join(method_short_name(m) for m in names) + " |",
+        "| :-- | " + " | ".join("--:" for _ in names) + " |",
+    ]
+    for key, label in [(c, c) for c in classes] + [("overall", "Overall")]:
+        values = [_eer_value(methods[m]["eer"], key) for m in names]
+        shown = [_percent(v) if v is not None else "–" for v in values]
+        finite = [float(s) for s, v in zip(shown, values) if v is not None]
+        best = min(finite) if finite else None
+        cells = [
+            f"**{s}**" if v is not None and best is not None and float(s) == best else s
+            for s, v in zip(shown, values)
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    legend = []
+    for m in names:
+        description = METHOD_DESCRIPTIONS.get(m)
+        short = method_short_name(m)
+        if short != m:
+            legend.append(f"{short}: {m} ({description})" if description else f"{short}: {m}")
+        elif description:
+            legend.append(f"{m}: {description}")
+    if legend:
+        lines += ["", "; ".join(legend)]
+    return "\n".join(lines) + "\n"
+
+
+def counts_table_markdown(results: Mapping[str, Any]) -> str:
+    """Clips per class (rows, events then background and any other label) and split (columns), with totals.
+
+    Args:
+        results: the results.json dictionary; needs ``results["data"]["counts"] = {split: {class: int}}``.
+
+    Returns:
+        The Markdown table; ends with a newline.
+
+    Raises:
+        ValueError: ``data.counts`` is missing or not a dict of dicts.
+
+    >>> results = {"classes": ["dog"], "data": {"counts": {"train": {"dog": 2, "background": 5},
+    ...                                                    "test": {"dog": 1, "background": 3}}}}
+    >>> print(counts_table_markdown(results))
+    | Class | train | test | total |
+    | :-- | --: | --: | --: |
+    | dog | 2 | 1 | 3 |
+    | background | 5 | 3 | 8 |
+    | Total | 7 | 4 | 11 |
+    <BLANKLINE>
+    """
+    data = results.get("data") if isinstance(results, Mapping) else None
+    counts = data.get("counts") if isinstance(data, Mapping) else None
+    if not isinstance(counts, Mapping) or not counts or not all(isinstance(v, Mapping) for v in counts.values()):
+        raise ValueError(
+            "results['data']['counts']: expected a dict {split: {class: number of clips}}, "
+            f"got {counts!r:.120}"
+        )
+    splits = list(counts)
+    rows: list[str] = [c for c in results.get("classes", []) if isinstance(c, str)]
+    for per_split in counts.values():
+        rows += [label for label in per_split if label not in rows]
+
+    def number(value: Any) -> int:
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+    lines = [
+        "| Class | " + " | ".join(splits) + " | total |",
+        "| :-- | " + " | ".join("--:" for _ in splits) + " | --: |",
+    ]
+    for label in rows:
+        cells = [number(counts[s].get(label, 0)) for s in splits]
+        lines.append(f"| {label} | " + " | ".join(str(c) for c in cells) + f" | {sum(cells)} |")
+    totals = [sum(number(counts[s].get(label, 0)) for label in rows) for s in splits]
+    lines.append("| Total | " + " | ".join(str(t) for t in totals) + f" | {sum(totals)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _probit(rates: Any) -> np.ndarray:
+    """Normal deviate of rates (fractions) clipped to ``[1e-4, 1 - 1e-4]``."""
+    return norm.ppf(np.clip(np.asarray(rates, dtype=np.float64), _RATE_CLIP, 1.0 - _RATE_CLIP))
+
+
+def _tick_label(percent: float) -> str:
+    return f"{percent:g}"
+
+
+def plot_det(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """DET curves on normal-deviate axes: a panel per class, every method overlaid, saved as PNG atomically.
+
+    Rates are clipped to ``[1e-4, 1 - 1e-4]`` and mapped through the standard normal quantile function; ticks are
+    labelled in percent (0.1 ... 80 %). Each legend entry gives the method's EER for that class; the dashed
+    diagonal is FAR = MR, where the EER is read. Methods without a DET entry for a class are left out of its panel.
+
+    Args:
+        results: the results.json dictionary (``methods.<m>.det.<class> = {"far": [...], "mr": [...]}``).
+        path: where to write the PNG.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    classes, methods = _check_results(results)
+    path = Path(path)
+    n = len(classes)
+    ncols = n if n <= 4 else 3
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 4.2 * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    lo, hi = _probit(0.0)[()], _probit(1.0)[()]
+    margin = 0.05 * (hi - lo)
+    ticks = _probit(np.array(DET_TICKS_PERCENT) / 100.0)
+    labels = [_tick_label(p) for p in DET_TICKS_PERCENT]
+    for index, name in enumerate(classes):
+        ax = fig.add_subplot(nrows, ncols, index + 1)
+        ax.plot([lo, hi], [lo, hi], linestyle="--", color="0.6", linewidth=0.8)
+        for method, entry in methods.items():
+            det = entry.get("det")
+            curve = det.get(name) if isinstance(det, Mapping) else None
+            if not isinstance(curve, Mapping) or not curve.get("far"):
+                continue
+            far, mr = np.asarray(curve["far"], dtype=float), np.asarray(curve.get("mr", []), dtype=float)
+            if far.shape != mr.shape:
+                raise ValueError(
+                    f"results['methods'][{method!r}]['det'][{name!r}]: expected 'far' and 'mr' of equal length, "
+                    f"got {far.size} and {mr.size}"
+                )
+            eer = _eer_value(entry["eer"], name)
+            label = method_short_name(method) + (f" (EER {_percent(eer)}%)" if eer is not None else "")
+            style = {"marker": "o", "markersize": 3} if far.size == 1 else {}
+            ax.plot(_probit(far), _probit(mr), label=label, linewidth=1.4, **style)
+        ax.set_xlim(lo - margin, hi + margin)
+        ax.set_ylim(lo - margin, hi + margin)
+        ax.set_xticks(ticks, labels, rotation=90, fontsize="small")
+        ax.set_yticks(ticks, labels, fontsize="small")
+        ax.set_aspect("equal")
+        ax.grid(True, color="0.9", linewidth=0.6)
+        ax.set_title(name)
+        ax.set_xlabel("False alarm rate (%)")
+        ax.set_ylabel("Miss rate (%)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize="small")
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120)
+    logger.info("wrote DET curves of %d method(s) x %d class(es) to %s", len(methods), n, path)
+    return path
+
+
+def _extra_line(key: str, value: Any, limit: int = 300) -> str:
+    """One Markdown bullet for an extra top-level key of results.json."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        text = str(value)
+    else:
+        text = json.dumps(value, sort_keys=False, default=str, separators=(", ", ": "))
+        if len(text) > limit:
+            text = text[: limit - 1] + "…"
+        text = f"`{text}`"
+    return f"- **{key}**: {text}"
+
+
+def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict[str, Path]:
+    """Write ``report.md`` and ``det.png`` into a run directory, each atomically.
+
+    ``report.md`` holds a title, the EER table (:func:`eer_table_markdown`), the data table
+    (:func:`counts_table_markdown`, when ``data.counts`` is present), a line per extra top-level key of the results
+    (encoder, config, timing, ...) and a link to ``det.png`` (:func:`plot_det`).
+
+    Args:
+        run_dir: the run directory (created if missing).
+        results: the results.json dictionary.
+
+    Returns:
+        ``{"report": <run_dir>/report.md, "det": <run_dir>/det.png}``.
+    """
+    classes, methods = _check_results(results)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    det_path = plot_det(results, run_dir / "det.png")
+    parts = [
+        f"# thce report: {run_dir.name}",
+        "",
+        f"Classes: {', '.join(classes)}. Methods: {', '.join(methods)}.",
+        "",
+        "## Equal error rate",
+        "",
+        eer_table_markdown(results),
+    ]
+    data = results.get("data")
+    if isinstance(data, Mapping) and data.get("counts"):
+        parts += ["## Data (clips per class and split)", "", counts_table_markdown(results)]
+    extras = [key for key in results if key not in _RESERVED_KEYS]
+    if isinstance(data, Mapping):
+        extras_data = {k: v for k, v in data.items() if k != "counts"}
+    else:
+        extras_data = {}
+    if extras or extras_data:
+        parts += ["## Run", ""]
+        parts += [_extra_line(key, results[key]) for key in extras]
+        parts += [_extra_line(f"data.{key}", value) for key, value in extras_data.items()]
+        parts.append("")
+    parts += [
+        "## DET curves",
+        "",
+        "False alarm rate vs miss rate on normal-deviate axes; the dashed diagonal is FAR = MR.",
+        "",
+        f"![DET curves]({det_path.name})",
+        "",
+    ]
+    report_path = run_dir / "report.md"
+    with atomic_write(report_path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(parts))
+    logger.info("wrote %s", report_path)
+    return {"report": report_path, "det": det_path}

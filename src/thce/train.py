@@ -1,0 +1,467 @@
+"""Training: Algorithm 1 of the paper (learn the embedding, then the detector) and the baseline.
+
+- :func:`learn_embedding`: for ``n_iter`` iterations, cluster the training embeddings per class (K_c rule),
+  initialise the cluster layer W from the centroids (times alpha), tune only W for ``head_only_epochs``, then train
+  end to end for ``epochs`` (``last_epochs`` in the last iteration) with the weighted triple-header CE (Eq. 8).
+- :func:`train_detector`: a sigmoid layer of L outputs on the cluster layer; head only with Eq. 2 (Proposed1),
+  then end to end with Eq. 2 (Proposed2); each stage stops early on validation loss and keeps its best model.
+- :func:`train_baseline`: the same encoder with a sigmoid layer on the embedding, end to end with Eq. 2.
+
+Head-only stages run on embeddings computed once with the frozen encoder in eval mode (dropout off, batch-norm
+statistics fixed): the result is the same as re-running the frozen encoder every epoch, minus dropout noise on the
+input of the head, and it makes these stages nearly free.
+
+Library code does not print: per-epoch records go to a :class:`MetricsLog` (``metrics.csv``) and to the logger,
+per-batch progress to an optional ``progress(description, done, total)`` callback.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from thce.cluster import Clustering, cluster_per_class
+from thce.config import EmbeddingConfig, StageConfig, TrainConfig
+from thce.losses import (
+    TripleHeaderCrossEntropy,
+    bce_class_weights,
+    eq3_ordering,
+    triple_header_ce,
+    weighted_bce,
+)
+from thce.models import ClusterLayer, DetectorHead, EventDetector
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+class FeatureArray(Protocol):
+    """Anything indexable by an index array giving ``(n, frames, mels)`` features (FeatureStore, ndarray)."""
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class TrainingData:
+    """The clips a run trains and evaluates on.
+
+    Attributes:
+        features: (N, frames, mels) raw features, indexable by index arrays (memory-mapped cache or ndarray).
+        class_index: (N,) class of each clip: ``0..L-1`` for the events in ``classes``, ``L`` for background.
+        splits: split name (train/val/test) -> sorted clip indices.
+        classes: the L event names, in output order.
+        normalise: raw features -> normalised float32 (training-split mean and std); identity if ``None``.
+    """
+
+    features: FeatureArray
+    class_index: np.ndarray
+    splits: dict[str, np.ndarray]
+    classes: tuple[str, ...]
+    normalise: Callable[[np.ndarray], np.ndarray] | None = None
+
+    @property
+    def num_events(self) -> int:
+        return len(self.classes)
+
+    @property
+    def num_classes(self) -> int:
+        """Classes for clustering: the events plus background."""
+        return len(self.classes) + 1
+
+    def load(self, indices: np.ndarray) -> Tensor:
+        """Normalised features of ``indices`` as float32 (n, frames, mels)."""
+        order = np.argsort(indices, kind="stable")  # memory maps read fastest in file order
+        raw = np.asarray(self.features[indices[order]])
+        x = raw if self.normalise is None else self.normalise(raw)
+        out = np.empty_like(x, dtype=np.float32)
+        out[order] = x
+        return torch.from_numpy(out)
+
+    def targets(self, indices: np.ndarray) -> Tensor:
+        """(n, L) multi-hot targets: one-hot for an event clip, all zeros for background."""
+        classes = torch.as_tensor(self.class_index[indices], dtype=torch.long)
+        return nn.functional.one_hot(classes, self.num_classes)[:, : self.num_events].float()
+
+    def class_counts(self, split: str) -> np.ndarray:
+        """(L + 1,) clips per class in ``split`` (background last)."""
+        return np.bincount(self.class_index[self.splits[split]], minlength=self.num_classes)
+
+
+class MetricsLog:
+    """Per-epoch records appended to a CSV (flushed each row, so a killed run keeps what it logged)."""
+
+    COLUMNS = (
+        "method", "stage", "iteration", "epoch", "train_loss", "val_loss",
+        "eq3_train", "eq3_val", "own_over_other_val", "seconds",
+    )  # fmt: skip
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        if path is not None and not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w", newline="") as handle:
+                csv.writer(handle).writerow(self.COLUMNS)
+
+    def write(self, **row: Any) -> None:
+        unknown = set(row) - set(self.COLUMNS)
+        if unknown:
+            raise KeyError(f"MetricsLog: unknown columns {sorted(unknown)}")
+        self.rows.append(row)
+        logger.info(
+            "%s/%s it=%s epoch=%s train=%.4f val=%s",
+            row.get("method"), row.get("stage"), row.get("iteration", ""), row.get("epoch"),
+            row.get("train_loss", float("nan")), _fmt(row.get("val_loss")),
+        )  # fmt: skip
+        if self.path is not None:
+            with self.path.open("a", newline="") as handle:
+                csv.writer(handle).writerow([_fmt(row.get(c)) for c in self.COLUMNS])
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+@dataclass
+class RunContext:
+    """What every stage needs besides its data: settings, seed, where to log, whom to tell about progress."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    log: MetricsLog = field(default_factory=MetricsLog)
+    progress: ProgressFn | None = None
+
+    @property
+    def device(self) -> torch.device:
+        if self.train.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.train.device)
+
+    def generator(self, salt: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 100_003 + salt)
+
+
+# ------------------------------------------------------------------------------------------ shared loops
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[np.ndarray]:
+    """Positions ``0..n-1`` in batches, shuffled when a generator is given."""
+    order = torch.randperm(n, generator=generator).numpy() if generator is not None else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+@torch.no_grad()
+def embed(encoder: nn.Module, data: TrainingData, indices: np.ndarray, ctx: RunContext, desc: str = "embed") -> Tensor:
+    """Embeddings (n, D) of ``indices`` with the encoder in eval mode (the mode is restored afterwards)."""
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    batch = max(ctx.train.batch_size, 256)
+    total = math.ceil(len(indices) / batch)
+    for done, positions in enumerate(_batches(len(indices), batch, None), start=1):
+        out.append(encoder(data.load(indices[positions]).to(ctx.device)).cpu())
+        if ctx.progress:
+            ctx.progress(desc, done, total)
+    encoder.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+@torch.no_grad()
+def predict_scores(model: EventDetector, data: TrainingData, indices: np.ndarray, ctx: RunContext) -> np.ndarray:
+    """Detection scores (n, L): sigmoid outputs of ``model`` in eval mode."""
+    model.eval()
+    logits = model.head(model.features_for_head(embed(model.encoder, data, indices, ctx, "score").to(ctx.device)))
+    return torch.sigmoid(logits).cpu().numpy()
+
+
+def _fit(
+    *,
+    stage: str,
+    method: str,
+    module: nn.Module,
+    parameters: list[nn.Parameter],
+    train_step: Callable[[np.ndarray], Tensor],
+    num_train: int,
+    val_loss: Callable[[], float],
+    epochs: int,
+    patience: int | None,
+    ctx: RunContext,
+    iteration: int | str = "",
+    salt: int = 0,
+    extra: Callable[[], dict[str, float]] | None = None,
+) -> float:
+    """Adam over ``parameters`` for up to ``epochs`` epochs of ``train_step(positions) -> loss``.
+
+    With ``patience``, stops once validation loss has not improved for ``patience`` epochs and restores the state
+    of ``module`` with the lowest validation loss (the starting state counts as epoch 0). Returns that loss.
+    """
+    optimiser = torch.optim.Adam(parameters, lr=ctx.train.learning_rate)
+    generator = ctx.generator(salt)
+    best_loss = val_loss() if patience is not None else math.inf
+    best_state = copy.deepcopy(module.state_dict()) if patience is not None else None
+    since_best = 0
+    current = math.nan
+    total_batches = math.ceil(num_train / ctx.train.batch_size)
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        module.train()
+        losses = []
+        for done, positions in enumerate(_batches(num_train, ctx.train.batch_size, generator), start=1):
+            loss = train_step(positions)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item())
+            if ctx.progress:
+                ctx.progress(f"{method} {stage} {iteration} epoch {epoch}".replace("  ", " "), done, total_batches)
+        current = val_loss()
+        ctx.log.write(
+            method=method, stage=stage, iteration=iteration, epoch=epoch,
+            train_loss=float(np.mean(losses)) if losses else float("nan"), val_loss=current,
+            seconds=time.perf_counter() - start, **(extra() if extra else {}),
+        )  # fmt: skip
+        if patience is None:
+            continue
+        if current < best_loss:
+            best_loss, best_state, since_best = current, copy.deepcopy(module.state_dict()), 0
+        else:
+            since_best += 1
+            if since_best >= patience:
+                break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    return best_loss if patience is not None else current
+
+
+# ---------------------------------------------------------------------------------- Algorithm 1, step 1
+
+
+@dataclass
+class EmbeddingResult:
+    """The learned embedding: encoder E, the cluster layer W (Eq. 4) and per-iteration diagnostics."""
+
+    encoder: nn.Module
+    cluster_layer: ClusterLayer
+    clustering: Clustering
+    diagnostics: list[dict[str, Any]]
+
+
+def assign_to_own_class(h: Tensor, class_index: Tensor, cluster_class: Tensor) -> Tensor:
+    """For samples without a k-means assignment (validation): the own-class cluster with the largest ``h``.
+
+    ``h`` (n, K), ``class_index`` (n,), ``cluster_class`` (K,) -> (n,) cluster indices.
+    """
+    same = cluster_class.unsqueeze(0) == class_index.unsqueeze(1)
+    return h.masked_fill(~same, float("-inf")).argmax(dim=1)
+
+
+def _cluster_diagnostics(clustering: Clustering, embeddings: Tensor) -> dict[str, Any]:
+    """Cluster sizes per class and cosine to own centroid / nearest same-class / nearest other-class centroid."""
+    sizes = clustering.sizes()
+    cos = embeddings @ clustering.centroids.t()
+    own = clustering.assignment
+    fractions = eq3_ordering(cos, own, clustering.cluster_class)
+    per_class = {}
+    for c in range(len(clustering.clusters_per_class)):
+        s = sizes[clustering.cluster_class == c]
+        per_class[c] = {"clusters": len(s), "min_size": int(s.min()), "max_size": int(s.max())}
+    return {
+        "clusters": int(len(sizes)),
+        "sizes_per_class": per_class,
+        "mean_cos_own_centroid": float(cos.gather(1, own.unsqueeze(1)).mean()),
+        "eq3_at_clustering": fractions,
+    }
+
+
+class _Eq3Tally:
+    """Running Eq. 3 fractions over the training batches of one epoch (weighted by batch size)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.sums = {"eq3": 0.0}
+
+    def add(self, h: Tensor, cluster_index: Tensor, cluster_class: Tensor) -> None:
+        n = len(cluster_index)
+        self.sums["eq3"] += eq3_ordering(h.detach(), cluster_index, cluster_class)["eq3"] * n
+        self.total += n
+
+    def pop(self) -> float:
+        value = self.sums["eq3"] / self.total if self.total else float("nan")
+        self.total, self.sums["eq3"] = 0, 0.0
+        return value
+
+
+def learn_embedding(
+    encoder: nn.Module, data: TrainingData, config: EmbeddingConfig, ctx: RunContext, *, method: str = "proposed"
+) -> EmbeddingResult:
+    """Algorithm 1, step 1: ``n_iter`` rounds of per-class clustering and triple-header CE training.
+
+    Logs per epoch the THCE loss on train and validation and the fraction of samples for which Eq. 3's ordering
+    holds (validation samples are assigned to the own-class cluster with the largest ``h``).
+    """
+    device = ctx.device
+    encoder.to(device)
+    train_idx, val_idx = data.splits["train"], data.splits["val"]
+    train_class = torch.as_tensor(data.class_index[train_idx], dtype=torch.long)
+    val_class = torch.as_tensor(data.class_index[val_idx], dtype=torch.long, device=device)
+    diagnostics: list[dict[str, Any]] = []
+    for iteration in range(1, config.n_iter + 1):
+        train_emb = embed(encoder, data, train_idx, ctx, f"{method} embed it {iteration}")
+        clustering = cluster_per_class(
+            train_emb, train_class, num_classes=data.num_classes, seed=ctx.seed + iteration,
+            balanced=config.balanced_clusters, max_iter=config.kmeans_max_iter,
+        )  # fmt: skip
+        record: dict[str, Any] = {"iteration": iteration, **_cluster_diagnostics(clustering, train_emb)}
+        loss_fn = TripleHeaderCrossEntropy.from_centroids(
+            clustering.centroids, clustering.cluster_class, alpha=config.alpha,
+            beta_same=config.beta_same, beta_other=config.beta_other, weighted=config.cluster_weights,
+        ).to(device)  # fmt: skip
+        assignment = clustering.assignment.to(device)
+        cluster_class = loss_fn.cluster_class
+        tally = _Eq3Tally()
+        last: dict[str, float] = {}
+
+        def step(h: Tensor, positions: np.ndarray) -> Tensor:
+            tally.add(h, assignment[positions], cluster_class)
+            return triple_header_ce(
+                h, assignment[positions], cluster_class, beta_same=loss_fn.beta_same,
+                beta_other=loss_fn.beta_other, weights=loss_fn.weights,
+            )  # fmt: skip
+
+        def val_loss() -> float:
+            with torch.no_grad():
+                h_val = loss_fn.cluster_layer(embed(encoder, data, val_idx, ctx, f"{method} val").to(device))
+                k_val = assign_to_own_class(h_val, val_class, cluster_class)
+                fractions = eq3_ordering(h_val, k_val, cluster_class)
+                last.update(eq3_train=tally.pop(), eq3_val=fractions["eq3"], own_over_other_val=fractions["own_over_other"])
+                return triple_header_ce(
+                    h_val, k_val, cluster_class, beta_same=loss_fn.beta_same,
+                    beta_other=loss_fn.beta_other, weights=loss_fn.weights,
+                ).item()  # fmt: skip
+
+        # Tune only the cluster layer (encoder frozen: its embeddings are computed once above).
+        cached = train_emb.to(device)
+        _fit(
+            stage="embedding-head", method=method, module=loss_fn, parameters=list(loss_fn.parameters()),
+            train_step=lambda p: step(loss_fn.cluster_layer(cached[p]), p), num_train=len(train_idx),
+            val_loss=val_loss, epochs=config.head_only_epochs, patience=None, ctx=ctx,
+            iteration=iteration, salt=10 * iteration, extra=lambda: dict(last),
+        )  # fmt: skip
+        # Then end to end with Eq. 8 (the last iteration trains longer).
+        _fit(
+            stage="embedding", method=method, module=nn.ModuleList([encoder, loss_fn]),
+            parameters=[*encoder.parameters(), *loss_fn.parameters()],
+            train_step=lambda p: step(loss_fn.cluster_layer(encoder(data.load(train_idx[p]).to(device))), p),
+            num_train=len(train_idx), val_loss=val_loss,
+            epochs=config.last_epochs if iteration == config.n_iter else config.epochs,
+            patience=None, ctx=ctx, iteration=iteration, salt=10 * iteration + 1, extra=lambda: dict(last),
+        )  # fmt: skip
+        record["after_training"] = dict(last)
+        diagnostics.append(record)
+    return EmbeddingResult(encoder, loss_fn.cluster_layer, clustering, diagnostics)
+
+
+# ---------------------------------------------------------------------------------- Algorithm 1, step 2
+
+
+def _bce_weights(data: TrainingData, device: torch.device) -> Tensor:
+    counts = data.class_counts("train")
+    return bce_class_weights(counts[: data.num_events].tolist(), int(counts.sum())).to(device)
+
+
+def _bce_val_loss(model: EventDetector, data: TrainingData, weights: Tensor, ctx: RunContext) -> Callable[[], float]:
+    val_idx = data.splits["val"]
+    targets = data.targets(val_idx).to(ctx.device)
+
+    def value() -> float:
+        model.eval()
+        with torch.no_grad():
+            emb = embed(model.encoder, data, val_idx, ctx, "val").to(ctx.device)
+            return weighted_bce(model.head(model.features_for_head(emb)), targets, weights).item()
+
+    return value
+
+
+def train_head_only(
+    model: EventDetector, data: TrainingData, stage: StageConfig, ctx: RunContext, *, method: str
+) -> float:
+    """Train only ``model.head`` with Eq. 2 on frozen-encoder inputs; early stopping. Returns best val loss."""
+    device = ctx.device
+    model.to(device)
+    weights = _bce_weights(data, device)
+    with torch.no_grad():
+        inputs = {
+            split: model.features_for_head(embed(model.encoder, data, data.splits[split], ctx, f"{method} {split}").to(device))
+            for split in ("train", "val")
+        }
+    targets = {split: data.targets(data.splits[split]).to(device) for split in ("train", "val")}
+
+    def val_loss() -> float:
+        model.head.eval()
+        with torch.no_grad():
+            return weighted_bce(model.head(inputs["val"]), targets["val"], weights).item()
+
+    return _fit(
+        stage="detector-head", method=method, module=model.head, parameters=list(model.head.parameters()),
+        train_step=lambda p: weighted_bce(model.head(inputs["train"][p]), targets["train"][p], weights),
+        num_train=len(inputs["train"]), val_loss=val_loss, epochs=stage.head_only_max_epochs,
+        patience=stage.patience, ctx=ctx, salt=7001,
+    )  # fmt: skip
+
+
+def train_end_to_end(
+    model: EventDetector, data: TrainingData, stage: StageConfig, ctx: RunContext, *, method: str, salt: int
+) -> float:
+    """Train the whole model with Eq. 2; early stopping on validation loss. Returns best val loss."""
+    device = ctx.device
+    model.to(device)
+    weights = _bce_weights(data, device)
+    train_idx = data.splits["train"]
+    train_targets = data.targets(train_idx).to(device)
+    return _fit(
+        stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
+        train_step=lambda p: weighted_bce(model(data.load(train_idx[p]).to(device)), train_targets[p], weights),
+        num_train=len(train_idx), val_loss=_bce_val_loss(model, data, weights, ctx), epochs=stage.max_epochs,
+        patience=stage.patience, ctx=ctx, salt=salt,
+    )  # fmt: skip
+
+
+def train_detector(
+    embedding: EmbeddingResult, data: TrainingData, stage: StageConfig, ctx: RunContext, *, end_to_end: bool
+) -> dict[str, EventDetector]:
+    """Algorithm 1, step 2: a sigmoid layer on the cluster layer; head only (Proposed1), then end to end
+    (Proposed2, starting from Proposed1). Returns ``{"proposed1": model}`` and, if asked, ``"proposed2"``."""
+    head = DetectorHead(embedding.cluster_layer.num_clusters, data.num_events)
+    model = EventDetector(embedding.encoder, head, embedding.cluster_layer)
+    train_head_only(model, data, stage, ctx, method="proposed1")
+    models = {"proposed1": copy.deepcopy(model)}
+    if end_to_end:
+        train_end_to_end(model, data, stage, ctx, method="proposed2", salt=7002)
+        models["proposed2"] = model
+    return models
+
+
+def train_baseline(encoder: nn.Module, data: TrainingData, stage: StageConfig, ctx: RunContext) -> EventDetector:
+    """The baseline: the same encoder with a sigmoid layer on the embedding, end to end with Eq. 2."""
+    model = EventDetector(encoder, DetectorHead(encoder.embedding_dim, data.num_events))
+    train_end_to_end(model, data, stage, ctx, method="baseline", salt=7000)
+    return model

@@ -1,0 +1,67 @@
+"""Spherical k-means and the K_c rule."""
+
+import pytest
+import torch
+
+from thce.cluster import cluster_per_class, clusters_per_class, spherical_kmeans
+from thce.errors import DataError
+
+
+def _blobs(centres: torch.Tensor, per_centre: list[int], spread: float, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    points = [c + spread * torch.randn(n, len(c), generator=generator) for c, n in zip(centres, per_centre)]
+    return torch.nn.functional.normalize(torch.cat(points), dim=1)
+
+
+def test_k_rule():
+    assert clusters_per_class([20, 20, 10, 260]).tolist() == [2, 2, 1, 26]
+    assert clusters_per_class([7, 15, 29]).tolist() == [1, 2, 4]  # floor
+    with pytest.raises(DataError, match="at least one"):
+        clusters_per_class([5, 0])
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_recovers_known_centres_on_the_sphere(balanced):
+    centres = torch.nn.functional.normalize(torch.eye(8)[:4] + 0.05, dim=1)
+    x = _blobs(centres, [30, 30, 30, 30], spread=0.08)
+    centroids, assignment = spherical_kmeans(x, 4, seed=3, balanced=balanced)
+    assert torch.allclose(centroids.norm(dim=1), torch.ones(4), atol=1e-5)
+    similarity = centroids @ centres.t()
+    # each true centre is matched by exactly one centroid with cosine > 0.99
+    assert sorted(similarity.argmax(dim=1).tolist()) == [0, 1, 2, 3]
+    assert similarity.max(dim=1).values.min() > 0.99
+    assert torch.bincount(assignment).tolist() == [30, 30, 30, 30]
+
+
+def test_balanced_caps_cluster_sizes_and_none_is_empty():
+    centres = torch.nn.functional.normalize(torch.eye(6)[:3], dim=1)
+    x = _blobs(centres, [80, 10, 10], spread=0.2, seed=2)
+    _, plain = spherical_kmeans(x, 4, seed=0)
+    _, balanced = spherical_kmeans(x, 4, seed=0, balanced=True)
+    assert torch.bincount(plain, minlength=4).min() >= 1
+    assert torch.bincount(balanced, minlength=4).max() <= 25  # ceil(100 / 4)
+    _, singletons = spherical_kmeans(x[:5], 5, seed=0)
+    assert sorted(singletons.tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_deterministic_for_a_seed():
+    x = _blobs(torch.eye(5), [20] * 5, spread=0.5)
+    a = spherical_kmeans(x, 3, seed=7)
+    b = spherical_kmeans(x, 3, seed=7)
+    assert torch.equal(a[1], b[1]) and torch.equal(a[0], b[0])
+
+
+def test_cluster_per_class_layout():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(70, 4, generator=generator), dim=1)
+    classes = torch.tensor([0] * 10 + [1] * 20 + [2] * 40)
+    result = cluster_per_class(x, classes, num_classes=3, seed=0, balanced=True)
+    assert result.clusters_per_class.tolist() == [1, 2, 4]
+    assert result.cluster_class.tolist() == [0, 1, 1, 2, 2, 2, 2]
+    assert torch.equal(result.cluster_class[result.assignment], classes)  # clusters hold a single class
+    assert result.sizes().tolist() == [10, 10, 10, 10, 10, 10, 10]
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="k must be"):
+        spherical_kmeans(torch.randn(3, 2), 4)
