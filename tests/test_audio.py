@@ -201,3 +201,12 @@ def test_load_audio_errors_name_the_file(tmp_path):
 
     with pytest.raises(DataError, match="not a file"):
         load_audio(tmp_path)
+
+
+def test_partial_read_of_long_file_equals_full_read_then_crop(tmp_path):
+    rng = np.random.default_rng(2)
+    path = tmp_path / "long.wav"
+    sf.write(path, (0.1 * rng.standard_normal(3 * 22050)).astype(np.float32), 22050, subtype="FLOAT")
+    part = load_audio(path, sample_rate_hz=16000, duration_s=1.0)
+    full = load_audio(path, sample_rate_hz=16000, duration_s=None)
+    np.testing.assert_allclose(part, full[:16000], atol=1e-6)

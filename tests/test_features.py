@@ -82,11 +82,14 @@ def test_store_equals_direct_computation(wavs, tmp_path):
 def test_cache_hit_computes_nothing(wavs, tmp_path, monkeypatch):
     counter = ShardCounter(monkeypatch)
     seen = []
-    first = compute_features(wavs, config=CFG, cache_dir=tmp_path / "c", shard_size=3, progress=lambda d, t: seen.append((d, t)))
+    def record(done, total):
+        seen.append((done, total))
+
+    first = compute_features(wavs, config=CFG, cache_dir=tmp_path / "c", shard_size=3, progress=record)
     assert len(counter.calls) == 3
     assert seen == [(0, 7), (3, 7), (6, 7), (7, 7)]
     seen.clear()
-    second = compute_features(wavs, config=CFG, cache_dir=tmp_path / "c", shard_size=3, progress=lambda d, t: seen.append((d, t)))
+    second = compute_features(wavs, config=CFG, cache_dir=tmp_path / "c", shard_size=3, progress=record)
     assert len(counter.calls) == 3, "second call must not compute"
     assert seen == [(7, 7)]
     assert second.directory == first.directory
@@ -153,21 +156,27 @@ def test_bad_file_raises_data_error_naming_it(wavs, tmp_path):
         compute_features([*wavs, tmp_path / "gone.wav"], config=CFG, cache_dir=tmp_path / "c")
 
 
-def test_worker_pool_gives_same_features(wavs, tmp_path):
+def test_worker_pool_writes_same_shards_and_propagates_errors(wavs, tmp_path):
+    """One pool run (spawning costs seconds): shards 0-2 are good, shard 3 holds a broken file.
+
+    Shards are handed out in order, so shards 0-2 have started before shard 3 fails, and the pool finishes them.
+    """
     serial = compute_features(wavs, config=CFG, cache_dir=tmp_path / "a", shard_size=2)
-    seen = []
-    pooled = compute_features(
-        wavs, config=CFG, cache_dir=tmp_path / "b", shard_size=2, workers=2, progress=lambda d, t: seen.append(d)
-    )
-    assert seen[0] == 0 and seen[-1] == 7 and len(seen) == 5
-    np.testing.assert_array_equal(pooled[np.arange(7)], serial[np.arange(7)])
-
-
-def test_worker_pool_propagates_data_error(wavs, tmp_path):
     bad = tmp_path / "audio" / "broken.wav"
     bad.write_text("not audio")
+    seen = []
     with pytest.raises(DataError, match=r"broken\.wav"):
-        compute_features([*wavs, bad], config=CFG, cache_dir=tmp_path / "c", shard_size=2, workers=2)
+        compute_features(
+            [*wavs, bad], config=CFG, cache_dir=tmp_path / "b", shard_size=2, workers=2,
+            progress=lambda done, total: seen.append((done, total)),
+        )
+    assert seen[0] == (0, 8)
+    (directory,) = (tmp_path / "b").iterdir()
+    for k in range(3):
+        pooled = np.load(directory / shard_name(k))
+        np.testing.assert_array_equal(pooled, serial[[2 * k, 2 * k + 1]])
+    assert not (directory / shard_name(3)).exists()
+    assert sorted(p.name for p in directory.iterdir() if p.name.startswith(".")) == []  # no temporary files left
 
 
 def test_normaliser_fit_matches_numpy(wavs, tmp_path):

@@ -67,7 +67,9 @@ class FeatureCacheInfo:
     shard_size: int
 
     @classmethod
-    def from_paths(cls, paths: Sequence[str | os.PathLike], *, config: LogMelConfig, shard_size: int) -> FeatureCacheInfo:
+    def from_paths(
+        cls, paths: Sequence[str | os.PathLike], *, config: LogMelConfig, shard_size: int
+    ) -> FeatureCacheInfo:
         """Stat every file. Raises :class:`DataError` naming the first missing file."""
         resolved, sizes, mtimes = [], [], []
         for raw in paths:
@@ -192,8 +194,9 @@ def compute_features(
             if progress is not None:
                 progress(done, total)
     else:
-        done = _run_pool(tasks, config=config, workers=workers, batch_size=batch_size, done=done, total=total,
-                         progress=progress)
+        done = _run_pool(
+            tasks, config=config, workers=workers, batch_size=batch_size, done=done, total=total, progress=progress
+        )
     write_json(meta_path, info.meta(complete=True))
     return FeatureStore(directory)
 
@@ -346,7 +349,9 @@ class FeatureStore:
             try:
                 shard = np.load(path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as exc:
-                raise DataError(f"{path}: unreadable feature shard ({exc}); delete it and rerun compute_features") from exc
+                raise DataError(
+                    f"{path}: unreadable feature shard ({exc}); delete it and rerun compute_features"
+                ) from exc
             expected = (self.shard_sizes[index], *self.shape[1:])
             if shard.shape != expected:
                 raise DataError(f"{path}: shard has shape {shard.shape}, expected {expected}")
@@ -417,7 +422,9 @@ class Normaliser:
             raise DataError("Normaliser: mean and std must be finite and std positive")
 
     @classmethod
-    def fit(cls, store: FeatureStore | np.ndarray, indices: Sequence[int] | np.ndarray, *, chunk: int = 256) -> Normaliser:
+    def fit(
+        cls, store: FeatureStore | np.ndarray, indices: Sequence[int] | np.ndarray, *, chunk: int = 256
+    ) -> Normaliser:
         """Mean and std per mel band over every frame of the clips ``store[indices]``, streaming ``chunk`` clips at a
         time in float64 (chunk statistics merged with Chan et al.'s parallel variance formula: no cancellation).
 
@@ -471,7 +478,9 @@ class Normaliser:
         unknown = sorted(set(data) - {"mean", "std"})
         missing = sorted({"mean", "std"} - set(data))
         if unknown or missing:
-            raise DataError(f"Normaliser: expected keys mean, std; missing {missing or 'none'}, unknown {unknown or 'none'}")
+            raise DataError(
+                f"Normaliser: expected keys mean, std; missing {missing or 'none'}, unknown {unknown or 'none'}"
+            )
         return cls(mean=np.asarray(data["mean"]), std=np.asarray(data["std"]))
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -7,8 +7,8 @@ Every clip has a *background*, a random mix of
 
 - coloured noise (spectral slope between white and brown, slowly varying gain), sometimes a band-limited noise
   (traffic, wind, rain);
-- tonal confusers: mains hum, beeps, sustained harmonic tones at random pitches (some in the pitch range of barks
-  and cries, so that pitch alone does not identify an event), slow sirens;
+- tonal confusers: mains hum, beeps, sustained harmonic tones at random pitches and short horn honks (some in the
+  pitch range of barks and cries, so that pitch alone does not identify an event), bird chirps, slow sirens;
 - impulsive confusers: door knocks, clicks, broadband taps and slams with fast decay (so that a gun shot is not
   "the only impulse");
 - occasionally speech-like babble (formant-filtered band-limited pulse trains with syllable structure).
@@ -37,12 +37,13 @@ byte-identical files.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -70,9 +71,9 @@ _MIN_DURATION_S = 0.5
 _P_BAND_NOISE = 0.5
 _P_BABBLE = 0.25
 _P_HUM = 0.2
-_TONAL_PER_10S = 1.8
-_IMPULSIVE_PER_10S = 2.2
-_TONAL_DB = (-6.0, 10.0)
+_TONAL_PER_10S = 1.4
+_IMPULSIVE_PER_10S = 1.2
+_TONAL_DB = (-8.0, 6.0)
 _IMPULSIVE_DB = (6.0, 26.0)
 
 
@@ -86,6 +87,10 @@ class SynthConfig:
         sample_rate_hz: sample rate of the WAV files.
         ebr_db_range: ``(low, high)`` event-to-background ratio in dB, drawn uniformly per event clip.
         seed: drives every random draw.
+        test_counts: clips per label of a separate test set (manifest split ``test``, file names ``test_...``),
+            drawn from their own random streams. A test set with enough positives of every class makes EERs
+            meaningful when the training counts are as imbalanced as the paper's 2:2:1:26; EER does not depend on
+            the test set's class ratio (false-alarm and miss rates are rates).
     """
 
     counts: Mapping[str, int]
@@ -93,10 +98,13 @@ class SynthConfig:
     sample_rate_hz: int = 16000
     ebr_db_range: tuple[float, float] = (-6.0, 6.0)
     seed: int = 0
+    test_counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.counts, Mapping):
             object.__setattr__(self, "counts", dict(self.counts))
+        if isinstance(self.test_counts, Mapping):
+            object.__setattr__(self, "test_counts", dict(self.test_counts))
         if isinstance(self.ebr_db_range, (list, tuple)):
             object.__setattr__(self, "ebr_db_range", tuple(self.ebr_db_range))
         self.validate()
@@ -122,7 +130,9 @@ class SynthConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"synth: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"synth: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}"
+            )
         if "counts" not in data:
             raise ConfigError("synth: missing key 'counts'")
         return cls(**dict(data))
@@ -135,6 +145,7 @@ class SynthConfig:
             "sample_rate_hz": self.sample_rate_hz,
             "ebr_db_range": list(self.ebr_db_range),
             "seed": self.seed,
+            "test_counts": dict(self.test_counts),
         }
 
     @property
@@ -145,17 +156,20 @@ class SynthConfig:
     @property
     def total(self) -> int:
         """Number of clips over all labels."""
-        return sum(self.counts.values())
+        return sum(self.counts.values()) + sum(self.test_counts.values())
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first wrong value."""
         if not isinstance(self.counts, Mapping):
             raise ConfigError(f"synth counts: expected a mapping label -> integer, got {type(self.counts).__name__}")
-        for label, count in self.counts.items():
-            if label not in LABELS:
-                raise ConfigError(f"synth counts: unknown label {label!r}; expected one of {', '.join(LABELS)}")
-            if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-                raise ConfigError(f"synth counts[{label!r}]: expected a non-negative integer, got {count!r}")
+        if not isinstance(self.test_counts, Mapping):
+            raise ConfigError(f"synth test_counts: expected a mapping label -> integer, got {type(self.test_counts).__name__}")
+        for name, table in (("counts", self.counts), ("test_counts", self.test_counts)):
+            for label, count in table.items():
+                if label not in LABELS:
+                    raise ConfigError(f"synth {name}: unknown label {label!r}; expected one of {', '.join(LABELS)}")
+                if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+                    raise ConfigError(f"synth {name}[{label!r}]: expected a non-negative integer, got {count!r}")
         if sum(self.counts.values()) == 0:
             raise ConfigError("synth counts: all zero, nothing to generate")
         if (
@@ -164,13 +178,17 @@ class SynthConfig:
             or not math.isfinite(self.duration_s)
             or not _MIN_DURATION_S <= self.duration_s <= 3600
         ):
-            raise ConfigError(f"synth duration_s: expected a number in [{_MIN_DURATION_S}, 3600], got {self.duration_s!r}")
+            raise ConfigError(
+                f"synth duration_s: expected a number in [{_MIN_DURATION_S}, 3600], got {self.duration_s!r}"
+            )
         if (
             isinstance(self.sample_rate_hz, bool)
             or not isinstance(self.sample_rate_hz, (int, np.integer))
             or not 8000 <= self.sample_rate_hz <= 192000
         ):
-            raise ConfigError(f"synth sample_rate_hz: expected an integer in [8000, 192000], got {self.sample_rate_hz!r}")
+            raise ConfigError(
+                f"synth sample_rate_hz: expected an integer in [8000, 192000], got {self.sample_rate_hz!r}"
+            )
         rng_ = self.ebr_db_range
         if (
             not isinstance(rng_, tuple)
@@ -209,10 +227,13 @@ def clip_id(label: str, index: int) -> str:
     return f"{label}_{index:05d}"
 
 
-def clip_rng(seed: int, label: str, index: int) -> np.random.Generator:
-    """The random generator of one clip, derived from ``(seed, label, index)`` only."""
+def clip_rng(seed: int, label: str, index: int, *, test: bool = False) -> np.random.Generator:
+    """The random generator of one clip, derived from ``(seed, label, index)`` only; test-set clips
+    (``test=True``) have streams of their own."""
     _check_label(label)
-    return np.random.default_rng(np.random.SeedSequence(entropy=(_DOMAIN, int(seed)), spawn_key=(_LABEL_CODES[label], int(index))))
+    key = (_LABEL_CODES[label], int(index), 1) if test else (_LABEL_CODES[label], int(index))
+    sequence = np.random.SeedSequence(entropy=(_DOMAIN, int(seed)), spawn_key=key)
+    return np.random.default_rng(sequence)
 
 
 def synthesise_clip(label: str, rng: np.random.Generator, config: SynthConfig) -> SynthClip:
@@ -253,8 +274,8 @@ def generate_scenes(
     """Write ``out_dir/audio/<label>/<label>_<idx>.wav`` (16-bit PCM) and ``out_dir/manifest.csv``.
 
     Resumable: a WAV that already exists with the right size is kept (its onset and offset are recomputed from the
-    seed, cheaply). Existing files are only trusted if ``out_dir/synth.json`` records the same duration, rate, EBR
-    range and seed; otherwise every clip is rewritten. Each WAV is written atomically.
+    seed, cheaply). ``out_dir/synth.json`` records the duration, rate, EBR range and seed; if they differ from
+    ``config`` (counts may differ), existing clips are deleted and regenerated. Each WAV is written atomically.
 
     Args:
         config: what to generate.
@@ -263,28 +284,39 @@ def generate_scenes(
 
     Returns:
         The manifest path. Manifest columns: ``path,label,split,group,offset_s,onset_s``; ``label`` empty for
-        background, ``split`` empty, ``group`` the clip id, onset/offset in seconds (empty for background).
+        background, ``split`` empty (``test`` for the clips of ``test_counts``), ``group`` the clip id, onset/offset in seconds (empty for background).
     """
     config.validate()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = {k: v for k, v in config.to_dict().items() if k != "counts"}
+    fingerprint = {k: v for k, v in config.to_dict().items() if k not in ("counts", "test_counts")}
     fingerprint_path = out_dir / _FINGERPRINT
-    trust_existing = _read_fingerprint(fingerprint_path) == fingerprint
-    if not trust_existing and fingerprint_path.exists():
-        log.warning("%s: written with other settings; regenerating every clip", fingerprint_path)
-    write_json(fingerprint_path, fingerprint)
+    if _read_fingerprint(fingerprint_path) != fingerprint:
+        # Clips from other settings (or of unknown origin) are removed before the new fingerprint is written, so
+        # that whatever a later run finds beside the fingerprint was made with it, even after a kill.
+        stale = [
+            p
+            for folder in ("", "test")
+            for label in LABELS
+            for p in sorted((out_dir / "audio" / folder / label).glob(f"*{label}_*.wav"))
+        ]
+        if stale:
+            log.warning("%s: %d clips made with other settings; regenerating them", out_dir, len(stale))
+        for old in stale:
+            old.unlink()
+        write_json(fingerprint_path, fingerprint)
 
     sr = config.sample_rate_hz
     expected_bytes = _WAV_HEADER_BYTES + 2 * config.n_samples
-    plan = [(label, index) for label in LABELS for index in range(config.counts.get(label, 0))]
+    plan = [(False, label, index) for label in LABELS for index in range(config.counts.get(label, 0))]
+    plan += [(True, label, index) for label in LABELS for index in range(config.test_counts.get(label, 0))]
     rows: list[ManifestRow] = []
     written = 0
-    for done, (label, index) in enumerate(plan, start=1):
-        cid = clip_id(label, index)
-        path = out_dir / "audio" / label / f"{cid}.wav"
-        rng = clip_rng(config.seed, label, index)
-        if trust_existing and path.is_file() and path.stat().st_size == expected_bytes:
+    for done, (test, label, index) in enumerate(plan, start=1):
+        cid = ("test_" if test else "") + clip_id(label, index)
+        path = out_dir / "audio" / ("test" if test else "") / label / f"{cid}.wav"
+        rng = clip_rng(config.seed, label, index, test=test)
+        if path.is_file() and path.stat().st_size == expected_bytes:
             onset_s, offset_s = _clip_timing(label, rng, config)
         else:
             clip = synthesise_clip(label, rng, config)
@@ -295,7 +327,7 @@ def generate_scenes(
             ManifestRow(
                 path=path,
                 label="" if label == BACKGROUND else label,
-                split="",
+                split="test" if test else "",
                 group=cid,
                 extra={"onset_s": _fmt_time(onset_s), "offset_s": _fmt_time(offset_s)},
             )
@@ -320,8 +352,6 @@ def _fmt_time(value: float | None) -> str:
 
 
 def _read_fingerprint(path: Path) -> Any:
-    import json
-
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -333,7 +363,9 @@ def _write_wav(path: Path, x: np.ndarray, sample_rate_hz: int) -> None:
     pcm = np.round(np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
     header = struct.pack(
         "<4sI4s4sIHHIIHH4sI",
-        b"RIFF", 36 + len(pcm), b"WAVE", b"fmt ", 16, 1, 1, sample_rate_hz, 2 * sample_rate_hz, 2, 16, b"data", len(pcm),
+        *(b"RIFF", 36 + len(pcm), b"WAVE"),
+        *(b"fmt ", 16, 1, 1, sample_rate_hz, 2 * sample_rate_hz, 2, 16),  # PCM, mono, rate, byte rate, align, bits
+        *(b"data", len(pcm)),
     )
     with atomic_write(path, "wb") as handle:
         handle.write(header)
@@ -412,7 +444,8 @@ def _harmonics(
     phase = 2.0 * np.pi * np.cumsum(f0) / sr
     fk = k[:, None] * f0[None, :]
     gate = np.clip((f_max - fk) / (0.15 * f_max), 0.0, 1.0)
-    return np.einsum("h,hn->n", amps, gate * np.sin(k[:, None] * phase[None, :] + rng.uniform(0, 2 * np.pi, (n_harm, 1))))
+    phase0 = rng.uniform(0, 2 * np.pi, (n_harm, 1))
+    return np.einsum("h,hn->n", amps, gate * np.sin(k[:, None] * phase[None, :] + phase0))
 
 
 def _envelope_fn(tilt_db_per_oct: float, formants: list[tuple[float, float, float]], floor: float) -> Callable:
@@ -445,23 +478,25 @@ def _coloured_noise(rng: np.random.Generator, n: int, sr: int, beta: float) -> n
 
 
 def _background(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
-    """A random background scene of shape ``(n,)``; overall RMS around -30 dBFS (before any peak limiting)."""
+    """A random background scene of shape ``(n,)``; its coloured noise at -38 to -24 dBFS RMS, the rest relative."""
     tens = n / sr / 10.0  # confuser rates are per 10 s
     noise = _coloured_noise(rng, n, sr, rng.uniform(0.0, 2.0))
     noise *= 10.0 ** (_smooth_walk(rng, n, sr, rng.uniform(0.5, 2.5), rng.uniform(1.0, 6.0)) / 20.0)
-    scene = noise
+    noise_rms = _rms(noise)
+    scene = noise.copy()
     if rng.random() < _P_BAND_NOISE:  # band-limited noise: traffic, wind, rain, ventilation
         centre = np.exp(rng.uniform(np.log(100.0), np.log(4000.0)))
         width = rng.uniform(0.3, 1.5)
         band = signal.sosfilt(_bandpass(centre * 2 ** -width, centre * 2**width, sr), rng.standard_normal(n))
-        band = _unit_rms(band) * 10.0 ** (_smooth_walk(rng, n, sr, rng.uniform(0.3, 3.0), rng.uniform(2.0, 10.0)) / 20.0)
+        step_s, depth_db = rng.uniform(0.3, 3.0), rng.uniform(2.0, 10.0)
+        band = _unit_rms(band) * 10.0 ** (_smooth_walk(rng, n, sr, step_s, depth_db) / 20.0)
         scene = scene + _db(rng.uniform(-10.0, 4.0)) * band
     if rng.random() < _P_BABBLE:
         scene = scene + _db(rng.uniform(-12.0, 6.0)) * _babble(rng, n, sr)
     if rng.random() < _P_HUM:
         scene = scene + _db(rng.uniform(-15.0, 0.0)) * _hum(rng, n, sr)
 
-    tonal = (_beeps, _harmonic_tone, _harmonic_tone, _harmonic_tone, _siren)
+    tonal = (_beeps, _harmonic_tone, _harmonic_tone, _honks, _honks, _chirps, _siren)
     impulsive = (_knocks, _clicks, _taps, _taps, _slam)
     n_tonal = rng.poisson(_TONAL_PER_10S * tens)
     n_impulsive = rng.poisson(_IMPULSIVE_PER_10S * tens)
@@ -472,7 +507,7 @@ def _background(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
         x = _fit(kind(rng, sr), n, sr)
         x = x / max(float(np.max(np.abs(x))), 1e-12)
         _add(scene, _db(rng.uniform(*_IMPULSIVE_DB)) * x, int(rng.integers(0, max(1, n - x.size + 1))))
-    return scene * (_db(rng.uniform(-38.0, -24.0)) / _rms(noise))
+    return scene * (_db(rng.uniform(-38.0, -24.0)) / noise_rms)
 
 
 def _hum(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
@@ -512,6 +547,41 @@ def _harmonic_tone(rng: np.random.Generator, sr: int) -> np.ndarray:
     return x * _fade(m, sr, rng.uniform(0.005, 0.2), rng.uniform(0.02, 0.4))
 
 
+def _honks(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """1-3 short horn honks / squeaks: bright harmonic bursts (f0 250-700 Hz, 0.08-0.5 s, flat pitch, sharp attack),
+    bark-like in pitch and length but without a pitch arch or noise."""
+    f0 = rng.uniform(250.0, 700.0)
+    tilt = rng.uniform(-6.0, -1.0)
+    formant = (rng.uniform(800.0, 3000.0), rng.uniform(200.0, 800.0), rng.uniform(0.0, 2.0))
+    weights = _envelope_fn(tilt, [formant], 0.5)
+    count = int(rng.integers(1, 4))
+    dur = rng.uniform(0.08, 0.5)
+    gap = rng.uniform(0.05, 0.4)
+    m = int(dur * sr)
+    out = np.zeros(int(count * (dur + gap) * sr) + m)
+    for i in range(count):
+        track = np.full(m, f0 * rng.uniform(0.98, 1.02))
+        honk = _harmonics(rng, track, sr, weights, 6000.0)
+        honk *= _fade(m, sr, rng.uniform(0.002, 0.02), rng.uniform(0.01, 0.06))
+        _add(out, honk, int(i * (dur + gap) * sr))
+    return _trim_tail(out)
+
+
+def _chirps(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """A bird: 2-8 fast frequency sweeps (2-6 kHz, 20-150 ms), nearly pure tones."""
+    count = int(rng.integers(2, 9))
+    pace = rng.uniform(0.08, 0.3)
+    lo, hi = sorted(rng.uniform(2000.0, min(6000.0, 0.4 * sr), 2))
+    dur = rng.uniform(0.02, 0.15)
+    m = int(dur * sr)
+    out = np.zeros(int(count * pace * sr) + m)
+    for i in range(count):
+        sweep = np.linspace(hi, lo, m) if rng.random() < 0.5 else np.linspace(lo, hi, m)
+        chirp = np.sin(2.0 * np.pi * np.cumsum(sweep) / sr) * np.hanning(m)
+        _add(out, chirp * rng.uniform(0.5, 1.0), int((i * pace + rng.uniform(0.0, 0.03)) * sr))
+    return _trim_tail(out)
+
+
 def _siren(rng: np.random.Generator, sr: int) -> np.ndarray:
     """A slow periodic pitch sweep (alarm, siren), 1-4 s."""
     m = int(rng.uniform(1.0, 4.0) * sr)
@@ -522,16 +592,20 @@ def _siren(rng: np.random.Generator, sr: int) -> np.ndarray:
     return x * _fade(m, sr, 0.1, 0.2)
 
 
-def _resonant_hit(rng: np.random.Generator, sr: int, modes: int, f_range: tuple[float, float], tau_range: tuple[float, float]) -> np.ndarray:
+def _resonant_hit(
+    rng: np.random.Generator, sr: int, modes: int, f_range: tuple[float, float], tau_range: tuple[float, float]
+) -> np.ndarray:
     """An impact: a few exponentially damped sine modes plus a 1-3 ms broadband click."""
     taus = rng.uniform(*tau_range, modes)
     m = int(5 * taus.max() * sr) + 1
     t = np.arange(m) / sr
     freqs = np.exp(rng.uniform(np.log(f_range[0]), np.log(f_range[1]), modes))
     amps = rng.uniform(0.3, 1.0, modes)
-    x = np.einsum("k,kn->n", amps, np.exp(-t[None, :] / taus[:, None]) * np.sin(2 * np.pi * freqs[:, None] * t[None, :]))
+    ringing = np.exp(-t[None, :] / taus[:, None]) * np.sin(2 * np.pi * freqs[:, None] * t[None, :])
+    x = np.einsum("k,kn->n", amps, ringing)
     click_len = int(rng.uniform(0.001, 0.003) * sr) + 1
-    x[:click_len] += rng.uniform(0.2, 1.0) * rng.standard_normal(click_len) * np.exp(-np.arange(click_len) / (0.3 * click_len))
+    click_gain = rng.uniform(0.2, 1.0)
+    x[:click_len] += click_gain * rng.standard_normal(click_len) * np.exp(-np.arange(click_len) / (0.3 * click_len))
     return x
 
 
@@ -582,7 +656,8 @@ def _slam(rng: np.random.Generator, sr: int) -> np.ndarray:
     m = int(5 * tau * sr) + 1
     sos = signal.butter(2, rng.uniform(600.0, 3000.0), btype="lowpass", fs=sr, output="sos")
     body = signal.sosfilt(sos, rng.standard_normal(m)) * np.exp(-np.arange(m) / (tau * sr))
-    body = _unit_rms(body) + rng.uniform(0.5, 2.0) * _unit_rms(_pad(_resonant_hit(rng, sr, 2, (40.0, 200.0), (0.02, 0.08)), m))
+    thump_gain = rng.uniform(0.5, 2.0)
+    body = _unit_rms(body) + thump_gain * _unit_rms(_pad(_resonant_hit(rng, sr, 2, (40.0, 200.0), (0.02, 0.08)), m))
     body[: int(0.003 * sr)] *= np.linspace(0.0, 1.0, int(0.003 * sr))
     return _trim_tail(_reverb(rng, body, sr, rng.uniform(0.1, 0.5), rng.uniform(-15.0, -6.0)))
 
@@ -596,7 +671,9 @@ def _babble(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     fricative = np.zeros(n)
     t = np.arange(n) / sr
     for _ in range(int(rng.integers(1, 4))):
-        f0 = rng.uniform(90.0, 240.0) * (1.0 + _smooth_walk(rng, n, sr, rng.uniform(0.2, 0.6), 0.15)) * (1.0 - 0.05 * t / t[-1])
+        f0_talker = rng.uniform(90.0, 240.0)
+        intonation = 1.0 + _smooth_walk(rng, n, sr, rng.uniform(0.2, 0.6), 0.15)
+        f0 = f0_talker * intonation * (1.0 - 0.05 * t / t[-1])  # declination
         theta = 2.0 * np.pi * np.cumsum(f0) / sr
         harm = np.floor(3500.0 / f0)
         den = 2.0 * np.sin(0.5 * theta)
@@ -616,7 +693,8 @@ def _babble(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
                 excitation[int(rng.integers(0, len(chosen))), start:stop] += gain * pulses[start:stop] * window
                 if rng.random() < 0.35:
                     f_len = int(rng.uniform(0.03, 0.08) * sr)
-                    _add(fricative, gain * 0.3 * np.hanning(f_len) * rng.standard_normal(f_len), max(0, start - f_len // 2))
+                    hiss = gain * 0.3 * np.hanning(f_len) * rng.standard_normal(f_len)
+                    _add(fricative, hiss, max(0, start - f_len // 2))
                 pos += m + rng.uniform(0.02, 0.1) * sr
             pos += rng.uniform(0.2, 0.8) * sr
     out = np.zeros(n)
@@ -690,7 +768,8 @@ def _dog(rng: np.random.Generator, sr: int, max_len: int) -> np.ndarray:
         harm = _unit_rms(_harmonics(rng, track, sr, weights, 5000.0))
         noise = _unit_rms(signal.sosfilt(noise_sos, rng.standard_normal(m)))
         attack = rng.uniform(0.003, 0.012)
-        env = np.minimum(1.0, u * dur / attack) * np.exp(-np.maximum(0.0, u * dur - attack) / (rng.uniform(0.25, 0.6) * dur))
+        tau = rng.uniform(0.25, 0.6) * dur
+        env = np.minimum(1.0, u * dur / attack) * np.exp(-np.maximum(0.0, u * dur - attack) / tau)
         env *= _fade(m, sr, 0.0, 0.01)
         pieces.append((pos, (harm + _db(noise_db) * noise) * env * rng.uniform(0.6, 1.0)))
         pos += m + int(rng.uniform(0.08, 0.4) * sr)
@@ -718,11 +797,13 @@ def _baby(rng: np.random.Generator, sr: int, max_len: int) -> np.ndarray:
         m = int(dur * sr)
         t = np.arange(m) / sr
         u = t / dur
-        shape = np.interp(u, np.linspace(0.0, 1.0, 4), [rng.uniform(-0.15, 0.0), rng.uniform(0.1, 0.35), rng.uniform(0.0, 0.3), rng.uniform(-0.3, 0.0)])
+        knots = [rng.uniform(-0.15, 0.0), rng.uniform(0.1, 0.35), rng.uniform(0.0, 0.3), rng.uniform(-0.3, 0.0)]
+        shape = np.interp(u, np.linspace(0.0, 1.0, 4), knots)  # glide: up, then down
         vibrato = rng.uniform(0.01, 0.04) * np.sin(2 * np.pi * rng.uniform(4.0, 8.0) * t + rng.uniform(0, 6.3))
         track = f0_baby * rng.uniform(0.9, 1.1) * (1.0 + shape + vibrato + _smooth_walk(rng, m, sr, 0.03, 0.015))
         cry = _unit_rms(_harmonics(rng, track, sr, weights, rng.uniform(3500.0, 5000.0)))
-        cry *= _fade(m, sr, rng.uniform(0.03, 0.1), rng.uniform(0.05, 0.2)) * (1.0 + 0.15 * _smooth_walk(rng, m, sr, 0.05, 1.0))
+        fade = _fade(m, sr, rng.uniform(0.03, 0.1), rng.uniform(0.05, 0.2))
+        cry *= fade * (1.0 + 0.15 * _smooth_walk(rng, m, sr, 0.05, 1.0))  # with a slight tremolo
         pieces.append((pos, cry))
         pos += m
         breath = int(rng.uniform(0.2, 0.6) * sr)
@@ -750,7 +831,9 @@ def _gun(rng: np.random.Generator, sr: int, max_len: int) -> np.ndarray:
     for start in starts:
         attack = int(rng.uniform(0.001, 0.004) * sr)
         burst = signal.sosfilt(sos, rng.standard_normal(m)) * np.exp(-np.arange(m) / (tau * sr))
-        burst = _unit_rms(burst) + rng.uniform(0.3, 1.5) * _unit_rms(_pad(_resonant_hit(rng, sr, 1, (40.0, 150.0), (0.02, 0.06)), m))
+        boom_gain = rng.uniform(0.3, 1.5)
+        boom = _unit_rms(_pad(_resonant_hit(rng, sr, 1, (40.0, 150.0), (0.02, 0.06)), m))
+        burst = _unit_rms(burst) + boom_gain * boom
         burst[:attack] *= np.linspace(0.0, 1.0, attack)
         _add(dry, burst * rng.uniform(0.7, 1.0), start)
     return _trim_tail(_reverb(rng, dry, sr, rng.uniform(0.2, 1.0), rng.uniform(-6.0, 6.0)))

@@ -1,0 +1,115 @@
+"""Training speed at the paper's input shape (10 s clips: 1000 frames x 64 mels, batch 64) on this machine.
+
+Measures, in the same run and interleaved step by step so that machine load affects both alike:
+- baseline step: encoder + sigmoid head, class-weighted BCE (Eq. 2), Adam update;
+- THCE step: encoder + cluster layer (31 clusters, the 2:2:1:26 setting), triple-header CE (Eqs. 5-9), Adam update.
+
+Prints JSON: samples/s of each and ``thce_overhead`` = median THCE step time / median baseline step time.
+
+    python benchmarks/train_step.py [--steps 10] [--encoders cnn lstm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from thce.cluster import clusters_per_class
+from thce.losses import TripleHeaderCrossEntropy, weighted_bce
+from thce.models import DetectorHead, ModelConfig, build_encoder
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": "cpu",
+    }
+
+
+def bench_encoder(name: str, *, steps: int, batch: int, frames: int, n_mels: int) -> dict:
+    torch.manual_seed(0)
+    x = torch.randn(batch, frames, n_mels)
+    events = torch.randint(0, 4, (batch,))  # 3 events + background
+    targets = torch.nn.functional.one_hot(events, 4)[:, :3].float()
+    class_weights = torch.tensor([13.0, 13.0, 26.0])
+
+    k_per_class = clusters_per_class([2, 2, 1, 26])
+    cluster_class = torch.repeat_interleave(torch.arange(4), k_per_class)
+    cluster_index = torch.randint(0, len(cluster_class), (batch,))
+
+    base_encoder = build_encoder(ModelConfig(encoder=name), frames=frames, n_mels=n_mels)
+    head = DetectorHead(base_encoder.embedding_dim, 3)
+    base_opt = torch.optim.Adam([*base_encoder.parameters(), *head.parameters()], lr=1e-3)
+
+    thce_encoder = build_encoder(ModelConfig(encoder=name), frames=frames, n_mels=n_mels)
+    centroids = torch.nn.functional.normalize(torch.randn(len(cluster_class), thce_encoder.embedding_dim), dim=1)
+    loss_fn = TripleHeaderCrossEntropy.from_centroids(centroids, cluster_class, alpha=16.0)
+    thce_opt = torch.optim.Adam([*thce_encoder.parameters(), *loss_fn.parameters()], lr=1e-3)
+
+    def baseline_step() -> None:
+        loss = weighted_bce(head(base_encoder(x)), targets, class_weights)
+        base_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        base_opt.step()
+
+    def thce_step() -> None:
+        loss = loss_fn(thce_encoder(x), cluster_index)
+        thce_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        thce_opt.step()
+
+    for _ in range(2):  # warm-up
+        baseline_step()
+        thce_step()
+    times: dict[str, list[float]] = {"baseline": [], "thce": []}
+    for _ in range(steps):
+        for key, step in (("baseline", baseline_step), ("thce", thce_step)):
+            start = time.perf_counter()
+            step()
+            times[key].append(time.perf_counter() - start)
+    median = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "baseline_samples_per_s": round(batch / median["baseline"], 2),
+        "thce_samples_per_s": round(batch / median["thce"], 2),
+        "baseline_step_s": round(median["baseline"], 4),
+        "thce_step_s": round(median["thce"], 4),
+        "thce_overhead": round(median["thce"] / median["baseline"], 4),
+        "steps": steps,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=1000)
+    parser.add_argument("--mels", type=int, default=64)
+    parser.add_argument("--encoders", nargs="+", default=["cnn", "lstm"], choices=["cnn", "lstm"])
+    args = parser.parse_args(argv)
+    result = {
+        "benchmark": "train_step",
+        "machine": machine(),
+        "input": {"batch": args.batch, "frames": args.frames, "mels": args.mels},
+        "baseline": "encoder + sigmoid head, class-weighted BCE (Eq. 2)",
+        "goal": "thce_overhead <= 1.10",
+        "encoders": {
+            name: bench_encoder(name, steps=args.steps, batch=args.batch, frames=args.frames, n_mels=args.mels)
+            for name in args.encoders
+        },
+    }
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Whole pipeline on tiny synthetic data: the run directory the CLI leaves behind."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from thce.cli import main
+from thce.config import load_config
+from thce.experiment import prepare_data
+from thce.models import EventDetector
+from thce.train import RunContext, predict_scores
+
+TINY = """
+seed = 3
+[synth]
+counts = {dog = 8, baby = 8, gun = 8, background = 24}
+duration_s = 2.0
+[features]
+duration_s = 2.0
+n_mels = 32
+[model]
+encoder = "cnn"
+cnn_channels = [8, 16]
+cnn_pools = [[5, 2], [20, 2]]
+[train]
+batch_size = 16
+[embedding]
+n_iter = 2
+epochs = 1
+last_epochs = 2
+[detector]
+max_epochs = 2
+head_only_max_epochs = 5
+patience = 2
+[baseline]
+max_epochs = 2
+patience = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    config_path = root / "tiny.toml"
+    config_path.write_text(TINY)
+    out = root / "out"
+    assert main(["-q", "experiment", str(config_path), "--out", str(out)]) == 0
+    return out
+
+
+def test_run_directory_contents(run_dir):
+    for name in ("config.toml", "metrics.csv", "results.json", "report.md", "det.png"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["classes"] == ["dog", "baby", "gun"]
+    assert set(results["methods"]) == {"baseline", "proposed1", "proposed2"}
+    for method in results["methods"].values():
+        eer = method["eer"]
+        assert set(eer) == {"dog", "baby", "gun", "overall"}
+        assert all(0.0 <= v <= 1.0 for v in eer.values())
+        assert eer["overall"] == pytest.approx(np.mean([eer["dog"], eer["baby"], eer["gun"]]))
+        assert set(method["det"]) == {"dog", "baby", "gun"}
+    counts = results["data"]["counts"]
+    assert sum(counts["train"].values()) + sum(counts["val"].values()) + sum(counts["test"].values()) == 48
+    diagnostics = results["embedding_diagnostics"]
+    assert [d["iteration"] for d in diagnostics] == [1, 2]
+    assert diagnostics[0]["clusters"] >= 4  # K_c >= 1 for the four classes
+    report = (run_dir / "report.md").read_text()
+    assert "| Overall |" in report and "det.png" in report
+
+
+def test_metrics_csv_has_every_stage(run_dir):
+    with (run_dir / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    stages = {(r["method"], r["stage"]) for r in rows}
+    assert {
+        ("baseline", "end-to-end"),
+        ("proposed", "embedding-head"),
+        ("proposed", "embedding"),
+        ("proposed1", "detector-head"),
+    } <= stages
+    embedding_rows = [r for r in rows if r["stage"] == "embedding"]
+    assert len(embedding_rows) == 1 + 2  # epochs=1, last_epochs=2
+    assert all(r["eq3_val"] != "" and 0.0 <= float(r["eq3_val"]) <= 1.0 for r in embedding_rows)
+    assert all(math.isfinite(float(r["val_loss"])) for r in rows)
+
+
+def test_config_round_trip_and_checkpoints_reproduce_scores(run_dir):
+    config = load_config(run_dir / "config.toml")
+    assert config.embedding.n_iter == 2 and config.model.cnn_channels == (8, 16)
+    checkpoint = torch.load(run_dir / "checkpoints" / "proposed2.pt", weights_only=True)
+    assert checkpoint["meta"]["classes"] == ["dog", "baby", "gun"]
+    prepared = prepare_data(config, run_dir)
+    from thce.models import ClusterLayer, DetectorHead, build_encoder
+
+    state = checkpoint["state_dict"]
+    encoder = build_encoder(config.model, frames=config.features.num_frames, n_mels=config.features.n_mels)
+    cluster_layer = ClusterLayer(encoder.embedding_dim, state["cluster_layer.cluster_class"])
+    model = EventDetector(encoder, DetectorHead(cluster_layer.num_clusters, 3), cluster_layer)
+    model.load_state_dict(state)
+    scores = predict_scores(model, prepared.data, prepared.data.splits["test"], RunContext())
+    assert scores.shape == (len(prepared.data.splits["test"]), 3)
+    assert ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_bad_config_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[embedding]\nalpah = 3\n")
+    assert main(["experiment", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert "unknown config key 'embedding.alpah'; did you mean 'alpha'?" in capsys.readouterr().err
+    assert main(["experiment", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "x")]) == 2
+    assert "config file not found" in capsys.readouterr().err
