@@ -11,7 +11,8 @@ import torch
 from thce.cli import main
 from thce.config import load_config
 from thce.experiment import prepare_data
-from thce.models import EventDetector
+from thce.checkpoint import load_run
+from thce.errors import DataError
 from thce.train import RunContext, predict_scores
 
 TINY = """
@@ -93,19 +94,20 @@ def test_metrics_csv_has_every_stage(run_dir):
 def test_config_round_trip_and_checkpoints_reproduce_scores(run_dir):
     config = load_config(run_dir / "config.toml")
     assert config.embedding.n_iter == 2 and config.model.cnn_channels == (8, 16)
-    checkpoint = torch.load(run_dir / "checkpoints" / "proposed2.pt", weights_only=True)
-    assert checkpoint["meta"]["classes"] == ["dog", "baby", "gun"]
+    raw = torch.load(run_dir / "checkpoints" / "proposed2.pt", weights_only=True)
+    assert raw["meta"]["classes"] == ["dog", "baby", "gun"]
     prepared = prepare_data(config, run_dir)
-    from thce.models import ClusterLayer, DetectorHead, build_encoder
-
-    state = checkpoint["state_dict"]
-    encoder = build_encoder(config.model, frames=config.features.num_frames, n_mels=config.features.n_mels)
-    cluster_layer = ClusterLayer(encoder.embedding_dim, state["cluster_layer.cluster_class"])
-    model = EventDetector(encoder, DetectorHead(cluster_layer.num_clusters, 3), cluster_layer)
-    model.load_state_dict(state)
-    scores = predict_scores(model, prepared.data, prepared.data.splits["test"], RunContext())
-    assert scores.shape == (len(prepared.data.splits["test"]), 3)
-    assert ((scores >= 0) & (scores <= 1)).all()
+    for method in ("baseline", "proposed1", "proposed2"):
+        loaded = load_run(run_dir, method)
+        assert loaded.method == method and loaded.classes == ("dog", "baby", "gun")
+        np.testing.assert_allclose(loaded.normaliser.mean, prepared.normaliser.mean, rtol=1e-6)
+        # the checkpoint's validation scores are what the saved model gives on the validation split
+        val = prepared.data.splits["val"]
+        scores = predict_scores(loaded.model, prepared.data, val, RunContext())
+        np.testing.assert_allclose(scores, loaded.val_scores, atol=1e-5)
+        np.testing.assert_array_equal(loaded.val_class_index, prepared.data.class_index[val])
+    with pytest.raises(DataError, match="no checkpoint for method 'lmle'"):
+        load_run(run_dir, "lmle")
 
 
 def test_bad_config_is_a_clear_error(tmp_path, capsys):

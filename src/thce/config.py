@@ -122,13 +122,32 @@ class StageConfig:
 
     max_epochs: int = 200
     patience: int = 10
-    head_only_max_epochs: int = 200  # proposed1's head-only stage (ignored by the baseline)
 
     def validate(self, section: str) -> None:
-        if self.max_epochs < 0 or self.head_only_max_epochs < 0:
-            raise ConfigError(f"{section}.max_epochs: must be >= 0")
+        if self.max_epochs < 0:
+            raise ConfigError(f"{section}.max_epochs: must be >= 0, got {self.max_epochs}")
         if self.patience < 1:
             raise ConfigError(f"{section}.patience: must be >= 1, got {self.patience}")
+
+
+@dataclass(frozen=True)
+class DetectorConfig(StageConfig):
+    """Algorithm 1, step 2: ``head_only_max_epochs`` bounds Proposed1's head-only stage, ``max_epochs`` the
+    end-to-end stage of Proposed2."""
+
+    head_only_max_epochs: int = 200
+
+    def validate(self, section: str) -> None:
+        super().validate(section)
+        if self.head_only_max_epochs < 0:
+            raise ConfigError(f"{section}.head_only_max_epochs: must be >= 0, got {self.head_only_max_epochs}")
+
+
+@dataclass(frozen=True)
+class BaselineConfig(StageConfig):
+    """The baseline's stage; ``l2_normalise`` keeps the encoder's final L2 normalisation (default: off)."""
+
+    l2_normalise: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,8 +162,8 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
-    detector: StageConfig = field(default_factory=StageConfig)
-    baseline: StageConfig = field(default_factory=StageConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def validate(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]

@@ -22,7 +22,8 @@ from thce.data.manifest import ManifestRow, read_manifest
 from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
 from thce.data.synth import generate_scenes
 from thce.errors import DataError
-from thce.io import atomic_write, write_json
+from thce.checkpoint import save_checkpoint
+from thce.io import write_json
 from thce.metrics import per_class_det_points, per_class_eer
 from thce.models import EventDetector, build_encoder
 from thce.report import write_report
@@ -101,7 +102,17 @@ def prepare_data(config: ExperimentConfig, out_dir: Path, progress: ProgressFn |
     return PreparedData(data, rows, store, normaliser)
 
 
-def _evaluate(model: EventDetector, data: TrainingData, ctx: RunContext) -> dict[str, Any]:
+def evaluate_and_save(
+    model: EventDetector, method: str, prepared: PreparedData, config: ExperimentConfig, ctx: RunContext, out_dir: Path
+) -> dict[str, Any]:
+    """Score the test split (EER, DET) and save a self-contained checkpoint with validation scores."""
+    data = prepared.data
+    val = data.splits["val"]
+    save_checkpoint(
+        out_dir / "checkpoints" / f"{method}.pt", model, config=config, method=method, classes=data.classes,
+        normaliser=prepared.normaliser, val_scores=predict_scores(model, data, val, ctx),
+        val_class_index=data.class_index[val],
+    )  # fmt: skip
     test = data.splits["test"]
     scores = predict_scores(model, data, test, ctx)
     labels = data.class_index[test]
@@ -109,13 +120,6 @@ def _evaluate(model: EventDetector, data: TrainingData, ctx: RunContext) -> dict
         "eer": per_class_eer(scores=scores, class_index=labels, classes=data.classes),
         "det": per_class_det_points(scores=scores, class_index=labels, classes=data.classes),
     }
-
-
-def save_checkpoint(model: EventDetector, path: Path, meta: dict[str, Any]) -> Path:
-    """State dict plus plain metadata, written atomically; loadable with ``torch.load(weights_only=True)``."""
-    with atomic_write(path, "wb") as handle:
-        torch.save({"state_dict": model.state_dict(), "meta": meta}, handle)
-    return path
 
 
 def run_experiment(
@@ -139,19 +143,17 @@ def run_experiment(
     metrics_path.unlink(missing_ok=True)
     ctx = RunContext(train=config.train, seed=config.seed, log=MetricsLog(metrics_path), progress=progress)
     frames, n_mels = config.features.num_frames, config.features.n_mels
-    meta = {"classes": list(data.classes), "config": config.to_dict()}
 
-    def new_encoder() -> torch.nn.Module:
+    def new_encoder(normalise: bool = True) -> torch.nn.Module:
         torch.manual_seed(config.seed)  # every method starts from the same initial encoder
-        return build_encoder(config.model, frames=frames, n_mels=n_mels)
+        return build_encoder(config.model, frames=frames, n_mels=n_mels, normalise=normalise)
 
     methods: dict[str, Any] = {}
     diagnostics: list[dict[str, Any]] = []
     if "baseline" in config.methods:
         start = time.perf_counter()
-        model = train_baseline(new_encoder(), data, config.baseline, ctx)
-        save_checkpoint(model, out_dir / "checkpoints" / "baseline.pt", {**meta, "method": "baseline"})
-        methods["baseline"] = _evaluate(model, data, ctx)
+        model = train_baseline(new_encoder(config.baseline.l2_normalise), data, config.baseline, ctx)
+        methods["baseline"] = evaluate_and_save(model, "baseline", prepared, config, ctx, out_dir)
         timing["baseline"] = time.perf_counter() - start
     if "proposed1" in config.methods:
         start = time.perf_counter()
@@ -161,11 +163,7 @@ def run_experiment(
         start = time.perf_counter()
         models = train_detector(embedding, data, config.detector, ctx, end_to_end="proposed2" in config.methods)
         for name, model in models.items():
-            save_checkpoint(
-                model, out_dir / "checkpoints" / f"{name}.pt",
-                {**meta, "method": name, "clusters": model.cluster_layer.num_clusters},
-            )  # fmt: skip
-            methods[name] = _evaluate(model, data, ctx)
+            methods[name] = evaluate_and_save(model, name, prepared, config, ctx, out_dir)
         timing["detector"] = time.perf_counter() - start
     results = {
         "classes": list(data.classes),

@@ -16,7 +16,9 @@ Our reading of the paper where it is silent (also in README):
   cosine at that moment and free afterwards.
 - **DetectorHead**: a dense layer with L sigmoid outputs (one per event class; background is the all-zero
   target). The proposed model puts it on the cluster layer's output ``h`` (Fig. 2, "without discarding the
-  dense layer of Eq. (4)"); the baseline puts it directly on the embedding.
+  dense layer of Eq. (4)"); the baseline puts it directly on the encoder's output, by default *without* the L2
+  normalisation (the constraint belongs to the embedding method; a sigmoid layer on a unit vector has logits
+  bounded by ``||w||`` and learns far slower, which would handicap the baseline: see README).
 """
 
 from __future__ import annotations
@@ -40,14 +42,15 @@ def l2_normalise(x: Tensor, eps: float = 1e-12) -> Tensor:
 class LSTMEncoder(nn.Module):
     """One LSTM layer; embedding = last hidden state, L2-normalised. ``(B, T, F) -> (B, hidden_size)``."""
 
-    def __init__(self, n_mels: int = 64, hidden_size: int = 128) -> None:
+    def __init__(self, n_mels: int = 64, hidden_size: int = 128, *, normalise: bool = True) -> None:
         super().__init__()
         self.lstm = nn.LSTM(n_mels, hidden_size, batch_first=True)
         self.embedding_dim = hidden_size
+        self.normalise = normalise
 
     def forward(self, x: Tensor) -> Tensor:
         _, (h_last, _) = self.lstm(x)
-        return l2_normalise(h_last[-1])
+        return l2_normalise(h_last[-1]) if self.normalise else h_last[-1]
 
 
 class CNNEncoder(nn.Module):
@@ -65,8 +68,10 @@ class CNNEncoder(nn.Module):
         kernel: int = 7,
         pools: tuple[tuple[int, int], tuple[int, int]] = ((5, 4), (100, 4)),
         dropout: float = 0.3,
+        normalise: bool = True,
     ) -> None:
         super().__init__()
+        self.normalise = normalise
         layers: list[nn.Module] = []
         in_channels, t, f = 1, frames, n_mels
         for out_channels, (pool_t, pool_f) in zip(channels, pools):
@@ -87,7 +92,8 @@ class CNNEncoder(nn.Module):
         self.embedding_dim = in_channels * t * f
 
     def forward(self, x: Tensor) -> Tensor:
-        return l2_normalise(self.features(x.unsqueeze(1)).flatten(1))
+        embedding = self.features(x.unsqueeze(1)).flatten(1)
+        return l2_normalise(embedding) if self.normalise else embedding
 
 
 class ClusterLayer(nn.Module):
@@ -169,11 +175,14 @@ class ModelConfig:
             raise ConfigError(f"model.cnn_dropout: {self.cnn_dropout} is not in [0, 1)")
 
 
-def build_encoder(config: ModelConfig, *, frames: int, n_mels: int) -> nn.Module:
-    """The encoder named by ``config`` for inputs of ``frames x n_mels``; has ``.embedding_dim``."""
+def build_encoder(config: ModelConfig, *, frames: int, n_mels: int, normalise: bool = True) -> nn.Module:
+    """The encoder named by ``config`` for inputs of ``frames x n_mels``; has ``.embedding_dim``.
+
+    ``normalise=False`` drops the final L2 normalisation (the baseline's default, see ``BaselineConfig``).
+    """
     config.validate()
     if config.encoder == "lstm":
-        return LSTMEncoder(n_mels, config.lstm_hidden_size)
+        return LSTMEncoder(n_mels, config.lstm_hidden_size, normalise=normalise)
     return CNNEncoder(
         frames,
         n_mels,
@@ -181,4 +190,5 @@ def build_encoder(config: ModelConfig, *, frames: int, n_mels: int) -> nn.Module
         kernel=config.cnn_kernel,
         pools=tuple(tuple(p) for p in config.cnn_pools),
         dropout=config.cnn_dropout,
+        normalise=normalise,
     )

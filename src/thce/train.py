@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from thce.cluster import Clustering, cluster_per_class
-from thce.config import EmbeddingConfig, StageConfig, TrainConfig
+from thce.config import DetectorConfig, EmbeddingConfig, StageConfig, TrainConfig
 from thce.losses import (
     TripleHeaderCrossEntropy,
     bce_class_weights,
@@ -193,7 +193,7 @@ def predict_scores(model: EventDetector, data: TrainingData, indices: np.ndarray
     return torch.sigmoid(logits).cpu().numpy()
 
 
-def _fit(
+def fit_stage(
     *,
     stage: str,
     method: str,
@@ -360,14 +360,14 @@ def learn_embedding(
 
         # Tune only the cluster layer (encoder frozen: its embeddings are computed once above).
         cached = train_emb.to(device)
-        _fit(
+        fit_stage(
             stage="embedding-head", method=method, module=loss_fn, parameters=list(loss_fn.parameters()),
             train_step=lambda p: step(loss_fn.cluster_layer(cached[p]), p), num_train=len(train_idx),
             val_loss=val_loss, epochs=config.head_only_epochs, patience=None, ctx=ctx,
             iteration=iteration, salt=10 * iteration, extra=lambda: dict(last),
         )  # fmt: skip
         # Then end to end with Eq. 8 (the last iteration trains longer).
-        _fit(
+        fit_stage(
             stage="embedding", method=method, module=nn.ModuleList([encoder, loss_fn]),
             parameters=[*encoder.parameters(), *loss_fn.parameters()],
             train_step=lambda p: step(loss_fn.cluster_layer(encoder(data.load(train_idx[p]).to(device))), p),
@@ -402,7 +402,7 @@ def _bce_val_loss(model: EventDetector, data: TrainingData, weights: Tensor, ctx
 
 
 def train_head_only(
-    model: EventDetector, data: TrainingData, stage: StageConfig, ctx: RunContext, *, method: str
+    model: EventDetector, data: TrainingData, stage: DetectorConfig, ctx: RunContext, *, method: str
 ) -> float:
     """Train only ``model.head`` with Eq. 2 on frozen-encoder inputs; early stopping. Returns best val loss."""
     device = ctx.device
@@ -420,7 +420,7 @@ def train_head_only(
         with torch.no_grad():
             return weighted_bce(model.head(inputs["val"]), targets["val"], weights).item()
 
-    return _fit(
+    return fit_stage(
         stage="detector-head", method=method, module=model.head, parameters=list(model.head.parameters()),
         train_step=lambda p: weighted_bce(model.head(inputs["train"][p]), targets["train"][p], weights),
         num_train=len(inputs["train"]), val_loss=val_loss, epochs=stage.head_only_max_epochs,
@@ -437,7 +437,7 @@ def train_end_to_end(
     weights = _bce_weights(data, device)
     train_idx = data.splits["train"]
     train_targets = data.targets(train_idx).to(device)
-    return _fit(
+    return fit_stage(
         stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
         train_step=lambda p: weighted_bce(model(data.load(train_idx[p]).to(device)), train_targets[p], weights),
         num_train=len(train_idx), val_loss=_bce_val_loss(model, data, weights, ctx), epochs=stage.max_epochs,
@@ -446,7 +446,7 @@ def train_end_to_end(
 
 
 def train_detector(
-    embedding: EmbeddingResult, data: TrainingData, stage: StageConfig, ctx: RunContext, *, end_to_end: bool
+    embedding: EmbeddingResult, data: TrainingData, stage: DetectorConfig, ctx: RunContext, *, end_to_end: bool
 ) -> dict[str, EventDetector]:
     """Algorithm 1, step 2: a sigmoid layer on the cluster layer; head only (Proposed1), then end to end
     (Proposed2, starting from Proposed1). Returns ``{"proposed1": model}`` and, if asked, ``"proposed2"``."""

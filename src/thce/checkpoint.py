@@ -1,0 +1,118 @@
+"""Self-contained model checkpoints: weights plus what is needed to use them (config, classes, normaliser,
+validation scores for thresholds). Written atomically; read with ``torch.load(weights_only=True)``, never unpickled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from thce.config import ExperimentConfig, config_from_dict
+from thce.data.features import Normaliser
+from thce.errors import DataError
+from thce.io import atomic_write
+from thce.models import ClusterLayer, DetectorHead, EventDetector, build_encoder
+
+
+@dataclass
+class LoadedDetector:
+    """A trained detector ready for inference.
+
+    Attributes:
+        model: the network in eval mode, ``(B, frames, mels) -> logits (B, L)``.
+        config: the experiment config it was trained with (features, model, ...).
+        classes: the L event names.
+        normaliser: the training split's per-band mean and std.
+        method: ``baseline``, ``proposed1`` or ``proposed2``.
+        val_scores: (n_val, L) sigmoid scores on the validation split, for choosing thresholds.
+        val_class_index: (n_val,) class of each validation clip (L = background).
+    """
+
+    model: EventDetector
+    config: ExperimentConfig
+    classes: tuple[str, ...]
+    normaliser: Normaliser
+    method: str
+    val_scores: np.ndarray
+    val_class_index: np.ndarray
+
+
+def save_checkpoint(
+    path: Path,
+    model: EventDetector,
+    *,
+    config: ExperimentConfig,
+    method: str,
+    classes: tuple[str, ...],
+    normaliser: Normaliser,
+    val_scores: np.ndarray,
+    val_class_index: np.ndarray,
+) -> Path:
+    """Write the state dict and plain metadata (lists, numbers, strings) atomically."""
+    meta = {
+        "format": 1,
+        "method": method,
+        "classes": list(classes),
+        "config": config.to_dict(),
+        "normaliser": normaliser.to_dict(),
+        "val_scores": np.asarray(val_scores, dtype=np.float32).tolist(),
+        "val_class_index": np.asarray(val_class_index, dtype=np.int64).tolist(),
+    }
+    with atomic_write(path, "wb") as handle:
+        torch.save({"state_dict": model.state_dict(), "meta": meta}, handle)
+    return path
+
+
+def build_detector(config: ExperimentConfig, state_dict: dict[str, Any], num_events: int, method: str) -> EventDetector:
+    """The architecture of ``method`` for ``config``, with ``state_dict`` loaded."""
+    encoder = build_encoder(
+        config.model,
+        frames=config.features.num_frames,
+        n_mels=config.features.n_mels,
+        normalise=method != "baseline" or config.baseline.l2_normalise,
+    )
+    cluster_layer = None
+    head_inputs = encoder.embedding_dim
+    if "cluster_layer.cluster_class" in state_dict:
+        cluster_layer = ClusterLayer(encoder.embedding_dim, state_dict["cluster_layer.cluster_class"])
+        head_inputs = cluster_layer.num_clusters
+    model = EventDetector(encoder, DetectorHead(head_inputs, num_events), cluster_layer)
+    model.load_state_dict(state_dict)
+    return model.eval()
+
+
+def load_checkpoint(path: str | Path) -> LoadedDetector:
+    """Read a checkpoint written by :func:`save_checkpoint` (safely: ``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        meta = payload["meta"]
+        config = config_from_dict(meta["config"], source=f"{path} (config)")
+        classes = tuple(meta["classes"])
+        model = build_detector(config, payload["state_dict"], len(classes), meta["method"])
+    except (KeyError, TypeError, RuntimeError, EOFError, ValueError) as error:
+        raise DataError(f"{path}: not a thce checkpoint or damaged ({type(error).__name__}: {error})") from None
+    return LoadedDetector(
+        model=model,
+        config=config,
+        classes=classes,
+        normaliser=Normaliser.from_dict(meta["normaliser"]),
+        method=meta["method"],
+        val_scores=np.asarray(meta["val_scores"], dtype=np.float32).reshape(-1, len(classes)),
+        val_class_index=np.asarray(meta["val_class_index"], dtype=np.int64),
+    )
+
+
+def load_run(run_dir: str | Path, method: str = "proposed2") -> LoadedDetector:
+    """The detector of ``method`` from a run directory (``RUN_DIR/checkpoints/METHOD.pt``)."""
+    path = Path(run_dir) / "checkpoints" / f"{method}.pt"
+    if not path.is_file():
+        available = sorted(p.stem for p in (Path(run_dir) / "checkpoints").glob("*.pt"))
+        raise DataError(f"{path}: no checkpoint for method {method!r}; available: {', '.join(available) or 'none'}")
+    return load_checkpoint(path)
