@@ -39,22 +39,70 @@ log = logging.getLogger(__name__)
 _READ_MARGIN_S = 0.05
 
 
+#: Extensions :func:`load_audio` is documented and tested for (libsndfile reads more, e.g. aiff, au, caf, w64).
+AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
+
+#: Peak below which a clip counts as digital silence: one step of 16-bit PCM (quieter audio is all zeros in 16 bits).
+SILENCE_PEAK = 2.0**-15
+
+
+@dataclass(frozen=True)
+class ClipChecks:
+    """What :func:`load_audio` rejects besides unreadable files (each rejection is a :class:`DataError` naming the
+    file and the problem, so that a caller can skip the clip and list it).
+
+    Attributes:
+        min_duration_fraction: a file shorter than this fraction of ``duration_s`` is rejected (mostly padding).
+        max_duration_factor: a file longer than this many times ``duration_s`` is rejected (likely not a clip of this
+            data set, e.g. a whole video instead of its 10 s segment). ``None``: any length (the first ``duration_s``
+            is used).
+        reject_silence: reject a clip whose read part is digital silence (peak below :data:`SILENCE_PEAK`).
+    """
+
+    min_duration_fraction: float | None = 0.1
+    max_duration_factor: float | None = 10.0
+    reject_silence: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("min_duration_fraction", "max_duration_factor"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0):
+                raise ConfigError(f"ClipChecks.{name}: expected None or a non-negative number, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def load_audio(
-    path: str | os.PathLike, *, sample_rate_hz: int = 16000, duration_s: float | None = 10.0
+    path: str | os.PathLike,
+    *,
+    sample_rate_hz: int = 16000,
+    duration_s: float | None = 10.0,
+    offset_s: float = 0.0,
+    checks: ClipChecks | None = None,
 ) -> np.ndarray:
     """Read an audio file as mono float32 at ``sample_rate_hz``.
 
-    Channels are averaged; a different file rate is converted with :func:`scipy.signal.resample_poly` (polyphase,
-    ``up/down`` reduced by their gcd); the result is padded with zeros or cropped to ``round(duration_s *
-    sample_rate_hz)`` samples (``duration_s=None`` keeps the full length). Only the first ``duration_s`` (plus a
-    small margin) of a long file is read.
+    Any format libsndfile reads (wav, flac, ogg/vorbis/opus, mp3, aiff, ...), any sample rate, bit depth and channel
+    count. Channels are averaged; a different file rate is converted with :func:`scipy.signal.resample_poly`
+    (polyphase, ``up/down`` reduced by their gcd, Kaiser-windowed FIR); the result is padded with zeros or cropped to
+    ``round(duration_s * sample_rate_hz)`` samples (``duration_s=None`` keeps the full length). Only ``duration_s``
+    (plus a small margin) from ``offset_s`` on is read, so a long file costs no more than a short one.
+
+    Args:
+        path: audio file.
+        sample_rate_hz: output rate.
+        duration_s: output length in seconds, or ``None`` for the whole file (from ``offset_s``).
+        offset_s: where to start reading in the file, in seconds.
+        checks: optional extra rejections (too short, too long, digital silence), see :class:`ClipChecks`.
 
     Returns:
         float32 array of shape ``(samples,)``, values in [-1, 1] for integer formats.
 
     Raises:
-        DataError: the file is missing, not readable as audio, has no samples, or holds NaN/infinite samples.
-        ConfigError: ``sample_rate_hz`` or ``duration_s`` is not positive.
+        DataError: the file is missing, empty, truncated, not audio or in an unsupported codec, holds NaN/infinite
+            samples, or fails one of ``checks``; the message starts with the path.
+        ConfigError: ``sample_rate_hz`` or ``duration_s`` is not positive, or ``offset_s`` is negative.
 
     >>> import tempfile, pathlib, soundfile
     >>> with tempfile.TemporaryDirectory() as tmp:
@@ -67,23 +115,51 @@ def load_audio(
         raise ConfigError(f"sample_rate_hz must be positive, got {sample_rate_hz}")
     if duration_s is not None and not duration_s > 0:
         raise ConfigError(f"duration_s must be positive or None, got {duration_s}")
+    if not offset_s >= 0:
+        raise ConfigError(f"offset_s must be >= 0, got {offset_s}")
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"{path}: audio file not found")
     if not os.path.isfile(path):
         raise DataError(f"{path}: not a file")
+    riff_problem = _riff_problem(path)
+    if riff_problem:
+        raise DataError(f"{path}: {riff_problem}")
     try:
         with sf.SoundFile(path) as handle:
             file_rate = int(handle.samplerate)
+            file_frames = int(handle.frames)
+            start = round(offset_s * file_rate)
+            if checks is not None and duration_s is not None and 0 < file_frames < _UNKNOWN_FRAMES:
+                _check_length(path, file_frames / file_rate, duration_s, checks)
+            if start:
+                if start >= file_frames:
+                    raise DataError(
+                        f"{path}: offset {offset_s:.3f} s is past the end of the file ({file_frames / file_rate:.3f} s)"
+                    )
+                handle.seek(start)
             frames = -1 if duration_s is None else math.ceil((duration_s + _READ_MARGIN_S) * file_rate)
             data = handle.read(frames=frames, dtype="float32", always_2d=True)
+    except DataError:
+        raise
     except Exception as exc:  # libsndfile reports unknown formats, truncated files, ... in several exception types
-        raise DataError(f"{path}: cannot read as audio ({exc})") from exc
+        raise DataError(f"{path}: cannot read as audio: {_diagnose(path, exc)}") from exc
     if data.shape[0] == 0:
         raise DataError(f"{path}: audio file is empty (0 samples)")
+    if 0 < file_frames < _UNKNOWN_FRAMES:
+        expected = file_frames - start if frames < 0 else min(frames, file_frames - start)
+        if expected - data.shape[0] > max(0.01 * expected, 0.05 * file_rate):
+            raise DataError(
+                f"{path}: truncated file: its header promises {file_frames / file_rate:.2f} s but only "
+                f"{(start + data.shape[0]) / file_rate:.2f} s can be decoded"
+            )
     mono = _mean_channels(data)
     if not np.isfinite(mono).all():  # a NaN/inf in any channel survives the channel mean
         raise DataError(f"{path}: audio contains NaN or infinite samples")
+    if checks is not None and checks.reject_silence and float(np.abs(mono).max()) < SILENCE_PEAK:
+        raise DataError(
+            f"{path}: digital silence (peak below {SILENCE_PEAK:.1e} in the {data.shape[0] / file_rate:.2f} s read)"
+        )
     if file_rate != sample_rate_hz:
         from scipy.signal import resample_poly  # imported here: scipy.signal takes most of a second to import
 
@@ -93,6 +169,110 @@ def load_audio(
     if duration_s is not None:
         mono = fit_length(mono, round(duration_s * sample_rate_hz))
     return np.ascontiguousarray(mono)
+
+
+def probe_audio(path: str | os.PathLike) -> str | None:
+    """Check a file's header without decoding it: ``None`` if libsndfile can open it and it has samples, else the
+    problem in words (missing, empty, truncated WAV, unsupported codec, not audio)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return "audio file not found" if not os.path.exists(path) else "not a file"
+    problem = _riff_problem(path)
+    if problem:
+        return problem
+    try:
+        info = sf.info(path)
+    except Exception as exc:
+        return f"cannot read as audio: {_diagnose(path, exc)}"
+    if info.frames == 0:
+        return "audio file is empty (0 samples)"
+    return None
+
+
+#: libsndfile's frame count for streams of unknown length (SF_COUNT_MAX).
+_UNKNOWN_FRAMES = 2**62
+
+
+def _check_length(path: str, file_s: float, duration_s: float, checks: ClipChecks) -> None:
+    """Raise :class:`DataError` when a file of ``file_s`` seconds is far shorter/longer than ``duration_s``."""
+    if checks.min_duration_fraction is not None and file_s < checks.min_duration_fraction * duration_s:
+        raise DataError(
+            f"{path}: far shorter than the clip duration ({file_s:.2f} s, below "
+            f"{checks.min_duration_fraction:g} x {duration_s:g} s); it would be mostly padding"
+        )
+    if checks.max_duration_factor is not None and file_s > checks.max_duration_factor * duration_s:
+        raise DataError(
+            f"{path}: far longer than the clip duration ({file_s:.1f} s, above {checks.max_duration_factor:g} x "
+            f"{duration_s:g} s); probably not a clip of this data set (cut it, or raise max_duration_factor)"
+        )
+
+
+#: WAV format tags libsndfile decodes; any other tag is reported as an unsupported codec.
+_WAV_CODECS_SUPPORTED = {0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0x0031, 0x0040, 0x0050, 0x0055, 0xFFFE}
+_WAV_CODEC_NAMES = {
+    0x0022: "DSP Group TrueSpeech", 0x0092: "Dolby AC-3 SPDIF", 0x00FF: "AAC", 0x0133: "G.729",
+    0x0160: "WMA v1", 0x0161: "WMA v2", 0x0162: "WMA Pro", 0x0163: "WMA Lossless", 0x1610: "HE-AAC",
+    0x2000: "AC-3", 0x2001: "DTS", 0x704F: "Opus",
+}  # fmt: skip
+
+
+def _riff_problem(path: str) -> str | None:
+    """A WAV (RIFF/RF64) file's structural problem: unsupported codec or a data chunk cut short; ``None`` if fine or
+    not a RIFF file. Reads only chunk headers (libsndfile silently decodes what is left of a truncated WAV)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            size = os.fstat(handle.fileno()).st_size
+            pos = 12
+            tag = None
+            while pos + 8 <= size:
+                handle.seek(pos)
+                chunk = handle.read(8)
+                chunk_id, chunk_size = chunk[:4], int.from_bytes(chunk[4:8], "little")
+                if chunk_id == b"fmt " and chunk_size >= 2:
+                    tag = int.from_bytes(handle.read(2), "little")
+                    if tag not in _WAV_CODECS_SUPPORTED:
+                        name = _WAV_CODEC_NAMES.get(tag, "unknown")
+                        return (
+                            f"unsupported codec: WAV format tag 0x{tag:04x} ({name}); supported are PCM, float, A-law, "
+                            "mu-law, ADPCM, GSM 6.10 and MPEG (convert it, e.g. ffmpeg -i IN -c:a pcm_s16le OUT.wav)"
+                        )
+                elif chunk_id == b"data":
+                    available = size - pos - 8
+                    if 0 < chunk_size < 0xFFFFFFFF and chunk_size > available:
+                        return (
+                            f"truncated file: its data chunk promises {chunk_size} bytes but only {available} are "
+                            f"present ({100 * available / chunk_size:.0f}%)"
+                        )
+                    return None
+                pos += 8 + chunk_size + (chunk_size & 1)
+    except OSError as exc:
+        return f"cannot open ({exc})"
+    return None
+
+
+def _diagnose(path: str, exc: Exception) -> str:
+    """Say why libsndfile could not read ``path``, in words a user can act on."""
+    message = str(exc).replace(f"Error opening {path!r}: ", "").strip()
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = -1
+    if size == 0:
+        return "empty file (0 bytes)"
+    ext = os.path.splitext(path)[1].lower()
+    if "not recognised" in message.lower() or "unknown format" in message.lower():
+        if ext in (".m4a", ".mp4", ".aac", ".wma", ".amr", ".ape", ".webm", ".mka", ".3gp"):
+            return (
+                f"unsupported format {ext!r} (libsndfile reads wav, flac, ogg, mp3, aiff, ...; convert it, "
+                "e.g. ffmpeg -i IN OUT.flac)"
+            )
+        return f"not an audio file in a format libsndfile knows (libsndfile: {message})"
+    if "malformed" in message.lower() or "lost sync" in message.lower() or "unexpected end" in message.lower():
+        return f"corrupt or truncated file (libsndfile: {message})"
+    return f"libsndfile: {message}"
 
 
 def _mean_channels(data: np.ndarray) -> np.ndarray:

@@ -59,9 +59,9 @@ METHOD_DESCRIPTIONS: dict[str, str] = {
 }
 
 #: Tick positions of the DET axes, in percent.
-DET_TICKS_PERCENT: tuple[float, ...] = (0.1, 0.5, 1, 2, 5, 10, 20, 40, 60, 80)
+DET_TICKS_PERCENT: tuple[float, ...] = (0.1, 0.5, 1, 2, 5, 10, 20, 40, 60, 80, 95, 99, 99.9)
 
-_RATE_CLIP = 1e-4  # rates are clipped to [_RATE_CLIP, 1 - _RATE_CLIP] before the probit
+_RATE_CLIP = 1e-3  # rates are clipped to [_RATE_CLIP, 1 - _RATE_CLIP] before the probit
 _RESERVED_KEYS = ("classes", "methods", "data")
 
 
@@ -225,8 +225,8 @@ def _tick_label(percent: float) -> str:
 def plot_det(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """DET curves on normal-deviate axes: a panel per class, every method overlaid, saved as PNG atomically.
 
-    Rates are clipped to ``[1e-4, 1 - 1e-4]`` and mapped through the standard normal quantile function; ticks are
-    labelled in percent (0.1 ... 80 %). Each legend entry gives the method's EER for that class; the dashed
+    Rates are clipped to ``[1e-3, 1 - 1e-3]`` and mapped through the standard normal quantile function; ticks are
+    labelled in percent (0.1 ... 99.9 %). Each legend entry gives the method's EER for that class; the dashed
     diagonal is FAR = MR, where the EER is read. Methods without a DET entry for a class are left out of its panel.
 
     Args:

@@ -1,21 +1,31 @@
-"""Feature cache: log-mel features of many clips as sharded float16 memmaps, atomic and resumable.
+"""Feature cache: log-mel features of many clips as sharded float16 ``.npy`` files, atomic, resumable, parallel.
 
 Layout of one cache (``cache_dir/<key>/``)::
 
-    meta.json          {"format", "key", "config", "shard_size", "num_clips", "shards": [sizes], "files": [...],
-                        "complete"}
-    shard_00000.npy    float16 (n_in_shard, num_frames, n_mels), clips [0, shard_size)
-    shard_00001.npy    clips [shard_size, 2 * shard_size) ...
+    meta.json                 {"format", "key", "config", "checks", "shard_size", "num_clips", "shards": [sizes],
+                               "complete", "skipped": [{"index", "path", "problem"}], "files": [...]}
+    shard_00000.npy           float16 (n_in_shard, num_frames, n_mels), clips [0, shard_size)
+    shard_00000.skipped.json  only when a clip of the shard was skipped: [{"index", "path", "problem"}]
+    shard_00001.npy           clips [shard_size, 2 * shard_size) ...
 
-``key`` is a short sha256 of the :class:`~thce.audio.LogMelConfig`, the shard size and the ordered list of resolved
-file paths with their size and mtime: change any of them and a new cache is built beside the old one. Every shard is
-written to a temporary file and renamed into place, so a killed run loses at most the shards in progress, and a rerun
-computes only the missing shards. Several processes may fill one cache at the same time (e.g. the ranks of a
-``torchrun`` job): they duplicate work but never corrupt it, because the content of a shard is deterministic.
+``key`` is a short sha256 of the :class:`~thce.audio.LogMelConfig`, the :class:`~thce.audio.ClipChecks`, the shard
+size and the ordered list of resolved file paths with their size and mtime: change any of them and a new cache is
+built beside the old one. Every shard is written to a temporary file and renamed into place (its ``.skipped.json``
+first), so a killed run loses at most the shards in progress, and a rerun computes only the missing shards. Several
+processes may fill one cache at the same time (e.g. the ranks of a ``torchrun`` job): they duplicate work but never
+corrupt it, because the content of a shard is deterministic. Shards are computed by a pool of processes over all
+cores when there is enough work to pay for starting them (``workers=0``, the default).
 
-:class:`FeatureStore` reads a finished cache through ``np.load(mmap_mode="r")``: memory stays flat in the number of
-clips. :class:`Normaliser` holds per-mel-band mean and standard deviation fitted on the training clips only (the paper:
-"normalized using the mean and variance of the training data"), computed streaming in float64.
+Bad input does not stop a run unless asked to: with ``strict=False`` a clip that cannot be used (missing, empty,
+truncated, not audio, unsupported codec, NaN/inf samples, digital silence, far too short or long: see
+:func:`thce.audio.load_audio` and :class:`thce.audio.ClipChecks`) gets silence features (the log floor) and is listed
+in :attr:`FeatureStore.skipped` with the problem, for the caller to leave out and report (``skipped.csv``).
+
+:class:`FeatureStore` reads a finished cache with positioned reads (``os.preadv``) into fresh arrays, so memory stays
+flat in the number of clips (pages of a memory map that has been read count in the resident set; the page cache does
+not). Any shard is also a plain ``.npy`` file that ``np.load(mmap_mode="r")`` maps. :class:`Normaliser` holds
+per-mel-band mean and standard deviation fitted on the training clips only (the paper: "normalized using the mean and
+variance of the training data"), computed streaming in float64.
 
 float16 keeps a log-mel value (about -23 .. +20) to within 0.016 (10-bit mantissa), far below the spread of the
 features; it halves disk use and I/O.
@@ -28,6 +38,7 @@ import json
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -37,7 +48,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from thce.audio import LogMel, LogMelConfig, load_audio
+from thce.audio import ClipChecks, LogMel, LogMelConfig, load_audio
+from thce.data.manifest import Skipped, describe_skipped
 from thce.errors import DataError
 from thce.io import atomic_write, write_json
 
@@ -47,6 +59,11 @@ FORMAT_VERSION = 1
 META_NAME = "meta.json"
 FEATURE_DTYPE = np.float16
 _F16_MAX = float(np.finfo(np.float16).max)
+#: With ``workers=0``, clips per worker below which starting a process (importing torch: seconds) does not pay.
+MIN_CLIPS_PER_WORKER = 128
+DEFAULT_CHECKS = ClipChecks()
+#: Age after which a temporary shard file is taken to be left by a killed run and deleted.
+STALE_TEMPORARY_S = 3600.0
 
 ProgressFn = Callable[[int, int], None]
 
@@ -56,34 +73,61 @@ def shard_name(index: int) -> str:
     return f"shard_{index:05d}.npy"
 
 
+def skipped_name(index: int) -> str:
+    """File name of the list of skipped clips of shard ``index`` (``shard_00000.skipped.json``)."""
+    return f"shard_{index:05d}.skipped.json"
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class FeatureCacheInfo:
-    """What identifies a cache: the files (resolved path, size in bytes, mtime in ns), the config and the shard size."""
+    """What identifies a cache: the files (resolved path, size in bytes, mtime in ns; -1 for a missing file), the
+    config, the clip checks and the shard size."""
 
     paths: tuple[Path, ...]
     sizes_bytes: tuple[int, ...]
     mtimes_ns: tuple[int, ...]
     config: LogMelConfig
     shard_size: int
+    checks: ClipChecks | None = DEFAULT_CHECKS
 
     @classmethod
     def from_paths(
-        cls, paths: Sequence[str | os.PathLike], *, config: LogMelConfig, shard_size: int
+        cls,
+        paths: Sequence[str | os.PathLike],
+        *,
+        config: LogMelConfig,
+        shard_size: int,
+        checks: ClipChecks | None = DEFAULT_CHECKS,
+        strict: bool = True,
     ) -> FeatureCacheInfo:
-        """Stat every file. Raises :class:`DataError` naming the first missing file."""
+        """Stat every file. ``strict``: raise :class:`DataError` naming the first missing file; otherwise a missing
+        file gets size and mtime -1 (and is skipped when its shard is computed)."""
         resolved, sizes, mtimes = [], [], []
         for raw in paths:
             path = Path(raw).resolve()
             try:
                 stat = path.stat()
+                size, mtime = int(stat.st_size), int(stat.st_mtime_ns)
             except FileNotFoundError:
-                raise DataError(f"{raw}: audio file not found") from None
+                if strict:
+                    raise DataError(f"{raw}: audio file not found") from None
+                size = mtime = -1
             except OSError as exc:
-                raise DataError(f"{raw}: cannot stat audio file ({exc})") from exc
+                if strict:
+                    raise DataError(f"{raw}: cannot stat audio file ({exc})") from exc
+                size = mtime = -1
             resolved.append(path)
-            sizes.append(int(stat.st_size))
-            mtimes.append(int(stat.st_mtime_ns))
-        return cls(tuple(resolved), tuple(sizes), tuple(mtimes), config, shard_size)
+            sizes.append(size)
+            mtimes.append(mtime)
+        return cls(tuple(resolved), tuple(sizes), tuple(mtimes), config, shard_size, checks)
 
     @property
     def num_clips(self) -> int:
@@ -102,32 +146,41 @@ class FeatureCacheInfo:
 
     @property
     def key(self) -> str:
-        """16 hex digits of sha256 over the format version, config, shard size and file list."""
+        """16 hex digits of sha256 over the format version, config, checks, shard size and file list."""
         payload = {
             "format": FORMAT_VERSION,
             "config": self.config.to_dict(),
+            "checks": None if self.checks is None else self.checks.to_dict(),
             "shard_size": self.shard_size,
             "files": [[str(p), s, m] for p, s, m in zip(self.paths, self.sizes_bytes, self.mtimes_ns)],
         }
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def meta(self, *, complete: bool) -> dict[str, Any]:
+    def meta(self, *, complete: bool, skipped: Sequence[Skipped] = ()) -> dict[str, Any]:
         return {
             "format": FORMAT_VERSION,
             "key": self.key,
             "config": self.config.to_dict(),
+            "checks": None if self.checks is None else self.checks.to_dict(),
             "shard_size": self.shard_size,
             "num_clips": self.num_clips,
             "shards": self.shard_sizes,
             "complete": complete,
+            "skipped": [_skipped_json(s) for s in skipped],
             "files": self.files_json(),
         }
 
 
-def cache_key(paths: Sequence[str | os.PathLike], *, config: LogMelConfig, shard_size: int = 256) -> str:
+def cache_key(
+    paths: Sequence[str | os.PathLike],
+    *,
+    config: LogMelConfig,
+    shard_size: int = 256,
+    checks: ClipChecks | None = DEFAULT_CHECKS,
+) -> str:
     """The directory name :func:`compute_features` uses for these files and config."""
-    return FeatureCacheInfo.from_paths(paths, config=config, shard_size=shard_size).key
+    return FeatureCacheInfo.from_paths(paths, config=config, shard_size=shard_size, checks=checks, strict=False).key
 
 
 def compute_features(
@@ -136,33 +189,40 @@ def compute_features(
     config: LogMelConfig,
     cache_dir: str | os.PathLike,
     shard_size: int = 256,
-    workers: int = 1,
+    workers: int = 0,
     batch_size: int = 32,
     progress: ProgressFn | None = None,
+    strict: bool = True,
+    checks: ClipChecks | None = DEFAULT_CHECKS,
 ) -> FeatureStore:
     """Compute (or reuse) log-mel features of ``paths`` in ``cache_dir/<key>/`` and open them.
 
     Args:
         paths: audio files, in the order the store will index them.
-        config: front end; audio is read with ``load_audio(duration_s=config.duration_s)``.
+        config: front end; audio is read with ``load_audio(duration_s=config.duration_s, checks=checks)``.
         cache_dir: parent folder of caches; created if missing.
         shard_size: clips per shard file.
         workers: processes computing shards in parallel (spawned; each uses one torch thread). 1: in this process.
+            0 (default): one per available CPU, at most one per shard and per :data:`MIN_CLIPS_PER_WORKER` clips to
+            compute (so small jobs stay in this process).
         batch_size: clips per :class:`~thce.audio.LogMel` call (bounds memory: ~ 3 MB per 10 s clip).
         progress: called as ``progress(clips_done, clips_total)``, first with the clips already cached, then after
             each shard.
+        strict: a bad clip raises :class:`DataError`. ``False``: it is given silence features and listed in
+            :attr:`FeatureStore.skipped` (leave those indices out; see :func:`usable_indices`).
+        checks: rejections beyond unreadable files (too short/long, digital silence); ``None``: none.
 
     Returns:
         :class:`FeatureStore` over ``len(paths)`` clips, each ``(config.num_frames, config.n_mels)`` float16.
 
     Raises:
-        DataError: a file is missing or not readable audio (message names it).
-        ValueError: ``shard_size``, ``workers`` or ``batch_size`` < 1.
+        DataError: ``strict`` and a file is missing or not usable audio (message names it and the problem).
+        ValueError: ``shard_size`` or ``batch_size`` < 1, or ``workers`` < 0.
     """
-    for name, value in (("shard_size", shard_size), ("workers", workers), ("batch_size", batch_size)):
-        if value < 1:
-            raise ValueError(f"compute_features: {name} must be >= 1, got {value}")
-    info = FeatureCacheInfo.from_paths(paths, config=config, shard_size=shard_size)
+    for name, value, low in (("shard_size", shard_size, 1), ("workers", workers, 0), ("batch_size", batch_size, 1)):
+        if value < low:
+            raise ValueError(f"compute_features: {name} must be >= {low}, got {value}")
+    info = FeatureCacheInfo.from_paths(paths, config=config, shard_size=shard_size, checks=checks, strict=strict)
     directory = Path(cache_dir) / info.key
     directory.mkdir(parents=True, exist_ok=True)
     total = info.num_clips
@@ -173,38 +233,74 @@ def compute_features(
     todo = [i for i, n in enumerate(sizes) if not _shard_ok(directory / shard_name(i), (n, *shard_shape))]
     if not todo and _meta_complete(meta_path):
         log.info("feature cache hit: %s (%d clips)", directory, total)
+        store = FeatureStore(directory)
+        if strict and store.skipped:
+            raise DataError(f"{directory}: cached features of {describe_skipped(store.skipped)}")
         if progress is not None:
             progress(total, total)
-        return FeatureStore(directory)
+        return store
 
     write_json(meta_path, info.meta(complete=False))
+    _remove_stale_temporaries(directory)
     done = total - sum(sizes[i] for i in todo)
+    todo_clips = total - done
+    if workers == 0:
+        workers = max(1, min(available_cpus(), len(todo), todo_clips // MIN_CLIPS_PER_WORKER))
     log.info(
         "feature cache %s: %d clips in %d shards, %d to compute (%d workers)",
         directory, total, len(sizes), len(todo), workers,
     )
     if progress is not None:
         progress(done, total)
-    tasks = [(info.paths[starts[i] : starts[i + 1]], directory / shard_name(i)) for i in todo]
+    tasks = [(info.paths[starts[i] : starts[i + 1]], starts[i], directory / shard_name(i)) for i in todo]
     if workers == 1 or len(tasks) <= 1:
-        extractor = LogMel(config).eval()
-        for shard_paths, out_path in tasks:
-            _save_shard(out_path, _compute_shard(shard_paths, extractor, batch_size))
+        job = _ShardJob(LogMel(config).eval(), checks, strict)
+        for shard_paths, start, out_path in tasks:
+            array, skipped = _compute_shard(shard_paths, job, batch_size)
+            _save_shard(out_path, array, skipped, start)
             done += len(shard_paths)
             if progress is not None:
                 progress(done, total)
     else:
         done = _run_pool(
-            tasks, config=config, workers=workers, batch_size=batch_size, done=done, total=total, progress=progress
-        )
-    write_json(meta_path, info.meta(complete=True))
+            tasks, config=config, checks=checks, strict=strict, workers=workers, batch_size=batch_size, done=done,
+            total=total, progress=progress,
+        )  # fmt: skip
+    skipped = _gather_skipped(directory, len(sizes))
+    if strict and skipped:  # only from shards cached by an earlier non-strict run
+        raise DataError(f"{directory}: cached features of {describe_skipped(skipped)}")
+    if skipped:
+        log.warning("features: %s", describe_skipped(skipped))
+    write_json(meta_path, info.meta(complete=True, skipped=skipped))
     return FeatureStore(directory)
 
 
+def usable_indices(store: FeatureStore, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+    """``indices`` (default: every clip) without the clips the store skipped, in the given order, as int64."""
+    idx = np.arange(len(store), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
+    bad = np.array(sorted(s.index for s in store.skipped if s.index is not None), dtype=np.int64)
+    return idx[~np.isin(idx, bad)] if bad.size else idx
+
+
+@dataclass
+class _ShardJob:
+    """What computing a shard needs besides its paths (one per process)."""
+
+    extractor: LogMel
+    checks: ClipChecks | None
+    strict: bool
+
+    @property
+    def config(self) -> LogMelConfig:
+        return self.extractor.config
+
+
 def _run_pool(
-    tasks: list[tuple[Sequence[Path], Path]],
+    tasks: list[tuple[Sequence[Path], int, Path]],
     *,
     config: LogMelConfig,
+    checks: ClipChecks | None,
+    strict: bool,
     workers: int,
     batch_size: int,
     done: int,
@@ -212,11 +308,14 @@ def _run_pool(
     progress: ProgressFn | None,
 ) -> int:
     context = multiprocessing.get_context("spawn")
+    checks_dict = None if checks is None else checks.to_dict()
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(tasks)), mp_context=context, initializer=_init_worker, initargs=(config.to_dict(),)
-    ) as pool:
+        max_workers=min(workers, len(tasks)), mp_context=context, initializer=_init_worker,
+        initargs=(config.to_dict(), checks_dict, strict),
+    ) as pool:  # fmt: skip
         futures: dict[Future, int] = {
-            pool.submit(_worker_shard, list(paths), out_path, batch_size): len(paths) for paths, out_path in tasks
+            pool.submit(_worker_shard, list(paths), start, out_path, batch_size): len(paths)
+            for paths, start, out_path in tasks
         }
         pending = set(futures)
         try:
@@ -234,38 +333,79 @@ def _run_pool(
     return done
 
 
-_WORKER_EXTRACTOR: LogMel | None = None
+_WORKER_JOB: _ShardJob | None = None
 
 
-def _init_worker(config_dict: dict[str, Any]) -> None:
-    global _WORKER_EXTRACTOR
+def _init_worker(config_dict: dict[str, Any], checks_dict: dict[str, Any] | None, strict: bool) -> None:
+    global _WORKER_JOB
     torch.set_num_threads(1)
-    _WORKER_EXTRACTOR = LogMel(LogMelConfig.from_dict(config_dict)).eval()
+    checks = None if checks_dict is None else ClipChecks(**checks_dict)
+    _WORKER_JOB = _ShardJob(LogMel(LogMelConfig.from_dict(config_dict)).eval(), checks, strict)
 
 
-def _worker_shard(paths: list[Path], out_path: Path, batch_size: int) -> int:
-    assert _WORKER_EXTRACTOR is not None, "worker not initialised"
-    _save_shard(out_path, _compute_shard(paths, _WORKER_EXTRACTOR, batch_size))
+def _worker_shard(paths: list[Path], start: int, out_path: Path, batch_size: int) -> int:
+    assert _WORKER_JOB is not None, "worker not initialised"
+    array, skipped = _compute_shard(paths, _WORKER_JOB, batch_size)
+    _save_shard(out_path, array, skipped, start)
     return len(paths)
 
 
-def _compute_shard(paths: Sequence[Path], extractor: LogMel, batch_size: int) -> np.ndarray:
-    """Features of ``paths``: float16 ``(len(paths), num_frames, n_mels)``."""
-    cfg = extractor.config
+def _compute_shard(paths: Sequence[Path], job: _ShardJob, batch_size: int) -> tuple[np.ndarray, list[Skipped]]:
+    """Features of ``paths``: float16 ``(len(paths), num_frames, n_mels)``, and the clips skipped (``index`` local to
+    the shard). A skipped clip's features are the log floor (silence)."""
+    cfg = job.config
     out = np.empty((len(paths), cfg.num_frames, cfg.n_mels), dtype=FEATURE_DTYPE)
+    skipped: list[Skipped] = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        waves = np.stack([load_audio(p, sample_rate_hz=cfg.sample_rate_hz, duration_s=cfg.duration_s) for p in chunk])
+        waves = np.zeros((len(chunk), cfg.clip_samples), dtype=np.float32)
+        for k, path in enumerate(chunk):
+            try:
+                waves[k] = load_audio(
+                    path, sample_rate_hz=cfg.sample_rate_hz, duration_s=cfg.duration_s, checks=job.checks
+                )
+            except DataError as exc:
+                if job.strict:
+                    raise
+                skipped.append(Skipped(str(path), _problem(exc, path), "features", start + k))
         with torch.inference_mode():
-            feats = extractor(torch.from_numpy(waves)).numpy()
+            feats = job.extractor(torch.from_numpy(waves)).numpy()
         out[start : start + len(chunk)] = np.clip(feats, -_F16_MAX, _F16_MAX)
-    return out
+    return out, skipped
 
 
-def _save_shard(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` as ``.npy`` atomically (temporary file beside ``path``, fsync, rename)."""
+def _problem(exc: Exception, path: Path) -> str:
+    """The message of a :class:`DataError` without its leading ``"<path>: "``."""
+    message = str(exc)
+    for prefix in (f"{path}: ", f"{os.fspath(path)}: "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
+
+
+def _skipped_json(item: Skipped) -> dict[str, Any]:
+    return {"index": item.index, "path": item.path, "problem": item.problem}
+
+
+def _save_shard(path: Path, array: np.ndarray, skipped: Sequence[Skipped] = (), start: int = 0) -> None:
+    """Write ``array`` as ``.npy`` atomically (temporary file beside ``path``, fsync, rename); the shard's skipped
+    clips (indices made global with ``start``) go to its ``.skipped.json`` first, so a shard never exists without."""
+    if skipped:
+        sidecar = path.with_name(path.name.replace(".npy", ".skipped.json"))
+        write_json(sidecar, [_skipped_json(Skipped(s.path, s.problem, s.source, start + (s.index or 0))) for s in skipped])
     with atomic_write(path, "wb") as handle:
         np.save(handle, array, allow_pickle=False)
+
+
+def _gather_skipped(directory: Path, num_shards: int) -> list[Skipped]:
+    """Skipped clips of every shard, in index order."""
+    out: list[Skipped] = []
+    for i in range(num_shards):
+        sidecar = directory / skipped_name(i)
+        if sidecar.is_file():
+            for item in json.loads(sidecar.read_text(encoding="utf-8")):
+                out.append(Skipped(item["path"], item["problem"], "features", int(item["index"])))
+    return out
 
 
 def _shard_ok(path: Path, shape: tuple[int, ...]) -> bool:
@@ -285,6 +425,19 @@ def _shard_ok(path: Path, shape: tuple[int, ...]) -> bool:
     return ok
 
 
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Delete temporary shard files left by a killed run (untouched for :data:`STALE_TEMPORARY_S`; younger ones may
+    belong to another process filling the same cache)."""
+    now = time.time()
+    for tmp in directory.glob(".shard_*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TEMPORARY_S:
+                tmp.unlink()
+                log.info("feature cache: removed %s, left by an interrupted run", tmp.name)
+        except OSError:
+            pass
+
+
 def _meta_complete(meta_path: Path) -> bool:
     try:
         return bool(json.loads(meta_path.read_text(encoding="utf-8")).get("complete"))
@@ -292,12 +445,44 @@ def _meta_complete(meta_path: Path) -> bool:
         return False
 
 
+def _npy_data_offset(path: Path) -> tuple[int, tuple[int, ...], np.dtype]:
+    """Byte offset of the data, shape and dtype of a C-ordered ``.npy`` file (reads its header only)."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+        if fortran:
+            raise ValueError("Fortran-ordered array")
+        return handle.tell(), tuple(shape), np.dtype(dtype)
+
+
+def _pread_into(fd: int, buffer: np.ndarray, offset: int) -> None:
+    """Fill ``buffer`` (C-contiguous) from ``fd`` at ``offset``."""
+    view = memoryview(buffer).cast("B")
+    got = 0
+    while got < view.nbytes:
+        if hasattr(os, "preadv"):
+            n = os.preadv(fd, [view[got:]], offset + got)
+        else:  # pragma: no cover - platforms without preadv
+            chunk = os.pread(fd, view.nbytes - got, offset + got)
+            n = len(chunk)
+            view[got : got + n] = chunk
+        if n <= 0:
+            raise OSError(f"unexpected end of file at byte {offset + got}")
+        got += n
+
+
 class FeatureStore:
-    """Read-only view of a finished feature cache, one lazily opened memmap per shard.
+    """Read-only view of a finished feature cache.
 
     ``store[i]`` -> float16 ``(num_frames, n_mels)``; ``store[indices]`` (int array, list, slice or bool mask) ->
-    float16 ``(len(indices), num_frames, n_mels)`` in the order given. Only the requested clips are read. Pickling
-    sends the folder name only (DataLoader workers reopen the shards).
+    float16 ``(len(indices), num_frames, n_mels)`` in the order given. Only the requested clips are read, with
+    positioned reads of contiguous runs (memory stays flat however many clips are read). Pickling sends the folder
+    name and metadata only (DataLoader workers reopen the files).
     """
 
     def __init__(self, directory: str | os.PathLike) -> None:
@@ -320,7 +505,7 @@ class FeatureStore:
         for i in range(len(self.shard_sizes)):
             if not (self.directory / shard_name(i)).is_file():
                 raise DataError(f"{self.directory / shard_name(i)}: shard missing; rerun compute_features")
-        self._shards: dict[int, np.ndarray] = {}
+        self._offsets: dict[int, int] = {}
 
     @property
     def key(self) -> str:
@@ -330,6 +515,15 @@ class FeatureStore:
     def paths(self) -> list[Path]:
         """The audio files, in store order."""
         return [Path(f["path"]) for f in self.meta["files"]]
+
+    @property
+    def skipped(self) -> list[Skipped]:
+        """Clips that could not be used (``index`` = position in the store), with the problem; their features are
+        the log floor. Empty when the cache was built with ``strict=True``."""
+        return [
+            Skipped(item["path"], item["problem"], "features", int(item["index"]))
+            for item in self.meta.get("skipped", [])
+        ]
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -342,21 +536,39 @@ class FeatureStore:
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.directory)!r}, shape={self.shape})"
 
-    def _shard(self, index: int) -> np.ndarray:
-        shard = self._shards.get(index)
-        if shard is None:
+    def _offset(self, index: int) -> int:
+        """Data offset of shard ``index``, its header checked against the metadata."""
+        offset = self._offsets.get(index)
+        if offset is None:
             path = self.directory / shard_name(index)
+            expected = (self.shard_sizes[index], *self.shape[1:])
             try:
-                shard = np.load(path, mmap_mode="r", allow_pickle=False)
+                offset, shape, dtype = _npy_data_offset(path)
             except (OSError, ValueError) as exc:
                 raise DataError(
                     f"{path}: unreadable feature shard ({exc}); delete it and rerun compute_features"
                 ) from exc
-            expected = (self.shard_sizes[index], *self.shape[1:])
-            if shard.shape != expected:
-                raise DataError(f"{path}: shard has shape {shard.shape}, expected {expected}")
-            self._shards[index] = shard
-        return shard
+            if shape != expected or dtype != FEATURE_DTYPE:
+                raise DataError(f"{path}: shard has shape {shape} {dtype}, expected {expected} float16")
+            self._offsets[index] = offset
+        return offset
+
+    def _read(self, shard: int, local: np.ndarray) -> np.ndarray:
+        """Clips ``local`` (sorted, unique) of one shard, reading each contiguous run at once."""
+        offset = self._offset(shard)
+        clip_bytes = self.shape[1] * self.shape[2] * np.dtype(FEATURE_DTYPE).itemsize
+        out = np.empty((local.size, *self.shape[1:]), dtype=FEATURE_DTYPE)
+        breaks = np.flatnonzero(np.diff(local) != 1) + 1
+        path = self.directory / shard_name(shard)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for lo, hi in zip([0, *breaks.tolist()], [*breaks.tolist(), local.size]):
+                _pread_into(fd, out[lo:hi], offset + int(local[lo]) * clip_bytes)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read feature shard ({exc}); delete it and rerun compute_features") from exc
+        finally:
+            os.close(fd)
+        return out
 
     def __getitem__(self, index: int | np.integer | slice | Sequence[int] | np.ndarray) -> np.ndarray:
         n = len(self)
@@ -366,7 +578,7 @@ class FeatureStore:
                 raise IndexError(f"clip {i} out of range for a store of {n}")
             i %= n
             s = int(np.searchsorted(self._starts, i, side="right")) - 1
-            return np.array(self._shard(s)[i - self._starts[s]])
+            return self._read(s, np.array([i - self._starts[s]]))[0]
         if isinstance(index, slice):
             idx = np.arange(n)[index]
         else:
@@ -387,15 +599,9 @@ class FeatureStore:
         shard_of = np.searchsorted(self._starts, idx, side="right") - 1
         for s in np.unique(shard_of):
             where = np.flatnonzero(shard_of == s)
-            local = idx[where] - self._starts[s]
-            order = np.argsort(local, kind="stable")  # read each shard front to back
-            out[where[order]] = self._shard(int(s))[local[order]]
+            local, inverse = np.unique(idx[where] - self._starts[s], return_inverse=True)
+            out[where] = self._read(int(s), local)[inverse.reshape(-1)]
         return out
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_shards"] = {}
-        return state
 
 
 @dataclass

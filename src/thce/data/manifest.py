@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,3 +89,132 @@ def write_manifest(rows: list[ManifestRow], csv_path: str | os.PathLike) -> Path
                 shown = str(path)
             writer.writerow([shown, row.label, row.split, row.group, *(row.extra.get(k, "") for k in extra_columns)])
     return csv_path
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Problems: what was left out and why (``skipped.csv``), and screening rows before any audio is read.
+
+SKIPPED_COLUMNS = ("path", "problem", "source")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A clip left out of a run or an import, with the reason.
+
+    Attributes:
+        path: the file (as given).
+        problem: what is wrong, in words (e.g. ``"audio file not found"``).
+        source: where the clip came from, e.g. ``"manifest.csv:12"`` or ``"features"``.
+        index: position of the clip in the list it was skipped from (e.g. a feature store), if any.
+    """
+
+    path: str
+    problem: str
+    source: str = ""
+    index: int | None = None
+
+
+def write_skipped(items: Sequence[Skipped], csv_path: str | os.PathLike) -> Path:
+    """Write ``path,problem,source`` rows atomically (a header only when nothing was skipped). Returns the path."""
+    csv_path = Path(csv_path)
+    with atomic_write(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SKIPPED_COLUMNS)
+        for item in items:
+            writer.writerow([item.path, item.problem, item.source])
+    return csv_path
+
+
+def read_skipped(csv_path: str | os.PathLike) -> list[Skipped]:
+    """Inverse of :func:`write_skipped`."""
+    with Path(csv_path).open(newline="", encoding="utf-8") as handle:
+        return [Skipped(r["path"], r["problem"], r.get("source") or "") for r in csv.DictReader(handle)]
+
+
+def describe_skipped(items: Sequence[Skipped], *, limit: int = 5) -> str:
+    """One message listing the first ``limit`` problems (for errors in strict mode and for logs)."""
+    shown = "; ".join(f"{item.path}: {item.problem}" for item in items[:limit])
+    more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+    return f"{len(items)} bad clip(s): {shown}{more}"
+
+
+def screen_rows(
+    rows: Sequence[ManifestRow],
+    *,
+    classes: Sequence[str] | None = None,
+    check_files: bool = True,
+    source: str = "",
+    strict: bool = False,
+) -> tuple[list[ManifestRow], list[Skipped]]:
+    """Drop the rows a run cannot use, saying why: duplicated rows, missing files, unknown labels.
+
+    - The same file listed twice with the same label: the first row is kept, the others skipped ("duplicate").
+    - The same file listed with different labels: every row of it is skipped (which label is right is unknown).
+    - ``check_files``: a path that is not an existing file is skipped.
+    - ``classes``: a label that is neither empty (background) nor one of ``classes`` is skipped.
+
+    Args:
+        rows: manifest rows (paths absolute, as :func:`read_manifest` gives them).
+        classes: allowed event labels; ``None`` allows any label.
+        check_files: stat every path.
+        source: prefix of each :attr:`Skipped.source` (e.g. the manifest's name); the row number is appended.
+        strict: raise instead of skipping.
+
+    Returns:
+        ``(kept_rows, skipped)``; kept rows keep their order.
+
+    Raises:
+        DataError: ``strict`` and at least one row is bad (the message lists them).
+    """
+    skipped: list[Skipped] = []
+
+    def where(i: int) -> str:
+        return f"{source}:{i + 2}" if source else f"row {i + 1}"  # +2: header line, 1-based
+
+    labels_of: dict[Path, set[str]] = {}
+    for row in rows:
+        labels_of.setdefault(Path(row.path), set()).add(row.label)
+    allowed = None if classes is None else set(classes) | {""}
+    seen: dict[Path, int] = {}
+    kept: list[ManifestRow] = []
+    for i, row in enumerate(rows):
+        path = Path(row.path)
+        if len(labels_of[path]) > 1:
+            shown = ", ".join(repr(label) for label in sorted(labels_of[path]))
+            skipped.append(Skipped(str(path), f"listed with conflicting labels {shown}", where(i)))
+            continue
+        if path in seen:
+            skipped.append(Skipped(str(path), f"duplicate row (first listed at {where(seen[path])})", where(i)))
+            continue
+        seen[path] = i
+        if allowed is not None and row.label not in allowed:
+            expected = ", ".join(list(classes or [])) + " or empty (background)"
+            skipped.append(Skipped(str(path), f"unknown label {row.label!r} (expected {expected})", where(i)))
+            continue
+        if check_files and not path.is_file():
+            problem = "audio file not found" if not path.exists() else "not a file"
+            skipped.append(Skipped(str(path), problem, where(i)))
+            continue
+        kept.append(row)
+    if strict and skipped:
+        raise DataError(describe_skipped(skipped))
+    return kept, skipped
+
+
+def check_split_coverage(rows: Sequence[ManifestRow], classes: Sequence[str]) -> None:
+    """Raise :class:`DataError` naming every (split, class) pair without clips; background counts as a class.
+
+    Every class needs training clips to be learnt, validation clips for early stopping and test clips for its EER.
+    """
+    have = {(row.split, row.label) for row in rows}
+    missing = [
+        f"{split}/{label or 'background'}"
+        for split in SPLITS
+        for label in [*classes, ""]
+        if (split, label) not in have
+    ]
+    if missing:
+        raise DataError(
+            f"no clips of {', '.join(missing)}: every class needs clips in every split (add clips, fix the manifest's "
+            "split column, or leave split empty so that clips are split by seed)"
+        )

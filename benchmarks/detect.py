@@ -1,0 +1,188 @@
+"""Speed and memory of ``thce detect`` on long recordings (CPU).
+
+Prints JSON:
+
+- ``rtf_cnn``, ``rtf_lstm``: real-time factor (audio seconds per wall second) of the whole detection path (block
+  reading, log-mel, normalisation, model, thresholds, events) on a one-hour 16 kHz file, with windows of the
+  paper's 10 s clips at 50 % overlap (hop 5 s), for the paper-size CNN and LSTM (untrained; speed does not depend on
+  the weights), each in a fresh process;
+- ``model_only_rtf_*``: the same windows scored from precomputed random log-mel (the model alone), the ceiling
+  for the whole path, and ``overhead_ratio_*`` = model-only RTF / whole-path RTF;
+- ``peak_rss_mb``: peak resident memory of the detecting process on 10 and 60 minutes of audio (goal: flat), and
+  of a process that only loads the model (what detection adds is the difference);
+- ``machine``: CPU, cores, torch threads, versions.
+
+Usage: ``python benchmarks/detect.py [--minutes 60] [--short-minutes 10] [--keep DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def write_long_wav(path: Path, minutes: float, sample_rate_hz: int = 16000, seed: int = 0) -> Path:
+    """A mono 16-bit WAV of ``minutes`` of quiet noise with a tone burst every 30 s, written in 10 s blocks."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    block = 10 * sample_rate_hz
+    total = int(minutes * 60 * sample_rate_hz)
+    t = np.arange(block) / sample_rate_hz
+    with sf.SoundFile(path, "w", samplerate=sample_rate_hz, channels=1, subtype="PCM_16") as handle:
+        for start in range(0, total, block):
+            n = min(block, total - start)
+            x = 0.02 * rng.standard_normal(n)
+            if (start // block) % 3 == 1:
+                x[: sample_rate_hz] += 0.3 * np.sin(2 * np.pi * 800.0 * t[:sample_rate_hz])
+            handle.write(x.astype(np.float32))
+    return path
+
+
+def make_run(run_dir: Path, encoder: str) -> Path:
+    """A run directory with an untrained paper-size baseline checkpoint (configs/paper-<encoder>.toml's model)."""
+    import torch
+
+    from thce.checkpoint import save_checkpoint
+    from thce.config import config_from_dict
+    from thce.data.features import Normaliser
+    from thce.models import DetectorHead, EventDetector, build_encoder
+
+    config = config_from_dict({"methods": ["baseline"], "model": {"encoder": encoder}})  # paper sizes by default
+    torch.manual_seed(0)
+    encoder_net = build_encoder(config.model, frames=config.features.num_frames, n_mels=config.features.n_mels,
+                                normalise=config.baseline.l2_normalise)
+    model = EventDetector(encoder_net, DetectorHead(encoder_net.embedding_dim, len(config.data.classes))).eval()
+    rng = np.random.default_rng(0)
+    n_val = 64
+    save_checkpoint(
+        run_dir / "checkpoints" / "baseline.pt",
+        model,
+        config=config,
+        method="baseline",
+        classes=tuple(config.data.classes),
+        normaliser=Normaliser(mean=np.full(config.features.n_mels, -8.0), std=np.full(config.features.n_mels, 3.0)),
+        val_scores=rng.random((n_val, len(config.data.classes))),
+        val_class_index=np.arange(n_val) % (len(config.data.classes) + 1),
+    )
+    return run_dir
+
+
+def child(run_dir: str, audio: str, mode: str) -> None:
+    """One measurement in a fresh process; prints JSON."""
+    import torch
+
+    from thce.checkpoint import load_run
+    from thce.detect import DetectConfig, ModelScorer, class_thresholds, detect_files
+
+    loaded = load_run(run_dir, "baseline")
+    scorer = ModelScorer(loaded)
+    out: dict = {"threads": torch.get_num_threads()}
+    if mode == "load":
+        pass
+    elif mode == "model":
+        cfg = loaded.config.features
+        windows = 100
+        x = torch.randn(16, cfg.num_frames, cfg.n_mels)
+        with torch.inference_mode():
+            loaded.model(x)  # warm up
+            start = time.perf_counter()
+            for _ in range(windows // 16 + 1):
+                torch.sigmoid(loaded.model(x))
+            wall = time.perf_counter() - start
+        out["clips_per_s"] = 16 * (windows // 16 + 1) / wall
+    else:
+        thresholds = class_thresholds(val_scores=loaded.val_scores, val_class_index=loaded.val_class_index,
+                                      classes=loaded.classes)
+        start = time.perf_counter()
+        result = detect_files([audio], scorer, thresholds, config=DetectConfig(hop_s=5.0))
+        out["wall_s"] = time.perf_counter() - start
+        out["audio_s"] = result.files[0]["duration_s"]
+        out["windows"] = result.files[0]["windows"]
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps(out))
+
+
+def run_child(run_dir: Path, audio: Path, mode: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", str(run_dir), str(audio), mode],
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {mode} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--short-minutes", type=float, default=10.0)
+    parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
+    parser.add_argument("--child", nargs=3, metavar=("RUN_DIR", "AUDIO", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        long_wav = write_long_wav(work / "long.wav", args.minutes)
+        short_wav = write_long_wav(work / "short.wav", args.short_minutes)
+        report: dict = {"audio_minutes": args.minutes, "hop_s": 5.0, "window_s": 10.0}
+        peak: dict = {}
+        for encoder in ("cnn", "lstm"):
+            run_dir = make_run(work / f"run-{encoder}", encoder)
+            full = run_child(run_dir, long_wav, "detect")
+            short = run_child(run_dir, short_wav, "detect")
+            loaded_only = run_child(run_dir, short_wav, "load")
+            model = run_child(run_dir, short_wav, "model")
+            rtf = full["audio_s"] / full["wall_s"]
+            model_rtf = model["clips_per_s"] * 5.0  # one new window per hop of 5 s
+            report[f"rtf_{encoder}"] = round(rtf, 1)
+            report[f"model_only_rtf_{encoder}"] = round(model_rtf, 1)
+            report[f"overhead_ratio_{encoder}"] = round(model_rtf / rtf, 3)
+            report[f"windows_per_s_{encoder}"] = round(full["windows"] / full["wall_s"], 1)
+            peak[encoder] = {
+                f"{args.short_minutes:g}_min": round(short["peak_rss_mb"], 1),
+                f"{args.minutes:g}_min": round(full["peak_rss_mb"], 1),
+                "model_loaded_only": round(loaded_only["peak_rss_mb"], 1),
+            }
+        report["peak_rss_mb"] = peak
+        report["goal"] = "rtf_cnn >= 100 on 2 cores at 50% overlap; peak RSS flat in file length"
+        report["machine"] = machine()
+        print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

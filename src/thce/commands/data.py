@@ -1,0 +1,160 @@
+"""``thce data import FORMAT ...`` (dataset readers -> manifest CSV) and ``thce data mix`` (DCASE 2017-style mixtures).
+
+Each import writes the manifest (``--out``) and, beside it, ``<out stem>.skipped.csv`` listing every clip left out and
+why; ``--strict`` stops at the first bad input instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from thce.commands import ProgressBars
+from thce.errors import ConfigError
+
+FORMATS = ("audioset", "esc50", "folder", "manifest")
+
+
+def _classes(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    classes = [c.strip() for c in text.split(",") if c.strip()]
+    if not classes:
+        raise ConfigError(f"--classes {text!r}: expected comma-separated labels such as dog,baby,gun")
+    return classes
+
+
+def _floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{name} {text!r}: expected comma-separated numbers such as -6,0,6") from None
+    if not values:
+        raise ConfigError(f"{name} {text!r}: expected at least one number")
+    return values
+
+
+def skipped_path(out: Path) -> Path:
+    """Where an import lists what it left out: ``manifest.csv`` -> ``manifest.skipped.csv``."""
+    return out.with_name(f"{out.stem}.skipped.csv")
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from thce.data import readers
+    from thce.data.manifest import write_manifest, write_skipped
+
+    label_map = readers.load_label_map(args.label_map) if getattr(args, "label_map", None) else None
+    if args.format == "audioset":
+        ontology = readers.load_ontology(args.ontology) if args.ontology else None
+        result = readers.read_audioset(
+            args.segments, args.audio_dir, label_map=label_map, ontology=ontology, split=args.split,
+            strict=args.strict,
+        )  # fmt: skip
+    elif args.format == "esc50":
+        result = readers.read_esc50(args.root, label_map=label_map, strict=args.strict)
+    elif args.format == "folder":
+        result = readers.read_folder(args.root, classes=_classes(args.classes), strict=args.strict)
+    else:
+        result = readers.read_checked_manifest(
+            args.manifest, classes=_classes(args.classes), check_audio=args.check_audio, strict=args.strict
+        )
+    write_manifest(result.rows, args.out)
+    listed = write_skipped(result.left_out, skipped_path(args.out))
+    counts = ", ".join(f"{label} {n}" for label, n in result.label_counts().items()) or "none"
+    print(f"{args.out}: {len(result.rows)} clips ({counts})")
+    extra = {k: v for k, v in result.counts.items() if k not in ("imported",) and v}
+    if extra:
+        print("counts: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
+    if result.left_out:
+        print(f"{len(result.skipped)} skipped, {len(result.excluded)} excluded: listed in {listed}")
+    return 0
+
+
+def run_mix(args: argparse.Namespace) -> int:
+    from thce.data.manifest import write_skipped
+    from thce.data.mix import MixConfig, make_mixtures
+
+    fractions = None if args.no_split else _floats(args.split_fractions, "--split-fractions")
+    if fractions is not None and len(fractions) != 3:
+        raise ConfigError(f"--split-fractions {args.split_fractions!r}: expected three values (train, val, test)")
+    config = MixConfig(
+        num_mixtures=args.count, duration_s=args.duration_s, sample_rate_hz=args.sample_rate_hz,
+        ebr_db=_floats(args.ebr_db, "--ebr-db"), event_probability=args.event_probability, max_peak=args.max_peak,
+        split_fractions=fractions, seed=args.seed,  # type: ignore[arg-type]
+    )  # fmt: skip
+    with ProgressBars(enabled=not args.quiet) as bars:
+        result = make_mixtures(
+            args.events, args.backgrounds, args.out, config=config, classes=_classes(args.classes),
+            progress=lambda d, t: bars("mix", d, t), strict=args.strict,
+        )  # fmt: skip
+    listed = write_skipped(result.skipped, args.out / "skipped.csv")
+    labels = Counter(row.label or "background" for row in result.rows)
+    print(f"{result.manifest}: {len(result.rows)} mixtures ({', '.join(f'{k} {v}' for k, v in sorted(labels.items()))})")
+    if result.skipped:
+        print(f"{len(result.skipped)} sources or mixtures skipped: listed in {listed}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="import data sets into a manifest; make DCASE-style mixtures")
+    sub = data.add_subparsers(dest="data_command", required=True)
+
+    imp = sub.add_parser(
+        "import", help="read a data set into a manifest CSV (path,label,split,group)",
+        description="Read a data set into a manifest CSV. Clips left out are listed in OUT_STEM.skipped.csv.",
+    )  # fmt: skip
+    formats = imp.add_subparsers(dest="format", required=True, metavar="FORMAT")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
+        p.add_argument("--strict", action="store_true", help="stop at the first bad input instead of skipping it")
+        p.set_defaults(func=run_import)
+
+    audioset = formats.add_parser("audioset", help="AudioSet segment CSVs + a folder of downloaded clips")
+    audioset.add_argument("segments", type=Path, nargs="+", help="segment CSV(s), e.g. balanced_train_segments.csv")
+    audioset.add_argument("--audio-dir", type=Path, required=True,
+                          help="folder of downloaded clips (YTID.wav, YTID_START.wav, YTID_START_END.flac, ...)")
+    audioset.add_argument("--label-map", type=Path,
+                          help="JSON/TOML {label: [MIDs]} (default dog=/m/0bt9lr, baby=/t/dd00002, gun=/m/032s66)")
+    audioset.add_argument("--ontology", type=Path, help="AudioSet ontology.json, to add descendants of mapped MIDs")
+    audioset.add_argument("--split", default="", choices=["", "train", "val", "test"],
+                          help="split for every row (e.g. test for eval_segments.csv); default: by seed later")
+    common(audioset)
+
+    esc = formats.add_parser("esc50", help="ESC-50 (meta/esc50.csv, audio/)")
+    esc.add_argument("root", type=Path, help="the ESC-50 folder")
+    esc.add_argument("--label-map", type=Path,
+                     help="JSON/TOML {label: [categories]} (default dog=dog, baby=crying_baby; others background)")
+    common(esc)
+
+    folder = formats.add_parser("folder", help="one folder per class: ROOT/<label>/**/*.wav|flac|ogg|mp3")
+    folder.add_argument("root", type=Path, help="folder with a subfolder per class and one named background")
+    folder.add_argument("--classes", help="allowed labels, comma-separated (others are skipped)")
+    common(folder)
+
+    manifest = formats.add_parser("manifest", help="validate a hand-written manifest CSV")
+    manifest.add_argument("manifest", type=Path, help="manifest CSV (path,label[,split,group])")
+    manifest.add_argument("--classes", help="allowed labels, comma-separated (others are skipped)")
+    manifest.add_argument("--check-audio", action="store_true", help="also open every file's header")
+    common(manifest)
+
+    mix = sub.add_parser(
+        "mix", help="DCASE 2017 task 2-style mixtures of isolated events and backgrounds",
+        description="Mix isolated events (EVENTS/<label>/*) into background recordings at random EBRs and onsets.",
+    )  # fmt: skip
+    mix.add_argument("--events", type=Path, required=True, help="isolated events, one folder per class")
+    mix.add_argument("--backgrounds", type=Path, required=True, help="background recordings (>= --duration-s)")
+    mix.add_argument("--out", type=Path, required=True, help="output folder (audio/, manifest.csv, skipped.csv)")
+    mix.add_argument("--count", type=int, default=100, help="number of mixtures (default 100)")
+    mix.add_argument("--duration-s", type=float, default=10.0, help="mixture length (default 10)")
+    mix.add_argument("--sample-rate-hz", type=int, default=16000, help="output rate (default 16000)")
+    mix.add_argument("--ebr-db", default="-6,0,6", help="EBRs to draw from, dB (default -6,0,6)")
+    mix.add_argument("--event-probability", type=float, default=0.5, help="P(mixture has an event) (default 0.5)")
+    mix.add_argument("--max-peak", type=float, default=0.99, help="anti-clipping peak (default 0.99)")
+    mix.add_argument("--split-fractions", default="0.7,0.2,0.1", help="source/mixture split (default 0.7,0.2,0.1)")
+    mix.add_argument("--no-split", action="store_true", help="leave the split column empty")
+    mix.add_argument("--classes", help="event classes to use, comma-separated (default: every folder)")
+    mix.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    mix.add_argument("--strict", action="store_true", help="stop at the first unusable source file")
+    mix.set_defaults(func=run_mix)

@@ -1,0 +1,262 @@
+"""Export a trained detector for deployment: ONNX or TorchScript, checked against PyTorch.
+
+What the exported model computes (normalisation is *inside*, so a deployment needs only the log-mel front end):
+
+- ``inputs="logmel"`` (ONNX and TorchScript): ``logmel`` float32 ``(batch, frames, n_mels)``, natural-log mel
+  energies exactly as :class:`thce.audio.LogMel` computes them for one window of the training clip length (1000 x
+  64 for the paper's 10 s clips) -> training-split normalisation ``(x - mean) / std`` -> network -> ``scores``
+  float32 ``(batch, L)``, sigmoid outputs in [0, 1], one column per class. The batch axis is dynamic, the others
+  fixed.
+- ``inputs="audio"`` (TorchScript only): ``audio`` float32 ``(batch, samples)``, mono at the model's rate (16 kHz),
+  exactly one window long (``features.duration_s * sample_rate_hz`` samples) -> the same log-mel -> as above.
+  ONNX has no counterpart because ``torch.stft`` does not export to every ONNX runtime in the same way.
+
+A JSON file beside the model (``<out>.json``) records the input shape and features, the classes, the normaliser,
+the validation thresholds (EER per class) and the measured parity. :func:`export_run` checks the file it wrote
+against the PyTorch model on log-mel windows of noise and tones and raises when the largest absolute difference
+exceeds ``PARITY_TOLERANCE`` (TorchScript always; ONNX when onnxruntime is installed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from thce.audio import LogMel, LogMelConfig
+from thce.errors import ConfigError, ThceError
+from thce.io import atomic_write, write_json
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "torchscript")
+INPUTS = ("logmel", "audio")
+#: Largest accepted absolute difference between exported and PyTorch scores.
+PARITY_TOLERANCE = 1e-4
+
+
+class LogMelScores(nn.Module):
+    """Raw log-mel windows ``(B, frames, n_mels)`` -> sigmoid class scores ``(B, L)``; normalisation inside."""
+
+    def __init__(self, model: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean), dtype=torch.float32).clone())
+        self.register_buffer("inv_std", torch.as_tensor(1.0 / np.asarray(std), dtype=torch.float32).clone())
+
+    def forward(self, logmel: Tensor) -> Tensor:
+        return torch.sigmoid(self.model((logmel - self.mean) * self.inv_std))
+
+
+class AudioScores(nn.Module):
+    """Raw audio windows ``(B, samples)`` at the model's rate -> sigmoid class scores ``(B, L)``."""
+
+    def __init__(self, logmel: LogMel, scores: LogMelScores) -> None:
+        super().__init__()
+        self.logmel = logmel
+        self.scores = scores
+
+    def forward(self, audio: Tensor) -> Tensor:
+        return self.scores(self.logmel(audio))
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_run` wrote: ``path`` (model), ``metadata_path`` (JSON), ``inputs`` (logmel/audio),
+    ``max_abs_diff`` (parity against PyTorch, ``None`` if not checked) and the ``metadata`` itself."""
+
+    path: Path
+    metadata_path: Path
+    inputs: str
+    max_abs_diff: float | None
+    metadata: dict[str, Any]
+
+
+def scoring_module(loaded: Any, *, inputs: str = "logmel") -> nn.Module:
+    """The eval-mode module to export for a :class:`thce.checkpoint.LoadedDetector` (see the module docstring)."""
+    if inputs not in INPUTS:
+        raise ConfigError(f"inputs: expected one of {', '.join(INPUTS)}, got {inputs!r}")
+    scores = LogMelScores(loaded.model, loaded.normaliser.mean, loaded.normaliser.std)
+    module: nn.Module = scores if inputs == "logmel" else AudioScores(LogMel(loaded.config.features), scores)
+    return module.eval()
+
+
+def example_inputs(features: LogMelConfig, *, inputs: str, batch: int = 3, seed: int = 0) -> Tensor:
+    """Realistic test inputs: windows of noise at different levels plus tones, as audio ``(batch, samples)`` or
+    log-mel ``(batch, frames, n_mels)``."""
+    gen = torch.Generator().manual_seed(seed)
+    n = features.clip_samples
+    t = torch.arange(n, dtype=torch.float32) / features.sample_rate_hz
+    audio = torch.stack(
+        [
+            10.0 ** (-1.0 - i) * torch.randn(n, generator=gen) + 0.3 * torch.sin(2 * torch.pi * (300.0 + 700.0 * i) * t)
+            for i in range(batch)
+        ]
+    )
+    if inputs == "audio":
+        return audio
+    with torch.inference_mode():
+        return LogMel(features)(audio).clone()
+
+
+@contextlib.contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    """torch's exporters print progress and warn about tracing; the library must not print (they go to the log)."""
+    buffer = io.StringIO()
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        onnx_logger.setLevel(level)
+        if buffer.getvalue().strip():
+            log.debug("exporter output:\n%s", buffer.getvalue())
+
+
+def export_torchscript(module: nn.Module, example: Tensor, out: str | os.PathLike) -> Path:
+    """Trace ``module`` on ``example`` and save it atomically; returns the path."""
+    with _quiet_exporters(), torch.no_grad():
+        traced = torch.jit.trace(module, example, check_trace=False)
+    with atomic_write(out, "wb") as handle:
+        torch.jit.save(traced, handle)
+    return Path(out)
+
+
+def export_onnx(module: nn.Module, example: Tensor, out: str | os.PathLike, *, input_name: str = "logmel") -> Path:
+    """Export ``module`` with a dynamic batch axis (torch.export-based exporter, needs onnx and onnxscript) and
+    save it atomically; returns the path."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise ThceError(f"ONNX export needs the onnx and onnxscript packages ({error}): pip install 'thce[export]'") from None
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with _quiet_exporters(), torch.no_grad():
+            program = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                input_names=[input_name],
+                output_names=["scores"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                verbose=False,
+            )
+            program.save(str(tmp))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def run_exported(path: str | os.PathLike, fmt: str, x: Tensor) -> np.ndarray | None:
+    """Scores of an exported model on ``x``; ``None`` for ONNX when onnxruntime is not installed."""
+    if fmt == "torchscript":
+        with torch.no_grad():
+            return torch.jit.load(str(path))(x).numpy()
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    *,
+    fmt: str,
+    out: str | os.PathLike,
+    method: str = "proposed2",
+    inputs: str = "logmel",
+) -> ExportResult:
+    """Export the ``method`` checkpoint of ``run_dir`` as ``fmt`` (``onnx`` or ``torchscript``) to ``out``, write
+    ``<out>.json`` beside it and check parity with PyTorch (module docstring).
+
+    Raises:
+        ConfigError: unknown format or input, or raw-audio input for ONNX.
+        DataError: no such run or checkpoint.
+        ThceError: a missing exporter package, or the exported model disagrees with PyTorch.
+    """
+    from thce.checkpoint import load_run
+    from thce.detect import class_thresholds
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if inputs not in INPUTS:
+        raise ConfigError(f"input: expected one of {', '.join(INPUTS)}, got {inputs!r}")
+    if fmt == "onnx" and inputs == "audio":
+        raise ConfigError("raw-audio input is exported as TorchScript only; ONNX models take log-mel windows")
+    loaded = load_run(run_dir, method)
+    module = scoring_module(loaded, inputs=inputs)
+    features = loaded.config.features
+    example = example_inputs(features, inputs=inputs, batch=2)
+    out = Path(out)
+    if fmt == "torchscript":
+        export_torchscript(module, example, out)
+    else:
+        export_onnx(module, example, out, input_name=inputs)
+
+    check = example_inputs(features, inputs=inputs, batch=3, seed=1)  # another batch size than the example
+    with torch.no_grad():
+        expected = module(check).numpy()
+    got = run_exported(out, fmt, check)
+    max_abs_diff = None if got is None else float(np.max(np.abs(got - expected)))
+    if max_abs_diff is not None and not max_abs_diff < PARITY_TOLERANCE:
+        raise ThceError(
+            f"{out}: the exported model differs from PyTorch by up to {max_abs_diff:.2e} "
+            f"(tolerance {PARITY_TOLERANCE:g}); please report this"
+        )
+    try:
+        thresholds = class_thresholds(
+            val_scores=loaded.val_scores, val_class_index=loaded.val_class_index, classes=loaded.classes, rule="eer"
+        )
+        eer_thresholds: dict[str, float] | None = {c: float(t) for c, t in zip(loaded.classes, thresholds)}
+    except ThceError:
+        eer_thresholds = None
+    if inputs == "logmel":
+        input_spec = {
+            "name": "logmel",
+            "shape": ["batch", features.num_frames, features.n_mels],
+            "dtype": "float32",
+            "description": "natural-log mel energies of one window (thce.audio.LogMel, features below); "
+            "not normalised: the model applies the training normalisation itself",
+        }
+    else:
+        input_spec = {
+            "name": "audio",
+            "shape": ["batch", features.clip_samples],
+            "dtype": "float32",
+            "description": f"mono audio at {features.sample_rate_hz} Hz, one window of {features.duration_s:g} s",
+        }
+    metadata = {
+        "format": fmt,
+        "method": method,
+        "run_dir": os.fspath(run_dir),
+        "classes": list(loaded.classes),
+        "input": input_spec,
+        "output": {"name": "scores", "shape": ["batch", len(loaded.classes)], "dtype": "float32",
+                   "description": "sigmoid score per class, in [0, 1]"},
+        "features": features.to_dict(),
+        "normaliser": loaded.normaliser.to_dict(),
+        "eer_thresholds": eer_thresholds,
+        "parity_max_abs_diff": max_abs_diff,
+    }
+    metadata_path = write_json(out.with_name(out.name + ".json"), metadata)
+    log.info("exported %s %s to %s (parity %s)", method, fmt, out, max_abs_diff)
+    return ExportResult(out, metadata_path, inputs, max_abs_diff, metadata)

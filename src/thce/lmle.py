@@ -1,0 +1,553 @@
+"""LMLE (Huang, Li, Loy, Tang: "Learning Deep Representation for Imbalanced Classification", CVPR 2016): quintuplet
+sampling and the triple-header hinge loss, the method our paper (ref. [6] there) compares its cost against.
+
+The paper, Sec. 3, as we read it (equation numbers of the CVPR version):
+
+- The embedding is L2-normalised, ``||f(x)||_2 = 1``, and ``D(f(x_i), f(x_j)) = ||f(x_i) - f(x_j)||_2^2`` is the
+  squared Euclidean distance (``= 2 - 2 cos`` on the sphere).
+- Every class is clustered with k-means. For every anchor ``x_i`` a *quintuplet* is sampled (Sec. 3.1):
+  ``x_i^{p+}`` the most distant within-cluster neighbour, ``x_i^{p-}`` the nearest within-class neighbour of a
+  different cluster, ``x_i^{p--}`` the most distant within-class neighbour, ``x_i^n`` the nearest between-class
+  neighbour.
+- Eq. (1), the order the embedding must respect:
+  ``D(f(x_i), f(x_i^{p+})) < D(f(x_i), f(x_i^{p-})) < D(f(x_i), f(x_i^{p--})) < D(f(x_i), f(x_i^n))``.
+- Eq. (2), the triple-header hinge loss: ``min sum_i (eps_i + tau_i + sigma_i) + lambda ||W||_2^2`` subject to
+  ``max(0, g1 + D(i, p+) - D(i, p-)) <= eps_i``, ``max(0, g2 + D(i, p-) - D(i, p--)) <= tau_i``,
+  ``max(0, g3 + D(i, p--) - D(i, n)) <= sigma_i``, all slacks ``>= 0``. At the optimum every slack equals its hinge,
+  so Eq. (2) is ``sum_i`` of the three hinges, plus weight decay.
+- Training: mini-batches of quintuplets drawn with class-balanced resampling; the quintuplet table is computed
+  offline from a random half of the training data (harder "hardest" members would be dominated by outliers and
+  mislabelled samples); clustering and table are refreshed periodically (every 5000 iterations in the paper),
+  alternating with the network updates.
+- Eq. (3) is the LMLE-kNN classifier. It is not used here: like every other method of this project, the learned
+  embedding is evaluated by a sigmoid detector trained on it.
+
+Where the paper is silent or ambiguous, our reading (each one tested):
+
+1. ``p--`` is taken among the *other* clusters of the anchor's class whenever the class has any. Taken literally
+   ("the most distant within-class neighbour"), ``p--`` would be ``p+`` whenever the farthest class member lies
+   in the anchor's own cluster, and Eq. (1) would then ask ``D(p+) < D(p-) < D(p+)``. For a class with a single
+   cluster the literal definition is used, so ``p-- = p+``: then the cluster headers (g1, g2) have nothing to
+   compare, but the class header g3 (``D(p--) < D(n)``) still applies. Otherwise a single-cluster class (the
+   rarest class under the K_c rule) would get no loss at all.
+2. A singleton cluster has ``p+ =`` the anchor itself (``D = 0``, a one-point cluster has zero diameter), so
+   header 1 still asks the nearest other cluster to be ``g1`` away.
+3. An empty set gives index ``-1`` and drops the headers that use it: ``p- = -1`` for a class with one cluster
+   (headers 1 and 2), ``n = -1`` when there is a single class (header 3).
+4. Members are searched among *candidates* (the paper's random half); anchors are all training samples.
+5. ``lambda ||W||^2`` is weight decay and is left to the optimiser, as for the triple-header CE (Adam, none).
+6. Margins: we found no values for g1, g2, g3 in the text available to us. Our defaults ``(0.1, 0.1, 0.2)`` on
+   squared distances (range [0, 4]) keep the class margin larger than the cluster margins (like beta' > beta''
+   of the triple-header CE) and keep g1 small: for the 2:2:1:26 setting clusters are 1/31 of the data.
+7. Clustering: thce's per-class spherical k-means with the K_c rule (``cluster_per_class``), so LMLE and the
+   triple-header CE see the same clusters. On unit vectors spherical and Euclidean k-means rank points alike.
+
+Cost: building the table needs every anchor's distance to every candidate, ``O(I^2 D)`` time; :func:`quintuplets`
+chunks the anchors so memory is ``O(chunk_size * I)``. The triple-header CE needs ``O(I K D)`` (Eqs. 4-9).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from thce.cluster import Clustering, cluster_per_class
+from thce.errors import ConfigError, DataError
+from thce.losses import eq3_ordering
+from thce.train import RunContext, TrainingData, assign_to_own_class, embed, fit_stage
+
+logger = logging.getLogger(__name__)
+
+#: Default margins (g1, g2, g3) of Eq. (2) on squared distances of unit vectors; our choice (see module notes).
+DEFAULT_MARGINS: tuple[float, float, float] = (0.1, 0.1, 0.2)
+
+#: Columns of a quintuplet table.
+P_PLUS, P_MINUS, P_MINUS2, NEGATIVE = 0, 1, 2, 3
+
+
+# ------------------------------------------------------------------------------------- quintuplet sampling
+
+
+def _check_inputs(embeddings: Tensor, class_index: Tensor, cluster_index: Tensor, candidates: Tensor | None) -> None:
+    if embeddings.ndim != 2 or not torch.is_floating_point(embeddings):
+        raise DataError(f"quintuplets: embeddings must be a float (N, D) tensor, got {tuple(embeddings.shape)} "
+                        f"{embeddings.dtype}")  # fmt: skip
+    n = embeddings.shape[0]
+    for name, value in (("class_index", class_index), ("cluster_index", cluster_index), ("candidates", candidates)):
+        if value is not None and tuple(value.shape) != (n,):
+            raise DataError(f"quintuplets: {name} must have shape ({n},) like the embeddings, got {tuple(value.shape)}")
+    if n and int(cluster_index.min()) < 0:
+        raise DataError("quintuplets: cluster_index must be >= 0")
+    if n:
+        # Every cluster must lie inside one class (per-class clustering): check one class per cluster id.
+        owner = torch.full((int(cluster_index.max()) + 1,), -1, dtype=torch.long, device=cluster_index.device)
+        owner.scatter_(0, cluster_index, class_index)
+        if not torch.equal(owner[cluster_index], class_index):
+            raise DataError("quintuplets: a cluster holds samples of several classes; cluster each class apart "
+                            "(thce.cluster.cluster_per_class)")  # fmt: skip
+
+
+class _Distances:
+    """``D(a, x_j) - ||a||^2 = ||x_j||^2 - 2 a.x_j`` for a chunk of anchors against a set of columns, written into
+    one reused buffer (fresh large allocations cost more than the matrix product on a CPU).
+
+    The anchor's own squared norm is constant along a row, so every row ranks its columns as ``D`` does.
+    """
+
+    def __init__(self, x: Tensor, sq_norms: Tensor, chunk_size: int) -> None:
+        self.x, self.sq_norms, self.chunk_size = x, sq_norms, chunk_size
+        self.buffer = torch.empty(0, dtype=x.dtype, device=x.device)
+
+    def columns(self, cols: Tensor) -> tuple[Tensor, Tensor]:
+        """Gathered (m, D) rows and (m,) squared norms of the column indices ``cols``."""
+        return self.x[cols], self.sq_norms[cols]
+
+    def __call__(self, anchors: Tensor, columns: tuple[Tensor, Tensor]) -> Tensor:
+        x_cols, sq_cols = columns
+        b, m = anchors.shape[0], x_cols.shape[0]
+        if self.buffer.numel() < b * m:
+            self.buffer = torch.empty(max(b * m, self.chunk_size * m), dtype=self.x.dtype, device=self.x.device)
+        out = self.buffer[: b * m].view(b, m)
+        return torch.addmm(sq_cols.unsqueeze(0), anchors, x_cols.t(), beta=1.0, alpha=-2.0, out=out)
+
+
+@torch.no_grad()
+def quintuplets(
+    embeddings: Tensor,
+    class_index: Tensor,
+    cluster_index: Tensor,
+    *,
+    candidates: Tensor | None = None,
+    chunk_size: int = 4096,
+) -> Tensor:
+    """LMLE's quintuplet table (Huang et al. 2016, Sec. 3.1): members of every anchor's quintuplet.
+
+    For anchor i of class c_i and cluster k_i, with ``D`` the squared Euclidean distance of the rows of
+    ``embeddings`` and every set restricted to the ``candidates`` other than i:
+
+    - column 0, ``p+``: argmax D over i's cluster; ``i`` itself if i's cluster has no other candidate;
+    - column 1, ``p-``: argmin D over the other clusters of class c_i; ``-1`` if there are none;
+    - column 2, ``p--``: argmax D over the other clusters of class c_i; equal to ``p+`` if there are none
+      (then "the most distant within-class neighbour" of the paper is the most distant within-cluster one);
+    - column 3, ``n``: argmin D over the other classes; ``-1`` if there are none.
+
+    Ties go to the lowest index. Every anchor meets every candidate exactly once, in three blocks (its own
+    cluster, the rest of its class, the other classes), each in index order and without masks; anchors go in
+    chunks of ``chunk_size``. Time ``O(N * M * D)`` for M candidates, memory ``O(chunk_size * M)``. Pass
+    L2-normalised embeddings (the paper's ``||f(x)|| = 1``); they are used as given, in their dtype (half
+    precision is computed in float32).
+
+    Args:
+        embeddings: (N, D) embeddings, on any device (the table is returned on the same device).
+        class_index: (N,) class of each sample (any integers).
+        cluster_index: (N,) cluster of each sample, ``>= 0``; every cluster must lie inside one class.
+        candidates: (N,) bool, the samples that may be chosen as members (the paper's random half); ``None``: all.
+        chunk_size: anchors per block of the distance matrix.
+
+    Returns:
+        (N, 4) long tensor of sample indices ``(p+, p-, p--, n)``, ``-1`` where the set is empty.
+
+    >>> x = torch.tensor([[0.0], [1.0], [3.0], [4.0], [10.0]])
+    >>> quintuplets(x, torch.tensor([0, 0, 0, 0, 1]), torch.tensor([0, 0, 1, 1, 2])).tolist()[0]
+    [1, 2, 3, 4]
+    """
+    if chunk_size < 1:
+        raise ConfigError(f"quintuplets: chunk_size must be >= 1, got {chunk_size}")
+    device = embeddings.device
+    class_index = torch.as_tensor(class_index, device=device).long()
+    cluster_index = torch.as_tensor(cluster_index, device=device).long()
+    if candidates is not None:
+        candidates = torch.as_tensor(candidates, device=device).bool()
+    _check_inputs(embeddings, class_index, cluster_index, candidates)
+    x = embeddings.detach()
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    n = x.shape[0]
+    table = torch.full((n, 4), -1, dtype=torch.long, device=device)
+    if n == 0:
+        return table
+    is_candidate = torch.ones(n, dtype=torch.bool, device=device) if candidates is None else candidates
+    distances = _Distances(x, (x * x).sum(dim=1), chunk_size)
+    for c in torch.unique(class_index).tolist():
+        in_class = class_index == c
+        # n: nearest candidate of another class.
+        cols_other = torch.nonzero(~in_class & is_candidate).flatten()  # ascending: ties go to the lowest index
+        if len(cols_other):
+            other = distances.columns(cols_other)
+            for rows in torch.nonzero(in_class).flatten().split(chunk_size):
+                table[rows, NEGATIVE] = cols_other[distances(x[rows], other).argmin(dim=1)]
+        # p+, p-, p--: cluster by cluster of the class.
+        for k in torch.unique(cluster_index[in_class]).tolist():
+            in_cluster = cluster_index == k
+            cols_own = torch.nonzero(in_cluster & is_candidate).flatten()
+            cols_rest = torch.nonzero(in_class & ~in_cluster & is_candidate).flatten()
+            own, rest = distances.columns(cols_own), distances.columns(cols_rest)
+            for rows in torch.nonzero(in_cluster).flatten().split(chunk_size):
+                xa = x[rows]
+                p_plus = rows.clone()  # no other candidate in the cluster: the anchor itself
+                if len(cols_own):
+                    d = distances(xa, own)
+                    pos = torch.searchsorted(cols_own, rows).clamp_max(len(cols_own) - 1)
+                    is_self = cols_own[pos] == rows
+                    d[torch.nonzero(is_self).flatten(), pos[is_self]] = float("-inf")
+                    best, arg = d.max(dim=1)
+                    p_plus = torch.where(torch.isfinite(best), cols_own[arg], p_plus)
+                table[rows, P_PLUS] = p_plus
+                if len(cols_rest):
+                    d = distances(xa, rest)
+                    table[rows, P_MINUS] = cols_rest[d.argmin(dim=1)]
+                    table[rows, P_MINUS2] = cols_rest[d.argmax(dim=1)]
+                else:
+                    table[rows, P_MINUS2] = p_plus  # single-cluster class: the most distant class member
+    return table
+
+
+def header_validity(table: Tensor) -> Tensor:
+    """(N, 3) bool: which of the three headers of Eq. (2) apply, from a (N, 4) table with ``-1`` for empty sets.
+
+    Header 1 compares p+ with p-, header 2 p- with p--, header 3 p-- with n.
+    """
+    present = table >= 0
+    return torch.stack(
+        [present[:, P_PLUS] & present[:, P_MINUS], present[:, P_MINUS] & present[:, P_MINUS2],
+         present[:, P_MINUS2] & present[:, NEGATIVE]],
+        dim=1,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------- triple-header hinge
+
+
+def _check_margins(margins: tuple[float, float, float] | list[float]) -> tuple[float, float, float]:
+    values = tuple(float(m) for m in margins)
+    if len(values) != 3:
+        raise ConfigError(f"LMLE margins: need three values (g1, g2, g3), got {list(margins)}")
+    if any(not math.isfinite(m) or m < 0 for m in values):
+        raise ConfigError(f"LMLE margins: need finite values >= 0, got {list(values)}")
+    return values  # type: ignore[return-value]
+
+
+def hinge_headers(
+    anchor: Tensor,
+    p_plus: Tensor,
+    p_minus: Tensor,
+    p_minus2: Tensor,
+    negative: Tensor,
+    *,
+    margins: tuple[float, float, float] = DEFAULT_MARGINS,
+    valid: Tensor | None = None,
+) -> Tensor:
+    """The three hinges of Eq. (2) per anchor, (B, 3): ``eps_i, tau_i, sigma_i`` at their optimum.
+
+    ``[max(0, g1 + D(a, p+) - D(a, p-)), max(0, g2 + D(a, p-) - D(a, p--)), max(0, g3 + D(a, p--) - D(a, n))]``
+    with ``D`` the squared Euclidean distance; a header that ``valid`` (B, 3) marks False is 0 (no gradient).
+    All five inputs are (B, D), normally L2-normalised embeddings.
+    """
+    shapes = {tuple(t.shape) for t in (anchor, p_plus, p_minus, p_minus2, negative)}
+    if len(shapes) != 1 or anchor.ndim != 2:
+        raise ValueError(f"triple_header_hinge: the five inputs must share one (B, D) shape, got {sorted(shapes)}")
+    g1, g2, g3 = _check_margins(margins)
+    d_plus = (anchor - p_plus).pow(2).sum(dim=1)
+    d_minus = (anchor - p_minus).pow(2).sum(dim=1)
+    d_minus2 = (anchor - p_minus2).pow(2).sum(dim=1)
+    d_negative = (anchor - negative).pow(2).sum(dim=1)
+    headers = torch.stack(
+        [g1 + d_plus - d_minus, g2 + d_minus - d_minus2, g3 + d_minus2 - d_negative], dim=1
+    ).clamp_min(0.0)
+    if valid is not None:
+        if tuple(valid.shape) != (anchor.shape[0], 3):
+            raise ValueError(f"triple_header_hinge: valid must be (B, 3) = ({anchor.shape[0]}, 3), got {tuple(valid.shape)}")
+        headers = torch.where(valid.to(headers.device, torch.bool), headers, torch.zeros_like(headers))
+    return headers
+
+
+def triple_header_hinge(
+    anchor: Tensor,
+    p_plus: Tensor,
+    p_minus: Tensor,
+    p_minus2: Tensor,
+    negative: Tensor,
+    *,
+    margins: tuple[float, float, float] = DEFAULT_MARGINS,
+    valid: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """LMLE's triple-header hinge loss, Eq. (2) of Huang et al. (2016), without the weight decay term.
+
+    Per anchor ``eps_i + tau_i + sigma_i`` with
+    ``eps_i = max(0, g1 + D(a, p+) - D(a, p-))`` (cluster margin: own cluster inside the nearest other cluster),
+    ``tau_i = max(0, g2 + D(a, p-) - D(a, p--))`` (within-class spread between clusters),
+    ``sigma_i = max(0, g3 + D(a, p--) - D(a, n))`` (class margin), ``D`` the squared Euclidean distance.
+
+    Args:
+        anchor, p_plus, p_minus, p_minus2, negative: (B, D) embeddings of the quintuplet members.
+        margins: (g1, g2, g3), each >= 0.
+        valid: (B, 3) bool, which headers apply (see :func:`header_validity`); ``None``: all.
+        reduction: ``"mean"`` (over the B anchors), ``"sum"`` (Eq. 2 literally) or ``"none"`` ((B,) per anchor).
+
+    >>> a = torch.tensor([[1.0, 0.0]]); p = torch.tensor([[0.0, 1.0]]); o = torch.tensor([[-1.0, 0.0]])
+    >>> round(triple_header_hinge(a, p, a, o, a, margins=(0.1, 0.2, 0.3)).item(), 4)  # 2.1 + 0 + 4.3
+    6.4
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"triple_header_hinge: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    per_anchor = hinge_headers(anchor, p_plus, p_minus, p_minus2, negative, margins=margins, valid=valid).sum(dim=1)
+    if reduction == "none":
+        return per_anchor
+    if reduction == "sum":
+        return per_anchor.sum()
+    return per_anchor.mean() if per_anchor.numel() else per_anchor.sum()
+
+
+class TripleHeaderHinge(nn.Module):
+    """Eq. (2) as a module over a batch of embeddings and quintuplet rows that index it.
+
+    ::
+
+        loss_fn = TripleHeaderHinge(margins=(0.1, 0.1, 0.2))
+        loss = loss_fn(encoder(x), rows)  # rows (B, 5): anchor, p+, p-, p--, n as row indices into encoder(x)
+
+    ``-1`` in ``rows`` marks an empty set; the headers that need it are dropped (:func:`header_validity`).
+    """
+
+    def __init__(self, margins: tuple[float, float, float] = DEFAULT_MARGINS, *, reduction: str = "mean") -> None:
+        super().__init__()
+        self.margins = _check_margins(margins)
+        self.reduction = reduction
+
+    def forward(self, embeddings: Tensor, rows: Tensor) -> Tensor:
+        """``embeddings`` (M, D), ``rows`` (B, 5) long with entries in ``[-1, M)`` -> loss."""
+        if rows.ndim != 2 or rows.shape[1] != 5:
+            raise ValueError(f"TripleHeaderHinge: rows must be (B, 5) (anchor, p+, p-, p--, n), got {tuple(rows.shape)}")
+        rows = rows.to(embeddings.device).long()
+        if bool((rows[:, 0] < 0).any()):
+            raise ValueError("TripleHeaderHinge: every row needs an anchor (column 0 >= 0)")
+        valid = header_validity(rows[:, 1:])
+        filled = torch.where(rows >= 0, rows, rows[:, :1])  # empty sets point at the anchor; their headers are off
+        e = embeddings[filled]  # (B, 5, D)
+        return triple_header_hinge(
+            e[:, 0], e[:, 1], e[:, 2], e[:, 3], e[:, 4], margins=self.margins, valid=valid, reduction=self.reduction
+        )
+
+    def extra_repr(self) -> str:
+        return f"margins={self.margins}, reduction={self.reduction!r}"
+
+
+def eq1_fraction(embeddings: Tensor, table: Tensor) -> float:
+    """Fraction of anchors for which every applicable inequality of Eq. (1) holds (strictly, no margins)."""
+    with torch.no_grad():
+        if len(table) == 0:
+            return float("nan")
+        valid = header_validity(table)
+        filled = torch.where(table >= 0, table, torch.arange(len(table), device=table.device).unsqueeze(1))
+        d = (embeddings.unsqueeze(1) - embeddings[filled]).pow(2).sum(dim=2)  # (N, 4)
+        holds = torch.stack([d[:, 0] < d[:, 1], d[:, 1] < d[:, 2], d[:, 2] < d[:, 3]], dim=1)
+        return (holds | ~valid).all(dim=1).float().mean().item()
+
+
+# ------------------------------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class LMLEConfig:
+    """LMLE embedding learning.
+
+    ``epochs``: end-to-end epochs in all; an epoch is as many anchors as training clips (batches of
+    ``train.batch_size`` anchors, each with its up to four members, so up to 5x the encoder inputs of an epoch of
+    the triple-header CE). Default 270 = Algorithm 1's 4 x 30 + 150 with the paper's settings.
+    ``rebuild_every``: epochs between re-clustering and rebuilding the quintuplet table (the paper: every 5000
+    iterations; default 30, the re-clustering period of Algorithm 1).
+    ``margins``: (g1, g2, g3) of Eq. (2), on squared distances of unit vectors (range [0, 4]).
+    ``candidate_fraction``: the fraction of the training set, drawn afresh at every rebuild, among which members
+    are searched (the paper: a random half); 1.0 gives the hardest members of the whole set.
+    ``class_balanced``: draw anchors class-balanced (the paper's resampling), else every clip once per epoch.
+    ``balanced_clusters``, ``kmeans_max_iter``: as in ``[embedding]``, for the same clusters as the proposed method.
+    ``chunk_size``: anchors per block of the distance matrix when building the table (memory ``chunk x I``).
+    """
+
+    epochs: int = 270
+    rebuild_every: int = 30
+    margins: tuple[float, float, float] = DEFAULT_MARGINS
+    candidate_fraction: float = 0.5
+    class_balanced: bool = True
+    balanced_clusters: bool = True
+    kmeans_max_iter: int = 100
+    chunk_size: int = 4096
+
+    def validate(self) -> None:
+        if self.epochs < 0:
+            raise ConfigError(f"lmle.epochs: must be >= 0, got {self.epochs}")
+        for name in ("rebuild_every", "kmeans_max_iter", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"lmle.{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.candidate_fraction <= 1.0:
+            raise ConfigError(f"lmle.candidate_fraction: must be in (0, 1], got {self.candidate_fraction}")
+        try:
+            _check_margins(self.margins)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"lmle.margins: {error}") from None
+
+
+@dataclass
+class LMLEResult:
+    """The learned LMLE embedding.
+
+    Attributes:
+        encoder: E, mapping (B, frames, mels) features to L2-normalised (B, D) embeddings (in the train split's
+            feature normalisation, like every thce encoder).
+        clustering: the last per-class clustering (of the training split, positions as in ``splits["train"]``).
+        table: the last quintuplet table (N_train, 4) over training-split positions, ``-1`` for empty sets.
+        diagnostics: one record per rebuild: cluster sizes, seconds per phase, empty-set counts, Eq. (1) fraction.
+
+    There is no cluster layer (LMLE has none). To detect events on it, train a sigmoid layer on the embedding,
+    e.g. ``EventDetector(result.encoder, DetectorHead(result.encoder.embedding_dim, L))`` with
+    ``train_head_only`` / ``train_end_to_end`` of :mod:`thce.train`.
+    """
+
+    encoder: nn.Module
+    clustering: Clustering
+    table: Tensor
+    diagnostics: list[dict[str, Any]]
+
+
+def _class_balanced_sampler(class_index: Tensor, generator: torch.Generator):
+    """Returns ``draw(b) -> (b,)`` positions: a class uniformly at random, then a member of it uniformly."""
+    order = torch.argsort(class_index, stable=True)
+    classes, counts = torch.unique(class_index, return_counts=True)
+    offsets = torch.cumsum(counts, 0) - counts
+
+    def draw(b: int) -> Tensor:
+        which = torch.randint(len(classes), (b,), generator=generator)
+        within = (torch.rand(b, generator=generator) * counts[which]).long().clamp_max(counts[which] - 1)
+        return order[offsets[which] + within]
+
+    return draw
+
+
+def learn_embedding_lmle(
+    encoder: nn.Module, data: TrainingData, config: LMLEConfig, ctx: RunContext, *, method: str = "lmle"
+) -> LMLEResult:
+    """Learn an embedding with LMLE (Huang et al. 2016): quintuplets and the triple-header hinge loss, Eq. (2).
+
+    Every ``config.rebuild_every`` epochs (and before the first): embed the training split with the encoder in
+    eval mode, cluster every class into K_c clusters (:func:`thce.cluster.cluster_per_class`, the same rule and
+    code as the proposed method), draw the candidate subset and build the quintuplet table (:func:`quintuplets`).
+    Then train the encoder end to end: each batch is ``train.batch_size`` anchors (class-balanced draw) whose
+    quintuplet members are loaded alongside; every distinct clip of the batch passes the encoder once.
+
+    Per epoch it logs (``ctx.log``, method ``method``, stage ``embedding``) the training loss, the validation loss
+    (quintuplets among the validation clips, each assigned to its nearest own-class centroid, all of them
+    candidates) and the fractions of Eq. 3 of the THCE paper measured against the centroids
+    (``eq3_val``, ``own_over_other_val``), so that both methods' embeddings are judged by the same yardstick.
+
+    Args:
+        encoder: the network E; must end in an L2 normalisation (``LSTMEncoder``, ``CNNEncoder``, ...).
+        data: training data; uses ``splits["train"]`` and, if present and non-empty, ``splits["val"]``.
+        config: see :class:`LMLEConfig`.
+        ctx: device, batch size, learning rate (Adam), seed, metrics log, progress callback.
+        method: the name under which epochs are logged.
+
+    Returns:
+        :class:`LMLEResult`; ``result.encoder`` is ``encoder``, trained in place.
+    """
+    config.validate()
+    device = ctx.device
+    encoder.to(device)
+    train_idx = np.asarray(data.splits["train"])
+    if len(train_idx) == 0:
+        raise DataError("learn_embedding_lmle: the train split is empty")
+    val_idx = np.asarray(data.splits.get("val", np.array([], dtype=np.int64)))
+    train_class = torch.as_tensor(data.class_index[train_idx], dtype=torch.long)
+    val_class = torch.as_tensor(data.class_index[val_idx], dtype=torch.long, device=device)
+    loss_fn = TripleHeaderHinge(config.margins)
+    n_train = len(train_idx)
+    diagnostics: list[dict[str, Any]] = []
+    state: dict[str, Any] = {}
+
+    def train_step(positions: np.ndarray) -> Tensor:
+        anchors = state["draw"](len(positions)) if config.class_balanced else torch.as_tensor(positions)
+        rows = torch.cat([anchors.unsqueeze(1), state["table"][anchors]], dim=1)  # (b, 5) train positions
+        needed, inverse = torch.unique(rows[rows >= 0], return_inverse=True)
+        local = torch.full_like(rows, -1)
+        local[rows >= 0] = inverse
+        emb = encoder(data.load(train_idx[needed.numpy()]).to(device))
+        return loss_fn(emb, local.to(device))
+
+    def val_loss() -> float:
+        if len(val_idx) == 0:
+            return float("nan")
+        with torch.no_grad():
+            emb = embed(encoder, data, val_idx, ctx, f"{method} val").to(device)
+            cos = emb @ state["centroids"].t()
+            k_val = assign_to_own_class(cos, val_class, state["cluster_class"])
+            fractions = eq3_ordering(cos, k_val, state["cluster_class"])
+            state["extra"] = {"eq3_val": fractions["eq3"], "own_over_other_val": fractions["own_over_other"]}
+            table = quintuplets(emb, val_class, k_val, chunk_size=config.chunk_size)
+            rows = torch.cat([torch.arange(len(emb), device=device).unsqueeze(1), table], dim=1)
+            return loss_fn(emb, rows).item()
+
+    rebuild_starts = list(range(0, max(config.epochs, 1), config.rebuild_every))
+    for rebuild, start_epoch in enumerate(rebuild_starts, start=1):
+        epochs_now = max(0, min(config.rebuild_every, config.epochs - start_epoch))
+        t0 = time.perf_counter()
+        train_emb = embed(encoder, data, train_idx, ctx, f"{method} embed {rebuild}")
+        t1 = time.perf_counter()
+        clustering = cluster_per_class(
+            train_emb, train_class, num_classes=data.num_classes, seed=ctx.seed + rebuild,
+            balanced=config.balanced_clusters, max_iter=config.kmeans_max_iter,
+        )  # fmt: skip
+        t2 = time.perf_counter()
+        generator = ctx.generator(20_000 + rebuild)
+        candidates = None
+        if config.candidate_fraction < 1.0:
+            chosen = torch.randperm(n_train, generator=generator)[: max(1, round(config.candidate_fraction * n_train))]
+            candidates = torch.zeros(n_train, dtype=torch.bool).index_fill_(0, chosen, True)
+        emb_dev = train_emb.to(device)
+        table = quintuplets(
+            emb_dev, train_class.to(device), clustering.assignment.to(device),
+            candidates=None if candidates is None else candidates.to(device), chunk_size=config.chunk_size,
+        )  # fmt: skip
+        t3 = time.perf_counter()
+        state.update(
+            table=table.cpu(),
+            draw=_class_balanced_sampler(train_class, generator),
+            centroids=clustering.centroids.to(device),
+            cluster_class=clustering.cluster_class.to(device),
+            extra={},
+        )
+        sizes = clustering.sizes()
+        record: dict[str, Any] = {
+            "rebuild": rebuild,
+            "start_epoch": start_epoch,
+            "clusters": len(sizes),
+            "cluster_size_min": int(sizes.min()),
+            "cluster_size_max": int(sizes.max()),
+            "candidates": n_train if candidates is None else int(candidates.sum()),
+            "anchors_without_p_minus": int((table[:, P_MINUS] < 0).sum()),
+            "anchors_without_negative": int((table[:, NEGATIVE] < 0).sum()),
+            "eq1_fraction_at_rebuild": eq1_fraction(emb_dev, table),
+            "seconds_embed": t1 - t0,
+            "seconds_cluster": t2 - t1,
+            "seconds_quintuplets": t3 - t2,
+        }
+        logger.info(
+            "%s rebuild %d: %d clusters, table of %d anchors in %.2fs, Eq. 1 holds for %.3f",
+            method, rebuild, len(sizes), n_train, t3 - t2, record["eq1_fraction_at_rebuild"],
+        )  # fmt: skip
+        t4 = time.perf_counter()
+        fit_stage(
+            stage="embedding", method=method, module=encoder, parameters=list(encoder.parameters()),
+            train_step=train_step, num_train=n_train, val_loss=val_loss, epochs=epochs_now, patience=None,
+            ctx=ctx, iteration=rebuild, salt=20_000 + 10 * rebuild + 1, extra=lambda: dict(state["extra"]),
+        )  # fmt: skip
+        record["seconds_train"] = time.perf_counter() - t4
+        record["epochs"] = epochs_now
+        diagnostics.append(record)
+    return LMLEResult(encoder=encoder, clustering=clustering, table=state["table"], diagnostics=diagnostics)
