@@ -117,3 +117,22 @@ def test_bad_config_is_a_clear_error(tmp_path, capsys):
     assert "unknown config key 'embedding.alpah'; did you mean 'alpha'?" in capsys.readouterr().err
     assert main(["experiment", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "x")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_repeats_over_seeds_with_bootstrap(tmp_path):
+    config_path = tmp_path / "tiny.toml"
+    config_path.write_text(TINY.replace("n_iter = 2", "n_iter = 1").replace("last_epochs = 2", "last_epochs = 1"))
+    out = tmp_path / "seeds"
+    assert main(["-q", "experiment", str(config_path), "--out", str(out), "--seeds", "2"]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["seeds"]["seeds"] == [3, 4]
+    per_seed = [json.loads((out / f"seed_{s}" / "results.json").read_text()) for s in (3, 4)]
+    for method in ("baseline", "proposed1", "proposed2"):
+        values = [run["methods"][method]["eer"]["overall"] for run in per_seed]
+        stats = summary["seeds"]["eer"][method]["overall"]
+        assert stats["mean"] == pytest.approx(np.mean(values))
+        assert stats["std"] == pytest.approx(np.std(values, ddof=1))
+    for method in ("proposed1", "proposed2"):
+        ci = summary["seeds"]["bootstrap"][method]
+        assert ci["low"] <= ci["high"] and -1.0 <= ci["difference"] <= 1.0
+    assert "Repeats over seeds" in (out / "report.md").read_text()

@@ -23,10 +23,11 @@ from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
 from thce.data.synth import generate_scenes
 from thce.errors import DataError
 from thce.checkpoint import save_checkpoint
-from thce.io import write_json
+from thce.io import atomic_write, write_json
 from thce.metrics import per_class_det_points, per_class_eer
 from thce.models import EventDetector, build_encoder
 from thce.report import write_report
+from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
 from thce.train import (
     MetricsLog,
     ProgressFn,
@@ -119,6 +120,7 @@ def evaluate_and_save(
     return {
         "eer": per_class_eer(scores=scores, class_index=labels, classes=data.classes),
         "det": per_class_det_points(scores=scores, class_index=labels, classes=data.classes),
+        "test_scores": scores,
     }
 
 
@@ -165,6 +167,9 @@ def run_experiment(
         for name, model in models.items():
             methods[name] = evaluate_and_save(model, name, prepared, config, ctx, out_dir)
         timing["detector"] = time.perf_counter() - start
+    test_scores = {name: entry.pop("test_scores") for name, entry in methods.items()}
+    with atomic_write(out_dir / "scores.npz", "wb") as handle:
+        np.savez(handle, class_index=data.class_index[data.splits["test"]], **test_scores)
     results = {
         "classes": list(data.classes),
         "methods": methods,
@@ -176,6 +181,55 @@ def run_experiment(
     write_json(out_dir / "results.json", results)
     write_report(out_dir, results)
     return results
+
+
+def load_test_scores(run_dir: Path, classes: tuple[str, ...]) -> ScoredTestSet:
+    """The test-split scores a run saved in ``scores.npz``."""
+    with np.load(run_dir / "scores.npz") as archive:
+        return ScoredTestSet(
+            class_index=archive["class_index"],
+            scores={k: archive[k] for k in archive.files if k != "class_index"},
+            classes=classes,
+        )
+
+
+def run_seeds(
+    config: ExperimentConfig, out_dir: str | Path, *, seeds: int, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Repeat :func:`run_experiment` with seeds ``seed, seed+1, ...`` (each its own data, split and init) in
+    ``out_dir/seed_<s>/``, then summarise in ``out_dir``: mean and std of each EER, and a bootstrap interval over test
+    clips of each method's overall EER difference to the baseline. The summary's ``methods`` hold the mean EERs
+    and the first seed's DET curves, so the usual table and figure apply."""
+    if seeds < 1:
+        raise ValueError(f"run_seeds: seeds must be >= 1, got {seeds}")
+    out_dir = Path(out_dir)
+    seed_list = [config.seed + k for k in range(seeds)]
+    runs = []
+    for seed in seed_list:
+        runs.append(run_experiment(dataclasses.replace(config, seed=seed), out_dir / f"seed_{seed}", progress=progress))
+    classes = tuple(runs[0]["classes"])
+    spread = mean_std_eer([{m: entry["eer"] for m, entry in run["methods"].items()} for run in runs])
+    test_sets = [load_test_scores(out_dir / f"seed_{seed}", classes) for seed in seed_list]
+    bootstrap = {}
+    if "baseline" in runs[0]["methods"]:
+        bootstrap = {
+            method: bootstrap_eer_difference(test_sets, method=method, seed=config.seed)
+            for method in runs[0]["methods"]
+            if method != "baseline"
+        }
+    summary = {
+        "classes": list(classes),
+        "methods": {
+            m: {"eer": {k: v["mean"] for k, v in spread[m].items()}, "det": runs[0]["methods"][m]["det"]} for m in spread
+        },
+        "data": runs[0]["data"],
+        "encoder": config.model.encoder,
+        "seeds": {"seeds": seed_list, "eer": spread, "bootstrap": bootstrap},
+    }
+    save_config(config, out_dir / "config.toml")
+    write_json(out_dir / "results.json", summary)
+    write_report(out_dir, summary)
+    return summary
 
 
 def _jsonable(value: Any) -> Any:

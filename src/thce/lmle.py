@@ -138,9 +138,9 @@ def quintuplets(
       (then "the most distant within-class neighbour" of the paper is the most distant within-cluster one);
     - column 3, ``n``: argmin D over the other classes; ``-1`` if there are none.
 
-    Ties go to the lowest index. Every anchor meets every candidate exactly once, in three blocks (its own
-    cluster, the rest of its class, the other classes), each in index order and without masks; anchors go in
-    chunks of ``chunk_size``. Time ``O(N * M * D)`` for M candidates, memory ``O(chunk_size * M)``. Pass
+    Ties go to the lowest index. Every anchor meets every candidate once, in two blocks in index order (its
+    class, the other classes); anchors go cluster by cluster in chunks of ``chunk_size``, so excluding the own
+    cluster from the class block costs ``O(chunk_size * cluster size)``. Time ``O(N * M * D)`` for M candidates, memory ``O(chunk_size * M)``. Pass
     L2-normalised embeddings (the paper's ``||f(x)|| = 1``); they are used as given, in their dtype (half
     precision is computed in float32).
 
@@ -175,6 +175,7 @@ def quintuplets(
         return table
     is_candidate = torch.ones(n, dtype=torch.bool, device=device) if candidates is None else candidates
     distances = _Distances(x, (x * x).sum(dim=1), chunk_size)
+    neg_inf, pos_inf = float("-inf"), float("inf")
     for c in torch.unique(class_index).tolist():
         in_class = class_index == c
         # n: nearest candidate of another class.
@@ -183,27 +184,31 @@ def quintuplets(
             other = distances.columns(cols_other)
             for rows in torch.nonzero(in_class).flatten().split(chunk_size):
                 table[rows, NEGATIVE] = cols_other[distances(x[rows], other).argmin(dim=1)]
-        # p+, p-, p--: cluster by cluster of the class.
+        # p+, p-, p--: anchors cluster by cluster against the candidates of the class.
+        cols_class = torch.nonzero(in_class & is_candidate).flatten()
+        same = distances.columns(cols_class)
+        cluster_of_col = cluster_index[cols_class]
         for k in torch.unique(cluster_index[in_class]).tolist():
-            in_cluster = cluster_index == k
-            cols_own = torch.nonzero(in_cluster & is_candidate).flatten()
-            cols_rest = torch.nonzero(in_class & ~in_cluster & is_candidate).flatten()
-            own, rest = distances.columns(cols_own), distances.columns(cols_rest)
-            for rows in torch.nonzero(in_cluster).flatten().split(chunk_size):
-                xa = x[rows]
+            own_pos = torch.nonzero(cluster_of_col == k).flatten()  # positions in cols_class, ascending
+            cols_own = cols_class[own_pos]
+            has_rest = len(own_pos) < len(cols_class)
+            for rows in torch.nonzero(cluster_index == k).flatten().split(chunk_size):
                 p_plus = rows.clone()  # no other candidate in the cluster: the anchor itself
-                if len(cols_own):
-                    d = distances(xa, own)
+                if len(cols_class) == 0:
+                    table[rows, P_PLUS] = table[rows, P_MINUS2] = p_plus
+                    continue
+                d = distances(x[rows], same)  # (b, m_c)
+                if len(own_pos):
+                    d_own = d[:, own_pos]  # (b, s_k) copy
                     pos = torch.searchsorted(cols_own, rows).clamp_max(len(cols_own) - 1)
                     is_self = cols_own[pos] == rows
-                    d[torch.nonzero(is_self).flatten(), pos[is_self]] = float("-inf")
-                    best, arg = d.max(dim=1)
+                    d_own[torch.nonzero(is_self).flatten(), pos[is_self]] = neg_inf
+                    best, arg = d_own.max(dim=1)
                     p_plus = torch.where(torch.isfinite(best), cols_own[arg], p_plus)
                 table[rows, P_PLUS] = p_plus
-                if len(cols_rest):
-                    d = distances(xa, rest)
-                    table[rows, P_MINUS] = cols_rest[d.argmin(dim=1)]
-                    table[rows, P_MINUS2] = cols_rest[d.argmax(dim=1)]
+                if has_rest:
+                    table[rows, P_MINUS] = cols_class[d.index_fill_(1, own_pos, pos_inf).argmin(dim=1)]
+                    table[rows, P_MINUS2] = cols_class[d.index_fill_(1, own_pos, neg_inf).argmax(dim=1)]
                 else:
                     table[rows, P_MINUS2] = p_plus  # single-cluster class: the most distant class member
     return table

@@ -62,7 +62,7 @@ METHOD_DESCRIPTIONS: dict[str, str] = {
 DET_TICKS_PERCENT: tuple[float, ...] = (0.1, 0.5, 1, 2, 5, 10, 20, 40, 60, 80, 95, 99, 99.9)
 
 _RATE_CLIP = 1e-3  # rates are clipped to [_RATE_CLIP, 1 - _RATE_CLIP] before the probit
-_RESERVED_KEYS = ("classes", "methods", "data")
+_RESERVED_KEYS = ("classes", "methods", "data", "seeds")
 
 
 def method_short_name(method: str) -> str:
@@ -294,6 +294,36 @@ def _extra_line(key: str, value: Any, limit: int = 300) -> str:
     return f"- **{key}**: {text}"
 
 
+def seeds_table_markdown(results: Mapping[str, Any]) -> str:
+    """Mean +- standard deviation of each EER over seeds, and the bootstrap interval of each method's overall EER
+    difference to the baseline (``results["seeds"]``, written by ``thce.experiment.run_seeds``)."""
+    classes, methods = _check_results(results)
+    repeats = results["seeds"]
+    header = "| Class | " + " | ".join(method_short_name(m) for m in methods) + " |"
+    lines = [
+        f"EER (%) over {len(repeats['seeds'])} seeds ({', '.join(map(str, repeats['seeds']))}): mean ± std.",
+        "",
+        header,
+        "| :-- |" + " --: |" * len(methods),
+    ]
+    for name in [*classes, "overall"]:
+        cells = []
+        for method in methods:
+            stats = repeats["eer"].get(method, {}).get(name)
+            cells.append(f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}" if stats else "–")
+        lines.append(f"| {'Overall' if name == 'overall' else name} | " + " | ".join(cells) + " |")
+    bootstrap = repeats.get("bootstrap", {})
+    if bootstrap:
+        lines += ["", "Overall EER difference to the baseline (percentage points), bootstrap over test clips:", ""]
+        lines += ["| Method | difference | interval |", "| :-- | --: | --: |"]
+        for method, ci in bootstrap.items():
+            lines.append(
+                f"| {method_short_name(method)} | {100 * ci['difference']:+.1f} | "
+                f"[{100 * ci['low']:+.1f}, {100 * ci['high']:+.1f}] ({100 * ci['confidence']:g} %) |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict[str, Path]:
     """Write ``report.md`` and ``det.png`` into a run directory, each atomically.
 
@@ -321,6 +351,8 @@ def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict
         "",
         eer_table_markdown(results),
     ]
+    if isinstance(results.get("seeds"), Mapping):
+        parts += ["## Repeats over seeds", "", seeds_table_markdown(results)]
     data = results.get("data")
     if isinstance(data, Mapping) and data.get("counts"):
         parts += ["## Data (clips per class and split)", "", counts_table_markdown(results)]

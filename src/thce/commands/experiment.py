@@ -18,15 +18,22 @@ def packaged_config(name: str) -> Path:
     return path
 
 
-def run(config_path: Path, out: Path, overrides: list[str], quiet: bool) -> int:
+def run(config_path: Path, out: Path, overrides: list[str], quiet: bool, seeds: int = 1) -> int:
     from thce.config import load_config
-    from thce.experiment import run_experiment
-    from thce.report import eer_table_markdown
+    from thce.experiment import run_experiment, run_seeds
+    from thce.report import eer_table_markdown, seeds_table_markdown
 
+    if seeds < 1:
+        raise ThceError(f"--seeds: must be >= 1, got {seeds}")
     config = load_config(config_path, overrides)
     with ProgressBars(enabled=not quiet) as bars:
-        results = run_experiment(config, out, progress=bars)
+        if seeds == 1:
+            results = run_experiment(config, out, progress=bars)
+        else:
+            results = run_seeds(config, out, seeds=seeds, progress=bars)
     print(eer_table_markdown(results))
+    if seeds > 1:
+        print(seeds_table_markdown(results))
     print(f"\nRun directory: {out} (results.json, report.md, det.png, metrics.csv, config.toml, checkpoints/)")
     return 0
 
@@ -37,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument("--out", type=Path, required=True, help="run directory")
     exp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set embedding.alpha=8 (repeatable)")
-    exp.set_defaults(func=lambda args: run(args.config, args.out, args.overrides, args.quiet))
+    exp.add_argument("--seeds", type=int, default=1,
+                     help="repeat with seeds seed..seed+N-1 (own data, split, init); report mean, std, bootstrap CI")
+    exp.set_defaults(func=lambda args: run(args.config, args.out, args.overrides, args.quiet, args.seeds))
 
     demo = subparsers.add_parser("demo", help="the paper's comparison on built-in synthetic scenes (CPU, minutes)")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
