@@ -136,3 +136,26 @@ def test_repeats_over_seeds_with_bootstrap(tmp_path):
         ci = summary["seeds"]["bootstrap"][method]
         assert ci["low"] <= ci["high"] and -1.0 <= ci["difference"] <= 1.0
     assert "Repeats over seeds" in (out / "report.md").read_text()
+
+
+def test_imbalance_methods_run_in_the_harness(tmp_path):
+    """Every alternative method trains on the same features and splits; checkpoints reload and score alike."""
+    from thce.imbalance import LOSS_CONFIGS
+
+    config_path = tmp_path / "tiny.toml"
+    methods = ["baseline", *LOSS_CONFIGS]
+    text = TINY.replace("seed = 3", f"seed = 3\nmethods = {methods!r}".replace("'", '"'))
+    config_path.write_text(text + "\n[ldam_drw]\ndrw_epoch = 1\n[softtriple]\ncenters_per_class = 2\n")
+    out = tmp_path / "all"
+    assert main(["-q", "experiment", str(config_path), "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["methods"]) == methods
+    config = load_config(out / "config.toml")
+    prepared = prepare_data(config, out)
+    val = prepared.data.splits["val"]
+    for method in methods:
+        assert 0.0 <= results["methods"][method]["eer"]["overall"] <= 1.0
+        loaded = load_run(out, method)
+        scores = predict_scores(loaded.model, prepared.data, val, RunContext())
+        np.testing.assert_allclose(scores, loaded.val_scores, atol=1e-5)
+    assert "ldam_drw" in (out / "report.md").read_text()

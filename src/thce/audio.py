@@ -481,6 +481,8 @@ class LogMel(torch.nn.Module):
         # Derived from the config, so not saved in state_dict (checkpoints don't depend on them).
         self.register_buffer("mel_filters", torch.from_numpy(filters).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(cfg.win_samples, periodic=True), persistent=False)
+        self._torch_filters: torch.Tensor | None = None  # CPU copies for compute(), made on first use
+        self._np_window: np.ndarray | None = None
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -508,6 +510,57 @@ class LogMel(torch.nn.Module):
         if samples == cfg.clip_samples:
             out = _fit_frames(out, cfg.num_frames, math.log(cfg.log_floor))
         return out.squeeze(0) if squeeze else out
+
+    def compute(self, waveforms: np.ndarray) -> np.ndarray:
+        """The same log-mel as :meth:`forward`, computed in numpy/scipy one clip at a time: the fast path on CPU
+        (about twice the speed of ``torch.stft`` on one core, as each clip's frames stay in cache).
+
+        Frame ``t`` is the ``win_samples`` samples under the window, transformed with a real FFT zero-padded to
+        ``n_fft`` at the end instead of on both sides: a circular shift, which leaves the power spectrum unchanged.
+
+        Args:
+            waveforms: float array ``(batch, samples)`` or ``(samples,)``.
+
+        Returns:
+            float32 ``(batch, frames, n_mels)`` (or ``(frames, n_mels)``), frames as in :meth:`forward`.
+        """
+        import scipy.fft
+
+        cfg = self.config
+        x = np.asarray(waveforms, dtype=np.float32)
+        squeeze = x.ndim == 1
+        if squeeze:
+            x = x[None]
+        if x.ndim != 2:
+            raise ValueError(f"LogMel.compute expects (batch, samples) or (samples,), got shape {x.shape}")
+        samples = x.shape[1]
+        exact = samples == cfg.clip_samples
+        frames = cfg.num_frames if exact else 1 + samples // cfg.hop_samples
+        computed = min(frames, 1 + samples // cfg.hop_samples)
+        if self._np_window is None:
+            self._torch_filters = self.mel_filters.detach().to("cpu", torch.float32).contiguous()
+            self._np_window = self.window.detach().cpu().numpy().astype(np.float32)
+        half, left = cfg.n_fft // 2, (cfg.n_fft - cfg.win_samples) // 2
+        out = np.empty((x.shape[0], frames, cfg.n_mels), dtype=np.float32)
+        padded = np.zeros(samples + 2 * half + cfg.n_fft, dtype=np.float32)  # slack: no frame reads past it
+        step = padded.strides[0]
+        for b in range(x.shape[0]):
+            padded[half : half + samples] = x[b]
+            view = np.lib.stride_tricks.as_strided(
+                padded[left:], shape=(computed, cfg.win_samples), strides=(cfg.hop_samples * step, step),
+                writeable=False,
+            )  # fmt: skip
+            spectrum = scipy.fft.rfft(view * self._np_window, n=cfg.n_fft, axis=-1, workers=1)
+            power = np.square(spectrum.real)
+            power += np.square(spectrum.imag)
+            mel = out[b, :computed]
+            # torch's sgemm (its thread count is torch's): numpy's BLAS can oversubscribe cores on this small product
+            torch.mm(torch.from_numpy(power), self._torch_filters, out=torch.from_numpy(mel))
+            np.maximum(mel, cfg.log_floor, out=mel)
+            np.log(mel, out=mel)
+        if computed < frames:
+            out[:, computed:] = math.log(cfg.log_floor)
+        return out[0] if squeeze else out
 
     def extra_repr(self) -> str:
         cfg = self.config

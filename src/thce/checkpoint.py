@@ -14,6 +14,7 @@ import torch
 from thce.config import ExperimentConfig, config_from_dict
 from thce.data.features import Normaliser
 from thce.errors import DataError
+from thce.imbalance import LOSS_CONFIGS
 from thce.io import atomic_write
 from thce.models import ClusterLayer, DetectorHead, EventDetector, build_encoder
 
@@ -51,8 +52,11 @@ def save_checkpoint(
     normaliser: Normaliser,
     val_scores: np.ndarray,
     val_class_index: np.ndarray,
+    train_class_counts: np.ndarray,
 ) -> Path:
-    """Write the state dict and plain metadata (lists, numbers, strings) atomically."""
+    """Write the state dict and plain metadata (lists, numbers, strings) atomically.
+
+    ``train_class_counts`` (L + 1,) rebuilds the losses of :mod:`thce.imbalance` that score outputs."""
     meta = {
         "format": 1,
         "method": method,
@@ -61,20 +65,28 @@ def save_checkpoint(
         "normaliser": normaliser.to_dict(),
         "val_scores": np.asarray(val_scores, dtype=np.float32).tolist(),
         "val_class_index": np.asarray(val_class_index, dtype=np.int64).tolist(),
+        "train_class_counts": np.asarray(train_class_counts, dtype=np.int64).tolist(),
     }
     with atomic_write(path, "wb") as handle:
         torch.save({"state_dict": model.state_dict(), "meta": meta}, handle)
     return path
 
 
-def build_detector(config: ExperimentConfig, state_dict: dict[str, Any], num_events: int, method: str) -> EventDetector:
+def build_detector(
+    config: ExperimentConfig, state_dict: dict[str, Any], num_events: int, method: str, train_class_counts: list[int]
+) -> EventDetector:
     """The architecture of ``method`` for ``config``, with ``state_dict`` loaded."""
     encoder = build_encoder(
         config.model,
         frames=config.features.num_frames,
         n_mels=config.features.n_mels,
-        normalise=method != "baseline" or config.baseline.l2_normalise,
+        normalise=method in ("proposed1", "proposed2") or config.baseline.l2_normalise,
     )
+    if method in LOSS_CONFIGS:
+        loss_fn = config.loss_config(method).build(train_class_counts, embedding_dim=encoder.embedding_dim)
+        model = EventDetector(encoder, loss_fn.make_head(encoder.embedding_dim), scorer=loss_fn)
+        model.load_state_dict(state_dict)
+        return model.eval()
     cluster_layer = None
     head_inputs = encoder.embedding_dim
     if "cluster_layer.cluster_class" in state_dict:
@@ -95,7 +107,9 @@ def load_checkpoint(path: str | Path) -> LoadedDetector:
         meta = payload["meta"]
         config = config_from_dict(meta["config"], source=f"{path} (config)")
         classes = tuple(meta["classes"])
-        model = build_detector(config, payload["state_dict"], len(classes), meta["method"])
+        model = build_detector(
+            config, payload["state_dict"], len(classes), meta["method"], meta["train_class_counts"]
+        )
     except (KeyError, TypeError, RuntimeError, EOFError, ValueError) as error:
         raise DataError(f"{path}: not a thce checkpoint or damaged ({type(error).__name__}: {error})") from None
     return LoadedDetector(

@@ -23,10 +23,23 @@ import tomli_w
 from thce.audio import LogMelConfig
 from thce.data.synth import SynthConfig
 from thce.errors import ConfigError
+from thce.imbalance import (
+    LOSS_CONFIGS,
+    BCEConfig,
+    ClassBalancedConfig,
+    FocalConfig,
+    LDAMConfig,
+    LogitAdjustedConfig,
+    OversamplingConfig,
+    SoftTripleConfig,
+)
 from thce.io import atomic_write
 from thce.models import ModelConfig
 
-METHODS = ("baseline", "proposed1", "proposed2")
+# The paper's three, then the field's imbalance baselines of thce.imbalance (same encoder, same stage settings
+# as the baseline), each configured by the table of its name.
+PAPER_METHODS = ("baseline", "proposed1", "proposed2")
+METHODS = (*PAPER_METHODS, *LOSS_CONFIGS)
 # The paper's second setting (Table 2): dog:baby:gun:background.
 PAPER_RATIO_2_2_1_26 = {"dog": 2, "baby": 2, "gun": 1, "background": 26}
 
@@ -155,7 +168,7 @@ class ExperimentConfig:
     """Everything one run needs; ``seed`` drives synthetic data, splits, initialisation and sampling."""
 
     seed: int = 0
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = PAPER_METHODS
     data: DataConfig = field(default_factory=DataConfig)
     synth: SynthConfig = field(default_factory=lambda: SynthConfig.from_ratio(PAPER_RATIO_2_2_1_26, unit=4))
     features: LogMelConfig = field(default_factory=LogMelConfig)
@@ -164,6 +177,17 @@ class ExperimentConfig:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    bce: BCEConfig = field(default_factory=BCEConfig)
+    focal: FocalConfig = field(default_factory=FocalConfig)
+    class_balanced: ClassBalancedConfig = field(default_factory=ClassBalancedConfig)
+    oversampling: OversamplingConfig = field(default_factory=OversamplingConfig)
+    logit_adjusted: LogitAdjustedConfig = field(default_factory=LogitAdjustedConfig)
+    ldam_drw: LDAMConfig = field(default_factory=LDAMConfig)
+    softtriple: SoftTripleConfig = field(default_factory=SoftTripleConfig)
+
+    def loss_config(self, method: str) -> Any:
+        """The config table of an imbalance method (``focal``, ``ldam_drw``, ...)."""
+        return getattr(self, method)
 
     def validate(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -179,6 +203,8 @@ class ExperimentConfig:
         self.embedding.validate()
         self.detector.validate("detector")
         self.baseline.validate("baseline")
+        for method in LOSS_CONFIGS:
+            self.loss_config(method).validate()
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)

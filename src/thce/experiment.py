@@ -22,6 +22,7 @@ from thce.data.manifest import ManifestRow, read_manifest
 from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
 from thce.data.synth import generate_scenes
 from thce.errors import DataError
+from thce.imbalance import LOSS_CONFIGS
 from thce.checkpoint import save_checkpoint
 from thce.io import atomic_write, write_json
 from thce.metrics import per_class_det_points, per_class_eer
@@ -37,6 +38,7 @@ from thce.train import (
     predict_scores,
     train_baseline,
     train_detector,
+    train_with_imbalance_loss,
 )
 
 logger = logging.getLogger(__name__)
@@ -112,7 +114,7 @@ def evaluate_and_save(
     save_checkpoint(
         out_dir / "checkpoints" / f"{method}.pt", model, config=config, method=method, classes=data.classes,
         normaliser=prepared.normaliser, val_scores=predict_scores(model, data, val, ctx),
-        val_class_index=data.class_index[val],
+        val_class_index=data.class_index[val], train_class_counts=data.class_counts("train"),
     )  # fmt: skip
     test = data.splits["test"]
     scores = predict_scores(model, data, test, ctx)
@@ -167,6 +169,14 @@ def run_experiment(
         for name, model in models.items():
             methods[name] = evaluate_and_save(model, name, prepared, config, ctx, out_dir)
         timing["detector"] = time.perf_counter() - start
+    counts = data.class_counts("train")
+    for method in (m for m in config.methods if m in LOSS_CONFIGS):
+        start = time.perf_counter()
+        encoder = new_encoder(config.baseline.l2_normalise)
+        loss_fn = config.loss_config(method).build(counts, embedding_dim=encoder.embedding_dim)
+        model = train_with_imbalance_loss(encoder, loss_fn, data, config.baseline, ctx, method=method)
+        methods[method] = evaluate_and_save(model, method, prepared, config, ctx, out_dir)
+        timing[method] = time.perf_counter() - start
     test_scores = {name: entry.pop("test_scores") for name, entry in methods.items()}
     with atomic_write(out_dir / "scores.npz", "wb") as handle:
         np.savez(handle, class_index=data.class_index[data.splits["test"]], **test_scores)

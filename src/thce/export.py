@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from thce.audio import LogMel, LogMelConfig
+from thce.detect import detection_scores
 from thce.errors import ConfigError, ThceError
 from thce.io import atomic_write, write_json
 
@@ -46,7 +47,8 @@ PARITY_TOLERANCE = 1e-4
 
 
 class LogMelScores(nn.Module):
-    """Raw log-mel windows ``(B, frames, n_mels)`` -> sigmoid class scores ``(B, L)``; normalisation inside."""
+    """Raw log-mel windows ``(B, frames, n_mels)`` -> class scores ``(B, L)`` in [0, 1] (sigmoid, or the model's
+    own ``detection_scores``); normalisation inside."""
 
     def __init__(self, model: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
         super().__init__()
@@ -55,7 +57,7 @@ class LogMelScores(nn.Module):
         self.register_buffer("inv_std", torch.as_tensor(1.0 / np.asarray(std), dtype=torch.float32).clone())
 
     def forward(self, logmel: Tensor) -> Tensor:
-        return torch.sigmoid(self.model((logmel - self.mean) * self.inv_std))
+        return detection_scores(self.model, (logmel - self.mean) * self.inv_std)
 
 
 class AudioScores(nn.Module):

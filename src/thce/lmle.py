@@ -140,9 +140,9 @@ def quintuplets(
 
     Ties go to the lowest index. Every anchor meets every candidate once, in two blocks in index order (its
     class, the other classes); anchors go cluster by cluster in chunks of ``chunk_size``, so excluding the own
-    cluster from the class block costs ``O(chunk_size * cluster size)``. Time ``O(N * M * D)`` for M candidates, memory ``O(chunk_size * M)``. Pass
-    L2-normalised embeddings (the paper's ``||f(x)|| = 1``); they are used as given, in their dtype (half
-    precision is computed in float32).
+    cluster from the class block costs ``O(chunk_size * cluster size)``. Time ``O(N * M * D)`` for M
+    candidates, memory ``O(chunk_size * M)``. Pass L2-normalised embeddings (the paper's ``||f(x)|| = 1``);
+    they are used as given, in their dtype (half precision is computed in float32).
 
     Args:
         embeddings: (N, D) embeddings, on any device (the table is returned on the same device).
@@ -268,7 +268,9 @@ def hinge_headers(
     ).clamp_min(0.0)
     if valid is not None:
         if tuple(valid.shape) != (anchor.shape[0], 3):
-            raise ValueError(f"triple_header_hinge: valid must be (B, 3) = ({anchor.shape[0]}, 3), got {tuple(valid.shape)}")
+            raise ValueError(
+                f"triple_header_hinge: valid must be (B, 3) = ({anchor.shape[0]}, 3), got {tuple(valid.shape)}"
+            )
         headers = torch.where(valid.to(headers.device, torch.bool), headers, torch.zeros_like(headers))
     return headers
 
@@ -330,7 +332,9 @@ class TripleHeaderHinge(nn.Module):
     def forward(self, embeddings: Tensor, rows: Tensor) -> Tensor:
         """``embeddings`` (M, D), ``rows`` (B, 5) long with entries in ``[-1, M)`` -> loss."""
         if rows.ndim != 2 or rows.shape[1] != 5:
-            raise ValueError(f"TripleHeaderHinge: rows must be (B, 5) (anchor, p+, p-, p--, n), got {tuple(rows.shape)}")
+            raise ValueError(
+                f"TripleHeaderHinge: rows must be (B, 5) (anchor, p+, p-, p--, n), got {tuple(rows.shape)}"
+            )
         rows = rows.to(embeddings.device).long()
         if bool((rows[:, 0] < 0).any()):
             raise ValueError("TripleHeaderHinge: every row needs an anchor (column 0 >= 0)")

@@ -136,16 +136,25 @@ class DetectorHead(nn.Module):
 
 
 class EventDetector(nn.Module):
-    """Encoder -> (optional cluster layer) -> detector head. ``(B, T, F) -> logits (B, L)``.
+    """Encoder -> (optional cluster layer) -> head. ``(B, T, F) -> outputs (B, L)`` (or what ``scorer`` takes).
 
-    With ``cluster_layer=None`` this is the baseline; with it, the proposed model of Fig. 2.
+    With ``cluster_layer=None`` this is the baseline; with it, the proposed model of Fig. 2. ``scorer`` turns the
+    head's outputs into (B, L) detection scores: sigmoid when ``None``, else a module with ``scores(outputs)``
+    (the losses of :mod:`thce.imbalance`, whose learnable weights, e.g. SoftTriple's centres, it then holds).
     """
 
-    def __init__(self, encoder: nn.Module, head: DetectorHead, cluster_layer: ClusterLayer | None = None) -> None:
+    def __init__(
+        self, encoder: nn.Module, head: nn.Module, cluster_layer: ClusterLayer | None = None, scorer: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.cluster_layer = cluster_layer
         self.head = head
+        self.scorer = scorer
+
+    def detection_scores(self, outputs: Tensor) -> Tensor:
+        """(B, L) scores in [0, 1] from the head's outputs."""
+        return torch.sigmoid(outputs) if self.scorer is None else self.scorer.scores(outputs)
 
     def features_for_head(self, embedding: Tensor) -> Tensor:
         """What the head sees: the embedding (baseline) or the cluster layer's output (proposed)."""

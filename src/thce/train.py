@@ -40,6 +40,7 @@ from thce.losses import (
     triple_header_ce,
     weighted_bce,
 )
+from thce.imbalance import ImbalanceLoss
 from thce.models import ClusterLayer, DetectorHead, EventDetector
 
 logger = logging.getLogger(__name__)
@@ -162,11 +163,10 @@ class RunContext:
 # ------------------------------------------------------------------------------------------ shared loops
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[np.ndarray]:
-    """Positions ``0..n-1`` in batches, shuffled when a generator is given."""
-    order = torch.randperm(n, generator=generator).numpy() if generator is not None else np.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]
+def _chunks(n: int, size: int) -> Iterator[np.ndarray]:
+    """Positions ``0..n-1`` in consecutive chunks of ``size``."""
+    for start in range(0, n, size):
+        yield np.arange(start, min(start + size, n))
 
 
 @torch.no_grad()
@@ -177,7 +177,7 @@ def embed(encoder: nn.Module, data: TrainingData, indices: np.ndarray, ctx: RunC
     out = []
     batch = max(ctx.train.batch_size, 256)
     total = math.ceil(len(indices) / batch)
-    for done, positions in enumerate(_batches(len(indices), batch, None), start=1):
+    for done, positions in enumerate(_chunks(len(indices), batch), start=1):
         out.append(encoder(data.load(indices[positions]).to(ctx.device)).cpu())
         if ctx.progress:
             ctx.progress(desc, done, total)
@@ -189,8 +189,8 @@ def embed(encoder: nn.Module, data: TrainingData, indices: np.ndarray, ctx: RunC
 def predict_scores(model: EventDetector, data: TrainingData, indices: np.ndarray, ctx: RunContext) -> np.ndarray:
     """Detection scores (n, L): sigmoid outputs of ``model`` in eval mode."""
     model.eval()
-    logits = model.head(model.features_for_head(embed(model.encoder, data, indices, ctx, "score").to(ctx.device)))
-    return torch.sigmoid(logits).cpu().numpy()
+    outputs = model.head(model.features_for_head(embed(model.encoder, data, indices, ctx, "score").to(ctx.device)))
+    return model.detection_scores(outputs).cpu().numpy()
 
 
 def fit_stage(
@@ -208,8 +208,13 @@ def fit_stage(
     iteration: int | str = "",
     salt: int = 0,
     extra: Callable[[], dict[str, float]] | None = None,
+    epoch_order: Callable[[torch.Generator], np.ndarray] | None = None,
+    on_epoch_start: Callable[[int], None] | None = None,
 ) -> float:
     """Adam over ``parameters`` for up to ``epochs`` epochs of ``train_step(positions) -> loss``.
+
+    ``epoch_order(generator)`` gives an epoch's positions (default: a permutation of ``num_train``), e.g. a
+    class-balanced draw with replacement; ``on_epoch_start(epoch)`` (0-based) runs before each epoch.
 
     With ``patience``, stops once validation loss has not improved for ``patience`` epochs and restores the state
     of ``module`` with the lowest validation loss (the starting state counts as epoch 0). Returns that loss.
@@ -220,19 +225,25 @@ def fit_stage(
     best_state = copy.deepcopy(module.state_dict()) if patience is not None else None
     since_best = 0
     current = math.nan
-    total_batches = math.ceil(num_train / ctx.train.batch_size)
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         module.train()
         losses = []
-        for done, positions in enumerate(_batches(num_train, ctx.train.batch_size, generator), start=1):
+        if on_epoch_start is not None:
+            on_epoch_start(epoch - 1)
+        if epoch_order is not None:
+            order = epoch_order(generator)
+        else:
+            order = torch.randperm(num_train, generator=generator).numpy()
+        batches = [order[i : i + ctx.train.batch_size] for i in range(0, len(order), ctx.train.batch_size)]
+        for done, positions in enumerate(batches, start=1):
             loss = train_step(positions)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             losses.append(loss.item())
             if ctx.progress:
-                ctx.progress(f"{method} {stage} {iteration} epoch {epoch}".replace("  ", " "), done, total_batches)
+                ctx.progress(f"{method} {stage} {iteration} epoch {epoch}".replace("  ", " "), done, len(batches))
         current = val_loss()
         ctx.log.write(
             method=method, stage=stage, iteration=iteration, epoch=epoch,
@@ -458,6 +469,38 @@ def train_detector(
         train_end_to_end(model, data, stage, ctx, method="proposed2", salt=7002)
         models["proposed2"] = model
     return models
+
+
+def train_with_imbalance_loss(
+    encoder: nn.Module, loss_fn: ImbalanceLoss, data: TrainingData, stage: StageConfig, ctx: RunContext, *, method: str
+) -> EventDetector:
+    """One of the field's imbalance methods (:mod:`thce.imbalance`): the same encoder with the head the loss
+    expects, end to end with that loss (and its sampler or schedule), early stopping on validation loss."""
+    device = ctx.device
+    model = EventDetector(encoder, loss_fn.make_head(encoder.embedding_dim), scorer=loss_fn).to(device)
+    train_idx, val_idx = data.splits["train"], data.splits["val"]
+    train_class = torch.as_tensor(data.class_index[train_idx], dtype=torch.long, device=device)
+    val_class = torch.as_tensor(data.class_index[val_idx], dtype=torch.long, device=device)
+    weights = loss_fn.sampling_weights(data.class_index[train_idx])
+    epoch_order = None
+    if weights is not None:  # class-balanced oversampling: N draws with replacement per epoch
+
+        def epoch_order(generator: torch.Generator) -> np.ndarray:
+            return torch.multinomial(weights, len(weights), replacement=True, generator=generator).numpy()
+
+    def val_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            emb = embed(model.encoder, data, val_idx, ctx, "val").to(device)
+            return loss_fn(model.head(emb), val_class).item()
+
+    fit_stage(
+        stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
+        train_step=lambda p: loss_fn(model(data.load(train_idx[p]).to(device)), train_class[p]),
+        num_train=len(train_idx), val_loss=val_loss, epochs=stage.max_epochs, patience=stage.patience, ctx=ctx,
+        salt=7100 + sum(map(ord, method)), epoch_order=epoch_order, on_epoch_start=loss_fn.set_epoch,
+    )  # fmt: skip
+    return model
 
 
 def train_baseline(encoder: nn.Module, data: TrainingData, stage: StageConfig, ctx: RunContext) -> EventDetector:

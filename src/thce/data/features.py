@@ -368,9 +368,8 @@ def _compute_shard(paths: Sequence[Path], job: _ShardJob, batch_size: int) -> tu
                 if job.strict:
                     raise
                 skipped.append(Skipped(str(path), _problem(exc, path), "features", start + k))
-        with torch.inference_mode():
-            feats = job.extractor(torch.from_numpy(waves)).numpy()
-        out[start : start + len(chunk)] = np.clip(feats, -_F16_MAX, _F16_MAX)
+        feats = job.extractor.compute(waves)  # numpy/scipy path: faster than torch.stft on CPU, same values
+        out[start : start + len(chunk)] = np.clip(feats, -_F16_MAX, _F16_MAX, out=feats)
     return out, skipped
 
 
@@ -629,10 +628,11 @@ class Normaliser:
 
     @classmethod
     def fit(
-        cls, store: FeatureStore | np.ndarray, indices: Sequence[int] | np.ndarray, *, chunk: int = 256
+        cls, store: FeatureStore | np.ndarray, indices: Sequence[int] | np.ndarray, *, chunk: int = 32
     ) -> Normaliser:
         """Mean and std per mel band over every frame of the clips ``store[indices]``, streaming ``chunk`` clips at a
         time in float64 (chunk statistics merged with Chan et al.'s parallel variance formula: no cancellation).
+        Memory: about ``chunk`` x 0.5 MB for 10 s clips, whatever the number of clips.
 
         Raises:
             DataError: ``indices`` is empty.
@@ -646,11 +646,13 @@ class Normaliser:
         mean: np.ndarray | None = None
         m2: np.ndarray | None = None
         for start in range(0, idx.size, chunk):
-            x = np.asarray(store[idx[start : start + chunk]], dtype=np.float64)
-            x = x.reshape(-1, x.shape[-1])
+            block = store[idx[start : start + chunk]]
+            x = block.reshape(-1, block.shape[-1]).astype(np.float64)
             n_b = x.shape[0]
             mean_b = x.mean(axis=0)
-            m2_b = np.square(x - mean_b).sum(axis=0)
+            x -= mean_b
+            np.square(x, out=x)
+            m2_b = x.sum(axis=0)
             if mean is None or m2 is None:
                 count, mean, m2 = n_b, mean_b, m2_b
                 continue
@@ -671,9 +673,10 @@ class Normaliser:
         """Normalise features ``(..., frames, n_mels)`` (any float dtype) -> float32 of the same shape."""
         if x.shape[-1] != self.n_mels:
             raise ValueError(f"Normaliser fitted on {self.n_mels} mel bands, got features with {x.shape[-1]}")
-        mean = self.mean.astype(np.float32)
-        inv_std = (1.0 / self.std).astype(np.float32)
-        return (np.asarray(x, dtype=np.float32) - mean) * inv_std
+        out = np.array(x, dtype=np.float32)  # a fresh copy, normalised in place
+        out -= self.mean.astype(np.float32)
+        out *= (1.0 / self.std).astype(np.float32)
+        return out
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
