@@ -159,3 +159,15 @@ def test_imbalance_methods_run_in_the_harness(tmp_path):
         scores = predict_scores(loaded.model, prepared.data, val, RunContext())
         np.testing.assert_allclose(scores, loaded.val_scores, atol=1e-5)
     assert "ldam_drw" in (out / "report.md").read_text()
+
+
+def test_report_command_rewrites_readme_section(run_dir, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- results:start -->\nSTALE TABLE\n<!-- results:end -->\n\ntail\n")
+    assert main(["report", str(run_dir), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "STALE TABLE" not in text and "| Overall |" in text and text.endswith("tail\n")
+    assert f"thce report {run_dir} --readme README.md" in text
+    readme.write_text("no markers")
+    assert main(["report", str(run_dir), "--readme", str(readme)]) == 2
+    assert "no '<!-- results:start -->'" in capsys.readouterr().err

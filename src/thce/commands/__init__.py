@@ -12,7 +12,7 @@ import sys
 from tqdm import tqdm
 
 # Modules registered by thce.cli, in the order `thce --help` lists them.
-COMMAND_MODULES = ("thce.commands.experiment", "thce.commands.data", "thce.commands.toy", "thce.commands.detect")
+COMMAND_MODULES = ("thce.commands.experiment", "thce.commands.report", "thce.commands.data", "thce.commands.toy", "thce.commands.detect")
 
 
 class ProgressBars:
