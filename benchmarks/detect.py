@@ -105,9 +105,10 @@ def child(run_dir: str, audio: str, mode: str) -> None:
     else:
         thresholds = class_thresholds(val_scores=loaded.val_scores, val_class_index=loaded.val_class_index,
                                       classes=loaded.classes)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = detect_files([audio], scorer, thresholds, config=DetectConfig(hop_s=5.0))
         out["wall_s"] = time.perf_counter() - start
+        out["cpu_s"] = time.process_time() - cpu
         out["audio_s"] = result.files[0]["duration_s"]
         out["windows"] = result.files[0]["windows"]
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -160,7 +161,8 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         long_wav = write_long_wav(work / "long.wav", args.minutes)
         short_wav = write_long_wav(work / "short.wav", args.short_minutes)
-        report: dict = {"audio_minutes": args.minutes, "hop_s": 5.0, "window_s": 10.0}
+        report: dict = {"audio_minutes": args.minutes, "hop_s": 5.0, "window_s": 10.0,
+                        "load_average_at_start": list(os.getloadavg())}
         peak: dict = {}
         for encoder in ("cnn", "lstm"):
             run_dir = make_run(work / f"run-{encoder}", encoder)
@@ -174,12 +176,14 @@ def main() -> None:
             report[f"model_only_rtf_{encoder}"] = round(model_rtf, 1)
             report[f"overhead_ratio_{encoder}"] = round(model_rtf / rtf, 3)
             report[f"windows_per_s_{encoder}"] = round(full["windows"] / full["wall_s"], 1)
+            report[f"cpu_s_{encoder}"] = round(full["cpu_s"], 1)  # process CPU time; wall x 2 if it had both cores
             peak[encoder] = {
                 f"{args.short_minutes:g}_min": round(short["peak_rss_mb"], 1),
                 f"{args.minutes:g}_min": round(full["peak_rss_mb"], 1),
                 "model_loaded_only": round(loaded_only["peak_rss_mb"], 1),
             }
         report["peak_rss_mb"] = peak
+        report["load_average_at_end"] = list(os.getloadavg())
         report["goal"] = "rtf_cnn >= 100 on 2 cores at 50% overlap; peak RSS flat in file length"
         report["machine"] = machine()
         print(json.dumps(report, indent=2))

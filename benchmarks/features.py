@@ -47,19 +47,24 @@ LIBROSA_PARAMS = dict(sr=SR, n_fft=512, win_length=400, hop_length=160, n_mels=6
 
 
 def make_wavs(folder: Path, count: int) -> list[Path]:
-    """``count`` distinct 10 s clips: coloured noise plus a few tones."""
+    """``count`` distinct 10 s clips: one of 8 coloured noises, circularly shifted and scaled, plus a tone."""
     import soundfile as sf
 
     folder.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(CLIP_S * SR)) / SR
+    n = int(CLIP_S * SR)
+    t = np.arange(n, dtype=np.float32) / SR
+    rng = np.random.default_rng(0)
+    bases = []
+    for _ in range(8):
+        white = rng.standard_normal(n).astype(np.float32)
+        brown = np.cumsum(white) / 300
+        bases.append(0.03 * white + 0.05 * (brown - brown.mean()) / (brown.std() + 1e-9))
     paths = []
     for i in range(count):
-        rng = np.random.default_rng(i)
-        x = 0.05 * np.cumsum(rng.standard_normal(t.size)) / 100 + 0.02 * rng.standard_normal(t.size)
-        for f in rng.uniform(100, 6000, size=3):
-            x += 0.05 * np.sin(2 * np.pi * f * t) * (t % rng.uniform(1, 4) < 0.5)
+        x = np.roll(bases[i % 8], int(rng.integers(n))) * rng.uniform(0.3, 1.5)
+        x += 0.05 * np.sin(2 * np.pi * rng.uniform(100, 6000) * t) * (t % 2 < rng.uniform(0.2, 1.5))
         path = folder / f"clip_{i:05d}.wav"
-        sf.write(path, np.clip(x, -1, 1).astype(np.float32), SR, subtype="PCM_16")
+        sf.write(path, np.clip(x, -1, 1), SR, subtype="PCM_16")
         paths.append(path)
     return paths
 
@@ -77,13 +82,18 @@ def peak_rss_mb() -> float:
 def child_ours(paths: list[Path], workers: int, cache: Path) -> dict:
     import torch
 
-    from thce.audio import LogMelConfig
+    from thce.audio import LogMel, LogMelConfig
     from thce.data.features import Normaliser, compute_features
 
     torch.set_num_threads(1)
     config = LogMelConfig()  # the paper's: 64 mels, 25 ms / 10 ms, n_fft 512, 10 s at 16 kHz
+    LogMel(config).compute(np.zeros(config.clip_samples, np.float32))  # warm-up (lazy scipy.fft import), as librosa's
+    marks: list[tuple[float, int]] = []
     start = time.perf_counter()
-    store = compute_features(paths, config=config, cache_dir=cache, workers=workers, strict=True)
+    store = compute_features(
+        paths, config=config, cache_dir=cache, workers=workers, strict=True,
+        progress=lambda done, total: marks.append((time.perf_counter() - start, done)),
+    )  # fmt: skip
     computed = time.perf_counter()
     index = np.arange(len(store))
     normaliser = Normaliser.fit(store, index)
@@ -91,9 +101,15 @@ def child_ours(paths: list[Path], workers: int, cache: Path) -> dict:
     for lo in range(0, len(store), 32):  # a training batch at a time
         checksum += float(normaliser(store[index[lo : lo + 32]])[:, :, 0].sum())
     elapsed = time.perf_counter() - start
+    # steady state: from the first finished shard to the last (worker start-up excluded)
+    done_marks = [m for m in marks if m[1] > marks[0][1]]
+    steady = None
+    if len(done_marks) >= 2 and done_marks[-1][0] > done_marks[0][0]:
+        steady = (done_marks[-1][1] - done_marks[0][1]) / (done_marks[-1][0] - done_marks[0][0])
     return {
         "clips": len(paths), "seconds": elapsed, "compute_seconds": computed - start, "peak_rss_mb": peak_rss_mb(),
-        "checksum": checksum, "cache_mb": sum(p.stat().st_size for p in store.directory.iterdir()) / 2**20,
+        "steady_clips_per_s": steady, "checksum": checksum,
+        "cache_mb": sum(p.stat().st_size for p in store.directory.iterdir()) / 2**20,
     }  # fmt: skip
 
 
@@ -169,6 +185,7 @@ def machine() -> dict:
     return {
         "cpu": model, "cpus_available": cpus, "platform": platform.platform(), "python": platform.python_version(),
         "numpy": np.__version__, "torch": torch.__version__, "librosa": librosa_version,
+        "load_average_before": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
         if hasattr(os, "sysconf") else None,
     }  # fmt: skip
@@ -179,6 +196,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=1000, help="clips for the throughput runs (default 1000)")
     parser.add_argument("--rss-clips", default="1000,4000", help="clip counts for peak memory (default 1000,4000)")
     parser.add_argument("--workers", default="1,2", help="worker counts for ours (default 1,2)")
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs of ours and librosa (default 2)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--paths", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
@@ -216,42 +234,66 @@ def main() -> None:
         start = time.perf_counter()
         wavs = make_wavs(tmp / "wav", unique)
         out["wav_generation_s"] = round(time.perf_counter() - start, 1)
+        if hasattr(os, "sync"):
+            os.sync()  # written WAVs flushed before timing, so that writeback does not compete with the runs
         speed_paths = wavs[: args.clips]
         out["clips"] = len(speed_paths)
 
-        ours = {}
-        for w in workers:
-            ours[w] = run_child("ours", speed_paths, tmp, n_workers=w, cache=tmp / f"cache_w{w}")
-        out["ours_clips_per_s"] = {str(w): round(r["clips"] / r["seconds"], 1) for w, r in ours.items()}
-        out["ours_seconds"] = {str(w): round(r["seconds"], 2) for w, r in ours.items()}
-        base = ours[workers[0]]["clips"] / ours[workers[0]]["seconds"]
-        out["scaling_vs_1_worker"] = {str(w): round(r["clips"] / r["seconds"] / base, 2) for w, r in ours.items()}
-
+        # 1. Throughput against librosa: ours (1 worker) and librosa alternate, best of --repeats each (the machine
+        #    may be shared with other work), on the same --clips files.
+        ours_runs: list[dict] = []
+        lib_runs: list[dict] = []
+        for rep in range(args.repeats):
+            ours_runs.append(run_child("ours", speed_paths, tmp, n_workers=1, cache=tmp / f"cache_speed_{rep}"))
+            if have_librosa:
+                lib_runs.append(run_child("librosa", speed_paths, tmp))
+        ours1 = min(ours_runs, key=lambda r: r["seconds"])
+        ours_rate = ours1["clips"] / ours1["seconds"]
+        out["ours_clips_per_s"] = round(ours_rate, 1)
+        out["ours_runs_s"] = [round(r["seconds"], 2) for r in ours_runs]
         if have_librosa:
-            lib = run_child("librosa", speed_paths, tmp)
+            lib = min(lib_runs, key=lambda r: r["seconds"])
             lib_rate = lib["clips"] / lib["seconds"]
             out["librosa"] = lib["version"]
             out["librosa_clips_per_s"] = round(lib_rate, 1)
-            out["speedup_vs_librosa"] = round(ours[1]["clips"] / ours[1]["seconds"] / lib_rate, 2) if 1 in ours else None
-            out["speedup_vs_librosa_by_workers"] = {
-                str(w): round(r["clips"] / r["seconds"] / lib_rate, 2) for w, r in ours.items()
-            }
+            out["librosa_runs_s"] = [round(r["seconds"], 2) for r in lib_runs]
+            out["speedup_vs_librosa"] = round(ours_rate / lib_rate, 2)
             out["max_abs_diff_log_mel_vs_librosa"] = round(run_child("agree", wavs[:1], tmp)["max_abs_diff"], 6)
         else:
+            lib_rate = None
             out["librosa"] = "missing: pip install -e '.[bench]'"
             out["librosa_clips_per_s"] = out["speedup_vs_librosa"] = None
 
-        rss = {}
+        # 2. Workers and memory: the largest --rss-clips list (files repeated) with each worker count; peak RSS of one
+        #    process (1 worker) at each --rss-clips count.
+        big = max(rss_counts)
+        big_paths = [wavs[i % len(wavs)] for i in range(big)]
+        by_workers = {w: run_child("ours", big_paths, tmp, n_workers=w, cache=tmp / f"cache_w{w}") for w in workers}
+        out["workers_clips"] = big
+        out["workers_clips_per_s"] = {str(w): round(r["clips"] / r["seconds"], 1) for w, r in by_workers.items()}
+        out["workers_steady_clips_per_s"] = {
+            str(w): None if r["steady_clips_per_s"] is None else round(r["steady_clips_per_s"], 1)
+            for w, r in by_workers.items()
+        }
+        one = by_workers.get(1) or by_workers[workers[0]]
+        out["scaling_vs_1_worker"] = {
+            str(w): round(r["clips"] / r["seconds"] / (one["clips"] / one["seconds"]), 2) for w, r in by_workers.items()
+        }
+        if lib_rate:
+            out["speedup_vs_librosa_by_workers"] = {
+                str(w): round(r["clips"] / r["seconds"] / lib_rate, 2) for w, r in by_workers.items()
+            }
+        rss = {n: by_workers[1] for n in rss_counts if n == big and 1 in by_workers}
         for n in rss_counts:
-            paths = [wavs[i % len(wavs)] for i in range(n)]
-            r = run_child("ours", paths, tmp, n_workers=1, cache=tmp / f"cache_rss_{n}")
-            rss[n] = r
-        out["peak_rss_mb"] = {str(n): round(r["peak_rss_mb"], 1) for n, r in rss.items()}
-        out["rss_run_clips_per_s"] = {str(n): round(r["clips"] / r["seconds"], 1) for n, r in rss.items()}
-        out["cache_mb"] = {str(n): round(r["cache_mb"], 1) for n, r in rss.items()}
+            if n not in rss:
+                paths = [wavs[i % len(wavs)] for i in range(n)]
+                rss[n] = run_child("ours", paths, tmp, n_workers=1, cache=tmp / f"cache_rss_{n}")
+        out["peak_rss_mb"] = {str(n): round(rss[n]["peak_rss_mb"], 1) for n in rss_counts}
+        out["cache_mb"] = {str(n): round(rss[n]["cache_mb"], 1) for n in rss_counts}
         if len(rss_counts) >= 2:
-            lo, hi = rss_counts[0], rss_counts[-1]
-            out[f"rss_ratio_{hi // 1000}k_vs_{lo // 1000}k"] = round(rss[hi]["peak_rss_mb"] / rss[lo]["peak_rss_mb"], 3)
+            lo, hi = min(rss_counts), max(rss_counts)
+            out[f"rss_ratio_{hi}_vs_{lo}"] = round(rss[hi]["peak_rss_mb"] / rss[lo]["peak_rss_mb"], 3)
+    out["load_average_after"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     print(json.dumps(out, indent=2))
 
 

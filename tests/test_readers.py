@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from thce.audio import load_audio
+import torch
+
+from thce.audio import LogMel, LogMelConfig, load_audio
 from thce.cli import main
 from thce.data import readers
 from thce.data.manifest import read_manifest, read_skipped
@@ -67,6 +69,24 @@ def test_every_format_decodes_to_mono_16k(tmp_path, name, sr, channels, kw):
     assert spectrum.argmax() * 16000 / body.size == pytest.approx(1000.0, abs=3.0)
     level = 0.3 if "u8" not in name else 0.3 * 127 / 128
     assert np.sqrt(np.mean(body**2)) == pytest.approx(level / np.sqrt(2), rel=0.08)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [LogMelConfig(), LogMelConfig(duration_s=1.0, n_mels=16, sample_rate_hz=8000, n_fft=256),
+     LogMelConfig(duration_s=2.0, n_fft=1024, frame_length_ms=50.0, hop_ms=12.5, f_min_hz=50.0, f_max_hz=7000.0)],
+)  # fmt: skip
+def test_numpy_log_mel_equals_torch_log_mel(config):
+    """LogMel.compute (the feature cache's CPU path) and LogMel.forward give the same features for any length."""
+    module = LogMel(config)
+    rng = np.random.default_rng(0)
+    for samples in (config.clip_samples, config.clip_samples + 77, 12345, 100, 1):
+        x = (0.1 * rng.standard_normal((2, samples))).astype(np.float32)
+        ours = module.compute(x)
+        ref = module(torch.from_numpy(x)).numpy()
+        assert ours.shape == ref.shape and ours.dtype == np.float32
+        np.testing.assert_allclose(ours, ref, atol=2e-4, rtol=0)
+    assert module.compute(np.zeros(config.clip_samples)).shape == (config.num_frames, config.n_mels)
 
 
 def test_truncated_mp3_is_reported(tmp_path):

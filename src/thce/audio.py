@@ -24,8 +24,9 @@ import logging
 import math
 import numbers
 import os
+import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -122,24 +123,22 @@ def load_audio(
         raise DataError(f"{path}: audio file not found")
     if not os.path.isfile(path):
         raise DataError(f"{path}: not a file")
-    riff_problem = _riff_problem(path)
-    if riff_problem:
-        raise DataError(f"{path}: {riff_problem}")
+    riff = _scan_riff(path)
+    if riff is not None and riff.problem:
+        raise DataError(f"{path}: {riff.problem}")
     try:
-        with sf.SoundFile(path) as handle:
-            file_rate = int(handle.samplerate)
-            file_frames = int(handle.frames)
+        if (
+            riff is not None and riff.tag == 1 and riff.bits == 16 and riff.channels > 0 and riff.rate > 0
+            and riff.block_align == 2 * riff.channels and 0 < riff.data_bytes < 0xFFFFFFFF
+        ):  # fmt: skip
+            # the common case, read directly: 16-bit PCM WAV (libsndfile's int->float conversion is the slow part)
+            data, file_rate, file_frames = _read_pcm16_wav(path, riff, offset_s, duration_s)
             start = round(offset_s * file_rate)
-            if checks is not None and duration_s is not None and 0 < file_frames < _UNKNOWN_FRAMES:
+            frames = data.shape[0] if duration_s is not None else -1
+            if checks is not None and duration_s is not None:
                 _check_length(path, file_frames / file_rate, duration_s, checks)
-            if start:
-                if start >= file_frames:
-                    raise DataError(
-                        f"{path}: offset {offset_s:.3f} s is past the end of the file ({file_frames / file_rate:.3f} s)"
-                    )
-                handle.seek(start)
-            frames = -1 if duration_s is None else math.ceil((duration_s + _READ_MARGIN_S) * file_rate)
-            data = handle.read(frames=frames, dtype="float32", always_2d=True)
+        else:
+            data, file_rate, file_frames, start, frames = _read_libsndfile(path, offset_s, duration_s, checks)
     except DataError:
         raise
     except Exception as exc:  # libsndfile reports unknown formats, truncated files, ... in several exception types
@@ -169,6 +168,28 @@ def load_audio(
     if duration_s is not None:
         mono = fit_length(mono, round(duration_s * sample_rate_hz))
     return np.ascontiguousarray(mono)
+
+
+def _read_libsndfile(
+    path: str, offset_s: float, duration_s: float | None, checks: ClipChecks | None
+) -> tuple[np.ndarray, int, int, int, int]:
+    """Read with libsndfile: ``(float32 (frames, channels), file rate, file frames, start frame, frames asked or
+    -1)``; libsndfile's exceptions propagate."""
+    with sf.SoundFile(path) as handle:
+        file_rate = int(handle.samplerate)
+        file_frames = int(handle.frames)
+        start = round(offset_s * file_rate)
+        if checks is not None and duration_s is not None and 0 < file_frames < _UNKNOWN_FRAMES:
+            _check_length(path, file_frames / file_rate, duration_s, checks)
+        if start:
+            if start >= file_frames:
+                raise DataError(
+                    f"{path}: offset {offset_s:.3f} s is past the end of the file ({file_frames / file_rate:.3f} s)"
+                )
+            handle.seek(start)
+        frames = -1 if duration_s is None else math.ceil((duration_s + _READ_MARGIN_S) * file_rate)
+        data = handle.read(frames=frames, dtype="float32", always_2d=True)
+    return data, file_rate, file_frames, start, frames
 
 
 def probe_audio(path: str | os.PathLike) -> str | None:
@@ -216,9 +237,22 @@ _WAV_CODEC_NAMES = {
 }  # fmt: skip
 
 
-def _riff_problem(path: str) -> str | None:
-    """A WAV (RIFF/RF64) file's structural problem: unsupported codec or a data chunk cut short; ``None`` if fine or
-    not a RIFF file. Reads only chunk headers (libsndfile silently decodes what is left of a truncated WAV)."""
+class _Riff(NamedTuple):
+    """What :func:`_scan_riff` learns from a WAV file's chunk headers."""
+
+    problem: str | None = None
+    tag: int = 0
+    channels: int = 0
+    rate: int = 0
+    bits: int = 0
+    block_align: int = 0
+    data_offset: int = 0
+    data_bytes: int = 0
+
+
+def _scan_riff(path: str) -> _Riff | None:
+    """Chunk headers of a WAV (RIFF) file: format and data chunk, or its structural problem (unsupported codec, data
+    chunk cut short: libsndfile silently decodes what is left of a truncated WAV). ``None``: not a RIFF WAVE file."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(12)
@@ -226,31 +260,58 @@ def _riff_problem(path: str) -> str | None:
                 return None
             size = os.fstat(handle.fileno()).st_size
             pos = 12
-            tag = None
+            fmt = (0, 0, 0, 0, 0)
             while pos + 8 <= size:
                 handle.seek(pos)
                 chunk = handle.read(8)
                 chunk_id, chunk_size = chunk[:4], int.from_bytes(chunk[4:8], "little")
                 if chunk_id == b"fmt " and chunk_size >= 2:
-                    tag = int.from_bytes(handle.read(2), "little")
+                    body = handle.read(min(chunk_size, 16))
+                    tag = int.from_bytes(body[:2], "little")
                     if tag not in _WAV_CODECS_SUPPORTED:
                         name = _WAV_CODEC_NAMES.get(tag, "unknown")
-                        return (
+                        return _Riff(
                             f"unsupported codec: WAV format tag 0x{tag:04x} ({name}); supported are PCM, float, A-law, "
                             "mu-law, ADPCM, GSM 6.10 and MPEG (convert it, e.g. ffmpeg -i IN -c:a pcm_s16le OUT.wav)"
                         )
+                    if len(body) >= 16:
+                        channels, rate, _, align, bits = struct.unpack("<HIIHH", body[2:16])
+                        fmt = (tag, channels, rate, bits, align)
                 elif chunk_id == b"data":
                     available = size - pos - 8
                     if 0 < chunk_size < 0xFFFFFFFF and chunk_size > available:
-                        return (
+                        return _Riff(
                             f"truncated file: its data chunk promises {chunk_size} bytes but only {available} are "
                             f"present ({100 * available / chunk_size:.0f}%)"
                         )
-                    return None
+                    tag, channels, rate, bits, align = fmt
+                    return _Riff(None, tag, channels, rate, bits, align, pos + 8, chunk_size)
                 pos += 8 + chunk_size + (chunk_size & 1)
     except OSError as exc:
-        return f"cannot open ({exc})"
-    return None
+        return _Riff(f"cannot open ({exc})")
+    return _Riff()
+
+
+def _riff_problem(path: str) -> str | None:
+    """The structural problem of a WAV file (see :func:`_scan_riff`), ``None`` if fine or not a WAV file."""
+    riff = _scan_riff(path)
+    return None if riff is None else riff.problem
+
+
+def _read_pcm16_wav(path: str, riff: _Riff, offset_s: float, duration_s: float | None) -> tuple[np.ndarray, int, int]:
+    """Samples of a 16-bit PCM WAV read straight from its data chunk (what libsndfile does, without its slower float
+    conversion): ``(float32 (frames, channels) scaled by 1/32768 like libsndfile, file rate, file frames)``."""
+    rate, channels, align = riff.rate, riff.channels, riff.block_align
+    file_frames = riff.data_bytes // align
+    start = round(offset_s * rate)
+    if start and start >= file_frames:
+        raise DataError(f"{path}: offset {offset_s:.3f} s is past the end of the file ({file_frames / rate:.3f} s)")
+    frames = file_frames - start
+    if duration_s is not None:
+        frames = min(frames, math.ceil((duration_s + _READ_MARGIN_S) * rate))
+    raw = np.fromfile(path, dtype="<i2", count=frames * channels, offset=riff.data_offset + start * align)
+    raw = raw[: (raw.size // channels) * channels].reshape(-1, channels)
+    return torch.from_numpy(raw).to(torch.float32).mul_(1.0 / 32768.0).numpy(), rate, file_frames
 
 
 def _diagnose(path: str, exc: Exception) -> str:
@@ -481,8 +542,9 @@ class LogMel(torch.nn.Module):
         # Derived from the config, so not saved in state_dict (checkpoints don't depend on them).
         self.register_buffer("mel_filters", torch.from_numpy(filters).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(cfg.win_samples, periodic=True), persistent=False)
-        self._torch_filters: torch.Tensor | None = None  # CPU copies for compute(), made on first use
-        self._np_window: np.ndarray | None = None
+        self._np_window: np.ndarray | None = None  # CPU copies and buffers for compute(), made on first use
+        self._blocks: list[tuple[int, int, int, int, torch.Tensor]] = []
+        self._work: tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -511,15 +573,17 @@ class LogMel(torch.nn.Module):
             out = _fit_frames(out, cfg.num_frames, math.log(cfg.log_floor))
         return out.squeeze(0) if squeeze else out
 
-    def compute(self, waveforms: np.ndarray) -> np.ndarray:
+    def compute(self, waveforms: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
         """The same log-mel as :meth:`forward`, computed in numpy/scipy one clip at a time: the fast path on CPU
-        (about twice the speed of ``torch.stft`` on one core, as each clip's frames stay in cache).
+        (2-3 times the speed of ``torch.stft`` on one core: each clip's frames stay in cache, working buffers are
+        reused, and the banded filterbank is applied block by block). Not thread-safe (the buffers are shared).
 
         Frame ``t`` is the ``win_samples`` samples under the window, transformed with a real FFT zero-padded to
         ``n_fft`` at the end instead of on both sides: a circular shift, which leaves the power spectrum unchanged.
 
         Args:
             waveforms: float array ``(batch, samples)`` or ``(samples,)``.
+            out: optional float32 array of the result's shape to write into.
 
         Returns:
             float32 ``(batch, frames, n_mels)`` (or ``(frames, n_mels)``), frames as in :meth:`forward`.
@@ -534,33 +598,63 @@ class LogMel(torch.nn.Module):
         if x.ndim != 2:
             raise ValueError(f"LogMel.compute expects (batch, samples) or (samples,), got shape {x.shape}")
         samples = x.shape[1]
-        exact = samples == cfg.clip_samples
-        frames = cfg.num_frames if exact else 1 + samples // cfg.hop_samples
-        computed = min(frames, 1 + samples // cfg.hop_samples)
-        if self._np_window is None:
-            self._torch_filters = self.mel_filters.detach().to("cpu", torch.float32).contiguous()
-            self._np_window = self.window.detach().cpu().numpy().astype(np.float32)
-        half, left = cfg.n_fft // 2, (cfg.n_fft - cfg.win_samples) // 2
-        out = np.empty((x.shape[0], frames, cfg.n_mels), dtype=np.float32)
-        padded = np.zeros(samples + 2 * half + cfg.n_fft, dtype=np.float32)  # slack: no frame reads past it
-        step = padded.strides[0]
+        frames = cfg.num_frames if samples == cfg.clip_samples else 1 + samples // cfg.hop_samples
+        shape = (frames, cfg.n_mels) if squeeze else (x.shape[0], frames, cfg.n_mels)
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        elif out.shape != shape or out.dtype != np.float32:
+            raise ValueError(f"LogMel.compute: out must be float32 {shape}, got {out.dtype} {out.shape}")
+        result = out[None] if squeeze else out
+        work = self._workspace(samples)
+        padded, view, windowed, power = work
+        half = cfg.n_fft // 2
+        computed = view.shape[0]
         for b in range(x.shape[0]):
             padded[half : half + samples] = x[b]
+            np.multiply(view, self._np_window, out=windowed[:, : cfg.win_samples])
+            spectrum = scipy.fft.rfft(windowed, axis=-1, workers=1)
+            parts = spectrum.view(np.float32)  # re, im interleaved
+            np.square(parts, out=parts)
+            np.add(parts[:, 0::2], parts[:, 1::2], out=power)
+            mel = result[b, :computed]
+            self._project(power, mel)
+            np.maximum(mel, cfg.log_floor, out=mel)
+            np.log(mel, out=mel)
+        if computed < frames:
+            result[:, computed:] = math.log(cfg.log_floor)
+        return out
+
+    def _workspace(self, samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Buffers of :meth:`compute` for clips of ``samples`` (kept for the last length used)."""
+        if self._np_window is None:
+            self._np_window = self.window.detach().cpu().numpy().astype(np.float32)
+            self._blocks = _filter_blocks(self.mel_filters.detach().to("cpu", torch.float32))
+        if self._work is None or self._work[0] != samples:
+            cfg = self.config
+            frames = cfg.num_frames if samples == cfg.clip_samples else 1 + samples // cfg.hop_samples
+            computed = min(frames, 1 + samples // cfg.hop_samples)
+            half, left = cfg.n_fft // 2, (cfg.n_fft - cfg.win_samples) // 2
+            padded = np.zeros(samples + 2 * half + cfg.n_fft, dtype=np.float32)  # slack: no frame reads past it
+            step = padded.strides[0]
             view = np.lib.stride_tricks.as_strided(
                 padded[left:], shape=(computed, cfg.win_samples), strides=(cfg.hop_samples * step, step),
                 writeable=False,
             )  # fmt: skip
-            spectrum = scipy.fft.rfft(view * self._np_window, n=cfg.n_fft, axis=-1, workers=1)
-            power = np.square(spectrum.real)
-            power += np.square(spectrum.imag)
-            mel = out[b, :computed]
-            # torch's sgemm (its thread count is torch's): numpy's BLAS can oversubscribe cores on this small product
-            torch.mm(torch.from_numpy(power), self._torch_filters, out=torch.from_numpy(mel))
-            np.maximum(mel, cfg.log_floor, out=mel)
-            np.log(mel, out=mel)
-        if computed < frames:
-            out[:, computed:] = math.log(cfg.log_floor)
-        return out[0] if squeeze else out
+            windowed = np.zeros((computed, cfg.n_fft), dtype=np.float32)  # zero-padded to n_fft once, here
+            power = np.empty((computed, cfg.n_fft // 2 + 1), dtype=np.float32)
+            self._work = (samples, (padded, view, windowed, power))
+        return self._work[1]
+
+    def _project(self, power: np.ndarray, mel: np.ndarray) -> None:
+        """``mel[:] = power @ mel_filters``, one product per block of filters over the FFT bins they cover (the
+        filterbank is banded: about a quarter of the work of the dense product). torch's sgemm: its thread count is
+        torch's, where numpy's BLAS can oversubscribe cores on products this small."""
+        power_t, mel_t = torch.from_numpy(power), torch.from_numpy(mel)
+        for f0, f1, lo, hi, weights in self._blocks:
+            if hi > lo:
+                mel_t[:, f0:f1] = torch.mm(power_t[:, lo:hi], weights)
+            else:
+                mel_t[:, f0:f1] = 0.0
 
     def extra_repr(self) -> str:
         cfg = self.config
@@ -568,6 +662,21 @@ class LogMel(torch.nn.Module):
             f"sample_rate_hz={cfg.sample_rate_hz}, n_mels={cfg.n_mels}, frame_length_ms={cfg.frame_length_ms}, "
             f"hop_ms={cfg.hop_ms}, n_fft={cfg.n_fft}, filters=slaney"
         )
+
+
+def _filter_blocks(filters: torch.Tensor, groups: int = 4) -> list[tuple[int, int, int, int, torch.Tensor]]:
+    """Split ``filters`` (bins, mels) into ``groups`` runs of adjacent mel filters, each with the range of FFT bins
+    where any of them is non-zero: ``(first_mel, end_mel, first_bin, end_bin, weights)``."""
+    n_mels = filters.shape[1]
+    blocks = []
+    for g in range(min(groups, n_mels)):
+        f0, f1 = g * n_mels // groups, (g + 1) * n_mels // groups
+        if f1 <= f0:
+            continue
+        rows = torch.nonzero(filters[:, f0:f1].abs().sum(dim=1) > 0).flatten()
+        lo, hi = (int(rows[0]), int(rows[-1]) + 1) if rows.numel() else (0, 0)
+        blocks.append((f0, f1, lo, hi, filters[lo:hi, f0:f1].contiguous()))
+    return blocks
 
 
 def _fit_frames(features: torch.Tensor, frames: int, fill: float) -> torch.Tensor:

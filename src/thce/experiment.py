@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from thce.config import ExperimentConfig, save_config
+from thce.config import ExperimentConfig, load_config, save_config
 from thce.data.features import FeatureStore, Normaliser, compute_features
 from thce.data.manifest import ManifestRow, read_manifest
 from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
 from thce.data.synth import generate_scenes
-from thce.errors import DataError
+from thce.errors import ConfigError, DataError
 from thce.imbalance import LOSS_CONFIGS
 from thce.checkpoint import save_checkpoint
 from thce.io import atomic_write, write_json
@@ -126,15 +127,34 @@ def evaluate_and_save(
     }
 
 
+def _check_resumable(config: ExperimentConfig, out_dir: Path) -> None:
+    saved = out_dir / "config.toml"
+    if saved.is_file() and load_config(saved).to_dict() != config.to_dict():
+        raise ConfigError(
+            f"{saved}: the run in {out_dir} used another configuration; resume it with that config "
+            f"(thce experiment {saved} --out {out_dir} --resume) or start a new run directory"
+        )
+
+
 def run_experiment(
-    config: ExperimentConfig, out_dir: str | Path, *, progress: ProgressFn | None = None
+    config: ExperimentConfig, out_dir: str | Path, *, progress: ProgressFn | None = None, resume: bool = False
 ) -> dict[str, Any]:
     """Run every method of ``config.methods`` on identical features and splits; write the run directory.
 
+    With ``resume``, a run killed at any point continues after its last completed epoch (per-stage state in
+    ``checkpoints/resume/``) and ends with the results an uninterrupted run gives; without it, a new run starts.
     Returns the results dict also written to ``results.json``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    resume_dir = out_dir / "checkpoints" / "resume"
+    metrics_path = out_dir / "metrics.csv"
+    if resume:
+        _check_resumable(config, out_dir)
+    else:
+        shutil.rmtree(resume_dir, ignore_errors=True)
+        metrics_path.unlink(missing_ok=True)
+    resume_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / "config.toml")
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
@@ -143,9 +163,9 @@ def run_experiment(
     prepared = prepare_data(config, out_dir, progress)
     data = prepared.data
     timing["data"] = time.perf_counter() - start
-    metrics_path = out_dir / "metrics.csv"
-    metrics_path.unlink(missing_ok=True)
-    ctx = RunContext(train=config.train, seed=config.seed, log=MetricsLog(metrics_path), progress=progress)
+    ctx = RunContext(
+        train=config.train, seed=config.seed, log=MetricsLog(metrics_path), progress=progress, resume_dir=resume_dir
+    )
     frames, n_mels = config.features.num_frames, config.features.n_mels
 
     def new_encoder(normalise: bool = True) -> torch.nn.Module:
@@ -204,7 +224,12 @@ def load_test_scores(run_dir: Path, classes: tuple[str, ...]) -> ScoredTestSet:
 
 
 def run_seeds(
-    config: ExperimentConfig, out_dir: str | Path, *, seeds: int, progress: ProgressFn | None = None
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    seeds: int,
+    progress: ProgressFn | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Repeat :func:`run_experiment` with seeds ``seed, seed+1, ...`` (each its own data, split and init) in
     ``out_dir/seed_<s>/``, then summarise in ``out_dir``: mean and std of each EER, and a bootstrap interval over test
@@ -216,7 +241,8 @@ def run_seeds(
     seed_list = [config.seed + k for k in range(seeds)]
     runs = []
     for seed in seed_list:
-        runs.append(run_experiment(dataclasses.replace(config, seed=seed), out_dir / f"seed_{seed}", progress=progress))
+        seed_config = dataclasses.replace(config, seed=seed)
+        runs.append(run_experiment(seed_config, out_dir / f"seed_{seed}", progress=progress, resume=resume))
     classes = tuple(runs[0]["classes"])
     spread = mean_std_eer([{m: entry["eer"] for m, entry in run["methods"].items()} for run in runs])
     test_sets = [load_test_scores(out_dir / f"seed_{seed}", classes) for seed in seed_list]

@@ -132,7 +132,8 @@ def export_torchscript(module: nn.Module, example: Tensor, out: str | os.PathLik
     """Trace ``module`` on ``example`` and save it atomically; returns the path."""
     with _quiet_exporters(), torch.no_grad():
         traced = torch.jit.trace(module, example, check_trace=False)
-    with atomic_write(out, "wb") as handle:
+    with atomic_write(out, "wb") as handle, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.save(traced, handle)
     return Path(out)
 
@@ -169,7 +170,8 @@ def export_onnx(module: nn.Module, example: Tensor, out: str | os.PathLike, *, i
 def run_exported(path: str | os.PathLike, fmt: str, x: Tensor) -> np.ndarray | None:
     """Scores of an exported model on ``x``; ``None`` for ONNX when onnxruntime is not installed."""
     if fmt == "torchscript":
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated upstream, still supported
             return torch.jit.load(str(path))(x).numpy()
     try:
         import onnxruntime as ort

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Union
 
 import numpy as np
 import torch
@@ -76,8 +76,11 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------------- helpers
 
+Counts = Union[Sequence[int], np.ndarray, Tensor]
+"""Per-class counts (C,) or per-sample class indices (N,): a list, ndarray or tensor."""
 
-def _check_counts(class_counts: Sequence[int] | np.ndarray | Tensor, *, who: str, positive: bool) -> Tensor:
+
+def _check_counts(class_counts: Counts, *, who: str, positive: bool) -> Tensor:
     """Class counts as a float64 (C,) tensor; C >= 2 (at least one event and background)."""
     counts = torch.as_tensor(np.asarray(class_counts), dtype=torch.float64)
     if counts.ndim != 1 or counts.numel() < 2:
@@ -121,7 +124,7 @@ def class_index_targets(targets: Tensor, num_events: int) -> Tensor:
     raise ValueError(f"targets must be (B,) class indices or (B, L) multi-hot rows, got shape {tuple(targets.shape)}")
 
 
-def class_balanced_weights(class_counts: Sequence[int] | np.ndarray | Tensor, beta: float = 0.9999) -> Tensor:
+def class_balanced_weights(class_counts: Counts, beta: float = 0.9999) -> Tensor:
     """Cui et al. 2019, Eq. 1 and Sec. 4: ``w_c = (1 - beta) / (1 - beta^{n_c})``, normalised to sum to C.
 
     ``(1 - beta^n) / (1 - beta)`` is the *effective number* of samples of a class with n samples; beta = 0 gives
@@ -137,7 +140,7 @@ def class_balanced_weights(class_counts: Sequence[int] | np.ndarray | Tensor, be
     return (weights / weights.sum() * counts.numel()).to(torch.float32)
 
 
-def balanced_sampling_weights(class_index: Sequence[int] | np.ndarray | Tensor, num_classes: int | None = None) -> Tensor:
+def balanced_sampling_weights(class_index: Counts, num_classes: int | None = None) -> Tensor:
     """Per-sample weights ``1 / n_{c_i}`` for class-balanced oversampling: every class is drawn equally often.
 
     Use them with replacement, e.g. (one epoch = N draws, minority samples repeat, majority samples are skipped)::
@@ -159,7 +162,9 @@ def balanced_sampling_weights(class_index: Sequence[int] | np.ndarray | Tensor, 
     """
     index = torch.as_tensor(np.asarray(class_index), dtype=torch.long)
     if index.ndim != 1 or index.numel() == 0:
-        raise ValueError(f"balanced_sampling_weights: class_index must be a non-empty (N,) array, got {tuple(index.shape)}")
+        raise ValueError(
+            f"balanced_sampling_weights: class_index must be a non-empty (N,) array, got {tuple(index.shape)}"
+        )
     if int(index.min()) < 0:
         raise ValueError("balanced_sampling_weights: class indices must be >= 0")
     counts = torch.bincount(index, minlength=num_classes or 0)
@@ -171,7 +176,7 @@ def balanced_sampling_weights(class_index: Sequence[int] | np.ndarray | Tensor, 
 
 
 def balanced_sampling_order(
-    class_index: Sequence[int] | np.ndarray | Tensor, *, generator: torch.Generator, num_samples: int | None = None
+    class_index: Counts, *, generator: torch.Generator, num_samples: int | None = None
 ) -> Tensor:
     """One epoch of class-balanced oversampling: ``num_samples`` (default N) indices drawn with replacement with
     probability proportional to :func:`balanced_sampling_weights` (what ``WeightedRandomSampler`` does)."""
@@ -233,7 +238,7 @@ class ImbalanceLoss(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         """Tell the loss which epoch (0-based) is about to be trained; only schedules (LDAM-DRW) use it."""
 
-    def sampling_weights(self, class_index: Sequence[int] | np.ndarray | Tensor) -> Tensor | None:
+    def sampling_weights(self, class_index: Counts) -> Tensor | None:
         """Per-sample weights for a ``WeightedRandomSampler``, or ``None`` for plain shuffling."""
         return None
 
@@ -332,7 +337,9 @@ class SigmoidFocalLoss(ImbalanceLoss):
     method = "focal"
     reference = "Lin et al. 2017, Focal loss for dense object detection, Eq. 5"
 
-    def __init__(self, num_events: int, *, gamma: float = 2.0, alpha: float | None = 0.25, reduction: str = "positives") -> None:
+    def __init__(
+        self, num_events: int, *, gamma: float = 2.0, alpha: float | None = 0.25, reduction: str = "positives"
+    ) -> None:
         super().__init__(num_events)
         if gamma < 0:
             raise ValueError(f"SigmoidFocalLoss: gamma must be >= 0, got {gamma}")
@@ -390,7 +397,9 @@ class ClassBalancedLoss(ImbalanceLoss):
     method = "class_balanced"
     reference = "Cui et al. 2019, Class-balanced loss based on effective number of samples, Eq. 2"
 
-    def __init__(self, class_counts: Sequence[int] | np.ndarray | Tensor, *, beta: float = 0.9999, kind: str = "softmax", gamma: float = 1.0) -> None:
+    def __init__(
+        self, class_counts: Counts, *, beta: float = 0.9999, kind: str = "softmax", gamma: float = 1.0
+    ) -> None:
         counts = _check_counts(class_counts, who="ClassBalancedLoss", positive=True)
         super().__init__(len(counts) - 1)
         if kind not in CB_KINDS:
@@ -433,11 +442,11 @@ class OversampledCrossEntropy(ImbalanceLoss):
     method = "oversampling"
     reference = "Buda et al. 2018 / Kang et al. 2020, class-balanced sampling (q = 0) with cross-entropy"
 
-    def __init__(self, class_counts: Sequence[int] | np.ndarray | Tensor) -> None:
+    def __init__(self, class_counts: Counts) -> None:
         counts = _check_counts(class_counts, who="OversampledCrossEntropy", positive=True)
         super().__init__(len(counts) - 1)
 
-    def sampling_weights(self, class_index: Sequence[int] | np.ndarray | Tensor) -> Tensor:
+    def sampling_weights(self, class_index: Counts) -> Tensor:
         return balanced_sampling_weights(class_index, self.num_classes)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
@@ -459,7 +468,7 @@ class LogitAdjustedLoss(ImbalanceLoss):
     method = "logit_adjusted"
     reference = "Menon et al. 2021, Long-tail learning via logit adjustment, Eq. 10"
 
-    def __init__(self, class_counts: Sequence[int] | np.ndarray | Tensor, *, tau: float = 1.0) -> None:
+    def __init__(self, class_counts: Counts, *, tau: float = 1.0) -> None:
         counts = _check_counts(class_counts, who="LogitAdjustedLoss", positive=True)
         super().__init__(len(counts) - 1)
         self.tau = tau
@@ -497,7 +506,7 @@ class LDAMLoss(ImbalanceLoss):
 
     def __init__(
         self,
-        class_counts: Sequence[int] | np.ndarray | Tensor,
+        class_counts: Counts,
         *,
         max_margin: float = 0.5,
         s: float = 30.0,
@@ -570,7 +579,7 @@ class SoftTripleLoss(ImbalanceLoss):
 
     def __init__(
         self,
-        class_counts: Sequence[int] | np.ndarray | Tensor,
+        class_counts: Counts,
         embedding_dim: int,
         *,
         centers_per_class: int = 10,
@@ -583,7 +592,8 @@ class SoftTripleLoss(ImbalanceLoss):
         super().__init__(len(counts) - 1)
         if embedding_dim < 1 or centers_per_class < 1:
             raise ValueError(
-                f"SoftTripleLoss: embedding_dim and centers_per_class must be >= 1, got {embedding_dim}, {centers_per_class}"
+                "SoftTripleLoss: embedding_dim and centers_per_class must be >= 1, "
+                f"got {embedding_dim}, {centers_per_class}"
             )
         if la <= 0 or gamma <= 0 or tau < 0:
             raise ValueError(f"SoftTripleLoss: need la > 0, gamma > 0, tau >= 0; got {la}, {gamma}, {tau}")
@@ -648,14 +658,15 @@ class _LossConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` for a bad value (the loss constructors repeat the checks as ValueError)."""
 
-    def build(self, class_counts: Sequence[int] | np.ndarray | Tensor, *, embedding_dim: int | None = None) -> ImbalanceLoss:
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> ImbalanceLoss:
         raise NotImplementedError  # pragma: no cover
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, **{f.name: getattr(self, f.name) for f in fields(self)}}  # type: ignore[arg-type]
+        values = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        return {"method": self.method, **values}
 
 
-def _num_events(class_counts: Sequence[int] | np.ndarray | Tensor, who: str) -> int:
+def _num_events(class_counts: Counts, who: str) -> int:
     return len(_check_counts(class_counts, who=who, positive=False)) - 1
 
 
@@ -665,7 +676,7 @@ class BCEConfig(_LossConfig):
 
     method: ClassVar[str] = "bce"
 
-    def build(self, class_counts: Sequence[int] | np.ndarray | Tensor, *, embedding_dim: int | None = None) -> BinaryCrossEntropy:
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> BinaryCrossEntropy:
         return BinaryCrossEntropy(_num_events(class_counts, "BCEConfig"))
 
 
@@ -687,7 +698,7 @@ class FocalConfig(_LossConfig):
         if self.reduction not in FOCAL_REDUCTIONS[:3]:
             raise ConfigError(f"focal.reduction: must be one of {FOCAL_REDUCTIONS[:3]}, got {self.reduction!r}")
 
-    def build(self, class_counts: Sequence[int] | np.ndarray | Tensor, *, embedding_dim: int | None = None) -> SigmoidFocalLoss:
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> SigmoidFocalLoss:
         self.validate()
         return SigmoidFocalLoss(
             _num_events(class_counts, "FocalConfig"), gamma=self.gamma, alpha=self.alpha, reduction=self.reduction
@@ -712,7 +723,7 @@ class ClassBalancedConfig(_LossConfig):
         if self.gamma < 0:
             raise ConfigError(f"class_balanced.gamma: must be >= 0, got {self.gamma}")
 
-    def build(self, class_counts: Sequence[int] | np.ndarray | Tensor, *, embedding_dim: int | None = None) -> ClassBalancedLoss:
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> ClassBalancedLoss:
         self.validate()
         return ClassBalancedLoss(class_counts, beta=self.beta, kind=self.kind, gamma=self.gamma)
 
@@ -723,7 +734,7 @@ class OversamplingConfig(_LossConfig):
 
     method: ClassVar[str] = "oversampling"
 
-    def build(self, class_counts: Sequence[int] | np.ndarray | Tensor, *, embedding_dim: int | None = None) -> OversampledCrossEntropy:
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> OversampledCrossEntropy:
         return OversampledCrossEntropy(class_counts)
 
 
@@ -738,7 +749,7 @@ class LogitAdjustedConfig(_LossConfig):
         if self.tau < 0:
             raise ConfigError(f"logit_adjusted.tau: must be >= 0, got {self.tau}")
 
-    def build(self, class_counts: Sequence[int] | np.ndarray | Tensor, *, embedding_dim: int | None = None) -> LogitAdjustedLoss:
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> LogitAdjustedLoss:
         self.validate()
         return LogitAdjustedLoss(class_counts, tau=self.tau)
 
@@ -762,7 +773,7 @@ class LDAMConfig(_LossConfig):
         if not 0.0 <= self.drw_beta < 1.0:
             raise ConfigError(f"ldam_drw.drw_beta: must be in [0, 1), got {self.drw_beta}")
 
-    def build(self, class_counts: Sequence[int] | np.ndarray | Tensor, *, embedding_dim: int | None = None) -> LDAMLoss:
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> LDAMLoss:
         self.validate()
         return LDAMLoss(
             class_counts, max_margin=self.max_margin, s=self.s, drw_epoch=self.drw_epoch, drw_beta=self.drw_beta
@@ -787,7 +798,7 @@ class SoftTripleConfig(_LossConfig):
         if self.la <= 0 or self.gamma <= 0 or self.tau < 0:
             raise ConfigError(f"softtriple: need la > 0, gamma > 0, tau >= 0; got {self.la}, {self.gamma}, {self.tau}")
 
-    def build(self, class_counts: Sequence[int] | np.ndarray | Tensor, *, embedding_dim: int | None = None) -> SoftTripleLoss:
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> SoftTripleLoss:
         self.validate()
         if embedding_dim is None:
             raise ValueError("SoftTripleConfig.build: embedding_dim is required (the loss owns its centres)")

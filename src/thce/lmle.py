@@ -79,6 +79,8 @@ def _check_inputs(embeddings: Tensor, class_index: Tensor, cluster_index: Tensor
     if embeddings.ndim != 2 or not torch.is_floating_point(embeddings):
         raise DataError(f"quintuplets: embeddings must be a float (N, D) tensor, got {tuple(embeddings.shape)} "
                         f"{embeddings.dtype}")  # fmt: skip
+    if not bool(torch.isfinite(embeddings).all()):
+        raise DataError("quintuplets: embeddings contain NaN or infinite values")
     n = embeddings.shape[0]
     for name, value in (("class_index", class_index), ("cluster_index", cluster_index), ("candidates", candidates)):
         if value is not None and tuple(value.shape) != (n,):
@@ -349,16 +351,23 @@ class TripleHeaderHinge(nn.Module):
         return f"margins={self.margins}, reduction={self.reduction!r}"
 
 
-def eq1_fraction(embeddings: Tensor, table: Tensor) -> float:
-    """Fraction of anchors for which every applicable inequality of Eq. (1) holds (strictly, no margins)."""
+def eq1_fraction(embeddings: Tensor, table: Tensor, *, chunk_size: int = 65536) -> float:
+    """Fraction of anchors for which every applicable inequality of Eq. (1) holds (strictly, no margins).
+
+    ``embeddings`` (N, D), ``table`` (N, 4) from :func:`quintuplets`; memory ``O(chunk_size * D)``.
+    """
     with torch.no_grad():
         if len(table) == 0:
             return float("nan")
-        valid = header_validity(table)
-        filled = torch.where(table >= 0, table, torch.arange(len(table), device=table.device).unsqueeze(1))
-        d = (embeddings.unsqueeze(1) - embeddings[filled]).pow(2).sum(dim=2)  # (N, 4)
-        holds = torch.stack([d[:, 0] < d[:, 1], d[:, 1] < d[:, 2], d[:, 2] < d[:, 3]], dim=1)
-        return (holds | ~valid).all(dim=1).float().mean().item()
+        held = 0
+        for rows in torch.arange(len(table), device=table.device).split(chunk_size):
+            sub = table[rows]
+            valid = header_validity(sub)
+            filled = torch.where(sub >= 0, sub, rows.unsqueeze(1))
+            d = (embeddings[rows].unsqueeze(1) - embeddings[filled]).pow(2).sum(dim=2)  # (b, 4)
+            holds = torch.stack([d[:, 0] < d[:, 1], d[:, 1] < d[:, 2], d[:, 2] < d[:, 3]], dim=1)
+            held += int((holds | ~valid).all(dim=1).sum())
+        return held / len(table)
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -523,6 +532,8 @@ def learn_embedding_lmle(
             emb_dev, train_class.to(device), clustering.assignment.to(device),
             candidates=None if candidates is None else candidates.to(device), chunk_size=config.chunk_size,
         )  # fmt: skip
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         t3 = time.perf_counter()
         state.update(
             table=table.cpu(),

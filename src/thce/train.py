@@ -41,6 +41,7 @@ from thce.losses import (
     weighted_bce,
 )
 from thce.imbalance import ImbalanceLoss
+from thce.io import atomic_write
 from thce.models import ClusterLayer, DetectorHead, EventDetector
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,24 @@ class MetricsLog:
                 csv.writer(handle).writerow([_fmt(row.get(c)) for c in self.COLUMNS])
 
 
+    def drop_after(self, method: str, stage: str, iteration: int | str, epoch: int) -> None:
+        """Forget the rows of one stage after ``epoch`` (a resumed stage logs those epochs again)."""
+
+        def later(row: dict[str, Any]) -> bool:
+            return (str(row.get("method")), str(row.get("stage")), str(row.get("iteration", ""))) == (
+                method, stage, str(iteration)
+            ) and int(row.get("epoch") or 0) > epoch
+
+        self.rows = [row for row in self.rows if not later(row)]
+        if self.path is not None and self.path.exists():
+            with self.path.open(newline="") as handle:
+                kept = [row for row in csv.DictReader(handle) if not later(row)]
+            with atomic_write(self.path, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self.COLUMNS)
+                writer.writeheader()
+                writer.writerows(kept)
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return ""
@@ -149,6 +168,7 @@ class RunContext:
     seed: int = 0
     log: MetricsLog = field(default_factory=MetricsLog)
     progress: ProgressFn | None = None
+    resume_dir: Path | None = None  # where fit_stage keeps per-stage state; None: no checkpoints
 
     @property
     def device(self) -> torch.device:
@@ -193,6 +213,18 @@ def predict_scores(model: EventDetector, data: TrainingData, indices: np.ndarray
     return model.detection_scores(outputs).cpu().numpy()
 
 
+def _stage_path(ctx: RunContext, method: str, stage: str, iteration: int | str) -> Path | None:
+    if ctx.resume_dir is None:
+        return None
+    name = "-".join(str(part) for part in (method, stage, iteration) if part != "")
+    return ctx.resume_dir / f"{name}.pt"
+
+
+def _save_stage(path: Path, payload: dict[str, Any]) -> None:
+    with atomic_write(path, "wb") as handle:
+        torch.save(payload, handle)
+
+
 def fit_stage(
     *,
     stage: str,
@@ -210,6 +242,7 @@ def fit_stage(
     extra: Callable[[], dict[str, float]] | None = None,
     epoch_order: Callable[[torch.Generator], np.ndarray] | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
+    on_restore: Callable[[dict[str, float]], None] | None = None,
 ) -> float:
     """Adam over ``parameters`` for up to ``epochs`` epochs of ``train_step(positions) -> loss``.
 
@@ -218,14 +251,46 @@ def fit_stage(
 
     With ``patience``, stops once validation loss has not improved for ``patience`` epochs and restores the state
     of ``module`` with the lowest validation loss (the starting state counts as epoch 0). Returns that loss.
+
+    With ``ctx.resume_dir``, the state after every epoch (weights, optimiser, best model so far, random generators)
+    is saved atomically to ``<resume_dir>/<method>-<stage>[-<iteration>].pt``; a later call with the same file
+    continues after the last completed epoch, or, when the stage had finished, loads its result and returns at once,
+    so a killed run ends as an uninterrupted one would. ``on_restore`` receives the ``extra()`` values saved with it.
     """
     optimiser = torch.optim.Adam(parameters, lr=ctx.train.learning_rate)
     generator = ctx.generator(salt)
-    best_loss = val_loss() if patience is not None else math.inf
-    best_state = copy.deepcopy(module.state_dict()) if patience is not None else None
-    since_best = 0
-    current = math.nan
-    for epoch in range(1, epochs + 1):
+    path = _stage_path(ctx, method, stage, iteration)
+    saved = torch.load(path, map_location="cpu", weights_only=True) if path is not None and path.exists() else None
+    if saved is not None:
+        module.load_state_dict(saved["module"])
+        torch.set_rng_state(saved["torch_rng"])
+        if on_restore is not None and saved["extra"]:
+            on_restore(saved["extra"])
+        ctx.log.drop_after(method, stage, iteration, saved["epoch"])
+        logger.info("%s: resumed after epoch %d%s", path.name, saved["epoch"], " (finished)" if saved["done"] else "")
+        if saved["done"]:
+            return saved["result"]
+        optimiser.load_state_dict(saved["optimiser"])
+        generator.set_state(saved["generator"])
+        first_epoch, best_loss, since_best, current = saved["epoch"] + 1, saved["best_loss"], saved["since_best"], saved["current"]
+        best_state = saved["best_state"]
+    else:
+        first_epoch, since_best, current = 1, 0, math.nan
+        best_loss = val_loss() if patience is not None else math.inf
+        best_state = copy.deepcopy(module.state_dict()) if patience is not None else None
+
+    def checkpoint(epoch: int, done: bool, result: float = math.nan) -> None:
+        if path is None:
+            return
+        _save_stage(path, {
+            "epoch": epoch, "done": done, "result": result, "module": module.state_dict(),
+            "optimiser": optimiser.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "best_loss": best_loss, "best_state": best_state, "since_best": since_best, "current": current,
+            "extra": extra() if extra else {},
+        })  # fmt: skip
+
+    epoch = first_epoch - 1
+    for epoch in range(first_epoch, epochs + 1):
         start = time.perf_counter()
         module.train()
         losses = []
@@ -250,17 +315,21 @@ def fit_stage(
             train_loss=float(np.mean(losses)) if losses else float("nan"), val_loss=current,
             seconds=time.perf_counter() - start, **(extra() if extra else {}),
         )  # fmt: skip
-        if patience is None:
-            continue
-        if current < best_loss:
-            best_loss, best_state, since_best = current, copy.deepcopy(module.state_dict()), 0
-        else:
-            since_best += 1
-            if since_best >= patience:
-                break
+        if patience is not None:
+            if current < best_loss:
+                best_loss, best_state, since_best = current, copy.deepcopy(module.state_dict()), 0
+            else:
+                since_best += 1
+        stop = patience is not None and since_best >= patience
+        if not stop and epoch < epochs:
+            checkpoint(epoch, done=False)
+        if stop:
+            break
     if best_state is not None:
         module.load_state_dict(best_state)
-    return best_loss if patience is not None else current
+    result = best_loss if patience is not None else current
+    checkpoint(epoch, done=True, result=result)
+    return result
 
 
 # ---------------------------------------------------------------------------------- Algorithm 1, step 1
@@ -375,7 +444,7 @@ def learn_embedding(
             stage="embedding-head", method=method, module=loss_fn, parameters=list(loss_fn.parameters()),
             train_step=lambda p: step(loss_fn.cluster_layer(cached[p]), p), num_train=len(train_idx),
             val_loss=val_loss, epochs=config.head_only_epochs, patience=None, ctx=ctx,
-            iteration=iteration, salt=10 * iteration, extra=lambda: dict(last),
+            iteration=iteration, salt=10 * iteration, extra=lambda: dict(last), on_restore=last.update,
         )  # fmt: skip
         # Then end to end with Eq. 8 (the last iteration trains longer).
         fit_stage(
@@ -385,6 +454,7 @@ def learn_embedding(
             num_train=len(train_idx), val_loss=val_loss,
             epochs=config.last_epochs if iteration == config.n_iter else config.epochs,
             patience=None, ctx=ctx, iteration=iteration, salt=10 * iteration + 1, extra=lambda: dict(last),
+            on_restore=last.update,
         )  # fmt: skip
         record["after_training"] = dict(last)
         diagnostics.append(record)

@@ -18,7 +18,7 @@ def packaged_config(name: str) -> Path:
     return path
 
 
-def run(config_path: Path, out: Path, overrides: list[str], quiet: bool, seeds: int = 1) -> int:
+def run(config_path: Path, out: Path, overrides: list[str], quiet: bool, seeds: int = 1, resume: bool = False) -> int:
     from thce.config import load_config
     from thce.experiment import run_experiment, run_seeds
     from thce.report import eer_table_markdown, seeds_table_markdown
@@ -28,9 +28,9 @@ def run(config_path: Path, out: Path, overrides: list[str], quiet: bool, seeds: 
     config = load_config(config_path, overrides)
     with ProgressBars(enabled=not quiet) as bars:
         if seeds == 1:
-            results = run_experiment(config, out, progress=bars)
+            results = run_experiment(config, out, progress=bars, resume=resume)
         else:
-            results = run_seeds(config, out, seeds=seeds, progress=bars)
+            results = run_seeds(config, out, seeds=seeds, progress=bars, resume=resume)
     print(eer_table_markdown(results))
     if seeds > 1:
         print(seeds_table_markdown(results))
@@ -46,10 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="override a config value, e.g. --set embedding.alpha=8 (repeatable)")
     exp.add_argument("--seeds", type=int, default=1,
                      help="repeat with seeds seed..seed+N-1 (own data, split, init); report mean, std, bootstrap CI")
-    exp.set_defaults(func=lambda args: run(args.config, args.out, args.overrides, args.quiet, args.seeds))
+    exp.add_argument("--resume", action="store_true",
+                     help="continue a killed run in --out after its last completed epoch (same config)")
+    exp.set_defaults(func=lambda args: run(args.config, args.out, args.overrides, args.quiet, args.seeds, args.resume))
 
     demo = subparsers.add_parser("demo", help="the paper's comparison on built-in synthetic scenes (CPU, minutes)")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a value of the demo config")
-    demo.set_defaults(func=lambda args: run(packaged_config("demo"), args.out, args.overrides, args.quiet))
+    demo.add_argument("--resume", action="store_true", help="continue a killed demo run")
+    demo.set_defaults(
+        func=lambda args: run(packaged_config("demo"), args.out, args.overrides, args.quiet, resume=args.resume)
+    )

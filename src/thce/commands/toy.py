@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     toy.add_argument("--epochs", type=int, help="end-to-end epochs per iteration (default 30)")
     toy.add_argument("--last-epochs", type=int, help="epochs of the last iteration (default 150)")
     toy.add_argument("--alpha", type=float, help="alpha folded into the cluster layer (default 16)")
-    toy.add_argument("--noise", type=float, help="white-noise standard deviation of the toy data (default 0.15)")
+    toy.add_argument("--noise", type=float, help="white-noise standard deviation of the toy data (default 0.1)")
     toy.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.01)")
     toy.set_defaults(func=run)
 

@@ -125,7 +125,7 @@ def mix_event(
 
     >>> bg = np.full(100, 0.1, dtype=np.float32); ev = np.ones(10, dtype=np.float32)
     >>> out = mix_event(bg, ev, onset=20, ebr_db=6.0)
-    >>> round(20 * np.log10(rms(out.event[20:30]) / rms(out.background[20:30])), 6)
+    >>> round(float(20 * np.log10(rms(out.event[20:30]) / rms(out.background[20:30]))), 6)
     6.0
     """
     background = np.asarray(background, dtype=np.float64)

@@ -1,0 +1,123 @@
+"""``thce export``: ONNX and TorchScript models that agree with PyTorch (max abs difference < 1e-4)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from thce.checkpoint import load_run, save_checkpoint
+from thce.cli import main
+from thce.config import config_from_dict
+from thce.data.features import Normaliser
+from thce.detect import ModelScorer
+from thce.errors import ConfigError
+from thce.export import PARITY_TOLERANCE, example_inputs, export_run, scoring_module
+from thce.models import CNNEncoder, ClusterLayer, DetectorHead, EventDetector, LSTMEncoder
+
+FRAMES, MELS = 100, 32  # 1 s windows
+# TorchScript is deprecated upstream (torch.jit.load warns) but is what deployments without Python still load.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit")
+
+
+def fake_run(root, *, encoder, method, seed=0):
+    """A run directory holding an untrained tiny checkpoint of ``method`` (weights random, BN statistics set)."""
+    config = config_from_dict(
+        {
+            "features": {"duration_s": 1.0, "n_mels": MELS},
+            "model": {"encoder": encoder, "cnn_channels": [4, 8], "cnn_pools": [[5, 2], [10, 2]],
+                      "lstm_hidden_size": 8},
+        }
+    )
+    torch.manual_seed(seed)
+    proposed = method != "baseline"
+    enc = (
+        CNNEncoder(FRAMES, MELS, channels=(4, 8), pools=((5, 2), (10, 2)), normalise=proposed)
+        if encoder == "cnn"
+        else LSTMEncoder(MELS, 8, normalise=proposed)
+    )
+    cluster = ClusterLayer(enc.embedding_dim, torch.tensor([0, 0, 1, 2, 3])) if proposed else None
+    model = EventDetector(enc, DetectorHead(5 if proposed else enc.embedding_dim, 3), cluster).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    rng = np.random.default_rng(seed)
+    save_checkpoint(
+        root / "checkpoints" / f"{method}.pt",
+        model,
+        config=config,
+        method=method,
+        classes=("dog", "baby", "gun"),
+        normaliser=Normaliser(mean=rng.uniform(-12, -6, MELS), std=rng.uniform(2, 4, MELS)),
+        val_scores=rng.random((40, 3)),
+        val_class_index=np.arange(40) % 4,
+        train_class_counts=np.array([10, 10, 5, 60]),
+    )
+    return root
+
+
+@pytest.mark.parametrize("encoder,method", [("cnn", "proposed2"), ("lstm", "baseline")])
+def test_torchscript_parity_for_log_mel_and_raw_audio(tmp_path, encoder, method):
+    run = fake_run(tmp_path / "run", encoder=encoder, method=method)
+    loaded = load_run(run, method)
+    features = loaded.config.features
+    for inputs in ("logmel", "audio"):
+        out = tmp_path / f"model-{inputs}.pt"
+        result = export_run(run, fmt="torchscript", out=out, method=method, inputs=inputs)
+        assert result.max_abs_diff is not None and result.max_abs_diff < PARITY_TOLERANCE
+        exported = torch.jit.load(str(out))
+        reference = scoring_module(loaded, inputs=inputs)
+        for batch in (1, 4):
+            x = example_inputs(features, inputs=inputs, batch=batch, seed=batch + 7)
+            with torch.no_grad():
+                got, want = exported(x).numpy(), reference(x).numpy()
+            assert got.shape == (batch, 3)
+            assert np.max(np.abs(got - want)) < PARITY_TOLERANCE
+    # the raw-audio model is the detection path: same scores as ModelScorer on the same windows
+    audio = example_inputs(features, inputs="audio", batch=3, seed=3).numpy()
+    with torch.no_grad():
+        exported_scores = torch.jit.load(str(tmp_path / "model-audio.pt"))(torch.from_numpy(audio)).numpy()
+    np.testing.assert_allclose(exported_scores, ModelScorer(loaded)(audio), atol=PARITY_TOLERANCE)
+    meta = json.loads((tmp_path / "model-audio.pt.json").read_text())
+    assert meta["input"]["shape"] == ["batch", 16000] and meta["classes"] == ["dog", "baby", "gun"]
+    assert set(meta["eer_thresholds"]) == {"dog", "baby", "gun"}
+
+
+@pytest.mark.parametrize("encoder,method", [("cnn", "proposed2"), ("lstm", "baseline")])
+def test_onnx_parity(tmp_path, encoder, method):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    run = fake_run(tmp_path / "run", encoder=encoder, method=method)
+    out = tmp_path / "model.onnx"
+    result = export_run(run, fmt="onnx", out=out, method=method)
+    assert result.max_abs_diff is not None and result.max_abs_diff < PARITY_TOLERANCE
+    loaded = load_run(run, method)
+    reference = scoring_module(loaded)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["logmel"]
+    for batch in (1, 5):  # the batch axis is dynamic
+        x = example_inputs(loaded.config.features, inputs="logmel", batch=batch, seed=batch)
+        got = session.run(None, {"logmel": x.numpy()})[0]
+        with torch.no_grad():
+            want = reference(x).numpy()
+        assert got.shape == (batch, 3) and np.max(np.abs(got - want)) < PARITY_TOLERANCE
+    meta = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert meta["input"]["shape"] == ["batch", FRAMES, MELS] and meta["format"] == "onnx"
+
+
+def test_export_errors_and_cli(tmp_path, capsys):
+    run = fake_run(tmp_path / "run", encoder="cnn", method="proposed2")
+    with pytest.raises(ConfigError, match="TorchScript only"):
+        export_run(run, fmt="onnx", out=tmp_path / "m.onnx", inputs="audio")
+    with pytest.raises(ConfigError, match="format"):
+        export_run(run, fmt="tflite", out=tmp_path / "m.tfl")
+    assert main(["export", str(run), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 0
+    printed = capsys.readouterr().out
+    assert "Parity with PyTorch: max abs difference" in printed and (tmp_path / "m.pt").is_file()
+    assert main(["export", str(run), "--format", "torchscript", "--method", "baseline", "--out", str(tmp_path / "b.pt")]) == 2
+    assert "no checkpoint for method 'baseline'" in capsys.readouterr().err

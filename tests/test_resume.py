@@ -1,0 +1,73 @@
+"""A run killed with SIGKILL mid-stage resumes and ends with the results of an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_experiment import TINY
+from thce.cli import main
+
+CONFIG = TINY.replace("epochs = 1\n", "epochs = 2\n").replace("last_epochs = 2", "last_epochs = 3")
+
+
+def _comparable(run_dir: Path) -> dict:
+    results = json.loads((run_dir / "results.json").read_text())
+    results.pop("timing_s")
+    return results
+
+
+def _kill_when(path_glob: str, run_dir: Path, config: Path) -> None:
+    """Start the run in a subprocess and SIGKILL it as soon as a stage file matching ``path_glob`` appears."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "thce", "-q", "experiment", str(config), "--out", str(run_dir)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list((run_dir / "checkpoints" / "resume").glob(path_glob)):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+
+
+@pytest.mark.parametrize("stage_file", ["proposed-embedding-2.pt", "baseline-end-to-end.pt"])
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, monkeypatch, stage_file):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the subprocess runs with one thread too: same arithmetic, same results
+    try:
+        config = tmp_path / "tiny.toml"
+        config.write_text(CONFIG)
+        reference = tmp_path / "reference"
+        assert main(["-q", "experiment", str(config), "--out", str(reference)]) == 0
+        killed = tmp_path / "killed"
+        _kill_when(stage_file, killed, config)
+        assert not (killed / "results.json").exists()
+        assert main(["-q", "experiment", str(config), "--out", str(killed), "--resume"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert _comparable(killed) == _comparable(reference)
+    reference_rows = (reference / "metrics.csv").read_text().splitlines()
+    killed_rows = (killed / "metrics.csv").read_text().splitlines()
+    strip = lambda rows: [",".join(r.split(",")[:-1]) for r in rows]  # noqa: E731 (drop the seconds column)
+    assert strip(killed_rows) == strip(reference_rows)
+
+
+def test_resume_refuses_another_config(tmp_path, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(CONFIG.replace("n_iter = 2", "n_iter = 1").replace("last_epochs = 3", "last_epochs = 1"))
+    out = tmp_path / "run"
+    assert main(["-q", "experiment", str(config), "--out", str(out), "--set", "methods=['baseline']"]) == 0
+    assert main(["-q", "experiment", str(config), "--out", str(out), "--resume"]) == 2
+    assert "used another configuration" in capsys.readouterr().err
