@@ -87,3 +87,15 @@ def test_every_key_is_documented_in_readme():
     # keys documented in grouped rows appear as `section.a`, `b`, ...
     missing = [k for k in missing if not re.search(rf"`{re.escape(k.split('.')[-1])}`", table)]
     assert not missing, f"README lacks config keys: {missing}"
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    import os
+
+    from thce.io import atomic_write
+
+    with atomic_write(tmp_path / "x.txt") as handle:
+        handle.write("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -89,6 +89,27 @@ def test_numpy_log_mel_equals_torch_log_mel(config):
     assert module.compute(np.zeros(config.clip_samples)).shape == (config.num_frames, config.n_mels)
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3])
+def test_direct_pcm16_wav_read_equals_libsndfile(tmp_path, channels):
+    """16-bit PCM WAVs are read straight from the data chunk: the samples must be libsndfile's, metadata chunks
+    before the data, odd lengths, offsets and crops included."""
+    rng = np.random.default_rng(channels)
+    x = rng.integers(-32768, 32767, size=(12347, channels)).astype(np.int16)
+    path = tmp_path / "tagged.wav"
+    with sf.SoundFile(path, "w", samplerate=11025, channels=channels, subtype="PCM_16") as handle:
+        handle.title = "a LIST chunk before the data"  # written ahead of the data chunk
+        handle.write(x)
+    assert b"LIST" in path.read_bytes()[: path.read_bytes().index(b"data")]
+    reference = sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1)
+    full = load_audio(path, sample_rate_hz=11025, duration_s=None)
+    np.testing.assert_allclose(full, reference, rtol=0, atol=1e-7)
+    part = load_audio(path, sample_rate_hz=11025, duration_s=0.5, offset_s=0.25)
+    start = round(0.25 * 11025)
+    np.testing.assert_allclose(part, reference[start : start + round(0.5 * 11025)], rtol=0, atol=1e-7)
+    resampled = load_audio(path, sample_rate_hz=16000, duration_s=2.0)
+    assert resampled.shape == (32000,) and np.all(resampled[round(12347 / 11025 * 16000) + 50 :] == 0)
+
+
 def test_truncated_mp3_is_reported(tmp_path):
     path = tone(tmp_path / "a.mp3", seconds=2.0, sr=22050, format="MP3")
     raw = path.read_bytes()
