@@ -553,26 +553,27 @@ def score_file(
     total = num_windows(resampled_length(info.frames, info.sample_rate_hz, scorer.sample_rate_hz), window, hop)
     desc = f"detect {Path(info.path).name}"
     out: list[np.ndarray] = []
-    batch: list[np.ndarray] = []
-    done = 0
+    batch = np.empty((batch_size, window), dtype=np.float32)  # reused: steady allocations keep memory flat
+    filled = done = 0
 
     def flush() -> None:
-        nonlocal done
-        scores = np.asarray(scorer(np.stack(batch)), dtype=np.float32)
-        if scores.shape != (len(batch), len(scorer.classes)):
-            raise ValueError(f"scorer returned shape {scores.shape}, expected {(len(batch), len(scorer.classes))}")
+        nonlocal done, filled
+        scores = np.asarray(scorer(batch[:filled]), dtype=np.float32)
+        if scores.shape != (filled, len(scorer.classes)):
+            raise ValueError(f"scorer returned shape {scores.shape}, expected {(filled, len(scorer.classes))}")
         out.append(scores)
-        done += len(batch)
-        batch.clear()
+        done += filled
+        filled = 0
         if progress is not None:
             progress(desc, done, max(total, done))
 
     blocks = stream_audio(info.path, sample_rate_hz=scorer.sample_rate_hz, block_s=block_s, info=info)
     for win in sliding_windows(blocks, window=window, hop=hop):
-        batch.append(win)
-        if len(batch) == batch_size:
+        batch[filled] = win
+        filled += 1
+        if filled == batch_size:
             flush()
-    if batch:
+    if filled:
         flush()
     if not out:  # libsndfile's frame count was optimistic (e.g. a truncated file)
         raise DataError(f"{info.path}: shorter than one detection window ({window / scorer.sample_rate_hz:g} s)")

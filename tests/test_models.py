@@ -1,0 +1,80 @@
+"""Encoders, the cluster layer (Eq. 4) and the detector."""
+
+import pytest
+import torch
+
+from thce.errors import ConfigError
+from thce.models import (
+    CNNEncoder,
+    ClusterLayer,
+    DetectorHead,
+    EventDetector,
+    LSTMEncoder,
+    ModelConfig,
+    build_encoder,
+)
+
+
+def test_cnn_matches_the_papers_shapes():
+    encoder = CNNEncoder()  # 1000 x 64 input, valid 7x7 convolutions, 5x4 and 100x4 pools
+    assert encoder.embedding_dim == 64 * 1 * 2
+    convs = [m for m in encoder.features if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(1, 32, (7, 7)), (32, 64, (7, 7))]
+    pools = [m.kernel_size for m in encoder.features if isinstance(m, torch.nn.MaxPool2d)]
+    assert pools == [(5, 4), (100, 4)]
+    assert [m.p for m in encoder.features if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3]
+    z = encoder(torch.randn(3, 1000, 64))
+    assert z.shape == (3, 128)
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(3))
+
+
+def test_lstm_embedding_is_the_normalised_last_hidden_state():
+    torch.manual_seed(0)
+    encoder = LSTMEncoder(8, 5, center=False)
+    x = torch.randn(2, 30, 8)
+    _, (h, _) = encoder.lstm(x)
+    torch.testing.assert_close(encoder(x), torch.nn.functional.normalize(h[-1], dim=1))
+    raw = LSTMEncoder(8, 5, normalise=False)
+    raw.load_state_dict(encoder.state_dict())
+    torch.testing.assert_close(raw(x), h[-1])
+
+
+def test_centring_spreads_embeddings_over_the_sphere():
+    torch.manual_seed(0)
+    x = torch.randn(32, 1000, 64)
+    plain, centred = CNNEncoder(center=False), CNNEncoder(center=True)
+    centred.features.load_state_dict(plain.features.state_dict())
+
+    def mean_cos(z):
+        cos = z @ z.t()
+        return ((cos.sum() - cos.diag().sum()) / (len(z) * (len(z) - 1))).item()
+
+    assert mean_cos(plain(x).detach()) > 0.5  # max-pooled batch-norm outputs share one direction
+    assert abs(mean_cos(centred(x).detach())) < 0.1
+
+
+def test_cluster_layer_eq4_with_alpha_folded_in():
+    centroids = torch.tensor([[3.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    layer = ClusterLayer.from_centroids(centroids, torch.tensor([0, 0, 1]), alpha=10.0)
+    e = torch.tensor([[1.0, 0.0]])
+    # h = W^T e with W columns alpha * unit centroids: alpha * cosines
+    torch.testing.assert_close(layer(e), torch.tensor([[10.0, 0.0, 10.0 / 2**0.5]]))
+    assert layer.num_clusters == 3 and layer.cluster_class.tolist() == [0, 0, 1]
+
+
+def test_event_detector_composition():
+    encoder = LSTMEncoder(4, 6)
+    layer = ClusterLayer(6, torch.tensor([0, 1, 1, 2]))
+    model = EventDetector(encoder, DetectorHead(4, 2), layer)
+    out = model(torch.randn(5, 7, 4))
+    assert out.shape == (5, 2)
+    assert ((model.detection_scores(out) >= 0) & (model.detection_scores(out) <= 1)).all()
+    baseline = EventDetector(LSTMEncoder(4, 6, normalise=False), DetectorHead(6, 2))
+    assert baseline(torch.randn(5, 7, 4)).shape == (5, 2)
+
+
+def test_bad_model_config():
+    with pytest.raises(ConfigError, match="too small"):
+        build_encoder(ModelConfig(), frames=200, n_mels=64)
+    with pytest.raises(ConfigError, match="model.encoder"):
+        build_encoder(ModelConfig(encoder="gru"), frames=1000, n_mels=64)
