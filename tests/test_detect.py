@@ -40,7 +40,7 @@ from thce.detect import (
 )
 from thce.errors import ConfigError, DataError
 from thce.metrics import eer_threshold
-from thce.models import CNNEncoder, ClusterLayer, DetectorHead, EventDetector, LSTMEncoder
+from thce.models import CNNEncoder, ClusterLayer, DetectorHead, EventDetector, LSTMEncoder, build_encoder
 
 SR = 16000
 
@@ -80,7 +80,7 @@ def test_stream_audio_equals_load_audio(tmp_path):
 def test_sliding_windows_cover_the_signal(samples):
     x = np.arange(1, samples + 1, dtype=np.float32)
     blocks = [x[i : i + 7] for i in range(0, samples, 7)]
-    windows = list(sliding_windows(blocks, window=100, hop=30))
+    windows = [w.copy() for w in sliding_windows(blocks, window=100, hop=30)]  # views into one buffer
     assert len(windows) == num_windows(samples, 100, 30)
     for k, win in enumerate(windows):
         expected = x[30 * k : 30 * k + 100]
@@ -104,11 +104,8 @@ def tiny_run(root, *, encoder="cnn", method="proposed2", seed=0):
     )
     torch.manual_seed(seed)
     proposed = method != "baseline"
-    enc = (
-        CNNEncoder(200, 32, channels=(4, 8), pools=((5, 2), (20, 2)), normalise=proposed)
-        if encoder == "cnn"
-        else LSTMEncoder(32, 8, normalise=proposed)
-    )
+    # as thce.checkpoint.build_detector builds it, so that the checkpoint loads whatever the encoder holds
+    enc = build_encoder(config.model, frames=200, n_mels=32, normalise=proposed or config.baseline.l2_normalise)
     cluster = ClusterLayer(enc.embedding_dim, torch.tensor([0, 0, 1, 2, 3, 3])) if proposed else None
     model = EventDetector(enc, DetectorHead(6 if proposed else enc.embedding_dim, 3), cluster).eval()
     with torch.no_grad():  # non-trivial batch-norm statistics

@@ -15,7 +15,7 @@ from thce.data.features import Normaliser
 from thce.detect import ModelScorer
 from thce.errors import ConfigError
 from thce.export import PARITY_TOLERANCE, example_inputs, export_run, scoring_module
-from thce.models import CNNEncoder, ClusterLayer, DetectorHead, EventDetector, LSTMEncoder
+from thce.models import CNNEncoder, ClusterLayer, DetectorHead, EventDetector, LSTMEncoder, build_encoder
 
 FRAMES, MELS = 100, 32  # 1 s windows
 # TorchScript is deprecated upstream (torch.jit.load warns) but is what deployments without Python still load.
@@ -33,11 +33,8 @@ def fake_run(root, *, encoder, method, seed=0):
     )
     torch.manual_seed(seed)
     proposed = method != "baseline"
-    enc = (
-        CNNEncoder(FRAMES, MELS, channels=(4, 8), pools=((5, 2), (10, 2)), normalise=proposed)
-        if encoder == "cnn"
-        else LSTMEncoder(MELS, 8, normalise=proposed)
-    )
+    # as thce.checkpoint.build_detector builds it, so that the checkpoint loads whatever the encoder holds
+    enc = build_encoder(config.model, frames=FRAMES, n_mels=MELS, normalise=proposed or config.baseline.l2_normalise)
     cluster = ClusterLayer(enc.embedding_dim, torch.tensor([0, 0, 1, 2, 3])) if proposed else None
     model = EventDetector(enc, DetectorHead(5 if proposed else enc.embedding_dim, 3), cluster).eval()
     with torch.no_grad():

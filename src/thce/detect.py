@@ -279,25 +279,49 @@ def num_windows(samples: int, window: int, hop: int) -> int:
 def sliding_windows(blocks: Iterable[np.ndarray], *, window: int, hop: int) -> Iterator[np.ndarray]:
     """Windows ``(window,)`` starting at ``0, hop, 2 hop, ...`` over the concatenated ``blocks``; the last window,
     if the previous ones leave a tail uncovered, is zero-padded. Yields nothing for a signal shorter than
-    ``window``. Memory: one window plus one block."""
+    ``window``.
+
+    Each window is a read-only view into one reused buffer (one window plus one block long), valid until the next
+    window is requested: copy it to keep it. Reusing the buffer keeps the process's memory flat over hours of
+    audio (fresh arrays of varying sizes fragment the C heap).
+    """
     if not 0 < hop <= window:
         raise ConfigError(f"hop ({hop} samples) must be in [1, window = {window}]")
-    buf = np.zeros(0, dtype=np.float32)
+    buf = np.zeros(2 * window, dtype=np.float32)
+    n = 0  # valid samples: buf[:n]
     buf_start = 0  # sample index of buf[0]
     next_start = 0
+
+    def view(lo: int, hi: int) -> np.ndarray:
+        out = buf[lo:hi]
+        out.flags.writeable = False
+        return out
+
     for block in blocks:
-        buf = np.concatenate([buf, block]) if buf.size else np.asarray(block, dtype=np.float32)
-        while next_start + window <= buf_start + buf.size:
-            yield buf[next_start - buf_start : next_start - buf_start + window]
+        block = np.asarray(block, dtype=np.float32)
+        if n + block.size > buf.size:  # rare: a block longer than the spare room
+            grown = np.zeros(max(n + block.size, 2 * buf.size), dtype=np.float32)
+            grown[:n] = buf[:n]
+            buf = grown
+        buf[n : n + block.size] = block
+        n += block.size
+        while next_start + window <= buf_start + n:
+            yield view(next_start - buf_start, next_start - buf_start + window)
             next_start += hop
-        drop = min(next_start - buf_start, buf.size)
+        drop = min(next_start - buf_start, n)
         if drop > 0:
-            buf = buf[drop:]
+            buf[: n - drop] = buf[drop:n]  # numpy copies overlapping ranges correctly
+            n -= drop
             buf_start += drop
-    total = buf_start + buf.size
+    total = buf_start + n
     if total >= window and next_start - hop + window < total:  # a tail after the last full window
-        tail = buf[next_start - buf_start :]
-        yield np.concatenate([tail, np.zeros(window - tail.size, dtype=np.float32)])
+        offset = next_start - buf_start
+        if buf.size < offset + window:
+            grown = np.zeros(offset + window, dtype=np.float32)
+            grown[:n] = buf[:n]
+            buf = grown
+        buf[n : offset + window] = 0.0
+        yield view(offset, offset + window)
 
 
 # --------------------------------------------------------------------------------------------------- scoring
