@@ -21,11 +21,16 @@ Clustering uses plain nearest-centroid assignment by default (``--balanced-clust
 size-capped assignment, which is far slower at large I); it is identical for both methods and is reported apart,
 so ``ratio_at_max_without_clustering`` shows the ratio of what differs between them.
 
-Prints one JSON object: seconds per size for each method and per phase, fitted log-log slopes (``slope_thce``
-~ 1, ``slope_lmle`` -> 2 where the table dominates), ``ratio_at_max`` = LMLE / THCE at the largest I, and the
-machine. Saves a log-log plot (``--out``).
+Runs on one torch thread by default (``--threads``): on a shared 2-core machine several threads make the small
+encoder's steps erratic. Each size runs ``--repeats`` times per method, alternating which goes first, and keeps the
+fastest; process CPU seconds are reported alongside wall seconds.
 
-    .venv/bin/python benchmarks/embedding_scaling.py [--sizes 1000 2000 ...] [--repeats 2] [--encoder mlp|lstm]
+Prints one JSON object: wall seconds per size for each method and per phase, fitted log-log slopes
+(``slope_thce`` ~ 1, ``slope_lmle`` -> 2 where the table dominates), ``ratio_at_max`` = LMLE / THCE at the largest
+I, ``extrapolated_size_for_goal`` (the I at which per-method cost models fitted at the largest I reach the 50x
+goal), and the machine. Saves a log-log plot (``--out``, default next to this script).
+
+    .venv/bin/python benchmarks/embedding_scaling.py [--sizes 1000 2000 ...] [--repeats 3] [--encoder mlp|lstm]
 """
 
 from __future__ import annotations
@@ -191,10 +196,118 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def sweep(args: argparse.Namespace) -> dict[str, Any]:
+    """Both methods at every size of ``args.sizes``; returns the result object (see the module docstring)."""
+    logging.getLogger("thce").setLevel(logging.WARNING)
+    sizes = sorted(set(args.sizes))
+    frames, mels = (10, 16) if args.encoder == "lstm" else (1, 64)
+
+    if not args.tiny:  # warm-up (first calls load kernels and modules), not measured
+        warm = make_data(sizes[0], args.val, frames, mels, args.seed)
+        run_thce(warm, args, frames, mels)
+        run_lmle(warm, args, frames, mels)
+
+    load_before = os.getloadavg()
+    best: dict[str, list[dict[str, float]]] = {"thce": [], "lmle": []}
+    runs_all: dict[str, list[list[dict[str, float]]]] = {"thce": [], "lmle": []}
+    sweep_start = time.perf_counter()
+    for size in sizes:
+        data = make_data(size, args.val, frames, mels, args.seed)
+        runs: dict[str, list[dict[str, float]]] = {"thce": [], "lmle": []}
+        for repeat in range(args.repeats):
+            order = ("thce", "lmle") if repeat % 2 == 0 else ("lmle", "thce")  # alternate: drift hits both alike
+            for name in order:
+                runner = run_thce if name == "thce" else run_lmle
+                runs[name].append(runner(data, args, frames, mels))
+        for name in runs:
+            best[name].append(min(runs[name], key=lambda r: r["total"]))
+            runs_all[name].append(runs[name])
+
+    thce_s = [r["total"] for r in best["thce"]]
+    lmle_s = [r["total"] for r in best["lmle"]]
+    phases = {
+        name: {key: [round(r[key], 4) for r in best[name]] for key in best[name][0] if key != "cpu"} for name in best
+    }
+    ratio = [b / a for a, b in zip(thce_s, lmle_s)]
+    thce_cpu = [min(r["cpu"] for r in runs_all["thce"][i]) for i in range(len(sizes))]
+    lmle_cpu = [min(r["cpu"] for r in runs_all["lmle"][i]) for i in range(len(sizes))]
+    # Cost models fitted at the largest I: THCE ~ a I, LMLE ~ b I + c I^2 (c from the quintuplet table alone);
+    # their ratio b/a + (c/a) I reaches GOAL at I = (GOAL - b/a) a / c.
+    top, top_thce, top_lmle = sizes[-1], best["thce"][-1], best["lmle"][-1]
+    a = top_thce["total"] / top
+    b = (top_lmle["total"] - top_lmle["quintuplets"]) / top
+    c = top_lmle["quintuplets"] / top**2
+    size_for_goal = (GOAL - b / a) * a / c if c > 0 else float("inf")
+    without_clustering = [
+        (lm["total"] - lm["cluster"]) / (th["total"] - th["cluster"]) for th, lm in zip(best["thce"], best["lmle"])
+    ]
+    result: dict[str, Any] = {
+        "benchmark": "embedding_scaling",
+        "question": "seconds of one embedding-learning epoch vs training-set size I: LMLE (O(I^2)) vs THCE (O(IK))",
+        "sizes": sizes,
+        "thce_s": [round(t, 4) for t in thce_s],
+        "lmle_s": [round(t, 4) for t in lmle_s],
+        "ratio": [round(r, 3) for r in ratio],
+        "slope_thce": round(slope(sizes, thce_s), 3),
+        "slope_lmle": round(slope(sizes, lmle_s), 3),
+        "ratio_at_max": round(ratio[-1], 3),
+        "ratio_at_max_without_clustering": round(without_clustering[-1], 3),
+        "cpu": {
+            "note": "process CPU seconds (all threads) of the same runs: the work done, whatever the machine's load",
+            "thce_cpu_s": [round(t, 4) for t in thce_cpu],
+            "lmle_cpu_s": [round(t, 4) for t in lmle_cpu],
+            "slope_thce": round(slope(sizes, thce_cpu), 3),
+            "slope_lmle": round(slope(sizes, lmle_cpu), 3),
+            "ratio_at_max": round(lmle_cpu[-1] / thce_cpu[-1], 3),
+        },
+        "slopes": {
+            "lmle_quintuplets": round(slope(sizes, [r["quintuplets"] for r in best["lmle"]]), 3),
+            "clustering": round(slope(sizes, [r["cluster"] for r in best["thce"]]), 3),
+            "thce_train_epoch": round(slope(sizes, [r["train_epoch"] for r in best["thce"]]), 3),
+            "lmle_train_epoch": round(slope(sizes, [r["train_epoch"] for r in best["lmle"]]), 3),
+        },
+        "phases": phases,
+        "goal": f"THCE at least {GOAL:g}x cheaper than LMLE at I = {sizes[-1]} (ratio_at_max >= {GOAL:g})",
+        "goal_met": bool(ratio[-1] >= GOAL),
+        "extrapolated_size_for_goal": round(size_for_goal, -2) if math.isfinite(size_for_goal) else None,
+        "extrapolation": "THCE ~ a I and LMLE ~ b I + c I^2 fitted at the largest I (c: the quintuplet table): "
+        "I at which LMLE / THCE = goal",
+        "encoder": {
+            "kind": args.encoder,
+            "description": "MLP 64 -> 128 -> 128 (ReLU), L2-normalised, over one 64-d frame" if args.encoder == "mlp"
+            else "thce LSTMEncoder, 128 units, last hidden state L2-normalised, over 10 frames x 16 mels",
+            "note": "small encoder over small inputs so the sweep runs in minutes on a 2-core CPU; the paper's CNN "
+            "over 1000x64 frames makes the linear (encoder) part far dearer and the ratio far smaller",
+        },  # fmt: skip
+        "batch": args.batch,
+        "settings": {
+            "class_ratio": "2:2:1:26 (K = 31 clusters)",
+            "val_clips": args.val,
+            "thce": "learn_embedding: n_iter 1, 1 end-to-end epoch, no head-only epochs",
+            "lmle": f"learn_embedding_lmle: 1 epoch of I anchors (each with up to 4 members: up to 5 encoder "
+            f"inputs per anchor), table rebuilt once, candidate_fraction {args.candidate_fraction}, chunk_size "
+            f"{args.chunk_size}, class-balanced anchors",
+            "clustering": f"cluster_per_class, balanced={args.balanced_clusters}, max_iter={args.kmeans_max_iter}",
+            "threads": "one torch thread for both methods unless --threads says otherwise; more threads on a "
+            "quiet machine speed up LMLE's table (a matrix product) more than THCE's small operations, which "
+            "would lower the ratio",
+            "repeats": args.repeats,
+            "statistic": "fastest of the repeats, per size and method",
+            "tiny": args.tiny,
+        },
+        "machine": {**machine(), "loadavg_before": [round(v, 2) for v in load_before],
+                    "loadavg_after": [round(v, 2) for v in os.getloadavg()]},  # fmt: skip
+        "sweep_seconds": round(time.perf_counter() - sweep_start, 1),
+        "plot": str(args.out),
+    }
+    plot(result, args.out)
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="training-set sizes I")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per size and method; the fastest is kept")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per size and method; the fastest is kept")
     parser.add_argument("--batch", type=int, default=64, help="batch size (LMLE: anchors per batch)")
     parser.add_argument("--encoder", choices=["mlp", "lstm"], default="mlp")
     parser.add_argument("--val", type=int, default=256, help="validation clips (the same at every I)")
@@ -214,114 +327,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.tiny:
         args.repeats, args.val, args.kmeans_max_iter = 1, 32, 10
+    if min(args.sizes) < len(RATIO) * 8:
+        parser.error(f"--sizes: every size must be >= {len(RATIO) * 8}")
     previous_threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        logging.getLogger("thce").setLevel(logging.WARNING)
-        sizes = sorted(set(args.sizes))
-        if min(sizes) < len(RATIO) * 8:
-            parser.error(f"--sizes: every size must be >= {len(RATIO) * 8}")
-        frames, mels = (10, 16) if args.encoder == "lstm" else (1, 64)
-
-        if not args.tiny:  # warm-up (first calls load kernels and modules), not measured
-            warm = make_data(sizes[0], args.val, frames, mels, args.seed)
-            run_thce(warm, args, frames, mels)
-            run_lmle(warm, args, frames, mels)
-
-        load_before = os.getloadavg()
-        best: dict[str, list[dict[str, float]]] = {"thce": [], "lmle": []}
-        runs_all: dict[str, list[list[dict[str, float]]]] = {"thce": [], "lmle": []}
-        sweep_start = time.perf_counter()
-        for size in sizes:
-            data = make_data(size, args.val, frames, mels, args.seed)
-            runs: dict[str, list[dict[str, float]]] = {"thce": [], "lmle": []}
-            for repeat in range(args.repeats):
-                order = ("thce", "lmle") if repeat % 2 == 0 else ("lmle", "thce")  # alternate: drift hits both alike
-                for name in order:
-                    runner = run_thce if name == "thce" else run_lmle
-                    runs[name].append(runner(data, args, frames, mels))
-            for name in runs:
-                best[name].append(min(runs[name], key=lambda r: r["total"]))
-                runs_all[name].append(runs[name])
-
-        thce_s = [r["total"] for r in best["thce"]]
-        lmle_s = [r["total"] for r in best["lmle"]]
-        phases = {
-            name: {key: [round(r[key], 4) for r in best[name]] for key in best[name][0] if key != "cpu"} for name in best
-        }
-        ratio = [b / a for a, b in zip(thce_s, lmle_s)]
-        thce_cpu = [min(r["cpu"] for r in runs_all["thce"][i]) for i in range(len(sizes))]
-        lmle_cpu = [min(r["cpu"] for r in runs_all["lmle"][i]) for i in range(len(sizes))]
-        # Cost models fitted at the largest I: THCE ~ a I, LMLE ~ b I + c I^2 (c from the quintuplet table alone);
-        # their ratio b/a + (c/a) I reaches GOAL at I = (GOAL - b/a) a / c.
-        top, top_thce, top_lmle = sizes[-1], best["thce"][-1], best["lmle"][-1]
-        a = top_thce["total"] / top
-        b = (top_lmle["total"] - top_lmle["quintuplets"]) / top
-        c = top_lmle["quintuplets"] / top**2
-        size_for_goal = (GOAL - b / a) * a / c if c > 0 else float("inf")
-        without_clustering = [
-            (lm["total"] - lm["cluster"]) / (th["total"] - th["cluster"]) for th, lm in zip(best["thce"], best["lmle"])
-        ]
-        result: dict[str, Any] = {
-            "benchmark": "embedding_scaling",
-            "question": "seconds of one embedding-learning epoch vs training-set size I: LMLE (O(I^2)) vs THCE (O(IK))",
-            "sizes": sizes,
-            "thce_s": [round(t, 4) for t in thce_s],
-            "lmle_s": [round(t, 4) for t in lmle_s],
-            "ratio": [round(r, 3) for r in ratio],
-            "slope_thce": round(slope(sizes, thce_s), 3),
-            "slope_lmle": round(slope(sizes, lmle_s), 3),
-            "ratio_at_max": round(ratio[-1], 3),
-            "ratio_at_max_without_clustering": round(without_clustering[-1], 3),
-            "cpu": {
-                "note": "process CPU seconds (all threads) of the same runs: the work done, whatever the machine's load",
-                "thce_cpu_s": [round(t, 4) for t in thce_cpu],
-                "lmle_cpu_s": [round(t, 4) for t in lmle_cpu],
-                "slope_thce": round(slope(sizes, thce_cpu), 3),
-                "slope_lmle": round(slope(sizes, lmle_cpu), 3),
-                "ratio_at_max": round(lmle_cpu[-1] / thce_cpu[-1], 3),
-            },
-            "slopes": {
-                "lmle_quintuplets": round(slope(sizes, [r["quintuplets"] for r in best["lmle"]]), 3),
-                "clustering": round(slope(sizes, [r["cluster"] for r in best["thce"]]), 3),
-                "thce_train_epoch": round(slope(sizes, [r["train_epoch"] for r in best["thce"]]), 3),
-                "lmle_train_epoch": round(slope(sizes, [r["train_epoch"] for r in best["lmle"]]), 3),
-            },
-            "phases": phases,
-            "goal": f"THCE at least {GOAL:g}x cheaper than LMLE at I = {sizes[-1]} (ratio_at_max >= {GOAL:g})",
-            "goal_met": bool(ratio[-1] >= GOAL),
-            "extrapolated_size_for_goal": round(size_for_goal, -2) if math.isfinite(size_for_goal) else None,
-            "extrapolation": "THCE ~ a I and LMLE ~ b I + c I^2 fitted at the largest I (c: the quintuplet table): "
-            "I at which LMLE / THCE = goal",
-            "encoder": {
-                "kind": args.encoder,
-                "description": "MLP 64 -> 128 -> 128 (ReLU), L2-normalised, over one 64-d frame" if args.encoder == "mlp"
-                else "thce LSTMEncoder, 128 units, last hidden state L2-normalised, over 10 frames x 16 mels",
-                "note": "small encoder over small inputs so the sweep runs in minutes on a 2-core CPU; the paper's CNN "
-                "over 1000x64 frames makes the linear (encoder) part far dearer and the ratio far smaller",
-            },  # fmt: skip
-            "batch": args.batch,
-            "settings": {
-                "class_ratio": "2:2:1:26 (K = 31 clusters)",
-                "val_clips": len(make_data(sizes[0], args.val, frames, mels, args.seed).splits["val"]),
-                "thce": "learn_embedding: n_iter 1, 1 end-to-end epoch, no head-only epochs",
-                "lmle": f"learn_embedding_lmle: 1 epoch of I anchors, table rebuilt once, candidate_fraction "
-                f"{args.candidate_fraction}, chunk_size {args.chunk_size}, class-balanced anchors",
-                "clustering": f"cluster_per_class, balanced={args.balanced_clusters}, max_iter={args.kmeans_max_iter}",
-                "repeats": args.repeats,
-                "statistic": "fastest of the repeats, per size and method",
-                "tiny": args.tiny,
-            },
-            "machine": {**machine(), "loadavg_before": [round(v, 2) for v in load_before],
-                        "loadavg_after": [round(v, 2) for v in os.getloadavg()]},  # fmt: skip
-            "sweep_seconds": round(time.perf_counter() - sweep_start, 1),
-            "plot": str(args.out),
-        }
-        plot(result, args.out)
-        print(json.dumps(result, indent=2))
+        result = sweep(args)
     finally:
         torch.set_num_threads(previous_threads)
+    print(json.dumps(result, indent=2))
     return result
 
 

@@ -1,27 +1,33 @@
 """Feature throughput and memory: ten-second WAV clips -> normalised 64-band log-mel, ours against librosa.
 
-Prints one JSON object:
+Prints one JSON object. What is timed, for ``--clips`` (1000) clips:
 
-- ``ours_clips_per_s``: {workers: clips/s} for :func:`thce.data.features.compute_features` (cache written) +
-  :meth:`Normaliser.fit` on all clips + one normalised pass over them, with 1 and 2 worker processes;
-- ``librosa_clips_per_s``: ``librosa.load`` + ``librosa.feature.melspectrogram`` with the same parameters (n_fft 512,
-  win 400, hop 160, 64 mels, Slaney scale and norm, power 2, centred with zero padding) + natural log + the same
-  normalisation, in one process;
-- ``speedup_vs_librosa`` (ours with 1 worker / librosa, both single-threaded: goal >= 3),
-  ``speedup_vs_librosa_by_workers`` and ``scaling_vs_1_worker`` (goal: near-linear);
-- ``peak_rss_mb``: peak resident memory of one process computing, fitting and normalising 1k and 4k clips (goal:
-  flat), ``rss_ratio_4k_vs_1k``;
-- ``max_abs_diff_log_mel_vs_librosa``: agreement of the two log-mels on one clip (same parameters, so ~1e-4);
-- ``machine``: CPU, cores, versions.
+- ours: :func:`thce.data.features.compute_features` (decode, log-mel, float16 cache written atomically) +
+  :meth:`Normaliser.fit` on all clips + one normalised pass over them in batches of 32;
+- librosa: ``librosa.load`` + ``librosa.feature.melspectrogram`` with the same parameters (n_fft 512, win 400,
+  hop 160, 64 mels, Slaney scale and norm, power 2, centred with zero padding) + natural log, kept in memory as
+  float16, + the same normalisation.
 
-Every measurement runs in a fresh subprocess with one BLAS/OpenMP thread per process (``OMP_NUM_THREADS=1`` ...), so
-the numbers compare per-core work. The WAVs (16 kHz, 16-bit, noise + tones) are generated in a temporary folder; the
-4k run lists each of the 1k files four times (every clip is still decoded and computed).
+Both run single-threaded (``OMP_NUM_THREADS=1`` ..., torch threads 1) in fresh subprocesses, alternating, best of
+``--repeats``. Keys:
 
-librosa is a benchmark-only dependency: ``pip install -e '.[bench]'``. Without it the librosa keys are ``null`` and
-``librosa`` says so.
+- ``speedup_vs_librosa``: ratio of clips per CPU-second (per-core throughput; CPU time is robust to other work on a
+  shared machine; goal >= 3); ``speedup_vs_librosa_wall``: the same from wall-clock time;
+- ``ours_clips_per_s`` / ``librosa_clips_per_s`` (wall), ``..._per_cpu_s`` (CPU);
+- ``workers_clips_per_s``: ours with 1 and 2 worker processes on ``max(--rss-clips)`` clips (wall, start-up of the
+  spawned workers included), ``workers_steady_clips_per_s`` (from the first finished shard on), ``scaling_vs_1_worker``
+  (goal: near-linear where the cores are free);
+- ``peak_rss_mb``: peak resident memory of one process computing, fitting and normalising each ``--rss-clips`` count
+  (1k and 4k; the 4k list repeats the 1k files, every clip is still decoded and computed; goal: flat),
+  ``rss_ratio_4000_vs_1000``;
+- ``max_abs_diff_log_mel_vs_librosa``: the two log-mels on one clip (same parameters: ~1e-5);
+- ``machine``: CPU, cores, versions, load average before and after (other work on the machine skews wall times).
 
-Usage: ``python benchmarks/features.py [--clips 1000] [--rss-clips 1000,4000] [--workers 1,2]`` (a few minutes).
+librosa is a benchmark-only dependency: ``pip install -e '.[bench]'``. Without it the librosa keys are ``null``,
+``librosa`` says so, and a line on stderr too.
+
+Usage: ``python benchmarks/features.py [--clips 1000] [--rss-clips 1000,4000] [--workers 1,2] [--repeats 3]``
+(about three minutes; the WAVs are generated in a temporary folder).
 """
 
 from __future__ import annotations
@@ -89,6 +95,7 @@ def child_ours(paths: list[Path], workers: int, cache: Path) -> dict:
     config = LogMelConfig()  # the paper's: 64 mels, 25 ms / 10 ms, n_fft 512, 10 s at 16 kHz
     LogMel(config).compute(np.zeros(config.clip_samples, np.float32))  # warm-up (lazy scipy.fft import), as librosa's
     marks: list[tuple[float, int]] = []
+    cpu_start = time.process_time()
     start = time.perf_counter()
     store = compute_features(
         paths, config=config, cache_dir=cache, workers=workers, strict=True,
@@ -101,14 +108,15 @@ def child_ours(paths: list[Path], workers: int, cache: Path) -> dict:
     for lo in range(0, len(store), 32):  # a training batch at a time
         checksum += float(normaliser(store[index[lo : lo + 32]])[:, :, 0].sum())
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start  # this process only: worker processes are not counted
     # steady state: from the first finished shard to the last (worker start-up excluded)
     done_marks = [m for m in marks if m[1] > marks[0][1]]
     steady = None
     if len(done_marks) >= 2 and done_marks[-1][0] > done_marks[0][0]:
         steady = (done_marks[-1][1] - done_marks[0][1]) / (done_marks[-1][0] - done_marks[0][0])
     return {
-        "clips": len(paths), "seconds": elapsed, "compute_seconds": computed - start, "peak_rss_mb": peak_rss_mb(),
-        "steady_clips_per_s": steady, "checksum": checksum,
+        "clips": len(paths), "seconds": elapsed, "cpu_seconds": cpu, "compute_seconds": computed - start,
+        "peak_rss_mb": peak_rss_mb(), "steady_clips_per_s": steady, "checksum": checksum,
         "cache_mb": sum(p.stat().st_size for p in store.directory.iterdir()) / 2**20,
     }  # fmt: skip
 
@@ -122,6 +130,7 @@ def child_librosa(paths: list[Path]) -> dict:
         return np.log(np.maximum(mel, 1e-10)).T  # (frames, mels)
 
     logmel(paths[0])  # warm-up: lazy imports and filterbank cache, not counted
+    cpu_start = time.process_time()
     start = time.perf_counter()
     feats = np.stack([logmel(p)[:1000] for p in paths]).astype(np.float16)
     flat = feats.reshape(-1, feats.shape[-1]).astype(np.float64)
@@ -131,7 +140,9 @@ def child_librosa(paths: list[Path]) -> dict:
     for lo in range(0, len(feats), 32):
         checksum += float(((feats[lo : lo + 32].astype(np.float32) - mean) / std)[:, :, 0].sum())
     elapsed = time.perf_counter() - start
-    return {"clips": len(paths), "seconds": elapsed, "peak_rss_mb": peak_rss_mb(), "version": librosa.__version__}
+    cpu = time.process_time() - cpu_start
+    return {"clips": len(paths), "seconds": elapsed, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_mb(),
+            "version": librosa.__version__}  # fmt: skip
 
 
 def child_agreement(path: Path) -> dict:
@@ -196,7 +207,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=1000, help="clips for the throughput runs (default 1000)")
     parser.add_argument("--rss-clips", default="1000,4000", help="clip counts for peak memory (default 1000,4000)")
     parser.add_argument("--workers", default="1,2", help="worker counts for ours (default 1,2)")
-    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs of ours and librosa (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs of ours and librosa (default 3)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--paths", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
@@ -247,17 +258,25 @@ def main() -> None:
             ours_runs.append(run_child("ours", speed_paths, tmp, n_workers=1, cache=tmp / f"cache_speed_{rep}"))
             if have_librosa:
                 lib_runs.append(run_child("librosa", speed_paths, tmp))
-        ours1 = min(ours_runs, key=lambda r: r["seconds"])
-        ours_rate = ours1["clips"] / ours1["seconds"]
-        out["ours_clips_per_s"] = round(ours_rate, 1)
-        out["ours_runs_s"] = [round(r["seconds"], 2) for r in ours_runs]
+        ours1 = min(ours_runs, key=lambda r: r["cpu_seconds"])
+        ours_wall = min(ours_runs, key=lambda r: r["seconds"])
+        ours_rate = ours1["clips"] / ours1["cpu_seconds"]
+        out["ours_clips_per_cpu_s"] = round(ours_rate, 1)
+        out["ours_clips_per_s"] = round(ours_wall["clips"] / ours_wall["seconds"], 1)
+        out["ours_runs"] = [{"wall_s": round(r["seconds"], 2), "cpu_s": round(r["cpu_seconds"], 2)} for r in ours_runs]
         if have_librosa:
-            lib = min(lib_runs, key=lambda r: r["seconds"])
-            lib_rate = lib["clips"] / lib["seconds"]
+            lib = min(lib_runs, key=lambda r: r["cpu_seconds"])
+            lib_wall = min(lib_runs, key=lambda r: r["seconds"])
+            lib_rate = lib["clips"] / lib["cpu_seconds"]
             out["librosa"] = lib["version"]
-            out["librosa_clips_per_s"] = round(lib_rate, 1)
-            out["librosa_runs_s"] = [round(r["seconds"], 2) for r in lib_runs]
+            out["librosa_clips_per_cpu_s"] = round(lib_rate, 1)
+            out["librosa_clips_per_s"] = round(lib_wall["clips"] / lib_wall["seconds"], 1)
+            out["librosa_runs"] = [{"wall_s": round(r["seconds"], 2), "cpu_s": round(r["cpu_seconds"], 2)}
+                                   for r in lib_runs]  # fmt: skip
             out["speedup_vs_librosa"] = round(ours_rate / lib_rate, 2)
+            out["speedup_vs_librosa_wall"] = round(
+                (ours_wall["clips"] / ours_wall["seconds"]) / (lib_wall["clips"] / lib_wall["seconds"]), 2
+            )
             out["max_abs_diff_log_mel_vs_librosa"] = round(run_child("agree", wavs[:1], tmp)["max_abs_diff"], 6)
         else:
             lib_rate = None
@@ -279,9 +298,10 @@ def main() -> None:
         out["scaling_vs_1_worker"] = {
             str(w): round(r["clips"] / r["seconds"] / (one["clips"] / one["seconds"]), 2) for w, r in by_workers.items()
         }
-        if lib_rate:
-            out["speedup_vs_librosa_by_workers"] = {
-                str(w): round(r["clips"] / r["seconds"] / lib_rate, 2) for w, r in by_workers.items()
+        if have_librosa:
+            lib_wall_rate = lib_wall["clips"] / lib_wall["seconds"]
+            out["speedup_vs_librosa_by_workers_wall"] = {
+                str(w): round(r["clips"] / r["seconds"] / lib_wall_rate, 2) for w, r in by_workers.items()
             }
         rss = {n: by_workers[1] for n in rss_counts if n == big and 1 in by_workers}
         for n in rss_counts:

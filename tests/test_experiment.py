@@ -18,7 +18,7 @@ from thce.train import RunContext, predict_scores
 TINY = """
 seed = 3
 [synth]
-counts = {dog = 8, baby = 8, gun = 8, background = 24}
+counts = {dog = 8, baby = 8, gun = 8, background = 25}
 duration_s = 2.0
 [features]
 duration_s = 2.0
@@ -67,7 +67,7 @@ def test_run_directory_contents(run_dir):
         assert eer["overall"] == pytest.approx(np.mean([eer["dog"], eer["baby"], eer["gun"]]))
         assert set(method["det"]) == {"dog", "baby", "gun"}
     counts = results["data"]["counts"]
-    assert sum(counts["train"].values()) + sum(counts["val"].values()) + sum(counts["test"].values()) == 48
+    assert sum(counts["train"].values()) + sum(counts["val"].values()) + sum(counts["test"].values()) == 49
     diagnostics = results["embedding_diagnostics"]
     assert [d["iteration"] for d in diagnostics] == [1, 2]
     assert diagnostics[0]["clusters"] >= 4  # K_c >= 1 for the four classes
@@ -143,9 +143,11 @@ def test_imbalance_methods_run_in_the_harness(tmp_path):
     from thce.imbalance import LOSS_CONFIGS
 
     config_path = tmp_path / "tiny.toml"
-    methods = ["baseline", *LOSS_CONFIGS]
+    methods = ["baseline", "lmle", *LOSS_CONFIGS]
     text = TINY.replace("seed = 3", f"seed = 3\nmethods = {methods!r}".replace("'", '"'))
-    config_path.write_text(text + "\n[ldam_drw]\ndrw_epoch = 1\n[softtriple]\ncenters_per_class = 2\n")
+    config_path.write_text(
+        text + "\n[ldam_drw]\ndrw_epoch = 1\n[softtriple]\ncenters_per_class = 2\n[lmle]\nepochs = 2\nrebuild_every = 1\n"
+    )
     out = tmp_path / "all"
     assert main(["-q", "experiment", str(config_path), "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())

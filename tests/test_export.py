@@ -15,7 +15,7 @@ from thce.data.features import Normaliser
 from thce.detect import ModelScorer
 from thce.errors import ConfigError
 from thce.export import PARITY_TOLERANCE, example_inputs, export_run, scoring_module
-from thce.models import CNNEncoder, ClusterLayer, DetectorHead, EventDetector, LSTMEncoder, build_encoder
+from thce.models import ClusterLayer, DetectorHead, EventDetector, build_encoder
 
 FRAMES, MELS = 100, 32  # 1 s windows
 # TorchScript is deprecated upstream (torch.jit.load warns) but is what deployments without Python still load.

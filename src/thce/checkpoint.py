@@ -80,7 +80,7 @@ def build_detector(
         config.model,
         frames=config.features.num_frames,
         n_mels=config.features.n_mels,
-        normalise=method in ("proposed1", "proposed2") or config.baseline.l2_normalise,
+        normalise=method in ("proposed1", "proposed2", "lmle") or config.baseline.l2_normalise,
     )
     if method in LOSS_CONFIGS:
         loss_fn = config.loss_config(method).build(train_class_counts, embedding_dim=encoder.embedding_dim)

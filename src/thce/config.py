@@ -23,6 +23,7 @@ import tomli_w
 from thce.audio import LogMelConfig
 from thce.data.synth import SynthConfig
 from thce.errors import ConfigError
+from thce.lmle import LMLEConfig
 from thce.imbalance import (
     LOSS_CONFIGS,
     BCEConfig,
@@ -39,7 +40,7 @@ from thce.models import ModelConfig
 # The paper's three, then the field's imbalance baselines of thce.imbalance (same encoder, same stage settings
 # as the baseline), each configured by the table of its name.
 PAPER_METHODS = ("baseline", "proposed1", "proposed2")
-METHODS = (*PAPER_METHODS, *LOSS_CONFIGS)
+METHODS = (*PAPER_METHODS, "lmle", *LOSS_CONFIGS)
 # The paper's second setting (Table 2): dog:baby:gun:background.
 PAPER_RATIO_2_2_1_26 = {"dog": 2, "baby": 2, "gun": 1, "background": 26}
 
@@ -184,6 +185,7 @@ class ExperimentConfig:
     logit_adjusted: LogitAdjustedConfig = field(default_factory=LogitAdjustedConfig)
     ldam_drw: LDAMConfig = field(default_factory=LDAMConfig)
     softtriple: SoftTripleConfig = field(default_factory=SoftTripleConfig)
+    lmle: LMLEConfig = field(default_factory=LMLEConfig)
 
     def loss_config(self, method: str) -> Any:
         """The config table of an imbalance method (``focal``, ``ldam_drw``, ...)."""
@@ -205,6 +207,7 @@ class ExperimentConfig:
         self.baseline.validate("baseline")
         for method in LOSS_CONFIGS:
             self.loss_config(method).validate()
+        self.lmle.validate()
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)

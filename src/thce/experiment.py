@@ -24,10 +24,11 @@ from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
 from thce.data.synth import generate_scenes
 from thce.errors import ConfigError, DataError
 from thce.imbalance import LOSS_CONFIGS
+from thce.lmle import learn_embedding_lmle
 from thce.checkpoint import save_checkpoint
 from thce.io import atomic_write, write_json
 from thce.metrics import per_class_det_points, per_class_eer
-from thce.models import EventDetector, build_encoder
+from thce.models import DetectorHead, EventDetector, build_encoder
 from thce.report import write_report
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
 from thce.train import (
@@ -39,6 +40,8 @@ from thce.train import (
     predict_scores,
     train_baseline,
     train_detector,
+    train_end_to_end,
+    train_head_only,
     train_with_imbalance_loss,
 )
 
@@ -189,6 +192,14 @@ def run_experiment(
         for name, model in models.items():
             methods[name] = evaluate_and_save(model, name, prepared, config, ctx, out_dir)
         timing["detector"] = time.perf_counter() - start
+    if "lmle" in config.methods:
+        start = time.perf_counter()
+        lmle = learn_embedding_lmle(new_encoder(), data, config.lmle, ctx)
+        model = EventDetector(lmle.encoder, DetectorHead(lmle.encoder.embedding_dim, data.num_events))
+        train_head_only(model, data, config.detector, ctx, method="lmle")  # as Proposed1 ...
+        train_end_to_end(model, data, config.detector, ctx, method="lmle", salt=7003)  # ... then Proposed2
+        methods["lmle"] = evaluate_and_save(model, "lmle", prepared, config, ctx, out_dir)
+        timing["lmle"] = time.perf_counter() - start
     counts = data.class_counts("train")
     for method in (m for m in config.methods if m in LOSS_CONFIGS):
         start = time.perf_counter()

@@ -52,7 +52,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -61,7 +61,9 @@ from torch import Tensor, nn
 from thce.cluster import Clustering, cluster_per_class
 from thce.errors import ConfigError, DataError
 from thce.losses import eq3_ordering
-from thce.train import RunContext, TrainingData, assign_to_own_class, embed, fit_stage
+
+if TYPE_CHECKING:  # thce.train imports thce.config, which imports LMLEConfig from here
+    from thce.train import RunContext, TrainingData
 
 logger = logging.getLogger(__name__)
 
@@ -475,6 +477,8 @@ def learn_embedding_lmle(
     Returns:
         :class:`LMLEResult`; ``result.encoder`` is ``encoder``, trained in place.
     """
+    from thce.train import assign_to_own_class, embed, fit_stage
+
     config.validate()
     device = ctx.device
     encoder.to(device)

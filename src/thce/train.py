@@ -301,6 +301,8 @@ def fit_stage(
         else:
             order = torch.randperm(num_train, generator=generator).numpy()
         batches = [order[i : i + ctx.train.batch_size] for i in range(0, len(order), ctx.train.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) == 1:  # batch norm cannot train on a batch of one
+            batches[-2:] = [np.concatenate(batches[-2:])]
         for done, positions in enumerate(batches, start=1):
             loss = train_step(positions)
             optimiser.zero_grad(set_to_none=True)

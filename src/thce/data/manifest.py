@@ -6,6 +6,11 @@ A manifest CSV has the columns ``path,label,split,group`` (extra columns such as
 - ``label``: one event name, or empty for background (a clip has one event or none, as in the paper);
 - ``split``: ``train``/``val``/``test``, or empty (then :mod:`thce.data.splits` assigns one by seed);
 - ``group``: the source recording, so that clips sharing a source never straddle splits.
+
+Readers of whole data sets (AudioSet, ESC-50, folder per class) are in :mod:`thce.data.readers`. Clips left out of an
+import or a run are :class:`Skipped` records (path, problem, source), written as ``skipped.csv`` by
+:func:`write_skipped`; :func:`screen_rows` drops duplicated rows, files listed with conflicting labels, missing files
+and unknown labels, and :func:`check_split_coverage` names every class without clips in a split.
 """
 
 from __future__ import annotations
