@@ -6,7 +6,8 @@ unit vectors, centroids renormalised to the sphere after each update.
 
 Plain k-means can return very uneven clusters (1 point and 90 points for a target of 30), which defeats the
 "roughly equal size" requirement. With ``balanced=True`` the assignment step is capacity-constrained: each cluster
-takes at most ``ceil(I_c / K_c)`` points, filled greedily by decreasing cosine similarity.
+takes at most ``ceil(I_c / K_c)`` points: points propose to their most similar cluster with room, clusters keep
+their most similar proposers (vectorised rounds, see :func:`_balanced_assign`).
 """
 
 from __future__ import annotations
@@ -50,22 +51,28 @@ def _kmeans_pp_init(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
 
 
 def _balanced_assign(similarity: Tensor, capacity: int) -> Tensor:
-    """Greedy capacity-constrained assignment: pairs (point, cluster) by decreasing similarity, each point once,
-    each cluster at most ``capacity`` points. ``similarity`` (N, K) -> assignment (N,)."""
+    """Capacity-constrained assignment, vectorised in rounds: every unassigned point proposes to its most similar
+    cluster that still has room; each cluster accepts its most similar proposers up to its remaining capacity; the
+    rest propose again. ``similarity`` (N, K), ``capacity * K >= N`` -> assignment (N,), each cluster at most
+    ``capacity`` points. At most K rounds (every round fills at least one cluster or assigns every proposer)."""
     n, k = similarity.shape
-    order = torch.argsort(similarity.flatten(), descending=True)
-    points, clusters = order // k, order % k
     assignment = torch.full((n,), -1, dtype=torch.long)
-    load = [0] * k
-    remaining = n
-    for point, cluster in zip(points.tolist(), clusters.tolist()):
-        if assignment[point] >= 0 or load[cluster] >= capacity:
-            continue
-        assignment[point] = cluster
-        load[cluster] += 1
-        remaining -= 1
-        if remaining == 0:
-            break
+    room = torch.full((k,), capacity, dtype=torch.long)
+    unassigned = torch.arange(n)
+    while len(unassigned):
+        candidate = similarity[unassigned].masked_fill((room <= 0).unsqueeze(0), float("-inf"))
+        best, choice = candidate.max(dim=1)
+        # rank proposers within each chosen cluster by decreasing similarity
+        order = torch.argsort(best, descending=True, stable=True)
+        order = order[torch.argsort(choice[order], stable=True)]
+        counts = torch.bincount(choice, minlength=k)
+        first = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order)) - first[choice[order]]
+        accepted = rank < room[choice]
+        assignment[unassigned[accepted]] = choice[accepted]
+        room -= torch.bincount(choice[accepted], minlength=k)
+        unassigned = unassigned[~accepted]
     return assignment
 
 
@@ -108,7 +115,7 @@ def spherical_kmeans(
     n = x.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"spherical_kmeans: k must be in [1, N={n}], got {k}")
-    x = torch.nn.functional.normalize(x.detach().to(torch.float64), dim=1)
+    x = torch.nn.functional.normalize(x.detach().to(torch.float32), dim=1)
     generator = torch.Generator().manual_seed(seed)
     centroids = _kmeans_pp_init(x, k, generator)
     capacity = math.ceil(n / k)
@@ -123,7 +130,7 @@ def spherical_kmeans(
         centroids = torch.nn.functional.normalize(sums, dim=1)
         if converged:
             break
-    return centroids.to(torch.float32), assignment
+    return centroids, assignment
 
 
 @dataclass

@@ -162,6 +162,8 @@ def export_onnx(module: nn.Module, example: Tensor, out: str | os.PathLike, *, i
             )
             program.save(str(tmp))
         os.replace(tmp, out)
+    except Exception as error:  # torch.export / onnxscript report unsupported operators in many exception types
+        raise ThceError(f"{out}: ONNX export failed ({type(error).__name__}: {error}); try --format torchscript") from error
     finally:
         tmp.unlink(missing_ok=True)
     return out
