@@ -24,7 +24,6 @@ from thce.data import features
 from thce.data.features import FeatureStore, compute_features, shard_name, usable_indices
 from thce.data.manifest import (
     ManifestRow,
-    Skipped,
     check_split_coverage,
     read_manifest,
     read_skipped,

@@ -173,3 +173,25 @@ def test_report_command_rewrites_readme_section(run_dir, tmp_path, capsys):
     readme.write_text("no markers")
     assert main(["report", str(run_dir), "--readme", str(readme)]) == 2
     assert "no '<!-- results:start -->'" in capsys.readouterr().err
+
+
+def test_bad_rows_and_files_are_skipped_and_listed(tmp_path):
+    from thce.data.manifest import ManifestRow, read_manifest, write_manifest
+    from thce.data.synth import SynthConfig, generate_scenes
+
+    synth = SynthConfig(counts={"dog": 8, "baby": 8, "gun": 8, "background": 25}, duration_s=2.0, seed=3)
+    rows = read_manifest(generate_scenes(synth, tmp_path / "data"))
+    (tmp_path / "data" / "notes.wav").write_text("not audio")
+    rows += [ManifestRow(tmp_path / "data" / "missing.wav", "dog"), ManifestRow(tmp_path / "data" / "notes.wav", "")]
+    manifest = write_manifest(rows, tmp_path / "data" / "with_bad.csv")
+    config_path = tmp_path / "tiny.toml"
+    config_path.write_text(
+        TINY.replace("seed = 3", f'seed = 3\nmethods = ["baseline"]\n[data]\nsource = "manifest"\nmanifest = "{manifest}"')
+    )
+    out = tmp_path / "out"
+    assert main(["-q", "experiment", str(config_path), "--out", str(out)]) == 0
+    skipped = (out / "skipped.csv").read_text()
+    assert "missing.wav" in skipped and "notes.wav" in skipped
+    assert json.loads((out / "results.json").read_text())["methods"]["baseline"]["eer"]["overall"] <= 1.0
+    # strict: the run stops with a message naming the file
+    assert main(["-q", "experiment", str(config_path), "--out", str(tmp_path / "strict"), "--set", "data.strict=true"]) == 2

@@ -354,7 +354,7 @@ def test_checked_manifest_keeps_good_rows(tmp_path):
     a = tone(tmp_path / "a.wav")
     b = tone(tmp_path / "b.wav")
     manifest = tmp_path / "m.csv"
-    manifest.write_text(f"path,label,split,group\na.wav,dog,train,g1\nb.wav,,test,g2\na.wav,dog,train,g1\n")
+    manifest.write_text("path,label,split,group\na.wav,dog,train,g1\nb.wav,,test,g2\na.wav,dog,train,g1\n")
     result = read_checked_manifest(manifest, classes=["dog"], check_audio=True)
     assert [(r.path, r.label, r.split, r.group) for r in result.rows] == [(a, "dog", "train", "g1"),
                                                                          (b, "", "test", "g2")]  # fmt: skip

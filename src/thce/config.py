@@ -61,7 +61,8 @@ class DataConfig:
     split_fractions: tuple[float, float, float] = (0.7, 0.2, 0.1)
     ratio: str = ""
     cache_dir: str = ""
-    feature_workers: int = 1
+    feature_workers: int = 0
+    strict: bool = False
 
     def validate(self) -> None:
         if self.source not in ("synth", "manifest"):
@@ -74,8 +75,8 @@ class DataConfig:
             raise ConfigError("data.classes: 'background' is implicit (empty label), do not list it")
         if len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or abs(sum(self.split_fractions) - 1) > 1e-6:
             raise ConfigError(f"data.split_fractions: need three non-negative fractions summing to 1, got {self.split_fractions}")
-        if self.feature_workers < 1:
-            raise ConfigError(f"data.feature_workers: must be >= 1, got {self.feature_workers}")
+        if self.feature_workers < 0:
+            raise ConfigError(f"data.feature_workers: must be >= 0 (0: one per CPU), got {self.feature_workers}")
 
 
 @dataclass(frozen=True)

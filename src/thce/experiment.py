@@ -18,8 +18,16 @@ import numpy as np
 import torch
 
 from thce.config import ExperimentConfig, load_config, save_config
-from thce.data.features import FeatureStore, Normaliser, compute_features
-from thce.data.manifest import ManifestRow, read_manifest
+from thce.data.features import FeatureStore, Normaliser, compute_features, usable_indices
+from thce.data.manifest import (
+    ManifestRow,
+    Skipped,
+    check_split_coverage,
+    describe_skipped,
+    read_manifest,
+    screen_rows,
+    write_skipped,
+)
 from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
 from thce.data.synth import generate_scenes
 from thce.errors import ConfigError, DataError
@@ -57,10 +65,19 @@ class PreparedData:
     rows: list[ManifestRow]
     store: FeatureStore
     normaliser: Normaliser
+    skipped: list[Skipped] = dataclasses.field(default_factory=list)
 
 
-def load_rows(config: ExperimentConfig, out_dir: Path, progress: ProgressFn | None = None) -> list[ManifestRow]:
-    """The manifest rows of the run, with every split filled (and train/val re-ratioed if configured)."""
+def load_rows(
+    config: ExperimentConfig,
+    out_dir: Path,
+    progress: ProgressFn | None = None,
+    skipped: list[Skipped] | None = None,
+) -> list[ManifestRow]:
+    """The manifest rows of the run, with every split filled (and train/val re-ratioed if configured).
+
+    Rows with a problem (missing file, unknown label, duplicate, ...) are dropped and appended to ``skipped``;
+    with ``data.strict`` the first problems stop the run instead."""
     if config.data.source == "synth":
         synth = dataclasses.replace(config.synth, seed=config.seed)
         manifest = generate_scenes(
@@ -68,14 +85,11 @@ def load_rows(config: ExperimentConfig, out_dir: Path, progress: ProgressFn | No
         )
     else:
         manifest = Path(config.data.manifest)
-    rows = read_manifest(manifest)
-    allowed = set(config.data.classes) | {""}
-    for row in rows:
-        if row.label not in allowed:
-            raise DataError(
-                f"{manifest}: {row.path.name} has label {row.label!r}, not among data.classes "
-                f"{list(config.data.classes)} (empty label = background)"
-            )
+    rows, bad = screen_rows(
+        read_manifest(manifest), classes=config.data.classes, source=Path(manifest).name, strict=config.data.strict
+    )
+    if skipped is not None:
+        skipped.extend(bad)
     rows = assign_splits(rows, fractions=config.data.split_fractions, seed=config.seed)
     if config.data.ratio:
         ratio = parse_ratio(config.data.ratio)
@@ -90,23 +104,27 @@ def load_rows(config: ExperimentConfig, out_dir: Path, progress: ProgressFn | No
 
 def prepare_data(config: ExperimentConfig, out_dir: Path, progress: ProgressFn | None = None) -> PreparedData:
     """Rows -> cached log-mel features -> :class:`TrainingData` normalised with training-split statistics."""
-    rows = load_rows(config, out_dir, progress)
+    skipped: list[Skipped] = []
+    rows = load_rows(config, out_dir, progress, skipped)
+    check_split_coverage(rows, config.data.classes)
     class_of = {name: i for i, name in enumerate(config.data.classes)}
     class_index = np.array([class_of.get(row.label, len(config.data.classes)) for row in rows], dtype=np.int64)
-    splits = {s: np.array([i for i, row in enumerate(rows) if row.split == s], dtype=np.int64) for s in SPLITS}
-    for split, indices in splits.items():
-        counts = np.bincount(class_index[indices], minlength=len(class_of) + 1)
-        missing = [name for name, c in zip([*config.data.classes, "background"], counts) if c == 0]
-        if missing:
-            raise DataError(f"split {split!r} has no clips of {', '.join(missing)}; every class needs clips in every split")
     cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else out_dir / "cache"
     store = compute_features(
         [row.path for row in rows], config=config.features, cache_dir=cache_dir, workers=config.data.feature_workers,
-        progress=(lambda d, t: progress("log-mel features", d, t)) if progress else None,
+        strict=config.data.strict, progress=(lambda d, t: progress("log-mel features", d, t)) if progress else None,
     )  # fmt: skip
+    skipped += store.skipped
+    write_skipped(skipped, out_dir / "skipped.csv")
+    if skipped:
+        logger.warning("%s; listed in %s", describe_skipped(skipped), out_dir / "skipped.csv")
+    usable = usable_indices(store)  # clips whose audio decoded; class_index stays indexed by store position
+    splits = {s: usable[np.array([rows[i].split == s for i in usable], dtype=bool)] for s in SPLITS}
+    kept = [rows[i] for i in usable]
+    check_split_coverage(kept, config.data.classes)  # a class may have lost its last clips of a split
     normaliser = Normaliser.fit(store, splits["train"])
     data = TrainingData(store, class_index, splits, tuple(config.data.classes), normaliser)
-    return PreparedData(data, rows, store, normaliser)
+    return PreparedData(data, kept, store, normaliser, skipped)
 
 
 def evaluate_and_save(
