@@ -78,3 +78,23 @@ def test_bad_model_config():
         build_encoder(ModelConfig(), frames=200, n_mels=64)
     with pytest.raises(ConfigError, match="model.encoder"):
         build_encoder(ModelConfig(encoder="gru"), frames=1000, n_mels=64)
+
+
+def test_centring_is_calibrated_before_the_first_clustering():
+    import numpy as np
+
+    from thce.train import RunContext, TrainingData, calibrate_centring, embed
+
+    torch.manual_seed(0)
+    features = (np.random.default_rng(0).normal(size=(40, 20, 4)) + 3.0).astype(np.float32)
+    data = TrainingData(features, np.zeros(40, dtype=np.int64), {"train": np.arange(40)}, ("a",))
+    encoder = LSTMEncoder(4, 6, center=True)
+    before = embed(encoder, data, np.arange(40), RunContext())
+    rng = torch.get_rng_state()
+    calibrate_centring(encoder, data, np.arange(40), RunContext())
+    assert torch.equal(torch.get_rng_state(), rng)
+    after = embed(encoder, data, np.arange(40), RunContext())
+    raw = encoder.output.center.running_mean
+    _, (h, _) = encoder.lstm(torch.from_numpy(features))
+    torch.testing.assert_close(raw, h[-1].mean(dim=0), atol=1e-5, rtol=1e-4)  # the training split's mean
+    assert (after @ after.t()).mean() < (before @ before.t()).mean()

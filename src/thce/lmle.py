@@ -477,7 +477,7 @@ def learn_embedding_lmle(
     Returns:
         :class:`LMLEResult`; ``result.encoder`` is ``encoder``, trained in place.
     """
-    from thce.train import assign_to_own_class, embed, fit_stage
+    from thce.train import assign_to_own_class, calibrate_centring, embed, fit_stage
 
     config.validate()
     device = ctx.device
@@ -489,6 +489,7 @@ def learn_embedding_lmle(
     train_class = torch.as_tensor(data.class_index[train_idx], dtype=torch.long)
     val_class = torch.as_tensor(data.class_index[val_idx], dtype=torch.long, device=device)
     loss_fn = TripleHeaderHinge(config.margins)
+    calibrate_centring(encoder, data, train_idx, ctx)
     n_train = len(train_idx)
     diagnostics: list[dict[str, Any]] = []
     state: dict[str, Any] = {}

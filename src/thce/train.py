@@ -42,7 +42,7 @@ from thce.losses import (
 )
 from thce.imbalance import ImbalanceLoss
 from thce.io import atomic_write
-from thce.models import ClusterLayer, DetectorHead, EventDetector
+from thce.models import ClusterLayer, DetectorHead, EmbeddingOutput, EventDetector
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +203,33 @@ def embed(encoder: nn.Module, data: TrainingData, indices: np.ndarray, ctx: RunC
             ctx.progress(desc, done, total)
     encoder.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 0)
+
+
+@torch.no_grad()
+def calibrate_centring(encoder: nn.Module, data: TrainingData, indices: np.ndarray, ctx: RunContext) -> None:
+    """Estimate the centring statistics of a fresh encoder (``model.center_embedding``) over ``indices``.
+
+    Before any training its batch norm would centre nothing in eval mode (running mean 0, variance 1), so the first
+    clustering would see the uncentred embeddings that training then never uses. One pass in train mode without
+    gradients, with a cumulative average, sets the statistics; nothing else changes (no parameters move; the
+    global random state is restored, dropout draws included)."""
+    layers = [m for m in encoder.modules() if isinstance(m, EmbeddingOutput) and m.center is not None]
+    if not layers:
+        return
+    rng = torch.get_rng_state()
+    was_training = encoder.training
+    encoder.train()
+    for layer in layers:
+        layer.center.reset_running_stats()
+        layer.center.momentum = None  # cumulative moving average over the pass
+    batch = max(ctx.train.batch_size, 256)
+    for positions in _chunks(len(indices), batch):
+        if len(positions) > 1:
+            encoder(data.load(indices[positions]).to(ctx.device))
+    for layer in layers:
+        layer.center.momentum = 0.1
+    encoder.train(was_training)
+    torch.set_rng_state(rng)
 
 
 @torch.no_grad()
@@ -406,6 +433,7 @@ def learn_embedding(
     train_class = torch.as_tensor(data.class_index[train_idx], dtype=torch.long)
     val_class = torch.as_tensor(data.class_index[val_idx], dtype=torch.long, device=device)
     diagnostics: list[dict[str, Any]] = []
+    calibrate_centring(encoder, data, train_idx, ctx)
     for iteration in range(1, config.n_iter + 1):
         train_emb = embed(encoder, data, train_idx, ctx, f"{method} embed it {iteration}")
         clustering = cluster_per_class(
