@@ -2,26 +2,31 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.installed-runtime
+TESTING := $(VENV)/.installed-test
 DEMO_OUT ?= runs/demo
 
 .PHONY: demo test bench clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(RUNTIME): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and exact: pip then finds the CPU wheel on this machine's disk
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	$(BIN)/pip install --quiet -e .
+	touch $(RUNTIME)
 
-demo: $(STAMP)
+$(TESTING): $(RUNTIME)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(TESTING)
+
+demo: $(RUNTIME)
 	$(BIN)/thce demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+test: $(TESTING)
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(TESTING)
 	$(BIN)/python benchmarks/train_step.py
 
 clean:
