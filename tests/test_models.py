@@ -16,15 +16,15 @@ from thce.models import (
 
 
 def test_cnn_matches_the_papers_shapes():
-    encoder = CNNEncoder()  # 1000 x 64 input, valid 7x7 convolutions, 5x4 and 100x4 pools
-    assert encoder.embedding_dim == 64 * 1 * 2
+    encoder = CNNEncoder()  # 1000 x 64 input, "same" 7x7 convolutions, 5x4 and 100x4 pools
+    assert encoder.embedding_dim == 64 * 2 * 4
     convs = [m for m in encoder.features if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(1, 32, (7, 7)), (32, 64, (7, 7))]
     pools = [m.kernel_size for m in encoder.features if isinstance(m, torch.nn.MaxPool2d)]
     assert pools == [(5, 4), (100, 4)]
     assert [m.p for m in encoder.features if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3]
     z = encoder(torch.randn(3, 1000, 64))
-    assert z.shape == (3, 128)
+    assert z.shape == (3, 512)
     torch.testing.assert_close(z.norm(dim=1), torch.ones(3))
 
 
@@ -98,3 +98,15 @@ def test_centring_is_calibrated_before_the_first_clustering():
     _, (h, _) = encoder.lstm(torch.from_numpy(features))
     torch.testing.assert_close(raw, h[-1].mean(dim=0), atol=1e-5, rtol=1e-4)  # the training split's mean
     assert (after @ after.t()).mean() < (before @ before.t()).mean()
+
+
+def test_cnn_sees_the_whole_clip():
+    """An event in the last second must move the embedding (with valid padding it would not: see models.py)."""
+    torch.manual_seed(0)
+    encoder = CNNEncoder().eval()
+    x = torch.randn(1, 1000, 64)
+    late = x.clone()
+    late[:, 900:] += 5.0
+    assert not torch.allclose(encoder(x), encoder(late))
+    blind = CNNEncoder(padding="valid").eval()
+    torch.testing.assert_close(blind(x), blind(late))  # frames after ~535 never reach the embedding

@@ -7,10 +7,12 @@ Our reading of the paper where it is silent (also in README):
 
 - **LSTMEncoder**: one LSTM layer of 128 units; the embedding is the last hidden state ``h_T`` (128-d),
   L2-normalised.
-- **CNNEncoder**: the paper's two convolutional layers with Keras' default ``valid`` padding: 32 filters 7x7,
-  ReLU, batch norm, 5x4 max-pool (time x mel), dropout 0.3; 64 filters 7x7, ReLU, batch norm, 100x4 max-pool,
-  dropout 0.3. For a 1000 x 64 input the map is 64 channels x 1 x 2, so the flattened embedding is 128-d, the
-  same size as the LSTM's, then L2-normalised.
+- **CNNEncoder**: the paper's two convolutional layers: 32 filters 7x7, ReLU, batch norm, 5x4 max-pool
+  (time x mel), dropout 0.3; 64 filters 7x7, ReLU, batch norm, 100x4 max-pool, dropout 0.3, with ``same``
+  padding: the pool sizes then divide the 1000 x 64 input exactly (1000/5/100 = 2, 64/4/4 = 4) and the map is
+  64 channels x 2 x 4, a 512-d embedding, then L2-normalised. With Keras' default ``valid`` padding
+  (``cnn_padding = "valid"``) the second pool keeps one row of 192 and drops the rest: the network would see only
+  the first ~5.4 s of a 10 s clip and miss every event after it.
 - **Centring** (``ModelConfig.center_embedding``, on by default; not in the paper): before the L2 normalisation
   the embedding passes a batch norm without learnable parameters. The CNN's last operations (batch norm, then a
   100x4 max-pool) make every output component a maximum of ~400 standardised values, about +2.5 for every clip,
@@ -90,19 +92,23 @@ class CNNEncoder(nn.Module):
         dropout: float = 0.3,
         normalise: bool = True,
         center: bool = False,
+        padding: str = "same",
     ) -> None:
         super().__init__()
+        if padding not in ("same", "valid"):
+            raise ConfigError(f"CNNEncoder: padding must be 'same' or 'valid', got {padding!r}")
+        shrink = 0 if padding == "same" else kernel - 1
         layers: list[nn.Module] = []
         in_channels, t, f = 1, frames, n_mels
         for out_channels, (pool_t, pool_f) in zip(channels, pools):
             layers += [
-                nn.Conv2d(in_channels, out_channels, kernel),
+                nn.Conv2d(in_channels, out_channels, kernel, padding=padding),
                 nn.ReLU(),
                 nn.BatchNorm2d(out_channels),
                 nn.MaxPool2d((pool_t, pool_f)),
                 nn.Dropout(dropout),
             ]
-            t, f = (t - kernel + 1) // pool_t, (f - kernel + 1) // pool_f
+            t, f = (t - shrink) // pool_t, (f - shrink) // pool_f
             in_channels = out_channels
             if t < 1 or f < 1:
                 raise ConfigError(
@@ -194,6 +200,7 @@ class ModelConfig:
     cnn_kernel: int = 7
     cnn_pools: tuple[tuple[int, int], tuple[int, int]] = ((5, 4), (100, 4))
     cnn_dropout: float = 0.3
+    cnn_padding: str = "same"
     center_embedding: bool = True
 
     def validate(self) -> None:
@@ -201,6 +208,8 @@ class ModelConfig:
             raise ConfigError(f"model.encoder: {self.encoder!r} is not one of {', '.join(ENCODERS)}")
         if self.lstm_hidden_size < 1 or self.cnn_kernel < 1 or min(self.cnn_channels) < 1:
             raise ConfigError("model: sizes must be positive integers")
+        if self.cnn_padding not in ("same", "valid"):
+            raise ConfigError(f"model.cnn_padding: {self.cnn_padding!r} is not 'same' or 'valid'")
         if not 0.0 <= self.cnn_dropout < 1.0:
             raise ConfigError(f"model.cnn_dropout: {self.cnn_dropout} is not in [0, 1)")
 
@@ -222,4 +231,5 @@ def build_encoder(config: ModelConfig, *, frames: int, n_mels: int, normalise: b
         dropout=config.cnn_dropout,
         normalise=normalise,
         center=config.center_embedding,
+        padding=config.cnn_padding,
     )
