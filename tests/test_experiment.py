@@ -71,6 +71,11 @@ def test_run_directory_contents(run_dir):
     diagnostics = results["embedding_diagnostics"]
     assert [d["iteration"] for d in diagnostics] == [1, 2]
     assert diagnostics[0]["clusters"] >= 4  # K_c >= 1 for the four classes
+    for record in diagnostics:  # Eq. 3's three cosines: own centroid closest on average
+        assert record["mean_cos_own_centroid"] >= record["mean_cos_nearest_other_class"]
+        assert 0.0 <= record["eq3_at_clustering"]["eq3"] <= 1.0
+    assert (run_dir / "embedding.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "embedding.png" in (run_dir / "report.md").read_text()
     report = (run_dir / "report.md").read_text()
     assert "| Overall |" in report and "det.png" in report
 

@@ -304,6 +304,8 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, (np.generic, torch.Tensor)):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
     return value
 

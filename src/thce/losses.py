@@ -61,6 +61,21 @@ def _masked_max(h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     return values, mask.any(dim=1)
 
 
+def eq3_terms(h: Tensor, cluster_index: Tensor, cluster_class: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The three terms of Eq. 3 for each sample: ``h_own`` (its cluster k_i), ``h_same`` (Eq. 6's k': the most
+    similar other cluster of its class), ``h_other`` (Eq. 7's k'': the most similar cluster of another class),
+    plus masks ``has_same`` / ``has_other`` (False where the set is empty, the value then -inf). All (B,)."""
+    cluster_index = cluster_index.to(device=h.device, dtype=torch.long)
+    cluster_class = cluster_class.to(h.device)
+    own_class = cluster_class[cluster_index]  # (B,)
+    same_class = cluster_class.unsqueeze(0) == own_class.unsqueeze(1)  # (B, K)
+    not_own = torch.ones_like(same_class).scatter_(1, cluster_index.unsqueeze(1), False)
+    h_own = h.gather(1, cluster_index.unsqueeze(1)).squeeze(1)
+    h_same, has_same = _masked_max(h, same_class & not_own)  # Eq. 6
+    h_other, has_other = _masked_max(h, ~same_class)  # Eq. 7
+    return h_own, h_same, has_same, h_other, has_other
+
+
 def triple_header_ce(
     h: Tensor,
     cluster_index: Tensor,
@@ -101,15 +116,7 @@ def triple_header_ce(
     """
     if h.ndim != 2:
         raise ValueError(f"triple_header_ce: h must be (B, K), got {tuple(h.shape)}")
-    cluster_index = cluster_index.to(device=h.device, dtype=torch.long)
-    cluster_class = cluster_class.to(h.device)
-    own_class = cluster_class[cluster_index]  # (B,)
-    same_class = cluster_class.unsqueeze(0) == own_class.unsqueeze(1)  # (B, K)
-    not_own = torch.ones_like(same_class).scatter_(1, cluster_index.unsqueeze(1), False)
-
-    h_own = h.gather(1, cluster_index.unsqueeze(1)).squeeze(1)
-    h_same, has_same = _masked_max(h, same_class & not_own)  # Eq. 6
-    h_other, has_other = _masked_max(h, ~same_class)  # Eq. 7
+    h_own, h_same, has_same, h_other, has_other = eq3_terms(h, cluster_index, cluster_class)
     # -log v = log(1 + e^{h_k' - beta' - h_k} + e^{h_k'' - beta'' - h_k}): differences first, so that the result
     # keeps full precision when h is large (alpha ~ 1000). A dropped term is -inf, which logsumexp ignores.
     neg_inf = torch.full_like(h_own, float("-inf"))
@@ -139,14 +146,7 @@ def eq3_ordering(h: Tensor, cluster_index: Tensor, cluster_class: Tensor) -> dic
     of classes with >= 2 clusters), ``eq3`` (the full chain; for single-cluster classes just h_k > h_k'').
     """
     with torch.no_grad():
-        cluster_index = cluster_index.to(h.device, torch.long)
-        cluster_class = cluster_class.to(h.device)
-        own_class = cluster_class[cluster_index]
-        same_class = cluster_class.unsqueeze(0) == own_class.unsqueeze(1)
-        not_own = torch.ones_like(same_class).scatter_(1, cluster_index.unsqueeze(1), False)
-        h_own = h.gather(1, cluster_index.unsqueeze(1)).squeeze(1)
-        h_same, has_same = _masked_max(h, same_class & not_own)
-        h_other, _ = _masked_max(h, ~same_class)
+        h_own, h_same, has_same, h_other, _ = eq3_terms(h, cluster_index, cluster_class)
         own_over_other = h_own > h_other
         own_over_same = h_own > h_same
         chain = torch.where(has_same, own_over_same & (h_same > h_other), own_over_other)

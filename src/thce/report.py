@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ METHOD_DESCRIPTIONS: dict[str, str] = {
 DET_TICKS_PERCENT: tuple[float, ...] = (0.1, 0.5, 1, 2, 5, 10, 20, 40, 60, 80, 95, 99, 99.9)
 
 _RATE_CLIP = 1e-3  # rates are clipped to [_RATE_CLIP, 1 - _RATE_CLIP] before the probit
-_RESERVED_KEYS = ("classes", "methods", "data", "seeds")
+_RESERVED_KEYS = ("classes", "methods", "data", "seeds", "embedding_diagnostics")
 
 
 def method_short_name(method: str) -> str:
@@ -324,6 +324,49 @@ def seeds_table_markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_embedding_diagnostics(diagnostics: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Algorithm 1's embedding per iteration: the three cosines of Eq. 3 at clustering (own centroid, nearest
+    same-class, nearest other-class centroid) and the fraction of samples for which Eq. 3 holds, at clustering
+    (training split) and after the iteration's training (validation split). Saved as PNG atomically."""
+    path = Path(path)
+    iterations = [int(d["iteration"]) for d in diagnostics]
+
+    def series(getter: Any) -> list[float]:
+        values = []
+        for d in diagnostics:
+            try:
+                value = getter(d)
+            except (KeyError, TypeError):
+                value = None
+            values.append(float("nan") if value is None else float(value))
+        return values
+
+    fig = Figure(figsize=(9.0, 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for key, label in (
+        ("mean_cos_own_centroid", "own centroid"),
+        ("mean_cos_nearest_same_class", "nearest same-class centroid"),
+        ("mean_cos_nearest_other_class", "nearest other-class centroid"),
+    ):
+        left.plot(iterations, series(lambda d, k=key: d[k]), marker="o", label=label)
+    left.set_title("Mean cosine at clustering (train)")
+    left.set_xlabel("Algorithm 1 iteration")
+    left.legend(fontsize="small")
+    right.plot(iterations, series(lambda d: d["eq3_at_clustering"]["eq3"]), marker="o", label="at clustering (train)")
+    right.plot(iterations, series(lambda d: d["after_training"]["eq3_val"]), marker="s", label="after training (val)")
+    right.set_ylim(0.0, 1.0)
+    right.set_title("Fraction of samples satisfying Eq. 3")
+    right.set_xlabel("Algorithm 1 iteration")
+    right.legend(fontsize="small")
+    for ax in (left, right):
+        ax.set_xticks(iterations)
+        ax.grid(True, color="0.9", linewidth=0.6)
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    return path
+
+
 def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict[str, Path]:
     """Write ``report.md`` and ``det.png`` into a run directory, each atomically.
 
@@ -366,6 +409,17 @@ def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict
         parts += [_extra_line(key, results[key]) for key in extras]
         parts += [_extra_line(f"data.{key}", value) for key, value in extras_data.items()]
         parts.append("")
+    diagnostics = results.get("embedding_diagnostics")
+    if isinstance(diagnostics, Sequence) and diagnostics and not isinstance(diagnostics, str):
+        embedding_path = plot_embedding_diagnostics(diagnostics, run_dir / "embedding.png")
+        parts += [
+            "## Embedding (Algorithm 1, per iteration)",
+            "",
+            "Cosines of Eq. 3's three terms and the fraction of samples for which its ordering holds.",
+            "",
+            f"![Embedding diagnostics]({embedding_path.name})",
+            "",
+        ]
     parts += [
         "## DET curves",
         "",

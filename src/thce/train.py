@@ -37,6 +37,7 @@ from thce.losses import (
     TripleHeaderCrossEntropy,
     bce_class_weights,
     eq3_ordering,
+    eq3_terms,
     triple_header_ce,
     weighted_bce,
 )
@@ -388,7 +389,7 @@ def _cluster_diagnostics(clustering: Clustering, embeddings: Tensor) -> dict[str
     sizes = clustering.sizes()
     cos = embeddings @ clustering.centroids.t()
     own = clustering.assignment
-    fractions = eq3_ordering(cos, own, clustering.cluster_class)
+    cos_own, cos_same, has_same, cos_other, _ = eq3_terms(cos, own, clustering.cluster_class)
     per_class = {}
     for c in range(len(clustering.clusters_per_class)):
         s = sizes[clustering.cluster_class == c]
@@ -396,8 +397,11 @@ def _cluster_diagnostics(clustering: Clustering, embeddings: Tensor) -> dict[str
     return {
         "clusters": int(len(sizes)),
         "sizes_per_class": per_class,
-        "mean_cos_own_centroid": float(cos.gather(1, own.unsqueeze(1)).mean()),
-        "eq3_at_clustering": fractions,
+        # Eq. 3's three terms as cosines, averaged over the training split (same-class: classes with >= 2 clusters)
+        "mean_cos_own_centroid": float(cos_own.mean()),
+        "mean_cos_nearest_same_class": float(cos_same[has_same].mean()) if has_same.any() else float("nan"),
+        "mean_cos_nearest_other_class": float(cos_other.mean()),
+        "eq3_at_clustering": eq3_ordering(cos, own, clustering.cluster_class),
     }
 
 
