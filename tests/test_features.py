@@ -211,3 +211,14 @@ def test_normaliser_constant_band_is_safe():
     norm = Normaliser.fit(x, np.arange(4), chunk=3)
     assert norm.std[0] == Normaliser.min_std
     assert np.isfinite(norm(x)).all()
+
+
+def test_memory_benchmark_runs_tiny():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("memory_bench", Path(__file__).parents[1] / "benchmarks" / "memory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--sizes", "8", "16"])
+    assert set(result["peak_rss_mb"]) == {8, 16} and result["rss_ratio"] > 0
