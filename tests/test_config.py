@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from thce.commands.experiment import packaged_config
+from thce.cli.experiment import packaged_config
 from thce.config import ExperimentConfig, load_config, save_config
 from thce.errors import ConfigError
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from thce.commands import ProgressBars
+from thce.cli.progress import ProgressBars
 from thce.errors import ConfigError
 
 # Flags that override ToyConfig fields (flag name -> field name).

@@ -1,18 +1,11 @@
-"""Subcommands of ``thce``: one module per mode, each with ``register(subparsers)``.
-
-A module's ``register`` adds its parser(s) and sets ``func=handler`` with ``set_defaults``; ``handler(args) -> int``
-is the exit status. Handlers parse, call the library, print; user mistakes raise :class:`thce.errors.ThceError`
-and the CLI prints their message without a traceback.
-"""
+"""Progress bars for the ``thce`` command line: the library reports ``progress(description, done, total)``,
+the CLI draws it."""
 
 from __future__ import annotations
 
 import sys
 
 from tqdm import tqdm
-
-# Modules registered by thce.cli, in the order `thce --help` lists them.
-COMMAND_MODULES = ("thce.commands.experiment", "thce.commands.report", "thce.commands.data", "thce.commands.toy", "thce.commands.detect")
 
 
 class ProgressBars:

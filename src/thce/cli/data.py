@@ -10,7 +10,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from thce.commands import ProgressBars
+from thce.cli.progress import ProgressBars
 from thce.errors import ConfigError
 
 FORMATS = ("audioset", "esc50", "folder", "manifest")

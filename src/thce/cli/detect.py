@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from thce.commands import ProgressBars
+from thce.cli.progress import ProgressBars
 
 
 def run_detect(args: argparse.Namespace) -> int:

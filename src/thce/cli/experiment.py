@@ -6,7 +6,7 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
-from thce.commands import ProgressBars
+from thce.cli.progress import ProgressBars
 from thce.errors import ThceError
 
 
