@@ -12,11 +12,10 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
+from tests.stub_runs import stub_run
 from thce.audio import load_audio
-from thce.checkpoint import load_run, save_checkpoint
+from thce.checkpoint import load_run
 from thce.cli import main
-from thce.config import config_from_dict
-from thce.data.features import Normaliser
 from thce.detect import (
     DetectConfig,
     Event,
@@ -40,7 +39,7 @@ from thce.detect import (
 )
 from thce.errors import ConfigError, DataError
 from thce.metrics import eer_threshold
-from thce.models import CNNEncoder, ClusterLayer, DetectorHead, EventDetector, LSTMEncoder, build_encoder
+from thce.models import CNNEncoder, DetectorHead, EventDetector, LSTMEncoder
 
 SR = 16000
 
@@ -95,37 +94,10 @@ def test_sliding_windows_cover_the_signal(samples):
 
 def tiny_run(root, *, encoder="cnn", method="proposed2", seed=0):
     """A run directory with an untrained tiny checkpoint (2 s windows, 32 mels) and made-up validation scores."""
-    config = config_from_dict(
-        {
-            "features": {"duration_s": 2.0, "n_mels": 32},
-            "model": {"encoder": encoder, "cnn_channels": [4, 8], "cnn_pools": [[5, 2], [20, 2]],
-                      "lstm_hidden_size": 8},
-        }
+    return stub_run(
+        root, encoder=encoder, method=method, seed=seed, duration_s=2.0, n_mels=32,
+        second_pool_frames=20, cluster_class=(0, 0, 1, 2, 3, 3),
     )
-    torch.manual_seed(seed)
-    proposed = method != "baseline"
-    # as thce.checkpoint.build_detector builds it, so that the checkpoint loads whatever the encoder holds
-    enc = build_encoder(config.model, frames=200, n_mels=32, normalise=proposed or config.baseline.l2_normalise)
-    cluster = ClusterLayer(enc.embedding_dim, torch.tensor([0, 0, 1, 2, 3, 3])) if proposed else None
-    model = EventDetector(enc, DetectorHead(6 if proposed else enc.embedding_dim, 3), cluster).eval()
-    with torch.no_grad():  # non-trivial batch-norm statistics
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-    rng = np.random.default_rng(seed)
-    save_checkpoint(
-        root / "checkpoints" / f"{method}.pt",
-        model,
-        config=config,
-        method=method,
-        classes=("dog", "baby", "gun"),
-        normaliser=Normaliser(mean=rng.uniform(-12, -6, 32), std=rng.uniform(2, 4, 32)),
-        val_scores=rng.random((40, 3)),
-        val_class_index=np.arange(40) % 4,
-        train_class_counts=np.array([10, 10, 5, 60]),
-    )
-    return root
 
 
 def test_receptive_field_of_the_paper_cnn_and_lstm():

@@ -8,14 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from thce.checkpoint import load_run, save_checkpoint
+from tests.stub_runs import stub_run
+from thce.checkpoint import load_run
 from thce.cli import main
-from thce.config import config_from_dict
-from thce.data.features import Normaliser
 from thce.detect import ModelScorer
 from thce.errors import ConfigError
 from thce.export import PARITY_TOLERANCE, example_inputs, export_run, scoring_module
-from thce.models import ClusterLayer, DetectorHead, EventDetector, build_encoder
 
 FRAMES, MELS = 100, 32  # 1 s windows
 # TorchScript is deprecated upstream (torch.jit.load warns) but is what deployments without Python still load.
@@ -24,37 +22,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit")
 
 def fake_run(root, *, encoder, method, seed=0):
     """A run directory holding an untrained tiny checkpoint of ``method`` (weights random, BN statistics set)."""
-    config = config_from_dict(
-        {
-            "features": {"duration_s": 1.0, "n_mels": MELS},
-            "model": {"encoder": encoder, "cnn_channels": [4, 8], "cnn_pools": [[5, 2], [10, 2]],
-                      "lstm_hidden_size": 8},
-        }
+    return stub_run(
+        root, encoder=encoder, method=method, seed=seed, duration_s=1.0, n_mels=MELS,
+        second_pool_frames=10, cluster_class=(0, 0, 1, 2, 3),
     )
-    torch.manual_seed(seed)
-    proposed = method != "baseline"
-    # as thce.checkpoint.build_detector builds it, so that the checkpoint loads whatever the encoder holds
-    enc = build_encoder(config.model, frames=FRAMES, n_mels=MELS, normalise=proposed or config.baseline.l2_normalise)
-    cluster = ClusterLayer(enc.embedding_dim, torch.tensor([0, 0, 1, 2, 3])) if proposed else None
-    model = EventDetector(enc, DetectorHead(5 if proposed else enc.embedding_dim, 3), cluster).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-    rng = np.random.default_rng(seed)
-    save_checkpoint(
-        root / "checkpoints" / f"{method}.pt",
-        model,
-        config=config,
-        method=method,
-        classes=("dog", "baby", "gun"),
-        normaliser=Normaliser(mean=rng.uniform(-12, -6, MELS), std=rng.uniform(2, 4, MELS)),
-        val_scores=rng.random((40, 3)),
-        val_class_index=np.arange(40) % 4,
-        train_class_counts=np.array([10, 10, 5, 60]),
-    )
-    return root
 
 
 @pytest.mark.parametrize("encoder,method", [("cnn", "proposed2"), ("lstm", "baseline")])

@@ -1,0 +1,57 @@
+"""Run directories holding an untrained tiny checkpoint, for tests of what consumes runs (detect, export)."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from thce.checkpoint import save_checkpoint
+from thce.config import config_from_dict
+from thce.data.features import Normaliser
+from thce.models import ClusterLayer, DetectorHead, EventDetector, build_encoder
+
+
+def stub_run(
+    root: Path,
+    *,
+    encoder: str,
+    method: str,
+    seed: int = 0,
+    duration_s: float,
+    n_mels: int = 32,
+    second_pool_frames: int,
+    cluster_class: tuple[int, ...],
+) -> Path:
+    """``root/checkpoints/<method>.pt`` with random weights, non-trivial batch-norm statistics, a made-up
+    normaliser and validation scores; the model is built as :func:`thce.checkpoint.build_detector` builds it."""
+    config = config_from_dict(
+        {
+            "features": {"duration_s": duration_s, "n_mels": n_mels},
+            "model": {"encoder": encoder, "cnn_channels": [4, 8], "cnn_pools": [[5, 2], [second_pool_frames, 2]],
+                      "lstm_hidden_size": 8},
+        }
+    )
+    torch.manual_seed(seed)
+    proposed = method != "baseline"
+    frames = config.features.num_frames
+    enc = build_encoder(config.model, frames=frames, n_mels=n_mels, normalise=proposed or config.baseline.l2_normalise)
+    cluster = ClusterLayer(enc.embedding_dim, torch.tensor(cluster_class)) if proposed else None
+    model = EventDetector(enc, DetectorHead(len(cluster_class) if proposed else enc.embedding_dim, 3), cluster).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    rng = np.random.default_rng(seed)
+    save_checkpoint(
+        root / "checkpoints" / f"{method}.pt",
+        model,
+        config=config,
+        method=method,
+        classes=("dog", "baby", "gun"),
+        normaliser=Normaliser(mean=rng.uniform(-12, -6, n_mels), std=rng.uniform(2, 4, n_mels)),
+        val_scores=rng.random((40, 3)),
+        val_class_index=np.arange(40) % 4,
+        train_class_counts=np.array([10, 10, 5, 60]),
+    )
+    return root
