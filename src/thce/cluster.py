@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from thce.distributed import SINGLE, Distributed
 from thce.errors import DataError
 
 
@@ -33,20 +34,30 @@ def clusters_per_class(counts: Tensor | list[int]) -> Tensor:
     return counts // counts.min()
 
 
-def _kmeans_pp_init(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
-    """k-means++ seeding with cosine distance ``1 - cos``; returns (k, D) unit centroids."""
-    n = x.shape[0]
+def _kmeans_pp_init(x: Tensor, k: int, generator: torch.Generator, dist: Distributed, offset: int, n: int) -> Tensor:
+    """k-means++ seeding with cosine distance ``1 - cos``; returns (k, D) unit centroids.
+
+    ``x`` is this rank's rows ``offset .. offset + len(x)`` of the ``n`` points: every rank sees the gathered
+    distances and draws the same point; its owner contributes the row through a sum over ranks."""
+
+    def point(index: int) -> Tensor:
+        row = x.new_zeros(x.shape[1])
+        if offset <= index < offset + len(x):
+            row = x[index - offset].clone()
+        return dist.all_reduce_sum(row)
+
     first = int(torch.randint(n, (1,), generator=generator))
-    centroids = [x[first]]
-    closest = (1.0 - x @ x[first]).clamp_min(0.0)
+    centroids = [point(first)]
+    closest_local = (1.0 - x @ centroids[0]).clamp_min(0.0)
     for _ in range(1, k):
+        closest = dist.gather_rows(closest_local)
         total = float(closest.sum())
         if total <= 0.0:  # all remaining points coincide with a centroid: pick any
             index = int(torch.randint(n, (1,), generator=generator))
         else:
             index = int(torch.multinomial(closest / total, 1, generator=generator))
-        centroids.append(x[index])
-        closest = torch.minimum(closest, (1.0 - x @ x[index]).clamp_min(0.0))
+        centroids.append(point(index))
+        closest_local = torch.minimum(closest_local, (1.0 - x @ centroids[-1]).clamp_min(0.0))
     return torch.stack(centroids)
 
 
@@ -76,16 +87,18 @@ def _balanced_assign(similarity: Tensor, capacity: int) -> Tensor:
     return assignment
 
 
-def _fill_empty(x: Tensor, centroids: Tensor, assignment: Tensor) -> Tensor:
-    """Give every empty cluster the point of the largest cluster that fits its own centroid worst."""
-    k = centroids.shape[0]
+def _fill_empty(similarity: Tensor, assignment: Tensor) -> Tensor:
+    """Give every empty cluster the point of the largest cluster that fits its own centroid worst.
+
+    ``similarity`` (N, K) cosines of every point to every centroid; ``assignment`` (N,) is changed in place."""
+    k = similarity.shape[1]
     for cluster in range(k):
         sizes = torch.bincount(assignment, minlength=k)
         if sizes[cluster] > 0:
             continue
         donor = int(torch.argmax(sizes))
         members = torch.nonzero(assignment == donor).flatten()
-        worst = members[torch.argmin(x[members] @ centroids[donor])]
+        worst = members[torch.argmin(similarity[members, donor])]
         assignment[worst] = cluster
     return assignment
 
@@ -97,37 +110,45 @@ def spherical_kmeans(
     seed: int = 0,
     max_iter: int = 100,
     balanced: bool = False,
+    dist: Distributed = SINGLE,
 ) -> tuple[Tensor, Tensor]:
-    """Spherical k-means of unit vectors.
+    """Spherical k-means of unit vectors, optionally spread over the ranks of a distributed job.
 
     Args:
-        x: (N, D) embeddings; rows are L2-normalised here (they normally already are).
+        x: (n, D) embeddings; rows are L2-normalised here (they normally already are). In a distributed job, this
+            rank's consecutive share of the N points (ranks in order); every rank must call with the same ``k``.
         k: number of clusters, 1 <= k <= N.
         seed: seeds the k-means++ initialisation.
         max_iter: upper bound on Lloyd iterations; stops earlier when assignments no longer change.
         balanced: cap cluster sizes at ``ceil(N / k)`` (roughly equal sizes) instead of nearest-centroid.
+        dist: the job; each Lloyd step gathers the (N, k) cosines (the assignment, balanced or not, is then
+            global and the same everywhere) and all-reduces the (k, D) centroid sums, so every rank ends with
+            identical centroids. Only the similarities, never the embeddings, travel.
 
     Returns:
-        centroids (k, D) unit vectors and assignment (N,) in ``[0, k)``; no cluster is empty.
+        centroids (k, D) unit vectors and assignment (N,) of all N points in ``[0, k)``; no cluster is empty.
     """
     if x.ndim != 2:
         raise ValueError(f"spherical_kmeans expects x of shape (N, D), got {tuple(x.shape)}")
-    n = x.shape[0]
+    sizes = dist.gather_rows(torch.tensor([x.shape[0]], dtype=torch.long))
+    n, offset = int(sizes.sum()), int(sizes[: dist.rank].sum())
     if not 1 <= k <= n:
         raise ValueError(f"spherical_kmeans: k must be in [1, N={n}], got {k}")
     x = torch.nn.functional.normalize(x.detach().to(torch.float32), dim=1)
     generator = torch.Generator().manual_seed(seed)
-    centroids = _kmeans_pp_init(x, k, generator)
+    centroids = _kmeans_pp_init(x, k, generator, dist, offset, n)
     capacity = math.ceil(n / k)
     assignment = torch.full((n,), -1, dtype=torch.long)
     for _ in range(max_iter):
-        similarity = x @ centroids.t()
+        similarity = dist.gather_rows(x @ centroids.t())
         new_assignment = _balanced_assign(similarity, capacity) if balanced else similarity.argmax(dim=1)
-        new_assignment = _fill_empty(x, centroids, new_assignment)
+        new_assignment = _fill_empty(similarity, new_assignment)
         converged = bool(torch.equal(new_assignment, assignment))
         assignment = new_assignment
-        sums = torch.zeros_like(centroids).index_add_(0, assignment, x)
-        centroids = torch.nn.functional.normalize(sums, dim=1)
+        local = assignment[offset : offset + x.shape[0]]
+        centroids = torch.nn.functional.normalize(
+            dist.all_reduce_sum(torch.zeros_like(centroids).index_add_(0, local, x)), dim=1
+        )
         if converged:
             break
     return centroids, assignment
@@ -162,6 +183,7 @@ def cluster_per_class(
     seed: int = 0,
     balanced: bool = False,
     max_iter: int = 100,
+    dist: Distributed = SINGLE,
 ) -> Clustering:
     """Split every class into ``K_c`` clusters with spherical k-means (the paper's clustering step).
 
@@ -169,6 +191,8 @@ def cluster_per_class(
         embeddings: (N, D) L2-normalised embeddings of the training set.
         class_index: (N,) class of each sample in ``[0, num_classes)`` (background is a class here).
         num_classes: C, number of classes including background.
+        dist: in a distributed job every rank passes the same full arrays and clusters its share of each class
+            (see :func:`spherical_kmeans`); the result is the same on every rank.
     """
     class_index = torch.as_tensor(class_index, dtype=torch.long)
     counts = torch.bincount(class_index, minlength=num_classes)
@@ -180,8 +204,9 @@ def cluster_per_class(
         members = torch.nonzero(class_index == c).flatten()
         k_c = int(k_per_class[c])
         class_centroids, local = spherical_kmeans(
-            embeddings[members], k_c, seed=seed * 1009 + c, balanced=balanced, max_iter=max_iter
-        )
+            embeddings[members[dist.share(len(members))]], k_c, seed=seed * 1009 + c, balanced=balanced,
+            max_iter=max_iter, dist=dist,
+        )  # fmt: skip
         centroids.append(class_centroids)
         cluster_class += [c] * k_c
         assignment[members] = local + offset

@@ -79,18 +79,28 @@ class DataConfig:
             raise ConfigError(f"data.feature_workers: must be >= 0 (0: one per CPU), got {self.feature_workers}")
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings shared by every stage (paper: Adam, lr 0.001, batch 64 per GPU)."""
 
-    batch_size: int = 64
+    batch_size: int = 64  # per process (per GPU under torchrun)
     learning_rate: float = 1e-3
     device: str = "cpu"
     num_threads: int = 0  # 0: PyTorch's default
+    precision: str = "fp32"  # "bf16": autocast the training forward passes to bfloat16
+    loader_workers: int = 0  # processes reading feature batches ahead of training (0: read in the loop)
+    pin_memory: bool = True  # page-locked batches for faster host-to-GPU copies (CUDA only)
 
     def validate(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"train.batch_size: must be >= 1, got {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision: must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.loader_workers < 0:
+            raise ConfigError(f"train.loader_workers: must be >= 0, got {self.loader_workers}")
         if not self.learning_rate > 0:
             raise ConfigError(f"train.learning_rate: must be > 0, got {self.learning_rate}")
         if self.num_threads < 0:

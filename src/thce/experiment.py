@@ -30,6 +30,7 @@ from thce.data.manifest import (
 )
 from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
 from thce.data.synth import generate_scenes
+from thce.distributed import SINGLE, Distributed
 from thce.errors import ConfigError, DataError
 from thce.imbalance import LOSS_CONFIGS
 from thce.lmle import learn_embedding_lmle
@@ -102,8 +103,12 @@ def load_rows(
     return rows
 
 
-def prepare_data(config: ExperimentConfig, out_dir: Path, progress: ProgressFn | None = None) -> PreparedData:
-    """Rows -> cached log-mel features -> :class:`TrainingData` normalised with training-split statistics."""
+def prepare_data(
+    config: ExperimentConfig, out_dir: Path, progress: ProgressFn | None = None, *, write_files: bool = True
+) -> PreparedData:
+    """Rows -> cached log-mel features -> :class:`TrainingData` normalised with training-split statistics.
+
+    ``write_files=False`` (ranks other than 0, after rank 0 prepared the data) leaves ``skipped.csv`` alone."""
     skipped: list[Skipped] = []
     rows = load_rows(config, out_dir, progress, skipped)
     check_split_coverage(rows, config.data.classes)
@@ -115,8 +120,9 @@ def prepare_data(config: ExperimentConfig, out_dir: Path, progress: ProgressFn |
         strict=config.data.strict, progress=(lambda d, t: progress("log-mel features", d, t)) if progress else None,
     )  # fmt: skip
     skipped += store.skipped
-    write_skipped(skipped, out_dir / "skipped.csv")
-    if skipped:
+    if write_files:
+        write_skipped(skipped, out_dir / "skipped.csv")
+    if skipped and write_files:
         logger.warning("%s; listed in %s", describe_skipped(skipped), out_dir / "skipped.csv")
     usable = usable_indices(store)  # clips whose audio decoded; class_index stays indexed by store position
     splits = {s: usable[np.array([rows[i].split == s for i in usable], dtype=bool)] for s in SPLITS}
@@ -130,14 +136,16 @@ def prepare_data(config: ExperimentConfig, out_dir: Path, progress: ProgressFn |
 def evaluate_and_save(
     model: EventDetector, method: str, prepared: PreparedData, config: ExperimentConfig, ctx: RunContext, out_dir: Path
 ) -> dict[str, Any]:
-    """Score the test split (EER, DET) and save a self-contained checkpoint with validation scores."""
+    """Score the test split (EER, DET) and save (rank 0) a self-contained checkpoint with validation scores."""
     data = prepared.data
     val = data.splits["val"]
-    save_checkpoint(
-        out_dir / "checkpoints" / f"{method}.pt", model, config=config, method=method, classes=data.classes,
-        normaliser=prepared.normaliser, val_scores=predict_scores(model, data, val, ctx),
-        val_class_index=data.class_index[val], train_class_counts=data.class_counts("train"),
-    )  # fmt: skip
+    val_scores = predict_scores(model, data, val, ctx)
+    if ctx.dist.is_main:
+        save_checkpoint(
+            out_dir / "checkpoints" / f"{method}.pt", model, config=config, method=method, classes=data.classes,
+            normaliser=prepared.normaliser, val_scores=val_scores, val_class_index=data.class_index[val],
+            train_class_counts=data.class_counts("train"),
+        )  # fmt: skip
     test = data.splits["test"]
     scores = predict_scores(model, data, test, ctx)
     labels = data.class_index[test]
@@ -158,35 +166,47 @@ def _check_resumable(config: ExperimentConfig, out_dir: Path) -> None:
 
 
 def run_experiment(
-    config: ExperimentConfig, out_dir: str | Path, *, progress: ProgressFn | None = None, resume: bool = False
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    progress: ProgressFn | None = None,
+    resume: bool = False,
+    dist: Distributed = SINGLE,
 ) -> dict[str, Any]:
     """Run every method of ``config.methods`` on identical features and splits; write the run directory.
 
     With ``resume``, a run killed at any point continues after its last completed epoch (per-stage state in
     ``checkpoints/resume/``) and ends with the results an uninterrupted run gives; without it, a new run starts.
+    Under ``torchrun`` (``dist``), every rank trains and only rank 0 writes (it also prepares the data first).
     Returns the results dict also written to ``results.json``.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     resume_dir = out_dir / "checkpoints" / "resume"
     metrics_path = out_dir / "metrics.csv"
-    if resume:
-        _check_resumable(config, out_dir)
-    else:
-        shutil.rmtree(resume_dir, ignore_errors=True)
-        metrics_path.unlink(missing_ok=True)
-    resume_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, out_dir / "config.toml")
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            _check_resumable(config, out_dir)
+        else:
+            shutil.rmtree(resume_dir, ignore_errors=True)
+            metrics_path.unlink(missing_ok=True)
+        resume_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, out_dir / "config.toml")
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     timing: dict[str, float] = {}
     start = time.perf_counter()
-    prepared = prepare_data(config, out_dir, progress)
+    if dist.is_main:
+        prepared = prepare_data(config, out_dir, progress)
+    dist.barrier()  # the synthetic clips and the feature cache exist: the other ranks only read them
+    if not dist.is_main:
+        prepared = prepare_data(config, out_dir, write_files=False)
     data = prepared.data
     timing["data"] = time.perf_counter() - start
     ctx = RunContext(
-        train=config.train, seed=config.seed, log=MetricsLog(metrics_path), progress=progress, resume_dir=resume_dir
-    )
+        train=config.train, seed=config.seed, log=MetricsLog(metrics_path if dist.is_main else None),
+        progress=progress if dist.is_main else None, resume_dir=resume_dir, dist=dist,
+    )  # fmt: skip
     frames, n_mels = config.features.num_frames, config.features.n_mels
 
     def new_encoder(normalise: bool = True) -> torch.nn.Module:
@@ -227,8 +247,6 @@ def run_experiment(
         methods[method] = evaluate_and_save(model, method, prepared, config, ctx, out_dir)
         timing[method] = time.perf_counter() - start
     test_scores = {name: entry.pop("test_scores") for name, entry in methods.items()}
-    with atomic_write(out_dir / "scores.npz", "wb") as handle:
-        np.savez(handle, class_index=data.class_index[data.splits["test"]], **test_scores)
     results = {
         "classes": list(data.classes),
         "methods": methods,
@@ -237,6 +255,12 @@ def run_experiment(
         "embedding_diagnostics": _jsonable(diagnostics),
         "timing_s": {k: round(v, 2) for k, v in timing.items()},
     }
+    if dist.enabled:
+        results["world_size"] = dist.world_size
+    if not dist.is_main:
+        return results
+    with atomic_write(out_dir / "scores.npz", "wb") as handle:
+        np.savez(handle, class_index=data.class_index[data.splits["test"]], **test_scores)
     write_json(out_dir / "results.json", results)
     write_report(out_dir, results)
     return results
@@ -259,6 +283,7 @@ def run_seeds(
     seeds: int,
     progress: ProgressFn | None = None,
     resume: bool = False,
+    dist: Distributed = SINGLE,
 ) -> dict[str, Any]:
     """Repeat :func:`run_experiment` with seeds ``seed, seed+1, ...`` (each its own data, split and init) in
     ``out_dir/seed_<s>/``, then summarise in ``out_dir``: mean and std of each EER, and a bootstrap interval over test
@@ -271,7 +296,9 @@ def run_seeds(
     runs = []
     for seed in seed_list:
         seed_config = dataclasses.replace(config, seed=seed)
-        runs.append(run_experiment(seed_config, out_dir / f"seed_{seed}", progress=progress, resume=resume))
+        runs.append(run_experiment(seed_config, out_dir / f"seed_{seed}", progress=progress, resume=resume, dist=dist))
+    if not dist.is_main:
+        return {}
     classes = tuple(runs[0]["classes"])
     spread = mean_std_eer([{m: entry["eer"] for m, entry in run["methods"].items()} for run in runs])
     test_sets = [load_test_scores(out_dir / f"seed_{seed}", classes) for seed in seed_list]

@@ -242,6 +242,12 @@ class ImbalanceLoss(nn.Module):
         """Per-sample weights for a ``WeightedRandomSampler``, or ``None`` for plain shuffling."""
         return None
 
+    def batch_weight(self, class_index: Tensor) -> float:
+        """The denominator of this loss's batch mean for clips of classes ``class_index`` (B,): the number of
+        clips unless the loss normalises otherwise. Data-parallel training uses it to combine the ranks' shares of
+        a batch exactly (:func:`thce.train.fit_stage`)."""
+        return float(len(class_index))
+
     def scores(self, outputs: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -364,6 +370,13 @@ class SigmoidFocalLoss(ImbalanceLoss):
         if self.reduction == "sum":
             return terms.sum()
         return terms.sum() / t.sum().clamp_min(1.0)
+
+    def batch_weight(self, class_index: Tensor) -> float:
+        if self.reduction == "positives":  # per rank share the clamp at 1 makes it approximate
+            return float(max(int((class_index < self.num_events).sum()), 1))
+        if self.reduction == "sum":
+            return 1.0  # a sum over the batch: the ranks' sums add up
+        return super().batch_weight(class_index)
 
     def scores(self, logits: Tensor) -> Tensor:
         self._check_scores_input(logits)
@@ -544,6 +557,11 @@ class LDAMLoss(ImbalanceLoss):
         adjusted = cosines - F.one_hot(index, self.num_classes).to(cosines.dtype) * margin.unsqueeze(1)
         weight = self.drw_weights.to(cosines.dtype) if self.reweighting else None
         return F.cross_entropy(self.s * adjusted, index, weight=weight)
+
+    def batch_weight(self, class_index: Tensor) -> float:
+        if self.reweighting:  # F.cross_entropy(weight=...) divides by sum_i w_{y_i}
+            return float(self.drw_weights[class_index.to(self.drw_weights.device)].sum())
+        return super().batch_weight(class_index)
 
     def scores(self, cosines: Tensor) -> Tensor:
         self._check_scores_input(cosines)

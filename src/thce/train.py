@@ -17,6 +17,7 @@ per-batch progress to an optional ``progress(description, done, total)`` callbac
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import logging
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 
 from thce.cluster import Clustering, cluster_per_class
 from thce.config import DetectorConfig, EmbeddingConfig, StageConfig, TrainConfig
+from thce.distributed import SINGLE, Distributed
 from thce.losses import (
     TripleHeaderCrossEntropy,
     bce_class_weights,
@@ -170,12 +172,24 @@ class RunContext:
     log: MetricsLog = field(default_factory=MetricsLog)
     progress: ProgressFn | None = None
     resume_dir: Path | None = None  # where fit_stage keeps per-stage state; None: no checkpoints
+    dist: Distributed = SINGLE  # this process's place in a torchrun job (see thce.distributed)
 
     @property
     def device(self) -> torch.device:
+        if self.dist.device.type == "cuda":
+            return self.dist.device  # this rank's GPU
         if self.train.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.train.device)
+
+    @property
+    def global_batch_size(self) -> int:
+        """Clips per optimisation step over all ranks (``train.batch_size`` per rank)."""
+        return self.train.batch_size * self.dist.world_size
+
+    def autocast(self) -> torch.autocast:
+        """bfloat16 autocast of a training forward pass when ``train.precision = "bf16"`` (else a no-op)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.train.precision == "bf16")
 
     def generator(self, salt: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 100_003 + salt)
@@ -192,18 +206,22 @@ def _chunks(n: int, size: int) -> Iterator[np.ndarray]:
 
 @torch.no_grad()
 def embed(encoder: nn.Module, data: TrainingData, indices: np.ndarray, ctx: RunContext, desc: str = "embed") -> Tensor:
-    """Embeddings (n, D) of ``indices`` with the encoder in eval mode (the mode is restored afterwards)."""
+    """Embeddings (n, D) of ``indices`` with the encoder in eval mode (the mode is restored afterwards).
+
+    In a distributed job every rank embeds its share and the shares are gathered: all ranks return all rows."""
     was_training = encoder.training
     encoder.eval()
+    mine = indices[ctx.dist.share(len(indices))]
     out = []
     batch = max(ctx.train.batch_size, 256)
-    total = math.ceil(len(indices) / batch)
-    for done, positions in enumerate(_chunks(len(indices), batch), start=1):
-        out.append(encoder(data.load(indices[positions]).to(ctx.device)).cpu())
+    total = math.ceil(len(mine) / batch)
+    for done, positions in enumerate(_chunks(len(mine), batch), start=1):
+        out.append(encoder(data.load(mine[positions]).to(ctx.device)).float().cpu())
         if ctx.progress:
             ctx.progress(desc, done, total)
     encoder.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, 0)
+    local = torch.cat(out) if out else torch.empty(0, getattr(encoder, "embedding_dim", 0))
+    return ctx.dist.gather_rows(local)
 
 
 @torch.no_grad()
@@ -253,13 +271,68 @@ def _save_stage(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, handle)
 
 
+class _Batches(torch.utils.data.Dataset):
+    """Feature batches for a :class:`~torch.utils.data.DataLoader` with workers: item ``i`` = ``load(batches[i])``."""
+
+    def __init__(self, batches: list[np.ndarray], load: Callable[[np.ndarray], Tensor]) -> None:
+        self.batches, self.load = batches, load
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.load(self.batches[i])
+
+
+def _batch_inputs(
+    batches: list[np.ndarray], load: Callable[[np.ndarray], Tensor] | None, ctx: RunContext
+) -> Iterator[Tensor | None]:
+    """The inputs of each batch on ``ctx.device``: ``None`` without ``load``; read in the loop, or ahead of it by
+    ``train.loader_workers`` processes into page-locked memory (copied to the GPU without blocking)."""
+    if load is None:
+        yield from (None for _ in batches)
+        return
+    cuda = ctx.device.type == "cuda"
+    pin = cuda and ctx.train.pin_memory
+    if ctx.train.loader_workers == 0:
+        for positions in batches:
+            x = load(positions)
+            yield (x.pin_memory() if pin else x).to(ctx.device, non_blocking=pin)
+        return
+    loader = torch.utils.data.DataLoader(
+        _Batches(batches, load), batch_size=None, shuffle=False, num_workers=ctx.train.loader_workers,
+        pin_memory=pin, multiprocessing_context="fork", prefetch_factor=2,
+        generator=torch.Generator(),  # its worker seeds must not consume the global random state (dropout's)
+    )  # fmt: skip
+    for x in loader:
+        yield x.to(ctx.device, non_blocking=pin)
+
+
+def _rank_local_randomness(ctx: RunContext, *step: int) -> Any:
+    """A context in which dropout draws differ between ranks, seeded from (seed, rank, ``step``) and leaving the
+    global random state as it was, so that it advances the same way on every rank (replicated stages, resumption
+    and the initialisation of later models stay in step)."""
+    if not ctx.dist.enabled:
+        return contextlib.nullcontext()
+    seed = int(np.random.SeedSequence([ctx.seed, ctx.dist.rank, *step]).generate_state(1)[0])
+    devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
+
+    @contextlib.contextmanager
+    def scope() -> Iterator[None]:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+
+    return scope()
+
+
 def fit_stage(
     *,
     stage: str,
     method: str,
     module: nn.Module,
     parameters: list[nn.Parameter],
-    train_step: Callable[[np.ndarray], Tensor],
+    train_step: Callable[..., Tensor],
     num_train: int,
     val_loss: Callable[[], float],
     epochs: int,
@@ -271,24 +344,40 @@ def fit_stage(
     epoch_order: Callable[[torch.Generator], np.ndarray] | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
     on_restore: Callable[[dict[str, float]], None] | None = None,
+    load: Callable[[np.ndarray], Tensor] | None = None,
+    data_parallel: bool = False,
+    batch_weight: Callable[[np.ndarray], float] | None = None,
 ) -> float:
     """Adam over ``parameters`` for up to ``epochs`` epochs of ``train_step(positions) -> loss``.
 
     ``epoch_order(generator)`` gives an epoch's positions (default: a permutation of ``num_train``), e.g. a
-    class-balanced draw with replacement; ``on_epoch_start(epoch)`` (0-based) runs before each epoch.
+    class-balanced draw with replacement; ``on_epoch_start(epoch)`` (0-based) runs before each epoch. With
+    ``load(positions) -> (b, frames, mels)`` features, the step is ``train_step(positions, x)`` with ``x`` already
+    on the device (read ahead by ``train.loader_workers`` processes if set). Forward passes run under
+    :meth:`RunContext.autocast`.
 
     With ``patience``, stops once validation loss has not improved for ``patience`` epochs and restores the state
     of ``module`` with the lowest validation loss (the starting state counts as epoch 0). Returns that loss.
 
+    Distributed (``ctx.dist``): every rank draws the same order in global batches of ``train.batch_size`` per
+    rank. With ``data_parallel`` (stages that run the encoder), ``module`` trains under DistributedDataParallel on
+    each rank's share of a batch; the loss of a share, a mean weighted by ``batch_weight(positions)`` (default:
+    the number of clips), is scaled by its share of the batch's weight, so the averaged gradient is exactly that of
+    the global batch's loss. Without it, every rank runs the whole batch (cheap head-only stages). Validation
+    losses, and so early stopping, are rank 0's.
+
     With ``ctx.resume_dir``, the state after every epoch (weights, optimiser, best model so far, random generators)
-    is saved atomically to ``<resume_dir>/<method>-<stage>[-<iteration>].pt``; a later call with the same file
-    continues after the last completed epoch, or, when the stage had finished, loads its result and returns at once,
-    so a killed run ends as an uninterrupted one would. ``on_restore`` receives the ``extra()`` values saved with it.
+    is saved atomically (by rank 0) to ``<resume_dir>/<method>-<stage>[-<iteration>].pt``; a later call with the
+    same file continues after the last completed epoch, or, when the stage had finished, loads its result and
+    returns at once, so a killed run ends as an uninterrupted one would. ``on_restore`` receives the ``extra()``
+    values saved with it.
     """
+    dist = ctx.dist
     optimiser = torch.optim.Adam(parameters, lr=ctx.train.learning_rate)
     generator = ctx.generator(salt)
     path = _stage_path(ctx, method, stage, iteration)
     saved = torch.load(path, map_location="cpu", weights_only=True) if path is not None and path.exists() else None
+    dist.barrier()  # every rank has read the stage's state before rank 0 overwrites it
     if saved is not None:
         module.load_state_dict(saved["module"])
         torch.set_rng_state(saved["torch_rng"])
@@ -304,11 +393,11 @@ def fit_stage(
         best_state = saved["best_state"]
     else:
         first_epoch, since_best, current = 1, 0, math.nan
-        best_loss = val_loss() if patience is not None else math.inf
+        best_loss = dist.broadcast_float(val_loss()) if patience is not None else math.inf
         best_state = copy.deepcopy(module.state_dict()) if patience is not None else None
 
     def checkpoint(epoch: int, done: bool, result: float = math.nan) -> None:
-        if path is None:
+        if path is None or not dist.is_main:
             return
         _save_stage(path, {
             "epoch": epoch, "done": done, "result": result, "module": module.state_dict(),
@@ -316,6 +405,11 @@ def fit_stage(
             "best_loss": best_loss, "best_state": best_state, "since_best": since_best, "current": current,
             "extra": extra() if extra else {},
         })  # fmt: skip
+
+    sharded = data_parallel and dist.enabled
+    forward = dist.data_parallel(module) if sharded else None
+    weigh = batch_weight or (lambda positions: float(len(positions)))
+    smallest = 2 * dist.world_size if sharded else 2  # batch norm cannot train on a batch of one
 
     epoch = first_epoch - 1
     for epoch in range(first_epoch, epochs + 1):
@@ -328,21 +422,33 @@ def fit_stage(
             order = epoch_order(generator)
         else:
             order = torch.randperm(num_train, generator=generator).numpy()
-        batches = [order[i : i + ctx.train.batch_size] for i in range(0, len(order), ctx.train.batch_size)]
-        if len(batches) > 1 and len(batches[-1]) == 1:  # batch norm cannot train on a batch of one
+        size = ctx.global_batch_size
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        if len(batches) > 1 and len(batches[-1]) < smallest:
             batches[-2:] = [np.concatenate(batches[-2:])]
-        for done, positions in enumerate(batches, start=1):
-            loss = train_step(positions)
+        steps = [dist.split(positions) for positions in batches] if sharded else batches
+        for done, (positions, local, x) in enumerate(zip(batches, steps, _batch_inputs(steps, load, ctx)), start=1):
+            args = (local,) if load is None else (local, x)
+            if sharded:
+                with _rank_local_randomness(ctx, salt, epoch, done), ctx.autocast():
+                    loss = forward(lambda: train_step(*args))
+                loss = loss * (weigh(local) / weigh(positions) * dist.world_size)
+            else:
+                with ctx.autocast():
+                    loss = train_step(*args)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             losses.append(loss.item())
             if ctx.progress:
                 ctx.progress(f"{method} {stage} {iteration} epoch {epoch}".replace("  ", " "), done, len(batches))
-        current = val_loss()
+        train_loss = float(np.mean(losses)) if losses else float("nan")
+        if sharded:  # the global batches' mean loss; rank 0's batch-norm statistics for evaluation
+            train_loss = float(dist.all_reduce_sum(torch.tensor(train_loss, dtype=torch.float64))) / dist.world_size
+            dist.broadcast_module(module, buffers_only=True)
+        current = dist.broadcast_float(val_loss())
         ctx.log.write(
-            method=method, stage=stage, iteration=iteration, epoch=epoch,
-            train_loss=float(np.mean(losses)) if losses else float("nan"), val_loss=current,
+            method=method, stage=stage, iteration=iteration, epoch=epoch, train_loss=train_loss, val_loss=current,
             seconds=time.perf_counter() - start, **(extra() if extra else {}),
         )  # fmt: skip
         if patience is not None:
@@ -357,6 +463,7 @@ def fit_stage(
             break
     if best_state is not None:
         module.load_state_dict(best_state)
+    dist.broadcast_module(module)  # replicated stages too: rank 0's result is the result
     result = best_loss if patience is not None else current
     checkpoint(epoch, done=True, result=result)
     return result
@@ -405,6 +512,18 @@ def _cluster_diagnostics(clustering: Clustering, embeddings: Tensor) -> dict[str
     }
 
 
+def _loader(data: TrainingData, indices: np.ndarray) -> Callable[[np.ndarray], Tensor]:
+    """Positions into ``indices`` -> their normalised features (what a training step reads)."""
+    return lambda positions: data.load(indices[positions])
+
+
+def _cluster_batch_weight(assignment: Tensor, weights: Tensor | None) -> Callable[[np.ndarray], float]:
+    """The denominator of the weighted mean THCE of a batch: ``sum_i weight_{k_i}`` (Eq. 8's cluster weights)."""
+    if weights is None:
+        return lambda positions: float(len(positions))
+    return lambda positions: float(weights[assignment[torch.as_tensor(positions, device=assignment.device)]].sum())
+
+
 class _Eq3Tally:
     """Running Eq. 3 fractions over the training batches of one epoch (weighted by batch size)."""
 
@@ -442,7 +561,7 @@ def learn_embedding(
         train_emb = embed(encoder, data, train_idx, ctx, f"{method} embed it {iteration}")
         clustering = cluster_per_class(
             train_emb, train_class, num_classes=data.num_classes, seed=ctx.seed + iteration,
-            balanced=config.balanced_clusters, max_iter=config.kmeans_max_iter,
+            balanced=config.balanced_clusters, max_iter=config.kmeans_max_iter, dist=ctx.dist,
         )  # fmt: skip
         record: dict[str, Any] = {"iteration": iteration, **_cluster_diagnostics(clustering, train_emb)}
         loss_fn = TripleHeaderCrossEntropy.from_centroids(
@@ -484,11 +603,11 @@ def learn_embedding(
         fit_stage(
             stage="embedding", method=method, module=nn.ModuleList([encoder, loss_fn]),
             parameters=[*encoder.parameters(), *loss_fn.parameters()],
-            train_step=lambda p: step(loss_fn.cluster_layer(encoder(data.load(train_idx[p]).to(device))), p),
+            train_step=lambda p, x: step(loss_fn.cluster_layer(encoder(x)), p), load=_loader(data, train_idx),
             num_train=len(train_idx), val_loss=val_loss,
             epochs=config.last_epochs if iteration == config.n_iter else config.epochs,
             patience=None, ctx=ctx, iteration=iteration, salt=10 * iteration + 1, extra=lambda: dict(last),
-            on_restore=last.update,
+            on_restore=last.update, data_parallel=True, batch_weight=_cluster_batch_weight(assignment, loss_fn.weights),
         )  # fmt: skip
         record["after_training"] = dict(last)
         diagnostics.append(record)
@@ -554,9 +673,9 @@ def train_end_to_end(
     train_targets = data.targets(train_idx).to(device)
     return fit_stage(
         stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
-        train_step=lambda p: weighted_bce(model(data.load(train_idx[p]).to(device)), train_targets[p], weights),
+        train_step=lambda p, x: weighted_bce(model(x), train_targets[p], weights), load=_loader(data, train_idx),
         num_train=len(train_idx), val_loss=_bce_val_loss(model, data, weights, ctx), epochs=stage.max_epochs,
-        patience=stage.patience, ctx=ctx, salt=salt,
+        patience=stage.patience, ctx=ctx, salt=salt, data_parallel=True,
     )  # fmt: skip
 
 
@@ -600,9 +719,10 @@ def train_with_imbalance_loss(
 
     fit_stage(
         stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
-        train_step=lambda p: loss_fn(model(data.load(train_idx[p]).to(device)), train_class[p]),
+        train_step=lambda p, x: loss_fn(model(x), train_class[p]), load=_loader(data, train_idx),
         num_train=len(train_idx), val_loss=val_loss, epochs=stage.max_epochs, patience=stage.patience, ctx=ctx,
         salt=7100 + sum(map(ord, method)), epoch_order=epoch_order, on_epoch_start=loss_fn.set_epoch,
+        data_parallel=True, batch_weight=lambda p: loss_fn.batch_weight(train_class[p]),
     )  # fmt: skip
     return model
 

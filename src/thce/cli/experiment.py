@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from importlib import resources
 from pathlib import Path
 
@@ -20,17 +21,25 @@ def packaged_config(name: str) -> Path:
 
 def run(config_path: Path, out: Path, overrides: list[str], quiet: bool, seeds: int = 1, resume: bool = False) -> int:
     from thce.config import load_config
+    from thce.distributed import init_distributed, shutdown
     from thce.experiment import run_experiment, run_seeds
     from thce.report import eer_table_markdown, seeds_table_markdown
 
     if seeds < 1:
         raise ThceError(f"--seeds: must be >= 1, got {seeds}")
     config = load_config(config_path, overrides)
-    with ProgressBars(enabled=not quiet) as bars:
+    dist = init_distributed(config.train.device)  # under torchrun: join the job (one process per device)
+    if not dist.is_main:  # one rank reports
+        for handler in logging.getLogger("thce").handlers:
+            handler.setLevel(logging.WARNING)
+    with ProgressBars(enabled=not quiet and dist.is_main) as bars:
         if seeds == 1:
-            results = run_experiment(config, out, progress=bars, resume=resume)
+            results = run_experiment(config, out, progress=bars, resume=resume, dist=dist)
         else:
-            results = run_seeds(config, out, seeds=seeds, progress=bars, resume=resume)
+            results = run_seeds(config, out, seeds=seeds, progress=bars, resume=resume, dist=dist)
+    shutdown(dist)  # not on errors: a failed rank exits at once and torchrun stops the others
+    if not dist.is_main:
+        return 0
     print(eer_table_markdown(results))
     if seeds > 1:
         print(seeds_table_markdown(results))
