@@ -39,7 +39,7 @@ def _kill_when(path_glob: str, run_dir: Path, config: Path) -> None:
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
 
 
-@pytest.mark.parametrize("stage_file", ["proposed-embedding-2.pt", "baseline-end-to-end.pt"])
+@pytest.mark.parametrize("stage_file", ["proposed-embedding-2.pt", "proposed2-end-to-end.pt", "baseline-end-to-end.pt"])
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, monkeypatch, stage_file):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     import torch
