@@ -13,6 +13,7 @@ import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
 from tests.test_experiment import TINY
+from tests.test_resume import _comparable, _kill_when
 from thce.cli import main
 from thce.cluster import cluster_per_class
 from thce.distributed import SINGLE, Distributed
@@ -27,11 +28,11 @@ LSTM = (
 TOLERANCE = 1e-5  # scores; losses below to 1e-4 relative
 
 
-def _torchrun(config: Path, out: Path, *extra: str, nproc: int = 2) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        "-m", "thce", "-q", "experiment", str(config), "--out", str(out), *extra,
-    ]  # fmt: skip
+TORCHRUN = ("torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m")
+
+
+def _torchrun(config: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", *TORCHRUN, "thce", "-q", "experiment", str(config), "--out", str(out), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
@@ -145,3 +146,16 @@ def test_cuda_smoke(tmp_path):
     overrides = ['train.device="cuda"', 'train.precision="bf16"', "train.loader_workers=2", "train.pin_memory=true"]
     assert main(["-q", "experiment", str(config), "--out", str(out), *[a for o in overrides for a in ("--set", o)]]) == 0
     assert np.isfinite(np.load(out / "scores.npz")["proposed2"]).all()
+
+
+def test_sigkill_under_torchrun_then_resume_matches_uninterrupted(tmp_path):
+    config = tmp_path / "lstm.toml"
+    config.write_text(LSTM.replace("last_epochs = 2", "last_epochs = 4"))
+    extra = ("--set", "train.batch_size=4")
+    assert _torchrun(config, tmp_path / "reference", *extra).returncode == 0
+    killed = tmp_path / "killed"
+    _kill_when("proposed-embedding-2.pt", killed, config, TORCHRUN, *extra)
+    assert not (killed / "results.json").exists()
+    done = _torchrun(config, killed, *extra, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _comparable(killed) == _comparable(tmp_path / "reference")

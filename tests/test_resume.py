@@ -22,17 +22,18 @@ def _comparable(run_dir: Path) -> dict:
     return results
 
 
-def _kill_when(path_glob: str, run_dir: Path, config: Path) -> None:
-    """Start the run in a subprocess and SIGKILL it as soon as a stage file matching ``path_glob`` appears."""
+def _kill_when(path_glob: str, run_dir: Path, config: Path, launcher: tuple[str, ...] = (), *extra: str) -> None:
+    """Start the run in a subprocess (``launcher``: e.g. torchrun's arguments) and SIGKILL it, with every process
+    it started, as soon as a stage file matching ``path_glob`` appears."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "thce", "-q", "experiment", str(config), "--out", str(run_dir)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", *launcher, "thce", "-q", "experiment", str(config), "--out", str(run_dir), *extra],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         if list((run_dir / "checkpoints" / "resume").glob(path_glob)):
-            proc.send_signal(signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.05)
     proc.wait()
