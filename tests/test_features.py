@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -157,9 +161,9 @@ def test_bad_file_raises_data_error_naming_it(wavs, tmp_path):
 
 
 def test_worker_pool_writes_same_shards_and_propagates_errors(wavs, tmp_path):
-    """One pool run (spawning costs seconds): shards 0-2 are good, shard 3 holds a broken file.
+    """Shards 0-2 are good, shard 3 holds a broken file.
 
-    Shards are handed out in order, so shards 0-2 have started before shard 3 fails, and the pool finishes them.
+    Shards are claimed in order, so shards 0-2 have started before shard 3 fails, and the pool finishes them.
     """
     serial = compute_features(wavs, config=CFG, cache_dir=tmp_path / "a", shard_size=2)
     bad = tmp_path / "audio" / "broken.wav"
@@ -177,6 +181,126 @@ def test_worker_pool_writes_same_shards_and_propagates_errors(wavs, tmp_path):
         np.testing.assert_array_equal(pooled, serial[[2 * k, 2 * k + 1]])
     assert not (directory / shard_name(3)).exists()
     assert sorted(p.name for p in directory.iterdir() if p.name.startswith(".")) == []  # no temporary files left
+
+
+def shard_bytes(store: FeatureStore) -> dict[str, bytes]:
+    """Every shard and skipped-clips file of a cache, by name."""
+    return {p.name: p.read_bytes() for p in sorted(store.directory.glob("shard_*"))}
+
+
+def test_output_is_byte_identical_for_any_worker_count(wavs, tmp_path, monkeypatch):
+    torch.ones(1 << 22).mul_(2)  # a parallel (OpenMP) region in this process before the workers are forked
+    bad = tmp_path / "audio" / "broken.wav"
+    bad.write_text("not audio")
+    paths = [*wavs, bad, *wavs]  # 15 clips, 8 shards; one skipped clip, so a .skipped.json too
+    monkeypatch.setattr(features, "MIN_CLIPS_PER_WORKER", 1)  # workers=0 then uses every CPU on 15 clips
+    monkeypatch.setattr(features, "MIN_CLIPS_PER_SPAWNED_WORKER", 1)
+    threads = torch.get_num_threads()
+    caches = {}
+    for workers in (1, 0, 2, 3):
+        store = compute_features(
+            paths, config=CFG, cache_dir=tmp_path / f"w{workers}", shard_size=2, batch_size=1, workers=workers,
+            strict=False,
+        )  # fmt: skip
+        assert [s.index for s in store.skipped] == [7]
+        caches[workers] = shard_bytes(store)
+    assert len(caches[1]) == 9
+    for workers in (0, 2, 3):
+        assert caches[workers] == caches[1], f"workers={workers} wrote different bytes"
+    assert torch.get_num_threads() == threads, "this process's torch threads are restored"
+
+
+@pytest.mark.skipif(features.start_method() != "fork", reason="the workers see this test's patches only when forked")
+def test_every_process_computes_shards_and_progress_counts_each_once(wavs, tmp_path, monkeypatch):
+    log_file = tmp_path / "pids.txt"
+    original = features._compute_shard
+
+    def slow(paths, job, batch_size):
+        with open(log_file, "a") as handle:  # one short append per shard: atomic across processes
+            handle.write(f"{os.getpid()}\n")
+        time.sleep(0.2)  # long enough for the forked worker to start before this process has taken every shard
+        return original(paths, job, batch_size)
+
+    monkeypatch.setattr(features, "_compute_shard", slow)
+    threads = torch.get_num_threads()
+    seen = []
+    store = compute_features(
+        wavs, config=CFG, cache_dir=tmp_path / "c", shard_size=1, workers=2,
+        progress=lambda done, total: seen.append(done),
+    )  # fmt: skip
+    pids = log_file.read_text().split()
+    assert len(pids) == 7 and len(set(pids)) == 2 and str(os.getpid()) in pids
+    assert seen == list(range(8)), "each shard reported once, counts increasing"
+    assert torch.get_num_threads() == threads, "this process's torch threads are restored"
+    assert not multiprocessing.active_children()
+    serial = compute_features(wavs, config=CFG, cache_dir=tmp_path / "s", shard_size=1, workers=1)
+    assert shard_bytes(store) == shard_bytes(serial)
+
+
+@pytest.mark.skipif(features.start_method() != "fork", reason="the workers see this test's patches only when forked")
+def test_a_worker_that_dies_is_reported_and_the_rerun_finishes(wavs, tmp_path, monkeypatch):
+    parent = os.getpid()
+    original = features._compute_shard
+
+    def dying(paths, job, batch_size):
+        if os.getpid() != parent:
+            os._exit(3)  # a crash (segfault, OOM kill) without a Python exception
+        time.sleep(0.3)  # leaves shards for the worker to claim
+        return original(paths, job, batch_size)
+
+    monkeypatch.setattr(features, "_compute_shard", dying)
+    with pytest.raises(RuntimeError, match=r"feature worker died \(exit code 3\) computing shard_\d+\.npy"):
+        compute_features(wavs, config=CFG, cache_dir=tmp_path / "c", shard_size=1, workers=2)
+    assert not multiprocessing.active_children()
+    monkeypatch.setattr(features, "_compute_shard", original)
+    store = compute_features(wavs, config=CFG, cache_dir=tmp_path / "c", shard_size=1, workers=2)
+    assert len(store) == 7
+    assert not list(store.directory.glob(".*.tmp"))
+
+
+def test_an_interrupt_stops_the_workers(wavs, tmp_path):
+    def interrupt(done, total):
+        if done:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        compute_features(wavs, config=CFG, cache_dir=tmp_path / "c", shard_size=1, workers=2, progress=interrupt)
+    assert not multiprocessing.active_children()
+    store = compute_features(wavs, config=CFG, cache_dir=tmp_path / "c", shard_size=1, workers=2)  # resumes
+    serial = compute_features(wavs, config=CFG, cache_dir=tmp_path / "s", shard_size=1, workers=1)
+    assert shard_bytes(store) == shard_bytes(serial)
+
+
+_FORK_AFTER_OPENMP = """
+import sys
+from pathlib import Path
+import torch
+from thce.audio import LogMelConfig
+from thce.data.features import compute_features
+
+torch.set_num_threads(2)
+torch.ones(1 << 22).mul_(2)  # the parent's OpenMP thread pool is running when the workers are forked
+cfg = LogMelConfig(duration_s=0.5, n_mels=16, sample_rate_hz=8000, n_fft=256)
+paths = sys.argv[2:]
+pooled = compute_features(paths, config=cfg, cache_dir=Path(sys.argv[1]) / "p", shard_size=1, workers=3)
+serial = compute_features(paths, config=cfg, cache_dir=Path(sys.argv[1]) / "s", shard_size=1, workers=1)
+same = all((pooled.directory / p.name).read_bytes() == p.read_bytes() for p in serial.directory.glob("shard_*"))
+assert torch.get_num_threads() == 2
+torch.ones(1 << 22).mul_(2)
+print("same" if same else "different")
+"""
+
+
+def test_workers_forked_after_torch_used_threads_do_not_hang(wavs, tmp_path):
+    """In a fresh process whose torch ran a 2-thread parallel region; a hang fails after the timeout."""
+    script = tmp_path / "run.py"
+    script.write_text(_FORK_AFTER_OPENMP)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "cache"), *map(str, wavs)], capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == "same"
 
 
 def test_normaliser_fit_matches_numpy(wavs, tmp_path):

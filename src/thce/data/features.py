@@ -13,8 +13,9 @@ size and the ordered list of resolved file paths with their size and mtime: chan
 built beside the old one. Every shard is written to a temporary file and renamed into place (its ``.skipped.json``
 first), so a killed run loses at most the shards in progress, and a rerun computes only the missing shards. Several
 processes may fill one cache at the same time (e.g. the ranks of a ``torchrun`` job): they duplicate work but never
-corrupt it, because the content of a shard is deterministic. Shards are computed by a pool of processes over all
-cores when there is enough work to pay for starting them (``workers=0``, the default).
+corrupt it, because the content of a shard is deterministic. Shards are computed by this process and forked worker
+processes over all cores when there is enough work (``workers=0``, the default); every process computes with one
+torch thread, so a shard's bytes do not depend on the number of workers.
 
 Bad input does not stop a run unless asked to: with ``strict=False`` a clip that cannot be used (missing, empty,
 truncated, not audio, unsupported codec, NaN/inf samples, digital silence, far too short or long: see
@@ -33,16 +34,22 @@ features; it halves disk use and I/O.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection as mp_connection
 import os
+import sys
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -60,14 +67,18 @@ FORMAT_VERSION = 1
 META_NAME = "meta.json"
 FEATURE_DTYPE = np.float16
 _F16_MAX = float(np.finfo(np.float16).max)
-#: With ``workers=0``: clips per worker below which starting a process (it imports torch: seconds, the time of about
-#: a thousand clips) does not pay.
-MIN_CLIPS_PER_WORKER = 1024
+#: With ``workers=0``: clips per process below which another worker does not pay. A forked worker starts in about
+#: 30 ms (the time of ~30 clips); one shard of the default size is the least a worker can take.
+MIN_CLIPS_PER_WORKER = 256
+#: The same where workers are spawned (see :func:`start_method`): each imports torch, seconds, ~a thousand clips.
+MIN_CLIPS_PER_SPAWNED_WORKER = 1024
 DEFAULT_CHECKS = ClipChecks()
 #: Age after which a temporary shard file is taken to be left by a killed run and deleted.
 STALE_TEMPORARY_S = 3600.0
 
 ProgressFn = Callable[[int, int], None]
+#: One shard to compute: its clips' paths, the index of its first clip, its file.
+Task = tuple[Sequence[Path], int, Path]
 
 
 def shard_name(index: int) -> str:
@@ -204,9 +215,11 @@ def compute_features(
         config: front end; audio is read with ``load_audio(duration_s=config.duration_s, checks=checks)``.
         cache_dir: parent folder of caches; created if missing.
         shard_size: clips per shard file.
-        workers: processes computing shards in parallel (spawned; each uses one torch thread). 1: in this process.
-            0 (default): one per available CPU, at most one per shard and per :data:`MIN_CLIPS_PER_WORKER` clips to
-            compute (so small jobs stay in this process).
+        workers: processes computing shards in parallel, this one included: ``workers - 1`` worker processes are
+            started (forked on Linux: milliseconds; see :func:`start_method`), each process uses one torch thread.
+            1: in this process only. 0 (default): one per available CPU, at most one per shard and per
+            :data:`MIN_CLIPS_PER_WORKER` clips to compute (so small jobs stay in this process). The output is the
+            same, byte for byte, for any number of workers.
         batch_size: clips converted to float16 at a time (a float32 buffer of ~0.25 MB per 10 s clip).
         progress: called as ``progress(clips_done, clips_total)``, first with the clips already cached, then after
             each shard.
@@ -247,27 +260,21 @@ def compute_features(
     done = total - sum(sizes[i] for i in todo)
     todo_clips = total - done
     if workers == 0:
-        workers = max(1, min(available_cpus(), len(todo), todo_clips // MIN_CLIPS_PER_WORKER))
+        workers = max(1, min(available_cpus(), len(todo), todo_clips // _min_clips_per_worker()))
     log.info(
         "feature cache %s: %d clips in %d shards, %d to compute (%d workers)",
         directory, total, len(sizes), len(todo), workers,
     )
     if progress is not None:
         progress(done, total)
-    tasks = [(info.paths[starts[i] : starts[i + 1]], starts[i], directory / shard_name(i)) for i in todo]
+    tasks: list[Task] = [(info.paths[starts[i] : starts[i + 1]], starts[i], directory / shard_name(i)) for i in todo]
+    job = _ShardJob(LogMel(config).eval(), checks, strict)
     if workers == 1 or len(tasks) <= 1:
-        job = _ShardJob(LogMel(config).eval(), checks, strict)
-        for shard_paths, start, out_path in tasks:
-            array, skipped = _compute_shard(shard_paths, job, batch_size)
-            _save_shard(out_path, array, skipped, start)
-            done += len(shard_paths)
-            if progress is not None:
-                progress(done, total)
+        done = _run_serial(tasks, job, batch_size=batch_size, done=done, total=total, progress=progress)
     else:
-        done = _run_pool(
-            tasks, config=config, checks=checks, strict=strict, workers=workers, batch_size=batch_size, done=done,
-            total=total, progress=progress,
-        )  # fmt: skip
+        done = _run_parallel(
+            tasks, job, workers=workers, batch_size=batch_size, done=done, total=total, progress=progress
+        )
     skipped = _gather_skipped(directory, len(sizes))
     if strict and skipped:  # only from shards cached by an earlier non-strict run
         raise DataError(f"{directory}: cached features of {describe_skipped(skipped)}")
@@ -306,61 +313,213 @@ class _ShardJob:
         return self._buffer[:clips]
 
 
-def _run_pool(
-    tasks: list[tuple[Sequence[Path], int, Path]],
+def start_method() -> str:
+    """How worker processes start: ``"fork"`` on Linux, else ``"spawn"``.
+
+    A forked worker starts in milliseconds with torch and this module already imported; a spawned one imports torch
+    again (seconds, the time of about a thousand clips), which made workers pointless on jobs of a few thousand
+    clips. Forking a process whose torch has run parallel (OpenMP) regions is safe here because the child calls
+    ``torch.set_num_threads(1)`` before any torch operation, so it never enters the parent's OpenMP thread pool (which
+    does not exist in the child): the same rule as the workers of ``torch.utils.data.DataLoader``. The child uses no
+    CUDA, and touches no lock of another parent thread except logging's, which Python re-creates after a fork. macOS
+    (where system libraries are not fork-safe) and Windows spawn.
+    """
+    return "fork" if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _min_clips_per_worker() -> int:
+    return MIN_CLIPS_PER_WORKER if start_method() == "fork" else MIN_CLIPS_PER_SPAWNED_WORKER
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """torch on one thread inside the block: every process computes shards alike (with any thread count, a kernel
+    could be chosen that rounds differently), so the output does not depend on the number of workers."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_serial(
+    tasks: Sequence[Task], job: _ShardJob, *, batch_size: int, done: int, total: int, progress: ProgressFn | None
+) -> int:
+    with _one_torch_thread():
+        for shard_paths, start, out_path in tasks:
+            array, skipped = _compute_shard(shard_paths, job, batch_size)
+            _save_shard(out_path, array, skipped, start)
+            done += len(shard_paths)
+            if progress is not None:
+                progress(done, total)
+    return done
+
+
+def _claim(next_task: Any, count: int) -> int | None:
+    """Take the next task index from the shared counter, or ``None`` when none is left (or the run is stopping)."""
+    with next_task.get_lock():
+        index = int(next_task.value)
+        if index >= count:
+            return None
+        next_task.value = index + 1
+        return index
+
+
+def _stop_claims(next_task: Any, count: int) -> None:
+    with next_task.get_lock():
+        next_task.value = count
+
+
+class _WorkerTraceback(Exception):
+    """The traceback of an exception raised in a worker process (attached as ``__cause__``)."""
+
+
+def _worker_main(tasks: Sequence[Task], next_task: Any, conn: Connection, job: _ShardJob, batch_size: int) -> None:
+    """Loop of a worker process: claim shards in order and compute them until none is left.
+
+    Messages to the parent: ``("start", i)``, ``("done", i)``, ``("error", i, exception, traceback text)``; the pipe
+    closes when the worker exits.
+    """
+    torch.set_num_threads(1)  # before any torch operation: see start_method()
+    try:
+        while (index := _claim(next_task, len(tasks))) is not None:
+            conn.send(("start", index))
+            shard_paths, start, out_path = tasks[index]
+            try:
+                array, skipped = _compute_shard(shard_paths, job, batch_size)
+                _save_shard(out_path, array, skipped, start)
+            except Exception as exc:
+                text = traceback.format_exc()
+                try:
+                    conn.send(("error", index, exc, text))
+                except Exception:  # the exception does not pickle
+                    conn.send(("error", index, RuntimeError(f"{type(exc).__name__}: {exc}"), text))
+                return
+            conn.send(("done", index))
+    except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C reaches every process of the group; the parent reports it
+        pass
+    finally:
+        conn.close()
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    task: int | None = None  # the shard it is computing
+
+
+def _run_parallel(
+    tasks: Sequence[Task],
+    job: _ShardJob,
     *,
-    config: LogMelConfig,
-    checks: ClipChecks | None,
-    strict: bool,
     workers: int,
     batch_size: int,
     done: int,
     total: int,
     progress: ProgressFn | None,
 ) -> int:
-    context = multiprocessing.get_context("spawn")
-    checks_dict = None if checks is None else checks.to_dict()
-    pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(tasks)), mp_context=context, initializer=_init_worker,
-        initargs=(config.to_dict(), checks_dict, strict),
-    )  # fmt: skip
-    finished_ok = False
+    """Compute ``tasks`` in this process and ``workers - 1`` worker processes; returns the clips done.
+
+    Every process claims the next shard in order from a shared counter as soon as it is free (dynamic balance: at the
+    end, no process waits for more than one shard of another). This process starts computing at once, so a slow
+    worker start (spawn) overlaps with useful work. On an error in a shard, no new shard is started, the shards in
+    progress are finished (they are saved, not lost) and the first error is raised; on an interrupt, workers are
+    terminated (a shard they were writing is left as a temporary file, never as a shard). Once every shard is done,
+    workers still starting (spawn) are terminated rather than waited for.
+    """
+    context = multiprocessing.get_context(start_method())
+    next_task = context.Value("i", 0)
+    pool: list[_Worker] = []
+    error: tuple[BaseException, str | None] | None = None
+    finished = 0
+
+    def finish(index: int) -> None:
+        nonlocal done, finished
+        finished += 1
+        done += len(tasks[index][0])
+        if progress is not None:
+            progress(done, total)
+
+    def handle(worker: _Worker) -> None:
+        nonlocal error
+        try:
+            message = worker.conn.recv()
+        except EOFError:  # the worker exited
+            worker.conn.close()
+            worker.process.join()
+            pool.remove(worker)
+            if worker.task is not None and error is None:
+                shard = shard_name(worker.task)
+                error = (RuntimeError(f"feature worker died (exit code {worker.process.exitcode}) computing {shard}"),
+                         None)  # fmt: skip
+                _stop_claims(next_task, len(tasks))
+            return
+        if message[0] == "start":
+            worker.task = message[1]
+        elif message[0] == "done":
+            worker.task = None
+            finish(message[1])
+        else:
+            worker.task = None
+            if error is None:
+                error = (message[2], message[3])
+            _stop_claims(next_task, len(tasks))
+
+    def poll(timeout: float | None) -> None:
+        by_conn = {w.conn: w for w in pool}
+        for conn in mp_connection.wait(list(by_conn), timeout):
+            handle(by_conn[conn])  # type: ignore[index]
+
     try:
-        futures: dict[Future, int] = {
-            pool.submit(_worker_shard, list(paths), start, out_path, batch_size): len(paths)
-            for paths, start, out_path in tasks
-        }
-        pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                future.result()  # re-raises a worker's DataError here
-                done += futures[future]
-                if progress is not None:
-                    progress(done, total)
-        finished_ok = True
-    finally:
-        # After an error: cancel what has not started and wait for the running shards (they are written, not lost).
-        # After success: do not wait for the idle workers' interpreters to exit (seconds with torch loaded).
-        pool.shutdown(wait=not finished_ok, cancel_futures=True)
+        with _one_torch_thread():
+            for _ in range(min(workers, len(tasks)) - 1):
+                reader, writer = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_worker_main, args=(tasks, next_task, writer, job, batch_size), daemon=True,
+                    name="thce-features",
+                )  # fmt: skip
+                # Python >= 3.12 warns on a fork of any threaded process; start_method() says why this one is safe.
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", r".*use of fork\(\) may lead to deadlocks", DeprecationWarning)
+                    process.start()
+                writer.close()  # only the worker holds it now: its exit ends the pipe
+                pool.append(_Worker(process, reader))
+            while error is None and (index := _claim(next_task, len(tasks))) is not None:
+                shard_paths, start, out_path = tasks[index]
+                try:
+                    array, skipped = _compute_shard(shard_paths, job, batch_size)
+                    _save_shard(out_path, array, skipped, start)
+                except Exception as exc:
+                    error = (exc, None)
+                    _stop_claims(next_task, len(tasks))
+                    break
+                finish(index)
+                poll(0)
+            while pool and (error is not None or finished < len(tasks)):
+                poll(None)
+    except BaseException:
+        _stop_claims(next_task, len(tasks))
+        _end_workers(pool)
+        raise
+    _end_workers(pool)  # every shard is done: a worker left is exiting or, spawned, still starting
+    if error is None and finished < len(tasks):  # a worker exited between claiming a shard and announcing it
+        error = (RuntimeError(f"feature workers exited with {len(tasks) - finished} shard(s) not computed"), None)
+    if error is not None:
+        exc, remote = error
+        if remote is not None:
+            raise exc from _WorkerTraceback(remote)
+        raise exc
     return done
 
 
-_WORKER_JOB: _ShardJob | None = None
-
-
-def _init_worker(config_dict: dict[str, Any], checks_dict: dict[str, Any] | None, strict: bool) -> None:
-    global _WORKER_JOB
-    torch.set_num_threads(1)
-    checks = None if checks_dict is None else ClipChecks(**checks_dict)
-    _WORKER_JOB = _ShardJob(LogMel(LogMelConfig.from_dict(config_dict)).eval(), checks, strict)
-
-
-def _worker_shard(paths: list[Path], start: int, out_path: Path, batch_size: int) -> int:
-    assert _WORKER_JOB is not None, "worker not initialised"
-    array, skipped = _compute_shard(paths, _WORKER_JOB, batch_size)
-    _save_shard(out_path, array, skipped, start)
-    return len(paths)
+def _end_workers(pool: Sequence[_Worker]) -> None:
+    for worker in pool:
+        worker.process.terminate()
+    for worker in pool:
+        worker.process.join()
+        worker.conn.close()
 
 
 def _compute_shard(paths: Sequence[Path], job: _ShardJob, batch_size: int) -> tuple[np.ndarray, list[Skipped]]:
