@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -130,27 +129,6 @@ def run_child(run_dir: Path, audio: Path, mode: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0)
@@ -162,6 +140,8 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
+    from thce.machine import describe_machine
+
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -194,7 +174,7 @@ def main() -> None:
         report["peak_rss_mb"] = peak
         report["load_average_at_end"] = list(os.getloadavg())
         report["goal"] = "rtf_cnn >= 100 on 2 cores at 50% overlap; peak RSS flat in file length"
-        report["machine"] = machine()
+        report["machine"] = describe_machine()
         print(json.dumps(report, indent=2))
 
 

@@ -47,7 +47,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -197,38 +196,15 @@ def load_average() -> list[float] | None:
 
 
 def machine() -> dict:
-    import torch
+    from thce.machine import describe_machine
 
-    model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count()
     try:
         import librosa
 
         librosa_version: str | None = librosa.__version__
     except ImportError:
         librosa_version = None
-    try:  # Linux's autogroup: CPU is shared fairly between sessions first, then by nice within a session
-        autogroup: str | None = Path("/proc/self/autogroup").read_text().strip()
-    except OSError:
-        autogroup = None
-    return {
-        "cpu": model, "cpus_available": cpus, "platform": platform.platform(), "python": platform.python_version(),
-        "numpy": np.__version__, "torch": torch.__version__, "librosa": librosa_version,
-        "load_average_before": load_average(), "nice": os.nice(0) if hasattr(os, "nice") else None,
-        "autogroup": autogroup,
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-        if hasattr(os, "sysconf") else None,
-    }  # fmt: skip
+    return {**describe_machine(), "librosa": librosa_version}
 
 
 def main() -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 
@@ -22,18 +20,8 @@ import torch
 
 from thce.cluster import clusters_per_class
 from thce.losses import TripleHeaderCrossEntropy, weighted_bce
+from thce.machine import describe_machine
 from thce.models import DetectorHead, ModelConfig, build_encoder
-
-
-def machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": "cpu",
-    }
 
 
 def bench_encoder(name: str, *, steps: int, batch: int, frames: int, n_mels: int) -> dict:
@@ -98,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     result = {
         "benchmark": "train_step",
-        "machine": machine(),
+        "machine": describe_machine(),
         "input": {"batch": args.batch, "frames": args.frames, "mels": args.mels},
         "baseline": "encoder + sigmoid head, class-weighted BCE (Eq. 2)",
         "goal": "thce_overhead <= 1.10",
