@@ -1,0 +1,135 @@
+"""Run the CPU-sized versions of the paper's settings end to end and time them against the 30-minute goal.
+
+    python benchmarks/paper_configs.py [--configs synth-6-1-2-16-cnn ...] [--runs runs/paper-configs]
+                                       [--out benchmarks/results/paper_configs.json] [--keep-data]
+
+Each config (``configs/NAME.toml``, default: every ``synth-*.toml``) runs as a user would run it,
+``thce -q experiment configs/NAME.toml --out RUNS/NAME``, in a subprocess, one after the other. Per config the JSON
+holds the wall seconds, the exit status, the overall EER of every method (from the run's ``results.json``, with the
+per-class EERs, the run's own stage timings and the epochs each stage ran), the goal (1800 s) and whether it was met,
+and the load average before and after (the machine may be shared: a load above the core count inflates the time).
+The JSON goes to stdout and to ``--out``; entries of configs not run this time are kept from the previous file, so
+one config can be re-measured alone. The run's audio and feature cache are deleted afterwards unless
+``--keep-data`` (about 0.5 GB per config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "src" / "thce" / "configs"
+GOAL_S = 1800.0
+
+
+def machine() -> dict[str, Any]:
+    """Cores, Python, torch and the platform of this machine."""
+    import torch
+
+    return {
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def epochs_per_stage(metrics_csv: Path) -> dict[str, int]:
+    """Epochs each ``method/stage`` ran, from the run's ``metrics.csv``."""
+    if not metrics_csv.is_file():
+        return {}
+    with metrics_csv.open(newline="") as handle:
+        return dict(Counter(f"{row['method']}/{row['stage']}" for row in csv.DictReader(handle)))
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def run_config(name: str, runs: Path, keep_data: bool) -> dict[str, Any]:
+    """Run ``configs/NAME.toml`` with the CLI in a subprocess; return its timing and EERs."""
+    out = runs / name
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "thce", "-q", "experiment", str(CONFIGS / f"{name}.toml"), "--out", str(out)]
+    load_before = load_average()
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wall = time.perf_counter() - start
+    entry: dict[str, Any] = {
+        "command": f"thce -q experiment configs/{name}.toml --out {shown(out)}",
+        "wall_s": round(wall, 1),
+        "returncode": done.returncode,
+        "goal_s": GOAL_S,
+        "passed": done.returncode == 0 and wall < GOAL_S,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    results_path = out / "results.json"
+    if done.returncode == 0 and results_path.is_file():
+        results = json.loads(results_path.read_text())
+        entry["overall_eer"] = {m: round(v["eer"]["overall"], 4) for m, v in results["methods"].items()}
+        entry["eer"] = {m: {k: round(x, 4) for k, x in v["eer"].items()} for m, v in results["methods"].items()}
+        entry["counts"] = results["data"]["counts"]
+        entry["stage_s"] = results.get("timing_s", {})
+        entry["epochs"] = epochs_per_stage(out / "metrics.csv")
+    else:
+        entry["output_tail"] = done.stdout[-3000:]
+    if not keep_data:
+        for folder in ("data", "cache"):
+            shutil.rmtree(out / folder, ignore_errors=True)
+    return entry
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default = sorted(p.stem for p in CONFIGS.glob("synth-*.toml"))
+    parser.add_argument("--configs", nargs="+", default=default, help=f"config names (default: {' '.join(default)})")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "paper-configs", help="parent of the run directories")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "paper_configs.json")
+    parser.add_argument("--keep-data", action="store_true", help="keep each run's audio and feature cache")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.configs if not (CONFIGS / f"{n}.toml").is_file()]
+    if unknown:
+        parser.error(f"no config {', '.join(unknown)} in {CONFIGS}")
+    previous = json.loads(args.out.read_text()).get("configs", {}) if args.out.is_file() else {}
+    configs = dict(previous)
+    for name in args.configs:
+        print(f"{name}: running (load average {load_average()})", file=sys.stderr, flush=True)
+        configs[name] = run_config(name, args.runs.resolve(), args.keep_data)
+        print(f"{name}: {configs[name]['wall_s']} s, rc {configs[name]['returncode']}", file=sys.stderr, flush=True)
+        result = {
+            "benchmark": "paper_configs",
+            "question": "do the CPU-sized versions of the paper's settings finish in under 30 minutes on this machine?",
+            "goal": f"each config: exit status 0 and wall_s < {GOAL_S:g}",
+            "passed": all(entry["passed"] for entry in configs.values()),
+            "machine": machine(),
+            "configs": dict(sorted(configs.items())),
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")  # after every config: a kill loses at most one
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

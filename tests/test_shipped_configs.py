@@ -1,0 +1,265 @@
+"""The configs shipped in ``configs/``: they load, the GPU ones hold the paper's settings and stay in step, the
+CPU-sized ones realise their ratio, and every one runs end to end at tiny scale (CPU ones on synthetic scenes, GPU
+ones on an AudioSet-style folder imported with the command their header gives)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from thce.cli import main
+from thce.cli.experiment import packaged_config
+from thce.cluster import clusters_per_class
+from thce.config import load_config
+from thce.data.manifest import ManifestRow
+from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
+from thce.models import ModelConfig
+from tests.test_readers import SEGMENTS_HEADER, tone
+
+CONFIG_DIR = packaged_config("demo").parent
+LABELS = ("dog", "baby", "gun", "background")
+RATIOS = ("6:1:2:16", "2:2:1:26")
+ENCODERS = ("cnn", "lstm")
+GPU = {f"paper-{r.replace(':', '-')}-{e}": (r, e) for r in RATIOS for e in ENCODERS}
+UNRATIOED = {"paper-cnn": ("", "cnn"), "paper-lstm": ("", "lstm")}  # the manifest's own ratio
+CPU = {f"synth-{r.replace(':', '-')}-{e}": (r, e) for r in RATIOS for e in ENCODERS}
+SHIPPED = {"demo", *GPU, *UNRATIOED, *CPU}
+
+# Tiny scale: 1 s clips, a small network, one epoch per stage (only sizes change, never what a config means).
+TINY_MODEL = [
+    "features.duration_s=1.0", "features.n_mels=32", "model.cnn_channels=[4, 8]", "model.cnn_pools=[[5, 2], [20, 2]]",
+    "model.lstm_hidden_size=8", "embedding.n_iter=2", "embedding.epochs=1", "embedding.last_epochs=1",
+    "embedding.head_only_epochs=1", "detector.max_epochs=1", "detector.head_only_max_epochs=2", "baseline.max_epochs=1",
+]  # fmt: skip
+
+
+def shipped(name: str) -> Path:
+    return CONFIG_DIR / f"{name}.toml"
+
+
+def header_lines(name: str) -> list[str]:
+    """The leading comment of a config, without the ``#``."""
+    lines = []
+    for line in shipped(name).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[1:].strip())
+    return lines
+
+
+def header_command(name: str, program: str) -> list[str]:
+    """The ``thce <program> ...`` command of a config's header (continuation lines joined) as argv after ``thce``."""
+    lines = header_lines(name)
+    for i, line in enumerate(lines):
+        if line.startswith(f"thce {program}") or line.startswith(f"Run:  thce {program}"):
+            text = line.split("thce", 1)[1]
+            while text.endswith("\\"):
+                i += 1
+                text = text[:-1] + " " + lines[i]
+            return shlex.split(text)
+    raise AssertionError(f"{name}.toml: no 'thce {program}' command in the header")
+
+
+def holds_ratio(counts: dict[str, int], ratio: tuple[int, ...]) -> bool:
+    """Whether ``counts`` are ``s * ratio`` rounded for one scale ``s`` (what :func:`rebalance` keeps)."""
+    low = max((counts.get(label, 0) - 0.5) / r for label, r in zip(LABELS, ratio))
+    high = min((counts.get(label, 0) + 0.5) / r for label, r in zip(LABELS, ratio))
+    return low <= high + 1e-9
+
+
+def check_clusters(results: dict[str, Any]) -> None:
+    """K_c = floor(I_c / min I_c) on the training split, in every Algorithm 1 iteration."""
+    train = results["data"]["counts"]["train"]
+    want = clusters_per_class([train.get(label, 0) for label in LABELS])
+    for record in results["embedding_diagnostics"]:
+        got = [record["sizes_per_class"][str(c)]["clusters"] for c in range(len(LABELS))]
+        assert got == list(want)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Every config
+
+
+def test_the_shipped_configs_are_these():
+    """A new config needs a place in this file (its checks, and a tiny run)."""
+    assert {p.stem for p in CONFIG_DIR.glob("*.toml")} == SHIPPED
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_config_loads_and_runs_the_papers_methods(name):
+    config = load_config(shipped(name))
+    config.validate()
+    assert config.methods == ("baseline", "proposed1", "proposed2")
+    assert (config.features.n_mels, config.features.frame_length_ms, config.features.hop_ms) == (64, 25.0, 10.0)
+    assert config.features.duration_s == 10.0 and config.data.classes == ("dog", "baby", "gun")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# GPU configs: the paper's settings (Sec. 4, Algorithm 1) on an AudioSet manifest
+
+
+@pytest.mark.parametrize("name", sorted({**GPU, **UNRATIOED}))
+def test_gpu_config_holds_the_papers_settings(name):
+    ratio, encoder = {**GPU, **UNRATIOED}[name]
+    config = load_config(shipped(name))
+    e = config.embedding
+    assert (e.n_iter, e.epochs, e.last_epochs, e.head_only_epochs) == (5, 30, 150, 2)
+    assert (e.beta_same, e.beta_other) == (5.0, 0.0)
+    assert (config.train.batch_size, config.train.learning_rate, config.train.device) == (64, 0.001, "auto")
+    assert config.detector.patience == 10 and config.baseline.patience == 10
+    assert config.data.split_fractions == (0.7, 0.2, 0.1)  # the paper's partition
+    assert config.data.ratio == ratio and config.model.encoder == encoder
+    assert config.model == ModelConfig(encoder=encoder)  # the paper's CNN / LSTM (README: how we read the paper)
+    assert config.data.source == "manifest"
+    assert config.ldam_drw.drw_epoch == round(0.8 * config.baseline.max_epochs)
+
+
+def test_gpu_configs_differ_only_in_ratio_and_encoder():
+    """Six files, one setting: nothing but data.ratio and model.encoder may drift apart."""
+    reference = load_config(shipped("paper-6-1-2-16-cnn")).to_dict()
+    for name in sorted({**GPU, **UNRATIOED}):
+        config = load_config(shipped(name)).to_dict()
+        for table in (config, reference):
+            table["data"]["ratio"] = table["model"]["encoder"] = None
+        assert config == reference, name
+
+
+@pytest.mark.parametrize("name", sorted({**GPU, **UNRATIOED}))
+def test_gpu_config_header_names_its_import_and_run_commands(name):
+    config = load_config(shipped(name))
+    argv = header_command(name, "data")
+    assert argv[:3] == ["data", "import", "audioset"]
+    assert argv[argv.index("--out") + 1] == config.data.manifest
+    assert header_command(name, "experiment")[:2] == ["experiment", f"configs/{name}.toml"]
+
+
+@pytest.fixture(scope="module")
+def audioset_dir(tmp_path_factory) -> Path:
+    """A folder laid out as the GPU configs' import command expects, imported with that command: AudioSet segment
+    CSVs and 1 s clips, dog:baby:gun:background = 40:10:20:100 (about the paper's 6:1:2:16)."""
+    root = tmp_path_factory.mktemp("audioset-run")
+    mids = {"dog": "/m/05tny_", "baby": "/t/dd00002", "gun": "/m/032s66", "background": "/m/09x0r"}
+    freqs = {"dog": 500.0, "baby": 1500.0, "gun": 3000.0, "background": 200.0}
+    csvs = {"balanced_train_segments.csv": [], "unbalanced_train_segments.csv": [], "eval_segments.csv": []}
+    names = list(csvs)
+    for label, count in {"dog": 40, "baby": 10, "gun": 20, "background": 100}.items():
+        for i in range(count):
+            ytid = f"{label[:3]}{i:08d}"
+            csvs[names[i % 3]].append(f'{ytid}, 30.000, 40.000, "{mids[label]}"\n')
+            tone(root / "audioset" / "audio" / f"{ytid}.wav", seconds=1.0, freq=freqs[label] * (1 + i / 200))
+    for csv_name, rows in csvs.items():
+        (root / "audioset" / csv_name).write_text(SEGMENTS_HEADER + "".join(rows))
+    argv = header_command("paper-6-1-2-16-cnn", "data")
+    assert all(header_command(name, "data") == argv for name in {**GPU, **UNRATIOED})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        assert main(argv) == 0
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted({**GPU, **UNRATIOED}))
+def test_gpu_config_runs_as_written_at_tiny_scale(name, audioset_dir, monkeypatch):
+    """The config as written (manifest path, ratio, splits, device auto, workers), only sizes shrunk."""
+    monkeypatch.chdir(audioset_dir)
+    out = audioset_dir / "runs" / name
+    argv = header_command(name, "experiment")
+    argv[1], argv[argv.index("--out") + 1] = str(shipped(name)), str(out)
+    assert main(["-q", *argv, *[a for o in TINY_MODEL for a in ("--set", o)]]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"baseline", "proposed1", "proposed2"}
+    counts = results["data"]["counts"]
+    assert counts["test"] == {"background": 10, "baby": 1, "dog": 4, "gun": 2}  # 10%, never re-ratioed
+    ratio = {**GPU, **UNRATIOED}[name][0]
+    if ratio:
+        assert all(holds_ratio(counts[split], parse_ratio(ratio)) for split in ("train", "val"))
+    else:
+        assert counts["train"] == {"background": 70, "baby": 7, "dog": 28, "gun": 14}  # 70%, as imported
+    check_clusters(results)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# CPU-sized configs: the same settings on built-in synthetic scenes
+
+
+@pytest.mark.parametrize("name", sorted(CPU))
+def test_cpu_config_realises_its_ratio(name):
+    """Counts in the ratio of the name; the 75/25 split keeps it exactly (data.ratio drops nothing); K_c = ratio."""
+    ratio_text, encoder = CPU[name]
+    ratio = parse_ratio(ratio_text)
+    config = load_config(shipped(name))
+    assert config.data.source == "synth" and config.data.ratio == ratio_text and config.model.encoder == encoder
+    counts = [config.synth.counts[label] for label in LABELS]
+    unit = counts[0] // ratio[0]
+    assert counts == [r * unit for r in ratio] and unit % 4 == 0  # 75/25 of each class is whole
+    rows = [
+        ManifestRow(path=Path(f"{label}{i}.wav"), label="" if label == "background" else label, split="", group="")
+        for label in LABELS
+        for i in range(config.synth.counts[label])
+    ]
+    rows = assign_splits(rows, fractions=config.data.split_fractions, seed=config.seed)
+    rebalanced = rebalance(rows, labels=[*config.data.classes, ""], ratio=ratio, seed=config.seed)
+    assert len(rebalanced) == len(rows)
+    split = split_counts(rebalanced)
+    assert [split["train"][label] for label in LABELS] == [r * unit * 3 // 4 for r in ratio]
+    assert [split["val"][label] for label in LABELS] == [r * unit // 4 for r in ratio]
+    assert list(clusters_per_class([split["train"][label] for label in LABELS])) == list(ratio)
+    assert min(split["train"].values()) >= 18  # training clips per cluster of the smallest class
+    assert min(split["val"].values()) >= 6  # early stopping needs validation clips of every class
+    assert min(config.synth.test_counts.values()) >= 80 and config.data.split_fractions[2] == 0.0
+
+
+def test_cpu_configs_share_all_but_counts_and_schedule():
+    """The four differ in counts (the ratio) and, between encoders, in batch size and epochs; not otherwise."""
+    dicts = {name: load_config(shipped(name)).to_dict() for name in CPU}
+    for d in dicts.values():
+        d["data"]["ratio"] = d["synth"]["counts"] = d["model"]["encoder"] = None
+    for encoder in ENCODERS:
+        same = [d for name, d in dicts.items() if CPU[name][1] == encoder]
+        assert all(d == same[0] for d in same)
+    by_encoder = {CPU[name][1]: d for name, d in dicts.items()}
+    for d in by_encoder.values():
+        for key in ("train", "embedding", "detector", "baseline", "ldam_drw"):
+            d.pop(key)
+    assert by_encoder["cnn"] == by_encoder["lstm"]
+
+
+@pytest.mark.parametrize("name", sorted(CPU))
+def test_cpu_config_schedule(name):
+    """Shortened but complete: Algorithm 1 re-clusters, stages stop early, DRW starts at ~0.8 x the epochs."""
+    config = load_config(shipped(name))
+    assert config.embedding.n_iter >= 2 and config.embedding.last_epochs > config.embedding.epochs >= 1
+    for stage in (config.detector, config.baseline):
+        assert stage.max_epochs >= 2 * stage.patience
+    assert config.ldam_drw.drw_epoch == round(0.8 * config.baseline.max_epochs)
+    assert config.train.batch_size == 16 and config.train.num_threads == (1 if CPU[name][1] == "lstm" else 0)
+    assert config.train.device == "cpu"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CPU))
+def test_cpu_config_runs_end_to_end_at_tiny_scale(name, tmp_path):
+    """The config with its counts scaled to ratio x 4 and 1 s clips: splits and K_c still follow the ratio."""
+    ratio = parse_ratio(CPU[name][0])
+    counts = ", ".join(f"{label} = {4 * r}" for label, r in zip(LABELS, ratio))
+    out = tmp_path / name
+    overrides = [
+        f"synth.counts={{{counts}}}", "synth.test_counts={dog = 4, baby = 4, gun = 4, background = 8}",
+        "synth.duration_s=1.0", *TINY_MODEL,
+    ]  # fmt: skip
+    argv = header_command(name, "experiment")
+    argv[1], argv[argv.index("--out") + 1] = str(shipped(name)), str(out)
+    assert main(["-q", *argv, *[a for o in overrides for a in ("--set", o)]]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"baseline", "proposed1", "proposed2"}
+    assert all(math.isfinite(m["eer"]["overall"]) for m in results["methods"].values())
+    counts_out = results["data"]["counts"]
+    assert [counts_out["train"][label] for label in LABELS] == [3 * r for r in ratio]
+    assert [counts_out["val"][label] for label in LABELS] == list(ratio)
+    assert counts_out["test"] == {"background": 8, "baby": 4, "dog": 4, "gun": 4}
+    check_clusters(results)
