@@ -264,9 +264,65 @@ def test_embedding_scaling_benchmark_tiny(tmp_path, capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "scaling.png"
-    result = module.main(["--sizes", "64", "128", "--tiny", "--out", str(out)])
-    for key in ("sizes", "thce_s", "lmle_s", "slope_thce", "slope_lmle", "ratio_at_max", "machine", "encoder"):
+    json_path = tmp_path / "scaling.json"
+    result = module.main(["--sizes", "64", "128", "--tiny", "--out", str(out), "--json", str(json_path)])
+    for key in ("sizes", "thce_s", "lmle_s", "slope_thce", "slope_lmle", "ratio_at_max", "machine", "encoder",
+                "ratios", "phases", "slopes", "slopes_upper", "extrapolated_sizes", "extrapolated_size_for_goal",
+                "goal_met", "summary"):  # fmt: skip
         assert key in result
     assert result["sizes"] == [64, 128] and len(result["thce_s"]) == len(result["lmle_s"]) == 2
     assert result["ratio_at_max"] > 0 and out.exists()
-    assert json.loads(capsys.readouterr().out)["ratio_at_max"] == result["ratio_at_max"]
+    assert result["goal_met"] is None and result["ratio_at_32k"] is None  # 32k not measured
+    # Every ratio at every size, positive; the phases the ratios are built from.
+    for key in ("whole_epoch", "whole_epoch_without_clustering", "amortised", "amortised_lmle_paper_schedule",
+                "loss_side", "loss_side_amortised"):  # fmt: skip
+        assert len(result["ratios"][key]) == 2 and all(r > 0 for r in result["ratios"][key])
+    assert set(result["phases"]["thce"]) == {"total", "cluster", "train_epoch", "other", "loss"}
+    assert set(result["phases"]["lmle"]) == {"total", "cluster", "quintuplets", "train_epoch", "other", "hinge"}
+    machine = result["machine"]
+    assert machine["torch_threads"] == 1 and len(machine["loadavg_before"]) == 3 and "load_note" in machine
+    assert 0 < machine["cpu_over_wall"] <= 1.5
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["ratio_at_max"] == result["ratio_at_max"] and json.loads(json_path.read_text()) == printed
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class _CrashingLog(MetricsLog):
+    """A metrics log that raises on its ``crash_at``-th row: the epoch's state is not saved, as after a kill."""
+
+    def __init__(self, crash_at: int) -> None:
+        super().__init__()
+        self.crash_at = crash_at
+
+    def write(self, **row) -> None:
+        if len(self.rows) + 1 == self.crash_at:
+            raise _Crash
+        super().write(**row)
+
+
+@pytest.mark.parametrize("crash_at", [2, 4])  # epoch 2 of rebuild 1 lost; epoch 2 of rebuild 2 lost
+def test_lmle_resume_matches_uninterrupted(tmp_path, crash_at):
+    """A run interrupted mid-stage and resumed draws the same anchors and ends with the same weights."""
+
+    def run(resume_dir, log):
+        torch.manual_seed(0)
+        encoder = LSTMEncoder(n_mels=6, hidden_size=8)
+        ctx = RunContext(train=TrainConfig(batch_size=16), seed=0, log=log, resume_dir=resume_dir)
+        config = LMLEConfig(epochs=4, rebuild_every=2, kmeans_max_iter=20)
+        return learn_embedding_lmle(encoder, tiny_data(0), config, ctx)
+
+    reference_log = MetricsLog()
+    reference = run(tmp_path / "reference", reference_log)
+    with pytest.raises(_Crash):
+        run(tmp_path / "killed", _CrashingLog(crash_at))
+    resumed_log = MetricsLog()
+    resumed = run(tmp_path / "killed", resumed_log)
+    for p, q in zip(reference.encoder.parameters(), resumed.encoder.parameters()):
+        assert torch.equal(p, q)
+    assert torch.equal(reference.table, resumed.table)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert 1 <= len(resumed_log.rows) < len(reference_log.rows)  # only the lost epochs were trained again
+    assert strip(resumed_log.rows) == strip(reference_log.rows)[-len(resumed_log.rows) :]

@@ -52,7 +52,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -437,13 +437,18 @@ class LMLEResult:
     diagnostics: list[dict[str, Any]]
 
 
-def _class_balanced_sampler(class_index: Tensor, generator: torch.Generator):
-    """Returns ``draw(b) -> (b,)`` positions: a class uniformly at random, then a member of it uniformly."""
+def _class_balanced_sampler(class_index: Tensor) -> Callable[[int, torch.Generator], Tensor]:
+    """Returns ``draw(b, generator) -> (b,)`` positions: a class uniformly at random, then a member of it uniformly.
+
+    The generator is an argument (not captured) so that the caller's saved and restored generator drives the draw:
+    :func:`thce.train.fit_stage` passes its own, which it checkpoints every epoch, so a resumed run draws the anchors
+    an uninterrupted one would.
+    """
     order = torch.argsort(class_index, stable=True)
     classes, counts = torch.unique(class_index, return_counts=True)
     offsets = torch.cumsum(counts, 0) - counts
 
-    def draw(b: int) -> Tensor:
+    def draw(b: int, generator: torch.Generator) -> Tensor:
         which = torch.randint(len(classes), (b,), generator=generator)
         within = (torch.rand(b, generator=generator) * counts[which]).long().clamp_max(counts[which] - 1)
         return order[offsets[which] + within]
@@ -460,7 +465,9 @@ def learn_embedding_lmle(
     eval mode, cluster every class into K_c clusters (:func:`thce.cluster.cluster_per_class`, the same rule and
     code as the proposed method), draw the candidate subset and build the quintuplet table (:func:`quintuplets`).
     Then train the encoder end to end: each batch is ``train.batch_size`` anchors (class-balanced draw) whose
-    quintuplet members are loaded alongside; every distinct clip of the batch passes the encoder once.
+    quintuplet members are loaded alongside; every distinct clip of the batch passes the encoder once. An epoch's
+    anchors are drawn with ``fit_stage``'s generator, which is checkpointed with the stage, so a run resumed with
+    ``ctx.resume_dir`` draws the anchors an uninterrupted run would.
 
     Per epoch it logs (``ctx.log``, method ``method``, stage ``embedding``) the training loss, the validation loss
     (quintuplets among the validation clips, each assigned to its nearest own-class centroid, all of them
@@ -495,7 +502,7 @@ def learn_embedding_lmle(
     state: dict[str, Any] = {}
 
     def train_step(positions: np.ndarray) -> Tensor:
-        anchors = state["draw"](len(positions)) if config.class_balanced else torch.as_tensor(positions)
+        anchors = torch.as_tensor(positions, dtype=torch.long)  # fit_stage's epoch order: see ``anchor_order``
         rows = torch.cat([anchors.unsqueeze(1), state["table"][anchors]], dim=1)  # (b, 5) train positions
         needed, inverse = torch.unique(rows[rows >= 0], return_inverse=True)
         local = torch.full_like(rows, -1)
@@ -515,6 +522,10 @@ def learn_embedding_lmle(
             table = quintuplets(emb, val_class, k_val, chunk_size=config.chunk_size)
             rows = torch.cat([torch.arange(len(emb), device=device).unsqueeze(1), table], dim=1)
             return loss_fn(emb, rows).item()
+
+    def anchor_order(generator: torch.Generator) -> np.ndarray:
+        """An epoch's n_train anchors, class-balanced, drawn with fit_stage's checkpointed generator."""
+        return state["draw"](n_train, generator).numpy()
 
     rebuild_starts = list(range(0, max(config.epochs, 1), config.rebuild_every))
     for rebuild, start_epoch in enumerate(rebuild_starts, start=1):
@@ -542,7 +553,7 @@ def learn_embedding_lmle(
         t3 = time.perf_counter()
         state.update(
             table=table.cpu(),
-            draw=_class_balanced_sampler(train_class, generator),
+            draw=_class_balanced_sampler(train_class),
             centroids=clustering.centroids.to(device),
             cluster_class=clustering.cluster_class.to(device),
             extra={},
@@ -571,6 +582,7 @@ def learn_embedding_lmle(
             stage="embedding", method=method, module=encoder, parameters=list(encoder.parameters()),
             train_step=train_step, num_train=n_train, val_loss=val_loss, epochs=epochs_now, patience=None,
             ctx=ctx, iteration=rebuild, salt=20_000 + 10 * rebuild + 1, extra=lambda: dict(state["extra"]),
+            epoch_order=anchor_order if config.class_balanced else None,
         )  # fmt: skip
         record["seconds_train"] = time.perf_counter() - t4
         record["epochs"] = epochs_now
