@@ -60,7 +60,6 @@ import json
 import logging
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -75,6 +74,7 @@ from thce.cluster import Clustering
 from thce.config import EmbeddingConfig, TrainConfig
 from thce.lmle import LMLEConfig, TripleHeaderHinge, _class_balanced_sampler, learn_embedding_lmle
 from thce.losses import TripleHeaderCrossEntropy
+from thce.machine import describe_machine
 from thce.models import LSTMEncoder, l2_normalise
 from thce.train import MetricsLog, RunContext, TrainingData, embed, learn_embedding
 
@@ -99,24 +99,6 @@ class MLPEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return l2_normalise(self.net(x))
-
-
-def machine(threads: int) -> dict[str, Any]:
-    """The machine the sweep ran on: cores, torch version and threads."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count()
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
-        "torch": torch.__version__,
-        "torch_threads": threads,
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "device": "cpu",
-    }
 
 
 def class_counts(size: int) -> list[int]:
@@ -495,7 +477,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
             "statistic": "fastest of the repeats, per size, method and phase group",
             "tiny": args.tiny,
         },
-        "machine": {**machine(torch.get_num_threads()), "loadavg_before": [round(v, 2) for v in load_before],
+        "machine": {**describe_machine(torch.get_num_threads()), "loadavg_before": [round(v, 2) for v in load_before],
                     "loadavg_after": [round(v, 2) for v in os.getloadavg()]},  # fmt: skip
         "sweep_seconds": round(time.perf_counter() - sweep_start, 1),
         "plot": str(args.out),

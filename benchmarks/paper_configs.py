@@ -2,6 +2,7 @@
 
     python benchmarks/paper_configs.py [--configs synth-6-1-2-16-cnn ...] [--runs runs/paper-configs]
                                        [--out benchmarks/results/paper_configs.json] [--keep-data]
+                                       [--set KEY=VALUE ...]
 
 Each config (``configs/NAME.toml``, default: every ``synth-*.toml``) runs as a user would run it,
 ``thce -q experiment configs/NAME.toml --out RUNS/NAME``, in a subprocess, one after the other. Per config the JSON
@@ -9,7 +10,9 @@ holds the wall seconds, the exit status, the overall EER of every method (from t
 per-class EERs, the run's own stage timings and the epochs each stage ran), the goal (1800 s) and whether it was met,
 and the load average before and after (the machine may be shared: a load above the core count inflates the time).
 The JSON goes to stdout and to ``--out``; entries of configs not run this time are kept from the previous file, so
-one config can be re-measured alone. The run's audio and feature cache are deleted afterwards unless
+one config can be re-measured alone. With ``--set`` the configs run with those overrides and their entries are named
+``NAME@KEY=VALUE`` (e.g. ``--set 'model.lstm_init="pytorch"'`` for the LSTM with PyTorch's initialisation). The
+epoch each early-stopped stage kept is under ``selected_epochs``. The run's audio and feature cache are deleted afterwards unless
 ``--keep-data`` (about 0.5 GB per config).
 """
 
@@ -20,7 +23,6 @@ import csv
 import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,22 +31,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from thce.machine import describe_machine
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "src" / "thce" / "configs"
 GOAL_S = 1800.0
-
-
-def machine() -> dict[str, Any]:
-    """Cores, Python, torch and the platform of this machine."""
-    import torch
-
-    return {
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-    }
 
 
 def load_average() -> list[float]:
@@ -65,17 +56,25 @@ def shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def run_config(name: str, runs: Path, keep_data: bool) -> dict[str, Any]:
-    """Run ``configs/NAME.toml`` with the CLI in a subprocess; return its timing and EERs."""
-    out = runs / name
+def entry_name(name: str, overrides: list[str]) -> str:
+    """Key of a config's entry: its name, plus the overrides (``NAME@key=value,...``) when there are any."""
+    return name if not overrides else f"{name}@{','.join(overrides)}"
+
+
+def run_config(name: str, runs: Path, keep_data: bool, overrides: list[str] = ()) -> dict[str, Any]:
+    """Run ``configs/NAME.toml`` (with ``--set`` ``overrides``) with the CLI in a subprocess; return its timing and
+    EERs."""
+    out = runs / entry_name(name, list(overrides)).replace("@", "_").replace("=", "-").replace(",", "_").replace('"', "")
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "thce", "-q", "experiment", str(CONFIGS / f"{name}.toml"), "--out", str(out)]
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    command = [sys.executable, "-m", "thce", "-q", "experiment", str(CONFIGS / f"{name}.toml"), "--out", str(out), *sets]
     load_before = load_average()
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - start
     entry: dict[str, Any] = {
-        "command": f"thce -q experiment configs/{name}.toml --out {shown(out)}",
+        "command": " ".join([f"thce -q experiment configs/{name}.toml --out {shown(out)}",
+                             *(f"--set '{override}'" for override in overrides)]),
         "wall_s": round(wall, 1),
         "returncode": done.returncode,
         "goal_s": GOAL_S,
@@ -92,6 +91,7 @@ def run_config(name: str, runs: Path, keep_data: bool) -> dict[str, Any]:
         entry["counts"] = results["data"]["counts"]
         entry["stage_s"] = results.get("timing_s", {})
         entry["epochs"] = epochs_per_stage(out / "metrics.csv")
+        entry["selected_epochs"] = results.get("selected_epochs", {})
     else:
         entry["output_tail"] = done.stdout[-3000:]
     if not keep_data:
@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "paper-configs", help="parent of the run directories")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "paper_configs.json")
     parser.add_argument("--keep-data", action="store_true", help="keep each run's audio and feature cache")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every config run (entries are then named NAME@KEY=VALUE)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.configs if not (CONFIGS / f"{n}.toml").is_file()]
     if unknown:
@@ -115,14 +117,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     configs = dict(previous)
     for name in args.configs:
         print(f"{name}: running (load average {load_average()})", file=sys.stderr, flush=True)
-        configs[name] = run_config(name, args.runs.resolve(), args.keep_data)
-        print(f"{name}: {configs[name]['wall_s']} s, rc {configs[name]['returncode']}", file=sys.stderr, flush=True)
+        key = entry_name(name, args.overrides)
+        configs[key] = run_config(name, args.runs.resolve(), args.keep_data, args.overrides)
+        print(f"{key}: {configs[key]['wall_s']} s, rc {configs[key]['returncode']}", file=sys.stderr, flush=True)
         result = {
             "benchmark": "paper_configs",
             "question": "do the CPU-sized versions of the paper's settings finish in under 30 minutes on this machine?",
             "goal": f"each config: exit status 0 and wall_s < {GOAL_S:g}",
             "passed": all(entry["passed"] for entry in configs.values()),
-            "machine": machine(),
+            "machine": describe_machine(),
             "configs": dict(sorted(configs.items())),
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,9 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     for a, b in zip(rows_one, rows_two):
         for column in ("train_loss", "val_loss"):
             assert float(b[column]) == pytest.approx(float(a[column]), rel=1e-4), (a, b)
+        for column in ("eq3_train", "eq3_val"):  # fractions over the whole epoch, not rank 0's share
+            if a[column]:
+                assert float(b[column]) == pytest.approx(float(a[column]), abs=1e-9, nan_ok=True), (column, a, b)
     assert "world_size" in (tmp_path / "two" / "results.json").read_text()
 
 

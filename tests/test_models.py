@@ -110,3 +110,41 @@ def test_cnn_sees_the_whole_clip():
     assert not torch.allclose(encoder(x), encoder(late))
     blind = CNNEncoder(padding="valid").eval()
     torch.testing.assert_close(blind(x), blind(late))  # frames after ~535 never reach the embedding
+
+
+def _first_frame_sensitivity(init: str) -> float:
+    """|d embedding / d frame 0| relative to |d embedding / d frame 999| of a fresh 1000-frame LSTM."""
+    torch.manual_seed(0)
+    encoder = LSTMEncoder(init=init, normalise=False, max_steps=1000)
+    x = torch.randn(4, 1000, 64, requires_grad=True)
+    encoder(x).pow(2).sum().backward()
+    per_frame = x.grad.abs().sum(dim=(0, 2))
+    return float(per_frame[0] / per_frame[-1])
+
+
+def test_chrono_init_lets_a_fresh_lstm_see_the_start_of_a_clip():
+    """PyTorch's and Keras' initialisations forget ~half of the cell per step: the last hidden state of a
+    1000-frame clip does not depend on its first frames (gradient underflows to 0), so training cannot learn
+    events there. Chrono initialisation (Tallec & Ollivier 2018) spreads memory spans up to the clip length."""
+    assert _first_frame_sensitivity("pytorch") < 1e-30
+    assert _first_frame_sensitivity("keras") < 1e-30
+    assert _first_frame_sensitivity("chrono") > 1e-3
+
+
+def test_lstm_inits_set_the_gate_biases():
+    hidden = 16
+    keras = LSTMEncoder(8, hidden, init="keras").lstm
+    bias = keras.bias_ih_l0 + keras.bias_hh_l0  # PyTorch adds both; gate order input, forget, cell, output
+    assert torch.equal(bias[hidden : 2 * hidden], torch.ones(hidden))
+    assert torch.equal(bias[:hidden], torch.zeros(hidden)) and torch.equal(bias[2 * hidden :], torch.zeros(2 * hidden))
+    w_hh = keras.weight_hh_l0[hidden : 2 * hidden]  # each gate's recurrent block is orthogonal
+    torch.testing.assert_close(w_hh @ w_hh.T, torch.eye(hidden), atol=1e-5, rtol=0)
+    chrono = LSTMEncoder(8, hidden, init="chrono", max_steps=100).lstm
+    bias = chrono.bias_ih_l0 + chrono.bias_hh_l0
+    forget = bias[hidden : 2 * hidden]
+    assert bool((forget >= 0).all()) and bool((forget <= torch.log(torch.tensor(99.0))).all())
+    torch.testing.assert_close(bias[:hidden], -forget)
+    with pytest.raises(ConfigError, match="lstm_init"):
+        LSTMEncoder(8, hidden, init="xavier")
+    with pytest.raises(ConfigError, match="lstm_init"):
+        ModelConfig(encoder="lstm", lstm_init="xavier").validate()

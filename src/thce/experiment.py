@@ -254,6 +254,7 @@ def run_experiment(
         "encoder": config.model.encoder,
         "embedding_diagnostics": _jsonable(diagnostics),
         "timing_s": {k: round(v, 2) for k, v in timing.items()},
+        "selected_epochs": dict(ctx.log.selected_epochs),
     }
     if dist.enabled:
         results["world_size"] = dist.world_size

@@ -6,7 +6,8 @@ Input features are log-mel matrices ``x`` of shape ``(batch, frames, mels)`` (10
 Our reading of the paper where it is silent (also in README):
 
 - **LSTMEncoder**: one LSTM layer of 128 units; the embedding is the last hidden state ``h_T`` (128-d),
-  L2-normalised.
+  L2-normalised. ``ModelConfig.lstm_init`` defaults to chrono initialisation (:func:`init_lstm`): with PyTorch's or
+  Keras' the last state of a 1000-frame clip does not depend on its first 990 frames.
 - **CNNEncoder**: the paper's two convolutional layers: 32 filters 7x7, ReLU, batch norm, 5x4 max-pool
   (time x mel), dropout 0.3; 64 filters 7x7, ReLU, batch norm, 100x4 max-pool, dropout 0.3, with ``same``
   padding: the pool sizes then divide the 1000 x 64 input exactly (1000/5/100 = 2, 64/4/4 = 4) and the map is
@@ -61,12 +62,64 @@ class EmbeddingOutput(nn.Module):
         return l2_normalise(self.center(x) if self.center is not None else x)
 
 
-class LSTMEncoder(nn.Module):
-    """One LSTM layer; embedding = last hidden state, L2-normalised. ``(B, T, F) -> (B, hidden_size)``."""
+LSTM_INITS = ("pytorch", "keras", "chrono")
 
-    def __init__(self, n_mels: int = 64, hidden_size: int = 128, *, normalise: bool = True, center: bool = False) -> None:
+
+def init_lstm(lstm: nn.LSTM, scheme: str, *, max_steps: int = 1000, generator: torch.Generator | None = None) -> None:
+    """Re-initialise ``lstm`` in place (PyTorch's gate order: input, forget, cell, output).
+
+    - ``"pytorch"``: leave PyTorch's default, every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)): the forget gate
+      starts near sigmoid(0) = 0.5, so the cell forgets half of its content per step and the last hidden state of
+      a 1000-frame clip carries almost nothing from the first 990 frames, nor do gradients reach them.
+    - ``"keras"``: Keras' LSTM defaults (Glorot-uniform input weights, orthogonal recurrent weights, zero biases
+      with ``unit_forget_bias``: forget-gate bias 1, Gers et al. 2000; Jozefowicz et al. 2015).
+    - ``"chrono"``: Tallec and Ollivier, "Can recurrent neural networks warp time?" (ICLR 2018): forget-gate bias
+      ``log(u)``, ``u ~ U(1, max_steps - 1)``, input-gate bias its negative, so the units start with memory spans
+      spread up to ``max_steps`` (the clip's frames); weights as ``"keras"``.
+    """
+    if scheme not in LSTM_INITS:
+        raise ConfigError(f"model.lstm_init: {scheme!r} is not one of {', '.join(LSTM_INITS)}")
+    if scheme == "pytorch":
+        return
+    hidden = lstm.hidden_size
+    with torch.no_grad():
+        for layer in range(lstm.num_layers):
+            w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
+            b_ih, b_hh = getattr(lstm, f"bias_ih_l{layer}"), getattr(lstm, f"bias_hh_l{layer}")
+            for gate in range(4):
+                rows = slice(gate * hidden, (gate + 1) * hidden)
+                nn.init.xavier_uniform_(w_ih[rows], generator=generator)
+                nn.init.orthogonal_(w_hh[rows], generator=generator)
+            b_ih.zero_()
+            b_hh.zero_()
+            forget, input_gate = slice(hidden, 2 * hidden), slice(0, hidden)
+            if scheme == "keras":
+                b_ih[forget] = 1.0
+            else:
+                u = torch.rand(hidden, generator=generator) * (max(max_steps, 3) - 2) + 1.0
+                b_ih[forget] = torch.log(u)
+                b_ih[input_gate] = -torch.log(u)
+
+
+class LSTMEncoder(nn.Module):
+    """One LSTM layer; embedding = last hidden state, L2-normalised. ``(B, T, F) -> (B, hidden_size)``.
+
+    ``init`` chooses the initialisation (:func:`init_lstm`); ``max_steps`` is the sequence length it plans for.
+    """
+
+    def __init__(
+        self,
+        n_mels: int = 64,
+        hidden_size: int = 128,
+        *,
+        normalise: bool = True,
+        center: bool = False,
+        init: str = "pytorch",
+        max_steps: int = 1000,
+    ) -> None:
         super().__init__()
         self.lstm = nn.LSTM(n_mels, hidden_size, batch_first=True)
+        init_lstm(self.lstm, init, max_steps=max_steps)
         self.embedding_dim = hidden_size
         self.output = EmbeddingOutput(hidden_size, normalise=normalise, center=center)
 
@@ -196,6 +249,7 @@ class ModelConfig:
 
     encoder: str = "cnn"
     lstm_hidden_size: int = 128
+    lstm_init: str = "chrono"
     cnn_channels: tuple[int, int] = (32, 64)
     cnn_kernel: int = 7
     cnn_pools: tuple[tuple[int, int], tuple[int, int]] = ((5, 4), (100, 4))
@@ -208,6 +262,8 @@ class ModelConfig:
             raise ConfigError(f"model.encoder: {self.encoder!r} is not one of {', '.join(ENCODERS)}")
         if self.lstm_hidden_size < 1 or self.cnn_kernel < 1 or min(self.cnn_channels) < 1:
             raise ConfigError("model: sizes must be positive integers")
+        if self.lstm_init not in LSTM_INITS:
+            raise ConfigError(f"model.lstm_init: {self.lstm_init!r} is not one of {', '.join(LSTM_INITS)}")
         if self.cnn_padding not in ("same", "valid"):
             raise ConfigError(f"model.cnn_padding: {self.cnn_padding!r} is not 'same' or 'valid'")
         if not 0.0 <= self.cnn_dropout < 1.0:
@@ -221,7 +277,10 @@ def build_encoder(config: ModelConfig, *, frames: int, n_mels: int, normalise: b
     """
     config.validate()
     if config.encoder == "lstm":
-        return LSTMEncoder(n_mels, config.lstm_hidden_size, normalise=normalise, center=config.center_embedding)
+        return LSTMEncoder(
+            n_mels, config.lstm_hidden_size, normalise=normalise, center=config.center_embedding,
+            init=config.lstm_init, max_steps=frames,
+        )  # fmt: skip
     return CNNEncoder(
         frames,
         n_mels,

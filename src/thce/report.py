@@ -367,6 +367,25 @@ def plot_embedding_diagnostics(diagnostics: Sequence[Mapping[str, Any]], path: s
     return path
 
 
+def untuned_notes(results: Mapping[str, Any]) -> list[str]:
+    """Markdown lines saying which end-to-end tunings kept their starting model (``selected_epochs`` 0).
+
+    Algorithm 1 ends with "select the model with the least validation loss": when no epoch of end-to-end tuning
+    beats the head-only model on validation, Proposed2 *is* Proposed1 (and LMLE's tuned detector its head-only one).
+    """
+    selected = results.get("selected_epochs")
+    if not isinstance(selected, Mapping):
+        return []
+    lines = []
+    for method, starting in (("proposed2", "Proposed1's"), ("lmle", "its head-only")):
+        if selected.get(f"{method}/end-to-end") == 0:
+            lines.append(
+                f"- {method_short_name(method)}: no epoch of end-to-end tuning lowered the validation loss, so it "
+                f"kept {starting} model (Algorithm 1 selects the least validation loss)."
+            )
+    return lines + [""] if lines else []
+
+
 def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict[str, Path]:
     """Write ``report.md`` and ``det.png`` into a run directory, each atomically.
 
@@ -394,6 +413,7 @@ def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict
         "",
         eer_table_markdown(results),
     ]
+    parts += untuned_notes(results)
     if isinstance(results.get("seeds"), Mapping):
         parts += ["## Repeats over seeds", "", seeds_table_markdown(results)]
     data = results.get("data")

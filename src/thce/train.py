@@ -117,6 +117,8 @@ class MetricsLog:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self.rows: list[dict[str, Any]] = []
+        #: ``"method/stage[/iteration]" -> epoch`` whose weights an early-stopped stage kept (0: its starting state)
+        self.selected_epochs: dict[str, int] = {}
         if path is not None and not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("w", newline="") as handle:
@@ -136,6 +138,11 @@ class MetricsLog:
             with self.path.open("a", newline="") as handle:
                 csv.writer(handle).writerow([_fmt(row.get(c)) for c in self.COLUMNS])
 
+
+    def select(self, method: str, stage: str, iteration: int | str, epoch: int) -> None:
+        """Record that a stage kept the weights of ``epoch`` (Algorithm 1: the least validation loss)."""
+        key = "/".join(str(part) for part in (method, stage, iteration) if str(part) != "")
+        self.selected_epochs[key] = int(epoch)
 
     def drop_after(self, method: str, stage: str, iteration: int | str, epoch: int) -> None:
         """Forget the rows of one stage after ``epoch`` (a resumed stage logs those epochs again)."""
@@ -357,7 +364,8 @@ def fit_stage(
     :meth:`RunContext.autocast`.
 
     With ``patience``, stops once validation loss has not improved for ``patience`` epochs and restores the state
-    of ``module`` with the lowest validation loss (the starting state counts as epoch 0). Returns that loss.
+    of ``module`` with the lowest validation loss (the starting state counts as epoch 0; which epoch was kept goes
+    to ``ctx.log.select``). Returns that loss.
 
     Distributed (``ctx.dist``): every rank draws the same order in global batches of ``train.batch_size`` per
     rank. With ``data_parallel`` (stages that run the encoder), ``module`` trains under DistributedDataParallel on
@@ -386,13 +394,15 @@ def fit_stage(
         ctx.log.drop_after(method, stage, iteration, saved["epoch"])
         logger.info("%s: resumed after epoch %d%s", path.name, saved["epoch"], " (finished)" if saved["done"] else "")
         if saved["done"]:
+            if patience is not None and saved.get("best_epoch") is not None:  # None: saved before thce recorded it
+                ctx.log.select(method, stage, iteration, saved["best_epoch"])
             return saved["result"]
         optimiser.load_state_dict(saved["optimiser"])
         generator.set_state(saved["generator"])
         first_epoch, best_loss, since_best, current = saved["epoch"] + 1, saved["best_loss"], saved["since_best"], saved["current"]
-        best_state = saved["best_state"]
+        best_state, best_epoch = saved["best_state"], saved.get("best_epoch")
     else:
-        first_epoch, since_best, current = 1, 0, math.nan
+        first_epoch, since_best, current, best_epoch = 1, 0, math.nan, 0
         best_loss = dist.broadcast_float(val_loss()) if patience is not None else math.inf
         best_state = copy.deepcopy(module.state_dict()) if patience is not None else None
 
@@ -402,8 +412,8 @@ def fit_stage(
         _save_stage(path, {
             "epoch": epoch, "done": done, "result": result, "module": module.state_dict(),
             "optimiser": optimiser.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "best_loss": best_loss, "best_state": best_state, "since_best": since_best, "current": current,
-            "extra": extra() if extra else {},
+            "best_loss": best_loss, "best_state": best_state, "best_epoch": best_epoch, "since_best": since_best,
+            "current": current, "extra": extra() if extra else {},
         })  # fmt: skip
 
     sharded = data_parallel and dist.enabled
@@ -453,7 +463,7 @@ def fit_stage(
         )  # fmt: skip
         if patience is not None:
             if current < best_loss:
-                best_loss, best_state, since_best = current, copy.deepcopy(module.state_dict()), 0
+                best_loss, best_state, since_best, best_epoch = current, copy.deepcopy(module.state_dict()), 0, epoch
             else:
                 since_best += 1
         stop = patience is not None and since_best >= patience
@@ -463,6 +473,8 @@ def fit_stage(
             break
     if best_state is not None:
         module.load_state_dict(best_state)
+        if best_epoch is not None:
+            ctx.log.select(method, stage, iteration, best_epoch)
     dist.broadcast_module(module)  # replicated stages too: rank 0's result is the result
     result = best_loss if patience is not None else current
     checkpoint(epoch, done=True, result=result)
@@ -525,7 +537,8 @@ def _cluster_batch_weight(assignment: Tensor, weights: Tensor | None) -> Callabl
 
 
 class _Eq3Tally:
-    """Running Eq. 3 fractions over the training batches of one epoch (weighted by batch size)."""
+    """Running Eq. 3 fractions over the training batches of one epoch (weighted by batch size); under torchrun
+    summed over ranks (each saw its share of every batch), so every rank logs the fraction over the whole epoch."""
 
     def __init__(self) -> None:
         self.total = 0
@@ -536,10 +549,13 @@ class _Eq3Tally:
         self.sums["eq3"] += eq3_ordering(h.detach(), cluster_index, cluster_class)["eq3"] * n
         self.total += n
 
-    def pop(self) -> float:
-        value = self.sums["eq3"] / self.total if self.total else float("nan")
+    def pop(self, dist: Distributed = SINGLE) -> float:
+        """The epoch's fraction (NaN before any batch), then reset. A collective call under torchrun."""
+        held, total = (float(v) for v in dist.all_reduce_sum(
+            torch.tensor([self.sums["eq3"], float(self.total)], dtype=torch.float64)
+        ))  # fmt: skip
         self.total, self.sums["eq3"] = 0, 0.0
-        return value
+        return held / total if total else float("nan")
 
 
 def learn_embedding(
@@ -585,7 +601,10 @@ def learn_embedding(
                 h_val = loss_fn.cluster_layer(embed(encoder, data, val_idx, ctx, f"{method} val").to(device))
                 k_val = assign_to_own_class(h_val, val_class, cluster_class)
                 fractions = eq3_ordering(h_val, k_val, cluster_class)
-                last.update(eq3_train=tally.pop(), eq3_val=fractions["eq3"], own_over_other_val=fractions["own_over_other"])
+                last.update(
+                    eq3_train=tally.pop(ctx.dist), eq3_val=fractions["eq3"],
+                    own_over_other_val=fractions["own_over_other"],
+                )  # fmt: skip
                 return triple_header_ce(
                     h_val, k_val, cluster_class, beta_same=loss_fn.beta_same,
                     beta_other=loss_fn.beta_other, weights=loss_fn.weights,
