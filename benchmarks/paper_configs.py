@@ -2,7 +2,7 @@
 
     python benchmarks/paper_configs.py [--configs synth-6-1-2-16-cnn ...] [--runs runs/paper-configs]
                                        [--out benchmarks/results/paper_configs.json] [--keep-data]
-                                       [--set KEY=VALUE ...]
+                                       [--set KEY=VALUE ...] [--readme README.md]
 
 Each config (``configs/NAME.toml``, default: every ``synth-*.toml``) runs as a user would run it,
 ``thce -q experiment configs/NAME.toml --out RUNS/NAME``, in a subprocess, one after the other. Per config the JSON
@@ -100,13 +100,52 @@ def run_config(name: str, runs: Path, keep_data: bool, overrides: list[str] = ()
     return entry
 
 
+README_START, README_END = "<!-- paper-configs:start -->", "<!-- paper-configs:end -->"
+
+
+def readme_table(result: dict[str, Any], source: Path) -> str:
+    """Markdown: per entry the wall time, the overall EER of every method and the epoch Proposed2's tuning kept."""
+    entries = result["configs"]
+    methods = sorted({m for entry in entries.values() for m in entry.get("overall_eer", {})},
+                     key=lambda m: (m not in ("baseline", "proposed1", "proposed2"), m))
+    short = {"baseline": "B", "proposed1": "P1", "proposed2": "P2"}
+    lines = [
+        f"Written by `python benchmarks/paper_configs.py ... --readme README.md` from `{shown(source)}` "
+        "(2-core CPU; overall EER in %, unweighted mean over the classes).",
+        "",
+        "| config | wall s | " + " | ".join(short.get(m, m) for m in methods) + " | P2 kept tuning epoch |",
+        "| :-- | --: | " + " | ".join("--:" for _ in methods) + " | --: |",
+    ]
+    for name, entry in entries.items():
+        eers = entry.get("overall_eer", {})
+        cells = [f"{100 * eers[m]:.1f}" if m in eers else "" for m in methods]
+        kept = entry.get("selected_epochs", {}).get("proposed2/end-to-end", "")
+        kept = f"{kept}" + (" (= P1)" if kept == 0 else "") if kept != "" else "n/a"
+        lines.append(f"| `{name}` | {entry['wall_s']:.0f} | " + " | ".join(cells) + f" | {kept} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme_table(readme: Path, result: dict[str, Any], source: Path) -> None:
+    """Replace the table between the paper-configs markers of ``readme`` (atomically)."""
+    from thce.cli.report import replace_section
+    from thce.io import atomic_write
+
+    text = replace_section(readme.read_text(encoding="utf-8"), readme_table(result, source), source=readme,
+                           start=README_START, end=README_END)
+    with atomic_write(readme, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = sorted(p.stem for p in CONFIGS.glob("synth-*.toml"))
-    parser.add_argument("--configs", nargs="+", default=default, help=f"config names (default: {' '.join(default)})")
+    parser.add_argument("--configs", nargs="*", default=default,
+                        help=f"config names (default: {' '.join(default)}); none: only rewrite --readme from --out")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "paper-configs", help="parent of the run directories")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "paper_configs.json")
     parser.add_argument("--keep-data", action="store_true", help="keep each run's audio and feature cache")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="also write the table of all entries between the paper-configs markers of this file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every config run (entries are then named NAME@KEY=VALUE)")
     args = parser.parse_args(argv)
@@ -115,12 +154,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"no config {', '.join(unknown)} in {CONFIGS}")
     previous = json.loads(args.out.read_text()).get("configs", {}) if args.out.is_file() else {}
     configs = dict(previous)
-    for name in args.configs:
-        print(f"{name}: running (load average {load_average()})", file=sys.stderr, flush=True)
-        key = entry_name(name, args.overrides)
-        configs[key] = run_config(name, args.runs.resolve(), args.keep_data, args.overrides)
-        print(f"{key}: {configs[key]['wall_s']} s, rc {configs[key]['returncode']}", file=sys.stderr, flush=True)
-        result = {
+
+    def summary() -> dict[str, Any]:
+        return {
             "benchmark": "paper_configs",
             "question": "do the CPU-sized versions of the paper's settings finish in under 30 minutes on this machine?",
             "goal": f"each config: exit status 0 and wall_s < {GOAL_S:g}",
@@ -128,9 +164,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "machine": describe_machine(),
             "configs": dict(sorted(configs.items())),
         }
+
+    result = json.loads(args.out.read_text()) if args.out.is_file() and not args.configs else None
+    for name in args.configs:
+        key = entry_name(name, args.overrides)
+        print(f"{key}: running (load average {load_average()})", file=sys.stderr, flush=True)
+        configs[key] = run_config(name, args.runs.resolve(), args.keep_data, args.overrides)
+        print(f"{key}: {configs[key]['wall_s']} s, rc {configs[key]['returncode']}", file=sys.stderr, flush=True)
+        result = summary()
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")  # after every config: a kill loses at most one
+    if result is None:
+        parser.error(f"nothing to run and no {args.out} to report")
     print(json.dumps(result, indent=2))
+    if args.readme is not None:
+        write_readme_table(args.readme, result, args.out)
     return result
 
 

@@ -1,8 +1,10 @@
 """Whole pipeline on tiny synthetic data: the run directory the CLI leaves behind."""
 
 import csv
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,8 @@ from thce.experiment import prepare_data
 from thce.checkpoint import load_run
 from thce.errors import DataError
 from thce.train import RunContext, predict_scores
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = """
 seed = 3
@@ -166,6 +170,17 @@ def test_imbalance_methods_run_in_the_harness(tmp_path):
         scores = predict_scores(loaded.model, prepared.data, val, RunContext())
         np.testing.assert_allclose(scores, loaded.val_scores, atol=1e-5)
     assert "ldam_drw" in (out / "report.md").read_text()
+
+    # benchmarks/lmle_detector.py on this run: both detectors on LMLE's embedding train and score
+    spec = importlib.util.spec_from_file_location("lmle_detector", ROOT / "benchmarks" / "lmle_detector.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = bench.main([str(out), "--out", str(tmp_path / "lmle_detector.json")])
+    assert report["lmle_state"] == "lmle-embedding-2.pt"  # the last of epochs 2 / rebuild_every 1
+    assert json.loads((tmp_path / "lmle_detector.json").read_text())["overall_eer"] == report["overall_eer"]
+    for variant in ("sigmoid_on_embedding", "cluster_layer_then_sigmoid"):
+        assert set(report["eer"][variant]) == {"head_only", "end_to_end"}
+        assert all(0.0 <= eer["overall"] <= 1.0 for eer in report["eer"][variant].values())
 
 
 def test_report_command_rewrites_readme_section(run_dir, tmp_path, capsys):

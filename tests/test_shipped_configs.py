@@ -4,6 +4,7 @@ ones on an AudioSet-style folder imported with the command their header gives)."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shlex
@@ -16,11 +17,13 @@ from thce.cli import main
 from thce.cli.experiment import packaged_config
 from thce.cluster import clusters_per_class
 from thce.config import load_config
+from thce.errors import DataError
 from thce.data.manifest import ManifestRow
 from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
 from thce.models import ModelConfig
 from tests.test_readers import SEGMENTS_HEADER, tone
 
+ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = packaged_config("demo").parent
 LABELS = ("dog", "baby", "gun", "background")
 RATIOS = ("6:1:2:16", "2:2:1:26")
@@ -263,3 +266,29 @@ def test_cpu_config_runs_end_to_end_at_tiny_scale(name, tmp_path):
     assert [counts_out["val"][label] for label in LABELS] == list(ratio)
     assert counts_out["test"] == {"background": 8, "baby": 4, "dog": 4, "gun": 4}
     check_clusters(results)
+
+
+def test_paper_configs_benchmark_writes_its_readme_table(tmp_path):
+    spec = importlib.util.spec_from_file_location("paper_configs", ROOT / "benchmarks" / "paper_configs.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.entry_name("synth-6-1-2-16-lstm", []) == "synth-6-1-2-16-lstm"
+    assert bench.entry_name("x", ['model.lstm_init="keras"', "seed=1"]) == 'x@model.lstm_init="keras",seed=1'
+    entry = {"wall_s": 198.3, "overall_eer": {"proposed2": 0.3125, "baseline": 0.465, "proposed1": 0.3992}}
+    result = {"configs": {
+        "a": {**entry, "selected_epochs": {"proposed2/end-to-end": 13}},
+        "b": {**entry, "selected_epochs": {"proposed2/end-to-end": 0}},
+        "c": {"wall_s": 12.0, "overall_eer": {"baseline": 0.5}},
+    }}  # fmt: skip
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{bench.README_START}\nold table\n{bench.README_END}\nrest\n")
+    bench.write_readme_table(readme, result, tmp_path / "paper_configs.json")
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith(f"{bench.README_END}\nrest\n")
+    assert "| config | wall s | B | P1 | P2 | P2 kept tuning epoch |" in text
+    assert "| `a` | 198 | 46.5 | 39.9 | 31.2 | 13 |" in text
+    assert "| `b` | 198 | 46.5 | 39.9 | 31.2 | 0 (= P1) |" in text
+    assert "| `c` | 12 | 50.0 |  |  | n/a |" in text
+    readme.write_text("no markers\n")
+    with pytest.raises(DataError, match="markers"):
+        bench.write_readme_table(readme, result, tmp_path / "x.json")

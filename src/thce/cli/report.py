@@ -35,12 +35,13 @@ def results_section(results: dict[str, Any], run_dir: Path, timing: dict[str, An
     return "\n".join(parts)
 
 
-def replace_section(text: str, body: str, *, source: Path) -> str:
-    if START not in text or END not in text or text.index(START) > text.index(END):
-        raise DataError(f"{source}: no '{START}' ... '{END}' markers to write the results between")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{body}\n{END}{tail}"
+def replace_section(text: str, body: str, *, source: Path, start: str = START, end: str = END) -> str:
+    """``text`` with what lies between the ``start`` and ``end`` marker lines replaced by ``body``."""
+    if start not in text or end not in text or text.index(start) > text.index(end):
+        raise DataError(f"{source}: no '{start}' ... '{end}' markers to write the results between")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
 
 
 def run(args: argparse.Namespace) -> int:
