@@ -137,8 +137,11 @@ def test_lstm_inits_set_the_gate_biases():
     bias = keras.bias_ih_l0 + keras.bias_hh_l0  # PyTorch adds both; gate order input, forget, cell, output
     assert torch.equal(bias[hidden : 2 * hidden], torch.ones(hidden))
     assert torch.equal(bias[:hidden], torch.zeros(hidden)) and torch.equal(bias[2 * hidden :], torch.zeros(2 * hidden))
-    w_hh = keras.weight_hh_l0[hidden : 2 * hidden]  # each gate's recurrent block is orthogonal
-    torch.testing.assert_close(w_hh @ w_hh.T, torch.eye(hidden), atol=1e-5, rtol=0)
+    w_hh = keras.weight_hh_l0  # (4H, H) with orthonormal columns, Keras' orthogonal (H, 4H) kernel transposed
+    torch.testing.assert_close(w_hh.T @ w_hh, torch.eye(hidden), atol=1e-5, rtol=0)
+    bound = (6.0 / (8 + 4 * hidden)) ** 0.5  # Glorot-uniform over the whole (4H, F) input kernel
+    largest = float(keras.weight_ih_l0.detach().abs().max())
+    assert 0.8 * bound < largest <= bound
     chrono = LSTMEncoder(8, hidden, init="chrono", max_steps=100).lstm
     bias = chrono.bias_ih_l0 + chrono.bias_hh_l0
     forget = bias[hidden : 2 * hidden]

@@ -86,10 +86,10 @@ def init_lstm(lstm: nn.LSTM, scheme: str, *, max_steps: int = 1000, generator: t
         for layer in range(lstm.num_layers):
             w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
             b_ih, b_hh = getattr(lstm, f"bias_ih_l{layer}"), getattr(lstm, f"bias_hh_l{layer}")
-            for gate in range(4):
-                rows = slice(gate * hidden, (gate + 1) * hidden)
-                nn.init.xavier_uniform_(w_ih[rows], generator=generator)
-                nn.init.orthogonal_(w_hh[rows], generator=generator)
+            # as Keras: Glorot over the whole (4H, F) input kernel; the (4H, H) recurrent kernel with orthonormal
+            # columns (Keras' (H, 4H) kernel with orthonormal rows, transposed)
+            nn.init.xavier_uniform_(w_ih, generator=generator)
+            nn.init.orthogonal_(w_hh, generator=generator)
             b_ih.zero_()
             b_hh.zero_()
             forget, input_gate = slice(hidden, 2 * hidden), slice(0, hidden)
