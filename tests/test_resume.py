@@ -14,6 +14,9 @@ from tests.test_experiment import TINY
 from thce.cli import main
 
 CONFIG = TINY.replace("epochs = 1\n", "epochs = 2\n").replace("last_epochs = 2", "last_epochs = 3")
+WITH_LMLE = CONFIG.replace("seed = 3\n", 'seed = 3\nmethods = ["baseline", "proposed1", "proposed2", "lmle"]\n') + (
+    "[lmle]\nepochs = 4\nrebuild_every = 2\n"
+)
 
 
 def _comparable(run_dir: Path) -> dict:
@@ -40,8 +43,17 @@ def _kill_when(path_glob: str, run_dir: Path, config: Path, launcher: tuple[str,
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
 
 
-@pytest.mark.parametrize("stage_file", ["proposed-embedding-2.pt", "proposed2-end-to-end.pt", "baseline-end-to-end.pt"])
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path, monkeypatch, stage_file):
+@pytest.mark.parametrize(
+    "stage_file, config_text",
+    [
+        ("proposed-embedding-2.pt", CONFIG),
+        ("proposed2-end-to-end.pt", CONFIG),
+        ("baseline-end-to-end.pt", CONFIG),
+        ("lmle-embedding-2.pt", WITH_LMLE),  # LMLE's second rebuild, after its first epoch
+        ("lmle-end-to-end.pt", WITH_LMLE),
+    ],
+)
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, monkeypatch, stage_file, config_text):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     import torch
 
@@ -49,7 +61,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, monkeypatch, stage_
     torch.set_num_threads(1)  # the subprocess runs with one thread too: same arithmetic, same results
     try:
         config = tmp_path / "tiny.toml"
-        config.write_text(CONFIG)
+        config.write_text(config_text)
         reference = tmp_path / "reference"
         assert main(["-q", "experiment", str(config), "--out", str(reference)]) == 0
         killed = tmp_path / "killed"
