@@ -482,7 +482,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
         "sweep_seconds": round(time.perf_counter() - sweep_start, 1),
         "plot": str(args.out),
     }
-    cores = result["machine"]["cpus_usable"] or 1
+    cores = result["machine"]["usable_cores"] or 1
     busy = max(load_before[0], result["machine"]["loadavg_after"][0]) > 0.5 * cores
     # CPU seconds over wall seconds of the measured runs: near 1 on one thread means the sweep was not kept waiting.
     share = (sum(cpu["thce"]) + sum(cpu["lmle"])) / (sum(thce_s) + sum(lmle_s))
