@@ -48,9 +48,12 @@ which goes first, and keeps the fastest; process CPU seconds are reported alongs
 ``machine.cpu_over_wall`` (CPU over wall seconds of the measured runs; near 1 on one thread: the sweep was not kept
 waiting by other processes) qualifies the load averages.
 
-Prints one JSON object (also written to ``--json`` if given) and saves a two-panel log-log plot (``--out``).
+Prints one JSON object (also written to ``--json`` if given) and saves a two-panel log-log plot (``--out``);
+``--readme README.md`` writes the summary and a table per I between README's embedding-scaling markers
+(``--from-json PATH --readme README.md`` does that from an earlier result, without measuring).
 
     .venv/bin/python benchmarks/embedding_scaling.py [--sizes 1000 2000 ...] [--repeats 3] [--json PATH]
+                                                     [--readme README.md] [--from-json PATH]
 """
 
 from __future__ import annotations
@@ -529,6 +532,44 @@ def summary(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+README_START, README_END = "<!-- embedding-scaling:start -->", "<!-- embedding-scaling:end -->"
+
+
+def readme_section(result: dict[str, Any], source: Path) -> str:
+    """Markdown for README: where the figures come from, the summary sentences and a table per I."""
+    sizes, ratios, phases = result["sizes"], result["ratios"], result["phases"]
+    machine = result.get("machine", {})
+    lines = [
+        f"Written by `python benchmarks/embedding_scaling.py ... --readme README.md` from `{source}` "
+        f"({result['encoder']['description']}; batch {result['batch']}; {machine.get('torch_threads', '?')} torch "
+        f"thread(s); load average at start {machine.get('loadavg_before', ['?'])[0]}):",
+        "",
+        *(f"- {line}" for line in result["summary"]),
+        f"- goal: {result['goal']}; met: {'yes' if result['goal_met'] else 'no'}",
+        "",
+        "| I | THCE epoch s | LMLE epoch s | LMLE table s | whole-epoch ratio | without clustering | loss-side ratio |",
+        "| --: | --: | --: | --: | --: | --: | --: |",
+    ]
+    for i, size in enumerate(sizes):
+        lines.append(
+            f"| {size:,} | {result['thce_s'][i]:.3g} | {result['lmle_s'][i]:.3g} | "
+            f"{phases['lmle']['quintuplets'][i]:.3g} | {ratios['whole_epoch'][i]:.2f} | "
+            f"{ratios['whole_epoch_without_clustering'][i]:.2f} | {ratios['loss_side'][i]:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(readme: Path, result: dict[str, Any], source: Path) -> None:
+    """Replace the section between the embedding-scaling markers of ``readme`` (atomically)."""
+    from thce.cli.report import replace_section
+    from thce.io import atomic_write
+
+    text = replace_section(readme.read_text(encoding="utf-8"), readme_section(result, source), source=readme,
+                           start=README_START, end=README_END)  # fmt: skip
+    with atomic_write(readme, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def plot(result: dict[str, Any], path: Path, modelled_ratios: Callable[[float], dict[str, float]]) -> None:
     """Left: seconds per phase against I; right: the LMLE / THCE ratios, measured and extrapolated, and the goal."""
     import matplotlib
@@ -608,7 +649,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (tests)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("embedding_scaling.png"))
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON to this file")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="write the figures between the embedding-scaling markers of this README")  # fmt: skip
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="do not measure: read this earlier result (with --readme: only rewrite README)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        result = json.loads(args.from_json.read_text())
+        if args.readme is not None:
+            write_readme(args.readme, result, args.from_json)
+        return result
     if args.tiny:
         args.repeats, args.val, args.kmeans_max_iter = 1, 32, 10
     if min(args.sizes) < len(RATIO) * 8:
@@ -627,6 +677,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
+    if args.readme is not None:
+        write_readme(args.readme, result, args.json or Path("stdout"))
     return result
 
 

@@ -284,6 +284,14 @@ def test_embedding_scaling_benchmark_tiny(tmp_path, capsys):
     assert 0 < machine["cpu_over_wall"] <= 1.5
     printed = json.loads(capsys.readouterr().out)
     assert printed["ratio_at_max"] == result["ratio_at_max"] and json.loads(json_path.read_text()) == printed
+    # README's section, written from the saved JSON without measuring again
+    readme = tmp_path / "README.md"
+    readme.write_text(f"top\n{module.README_START}\nold\n{module.README_END}\nbottom\n")
+    assert module.main(["--from-json", str(json_path), "--readme", str(readme)]) == printed
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("top\n") and text.endswith("bottom\n")
+    assert f"from `{json_path}`" in text and result["summary"][0] in text
+    assert f"| 128 | {result['thce_s'][1]:.3g} | {result['lmle_s'][1]:.3g} |" in text
 
 
 class _Crash(RuntimeError):
