@@ -433,9 +433,9 @@ class ModelScorer:
     if the scores differ by more than 1e-6):
 
     - forward passes of ``model_batch`` windows, on the CPU chosen by :func:`cache_friendly_batch`;
-    - when the model's receptive field ends before the window does (the paper's CNN with ``cnn_padding = "valid"`` sees frames 0-535 of 1000; with the default ``same`` it sees all), only
-      the audio those frames need is analysed and only those frames are fed to the network, which then computes the
-      same outputs for half the work.
+    - when the model's receptive field ends before the window does (the paper's CNN with ``cnn_padding = "valid"``
+      sees frames 0-535 of 1000; with the default ``"same"`` it sees all), only the audio those frames need is
+      analysed and only those frames are fed to the network, which then computes the same outputs for half the work.
 
     Args:
         loaded: from :func:`thce.checkpoint.load_run`.

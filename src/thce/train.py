@@ -138,7 +138,6 @@ class MetricsLog:
             with self.path.open("a", newline="") as handle:
                 csv.writer(handle).writerow([_fmt(row.get(c)) for c in self.COLUMNS])
 
-
     def select(self, method: str, stage: str, iteration: int | str, epoch: int) -> None:
         """Record that a stage kept the weights of ``epoch`` (Algorithm 1: the least validation loss)."""
         key = "/".join(str(part) for part in (method, stage, iteration) if str(part) != "")
