@@ -8,8 +8,9 @@ Prints JSON:
   the weights), each run in a fresh process; the best of ``--repeats`` runs (all are listed: on a shared machine
   other processes slow some runs down), with the process's CPU time and the load average alongside;
 - ``model_only_rtf_*``: the model alone on the log-mel of the same file's first windows, computed beforehand
-  (at most 200; in the batches detection uses, ``model_batch_*``), and ``overhead_ratio_*`` = model-only RTF / whole-path RTF. Detection
-  computes only the frames a window's output depends on (``thce.detect.receptive_field``), so for a model that
+  (at most 200; in the batches detection uses, ``model_batch_*``), and ``model_only_rtf_*_random_input`` the same
+  on standard-normal input (does the input change the model's speed?);
+  ``overhead_ratio_*`` = model-only RTF / whole-path RTF. Detection computes only the frames a window's output depends on (``thce.detect.receptive_field``), so for a model that
   sees the whole window the ratio is at most ~1 and for one that sees part of it it can exceed 1;
 - ``peak_rss_mb``: peak resident memory of the detecting process on 10 and 60 minutes of audio (goal: flat), and
   of a process that only loads the model (what detection adds is the difference);
@@ -94,9 +95,9 @@ def child(run_dir: str, audio: str, mode: str) -> None:
     if mode == "load":
         pass
     elif mode == "model":
-        # The model alone on the very windows detection scores (log-mel computed beforehand, outside the timing):
-        # the CNN's speed depends on its input (155 windows/s on this file's features vs 95 on random normal ones,
-        # measured in one process), so random input would not compare like for like.
+        # The model alone on the very windows detection scores (log-mel computed beforehand, outside the timing),
+        # like for like; the same timing on standard-normal input of the same shape is reported beside it
+        # (``model_only_rtf_*_random_input``) to show whether the input matters.
         import soundfile as sf
 
         batch = scorer.model_batch  # the batch detection itself uses
@@ -107,11 +108,13 @@ def child(run_dir: str, audio: str, mode: str) -> None:
         with torch.inference_mode():
             feats = (scorer.logmel(torch.from_numpy(windows)) - scorer.mean) * scorer.inv_std
             loaded.model(feats[:batch])  # warm up
-            start = time.perf_counter()
-            for first in range(0, len(feats), batch):
-                torch.sigmoid(loaded.model(feats[first : first + batch]))
-            wall = time.perf_counter() - start
-        out["clips_per_s"] = len(feats) / wall
+            rates = {}
+            for name, inputs in (("clips_per_s", feats), ("clips_per_s_random_input", torch.randn_like(feats))):
+                start = time.perf_counter()
+                for first in range(0, len(inputs), batch):
+                    torch.sigmoid(loaded.model(inputs[first : first + batch]))
+                rates[name] = len(inputs) / (time.perf_counter() - start)
+        out.update(rates)
         out["model_batch"] = batch
     else:
         thresholds = class_thresholds(val_scores=loaded.val_scores, val_class_index=loaded.val_class_index,
@@ -162,8 +165,7 @@ def main() -> None:
             fulls = [run_child(run_dir, long_wav, "detect") for _ in range(args.repeats)]
             short = run_child(run_dir, short_wav, "detect")
             loaded_only = run_child(run_dir, short_wav, "load")
-            # The model alone varies between processes as much as the whole path does (95-155 windows/s for the
-            # CNN at batch 1 in fresh processes on an idle machine): best of the same number of runs.
+            # best of the same number of fresh processes as the whole path: like for like
             models = [run_child(run_dir, long_wav, "model") for _ in range(args.repeats)]
             model = max(models, key=lambda m: m["clips_per_s"])
             rtfs = sorted(f["audio_s"] / f["wall_s"] for f in fulls)
@@ -173,6 +175,7 @@ def main() -> None:
             report[f"rtf_{encoder}_all_runs"] = [round(v, 1) for v in rtfs]
             report[f"model_only_rtf_{encoder}"] = round(model_rtf, 1)
             report[f"model_only_rtf_{encoder}_all_runs"] = sorted(round(m["clips_per_s"] * 5.0, 1) for m in models)
+            report[f"model_only_rtf_{encoder}_random_input"] = round(model["clips_per_s_random_input"] * 5.0, 1)
             report[f"model_batch_{encoder}"] = model["model_batch"]
             report[f"overhead_ratio_{encoder}"] = round(model_rtf / rtfs[-1], 3)
             report[f"windows_per_s_{encoder}"] = round(best["windows"] / best["wall_s"], 1)

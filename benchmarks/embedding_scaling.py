@@ -561,13 +561,9 @@ def readme_section(result: dict[str, Any], source: Path) -> str:
 
 def write_readme(readme: Path, result: dict[str, Any], source: Path) -> None:
     """Replace the section between the embedding-scaling markers of ``readme`` (atomically)."""
-    from thce.cli.report import replace_section
-    from thce.io import atomic_write
+    from thce.cli.report import rewrite_section
 
-    text = replace_section(readme.read_text(encoding="utf-8"), readme_section(result, source), source=readme,
-                           start=README_START, end=README_END)  # fmt: skip
-    with atomic_write(readme, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    rewrite_section(readme, readme_section(result, source), start=README_START, end=README_END)
 
 
 def plot(result: dict[str, Any], path: Path, modelled_ratios: Callable[[float], dict[str, float]]) -> None:

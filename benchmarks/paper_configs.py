@@ -127,13 +127,9 @@ def readme_table(result: dict[str, Any], source: Path) -> str:
 
 def write_readme_table(readme: Path, result: dict[str, Any], source: Path) -> None:
     """Replace the table between the paper-configs markers of ``readme`` (atomically)."""
-    from thce.cli.report import replace_section
-    from thce.io import atomic_write
+    from thce.cli.report import rewrite_section
 
-    text = replace_section(readme.read_text(encoding="utf-8"), readme_table(result, source), source=readme,
-                           start=README_START, end=README_END)
-    with atomic_write(readme, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    rewrite_section(readme, readme_table(result, source), start=README_START, end=README_END)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -44,6 +44,13 @@ def replace_section(text: str, body: str, *, source: Path, start: str = START, e
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
+def rewrite_section(path: Path, body: str, *, start: str = START, end: str = END) -> None:
+    """Replace what lies between the ``start`` and ``end`` markers of the file ``path`` by ``body`` (atomically)."""
+    text = replace_section(path.read_text(encoding="utf-8"), body, source=path, start=start, end=end)
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def run(args: argparse.Namespace) -> int:
     from thce.report import eer_table_markdown, write_report
 
@@ -59,10 +66,7 @@ def run(args: argparse.Namespace) -> int:
             if not args.timing.is_file():
                 raise DataError(f"{args.timing}: timing file not found")
             timing = json.loads(args.timing.read_text(encoding="utf-8"))
-        text = args.readme.read_text(encoding="utf-8")
-        updated = replace_section(text, results_section(results, args.run_dir, timing), source=args.readme)
-        with atomic_write(args.readme, "w", encoding="utf-8") as handle:
-            handle.write(updated)
+        rewrite_section(args.readme, results_section(results, args.run_dir, timing))
         print(f"updated the Results section of {args.readme}")
     return 0
 
