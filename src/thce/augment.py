@@ -141,9 +141,8 @@ class AugmentConfig:
     def describe(self) -> str:
         """The keys that differ from the defaults, e.g. ``"time_shift=True, mixup_alpha=0.2"`` (``"off"`` if none)."""
         default = AugmentConfig()
-        changed = [
-            f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)
-        ]
+        changed = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                   if getattr(self, f.name) != getattr(default, f.name)]  # fmt: skip
         return ", ".join(changed) or "off"
 
 
@@ -226,23 +225,36 @@ class BatchAugmenter(nn.Module):
         self._check(x)
         batch, frames, mels = x.shape
         device = x.device
+        # Random draws in the documented order (gain, shift, masks), all before any arithmetic.
+        offset = shift = bands = times = None
         if cfg.gain_db > 0:
             gain_db = (2 * _uniform(generator, batch) - 1) * cfg.gain_db  # U[-gain_db, gain_db]
             offset = (gain_db.to(device, torch.float32)[:, None] * LN_PER_DB) / self.band_std.to(device)[None, :]
-            x = x + offset[:, None, :].to(x.dtype)
         if cfg.time_shift:
             shift = torch.randint(0, frames, (batch,), generator=generator)
-            source = (torch.arange(frames)[None, :] - shift[:, None]) % frames  # out[t] = x[t - s]
-            x = x[torch.arange(batch, device=device)[:, None], source.to(device)]
-        masked = None
         if cfg.freq_masking:
             bands = _random_spans(generator, batch, cfg.freq_masks, cfg.freq_mask_bands, mels)
-            masked = bands.to(device)[:, None, :]
         if cfg.time_masking:
-            times = _random_spans(generator, batch, cfg.time_masks, cfg.time_mask_frames, frames).to(device)[:, :, None]
-            masked = times if masked is None else masked | times
-        if masked is not None:
-            x = x.masked_fill(masked, 0.0)
+            times = _random_spans(generator, batch, cfg.time_masks, cfg.time_mask_frames, frames)
+        # One new (B, frames, mels) tensor, then in place on it: each fresh 16 MB batch costs page faults, and the
+        # gain (constant over time) commutes with the shift (a permutation of frames), so the shift goes first.
+        owned = False
+        if shift is not None:
+            source = (torch.arange(frames)[None, :] - shift[:, None]) % frames  # out[t] = x[t - s]
+            # rows of the (B * frames, mels) matrix: index_select is about 2x faster than x[arange(B)[:, None], source]
+            rows = (source + frames * torch.arange(batch)[:, None]).reshape(-1).to(device)
+            x, owned = x.reshape(batch * frames, mels).index_select(0, rows).view(batch, frames, mels), True
+        if offset is not None:
+            offset = offset[:, None, :].to(x.dtype)
+            x, owned = (x.add_(offset) if owned else x + offset), True
+        # Masks as multiplications by 0/1 (broadcast (B, 1, M) and (B, T, 1)): about 2x faster than masked_fill with
+        # their union; the features are finite, so a masked value is 0 (or -0.0, equal to 0).
+        for keep in (
+            None if bands is None else (~bands).to(device, x.dtype)[:, None, :],
+            None if times is None else (~times).to(device, x.dtype)[:, :, None],
+        ):
+            if keep is not None:
+                x, owned = (x.mul_(keep) if owned else x * keep), True
         return x
 
     def mixup(
@@ -266,7 +278,8 @@ class BatchAugmenter(nn.Module):
         lam = torch.from_numpy(np.random.default_rng(seed).beta(alpha, alpha, size=batch)).to(x.device, torch.float32)
         perm = torch.randperm(batch, generator=generator).to(x.device)
         weight = lam.reshape(batch, *([1] * (x.ndim - 1))).to(x.dtype)
-        return weight * x + (1 - weight) * x[perm], lam, perm
+        # lerp_(b, w): a + w (b - a) = lam x + (1 - lam) x[perm] in place on the new x[perm]: one pass, one new tensor
+        return x.index_select(0, perm).lerp_(x, weight), lam, perm
 
 
 def mix_targets(targets: Tensor, lam: Tensor, perm: Tensor) -> Tensor:
