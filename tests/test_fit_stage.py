@@ -11,8 +11,9 @@ from thce.report import untuned_notes
 from thce.train import MetricsLog, RunContext, fit_stage
 
 
-def _fit(val_losses: list[float], *, patience: int, epochs: int = 10, resume_dir: Path | None = None,
-         log: MetricsLog | None = None) -> tuple[nn.Linear, float, MetricsLog, list[float]]:
+def _fit(val_losses: list, *, patience: int, epochs: int = 10, resume_dir: Path | None = None,
+         log: MetricsLog | None = None, start_trained: bool = True, selection: str = "val_loss",
+         method: str = "proposed2") -> tuple[nn.Linear, float, MetricsLog, list[float]]:
     """A 1-weight module whose weight counts the optimiser steps; val loss read from ``val_losses`` in turn."""
     module = nn.Linear(1, 1, bias=False)
     nn.init.zeros_(module.weight)
@@ -29,8 +30,9 @@ def _fit(val_losses: list[float], *, patience: int, epochs: int = 10, resume_dir
         return -module.weight.sum()  # Adam's first steps move the weight by ~lr: +1 per step
 
     result = fit_stage(
-        stage="end-to-end", method="proposed2", module=module, parameters=list(module.parameters()),
+        stage="end-to-end", method=method, module=module, parameters=list(module.parameters()),
         train_step=step, num_train=4, val_loss=val_loss, epochs=epochs, patience=patience, ctx=ctx,
+        start_trained=start_trained, selection=selection,
     )
     return module, result, ctx.log, weights_at_val
 
@@ -45,11 +47,14 @@ def test_keeps_the_epoch_with_the_least_validation_loss_and_records_it():
 
 
 def test_no_better_epoch_keeps_the_starting_state_and_the_report_says_so():
-    module, result, log, weights = _fit([0.5, 0.6, 0.7, 0.8], patience=3)
+    # patience counts from the first trained epoch: epochs 1..4 run although the start was best from epoch 1 on
+    module, result, log, weights = _fit([0.5, 0.6, 0.7, 0.8, 0.9], patience=3)
     assert result == 0.5 and float(module.weight.detach()) == 0.0 == weights[0]
     assert log.selected_epochs == {"proposed2/end-to-end": 0}
-    notes = untuned_notes({"selected_epochs": log.selected_epochs})
-    assert len(notes) == 2 and "P2" in notes[0] and "Proposed1's model" in notes[0]
+    assert [row["epoch"] for row in log.rows] == [1, 2, 3, 4]
+    assert len(log.warnings) == 1 and "kept its starting state" in log.warnings[0]["message"]
+    notes = untuned_notes({"selected_epochs": log.selected_epochs, "warnings": log.warnings})
+    assert len(notes) == 2 and "P2" in notes[0] and "Proposed1's model" in notes[0] and "Warning" in notes[0]
     assert untuned_notes({"selected_epochs": {"proposed2/end-to-end": 3}}) == []
     assert untuned_notes({}) == []
 
@@ -60,3 +65,33 @@ def test_a_finished_stage_reloaded_from_its_state_records_the_same_epoch(tmp_pat
     _, again, log_again, weights = _fit([], patience=2, resume_dir=tmp_path)
     assert again == first and weights == []
     assert log_again.selected_epochs == log.selected_epochs == {"proposed2/end-to-end": 2}
+
+
+def test_a_stage_starting_untrained_never_keeps_its_start_and_warns_loudly():
+    # Issue 12: the random initialisation scored best on validation; it must not be returned silently
+    module, result, log, weights = _fit([0.5, 0.6, 0.55, 0.7, 0.8], patience=2, start_trained=False, method="baseline")
+    assert log.selected_epochs == {"baseline/end-to-end": 2} and result == 0.55
+    assert float(module.weight.detach()) == pytest.approx(weights[2]) != 0.0
+    assert len(log.warnings) == 1 and "UNTRAINED" in log.warnings[0]["message"]
+    assert any("UNTRAINED" in line for line in untuned_notes({"warnings": log.warnings}))
+
+
+def test_a_stage_that_learns_has_no_warning():
+    _, _, log, _ = _fit([1.0, 0.9, 0.8, 0.85, 0.9], patience=2, start_trained=False, method="baseline")
+    assert log.selected_epochs == {"baseline/end-to-end": 2} and log.warnings == []
+
+
+@pytest.mark.parametrize("selection, kept", [("val_loss", 1), ("val_eer", 2), ("val_auc", 3)])
+def test_selection_criterion_is_configurable(selection, kept):
+    values = [
+        {"val_loss": 1.0, "val_eer": 0.5, "val_auc": 0.5},
+        {"val_loss": 0.5, "val_eer": 0.40, "val_auc": 0.60},  # least loss
+        {"val_loss": 0.7, "val_eer": 0.30, "val_auc": 0.65},  # least EER
+        {"val_loss": 0.8, "val_eer": 0.35, "val_auc": 0.70},  # largest AUC
+        {"val_loss": 0.9, "val_eer": 0.45, "val_auc": 0.55},
+        {"val_loss": 0.9, "val_eer": 0.45, "val_auc": 0.55},
+        {"val_loss": 0.9, "val_eer": 0.45, "val_auc": 0.55},
+    ]
+    _, _, log, _ = _fit(values, patience=3, epochs=6, start_trained=False, method="baseline", selection=selection)
+    assert log.selected_epochs == {"baseline/end-to-end": kept}
+    assert {"val_eer", "val_auc"} <= set(log.rows[0])  # logged to metrics.csv

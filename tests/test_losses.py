@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from thce.losses import (
+    mean_cluster_weight,
     TripleHeaderCrossEntropy,
     bce_class_weights,
     cluster_weights,
@@ -145,3 +146,39 @@ def test_weighted_bce_eq2_by_hand():
         + 0.5 * math.log(sig(torch.tensor(0.5)))
     ) / 4
     assert weighted_bce(logits, targets, w).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_eq8_fixed_normaliser_by_hand_over_two_batches_of_different_composition():
+    # Issue 13: clusters [class 0 | class 1, class 1] -> Eq. 9 w_k = [1, 2, 2], Eq. 8 weights [2, 1, 1].
+    cluster_class = torch.tensor([0, 1, 1])
+    weights = cluster_weights(cluster_class)
+    assert weights.tolist() == [2.0, 1.0, 1.0]
+    training_assignment = torch.tensor([0, 1, 2, 1, 2, 0])
+    mean_w = mean_cluster_weight(weights, training_assignment)
+    assert mean_w == pytest.approx(8 / 6)
+    l0 = math.log(1 + math.exp(-1))  # cluster 0, h = [2, 1, 0]: only the other-class term (h 1 - beta'' 0 - 2)
+    l1 = math.log(1 + math.exp(1 - 5 - 3) + math.exp(0 - 0 - 3))  # cluster 1, h = [0, 3, 1]
+    h0, h1 = [2.0, 1.0, 0.0], [0.0, 3.0, 1.0]
+    batch_a = triple_header_ce(torch.tensor([h0, h1]), torch.tensor([0, 1]), cluster_class, weights=weights,
+                               reduction="fixed", mean_weight=mean_w)
+    batch_b = triple_header_ce(torch.tensor([h1, h1]), torch.tensor([1, 1]), cluster_class, weights=weights,
+                               reduction="fixed", mean_weight=mean_w)
+    assert batch_a.item() == pytest.approx((2 * l0 + l1) / (2 * 8 / 6), rel=1e-5)
+    assert batch_b.item() == pytest.approx((l1 + l1) / (2 * 8 / 6), rel=1e-5)
+    # a cluster-1 sample weighs 1 / (B * mean_w) in both batches; the batch-sum normaliser gave 1/3 and 1/2
+    old_a = triple_header_ce(torch.tensor([h0, h1]), torch.tensor([0, 1]), cluster_class, weights=weights)
+    assert old_a.item() == pytest.approx((2 * l0 + l1) / 3, rel=1e-5)
+    with pytest.raises(ValueError, match="mean_weight"):
+        triple_header_ce(torch.tensor([h0]), torch.tensor([0]), cluster_class, weights=weights, reduction="fixed")
+
+
+def test_module_uses_the_fixed_normaliser_given_the_training_assignment():
+    layer = ClusterLayer.from_centroids(torch.eye(3), torch.tensor([0, 1, 1]), alpha=4.0)
+    assignment = torch.tensor([0, 1, 2, 1, 2, 0])
+    loss_fn = TripleHeaderCrossEntropy(layer, assignment=assignment)
+    assert loss_fn.reduction == "fixed" and loss_fn.mean_weight == pytest.approx(8 / 6)
+    e = torch.nn.functional.normalize(torch.randn(4, 3), dim=1)
+    k = torch.tensor([0, 1, 2, 2])
+    expected = triple_header_ce(layer(e), k, layer.cluster_class, weights=loss_fn.weights, reduction="sum") / (4 * 8 / 6)
+    torch.testing.assert_close(loss_fn(e, k), expected)
+    assert TripleHeaderCrossEntropy(layer).reduction == "mean"

@@ -39,18 +39,66 @@ def test_lstm_embedding_is_the_normalised_last_hidden_state():
     torch.testing.assert_close(raw(x), h[-1])
 
 
+def _mean_cos(z):
+    cos = z @ z.t()
+    return ((cos.sum() - cos.diag().sum()) / (len(z) * (len(z) - 1))).item()
+
+
 def test_centring_spreads_embeddings_over_the_sphere():
+    # in eval mode (what clustering, the detector and scoring see), after calibration on eval-mode inputs
     torch.manual_seed(0)
     x = torch.randn(32, 1000, 64)
-    plain, centred = CNNEncoder(center=False), CNNEncoder(center=True)
-    centred.features.load_state_dict(plain.features.state_dict())
+    plain, centred = CNNEncoder(center=False).eval(), CNNEncoder(center=True).eval()
+    centred.features.load_state_dict(plain.features.state_dict(), strict=False)
+    with torch.no_grad():
+        centred.output.calibrate([centred.pre_output(x)])
+        assert _mean_cos(plain(x)) > 0.5  # max-pooled batch-norm outputs share one direction
+        assert abs(_mean_cos(centred(x))) < 0.1
 
-    def mean_cos(z):
-        cos = z @ z.t()
-        return ((cos.sum() - cos.diag().sum()) / (len(z) * (len(z) - 1))).item()
 
-    assert mean_cos(plain(x).detach()) > 0.5  # max-pooled batch-norm outputs share one direction
-    assert abs(mean_cos(centred(x).detach())) < 0.1
+@pytest.mark.parametrize("placement", ["after_centring", "before_centring"])
+def test_fixed_centring_is_the_same_in_train_and_eval_mode(placement):
+    torch.manual_seed(0)
+    x = torch.randn(16, 1000, 64)
+    encoder = CNNEncoder(center=True, centring="fixed", dropout=0.0, dropout_placement=placement)
+    with torch.no_grad():
+        encoder.eval()
+        pre = encoder.pre_output(x)
+        encoder.output.calibrate([pre])
+        stats = encoder.output.center.running_mean.clone()
+        evaluated = encoder.output(pre)
+        encoder.train()
+        assert not encoder.output.center.training  # fixed statistics: never batch statistics
+        trained = encoder.output(pre[:4])
+    torch.testing.assert_close(trained, evaluated[:4])  # a batch of 4 is centred like the whole set
+    torch.testing.assert_close(encoder.output.center.running_mean, stats)  # training does not move them
+
+
+def test_dropout_after_centring_keeps_a_clip_recognisable_in_train_mode():
+    # Issue 13: with the second block's dropout before the centring, two dropout masks on one clip gave
+    # embeddings with cosine ~0.37 (noise proportional to the common offset, which centring removes).
+    torch.manual_seed(0)
+    x = torch.randn(48, 1000, 64)
+
+    def same_clip_cosine(placement):
+        torch.manual_seed(1)
+        encoder = CNNEncoder(center=True, dropout_placement=placement)
+        encoder.features[4].p = 0.0  # the first block's dropout off: measure the second block's alone
+        with torch.no_grad():
+            encoder.eval()
+            encoder.output.calibrate([encoder.pre_output(x)])
+            encoder.train()
+            for m in encoder.modules():  # batch norm on running statistics: only dropout differs
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()
+            a, b = encoder(x), encoder(x)
+        return torch.nn.functional.cosine_similarity(a, b, dim=1).mean().item()
+
+    before, after = same_clip_cosine("before_centring"), same_clip_cosine("after_centring")
+    assert abs(before) < 0.2, before  # what is left after centring is dropout noise
+    assert after == pytest.approx(0.7, abs=0.05)  # 1 - p: inverted dropout on the centred vector
+    assert [m.p for m in CNNEncoder(center=True, dropout_placement="after_centring").modules()
+            if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3]  # moved, not removed
 
 
 def test_cluster_layer_eq4_with_alpha_folded_in():

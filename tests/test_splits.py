@@ -162,3 +162,16 @@ def test_split_counts_unassigned():
         "val": {"background": 1},
         "unassigned": {"dog": 2},
     }
+
+
+def test_rebalance_shrinking_only_dog_and_gun_as_the_paper_did():
+    # Issue 13: the paper "downsampled the dog barking and gun shot classes" to reach 2:2:1:26; baby and
+    # background keep every clip. train: dog 60, baby 10, gun 20, bg 160 -> scale 5 -> dog 10, gun 5, rest kept
+    rows = paper_like()
+    out = rebalance(rows, labels=["dog", "baby", "gun", ""], ratio=(2, 2, 1, 26), seed=0, shrink=["dog", "gun"])
+    counts = split_counts(out)
+    assert counts["train"] == {"background": 160, "baby": 10, "dog": 10, "gun": 5}
+    assert counts["val"] == {"background": 64, "baby": 4, "dog": 4, "gun": 2}
+    assert counts["test"] == split_counts(rows)["test"]
+    with pytest.raises(ConfigError, match="to shrink"):
+        rebalance(rows, labels=["dog", "baby", "gun", ""], ratio=(2, 2, 1, 26), seed=0, shrink=["cat"])

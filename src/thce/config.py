@@ -21,6 +21,7 @@ from typing import Any
 import tomli_w
 
 from thce.audio import LogMelConfig
+from thce.augment import AugmentConfig
 from thce.data.synth import SynthConfig
 from thce.errors import ConfigError
 from thce.lmle import LMLEConfig
@@ -52,7 +53,8 @@ class DataConfig:
     ``source``: ``"synth"`` (built-in scenes, see ``[synth]``) or ``"manifest"`` (a manifest CSV).
     ``classes``: the event classes, in output order; any other label is an error, empty label is background.
     ``ratio``: optional re-ratio of train and val, e.g. ``"2:2:1:26"`` (classes in order, then background);
-    the test split is left untouched, as in the paper.
+    the test split is left untouched, as in the paper. ``ratio_shrink``: if not empty, only these labels are
+    subsampled to the ratio (``["dog", "gun"]``: the paper's 2:2:1:26); by default every label may be.
     """
 
     source: str = "synth"
@@ -60,6 +62,7 @@ class DataConfig:
     classes: tuple[str, ...] = ("dog", "baby", "gun")
     split_fractions: tuple[float, float, float] = (0.7, 0.2, 0.1)
     ratio: str = ""
+    ratio_shrink: tuple[str, ...] = ()
     cache_dir: str = ""
     feature_workers: int = 0
     strict: bool = False
@@ -75,6 +78,9 @@ class DataConfig:
             raise ConfigError("data.classes: 'background' is implicit (empty label), do not list it")
         if len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or abs(sum(self.split_fractions) - 1) > 1e-6:
             raise ConfigError(f"data.split_fractions: need three non-negative fractions summing to 1, got {self.split_fractions}")
+        unknown = [name for name in self.ratio_shrink if name not in (*self.classes, "background")]
+        if unknown:
+            raise ConfigError(f"data.ratio_shrink: {unknown} are not among the classes {list(self.classes)} or 'background'")
         if self.feature_workers < 0:
             raise ConfigError(f"data.feature_workers: must be >= 0 (0: one per CPU), got {self.feature_workers}")
 
@@ -93,6 +99,8 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": autocast the training forward passes to bfloat16
     loader_workers: int = 0  # processes reading feature batches ahead of training (0: read in the loop)
     pin_memory: bool = True  # page-locked batches for faster host-to-GPU copies (CUDA only)
+    weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay (paper: Adam, none)
+    balanced_sampling: bool = False  # class-balanced draws with replacement in BCE stages (then Eq. 1, unweighted)
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -105,6 +113,8 @@ class TrainConfig:
             raise ConfigError(f"train.learning_rate: must be > 0, got {self.learning_rate}")
         if self.num_threads < 0:
             raise ConfigError(f"train.num_threads: must be >= 0, got {self.num_threads}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay: must be >= 0, got {self.weight_decay}")
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,7 @@ class EmbeddingConfig:
     cluster_weights: bool = True
     balanced_clusters: bool = True
     kmeans_max_iter: int = 100
+    loss_normaliser: str = "fixed"  # Eq. 8 over B x the mean training weight; "batch": the batch's sum of weights
 
     def validate(self) -> None:
         for name in ("n_iter", "kmeans_max_iter"):
@@ -135,20 +146,30 @@ class EmbeddingConfig:
                 raise ConfigError(f"embedding.{name}: must be >= 0, got {getattr(self, name)}")
         if not self.alpha > 0:
             raise ConfigError(f"embedding.alpha: must be > 0, got {self.alpha}")
+        if self.loss_normaliser not in ("fixed", "batch"):
+            raise ConfigError(f"embedding.loss_normaliser: {self.loss_normaliser!r} is not 'fixed' or 'batch'")
         if not self.beta_other < self.beta_same:
             raise ConfigError(
                 f"embedding: beta_other ({self.beta_other}) must be smaller than beta_same ({self.beta_same}), Eq. 5"
             )
 
 
+SELECTIONS = ("val_loss", "val_eer", "val_auc")
+
+
 @dataclass(frozen=True)
 class StageConfig:
-    """A training stage stopped early on validation loss (paper: patience 10); the best-val-loss model is kept."""
+    """A training stage stopped early (paper: patience 10) on ``selection``: the validation loss (the paper's
+    "least validation loss"), or the mean over classes of the validation EER or ROC AUC; the best model is kept.
+    Patience counts from the first trained epoch."""
 
     max_epochs: int = 200
     patience: int = 10
+    selection: str = "val_loss"
 
     def validate(self, section: str) -> None:
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"{section}.selection: {self.selection!r} is not one of {', '.join(SELECTIONS)}")
         if self.max_epochs < 0:
             raise ConfigError(f"{section}.max_epochs: must be >= 0, got {self.max_epochs}")
         if self.patience < 1:
@@ -189,6 +210,7 @@ class ExperimentConfig:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     bce: BCEConfig = field(default_factory=BCEConfig)
     focal: FocalConfig = field(default_factory=FocalConfig)
     class_balanced: ClassBalancedConfig = field(default_factory=ClassBalancedConfig)
@@ -216,6 +238,7 @@ class ExperimentConfig:
         self.embedding.validate()
         self.detector.validate("detector")
         self.baseline.validate("baseline")
+        self.augment.validate()
         for method in LOSS_CONFIGS:
             self.loss_config(method).validate()
         self.lmle.validate()

@@ -99,7 +99,8 @@ def load_rows(
                 f"data.ratio {config.data.ratio!r}: expected {len(config.data.classes) + 1} parts "
                 f"({', '.join(config.data.classes)}, background)"
             )
-        rows = rebalance(rows, labels=[*config.data.classes, ""], ratio=ratio, seed=config.seed)
+        shrink = [("" if name == "background" else name) for name in config.data.ratio_shrink] or None
+        rows = rebalance(rows, labels=[*config.data.classes, ""], ratio=ratio, seed=config.seed, shrink=shrink)
     return rows
 
 
@@ -205,7 +206,7 @@ def run_experiment(
     timing["data"] = time.perf_counter() - start
     ctx = RunContext(
         train=config.train, seed=config.seed, log=MetricsLog(metrics_path if dist.is_main else None),
-        progress=progress if dist.is_main else None, resume_dir=resume_dir, dist=dist,
+        progress=progress if dist.is_main else None, resume_dir=resume_dir, dist=dist, augment=config.augment,
     )  # fmt: skip
     frames, n_mels = config.features.num_frames, config.features.n_mels
 
@@ -235,7 +236,7 @@ def run_experiment(
         lmle = learn_embedding_lmle(new_encoder(), data, config.lmle, ctx)
         model = EventDetector(lmle.encoder, DetectorHead(lmle.encoder.embedding_dim, data.num_events))
         train_head_only(model, data, config.detector, ctx, method="lmle")  # as Proposed1 ...
-        train_end_to_end(model, data, config.detector, ctx, method="lmle", salt=7003)  # ... then Proposed2
+        train_end_to_end(model, data, config.detector, ctx, method="lmle", salt=7003, start_trained=True)  # ... then Proposed2
         methods["lmle"] = evaluate_and_save(model, "lmle", prepared, config, ctx, out_dir)
         timing["lmle"] = time.perf_counter() - start
     counts = data.class_counts("train")
@@ -255,6 +256,7 @@ def run_experiment(
         "embedding_diagnostics": _jsonable(diagnostics),
         "timing_s": {k: round(v, 2) for k, v in timing.items()},
         "selected_epochs": dict(ctx.log.selected_epochs),
+        "warnings": list(ctx.log.warnings),
     }
     if dist.enabled:
         results["world_size"] = dist.world_size

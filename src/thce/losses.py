@@ -5,6 +5,8 @@ Both are usable on their own with any network. Every equation lives in one funct
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -85,6 +87,7 @@ def triple_header_ce(
     beta_other: float = 0.0,
     weights: Tensor | None = None,
     reduction: str = "mean",
+    mean_weight: float | None = None,
 ) -> Tensor:
     """The triple-header cross-entropy, Eqs. 5-8.
 
@@ -108,8 +111,13 @@ def triple_header_ce(
         beta_other: beta'', subtracted from the other-class term (paper: 0); beta'' < beta' penalises
             other-class clusters more.
         weights: (K,) per-cluster weights (Eqs. 8-9, see :func:`cluster_weights`); ``None`` = unweighted.
-        reduction: ``"mean"`` (weighted mean, ``sum w_i l_i / sum w_i`` as in ``nn.CrossEntropyLoss``),
-            ``"sum"`` (Eq. 8 literally) or ``"none"`` (per-sample ``-log v``, unweighted).
+        reduction: ``"fixed"`` (Eq. 8 over a fixed normaliser: ``sum_i w_i l_i / (B * mean_weight)``, so a
+            sample's weight does not depend on its batch-mates), ``"mean"`` (the batch's weighted mean,
+            ``sum w_i l_i / sum w_i`` as in ``nn.CrossEntropyLoss``: the denominator varies with the batch's
+            composition, ~21 % between batches of 64 at 2:2:1:26), ``"sum"`` (Eq. 8 literally) or ``"none"``
+            (per-sample ``-log v``, unweighted).
+        mean_weight: for ``"fixed"``: the mean of ``weights[k_i]`` over the training set (see
+            :func:`mean_cluster_weight`), which puts the loss on the scale of an unweighted mean.
 
     Returns:
         Scalar loss, or (B,) for ``reduction="none"``.
@@ -136,7 +144,22 @@ def triple_header_ce(
         return (w * per_sample).sum()
     if reduction == "mean":
         return (w * per_sample).sum() / w.sum()
-    raise ValueError(f"triple_header_ce: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if reduction == "fixed":
+        if mean_weight is None or not mean_weight > 0:
+            raise ValueError(f"triple_header_ce: reduction='fixed' needs mean_weight > 0, got {mean_weight}")
+        return (w * per_sample).sum() / (len(per_sample) * mean_weight)
+    raise ValueError(f"triple_header_ce: reduction must be 'fixed', 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def mean_cluster_weight(weights: Tensor | None, assignment: Tensor) -> float:
+    """The mean Eq. 8 weight ``weights[k_i]`` over the samples of ``assignment`` (N,); 1 when unweighted.
+
+    >>> mean_cluster_weight(torch.tensor([2.0, 2.0, 4.0, 1.0]), torch.tensor([0, 1, 2, 3, 3, 3]))
+    1.8333333730697632
+    """
+    if weights is None:
+        return 1.0
+    return float(weights[assignment.to(weights.device, torch.long)].float().mean())
 
 
 def eq3_ordering(h: Tensor, cluster_index: Tensor, cluster_class: Tensor) -> dict[str, float]:
@@ -170,6 +193,8 @@ class TripleHeaderCrossEntropy(nn.Module):
         cluster_layer: the dense layer W whose outputs are h; its ``cluster_class`` buffer gives c_k.
         beta_same, beta_other: beta' and beta'' of Eq. 5.
         weighted: apply the cluster weights of Eqs. 8-9.
+        assignment: (N,) the training samples' clusters; with it the batch loss is Eq. 8 over the fixed
+            normaliser ``B * mean_weight`` (``reduction="fixed"``), without it the batch's weighted mean.
     """
 
     def __init__(
@@ -179,6 +204,7 @@ class TripleHeaderCrossEntropy(nn.Module):
         beta_same: float = 5.0,
         beta_other: float = 0.0,
         weighted: bool = True,
+        assignment: Tensor | None = None,
     ) -> None:
         super().__init__()
         if beta_other >= beta_same:
@@ -187,10 +213,12 @@ class TripleHeaderCrossEntropy(nn.Module):
         self.beta_same = beta_same
         self.beta_other = beta_other
         self.register_buffer("weights", cluster_weights(cluster_layer.cluster_class) if weighted else None)
+        self.reduction = "mean" if assignment is None else "fixed"
+        self.mean_weight = None if assignment is None else mean_cluster_weight(self.weights, assignment)
 
     @classmethod
     def from_centroids(
-        cls, centroids: Tensor, cluster_class: Tensor, *, alpha: float, **kwargs: float | bool
+        cls, centroids: Tensor, cluster_class: Tensor, *, alpha: float, **kwargs: Any
     ) -> TripleHeaderCrossEntropy:
         """W initialised to ``alpha * centroids`` (Algorithm 1: "initialised with cluster centroids")."""
         return cls(ClusterLayer.from_centroids(centroids, cluster_class, alpha), **kwargs)
@@ -199,13 +227,13 @@ class TripleHeaderCrossEntropy(nn.Module):
     def cluster_class(self) -> Tensor:
         return self.cluster_layer.cluster_class
 
-    def forward(self, embedding: Tensor, cluster_index: Tensor) -> Tensor:
-        """``embedding`` (B, D) L2-normalised, ``cluster_index`` (B,) -> scalar weighted-mean loss."""
+    def loss_from_h(self, h: Tensor, cluster_index: Tensor) -> Tensor:
+        """Eqs. 5-8 on cluster-layer outputs ``h`` (B, K) already computed."""
         return triple_header_ce(
-            self.cluster_layer(embedding),
-            cluster_index,
-            self.cluster_class,
-            beta_same=self.beta_same,
-            beta_other=self.beta_other,
-            weights=self.weights,
-        )
+            h, cluster_index, self.cluster_class, beta_same=self.beta_same, beta_other=self.beta_other,
+            weights=self.weights, reduction=self.reduction, mean_weight=self.mean_weight,
+        )  # fmt: skip
+
+    def forward(self, embedding: Tensor, cluster_index: Tensor) -> Tensor:
+        """``embedding`` (B, D) L2-normalised, ``cluster_index`` (B,) -> scalar loss (Eqs. 4-8)."""
+        return self.loss_from_h(self.cluster_layer(embedding), cluster_index)

@@ -19,6 +19,13 @@ Our reading of the paper where it is silent (also in README):
   100x4 max-pool) make every output component a maximum of ~400 standardised values, about +2.5 for every clip,
   so all embeddings start within a few degrees of one common direction (cosines ~0.98) and the cosine layer sees
   almost no differences; batch-norm shifts learn to remove that offset only at ~lr per step. Centring removes it.
+  Its statistics are estimated on eval-mode inputs and, by default (``centring = "fixed"``), applied identically
+  in train and eval mode (see :class:`EmbeddingOutput`), so what the triple-header CE trains on is what
+  clustering, the detector and scoring see.
+- **Dropout placement** (``ModelConfig.cnn_dropout_placement``, default ``"after_centring"``): the paper's second
+  dropout follows the 100x4 max-pool; with centring after it, the dropout noise on the common offset survives
+  while the offset itself is removed, and two dropout masks of one clip give nearly unrelated embeddings. By
+  default it moves onto the centred vector; ``"before_centring"`` keeps the literal order.
 - **ClusterLayer**: the dense layer of Eq. 4, ``h = W^T E(x)`` without bias. W is unnormalised: it holds
   ``alpha * centroid`` at initialisation ("we combine alpha and L2-normalised W"), so ``h`` is alpha times a
   cosine at that moment and free afterwards.
@@ -47,19 +54,68 @@ def l2_normalise(x: Tensor, eps: float = 1e-12) -> Tensor:
     return F.normalize(x, p=2.0, dim=-1, eps=eps)
 
 
-class EmbeddingOutput(nn.Module):
-    """The last step of an encoder: optional centring (batch norm without affine parameters), then L2
-    normalisation; or the raw output when ``normalise`` is off (the baseline)."""
+CENTRINGS = ("fixed", "batch")
+DROPOUT_PLACEMENTS = ("after_centring", "before_centring")
 
-    def __init__(self, dim: int, *, normalise: bool, center: bool) -> None:
+
+class EmbeddingOutput(nn.Module):
+    """The last step of an encoder: optional centring (a batch norm without learnable parameters), optional
+    dropout, then L2 normalisation; or the raw output when ``normalise`` is off (the baseline).
+
+    ``centring``:
+
+    - ``"fixed"`` (default): the mean and variance are statistics, set by :meth:`calibrate` from eval-mode
+      inputs (``thce.train.calibrate_centring``, at every clustering of Algorithm 1) and applied identically in
+      train and eval mode. What the triple-header CE trains on is then what clustering, the detector and scoring
+      see, up to dropout.
+    - ``"batch"``: an ordinary batch norm: batch statistics in train mode, running averages of train-mode
+      (dropout-noisy) inputs in eval mode.
+
+    ``dropout`` > 0 applies dropout to the centred vector (``model.cnn_dropout_placement = "after_centring"``):
+    on the raw CNN output every component is ~+2.5 for every clip (a max of ~400 standardised values), so dropout
+    there is noise proportional to the common offset, which centring then removes while the noise stays: two
+    dropout masks on one clip gave embeddings with cosine ~0.37. On the centred vector the noise is proportional
+    to what distinguishes clips.
+    """
+
+    def __init__(
+        self, dim: int, *, normalise: bool, center: bool, centring: str = "fixed", dropout: float = 0.0
+    ) -> None:
         super().__init__()
+        if centring not in CENTRINGS:
+            raise ConfigError(f"model.centring: {centring!r} is not one of {', '.join(CENTRINGS)}")
         self.normalise = normalise
+        self.centring = centring
         self.center = nn.BatchNorm1d(dim, affine=False) if (normalise and center) else None
+        self.dropout = nn.Dropout(dropout) if (normalise and dropout > 0) else None
+        if self.center is not None and centring == "fixed":
+            self.center.eval()
+
+    def train(self, mode: bool = True) -> EmbeddingOutput:
+        super().train(mode)
+        if self.center is not None and self.centring == "fixed":
+            self.center.eval()  # fixed statistics: never batch statistics, never updated by training
+        return self
+
+    @torch.no_grad()
+    def calibrate(self, pre_centring: list[Tensor]) -> None:
+        """Set the centring statistics to the mean and (biased, as batch norm) variance of ``pre_centring``, a list
+        of (n, D) batches of what this layer receives (computed in eval mode by the caller)."""
+        if self.center is None:
+            return
+        x = torch.cat([b.float() for b in pre_centring])
+        self.center.running_mean.copy_(x.mean(dim=0))
+        self.center.running_var.copy_(x.var(dim=0, unbiased=len(x) > 1))
+        self.center.num_batches_tracked.fill_(1)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.normalise:
             return x
-        return l2_normalise(self.center(x) if self.center is not None else x)
+        if self.center is not None:
+            x = self.center(x)
+        if self.dropout is not None:
+            x = self.dropout(x)
+        return l2_normalise(x)
 
 
 LSTM_INITS = ("pytorch", "keras", "chrono")
@@ -114,6 +170,7 @@ class LSTMEncoder(nn.Module):
         *,
         normalise: bool = True,
         center: bool = False,
+        centring: str = "fixed",
         init: str = "pytorch",
         max_steps: int = 1000,
     ) -> None:
@@ -121,17 +178,23 @@ class LSTMEncoder(nn.Module):
         self.lstm = nn.LSTM(n_mels, hidden_size, batch_first=True)
         init_lstm(self.lstm, init, max_steps=max_steps)
         self.embedding_dim = hidden_size
-        self.output = EmbeddingOutput(hidden_size, normalise=normalise, center=center)
+        self.output = EmbeddingOutput(hidden_size, normalise=normalise, center=center, centring=centring)
+
+    def pre_output(self, x: Tensor) -> Tensor:
+        """What :attr:`output` receives: the last hidden state (B, hidden_size)."""
+        _, (h_last, _) = self.lstm(x)
+        return h_last[-1]
 
     def forward(self, x: Tensor) -> Tensor:
-        _, (h_last, _) = self.lstm(x)
-        return self.output(h_last[-1])
+        return self.output(self.pre_output(x))
 
 
 class CNNEncoder(nn.Module):
     """The paper's two-layer CNN; flattened output L2-normalised. ``(B, T, F) -> (B, embedding_dim)``.
 
-    Pool sizes are (time, mel). ``embedding_dim`` is derived from ``frames`` and ``n_mels`` (128 for 1000 x 64).
+    Pool sizes are (time, mel). ``embedding_dim`` is derived from ``frames`` and ``n_mels`` (512 for 1000 x 64
+    with ``same`` padding). With ``dropout_placement = "after_centring"`` and a centred, normalised output, the
+    second block's dropout moves after the centring (see :class:`EmbeddingOutput`); the first block's stays.
     """
 
     def __init__(
@@ -145,9 +208,15 @@ class CNNEncoder(nn.Module):
         dropout: float = 0.3,
         normalise: bool = True,
         center: bool = False,
+        centring: str = "fixed",
+        dropout_placement: str = "before_centring",
         padding: str = "same",
     ) -> None:
         super().__init__()
+        if dropout_placement not in DROPOUT_PLACEMENTS:
+            raise ConfigError(
+                f"model.cnn_dropout_placement: {dropout_placement!r} is not one of {', '.join(DROPOUT_PLACEMENTS)}"
+            )
         if padding not in ("same", "valid"):
             raise ConfigError(f"CNNEncoder: padding must be 'same' or 'valid', got {padding!r}")
         shrink = 0 if padding == "same" else kernel - 1
@@ -167,12 +236,22 @@ class CNNEncoder(nn.Module):
                 raise ConfigError(
                     f"CNNEncoder: input {frames}x{n_mels} is too small for kernel {kernel} and pools {pools}"
                 )
+        moved = normalise and center and dropout_placement == "after_centring"
+        if moved:
+            layers.pop()  # the second block's dropout; EmbeddingOutput applies it after the centring
         self.features = nn.Sequential(*layers)
         self.embedding_dim = in_channels * t * f
-        self.output = EmbeddingOutput(self.embedding_dim, normalise=normalise, center=center)
+        self.output = EmbeddingOutput(
+            self.embedding_dim, normalise=normalise, center=center, centring=centring,
+            dropout=dropout if moved else 0.0,
+        )  # fmt: skip
+
+    def pre_output(self, x: Tensor) -> Tensor:
+        """What :attr:`output` receives: the flattened feature map (B, embedding_dim)."""
+        return self.features(x.unsqueeze(1)).flatten(1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.output(self.features(x.unsqueeze(1)).flatten(1))
+        return self.output(self.pre_output(x))
 
 
 class ClusterLayer(nn.Module):
@@ -255,7 +334,9 @@ class ModelConfig:
     cnn_pools: tuple[tuple[int, int], tuple[int, int]] = ((5, 4), (100, 4))
     cnn_dropout: float = 0.3
     cnn_padding: str = "same"
+    cnn_dropout_placement: str = "after_centring"
     center_embedding: bool = True
+    centring: str = "fixed"
 
     def validate(self) -> None:
         if self.encoder not in ENCODERS:
@@ -266,6 +347,13 @@ class ModelConfig:
             raise ConfigError(f"model.lstm_init: {self.lstm_init!r} is not one of {', '.join(LSTM_INITS)}")
         if self.cnn_padding not in ("same", "valid"):
             raise ConfigError(f"model.cnn_padding: {self.cnn_padding!r} is not 'same' or 'valid'")
+        if self.centring not in CENTRINGS:
+            raise ConfigError(f"model.centring: {self.centring!r} is not one of {', '.join(CENTRINGS)}")
+        if self.cnn_dropout_placement not in DROPOUT_PLACEMENTS:
+            raise ConfigError(
+                f"model.cnn_dropout_placement: {self.cnn_dropout_placement!r} is not one of "
+                f"{', '.join(DROPOUT_PLACEMENTS)}"
+            )
         if not 0.0 <= self.cnn_dropout < 1.0:
             raise ConfigError(f"model.cnn_dropout: {self.cnn_dropout} is not in [0, 1)")
 
@@ -279,7 +367,7 @@ def build_encoder(config: ModelConfig, *, frames: int, n_mels: int, normalise: b
     if config.encoder == "lstm":
         return LSTMEncoder(
             n_mels, config.lstm_hidden_size, normalise=normalise, center=config.center_embedding,
-            init=config.lstm_init, max_steps=frames,
+            centring=config.centring, init=config.lstm_init, max_steps=frames,
         )  # fmt: skip
     return CNNEncoder(
         frames,
@@ -290,5 +378,7 @@ def build_encoder(config: ModelConfig, *, frames: int, n_mels: int, normalise: b
         dropout=config.cnn_dropout,
         normalise=normalise,
         center=config.center_embedding,
+        centring=config.centring,
+        dropout_placement=config.cnn_dropout_placement,
         padding=config.cnn_padding,
     )

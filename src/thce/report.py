@@ -341,9 +341,9 @@ def plot_embedding_diagnostics(diagnostics: Sequence[Mapping[str, Any]], path: s
             values.append(float("nan") if value is None else float(value))
         return values
 
-    fig = Figure(figsize=(9.0, 3.6), layout="constrained")
+    fig = Figure(figsize=(13.5, 3.8), layout="constrained")
     FigureCanvasAgg(fig)
-    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    left, right, third = fig.add_subplot(1, 3, 1), fig.add_subplot(1, 3, 2), fig.add_subplot(1, 3, 3)
     for key, label in (
         ("mean_cos_own_centroid", "own centroid"),
         ("mean_cos_nearest_same_class", "nearest same-class centroid"),
@@ -359,12 +359,49 @@ def plot_embedding_diagnostics(diagnostics: Sequence[Mapping[str, Any]], path: s
     right.set_title("Fraction of samples satisfying Eq. 3")
     right.set_xlabel("Algorithm 1 iteration")
     right.legend(fontsize="small")
-    for ax in (left, right):
+    for key, label, color in (
+        ("class_centroid_accuracy", "class-centroid acc. (val, eval)", "C0"),
+        ("one_nn_accuracy", "1-NN acc. (val, eval)", "C1"),
+        ("same_clip_cosine", "same clip, 2 dropout masks (train)", "C2"),
+    ):
+        third.plot(iterations, series(lambda d, k=key: d["at_clustering"][k]), marker="o", linestyle="--",
+                   color=color, alpha=0.6, label=f"{label}, before")
+        third.plot(iterations, series(lambda d, k=key: d["after_training"][k]), marker="s", color=color,
+                   label=f"{label}, after")
+    third.set_ylim(0.0, 1.0)
+    third.set_title("Class separation (balanced; before / after training)")
+    third.set_xlabel("Algorithm 1 iteration")
+    third.legend(fontsize="x-small")
+    for ax in (left, right, third):
         ax.set_xticks(iterations)
         ax.grid(True, color="0.9", linewidth=0.6)
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=110)
     return path
+
+
+def embedding_table_markdown(diagnostics: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Markdown lines: per Algorithm 1 iteration, class separation of the validation embeddings before -> after
+    training (balanced class-centroid and 1-NN accuracies, within/between-class cosine) and the same-clip cosine."""
+
+    def pair(d: Mapping[str, Any], key: str) -> str:
+        values = []
+        for when in ("at_clustering", "after_training"):
+            value = d.get(when, {}).get(key) if isinstance(d.get(when), Mapping) else None
+            values.append("-" if value is None else f"{float(value):.2f}")
+        return " -> ".join(values)
+
+    if not any(isinstance(d.get("at_clustering"), Mapping) for d in diagnostics):
+        return []
+    lines = [
+        "| iteration | class-centroid acc. | 1-NN acc. | cos within class | cos between classes | same-clip cos (train) |",
+        "| --: | --: | --: | --: | --: | --: |",
+    ]
+    for d in diagnostics:
+        keys = ("class_centroid_accuracy", "one_nn_accuracy", "mean_cos_within_class", "mean_cos_between_classes",
+                "same_clip_cosine")  # fmt: skip
+        lines.append(f"| {d.get('iteration')} | " + " | ".join(pair(d, k) for k in keys) + " |")
+    return lines + [""]
 
 
 def untuned_notes(results: Mapping[str, Any]) -> list[str]:
@@ -374,15 +411,22 @@ def untuned_notes(results: Mapping[str, Any]) -> list[str]:
     beats the head-only model on validation, Proposed2 *is* Proposed1 (and LMLE's tuned detector its head-only one).
     """
     selected = results.get("selected_epochs")
-    if not isinstance(selected, Mapping):
-        return []
-    lines = []
-    for method, starting in (("proposed2", "Proposed1's"), ("lmle", "its head-only")):
-        if selected.get(f"{method}/end-to-end") == 0:
-            lines.append(
-                f"- {method_short_name(method)}: no epoch of end-to-end tuning lowered the validation loss, so it "
-                f"kept {starting} model (Algorithm 1 selects the least validation loss)."
-            )
+    lines, explained = [], set()
+    if isinstance(selected, Mapping):
+        for method, starting in (("proposed2", "Proposed1's"), ("lmle", "its head-only")):
+            if selected.get(f"{method}/end-to-end") == 0:
+                explained.add(f"{method}/end-to-end")
+                lines.append(
+                    f"- **Warning:** {method_short_name(method)}: no epoch of end-to-end tuning improved the "
+                    f"validation criterion, so it kept {starting} model (Algorithm 1 selects the best validation model)."
+                )
+    warnings = results.get("warnings")
+    if isinstance(warnings, list):  # model selection that could not beat a stage's starting state
+        lines += [
+            f"- **Warning:** {w['message']}"
+            for w in warnings
+            if isinstance(w, Mapping) and "message" in w and w.get("stage") not in explained
+        ]
     return lines + [""] if lines else []
 
 
@@ -435,8 +479,11 @@ def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict
         parts += [
             "## Embedding (Algorithm 1, per iteration)",
             "",
-            "Cosines of Eq. 3's three terms and the fraction of samples for which its ordering holds.",
+            "Cosines of Eq. 3's three terms and the fraction of samples for which its ordering holds; how well the "
+            "validation clips' eval-mode embeddings separate the classes (balanced accuracies, chance = 1 / classes) "
+            "and the train-mode cosine of one clip under two dropout masks, at each clustering and after training.",
             "",
+            *embedding_table_markdown(diagnostics),
             f"![Embedding diagnostics]({embedding_path.name})",
             "",
         ]

@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from thce.augment import AugmentConfig, BatchAugmenter, band_std_of, mix_targets, mixed_loss
 from thce.cluster import Clustering, cluster_per_class
-from thce.config import DetectorConfig, EmbeddingConfig, StageConfig, TrainConfig
+from thce.config import SELECTIONS, DetectorConfig, EmbeddingConfig, StageConfig, TrainConfig
 from thce.distributed import SINGLE, Distributed
 from thce.losses import (
     TripleHeaderCrossEntropy,
@@ -43,9 +44,10 @@ from thce.losses import (
     triple_header_ce,
     weighted_bce,
 )
-from thce.imbalance import ImbalanceLoss
+from thce.imbalance import ImbalanceLoss, balanced_sampling_order
+from thce.metrics import per_class_auc, per_class_eer
 from thce.io import atomic_write
-from thce.models import ClusterLayer, DetectorHead, EmbeddingOutput, EventDetector
+from thce.models import ClusterLayer, DetectorHead, EmbeddingOutput, EventDetector, l2_normalise
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ class MetricsLog:
     """Per-epoch records appended to a CSV (flushed each row, so a killed run keeps what it logged)."""
 
     COLUMNS = (
-        "method", "stage", "iteration", "epoch", "train_loss", "val_loss",
+        "method", "stage", "iteration", "epoch", "train_loss", "val_loss", "val_eer", "val_auc",
         "eq3_train", "eq3_val", "own_over_other_val", "seconds",
     )  # fmt: skip
 
@@ -119,6 +121,8 @@ class MetricsLog:
         self.rows: list[dict[str, Any]] = []
         #: ``"method/stage[/iteration]" -> epoch`` whose weights an early-stopped stage kept (0: its starting state)
         self.selected_epochs: dict[str, int] = {}
+        #: model-selection warnings (a stage whose starting state beat every trained epoch on validation)
+        self.warnings: list[dict[str, str]] = []
         if path is not None and not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("w", newline="") as handle:
@@ -142,6 +146,13 @@ class MetricsLog:
         """Record that a stage kept the weights of ``epoch`` (Algorithm 1: the least validation loss)."""
         key = "/".join(str(part) for part in (method, stage, iteration) if str(part) != "")
         self.selected_epochs[key] = int(epoch)
+
+    def warn(self, method: str, stage: str, iteration: int | str, message: str) -> None:
+        """Record and log a warning about a stage's model selection (once per stage)."""
+        key = "/".join(str(part) for part in (method, stage, iteration) if str(part) != "")
+        self.warnings = [w for w in self.warnings if w["stage"] != key]
+        self.warnings.append({"stage": key, "message": message})
+        logger.warning("WARNING: %s", message)
 
     def drop_after(self, method: str, stage: str, iteration: int | str, epoch: int) -> None:
         """Forget the rows of one stage after ``epoch`` (a resumed stage logs those epochs again)."""
@@ -179,6 +190,7 @@ class RunContext:
     progress: ProgressFn | None = None
     resume_dir: Path | None = None  # where fit_stage keeps per-stage state; None: no checkpoints
     dist: Distributed = SINGLE  # this process's place in a torchrun job (see thce.distributed)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training-batch augmentation (off by default)
 
     @property
     def device(self) -> torch.device:
@@ -232,29 +244,95 @@ def embed(encoder: nn.Module, data: TrainingData, indices: np.ndarray, ctx: RunC
 
 @torch.no_grad()
 def calibrate_centring(encoder: nn.Module, data: TrainingData, indices: np.ndarray, ctx: RunContext) -> None:
-    """Estimate the centring statistics of a fresh encoder (``model.center_embedding``) over ``indices``.
+    """Set the centring statistics (``model.center_embedding``) to the mean and variance, over ``indices``, of what
+    the centring layer receives with the encoder in eval mode: the statistics eval mode uses are estimated on
+    eval-mode inputs (no dropout, batch norms on their running statistics). Nothing else changes: no parameter or
+    other buffer moves, the mode is restored, the global random state is untouched.
 
-    Before any training its batch norm would centre nothing in eval mode (running mean 0, variance 1), so the first
-    clustering would see the uncentred embeddings that training then never uses. One pass in train mode without
-    gradients, with a cumulative average, sets the statistics; nothing else changes (no parameters move; the
-    global random state is restored, dropout draws included)."""
+    Algorithm 1 calls it before every clustering for ``model.centring = "fixed"`` (statistics that training does
+    not move), once before the first for ``"batch"``. Before any calibration a fresh batch norm would centre
+    nothing in eval mode (running mean 0, variance 1)."""
     layers = [m for m in encoder.modules() if isinstance(m, EmbeddingOutput) and m.center is not None]
-    if not layers:
+    if not layers or not hasattr(encoder, "pre_output"):
         return
+    was_training = encoder.training
+    encoder.eval()
+    batch = max(ctx.train.batch_size, 256)
+    inputs = [encoder.pre_output(data.load(indices[positions]).to(ctx.device)).float().cpu() for positions in _chunks(len(indices), batch)]
+    for layer in layers:
+        layer.calibrate(inputs)
+        layer.to(ctx.device)
+    encoder.train(was_training)
+
+
+def _same_clip_cosine(encoder: nn.Module, data: TrainingData, indices: np.ndarray, ctx: RunContext) -> float:
+    """Mean cosine between two train-mode embeddings of the same clip (two dropout masks, batch statistics where
+    the encoder uses them): 1 means training sees what evaluation sees. Parameters, buffers (batch-norm running
+    statistics) and the global random state are restored."""
+    state = copy.deepcopy(encoder.state_dict())
     rng = torch.get_rng_state()
     was_training = encoder.training
     encoder.train()
-    for layer in layers:
-        layer.center.reset_running_stats()
-        layer.center.momentum = None  # cumulative moving average over the pass
-    batch = max(ctx.train.batch_size, 256)
-    for positions in _chunks(len(indices), batch):
-        if len(positions) > 1:
-            encoder(data.load(indices[positions]).to(ctx.device))
-    for layer in layers:
-        layer.center.momentum = 0.1
+    with torch.no_grad():
+        x = data.load(indices).to(ctx.device)
+        first, second = encoder(x).float(), encoder(x).float()
+    encoder.load_state_dict(state)
     encoder.train(was_training)
     torch.set_rng_state(rng)
+    return float(nn.functional.cosine_similarity(first, second, dim=1).mean())
+
+
+def _balanced_accuracy(predicted: Tensor, truth: Tensor, num_classes: int) -> float:
+    """Mean over the classes present in ``truth`` of the fraction predicted right (chance: 1 / classes)."""
+    recalls = [float((predicted[truth == c] == c).float().mean()) for c in range(num_classes) if bool((truth == c).any())]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
+def embedding_diagnostics(
+    embeddings: Tensor, class_index: Tensor, centroids: Tensor, cluster_class: Tensor, num_classes: int
+) -> dict[str, float]:
+    """How well eval-mode embeddings (n, D) of clips of ``class_index`` (n,) separate classes, given cluster
+    centroids (K, D) of classes ``cluster_class`` (K,). Accuracies are balanced (mean recall over classes), so a
+    chance-level embedding scores ``1 / num_classes`` whatever the class ratio:
+
+    - ``nearest_cluster_accuracy``: the clip's most similar centroid belongs to its class;
+    - ``class_centroid_accuracy``: the most similar class centroid (normalised mean of the class's cluster
+      centroids) is its class's;
+    - ``one_nn_accuracy``: leave-one-out nearest neighbour among the clips;
+    - ``mean_cos_within_class`` / ``mean_cos_between_classes``: mean cosine of pairs of distinct clips of one
+      class / of two classes, each averaged per class first.
+    """
+    emb = l2_normalise(embeddings.float())
+    cen = l2_normalise(centroids.float().to(emb.device))
+    truth = class_index.to(emb.device)
+    cluster_class = cluster_class.to(emb.device)
+    nearest_cluster = cluster_class[(emb @ cen.t()).argmax(dim=1)]
+    class_centroids = torch.stack([
+        l2_normalise(cen[cluster_class == c].mean(dim=0)) if bool((cluster_class == c).any()) else torch.zeros_like(cen[0])
+        for c in range(num_classes)
+    ])  # fmt: skip
+    nearest_class = (emb @ class_centroids.t()).argmax(dim=1)
+    cos = emb @ emb.t()
+    eye = torch.eye(len(emb), dtype=torch.bool, device=emb.device)
+    nearest_clip = truth[cos.masked_fill(eye, float("-inf")).argmax(dim=1)] if len(emb) > 1 else truth
+    same = truth.unsqueeze(0) == truth.unsqueeze(1)
+    within, between = [], []
+    for c in range(num_classes):
+        rows = truth == c
+        if not bool(rows.any()):
+            continue
+        pairs_same = same[rows] & ~eye[rows]
+        if bool(pairs_same.any()):
+            within.append(float(cos[rows][pairs_same].mean()))
+        if bool((~same[rows]).any()):
+            between.append(float(cos[rows][~same[rows]].mean()))
+    return {
+        "nearest_cluster_accuracy": _balanced_accuracy(nearest_cluster, truth, num_classes),
+        "class_centroid_accuracy": _balanced_accuracy(nearest_class, truth, num_classes),
+        "one_nn_accuracy": _balanced_accuracy(nearest_clip, truth, num_classes),
+        "mean_cos_within_class": float(np.mean(within)) if within else float("nan"),
+        "mean_cos_between_classes": float(np.mean(between)) if between else float("nan"),
+    }
 
 
 @torch.no_grad()
@@ -332,6 +410,40 @@ def _rank_local_randomness(ctx: RunContext, *step: int) -> Any:
     return scope()
 
 
+Validation = Callable[[], "float | dict[str, float]"]
+
+
+def _criterion(values: dict[str, float], selection: str) -> float:
+    """The number a stage minimises for model selection: validation loss, mean EER, or 1 - mean AUC."""
+    if selection == "val_auc":
+        return 1.0 - values["val_auc"]
+    return values[selection]
+
+
+def _warn_if_start_won(
+    ctx: RunContext, method: str, stage: str, iteration: int | str, state: dict[str, Any], selection: str
+) -> None:
+    """Make it loud when a stage's starting state scored better on validation than every trained epoch."""
+    best_epoch, best, initial = state.get("best_epoch"), state.get("best_loss"), state.get("initial")
+    if best_epoch is None or initial is None or not math.isfinite(initial):
+        return
+    name = "/".join(str(part) for part in (method, stage, iteration) if str(part) != "")
+    if best_epoch == 0:
+        message = (
+            f"{name} kept its starting state (epoch 0): no trained epoch improved {selection} "
+            f"({initial:.4g} at the start)"
+        )
+    elif not state.get("start_trained") and initial <= best:
+        message = (
+            f"{name}: no trained epoch beat the UNTRAINED initialisation on {selection} (untrained {initial:.4g}, "
+            f"best trained {best:.4g} at epoch {best_epoch}); epoch {best_epoch} is kept, but the model may not "
+            "have learned anything"
+        )
+    else:
+        return
+    ctx.log.warn(method, stage, iteration, message)
+
+
 def fit_stage(
     *,
     stage: str,
@@ -340,7 +452,7 @@ def fit_stage(
     parameters: list[nn.Parameter],
     train_step: Callable[..., Tensor],
     num_train: int,
-    val_loss: Callable[[], float],
+    val_loss: Validation,
     epochs: int,
     patience: int | None,
     ctx: RunContext,
@@ -353,25 +465,37 @@ def fit_stage(
     load: Callable[[np.ndarray], Tensor] | None = None,
     data_parallel: bool = False,
     batch_weight: Callable[[np.ndarray], float] | None = None,
+    selection: str = "val_loss",
+    start_trained: bool = False,
+    augmenter: BatchAugmenter | None = None,
+    mixup: bool = True,
 ) -> float:
     """Adam over ``parameters`` for up to ``epochs`` epochs of ``train_step(positions) -> loss``.
 
     ``epoch_order(generator)`` gives an epoch's positions (default: a permutation of ``num_train``), e.g. a
     class-balanced draw with replacement; ``on_epoch_start(epoch)`` (0-based) runs before each epoch. With
     ``load(positions) -> (b, frames, mels)`` features, the step is ``train_step(positions, x)`` with ``x`` already
-    on the device (read ahead by ``train.loader_workers`` processes if set). Forward passes run under
-    :meth:`RunContext.autocast`.
+    on the device (read ahead by ``train.loader_workers`` processes if set). With an ``augmenter``
+    (:class:`thce.augment.BatchAugmenter`, training batches only, its own generator saved with the stage), ``x`` is
+    augmented and, if ``mixup``, mixed within the batch, and the step is ``train_step(positions, x, (lam, perm))``
+    so that it can mix its targets. Forward passes run under :meth:`RunContext.autocast`.
+    ``train.weight_decay`` > 0 makes the optimiser AdamW (decoupled weight decay).
 
-    With ``patience``, stops once validation loss has not improved for ``patience`` epochs and restores the state
-    of ``module`` with the lowest validation loss (the starting state counts as epoch 0; which epoch was kept goes
-    to ``ctx.log.select``). Returns that loss.
+    ``val_loss()`` returns the validation loss, or a dict with ``"val_loss"`` and optionally ``"val_eer"`` /
+    ``"val_auc"`` (logged to metrics.csv). With ``patience``, the stage stops once the ``selection`` criterion
+    (validation loss, mean EER, or mean AUC) has not improved for ``patience`` epochs, counted from the first
+    trained epoch, and restores the state of ``module`` with the best criterion (which epoch goes to
+    ``ctx.log.select``; returns that criterion). The starting state (epoch 0) is a candidate only when
+    ``start_trained`` (e.g. Proposed2 starting from Proposed1): a stage starting from an untrained model never
+    returns it. Either way, a starting state that scores better than every trained epoch is a warning in the log
+    and in ``ctx.log.warnings`` (results.json and report.md).
 
     Distributed (``ctx.dist``): every rank draws the same order in global batches of ``train.batch_size`` per
     rank. With ``data_parallel`` (stages that run the encoder), ``module`` trains under DistributedDataParallel on
     each rank's share of a batch; the loss of a share, a mean weighted by ``batch_weight(positions)`` (default:
     the number of clips), is scaled by its share of the batch's weight, so the averaged gradient is exactly that of
     the global batch's loss. Without it, every rank runs the whole batch (cheap head-only stages). Validation
-    losses, and so early stopping, are rank 0's.
+    values, and so early stopping, are rank 0's.
 
     With ``ctx.resume_dir``, the state after every epoch (weights, optimiser, best model so far, random generators)
     is saved atomically (by rank 0) to ``<resume_dir>/<method>-<stage>[-<iteration>].pt``; a later call with the
@@ -379,12 +503,27 @@ def fit_stage(
     returns at once, so a killed run ends as an uninterrupted one would. ``on_restore`` receives the ``extra()``
     values saved with it.
     """
+    if selection not in SELECTIONS:
+        raise ValueError(f"fit_stage: selection must be one of {SELECTIONS}, got {selection!r}")
     dist = ctx.dist
-    optimiser = torch.optim.Adam(parameters, lr=ctx.train.learning_rate)
+    if ctx.train.weight_decay > 0:
+        optimiser: torch.optim.Optimizer = torch.optim.AdamW(
+            parameters, lr=ctx.train.learning_rate, weight_decay=ctx.train.weight_decay
+        )
+    else:
+        optimiser = torch.optim.Adam(parameters, lr=ctx.train.learning_rate)
     generator = ctx.generator(salt)
+    # its own stream (the batch order is the same with augmentation on or off), one per rank (each augments its share)
+    augment_generator = ctx.generator(salt + 50_000 + 7919 * dist.rank) if augmenter is not None else None
     path = _stage_path(ctx, method, stage, iteration)
     saved = torch.load(path, map_location="cpu", weights_only=True) if path is not None and path.exists() else None
     dist.barrier()  # every rank has read the stage's state before rank 0 overwrites it
+
+    def validate() -> dict[str, float]:
+        value = val_loss()
+        values = {"val_loss": value} if not isinstance(value, dict) else value
+        return {k: dist.broadcast_float(float(v)) for k, v in values.items()}
+
     if saved is not None:
         module.load_state_dict(saved["module"])
         torch.set_rng_state(saved["torch_rng"])
@@ -395,15 +534,22 @@ def fit_stage(
         if saved["done"]:
             if patience is not None and saved.get("best_epoch") is not None:  # None: saved before thce recorded it
                 ctx.log.select(method, stage, iteration, saved["best_epoch"])
+                _warn_if_start_won(ctx, method, stage, iteration, saved, selection)
             return saved["result"]
         optimiser.load_state_dict(saved["optimiser"])
         generator.set_state(saved["generator"])
+        if augment_generator is not None and saved.get("augment_generator") is not None:
+            augment_generator.set_state(saved["augment_generator"])
         first_epoch, best_loss, since_best, current = saved["epoch"] + 1, saved["best_loss"], saved["since_best"], saved["current"]
         best_state, best_epoch = saved["best_state"], saved.get("best_epoch")
+        initial, best_trained = saved.get("initial", math.nan), saved.get("best_trained", best_loss)
     else:
-        first_epoch, since_best, current, best_epoch = 1, 0, math.nan, 0
-        best_loss = dist.broadcast_float(val_loss()) if patience is not None else math.inf
-        best_state = copy.deepcopy(module.state_dict()) if patience is not None else None
+        first_epoch, since_best, current, best_epoch = 1, 0, math.nan, None
+        best_loss, best_state, initial, best_trained = math.inf, None, math.nan, math.inf
+        if patience is not None:
+            initial = _criterion(validate(), selection)
+            if start_trained:
+                best_loss, best_state, best_epoch = initial, copy.deepcopy(module.state_dict()), 0
 
     def checkpoint(epoch: int, done: bool, result: float = math.nan) -> None:
         if path is None or not dist.is_main:
@@ -411,8 +557,9 @@ def fit_stage(
         _save_stage(path, {
             "epoch": epoch, "done": done, "result": result, "module": module.state_dict(),
             "optimiser": optimiser.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "augment_generator": augment_generator.get_state() if augment_generator is not None else None,
             "best_loss": best_loss, "best_state": best_state, "best_epoch": best_epoch, "since_best": since_best,
-            "current": current, "extra": extra() if extra else {},
+            "current": current, "initial": initial, "best_trained": best_trained, "start_trained": start_trained, "extra": extra() if extra else {},
         })  # fmt: skip
 
     sharded = data_parallel and dist.enabled
@@ -437,7 +584,12 @@ def fit_stage(
             batches[-2:] = [np.concatenate(batches[-2:])]
         steps = [dist.split(positions) for positions in batches] if sharded else batches
         for done, (positions, local, x) in enumerate(zip(batches, steps, _batch_inputs(steps, load, ctx)), start=1):
-            args = (local,) if load is None else (local, x)
+            args: tuple = (local,) if load is None else (local, x)
+            if augmenter is not None and x is not None:
+                augmenter.train()
+                x = augmenter(x, augment_generator)
+                x, lam, perm = augmenter.mixup(x, augment_generator, enabled=mixup)
+                args = (local, x, (lam, perm))
             if sharded:
                 with _rank_local_randomness(ctx, salt, epoch, done), ctx.autocast():
                     loss = forward(lambda: train_step(*args))
@@ -455,14 +607,17 @@ def fit_stage(
         if sharded:  # the global batches' mean loss; rank 0's batch-norm statistics for evaluation
             train_loss = float(dist.all_reduce_sum(torch.tensor(train_loss, dtype=torch.float64))) / dist.world_size
             dist.broadcast_module(module, buffers_only=True)
-        current = dist.broadcast_float(val_loss())
+        values = validate()
+        current = _criterion(values, selection)
         ctx.log.write(
-            method=method, stage=stage, iteration=iteration, epoch=epoch, train_loss=train_loss, val_loss=current,
+            method=method, stage=stage, iteration=iteration, epoch=epoch, train_loss=train_loss, **values,
             seconds=time.perf_counter() - start, **(extra() if extra else {}),
         )  # fmt: skip
         if patience is not None:
             if current < best_loss:
-                best_loss, best_state, since_best, best_epoch = current, copy.deepcopy(module.state_dict()), 0, epoch
+                best_loss, best_state, best_epoch = current, copy.deepcopy(module.state_dict()), epoch
+            if current < best_trained:  # patience counts from the first trained epoch, not from the start
+                best_trained, since_best = current, 0
             else:
                 since_best += 1
         stop = patience is not None and since_best >= patience
@@ -474,6 +629,11 @@ def fit_stage(
         module.load_state_dict(best_state)
         if best_epoch is not None:
             ctx.log.select(method, stage, iteration, best_epoch)
+            _warn_if_start_won(
+                ctx, method, stage, iteration,
+                {"best_epoch": best_epoch, "best_loss": best_loss, "initial": initial, "start_trained": start_trained},
+                selection,
+            )  # fmt: skip
     dist.broadcast_module(module)  # replicated stages too: rank 0's result is the result
     result = best_loss if patience is not None else current
     checkpoint(epoch, done=True, result=result)
@@ -558,56 +718,84 @@ class _Eq3Tally:
 
 
 def learn_embedding(
-    encoder: nn.Module, data: TrainingData, config: EmbeddingConfig, ctx: RunContext, *, method: str = "proposed"
+    encoder: nn.Module,
+    data: TrainingData,
+    config: EmbeddingConfig,
+    ctx: RunContext,
+    *,
+    method: str = "proposed",
 ) -> EmbeddingResult:
     """Algorithm 1, step 1: ``n_iter`` rounds of per-class clustering and triple-header CE training.
 
     Logs per epoch the THCE loss on train and validation and the fraction of samples for which Eq. 3's ordering
-    holds (validation samples are assigned to the own-class cluster with the largest ``h``).
+    holds (validation samples are assigned to the own-class cluster with the largest ``h``). Records per
+    iteration, at clustering and after training, how well the eval-mode validation embeddings separate classes
+    (:func:`embedding_diagnostics`) and the same-clip cosine of two train-mode passes (``same_clip_cosine``).
     """
     device = ctx.device
     encoder.to(device)
     train_idx, val_idx = data.splits["train"], data.splits["val"]
     train_class = torch.as_tensor(data.class_index[train_idx], dtype=torch.long)
     val_class = torch.as_tensor(data.class_index[val_idx], dtype=torch.long, device=device)
+    probe_idx = val_idx[np.linspace(0, len(val_idx) - 1, min(64, len(val_idx))).astype(int)]
+    fixed_centring = any(
+        isinstance(m, EmbeddingOutput) and m.center is not None and m.centring == "fixed" for m in encoder.modules()
+    )
     diagnostics: list[dict[str, Any]] = []
     calibrate_centring(encoder, data, train_idx, ctx)
     for iteration in range(1, config.n_iter + 1):
+        if fixed_centring and iteration > 1:
+            calibrate_centring(encoder, data, train_idx, ctx)
         train_emb = embed(encoder, data, train_idx, ctx, f"{method} embed it {iteration}")
         clustering = cluster_per_class(
             train_emb, train_class, num_classes=data.num_classes, seed=ctx.seed + iteration,
             balanced=config.balanced_clusters, max_iter=config.kmeans_max_iter, dist=ctx.dist,
         )  # fmt: skip
-        record: dict[str, Any] = {"iteration": iteration, **_cluster_diagnostics(clustering, train_emb)}
-        loss_fn = TripleHeaderCrossEntropy.from_centroids(
-            clustering.centroids, clustering.cluster_class, alpha=config.alpha,
-            beta_same=config.beta_same, beta_other=config.beta_other, weighted=config.cluster_weights,
-        ).to(device)  # fmt: skip
+        val_emb = embed(encoder, data, val_idx, ctx, f"{method} val")
+        record: dict[str, Any] = {
+            "iteration": iteration,
+            **_cluster_diagnostics(clustering, train_emb),
+            "at_clustering": {
+                **embedding_diagnostics(val_emb, val_class, clustering.centroids, clustering.cluster_class, data.num_classes),
+                "same_clip_cosine": _same_clip_cosine(encoder, data, probe_idx, ctx),
+            },
+        }  # fmt: skip
         assignment = clustering.assignment.to(device)
+        loss_fn = TripleHeaderCrossEntropy.from_centroids(
+            clustering.centroids, clustering.cluster_class, alpha=config.alpha, beta_same=config.beta_same,
+            beta_other=config.beta_other, weighted=config.cluster_weights,
+            assignment=assignment if config.loss_normaliser == "fixed" else None,
+        ).to(device)  # fmt: skip
         cluster_class = loss_fn.cluster_class
         tally = _Eq3Tally()
         last: dict[str, float] = {}
+        latest_val: dict[str, Tensor] = {"embedding": val_emb}
 
-        def step(h: Tensor, positions: np.ndarray) -> Tensor:
-            tally.add(h, assignment[positions], cluster_class)
-            return triple_header_ce(
-                h, assignment[positions], cluster_class, beta_same=loss_fn.beta_same,
-                beta_other=loss_fn.beta_other, weights=loss_fn.weights,
-            )  # fmt: skip
+        def step(h: Tensor, positions: np.ndarray, mix: tuple[Tensor, Tensor] | None = None) -> Tensor:
+            k = assignment[positions]
+            if mix is None or bool((mix[0] == 1).all()):
+                tally.add(h, k, cluster_class)
+                return loss_fn.loss_from_h(h, k)
+            # mixup into the embedding stage ("mix"): each mixed clip counts as its two clips, weights lam, 1 - lam
+            per_sample = lambda kk: triple_header_ce(  # noqa: E731
+                h, kk, cluster_class, beta_same=loss_fn.beta_same, beta_other=loss_fn.beta_other, reduction="none"
+            )
+            weights = None if loss_fn.weights is None else loss_fn.weights[k]
+            if loss_fn.reduction == "fixed":
+                return mixed_loss(per_sample, k, *mix, weights=weights, reduction="sum") / (len(k) * loss_fn.mean_weight)
+            return mixed_loss(per_sample, k, *mix, weights=weights, reduction="mean")
 
         def val_loss() -> float:
             with torch.no_grad():
-                h_val = loss_fn.cluster_layer(embed(encoder, data, val_idx, ctx, f"{method} val").to(device))
+                latest_val["embedding"] = embed(encoder, data, val_idx, ctx, f"{method} val")
+                h_val = loss_fn.cluster_layer(latest_val["embedding"].to(device))
                 k_val = assign_to_own_class(h_val, val_class, cluster_class)
                 fractions = eq3_ordering(h_val, k_val, cluster_class)
                 last.update(
                     eq3_train=tally.pop(ctx.dist), eq3_val=fractions["eq3"],
                     own_over_other_val=fractions["own_over_other"],
                 )  # fmt: skip
-                return triple_header_ce(
-                    h_val, k_val, cluster_class, beta_same=loss_fn.beta_same,
-                    beta_other=loss_fn.beta_other, weights=loss_fn.weights,
-                ).item()  # fmt: skip
+                return loss_fn.loss_from_h(h_val, k_val).item()
 
         # Tune only the cluster layer (encoder frozen: its embeddings are computed once above).
         cached = train_emb.to(device)
@@ -621,13 +809,23 @@ def learn_embedding(
         fit_stage(
             stage="embedding", method=method, module=nn.ModuleList([encoder, loss_fn]),
             parameters=[*encoder.parameters(), *loss_fn.parameters()],
-            train_step=lambda p, x: step(loss_fn.cluster_layer(encoder(x)), p), load=_loader(data, train_idx),
+            train_step=lambda p, x, mix=None: step(loss_fn.cluster_layer(encoder(x)), p, mix), load=_loader(data, train_idx),
             num_train=len(train_idx), val_loss=val_loss,
             epochs=config.last_epochs if iteration == config.n_iter else config.epochs,
             patience=None, ctx=ctx, iteration=iteration, salt=10 * iteration + 1, extra=lambda: dict(last),
-            on_restore=last.update, data_parallel=True, batch_weight=_cluster_batch_weight(assignment, loss_fn.weights),
+            on_restore=last.update, data_parallel=True, augmenter=make_augmenter(data, ctx),
+            mixup=ctx.augment.mixup_in_embedding,
+            batch_weight=None if loss_fn.reduction == "fixed" else _cluster_batch_weight(assignment, loss_fn.weights),
         )  # fmt: skip
-        record["after_training"] = dict(last)
+        if len(latest_val["embedding"]) != len(val_idx) or latest_val["embedding"] is val_emb:
+            latest_val["embedding"] = embed(encoder, data, val_idx, ctx, f"{method} val")
+        record["after_training"] = {
+            **dict(last),
+            **embedding_diagnostics(
+                latest_val["embedding"], val_class, loss_fn.cluster_layer.weight.detach(), cluster_class, data.num_classes
+            ),
+            "same_clip_cosine": _same_clip_cosine(encoder, data, probe_idx, ctx),
+        }  # fmt: skip
         diagnostics.append(record)
     return EmbeddingResult(encoder, loss_fn.cluster_layer, clustering, diagnostics)
 
@@ -635,20 +833,46 @@ def learn_embedding(
 # ---------------------------------------------------------------------------------- Algorithm 1, step 2
 
 
-def _bce_weights(data: TrainingData, device: torch.device) -> Tensor:
+def _bce_weights(data: TrainingData, ctx: RunContext) -> Tensor | None:
+    """Eq. 2's class weights; ``None`` (Eq. 1) under ``train.balanced_sampling``, whose class-balanced draws
+    already even out the classes (both together would correct the imbalance twice)."""
+    if ctx.train.balanced_sampling:
+        return None
     counts = data.class_counts("train")
-    return bce_class_weights(counts[: data.num_events].tolist(), int(counts.sum())).to(device)
+    return bce_class_weights(counts[: data.num_events].tolist(), int(counts.sum())).to(ctx.device)
 
 
-def _bce_val_loss(model: EventDetector, data: TrainingData, weights: Tensor, ctx: RunContext) -> Callable[[], float]:
+def _balanced_order(data: TrainingData, ctx: RunContext) -> Callable[[torch.Generator], np.ndarray] | None:
+    """With ``train.balanced_sampling``: each epoch N class-balanced draws with replacement (background is a
+    class); else ``None`` (a permutation)."""
+    if not ctx.train.balanced_sampling:
+        return None
+    class_index = data.class_index[data.splits["train"]]
+    return lambda generator: balanced_sampling_order(class_index, generator=generator).numpy()
+
+
+def detection_validation(scores: np.ndarray, data: TrainingData, loss: float) -> dict[str, float]:
+    """Validation values of a detector: its loss and the mean over classes of the EER and ROC AUC of its
+    validation ``scores`` (n_val, L)."""
+    class_index = data.class_index[data.splits["val"]]
+    return {
+        "val_loss": loss,
+        "val_eer": per_class_eer(scores=scores, class_index=class_index, classes=data.classes)["overall"],
+        "val_auc": per_class_auc(scores=scores, class_index=class_index, classes=data.classes)["overall"],
+    }
+
+
+def _bce_validation(model: EventDetector, data: TrainingData, weights: Tensor | None, ctx: RunContext) -> Validation:
     val_idx = data.splits["val"]
     targets = data.targets(val_idx).to(ctx.device)
 
-    def value() -> float:
+    def value() -> dict[str, float]:
         model.eval()
         with torch.no_grad():
             emb = embed(model.encoder, data, val_idx, ctx, "val").to(ctx.device)
-            return weighted_bce(model.head(model.features_for_head(emb)), targets, weights).item()
+            outputs = model.head(model.features_for_head(emb))
+            loss = weighted_bce(outputs, targets, weights).item()
+            return detection_validation(model.detection_scores(outputs).float().cpu().numpy(), data, loss)
 
     return value
 
@@ -656,10 +880,11 @@ def _bce_val_loss(model: EventDetector, data: TrainingData, weights: Tensor, ctx
 def train_head_only(
     model: EventDetector, data: TrainingData, stage: DetectorConfig, ctx: RunContext, *, method: str
 ) -> float:
-    """Train only ``model.head`` with Eq. 2 on frozen-encoder inputs; early stopping. Returns best val loss."""
+    """Train only ``model.head`` with Eq. 2 on frozen-encoder inputs; early stopping on ``stage.selection``.
+    The head starts untrained, so its starting state is never kept. Returns the best validation criterion."""
     device = ctx.device
     model.to(device)
-    weights = _bce_weights(data, device)
+    weights = _bce_weights(data, ctx)
     with torch.no_grad():
         inputs = {
             split: model.features_for_head(embed(model.encoder, data, data.splits[split], ctx, f"{method} {split}").to(device))
@@ -667,38 +892,70 @@ def train_head_only(
         }
     targets = {split: data.targets(data.splits[split]).to(device) for split in ("train", "val")}
 
-    def val_loss() -> float:
+    def validation() -> dict[str, float]:
         model.head.eval()
         with torch.no_grad():
-            return weighted_bce(model.head(inputs["val"]), targets["val"], weights).item()
+            outputs = model.head(inputs["val"])
+            loss = weighted_bce(outputs, targets["val"], weights).item()
+            return detection_validation(model.detection_scores(outputs).float().cpu().numpy(), data, loss)
 
     return fit_stage(
         stage="detector-head", method=method, module=model.head, parameters=list(model.head.parameters()),
         train_step=lambda p: weighted_bce(model.head(inputs["train"][p]), targets["train"][p], weights),
-        num_train=len(inputs["train"]), val_loss=val_loss, epochs=stage.head_only_max_epochs,
-        patience=stage.patience, ctx=ctx, salt=7001,
+        num_train=len(inputs["train"]), val_loss=validation, epochs=stage.head_only_max_epochs,
+        patience=stage.patience, ctx=ctx, salt=7001, selection=stage.selection, epoch_order=_balanced_order(data, ctx),
     )  # fmt: skip
 
 
 def train_end_to_end(
-    model: EventDetector, data: TrainingData, stage: StageConfig, ctx: RunContext, *, method: str, salt: int
+    model: EventDetector,
+    data: TrainingData,
+    stage: StageConfig,
+    ctx: RunContext,
+    *,
+    method: str,
+    salt: int,
+    start_trained: bool = False,
 ) -> float:
-    """Train the whole model with Eq. 2; early stopping on validation loss. Returns best val loss."""
+    """Train the whole model with Eq. 2 (on ``ctx.augment``-ed batches, targets mixed under mixup); early stopping
+    on ``stage.selection``. ``start_trained``: the model
+    comes from an earlier stage (Proposed2 from Proposed1), so keeping its starting state is allowed (and warned
+    about). Returns the best validation criterion."""
     device = ctx.device
     model.to(device)
-    weights = _bce_weights(data, device)
+    weights = _bce_weights(data, ctx)
     train_idx = data.splits["train"]
     train_targets = data.targets(train_idx).to(device)
+
+    def step(positions: np.ndarray, x: Tensor, mix: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        targets = train_targets[positions]
+        if mix is not None:
+            targets = mix_targets(targets, *mix)  # Eq. 2 is linear in the target: exactly the mixed loss
+        return weighted_bce(model(x), targets, weights)
+
     return fit_stage(
         stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
-        train_step=lambda p, x: weighted_bce(model(x), train_targets[p], weights), load=_loader(data, train_idx),
-        num_train=len(train_idx), val_loss=_bce_val_loss(model, data, weights, ctx), epochs=stage.max_epochs,
-        patience=stage.patience, ctx=ctx, salt=salt, data_parallel=True,
+        train_step=step, load=_loader(data, train_idx),
+        num_train=len(train_idx), val_loss=_bce_validation(model, data, weights, ctx), epochs=stage.max_epochs,
+        patience=stage.patience, ctx=ctx, salt=salt, data_parallel=True, selection=stage.selection,
+        start_trained=start_trained, epoch_order=_balanced_order(data, ctx), augmenter=make_augmenter(data, ctx),
     )  # fmt: skip
 
 
+def make_augmenter(data: TrainingData, ctx: RunContext) -> BatchAugmenter | None:
+    """The training-batch augmenter of ``ctx.augment`` on ``ctx.device``, or ``None`` when everything is off."""
+    if not ctx.augment.enabled:
+        return None
+    return BatchAugmenter(ctx.augment, band_std_of(data.normalise)).to(ctx.device)
+
+
 def train_detector(
-    embedding: EmbeddingResult, data: TrainingData, stage: DetectorConfig, ctx: RunContext, *, end_to_end: bool
+    embedding: EmbeddingResult,
+    data: TrainingData,
+    stage: DetectorConfig,
+    ctx: RunContext,
+    *,
+    end_to_end: bool,
 ) -> dict[str, EventDetector]:
     """Algorithm 1, step 2: a sigmoid layer on the cluster layer; head only (Proposed1), then end to end
     (Proposed2, starting from Proposed1). Returns ``{"proposed1": model}`` and, if asked, ``"proposed2"``."""
@@ -707,7 +964,7 @@ def train_detector(
     train_head_only(model, data, stage, ctx, method="proposed1")
     models = {"proposed1": copy.deepcopy(model)}
     if end_to_end:
-        train_end_to_end(model, data, stage, ctx, method="proposed2", salt=7002)
+        train_end_to_end(model, data, stage, ctx, method="proposed2", salt=7002, start_trained=True)
         models["proposed2"] = model
     return models
 
@@ -729,17 +986,20 @@ def train_with_imbalance_loss(
         def epoch_order(generator: torch.Generator) -> np.ndarray:
             return torch.multinomial(weights, len(weights), replacement=True, generator=generator).numpy()
 
-    def val_loss() -> float:
+    def validation() -> dict[str, float]:
         model.eval()
         with torch.no_grad():
             emb = embed(model.encoder, data, val_idx, ctx, "val").to(device)
-            return loss_fn(model.head(emb), val_class).item()
+            outputs = model.head(emb)
+            loss = loss_fn(outputs, val_class).item()
+            return detection_validation(model.detection_scores(outputs).float().cpu().numpy(), data, loss)
 
     fit_stage(
         stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
-        train_step=lambda p, x: loss_fn(model(x), train_class[p]), load=_loader(data, train_idx),
-        num_train=len(train_idx), val_loss=val_loss, epochs=stage.max_epochs, patience=stage.patience, ctx=ctx,
+        train_step=lambda p, x, mix=None: loss_fn(model(x), train_class[p]), load=_loader(data, train_idx),
+        num_train=len(train_idx), val_loss=validation, epochs=stage.max_epochs, patience=stage.patience, ctx=ctx,
         salt=7100 + sum(map(ord, method)), epoch_order=epoch_order, on_epoch_start=loss_fn.set_epoch,
+        selection=stage.selection, augmenter=make_augmenter(data, ctx), mixup=False,  # mixup: BCE and THCE stages only
         data_parallel=True, batch_weight=lambda p: loss_fn.batch_weight(train_class[p]),
     )  # fmt: skip
     return model

@@ -149,6 +149,7 @@ def rebalance(
     ratio: Sequence[int],
     seed: int,
     splits: Sequence[str] = ("train", "val"),
+    shrink: Sequence[str] | None = None,
 ) -> list[ManifestRow]:
     """Subsample each of ``splits`` (separately) to the class ratio, keeping as many clips as possible.
 
@@ -164,6 +165,9 @@ def rebalance(
         ratio: non-negative integers, one per label (see :func:`parse_ratio`).
         seed: random seed.
         splits: splits to subsample.
+        shrink: if given, only these labels are subsampled; the others keep all their clips (the paper's 2:2:1:26
+            "downsampled the dog barking and gun shot classes": baby and background were left as they were, so
+            background then holds at least its ratio's share).
 
     Returns:
         The kept rows, in input order.
@@ -180,6 +184,9 @@ def rebalance(
     if any(r < 0 for r in ratio) or not any(ratio):
         raise ConfigError(f"rebalance: ratio {list(ratio)} must be non-negative with at least one positive part")
     want = dict(zip(names, (int(r) for r in ratio)))
+    may_shrink = set(names) if shrink is None else {label_name(label) for label in shrink}
+    if not may_shrink <= set(names):
+        raise ConfigError(f"rebalance: labels to shrink {sorted(may_shrink - set(names))} are not among {names}")
 
     keep = [True] * len(rows)
     for split in splits:
@@ -200,6 +207,8 @@ def rebalance(
         for name in names:
             members = by_label.get(name, [])
             target = min(len(members), math.floor(scale * want[name] + 0.5 + 1e-9))
+            if name not in may_shrink and want[name] > 0:
+                target = len(members)
             chosen = set(random.Random(f"{seed}:{split}:{name}").sample(members, target))
             for i in members:
                 keep[i] = i in chosen
