@@ -7,6 +7,7 @@ folder for what it could damage; all subprocesses run concurrently once per modu
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -241,3 +242,81 @@ def test_make_demo_may_run_twice():
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     recipe = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
     assert "thce demo" in recipe and "--overwrite" in recipe
+
+
+# ------------------------------------------------------------------------------ in-process: what succeeds
+
+
+def test_detect_writes_through_a_fifo_and_keeps_it(tmp_path):
+    """Item 1 end to end: ``thce detect --out PIPE`` (as ``--out /dev/null``) writes into it; the FIFO stays."""
+    import threading
+
+    from thce.cli import main
+
+    _shared_inputs(tmp_path)
+    fifo = tmp_path / "events"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    assert main(["-q", "detect", str(tmp_path / "run"), str(tmp_path / "clip.wav"), "--out", str(fifo)]) == 0
+    reader.join(timeout=60)
+    assert received and received[0].startswith("filename\tonset\toffset\tevent_label\tscore\n")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    # an event list of ours is replaced without --overwrite; a user's file only with it
+    ours = tmp_path / "ev.tsv"
+    assert main(["-q", "detect", str(tmp_path / "run"), str(tmp_path / "clip.wav"), "--out", str(ours)]) == 0
+    assert main(["-q", "detect", str(tmp_path / "run"), str(tmp_path / "clip.wav"), "--out", str(ours)]) == 0
+    mine = tmp_path / "mine.json"
+    mine.write_text("[1, 2]")
+    assert main(["-q", "detect", str(tmp_path / "run"), str(tmp_path / "clip.wav"), "--out", str(mine)]) == 2
+    assert mine.read_text() == "[1, 2]"
+    argv = ["-q", "detect", str(tmp_path / "run"), str(tmp_path / "clip.wav"), "--out", str(mine), "--overwrite"]
+    assert main(argv) == 0 and '"settings"' in mine.read_text()
+
+
+def test_overwrite_replaces_the_old_runs_outputs(tmp_path, monkeypatch):
+    """Item 2: --overwrite starts afresh (no stale checkpoint of the old run is left for detect to pick up);
+    stopped right after the run directory is prepared, so nothing trains."""
+    import thce.experiment
+    from thce.cli import main
+
+    run = tmp_path / "run"
+    _finished_run(tmp_path, tmp_path)
+    _file(run / "checkpoints" / "lmle.pt", b"stale")
+    _file(run / "cache" / "features.npy", b"kept")
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(thce.experiment, "prepare_data", stop)
+    with pytest.raises(Stop):
+        main(["-q", "experiment", str(DEMO_CONFIG), "--out", str(run), "--overwrite"])
+    assert not (run / "results.json").exists() and not list((run / "checkpoints").glob("*.pt"))
+    assert (run / "cache" / "features.npy").read_bytes() == b"kept"
+    assert "seed" in (run / "config.toml").read_text()
+    with pytest.raises(Stop):  # --resume continues what is there
+        main(["-q", "experiment", str(DEMO_CONFIG), "--out", str(run), "--resume"])
+
+
+def test_export_save_failure_names_the_problem(tmp_path, monkeypatch, capsys):
+    """Item 5: a full disk while the ONNX file is saved is reported as such (not "try --format torchscript"),
+    and no cleanup error hides it; nothing is left at --out."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    from thce.cli import main
+
+    class Program:
+        def save(self, destination):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: Program())
+    _shared_inputs(tmp_path)
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(tmp_path / "run"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no space left on device" in err and "torchscript" not in err and "Traceback" not in err
+    assert not out.exists() and not out.with_name("model.onnx.json").exists()
