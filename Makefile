@@ -20,8 +20,9 @@ $(TESTING): $(RUNTIME)
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(TESTING)
 
+# --overwrite: a second `make demo` replaces the first run (thce refuses a run directory that holds one otherwise)
 demo: $(RUNTIME)
-	$(BIN)/thce demo --out $(DEMO_OUT)
+	$(BIN)/thce demo --out $(DEMO_OUT) --overwrite
 
 test: $(TESTING)
 	$(BIN)/python -m pytest -q

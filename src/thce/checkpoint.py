@@ -17,6 +17,7 @@ from thce.errors import DataError
 from thce.imbalance import LOSS_CONFIGS
 from thce.io import atomic_write
 from thce.models import ClusterLayer, DetectorHead, EventDetector, build_encoder
+from thce.rundir import checkpoint_path
 
 
 @dataclass
@@ -125,8 +126,4 @@ def load_checkpoint(path: str | Path) -> LoadedDetector:
 
 def load_run(run_dir: str | Path, method: str = "proposed2") -> LoadedDetector:
     """The detector of ``method`` from a run directory (``RUN_DIR/checkpoints/METHOD.pt``)."""
-    path = Path(run_dir) / "checkpoints" / f"{method}.pt"
-    if not path.is_file():
-        available = sorted(p.stem for p in (Path(run_dir) / "checkpoints").glob("*.pt"))
-        raise DataError(f"{path}: no checkpoint for method {method!r}; available: {', '.join(available) or 'none'}")
-    return load_checkpoint(path)
+    return load_checkpoint(checkpoint_path(run_dir, method))

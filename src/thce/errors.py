@@ -11,3 +11,8 @@ class ConfigError(ThceError, ValueError):
 
 class DataError(ThceError, ValueError):
     """A data file (audio, manifest, cache) is missing, unreadable or inconsistent."""
+
+
+class OutputError(ThceError):
+    """An output path cannot be written (not a directory, read-only, no permission, disk full, ...) or would
+    replace something that is not ours to replace (a directory, a device, a file of another kind)."""

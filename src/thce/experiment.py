@@ -35,10 +35,11 @@ from thce.errors import ConfigError, DataError
 from thce.imbalance import LOSS_CONFIGS
 from thce.lmle import learn_embedding_lmle
 from thce.checkpoint import save_checkpoint
-from thce.io import atomic_write, write_json
+from thce.io import atomic_write, ensure_dir, write_json
 from thce.metrics import per_class_det_points, per_class_eer
 from thce.models import DetectorHead, EventDetector, build_encoder
 from thce.report import write_report
+from thce.rundir import check_new_run, clear_run_outputs
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
 from thce.train import (
     MetricsLog,
@@ -172,12 +173,14 @@ def run_experiment(
     *,
     progress: ProgressFn | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     dist: Distributed = SINGLE,
 ) -> dict[str, Any]:
     """Run every method of ``config.methods`` on identical features and splits; write the run directory.
 
     With ``resume``, a run killed at any point continues after its last completed epoch (per-stage state in
-    ``checkpoints/resume/``) and ends with the results an uninterrupted run gives; without it, a new run starts.
+    ``checkpoints/resume/``) and ends with the results an uninterrupted run gives. A directory that holds a run is
+    refused unless ``resume`` or ``overwrite`` (which replaces the run's results and checkpoints) is given.
     Under ``torchrun`` (``dist``), every rank trains and only rank 0 writes (it also prepares the data first).
     Returns the results dict also written to ``results.json``.
     """
@@ -185,12 +188,14 @@ def run_experiment(
     resume_dir = out_dir / "checkpoints" / "resume"
     metrics_path = out_dir / "metrics.csv"
     if dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        check_new_run(out_dir, resume=resume, overwrite=overwrite)
+        ensure_dir(out_dir)
         if resume:
             _check_resumable(config, out_dir)
         else:
             shutil.rmtree(resume_dir, ignore_errors=True)
             metrics_path.unlink(missing_ok=True)
+            clear_run_outputs(out_dir)  # with overwrite: no stale checkpoint or result of the old run is left
         resume_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, out_dir / "config.toml")
     if config.train.num_threads:
@@ -286,6 +291,7 @@ def run_seeds(
     seeds: int,
     progress: ProgressFn | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     dist: Distributed = SINGLE,
 ) -> dict[str, Any]:
     """Repeat :func:`run_experiment` with seeds ``seed, seed+1, ...`` (each its own data, split and init) in
@@ -295,11 +301,15 @@ def run_seeds(
     if seeds < 1:
         raise ValueError(f"run_seeds: seeds must be >= 1, got {seeds}")
     out_dir = Path(out_dir)
+    if dist.is_main:
+        check_new_run(out_dir, resume=resume, overwrite=overwrite)
     seed_list = [config.seed + k for k in range(seeds)]
     runs = []
     for seed in seed_list:
         seed_config = dataclasses.replace(config, seed=seed)
-        runs.append(run_experiment(seed_config, out_dir / f"seed_{seed}", progress=progress, resume=resume, dist=dist))
+        runs.append(run_experiment(
+            seed_config, out_dir / f"seed_{seed}", progress=progress, resume=resume, overwrite=overwrite, dist=dist
+        ))
     if not dist.is_main:
         return {}
     classes = tuple(runs[0]["classes"])

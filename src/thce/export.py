@@ -23,6 +23,8 @@ import contextlib
 import io
 import logging
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,11 +38,12 @@ from torch import Tensor, nn
 from thce.audio import LogMel, LogMelConfig
 from thce.detect import detection_scores
 from thce.errors import ConfigError, ThceError
-from thce.io import atomic_write, write_json
+from thce.io import atomic_write, output_error, write_json
+from thce.outputs import EXPORT_FORMATS, check_export_out
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = EXPORT_FORMATS
 INPUTS = ("logmel", "audio")
 #: Largest accepted absolute difference between exported and PyTorch scores.
 PARITY_TOLERANCE = 1e-4
@@ -147,8 +150,10 @@ def export_onnx(module: nn.Module, example: Tensor, out: str | os.PathLike, *, i
     except ImportError as error:
         raise ThceError(f"ONNX export needs the onnx and onnxscript packages ({error}): pip install 'thce[export]'") from None
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+
+    def failed(error: Exception) -> ThceError:
+        return ThceError(f"{out}: ONNX export failed ({type(error).__name__}: {error}); try --format torchscript")
+
     try:
         with _quiet_exporters(), torch.no_grad():
             program = torch.onnx.export(
@@ -160,13 +165,27 @@ def export_onnx(module: nn.Module, example: Tensor, out: str | os.PathLike, *, i
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
                 verbose=False,
             )
-            program.save(str(tmp))
-        os.replace(tmp, out)
     except Exception as error:  # torch.export / onnxscript report unsupported operators in many exception types
-        raise ThceError(f"{out}: ONNX export failed ({type(error).__name__}: {error}); try --format torchscript") from error
-    finally:
-        tmp.unlink(missing_ok=True)
+        raise failed(error) from error
+    # the exporter writes a path: stage it in a private folder, then copy it into ``out`` as every output is written
+    with tempfile.TemporaryDirectory(prefix="thce-onnx-", ignore_cleanup_errors=True) as staging:
+        staged = Path(staging) / "model.onnx"
+        try:
+            with _quiet_exporters():
+                program.save(str(staged))
+        except OSError as error:  # the temporary folder is full or read-only: say so, not "try torchscript"
+            raise output_error(staged, error) from None
+        except Exception as error:
+            raise failed(error) from error
+        copy_into(staged, out)
     return out
+
+
+def copy_into(source: Path, out: str | os.PathLike) -> Path:
+    """Copy the file ``source`` to ``out`` with :func:`thce.io.atomic_write`; returns ``out``."""
+    with open(source, "rb") as reader, atomic_write(out, "wb") as handle:
+        shutil.copyfileobj(reader, handle)
+    return Path(out)
 
 
 def run_exported(path: str | os.PathLike, fmt: str, x: Tensor) -> np.ndarray | None:
@@ -186,48 +205,53 @@ def run_exported(path: str | os.PathLike, fmt: str, x: Tensor) -> np.ndarray | N
 def export_run(
     run_dir: str | os.PathLike,
     *,
-    fmt: str,
+    fmt: str | None = None,
     out: str | os.PathLike,
     method: str = "proposed2",
     inputs: str = "logmel",
+    overwrite: bool = False,
 ) -> ExportResult:
-    """Export the ``method`` checkpoint of ``run_dir`` as ``fmt`` (``onnx`` or ``torchscript``) to ``out``, write
-    ``<out>.json`` beside it and check parity with PyTorch (module docstring).
+    """Export the ``method`` checkpoint of ``run_dir`` as ``fmt`` (``onnx`` or ``torchscript``; default: from the
+    extension of ``out``) to ``out``, write ``<out>.json`` beside it and check parity with PyTorch (module
+    docstring). The model is checked before it is written; an existing file that is not such a model (or its
+    metadata) is only replaced with ``overwrite``.
 
     Raises:
-        ConfigError: unknown format or input, or raw-audio input for ONNX.
+        ConfigError: unknown format or input, an extension of the other format, or raw-audio input for ONNX.
         DataError: no such run or checkpoint.
+        OutputError: ``out`` cannot be written, or holds a file of another kind (without ``overwrite``).
         ThceError: a missing exporter package, or the exported model disagrees with PyTorch.
     """
     from thce.checkpoint import load_run
     from thce.detect import class_thresholds
 
-    if fmt not in FORMATS:
-        raise ConfigError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    fmt = check_export_out(out, fmt, overwrite=overwrite)
     if inputs not in INPUTS:
         raise ConfigError(f"input: expected one of {', '.join(INPUTS)}, got {inputs!r}")
     if fmt == "onnx" and inputs == "audio":
         raise ConfigError("raw-audio input is exported as TorchScript only; ONNX models take log-mel windows")
+    out = Path(out)
     loaded = load_run(run_dir, method)
     module = scoring_module(loaded, inputs=inputs)
     features = loaded.config.features
     example = example_inputs(features, inputs=inputs, batch=2)
-    out = Path(out)
-    if fmt == "torchscript":
-        export_torchscript(module, example, out)
-    else:
-        export_onnx(module, example, out, input_name=inputs)
-
-    check = example_inputs(features, inputs=inputs, batch=3, seed=1)  # another batch size than the example
-    with torch.no_grad():
-        expected = module(check).numpy()
-    got = run_exported(out, fmt, check)
-    max_abs_diff = None if got is None else float(np.max(np.abs(got - expected)))
-    if max_abs_diff is not None and not max_abs_diff < PARITY_TOLERANCE:
-        raise ThceError(
-            f"{out}: the exported model differs from PyTorch by up to {max_abs_diff:.2e} "
-            f"(tolerance {PARITY_TOLERANCE:g}); please report this"
-        )
+    with tempfile.TemporaryDirectory(prefix="thce-export-", ignore_cleanup_errors=True) as staging:
+        staged = Path(staging) / out.name  # checked here, then copied: a model that fails parity is not written
+        if fmt == "torchscript":
+            export_torchscript(module, example, staged)
+        else:
+            export_onnx(module, example, staged, input_name=inputs)
+        check = example_inputs(features, inputs=inputs, batch=3, seed=1)  # another batch size than the example
+        with torch.no_grad():
+            expected = module(check).numpy()
+        got = run_exported(staged, fmt, check)
+        max_abs_diff = None if got is None else float(np.max(np.abs(got - expected)))
+        if max_abs_diff is not None and not max_abs_diff < PARITY_TOLERANCE:
+            raise ThceError(
+                f"{out}: the exported model differs from PyTorch by up to {max_abs_diff:.2e} "
+                f"(tolerance {PARITY_TOLERANCE:g}); please report this; nothing was written"
+            )
+        copy_into(staged, out)
     try:
         thresholds = class_thresholds(
             val_scores=loaded.val_scores, val_class_index=loaded.val_class_index, classes=loaded.classes, rule="eer"

@@ -1,14 +1,24 @@
-"""Atomic file writes: a reader never sees a half-written file, and a kill never corrupts a finished one."""
+"""Output files: atomic writes of regular files (a reader never sees a half-written file, a kill never corrupts a
+finished one), and the checks that keep a user's other things (devices, FIFOs, directories, files of another kind)
+from being replaced.
+
+Every OSError about an output path raised here becomes a :class:`thce.errors.OutputError` naming the path and the
+problem, so the command line prints one line instead of a traceback.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from thce.errors import OutputError
 
 
 def _current_umask() -> int:
@@ -18,11 +28,147 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+#: errnos of a write that fails because of where it goes (not because of what is written).
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (``lstat`` succeeds or fails with other than ENOENT/ENOTDIR)."""
+    for candidate in (path, *path.parents):
+        try:
+            candidate.lstat()
+            return candidate
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return Path(path.anchor or ".")
+
+
+def output_error(path: str | os.PathLike, error: OSError) -> OutputError:
+    """An :class:`OutputError` for ``error``, raised while writing ``path``, in one line naming what is wrong."""
+    path = Path(path)
+    if error.errno == errno.ENOTDIR:
+        blocker = _nearest_existing(path.parent)
+        if blocker.exists() and not blocker.is_dir():
+            return OutputError(f"{path}: cannot write there: {blocker} is a file, not a directory")
+    reason = {
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EROFS: "read-only file system",
+        errno.ENOSPC: "no space left on device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EISDIR: "is a directory",
+    }.get(error.errno or -1, (error.strerror or str(error)).lower())
+    return OutputError(f"{path}: cannot write: {reason}")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _writable_through(mode: int) -> bool:
+    """Character devices (``/dev/null``, a terminal) and FIFOs are written to in place, never replaced."""
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def check_output_path(path: str | os.PathLike, *, directory: bool = False) -> Path:
+    """Check, before any work and without creating anything, that ``path`` can be written: a file (or, with
+    ``directory``, a folder to create files in). Raises :class:`OutputError` naming the path and the problem.
+
+    A file may be missing, a regular file (replaced atomically), or a character device or FIFO (written through);
+    a directory, block device or socket is refused. Missing parents are fine if the nearest existing one is a
+    writable directory."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode  # follows a symlink: what counts is what it points to
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as error:
+        raise output_error(path, error) from None
+    if mode is not None:
+        if directory:
+            if not stat.S_ISDIR(mode):
+                raise OutputError(f"{path}: cannot write there: it is a file, not a directory")
+            _check_dir_writable(path, path)
+            return path
+        if stat.S_ISDIR(mode):
+            raise OutputError(f"{path}: is a directory; give a file name")
+        if not (stat.S_ISREG(mode) or _writable_through(mode)):
+            raise OutputError(f"{path}: is {_kind(mode)}; not written (give a regular file name)")
+        if _writable_through(mode):
+            if not os.access(path, os.W_OK):
+                raise OutputError(f"{path}: cannot write: permission denied")
+            return path
+    parent = Path(os.path.realpath(path)).parent if path.is_symlink() else (path if directory else path.parent)
+    existing = _nearest_existing(parent)
+    if not existing.is_dir():
+        raise OutputError(f"{path}: cannot write there: {existing} is a file, not a directory")
+    _check_dir_writable(path, existing)
+    return path
+
+
+def _check_dir_writable(path: Path, directory: Path) -> None:
+    if os.access(directory, os.W_OK | os.X_OK):
+        return
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    where = "" if directory == path else f" ({directory})"
+    raise OutputError(f"{path}: cannot write: {'read-only file system' if read_only else 'permission denied'}{where}")
+
+
+def ensure_dir(path: str | os.PathLike, *, for_path: str | os.PathLike | None = None) -> Path:
+    """``mkdir -p path``; an :class:`OutputError` naming ``for_path`` (the file to be written in it; default
+    ``path``) and the problem if it cannot be made."""
+    path = Path(path)
+    named = Path(for_path) if for_path is not None else path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        where = "it" if named == path else str(path)
+        raise OutputError(f"{named}: cannot write there: {where} is a file, not a directory") from None
+    except OSError as error:
+        raise output_error(named, error) from None
+    return path
+
+
+def refuse_other_kind(
+    path: str | os.PathLike, *, looks_ours: Callable[[Path], bool], what: str, overwrite: bool = False
+) -> None:
+    """Refuse to replace an existing non-empty regular file at ``path`` that ``looks_ours`` does not recognise as
+    ``what`` (e.g. "a thce event list"), unless ``overwrite``. Devices, FIFOs and missing files pass."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError:
+        return
+    if overwrite or not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+        return
+    try:
+        ours = looks_ours(path)
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise OutputError(f"{path}: exists and is not {what}; not overwritten (pass --overwrite to replace it)")
+
+
+def read_head(path: Path, size: int = 4096) -> bytes:
+    """The first ``size`` bytes of a file (for recognising what kind of file it is)."""
+    with open(path, "rb") as handle:
+        return handle.read(size)
 
 
 @contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
+    """Write ``path``: a regular file (or a new one) through a temporary file beside it, fsynced and renamed over it
+    on success; a character device or FIFO (``/dev/null``, a pipe) written through in place. A symlink is followed
+    (its target is written, the link kept). A directory, block device or socket is refused, never replaced.
 
     >>> import tempfile, pathlib
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
@@ -30,19 +176,68 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -
     ...     _ = f.write("done")
     >>> target.read_text()
     'done'
+
+    Raises:
+        OutputError: the path cannot be written (named, with the problem); OSErrors of the caller's code inside the
+            block pass through unchanged unless they say the disk is full or read-only.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give results the permissions open() would
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
+        info: os.stat_result | None = target.stat()
+    except FileNotFoundError:
+        info = None
+    except OSError as error:
+        raise output_error(path, error) from None
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        if not _writable_through(info.st_mode):
+            raise OutputError(f"{path}: is {_kind(info.st_mode)}; not replaced (give a regular file name)")
+        try:
+            handle = open(target, mode, **open_kwargs)
+        except OSError as error:
+            raise output_error(path, error) from None
+        try:
+            with handle:
+                yield handle
+        except OSError as error:
+            if error.errno in _FULL or error.errno == errno.EPIPE:
+                raise output_error(path, error) from None
+            raise
+        return
+    parent = ensure_dir(target.parent, for_path=path)
+    # mkstemp makes 0600 files; keep the mode of the file replaced, or give what open() would
+    permissions = stat.S_IMODE(info.st_mode) if info is not None else 0o666 & ~_UMASK
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as error:
+        raise output_error(path, error) from None
+    try:
+        try:
+            os.chmod(tmp, permissions)
+        except OSError as error:
+            os.close(fd)
+            raise output_error(path, error) from None
         with os.fdopen(fd, mode, **open_kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+            try:
+                yield handle
+            except OSError as error:
+                if error.errno in _FULL:
+                    raise output_error(path, error) from None
+                raise
+            try:
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as error:
+                raise output_error(path, error) from None
+        try:
+            os.replace(tmp, target)
+        except OSError as error:
+            raise output_error(path, error) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass  # already renamed, or the folder went away: nothing of ours is left to clean
         raise
 
 

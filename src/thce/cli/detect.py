@@ -12,8 +12,17 @@ from thce.cli.progress import ProgressBars
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from thce.detect import DetectConfig, detect_run, write_event_tsv, write_events
+    from thce.outputs import check_events_out
+    from thce.rundir import checkpoint_path
 
+    # mistakes fail at once, before torch is imported and features computed: --out, the run, the device
+    if args.out is not None:
+        check_events_out(args.out, overwrite=args.overwrite)
+    checkpoint_path(args.run_dir, args.method)
+    from thce.detect import DetectConfig, detect_run, write_event_tsv, write_events
+    from thce.devices import check_device
+
+    check_device(args.device, source="--device")
     config = DetectConfig(
         hop_s=args.hop_s, threshold=args.threshold, median_filter_s=args.median_filter_s, batch_size=args.batch_size
     )
@@ -40,9 +49,19 @@ def run_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_object(path: Path) -> bool:
+    from thce.io import read_head
+
+    return read_head(path).lstrip().startswith(b"{")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
+    from thce.io import check_output_path, refuse_other_kind, write_json
+
+    if args.out is not None:  # before the lists are read and scored
+        check_output_path(args.out)
+        refuse_other_kind(args.out, looks_ours=_json_object, what="a JSON file", overwrite=args.overwrite)
     from thce.detect import evaluate_events, evaluation_markdown, read_event_list
-    from thce.io import write_json
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     result = evaluate_events(
@@ -56,10 +75,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from thce.outputs import check_export_out
+    from thce.rundir import checkpoint_path
+
+    check_export_out(args.out, args.format, overwrite=args.overwrite)  # before torch is imported
+    checkpoint_path(args.run_dir, args.method)
     from thce.export import export_run
 
-    result = export_run(args.run_dir, fmt=args.format, out=args.out, method=args.method, inputs=args.input)
-    print(f"Exported {args.method} ({result.inputs} -> class scores) as {args.format}: {result.path}")
+    result = export_run(
+        args.run_dir, fmt=args.format, out=args.out, method=args.method, inputs=args.input, overwrite=args.overwrite
+    )
+    print(f"Exported {args.method} ({result.inputs} -> class scores) as {result.metadata['format']}: {result.path}")
     print(f"Metadata: {result.metadata_path}")
     if result.max_abs_diff is None:
         print("Parity not checked (install onnxruntime: pip install 'thce[export]')")
@@ -91,6 +117,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     det.add_argument("--out", type=Path, default=None,
                      help="events file: .json, or a tab-separated DCASE event list (.csv/.tsv/.txt); default: "
                           "the event list on stdout")
+    det.add_argument("--overwrite", action="store_true",
+                     help="replace an existing --out file that is not a thce event list of that format")
     det.set_defaults(func=run_detect)
 
     ev = subparsers.add_parser(
@@ -105,6 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--collar-s", type=float, default=0.5, help="onset collar in seconds (default 0.5)")
     ev.add_argument("--classes", default=None, help="comma-separated labels to evaluate (default: all seen)")
     ev.add_argument("--out", type=Path, default=None, help="also write the metrics as JSON")
+    ev.add_argument("--overwrite", action="store_true", help="replace an existing --out file that is not JSON")
     ev.set_defaults(func=run_evaluate)
 
     ex = subparsers.add_parser(
@@ -116,9 +145,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "one window long. A JSON file beside the model describes the input, the classes and the thresholds.",
     )
     ex.add_argument("run_dir", type=Path, help="run directory of `thce experiment`")
-    ex.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="onnx or torchscript")
+    ex.add_argument("--format", choices=("onnx", "torchscript"),
+                    help="onnx or torchscript (default: from the extension of --out: .onnx, or .pt/.pth/.ts)")
     ex.add_argument("--method", default="proposed2", help="checkpoint to export (default proposed2)")
     ex.add_argument("--input", default="logmel", choices=("logmel", "audio"),
                     help="what the model takes: log-mel windows (default) or raw audio (TorchScript only)")
     ex.add_argument("--out", type=Path, required=True, help="model file to write (e.g. model.onnx, model.pt)")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="replace an existing --out (or its .json) that is not a model of that format")
     ex.set_defaults(func=run_export)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -19,24 +20,42 @@ def packaged_config(name: str) -> Path:
     return path
 
 
-def run(config_path: Path, out: Path, overrides: list[str], quiet: bool, seeds: int = 1, resume: bool = False) -> int:
+def run(
+    config_path: Path,
+    out: Path,
+    overrides: list[str],
+    quiet: bool,
+    seeds: int = 1,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> int:
+    from thce.rundir import check_new_run
+
+    if seeds < 1:
+        raise ThceError(f"--seeds: must be >= 1, got {seeds}")
+    if os.environ.get("RANK", "0") == "0":  # at once, before torch is imported (other torchrun ranks: rank 0 does)
+        check_new_run(out, resume=resume, overwrite=overwrite)
     from thce.config import load_config
+    from thce.devices import check_device
     from thce.distributed import init_distributed, shutdown
     from thce.experiment import run_experiment, run_seeds
     from thce.report import eer_table_markdown, seeds_table_markdown
 
-    if seeds < 1:
-        raise ThceError(f"--seeds: must be >= 1, got {seeds}")
     config = load_config(config_path, overrides)
+    device_set = any(o.split("=", 1)[0].strip() == "train.device" for o in overrides)
+    check_device(config.train.device, source="--set train.device" if device_set else f"{config_path}: train.device",
+                 allow_auto=True)  # fmt: skip
     dist = init_distributed(config.train.device)  # under torchrun: join the job (one process per device)
     if not dist.is_main:  # one rank reports
         for handler in logging.getLogger("thce").handlers:
             handler.setLevel(logging.WARNING)
     with ProgressBars(enabled=not quiet and dist.is_main) as bars:
         if seeds == 1:
-            results = run_experiment(config, out, progress=bars, resume=resume, dist=dist)
+            results = run_experiment(config, out, progress=bars, resume=resume, overwrite=overwrite, dist=dist)
         else:
-            results = run_seeds(config, out, seeds=seeds, progress=bars, resume=resume, dist=dist)
+            results = run_seeds(
+                config, out, seeds=seeds, progress=bars, resume=resume, overwrite=overwrite, dist=dist
+            )
     shutdown(dist)  # not on errors: a failed rank exits at once and torchrun stops the others
     if not dist.is_main:
         return 0
@@ -57,13 +76,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="repeat with seeds seed..seed+N-1 (own data, split, init); report mean, std, bootstrap CI")
     exp.add_argument("--resume", action="store_true",
                      help="continue a killed run in --out after its last completed epoch (same config)")
-    exp.set_defaults(func=lambda args: run(args.config, args.out, args.overrides, args.quiet, args.seeds, args.resume))
+    exp.add_argument("--overwrite", action="store_true",
+                     help="replace the run in --out (results, checkpoints); without it or --resume, a directory "
+                          "holding a run is refused")
+    exp.set_defaults(
+        func=lambda args: run(
+            args.config, args.out, args.overrides, args.quiet, args.seeds, args.resume, args.overwrite
+        )
+    )
 
     demo = subparsers.add_parser("demo", help="the paper's comparison on built-in synthetic scenes (CPU, minutes)")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a value of the demo config")
     demo.add_argument("--resume", action="store_true", help="continue a killed demo run")
+    demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo run in --out")
     demo.set_defaults(
-        func=lambda args: run(packaged_config("demo"), args.out, args.overrides, args.quiet, resume=args.resume)
+        func=lambda args: run(
+            packaged_config("demo"), args.out, args.overrides, args.quiet, resume=args.resume, overwrite=args.overwrite
+        )
     )

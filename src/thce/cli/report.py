@@ -46,26 +46,91 @@ def replace_section(text: str, body: str, *, source: Path, start: str = START, e
 
 def rewrite_section(path: Path, body: str, *, start: str = START, end: str = END) -> None:
     """Replace what lies between the ``start`` and ``end`` markers of the file ``path`` by ``body`` (atomically)."""
-    text = replace_section(path.read_text(encoding="utf-8"), body, source=path, start=start, end=end)
+    text = replace_section(read_text(path, what="file to write the results into"), body, source=path, start=start,
+                           end=end)  # fmt: skip
     with atomic_write(path, "w", encoding="utf-8") as handle:
         handle.write(text)
 
 
-def run(args: argparse.Namespace) -> int:
-    from thce.report import eer_table_markdown, write_report
+def read_text(path: Path, *, what: str) -> str:
+    """The UTF-8 text of ``path``; a :class:`DataError` naming it if it is missing or unreadable."""
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found" if not path.exists() else f"{path}: {what} is not a file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read the {what} ({error})") from None
 
+
+def read_json(path: Path, *, what: str) -> Any:
+    """The JSON in ``path``; a :class:`DataError` naming it and where it is malformed."""
+    try:
+        return json.loads(read_text(path, what=what))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+
+
+def check_results(path: Path, results: Any) -> dict[str, Any]:
+    """``results`` (read from ``path``), checked to hold what the report needs (classes, methods with EERs, seeds)."""
+    from thce.report import _check_results
+
+    try:
+        _check_results(results)
+        for name, entry in results["methods"].items():
+            det = entry.get("det")
+            if det is not None and not isinstance(det, dict):
+                raise ValueError(f"results['methods'][{name!r}]['det']: expected a dict {{class: {{far, mr}}}}")
+        seeds = results.get("seeds")
+        if seeds is not None and not (
+            isinstance(seeds, dict) and isinstance(seeds.get("seeds"), list) and isinstance(seeds.get("eer"), dict)
+            and all(s is None or _has(s, "mean", "std") for per in seeds["eer"].values() for s in _values(per))
+            and all(_has(ci, "difference", "low", "high", "confidence") for ci in _values(seeds.get("bootstrap", {})))
+        ):
+            raise ValueError(
+                "results['seeds']: expected 'seeds' (a list), 'eer' ({method: {class: {mean, std}}}) and "
+                "'bootstrap' ({method: {difference, low, high, confidence}})"
+            )
+    except ValueError as error:
+        raise DataError(f"{path}: incomplete or not a thce results file: {error}") from None
+    return results
+
+
+def _values(mapping: Any) -> list[Any]:
+    """The values of a dict; for anything else, one value no check accepts."""
+    return list(mapping.values()) if isinstance(mapping, dict) else [False]
+
+
+def _has(entry: Any, *keys: str) -> bool:
+    return isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in keys)
+
+
+def read_timing(path: Path) -> dict[str, Any]:
+    """The JSON of ``benchmarks/fresh_demo.py``, checked to hold what :func:`results_section` quotes."""
+    timing = read_json(path, what="timing file")
+    machine = timing.get("machine") if isinstance(timing, dict) else None
+    if not (_has(timing, "wall_s") and "date" in timing and isinstance(machine, dict)
+            and {"cpu_count", "platform"} <= machine.keys()):  # fmt: skip
+        raise DataError(f"{path}: not a timing file of benchmarks/fresh_demo.py "
+                        "(expected wall_s, date, machine.cpu_count, machine.platform)")  # fmt: skip
+    return timing
+
+
+def run(args: argparse.Namespace) -> int:
     results_path = args.run_dir / "results.json"
     if not results_path.is_file():
         raise DataError(f"{results_path}: not found (is {args.run_dir} a run directory?)")
-    results = json.loads(results_path.read_text(encoding="utf-8"))
+    results = read_json(results_path, what="results file")
+    timing = None
+    if args.readme is not None:  # checked before anything is written
+        replace_section(read_text(args.readme, what="file to write the results into"), "", source=args.readme)
+        if args.timing is not None:
+            timing = read_timing(args.timing)
+    from thce.report import eer_table_markdown, write_report
+
+    check_results(results_path, results)
     write_report(args.run_dir, results)
     print(eer_table_markdown(results))
     if args.readme is not None:
-        timing = None
-        if args.timing is not None:
-            if not args.timing.is_file():
-                raise DataError(f"{args.timing}: timing file not found")
-            timing = json.loads(args.timing.read_text(encoding="utf-8"))
         rewrite_section(args.readme, results_section(results, args.run_dir, timing))
         print(f"updated the Results section of {args.readme}")
     return 0

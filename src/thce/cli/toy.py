@@ -23,6 +23,9 @@ _OVERRIDES = {
 
 
 def run(args: argparse.Namespace) -> int:
+    from thce.io import check_output_path, ensure_dir
+
+    check_output_path(args.out, directory=True)  # an unwritable --out: one line naming it, before any work
     from thce.toy import ToyConfig, run_toy, write_toy
     from thce.train import MetricsLog
 
@@ -34,8 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(str(error)) from None
     if getattr(args, "verbose", 0) == 0:  # the toy takes seconds: no per-epoch heartbeat unless -v
         logging.getLogger("thce.train").setLevel(logging.WARNING)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    out: Path = ensure_dir(args.out)
     (out / "metrics.csv").unlink(missing_ok=True)
     with ProgressBars(enabled=not args.quiet) as bars:
         result = run_toy(config, log=MetricsLog(out / "metrics.csv"), progress=bars)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thce.errors import DataError
-from thce.io import atomic_write
+from thce.io import atomic_write, ensure_dir
 
 COLUMNS = ("path", "label", "split", "group")
 SPLITS = ("train", "val", "test")
@@ -80,7 +80,7 @@ def read_manifest(csv_path: str | os.PathLike) -> list[ManifestRow]:
 def write_manifest(rows: list[ManifestRow], csv_path: str | os.PathLike) -> Path:
     """Write rows atomically, paths relative to the CSV's folder where possible. Returns the path written."""
     csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(csv_path.parent, for_path=csv_path)  # an unwritable location: one line naming it (OutputError)
     root = csv_path.resolve().parent
     extra_columns = sorted({k for row in rows for k in row.extra})
     with atomic_write(csv_path, "w", newline="", encoding="utf-8") as handle:
