@@ -7,6 +7,7 @@ Writes the run directory of DESIGN.md: ``config.toml`` (resolved), ``checkpoints
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import shutil
 import time
@@ -136,7 +137,8 @@ def prepare_data(
 def evaluate_and_save(
     model: EventDetector, method: str, prepared: PreparedData, config: ExperimentConfig, ctx: RunContext, out_dir: Path
 ) -> dict[str, Any]:
-    """Score the test split (EER, DET) and save (rank 0) a self-contained checkpoint with validation scores."""
+    """Score the validation split (``val_eer``, for choosing settings) and the test split (``eer``, DET), and save
+    (rank 0) a self-contained checkpoint with the validation scores."""
     data = prepared.data
     val = data.splits["val"]
     val_scores = predict_scores(model, data, val, ctx)
@@ -151,8 +153,10 @@ def evaluate_and_save(
     labels = data.class_index[test]
     return {
         "eer": per_class_eer(scores=scores, class_index=labels, classes=data.classes),
+        "val_eer": per_class_eer(scores=val_scores, class_index=data.class_index[val], classes=data.classes),
         "det": per_class_det_points(scores=scores, class_index=labels, classes=data.classes),
         "test_scores": scores,
+        "val_scores": val_scores,
     }
 
 
@@ -247,10 +251,11 @@ def run_experiment(
         methods[method] = evaluate_and_save(model, method, prepared, config, ctx, out_dir)
         timing[method] = time.perf_counter() - start
     test_scores = {name: entry.pop("test_scores") for name, entry in methods.items()}
+    val_scores = {name: entry.pop("val_scores") for name, entry in methods.items()}
     results = {
         "classes": list(data.classes),
         "methods": methods,
-        "data": {"counts": split_counts(prepared.rows)},
+        "data": {"counts": split_counts(prepared.rows), "split_digest": split_digests(prepared)},
         "encoder": config.model.encoder,
         "embedding_diagnostics": _jsonable(diagnostics),
         "timing_s": {k: round(v, 2) for k, v in timing.items()},
@@ -260,6 +265,8 @@ def run_experiment(
         results["world_size"] = dist.world_size
     if not dist.is_main:
         return results
+    with atomic_write(out_dir / "val_scores.npz", "wb") as handle:
+        np.savez(handle, class_index=data.class_index[data.splits["val"]], **val_scores)
     with atomic_write(out_dir / "scores.npz", "wb") as handle:
         np.savez(handle, class_index=data.class_index[data.splits["test"]], **test_scores)
     write_json(out_dir / "results.json", results)
@@ -267,9 +274,10 @@ def run_experiment(
     return results
 
 
-def load_test_scores(run_dir: Path, classes: tuple[str, ...]) -> ScoredTestSet:
-    """The test-split scores a run saved in ``scores.npz``."""
-    with np.load(run_dir / "scores.npz") as archive:
+def load_test_scores(run_dir: Path, classes: tuple[str, ...], split: str = "test") -> ScoredTestSet:
+    """The scores a run saved for its test split (``scores.npz``), or with ``split="val"`` for its validation split
+    (``val_scores.npz``)."""
+    with np.load(run_dir / ("val_scores.npz" if split == "val" else "scores.npz")) as archive:
         return ScoredTestSet(
             class_index=archive["class_index"],
             scores={k: archive[k] for k in archive.files if k != "class_index"},
@@ -323,6 +331,18 @@ def run_seeds(
     write_json(out_dir / "results.json", summary)
     write_report(out_dir, summary)
     return summary
+
+
+def split_digests(prepared: PreparedData) -> dict[str, str]:
+    """Per split, 16 hex digits of sha256 over its clips' cached (resolved) paths and classes, in score order: two
+    runs whose digests agree scored the same clips in the same order, so their scores pair clip by clip."""
+    data, paths = prepared.data, prepared.store.paths
+    out = {}
+    for split in ("val", "test"):
+        index = data.splits[split]
+        text = "\n".join(f"{paths[i]}\t{data.class_index[i]}" for i in index)
+        out[split] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return out
 
 
 def _jsonable(value: Any) -> Any:
