@@ -284,7 +284,7 @@ def test_variants_configs_and_slugs():
     assert len(long.slug) == 100 and long.slug != Variant.of({"data.manifest": "x" * 299}).slug
 
 
-def test_sweep_usage_errors_are_one_line_exit_2(tmp_path, capsys):
+def test_sweep_usage_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)
     out = tmp_path / "out"
@@ -300,6 +300,9 @@ def test_sweep_usage_errors_are_one_line_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("thce: error: ") and message in err and err.count("\n") == 1, err
     assert not out.exists()  # every error came before the first run
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main([*base, "--vary", "embedding.alpha=8,16"]) == 2
+    assert "do not use torchrun" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="share the folder"):
         run_sweep(config_from_dict({}), [Variant.of({"data.manifest": "a b"}), Variant.of({"data.manifest": "a_b"})],
                   1, tmp_path / "slugs")

@@ -6,12 +6,12 @@ every variant with seeds ``seed .. seed+N-1`` (:func:`thce.experiment.run_experi
 ``out_dir/<variant slug>/seed_<s>/`` and writes ``out_dir/sweep.json`` and ``out_dir/sweep.md``.
 
 Identical data. For a given seed every variant gets the same clips and split: both derive from ``config.seed`` and
-the data settings only (a variant that changes ``data.*``, ``synth.*`` or ``features.*`` changes them, and then its
-comparison is marked unpaired). Synthetic clips are written once per (synth settings, seed) into
-``out_dir/data/<key>/``, which each run's ``data`` folder links to, and all variants share one feature cache
-(``data.cache_dir``, ``out_dir/cache`` unless set). The cache is keyed by the feature settings and the resolved
-clip paths with their sizes and mtimes, so sharing it is safe: a variant with other features or other clips gets a
-cache of its own beside the others, and the same clips are computed once.
+the data settings only (a variant that changes ``data.*`` or ``synth.*`` may change them; the runs' split digests
+tell, and a comparison over different clips is marked unpaired). Synthetic clips are written once per (synth
+settings, seed) into ``out_dir/data/<key>/``, which each run's ``data`` folder links to, and all variants share one
+feature cache (``data.cache_dir``, ``out_dir/cache`` unless set). The cache is keyed by the feature settings and
+the resolved clip paths with their sizes and mtimes, so sharing it is safe: a variant with other features or other
+clips gets a cache of its own beside the others, and the same clips are computed once.
 
 The table. Per variant and method: mean ± std over seeds of the overall EER on validation and on test, and paired
 bootstrap intervals (:func:`thce.stats.bootstrap_eer_difference`) of the overall-EER difference to the reference
@@ -83,6 +83,7 @@ class Variant:
 
     @classmethod
     def of(cls, assignments: Mapping[str, Any]) -> Variant:
+        """``Variant.of({"embedding.alpha": 8})``."""
         return cls(tuple(assignments.items()))
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from thce.cli.progress import ProgressBars
@@ -18,6 +19,8 @@ def run(args: argparse.Namespace) -> int:
     from thce.config import load_config
     from thce.sweep import parse_value, parse_vary, product_variants, run_sweep
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("thce sweep runs its variants one after another in one process; do not use torchrun")
     axes = [parse_vary(text) for text in args.vary]
     set_keys = {text.split("=", 1)[0].strip() for text in args.overrides}
     for key, _ in axes:
