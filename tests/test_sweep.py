@@ -85,14 +85,15 @@ def test_variants_get_identical_splits(sweep_dir):
             rows = load_rows(load_config(run / "config.toml"), run)
             splits.append([(str(row.path.resolve()), row.split) for row in rows])
         assert splits[0] == splits[1]
-        digests = [_results(sweep_dir, slug, seed)["data"]["split_digest"] for slug in SLUGS]
-        assert digests[0] == digests[1]
+        clips = [json.loads((sweep_dir / slug / f"seed_{seed}" / "clips.json").read_text()) for slug in SLUGS]
+        assert clips[0] == clips[1]
+        assert {c: s for c, s in splits[0] if s in ("val", "test")} == {c: s for s in clips[0] for c in clips[0][s]}
         for name in ("scores.npz", "val_scores.npz"):
             a, b = (np.load(sweep_dir / slug / f"seed_{seed}" / name)["class_index"] for slug in SLUGS)
             np.testing.assert_array_equal(a, b)
     # different seeds: different data
-    seed_digests = [_results(sweep_dir, SLUGS[0], seed)["data"]["split_digest"] for seed in SEEDS]
-    assert seed_digests[0] != seed_digests[1]
+    seed_clips = [(sweep_dir / SLUGS[0] / f"seed_{seed}" / "clips.json").read_text() for seed in SEEDS]
+    assert seed_clips[0] != seed_clips[1]
 
 
 def test_val_eer_is_the_validation_scores_eer(sweep_dir):
@@ -160,13 +161,14 @@ def test_finished_runs_are_not_redone(sweep_dir, tmp_path, monkeypatch):
         run_sweep(other, variants, 1, copy)
 
 
-def _fake_run(root: Path, slug: str, seed: int, *, val: float, test: float, scores: dict, digest: str = "d") -> None:
-    """A finished run directory with made-up EERs and score files (one class "a")."""
+def _fake_run(root: Path, slug: str, seed: int, *, val: float, test: float, scores: dict, data: str = "d") -> None:
+    """A finished run directory with made-up EERs and score files (one class "a"), its clips named after ``data``."""
     run = root / slug / f"seed_{seed}"
     run.mkdir(parents=True)
     eer = {"baseline": {"eer": {"a": test, "overall": test}, "val_eer": {"a": val, "overall": val}}}
-    results = {"classes": ["a"], "methods": eer, "data": {"split_digest": {"val": digest, "test": digest}}}
-    (run / "results.json").write_text(json.dumps(results))
+    (run / "results.json").write_text(json.dumps({"classes": ["a"], "methods": eer, "data": {}}))
+    clips = {split: [f"{data}/{split}/{i}.wav" for i in range(10)] for split in ("val", "test")}
+    (run / "clips.json").write_text(json.dumps(clips))
     for name in ("scores.npz", "val_scores.npz"):
         class_index, s = scores[name]
         np.savez(run / name, class_index=class_index, baseline=s)
@@ -213,7 +215,7 @@ def test_paired_bootstrap_hand_cases(tmp_path):
     perfect = {k: (LABELS, PERFECT) for k in ("scores.npz", "val_scores.npz")}
     for seed in (0, 1):
         _fake_run(tmp_path, better.slug, seed, val=0.0, test=0.0, scores=perfect)
-        _fake_run(tmp_path, elsewhere.slug, seed, val=0.0, test=0.0, scores=perfect, digest="other clips")
+        _fake_run(tmp_path, elsewhere.slug, seed, val=0.0, test=0.0, scores=perfect, data="other")
     summary = summarise(tmp_path, variants, [0, 1], reference=ref, draws=100)
     by_name = {v["name"]: v["methods"]["baseline"].get("vs_reference") for v in summary["variants"]}
     assert by_name.pop(ref.name) is None

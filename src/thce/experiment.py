@@ -7,7 +7,6 @@ Writes the run directory of DESIGN.md: ``config.toml`` (resolved), ``checkpoints
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import shutil
 import time
@@ -255,7 +254,7 @@ def run_experiment(
     results = {
         "classes": list(data.classes),
         "methods": methods,
-        "data": {"counts": split_counts(prepared.rows), "split_digest": split_digests(prepared)},
+        "data": {"counts": split_counts(prepared.rows)},
         "encoder": config.model.encoder,
         "embedding_diagnostics": _jsonable(diagnostics),
         "timing_s": {k: round(v, 2) for k, v in timing.items()},
@@ -269,6 +268,7 @@ def run_experiment(
         np.savez(handle, class_index=data.class_index[data.splits["val"]], **val_scores)
     with atomic_write(out_dir / "scores.npz", "wb") as handle:
         np.savez(handle, class_index=data.class_index[data.splits["test"]], **test_scores)
+    write_json(out_dir / "clips.json", scored_clips(prepared))
     write_json(out_dir / "results.json", results)
     write_report(out_dir, results)
     return results
@@ -333,16 +333,11 @@ def run_seeds(
     return summary
 
 
-def split_digests(prepared: PreparedData) -> dict[str, str]:
-    """Per split, 16 hex digits of sha256 over its clips' cached (resolved) paths and classes, in score order: two
-    runs whose digests agree scored the same clips in the same order, so their scores pair clip by clip."""
-    data, paths = prepared.data, prepared.store.paths
-    out = {}
-    for split in ("val", "test"):
-        index = data.splits[split]
-        text = "\n".join(f"{paths[i]}\t{data.class_index[i]}" for i in index)
-        out[split] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-    return out
+def scored_clips(prepared: PreparedData) -> dict[str, list[str]]:
+    """``clips.json``: the (resolved) audio file of each row of ``val_scores.npz`` (``"val"``) and ``scores.npz``
+    (``"test"``); runs with equal lists scored the same clips in the same order, so their scores pair clip by clip."""
+    paths = prepared.store.paths
+    return {split: [str(paths[i]) for i in prepared.data.splits[split]] for split in ("val", "test")}
 
 
 def _jsonable(value: Any) -> Any:

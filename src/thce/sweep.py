@@ -6,7 +6,7 @@ every variant with seeds ``seed .. seed+N-1`` (:func:`thce.experiment.run_experi
 ``out_dir/<variant slug>/seed_<s>/`` and writes ``out_dir/sweep.json`` and ``out_dir/sweep.md``.
 
 Identical data. For a given seed every variant gets the same clips and split: both derive from ``config.seed`` and
-the data settings only (a variant that changes ``data.*`` or ``synth.*`` may change them; the runs' split digests
+the data settings only (a variant that changes ``data.*`` or ``synth.*`` may change them; the runs' ``clips.json``
 tell, and a comparison over different clips is marked unpaired). Synthetic clips are written once per (synth
 settings, seed) into ``out_dir/data/<key>/``, which each run's ``data`` folder links to, and all variants share one
 feature cache (``data.cache_dir``, ``out_dir/cache`` unless set). The cache is keyed by the feature settings and
@@ -15,7 +15,7 @@ clips gets a cache of its own beside the others, and the same clips are computed
 
 The table. Per variant and method: mean ± std over seeds of the overall EER on validation and on test, and paired
 bootstrap intervals (:func:`thce.stats.bootstrap_eer_difference`) of the overall-EER difference to the reference
-variant, on validation and on test: same method, same seeds, the same clips (checked with the runs' split digests),
+variant, on validation and on test: same method, same seeds, the same clips (the runs' ``clips.json`` must agree),
 so each draw resamples the clips of each seed once and compares both variants on them. The best variant of each
 method is the one with the lowest mean *validation* EER; test numbers are for reporting, never for choosing.
 
@@ -52,7 +52,7 @@ from thce.train import ProgressFn
 logger = logging.getLogger(__name__)
 
 #: Files of a finished run (``results.json`` is written last of them).
-FINISHED_FILES = ("val_scores.npz", "scores.npz", "results.json")
+FINISHED_FILES = ("val_scores.npz", "scores.npz", "clips.json", "results.json")
 _SLUG_MAX = 100
 
 
@@ -437,9 +437,9 @@ def _paired_bootstrap(
     sets = []
     for seed in seeds:
         dirs = [out_dir / v.slug / f"seed_{seed}" for v in (variant, reference)]
-        digests = [_load_results(d)["data"].get("split_digest", {}).get(split) for d in dirs]
-        if digests[0] is None or digests[0] != digests[1]:
-            return {"unpaired": f"seed {seed}: the two runs scored different {split} clips (or did not record which)"}
+        clips = [json.loads((d / "clips.json").read_text(encoding="utf-8"))[split] for d in dirs]
+        if clips[0] != clips[1]:
+            return {"unpaired": f"seed {seed}: the two runs scored different {split} clips (clips.json)"}
         mine, theirs = (load_test_scores(d, classes, split) for d in dirs)
         if not np.array_equal(mine.class_index, theirs.class_index):
             return {"unpaired": f"seed {seed}: the two runs' {split} clips differ in class"}
