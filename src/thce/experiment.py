@@ -138,7 +138,8 @@ def prepare_data(
 def evaluate_and_save(
     model: EventDetector, method: str, prepared: PreparedData, config: ExperimentConfig, ctx: RunContext, out_dir: Path
 ) -> dict[str, Any]:
-    """Score the test split (EER, DET) and save (rank 0) a self-contained checkpoint with validation scores."""
+    """Score the validation split (``val_eer``, for choosing settings) and the test split (``eer``, DET), and save
+    (rank 0) a self-contained checkpoint with the validation scores."""
     data = prepared.data
     val = data.splits["val"]
     val_scores = predict_scores(model, data, val, ctx)
@@ -153,8 +154,10 @@ def evaluate_and_save(
     labels = data.class_index[test]
     return {
         "eer": per_class_eer(scores=scores, class_index=labels, classes=data.classes),
+        "val_eer": per_class_eer(scores=val_scores, class_index=data.class_index[val], classes=data.classes),
         "det": per_class_det_points(scores=scores, class_index=labels, classes=data.classes),
         "test_scores": scores,
+        "val_scores": val_scores,
     }
 
 
@@ -253,6 +256,7 @@ def run_experiment(
         methods[method] = evaluate_and_save(model, method, prepared, config, ctx, out_dir)
         timing[method] = time.perf_counter() - start
     test_scores = {name: entry.pop("test_scores") for name, entry in methods.items()}
+    val_scores = {name: entry.pop("val_scores") for name, entry in methods.items()}
     results = {
         "classes": list(data.classes),
         "methods": methods,
@@ -267,16 +271,20 @@ def run_experiment(
         results["world_size"] = dist.world_size
     if not dist.is_main:
         return results
+    with atomic_write(out_dir / "val_scores.npz", "wb") as handle:
+        np.savez(handle, class_index=data.class_index[data.splits["val"]], **val_scores)
     with atomic_write(out_dir / "scores.npz", "wb") as handle:
         np.savez(handle, class_index=data.class_index[data.splits["test"]], **test_scores)
+    write_json(out_dir / "clips.json", scored_clips(prepared))
     write_json(out_dir / "results.json", results)
     write_report(out_dir, results)
     return results
 
 
-def load_test_scores(run_dir: Path, classes: tuple[str, ...]) -> ScoredTestSet:
-    """The test-split scores a run saved in ``scores.npz``."""
-    with np.load(run_dir / "scores.npz") as archive:
+def load_test_scores(run_dir: Path, classes: tuple[str, ...], split: str = "test") -> ScoredTestSet:
+    """The scores a run saved for its test split (``scores.npz``), or with ``split="val"`` for its validation split
+    (``val_scores.npz``)."""
+    with np.load(run_dir / ("val_scores.npz" if split == "val" else "scores.npz")) as archive:
         return ScoredTestSet(
             class_index=archive["class_index"],
             scores={k: archive[k] for k in archive.files if k != "class_index"},
@@ -335,6 +343,13 @@ def run_seeds(
     write_json(out_dir / "results.json", summary)
     write_report(out_dir, summary)
     return summary
+
+
+def scored_clips(prepared: PreparedData) -> dict[str, list[str]]:
+    """``clips.json``: the (resolved) audio file of each row of ``val_scores.npz`` (``"val"``) and ``scores.npz``
+    (``"test"``); runs with equal lists scored the same clips in the same order, so their scores pair clip by clip."""
+    paths = prepared.store.paths
+    return {split: [str(paths[i]) for i in prepared.data.splits[split]] for split in ("val", "test")}
 
 
 def _jsonable(value: Any) -> Any:

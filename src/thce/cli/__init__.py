@@ -14,7 +14,7 @@ from thce.errors import ThceError
 
 # Subcommand modules, one per mode, each with ``register(subparsers)`` setting ``func=handler`` (``handler(args) ->
 # exit status``); listed in the order `thce --help` shows them. They import lazily, when the parser is built.
-COMMAND_MODULES = ("thce.cli.experiment", "thce.cli.report", "thce.cli.data", "thce.cli.toy", "thce.cli.detect")
+COMMAND_MODULES = ("thce.cli.experiment", "thce.cli.sweep", "thce.cli.report", "thce.cli.data", "thce.cli.toy", "thce.cli.detect")
 
 
 class _TqdmHandler(logging.Handler):

@@ -1,0 +1,529 @@
+"""Ablation sweeps: variants of one config on identical features and splits, one table, chosen on validation.
+
+A :class:`Variant` is a set of config assignments (``{"embedding.alpha": 8}``); :func:`product_variants` makes the
+cartesian product of a few value lists (``thce sweep --vary``, parsed by :func:`parse_vary`). :func:`run_sweep` runs
+every variant with seeds ``seed .. seed+N-1`` (:func:`thce.experiment.run_experiment`) in
+``out_dir/<variant slug>/seed_<s>/`` and writes ``out_dir/sweep.json`` and ``out_dir/sweep.md``.
+
+Identical data. For a given seed every variant gets the same clips and split: both derive from ``config.seed`` and
+the data settings only (a variant that changes ``data.*`` or ``synth.*`` may change them; the runs' ``clips.json``
+tell, and a comparison over different clips is marked unpaired). Synthetic clips are written once per (synth
+settings, seed) into ``out_dir/data/<key>/``, which each run's ``data`` folder links to, and all variants share one
+feature cache (``data.cache_dir``, ``out_dir/cache`` unless set). The cache is keyed by the feature settings and
+the resolved clip paths with their sizes and mtimes, so sharing it is safe: a variant with other features or other
+clips gets a cache of its own beside the others, and the same clips are computed once.
+
+The table. Per variant and method: mean ± std over seeds of the overall EER on validation and on test, and paired
+bootstrap intervals (:func:`thce.stats.bootstrap_eer_difference`) of the overall-EER difference to the reference
+variant, on validation and on test: same method, same seeds, the same clips (the runs' ``clips.json`` must agree),
+so each draw resamples the clips of each seed once and compares both variants on them. The best variant of each
+method is the one with the lowest mean *validation* EER; test numbers are for reporting, never for choosing.
+
+Resumable: a run with ``results.json`` is not redone (its ``config.toml`` must match); with ``resume`` an
+interrupted one continues after its last completed epoch, without it starts over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from thce.config import ExperimentConfig, config_from_dict, load_config, save_config
+from thce.errors import ConfigError, DataError
+from thce.experiment import load_test_scores, run_experiment
+from thce.io import atomic_write, write_json
+from thce.report import method_short_name
+from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
+from thce.train import ProgressFn
+
+logger = logging.getLogger(__name__)
+
+#: Files of a finished run (``results.json`` is written last of them).
+FINISHED_FILES = ("val_scores.npz", "scores.npz", "clips.json", "results.json")
+_SLUG_MAX = 100
+
+
+def toml_value(value: Any) -> str:
+    """A parsed config value written back as an inline TOML value: ``8``, ``true``, ``"a,b"``, ``[8, 16]``.
+
+    >>> toml_value([[5, 2], [20, 2]]), toml_value("2:2:1:26"), toml_value(False)
+    ('[[5, 2], [20, 2]]', '"2:2:1:26"', 'false')
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"cannot write {value!r} as a config value")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of a sweep: config assignments ``((key, value), ...)``, keys dotted (``embedding.alpha``)."""
+
+    assignments: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, assignments: Mapping[str, Any]) -> Variant:
+        """``Variant.of({"embedding.alpha": 8})``."""
+        return cls(tuple(assignments.items()))
+
+    @property
+    def name(self) -> str:
+        """``embedding.alpha=8, model.cnn_dropout=0.0`` (``base`` for no assignment)."""
+        return ", ".join(f"{k}={toml_value(v)}" for k, v in self.assignments) or "base"
+
+    @property
+    def slug(self) -> str:
+        """Directory name: the name with ``__`` between assignments and anything but ``[A-Za-z0-9._=+-]`` as ``_``;
+        a long one is cut and ends in a hash of the name."""
+        text = "__".join(f"{k}={toml_value(v)}" for k, v in self.assignments) or "base"
+        slug = re.sub(r"[^A-Za-z0-9._=+-]", "_", text)
+        if len(slug) > _SLUG_MAX:
+            slug = slug[: _SLUG_MAX - 9] + "-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+        return slug
+
+    def matches(self, assignments: Mapping[str, Any]) -> bool:
+        """Whether every ``key = value`` of ``assignments`` is one of this variant's (``8 == 8.0``)."""
+        mine = dict(self.assignments)
+        return all(k in mine and _same_value(mine[k], v) for k, v in assignments.items())
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return bool(a == b)
+
+
+# ----------------------------------------------------------------------------------------------- --vary syntax
+
+
+def parse_value(raw: str) -> Any:
+    """A value as ``--set`` reads it: TOML (``8``, ``true``, ``[8, 16]``, ``"x"``), else the bare text as a string."""
+    try:
+        return tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw.strip()
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split at commas outside brackets, braces and quotes: ``'8,16'`` -> ``['8', '16']``,
+    ``'[8,16],[16,32]'`` -> ``['[8,16]', '[16,32]']``, ``'"a,b",c'`` -> ``['"a,b"', 'c']``.
+
+    Raises:
+        ValueError: unbalanced brackets or an unterminated quote (the message says which).
+    """
+    parts, current, stack, quote = [], [], [], ""
+    closing = {"[": "]", "{": "}"}
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\" and quote == '"' and i + 1 < len(text):
+                current.append(text[i : i + 2])
+                i += 2
+                continue
+            if char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in closing:
+            stack.append(closing[char])
+        elif char in "]}":
+            if not stack or stack.pop() != char:
+                raise ValueError(f"unmatched {char!r}")
+        elif char == "," and not stack:
+            parts.append("".join(current))
+            current = []
+            i += 1
+            continue
+        current.append(char)
+        i += 1
+    if quote:
+        raise ValueError(f"unterminated {quote} quote")
+    if stack:
+        raise ValueError(f"missing {stack[-1]!r}")
+    parts.append("".join(current))
+    return parts
+
+
+def parse_vary(text: str) -> tuple[str, list[Any]]:
+    """``"KEY=V1,V2,..."`` -> ``(KEY, [V1, V2, ...])``, each value read as ``--set`` reads one.
+
+    Values are separated by the commas that lie outside brackets, braces and quotes, so a list or a quoted string
+    is one value: ``model.cnn_channels=[8,16],[16,32]`` gives two lists, ``data.ratio="2:2:1:26","6:1:2:16"`` two
+    strings; a string that holds a comma must be quoted.
+
+    Raises:
+        ConfigError: one line starting ``--vary 'TEXT':`` that says what is wrong.
+    """
+    where = f"--vary {text!r}"
+    if "=" not in text:
+        raise ConfigError(f"{where}: expected KEY=VALUE1,VALUE2,..., e.g. embedding.alpha=8,16")
+    key, raw = (part.strip() for part in text.split("=", 1))
+    if not key or not all(key.split(".")):
+        raise ConfigError(f"{where}: empty key; expected KEY=VALUE1,VALUE2,... with a dotted key like embedding.alpha")
+    if key == "seed":
+        raise ConfigError(f"{where}: the seed is the repeat axis of a sweep; use --seeds N")
+    try:
+        items = split_top_level(raw)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    if any(not item.strip() for item in items):
+        raise ConfigError(f"{where}: empty value (two commas in a row, or a comma at an end?)")
+    values = [parse_value(item) for item in items]
+    for i, value in enumerate(values):
+        if any(_same_value(value, other) for other in values[:i]):
+            raise ConfigError(f"{where}: value {toml_value(value)} listed twice")
+    return key, values
+
+
+def product_variants(axes: Sequence[tuple[str, Sequence[Any]]]) -> list[Variant]:
+    """The cartesian product of ``[(key, values), ...]``, first axis slowest.
+
+    >>> [v.name for v in product_variants([("a", [1, 2]), ("b", [True])])]
+    ['a=1, b=true', 'a=2, b=true']
+    """
+    keys = [key for key, _ in axes]
+    for i, key in enumerate(keys):
+        if key in keys[:i]:
+            raise ConfigError(f"--vary {key}: key given twice; list all its values in one --vary")
+    for key, values in axes:
+        if not values:
+            raise ConfigError(f"--vary {key}: no values")
+    return [Variant(tuple(zip(keys, combo))) for combo in itertools.product(*(values for _, values in axes))]
+
+
+# ----------------------------------------------------------------------------------------------- configs
+
+
+def variant_config(config: ExperimentConfig, variant: Variant) -> ExperimentConfig:
+    """``config`` with the variant's assignments applied and validated (errors name the variant and the key)."""
+    table = config.to_dict()
+    for key, value in variant.assignments:
+        if key == "seed":
+            raise ConfigError(f"variant {variant.name}: the seed is the repeat axis of a sweep, not a variant key")
+        *parents, last = key.split(".")
+        node = table
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"variant {variant.name}: {part!r} is not a table")
+        node[last] = value
+    return config_from_dict(table, source=f"variant {variant.name}")
+
+
+def _synth_dir(config: ExperimentConfig, out_dir: Path) -> Path:
+    """Where the sweep keeps the synthetic clips of this config's synth settings and seed."""
+    synth = dataclasses.replace(config.synth, seed=config.seed)
+    key = hashlib.sha256(json.dumps(synth.to_dict(), sort_keys=True).encode("utf-8")).hexdigest()[:12]
+    return out_dir / "data" / f"seed_{config.seed}_{key}"
+
+
+def _share_synthetic_clips(config: ExperimentConfig, run_dir: Path, out_dir: Path) -> None:
+    """Make ``run_dir/data`` (where the run writes its synthetic clips) a link to the sweep's shared folder, so
+    that the variants of a seed read the same files and hit the same feature cache."""
+    link = run_dir / "data"
+    if config.data.source != "synth" or link.exists() or link.is_symlink():
+        return
+    target = _synth_dir(config, out_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        link.symlink_to(os.path.relpath(target, run_dir), target_is_directory=True)
+    except OSError as error:  # e.g. no symlinks on this file system: each run makes its own clips
+        logger.warning("sweep: cannot link %s to %s (%s); this run synthesises its own clips", link, target, error)
+
+
+def _finished(run_dir: Path) -> bool:
+    return all((run_dir / name).is_file() for name in FINISHED_FILES)
+
+
+# ----------------------------------------------------------------------------------------------- the sweep
+
+
+def run_sweep(
+    config: ExperimentConfig,
+    variants: Sequence[Variant],
+    seeds: int,
+    out_dir: str | Path,
+    *,
+    reference: Mapping[str, Any] | Variant | None = None,
+    resume: bool = False,
+    draws: int = 1000,
+    confidence: float = 0.95,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Run every variant with seeds ``config.seed .. config.seed+seeds-1`` and write ``sweep.json``/``sweep.md``.
+
+    Args:
+        config: the base config (``--set`` already applied); ``data.cache_dir`` defaults to ``out_dir/cache``.
+        variants: what to run (e.g. :func:`product_variants`); all are validated before the first run.
+        seeds: repeats per variant (each seed its own data, split and initialisation, shared by the variants).
+        out_dir: the sweep directory.
+        reference: the variant the bootstrap compares against: a :class:`Variant`, or assignments that pick
+            exactly one variant (``{"embedding.alpha": 16}``); default the first variant.
+        resume: continue interrupted runs (finished runs are never redone).
+        draws, confidence: of the paired bootstrap.
+        progress: passed to each run.
+
+    Returns:
+        The summary written to ``sweep.json`` (see :func:`summarise`).
+    """
+    if seeds < 1:
+        raise ConfigError(f"--seeds: must be >= 1, got {seeds}")
+    if not variants:
+        raise ConfigError("sweep: no variants")
+    out_dir = Path(out_dir)
+    if not config.data.cache_dir:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, cache_dir=str(out_dir / "cache")))
+    by_slug: dict[str, Variant] = {}
+    for variant in variants:
+        if variant.slug in by_slug:
+            first = by_slug[variant.slug].name
+            raise ConfigError(f"variants {first} and {variant.name} would share the folder {variant.slug}")
+        by_slug[variant.slug] = variant
+    configs = [variant_config(config, variant) for variant in variants]  # every error before the first run
+    ref = pick_reference(variants, reference)
+    seed_list = [config.seed + k for k in range(seeds)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, out_dir / "config.toml")
+    total = len(variants) * len(seed_list)
+    for v, (variant, variant_cfg) in enumerate(zip(variants, configs)):
+        for s, seed in enumerate(seed_list):
+            run_dir = out_dir / variant.slug / f"seed_{seed}"
+            seed_config = dataclasses.replace(variant_cfg, seed=seed)
+            step = f"sweep run {v * len(seed_list) + s + 1}/{total} ({variant.name}, seed {seed})"
+            if _finished(run_dir):
+                if load_config(run_dir / "config.toml").to_dict() != seed_config.to_dict():
+                    raise ConfigError(
+                        f"{run_dir}: finished with another configuration than variant {variant.name} of this sweep; "
+                        "use a new --out"
+                    )
+                logger.info("%s: finished before, kept", step)
+                continue
+            logger.info("%s: %s", step, "resuming" if resume and run_dir.exists() else "running")
+            _share_synthetic_clips(seed_config, run_dir, out_dir)
+            run_experiment(seed_config, run_dir, progress=progress, resume=resume)
+    summary = summarise(
+        out_dir, variants, seed_list, reference=ref, draws=draws, confidence=confidence, bootstrap_seed=config.seed
+    )
+    write_json(out_dir / "sweep.json", summary)
+    with atomic_write(out_dir / "sweep.md", "w", encoding="utf-8") as handle:
+        handle.write(sweep_table_markdown(summary))
+    return summary
+
+
+def pick_reference(variants: Sequence[Variant], reference: Mapping[str, Any] | Variant | None) -> Variant:
+    """The reference variant: ``None`` -> the first; a :class:`Variant` or assignments -> the one variant matching."""
+    if reference is None:
+        return variants[0]
+    wanted = dict(reference.assignments) if isinstance(reference, Variant) else dict(reference)
+    matches = [v for v in variants if v.matches(wanted)]
+    described = ", ".join(f"{k}={toml_value(v)}" for k, v in wanted.items())
+    if len(matches) != 1:
+        how = "matches no variant" if not matches else f"matches {len(matches)} variants; give more keys"
+        raise ConfigError(f"--reference {described}: {how} (variants: {'; '.join(v.name for v in variants)})")
+    return matches[0]
+
+
+def _load_results(run_dir: Path) -> dict[str, Any]:
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    for method, entry in results["methods"].items():
+        if "val_eer" not in entry:
+            raise DataError(f"{run_dir}/results.json: no val_eer for {method} (made by an older thce); rerun it")
+    return results
+
+
+def summarise(
+    out_dir: str | Path,
+    variants: Sequence[Variant],
+    seeds: Sequence[int],
+    *,
+    reference: Variant,
+    draws: int = 1000,
+    confidence: float = 0.95,
+    bootstrap_seed: int = 0,
+) -> dict[str, Any]:
+    """Read the finished runs ``out_dir/<slug>/seed_<s>/`` and build the sweep table.
+
+    Returns:
+        ``{"selection", "seeds", "reference", "varied", "classes", "bootstrap", "variants": [{"name", "slug",
+        "assignments", "runs", "methods": {method: {"val_eer": {class: {"mean", "std"}}, "test_eer": {...},
+        "val_overall": [per seed], "test_overall": [per seed], "vs_reference": {"val": ci, "test": ci}}}}],
+        "best": {method: {"variant", "slug", "val_eer", "test_eer"}}}``, EERs as fractions. ``ci`` is
+        :func:`thce.stats.bootstrap_eer_difference`'s dict (variant minus reference, overall EER) for variants
+        other than the reference, or ``{"unpaired": reason}`` when the runs did not score the same clips.
+    """
+    out_dir = Path(out_dir)
+    runs = {v.slug: [_load_results(out_dir / v.slug / f"seed_{s}") for s in seeds] for v in variants}
+    classes = tuple(runs[reference.slug][0]["classes"])
+    entries = []
+    for variant in variants:
+        variant_runs = runs[variant.slug]
+        methods_present = [m for m in variant_runs[0]["methods"] if all(m in r["methods"] for r in variant_runs)]
+        methods: dict[str, Any] = {}
+        for method in methods_present:
+            val = mean_std_eer([{method: r["methods"][method]["val_eer"]} for r in variant_runs])[method]
+            test = mean_std_eer([{method: r["methods"][method]["eer"]} for r in variant_runs])[method]
+            entry = {
+                "val_eer": val,
+                "test_eer": test,
+                "val_overall": [r["methods"][method]["val_eer"]["overall"] for r in variant_runs],
+                "test_overall": [r["methods"][method]["eer"]["overall"] for r in variant_runs],
+            }
+            if variant != reference and all(method in r["methods"] for r in runs[reference.slug]):
+                entry["vs_reference"] = {
+                    split: _paired_bootstrap(
+                        out_dir, variant, reference, seeds, method, split, classes,
+                        draws=draws, confidence=confidence, seed=bootstrap_seed,
+                    )  # fmt: skip
+                    for split in ("val", "test")
+                }
+            methods[method] = entry
+        entries.append(
+            {
+                "name": variant.name,
+                "slug": variant.slug,
+                "assignments": dict(variant.assignments),
+                "runs": [f"{variant.slug}/seed_{s}" for s in seeds],
+                "methods": methods,
+            }
+        )
+    return {
+        "selection": "best variant per method = lowest mean overall EER on VALIDATION; test columns are for reporting",
+        "seeds": list(seeds),
+        "reference": reference.name,
+        "varied": list(dict.fromkeys(k for v in variants for k, _ in v.assignments)),
+        "classes": list(classes),
+        "bootstrap": {"draws": draws, "confidence": confidence, "paired_by": "seed and clip", "seed": bootstrap_seed},
+        "variants": entries,
+        "best": best_on_validation(entries),
+    }
+
+
+def _paired_bootstrap(
+    out_dir: Path,
+    variant: Variant,
+    reference: Variant,
+    seeds: Sequence[int],
+    method: str,
+    split: str,
+    classes: tuple[str, ...],
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Bootstrap interval of ``overall EER(variant) - overall EER(reference)`` for ``method`` on ``split``, pairing
+    the two runs of each seed clip by clip; ``{"unpaired": reason}`` when they did not score the same clips."""
+    sets = []
+    for seed in seeds:
+        dirs = [out_dir / v.slug / f"seed_{seed}" for v in (variant, reference)]
+        clips = [json.loads((d / "clips.json").read_text(encoding="utf-8"))[split] for d in dirs]
+        if clips[0] != clips[1]:
+            return {"unpaired": f"seed {seed}: the two runs scored different {split} clips (clips.json)"}
+        mine, theirs = (load_test_scores(d, classes, split) for d in dirs)
+        if not np.array_equal(mine.class_index, theirs.class_index):
+            return {"unpaired": f"seed {seed}: the two runs' {split} clips differ in class"}
+        pair = {"variant": mine.scores[method], "reference": theirs.scores[method]}
+        sets.append(ScoredTestSet(mine.class_index, pair, classes))
+    return bootstrap_eer_difference(sets, method="variant", reference="reference", **kwargs)
+
+
+def best_on_validation(entries: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per method, the variant with the lowest mean overall validation EER (ties: the first listed); its test EER
+    is carried along for reporting only.
+
+    >>> entries = [{"name": "a", "slug": "a", "methods": {"m": {"val_eer": {"overall": {"mean": 0.2}},
+    ...                                                        "test_eer": {"overall": {"mean": 0.1}}}}},
+    ...            {"name": "b", "slug": "b", "methods": {"m": {"val_eer": {"overall": {"mean": 0.1}},
+    ...                                                        "test_eer": {"overall": {"mean": 0.3}}}}}]
+    >>> best_on_validation(entries)["m"]["variant"]
+    'b'
+    """
+    best: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        for method, stats in entry["methods"].items():
+            val = stats["val_eer"]["overall"]["mean"]
+            if not math.isfinite(val):
+                continue
+            if method not in best or val < best[method]["val_eer"]:
+                best[method] = {
+                    "variant": entry["name"],
+                    "slug": entry["slug"],
+                    "val_eer": val,
+                    "test_eer": stats["test_eer"]["overall"]["mean"],
+                }
+    return best
+
+
+def _ci_cell(ci: Mapping[str, Any] | None) -> str:
+    if ci is None:
+        return "–"
+    if "unpaired" in ci:
+        return "unpaired"
+    return f"{100 * ci['difference']:+.1f} [{100 * ci['low']:+.1f}, {100 * ci['high']:+.1f}]"
+
+
+def sweep_table_markdown(summary: Mapping[str, Any]) -> str:
+    """``sweep.md``: which variant is best per method (on validation), then one row per method and variant."""
+    seeds = summary["seeds"]
+    confidence = summary["bootstrap"]["confidence"]
+    lines = [
+        f"# Sweep over {', '.join(summary['varied']) or 'nothing'}: {len(summary['variants'])} variants x "
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))})",
+        "",
+        "**Best variant per method, chosen by mean overall EER on validation** (the test columns are for reporting;",
+        "never choose a setting on them):",
+        "",
+    ]
+    for method, best in summary["best"].items():
+        lines.append(
+            f"- {method_short_name(method)}: {best['variant']} (validation {100 * best['val_eer']:.1f} %, "
+            f"test {100 * best['test_eer']:.1f} %)"
+        )
+    lines += [
+        "",
+        "Overall EER (%), mean ± std over seeds. Δ = variant − reference (percentage points) with its paired "
+        f"bootstrap {100 * confidence:g} % interval ({summary['bootstrap']['draws']} draws over clips, stratified by "
+        f"class, paired by seed and clip). Reference: {summary['reference']}.",
+        "",
+        "| Method | Variant | Val EER | Test EER | Δ val [CI] | Δ test [CI] |",
+        "| :-- | :-- | --: | --: | --: | --: |",
+    ]
+    methods = list(dict.fromkeys(m for entry in summary["variants"] for m in entry["methods"]))
+    for method in methods:
+        best = summary["best"].get(method, {}).get("variant")
+        for entry in summary["variants"]:
+            stats = entry["methods"].get(method)
+            if stats is None:
+                continue
+            marks = [("reference", entry["name"] == summary["reference"]), ("best on val", entry["name"] == best)]
+            name = entry["name"] + "".join(f" ({mark})" for mark, on in marks if on)
+            val, test = stats["val_eer"]["overall"], stats["test_eer"]["overall"]
+            vs = stats.get("vs_reference", {})
+            lines.append(
+                f"| {method_short_name(method)} | {name} | {100 * val['mean']:.1f} ± {100 * val['std']:.1f} | "
+                f"{100 * test['mean']:.1f} ± {100 * test['std']:.1f} | {_ci_cell(vs.get('val'))} | "
+                f"{_ci_cell(vs.get('test'))} |"
+            )
+    lines += ["", "Runs: `<variant folder>/seed_<s>/` beside this file; sweep.json has these numbers and per class."]
+    return "\n".join(lines) + "\n"
