@@ -314,6 +314,28 @@ def test_few_sources_split_mirrors_the_issue(name):
     assert all(synth.sources(label, test=True) >= 16 for label in LABELS)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FEW))
+def test_few_sources_config_runs_end_to_end_at_tiny_scale(name, tmp_path):
+    """The config with counts 2:2:1:26 x 4, fewer sources, 1 s clips; the baseline and the logreg_stats reference."""
+    out = tmp_path / name
+    overrides = [
+        "synth.counts={dog = 8, baby = 8, gun = 4, background = 104}",
+        "synth.sources_per_class={dog = 4, baby = 4, gun = 4, background = 26}",
+        "synth.test_counts={dog = 4, baby = 4, gun = 4, background = 8}", "synth.test_sources_per_class=2",
+        "synth.duration_s=1.0", 'methods=["baseline", "logreg_stats"]', *TINY_MODEL,
+    ]  # fmt: skip
+    argv = header_command(name, "experiment")
+    argv[1], argv[argv.index("--out") + 1] = str(shipped(name)), str(out)
+    assert main(["-q", *argv, *[a for o in overrides for a in ("--set", o)]]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["methods"]) == ["baseline", "logreg_stats"]
+    assert all(math.isfinite(m["eer"]["overall"]) for m in results["methods"].values())
+    assert results["data"]["counts"]["train"] == {"background": 78, "baby": 6, "dog": 6, "gun": 3}
+    groups = {row.split(",")[3] for row in (out / "data" / "manifest.csv").read_text().splitlines()[1:]}
+    assert "dog_src003" in groups and "test_dog_src001" in groups and "dog_src004" not in groups
+
+
 def test_paper_configs_benchmark_writes_its_readme_table(tmp_path):
     spec = importlib.util.spec_from_file_location("paper_configs", ROOT / "benchmarks" / "paper_configs.py")
     bench = importlib.util.module_from_spec(spec)
