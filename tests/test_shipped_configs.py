@@ -20,6 +20,7 @@ from thce.config import load_config
 from thce.errors import DataError
 from thce.data.manifest import ManifestRow
 from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
+from thce.data.synth import source_group
 from thce.models import ModelConfig
 from tests.test_readers import SEGMENTS_HEADER, tone
 
@@ -31,7 +32,8 @@ ENCODERS = ("cnn", "lstm")
 GPU = {f"paper-{r.replace(':', '-')}-{e}": (r, e) for r in RATIOS for e in ENCODERS}
 UNRATIOED = {"paper-cnn": ("", "cnn"), "paper-lstm": ("", "lstm")}  # the manifest's own ratio
 CPU = {f"synth-{r.replace(':', '-')}-{e}": (r, e) for r in RATIOS for e in ENCODERS}
-SHIPPED = {"demo", *GPU, *UNRATIOED, *CPU}
+FEW = {f"synth-few-sources-{e}": e for e in ENCODERS}  # the 2:2:1:26 CPU configs on few source recordings
+SHIPPED = {"demo", *GPU, *UNRATIOED, *CPU, *FEW}
 
 # Tiny scale: 1 s clips, a small network, one epoch per stage (only sizes change, never what a config means).
 TINY_MODEL = [
@@ -266,6 +268,72 @@ def test_cpu_config_runs_end_to_end_at_tiny_scale(name, tmp_path):
     assert [counts_out["val"][label] for label in LABELS] == list(ratio)
     assert counts_out["test"] == {"background": 8, "baby": 4, "dog": 4, "gun": 4}
     check_clusters(results)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Few source recordings (issue 12): the 2:2:1:26 CPU configs with clips cut from a handful of sources per class
+
+
+@pytest.mark.parametrize("name", sorted(FEW))
+def test_few_sources_config_is_its_2_2_1_26_twin_on_sources(name):
+    """Same counts, epochs and everything else as configs/synth-2-2-1-26-<encoder>.toml; only the sources differ."""
+    config = load_config(shipped(name)).to_dict()
+    twin = load_config(shipped(f"synth-2-2-1-26-{FEW[name]}")).to_dict()
+    assert config["synth"].pop("sources_per_class") == {"dog": 9, "baby": 22, "gun": 8, "background": 48}
+    assert config["synth"].pop("test_sources_per_class") == {"dog": 16, "baby": 16, "gun": 16, "background": 48}
+    assert twin["synth"].pop("sources_per_class") == 0 and twin["synth"].pop("test_sources_per_class") == 0
+    assert config == twin
+    assert any("not yet measured" in line or " min" in line for line in header_lines(name))
+
+
+@pytest.mark.parametrize("name", sorted(FEW))
+def test_few_sources_split_mirrors_the_issue(name):
+    """The grouped 75/25 split of the generated manifest's groups: train 36:36:18:468 clips whose events come from
+    7/16/6 sources (the issue's real case), val from other sources, trimmed to 2:2:1:26; the test set's sources are
+    others again."""
+    config = load_config(shipped(name))
+    synth = config.synth
+    rows = [
+        ManifestRow(
+            path=Path(f"{label}{i}.wav"), label="" if label == "background" else label, split="",
+            group=source_group(label, i % synth.sources(label)),
+        )
+        for label in LABELS
+        for i in range(synth.counts[label])
+    ]  # fmt: skip
+    for seed in (0, 1, 2):
+        split = assign_splits(rows, fractions=config.data.split_fractions, seed=seed)
+        split = rebalance(split, labels=[*config.data.classes, ""], ratio=parse_ratio(config.data.ratio), seed=seed)
+        counts = split_counts(split)
+        assert [counts["train"][label] for label in LABELS] == [36, 36, 18, 468]
+        assert holds_ratio(counts["val"], parse_ratio(config.data.ratio)) and min(counts["val"].values()) >= 5
+        sources = {(s, label): {r.group for r in split if r.split == s and (r.label or "background") == label}
+                   for s in ("train", "val") for label in LABELS}  # fmt: skip
+        assert [len(sources["train", label]) for label in LABELS] == [7, 16, 6, 36]
+        assert all(not sources["train", label] & sources["val", label] for label in LABELS)
+    assert all(synth.sources(label, test=True) >= 16 for label in LABELS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FEW))
+def test_few_sources_config_runs_end_to_end_at_tiny_scale(name, tmp_path):
+    """The config with counts 2:2:1:26 x 4, fewer sources, 1 s clips; the baseline and the logreg_stats reference."""
+    out = tmp_path / name
+    overrides = [
+        "synth.counts={dog = 8, baby = 8, gun = 4, background = 104}",
+        "synth.sources_per_class={dog = 4, baby = 4, gun = 4, background = 26}",
+        "synth.test_counts={dog = 4, baby = 4, gun = 4, background = 8}", "synth.test_sources_per_class=2",
+        "synth.duration_s=1.0", 'methods=["baseline", "logreg_stats"]', *TINY_MODEL,
+    ]  # fmt: skip
+    argv = header_command(name, "experiment")
+    argv[1], argv[argv.index("--out") + 1] = str(shipped(name)), str(out)
+    assert main(["-q", *argv, *[a for o in overrides for a in ("--set", o)]]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["methods"]) == ["baseline", "logreg_stats"]
+    assert all(math.isfinite(m["eer"]["overall"]) for m in results["methods"].values())
+    assert results["data"]["counts"]["train"] == {"background": 78, "baby": 6, "dog": 6, "gun": 3}
+    groups = {row.split(",")[3] for row in (out / "data" / "manifest.csv").read_text().splitlines()[1:]}
+    assert "dog_src003" in groups and "test_dog_src001" in groups and "dog_src004" not in groups
 
 
 def test_paper_configs_benchmark_writes_its_readme_table(tmp_path):

@@ -37,11 +37,13 @@ from thce.imbalance import (
 )
 from thce.io import atomic_write
 from thce.models import ModelConfig
+from thce.reference import LogRegStatsConfig
 
 # The paper's three, then the field's imbalance baselines of thce.imbalance (same encoder, same stage settings
 # as the baseline), each configured by the table of its name.
 PAPER_METHODS = ("baseline", "proposed1", "proposed2")
-METHODS = (*PAPER_METHODS, "lmle", *LOSS_CONFIGS)
+# logreg_stats: the non-deep reference (thce.reference), logistic regression on pooled log-mel statistics.
+METHODS = (*PAPER_METHODS, "lmle", *LOSS_CONFIGS, "logreg_stats")
 # The paper's second setting (Table 2): dog:baby:gun:background.
 PAPER_RATIO_2_2_1_26 = {"dog": 2, "baby": 2, "gun": 1, "background": 26}
 
@@ -219,6 +221,7 @@ class ExperimentConfig:
     ldam_drw: LDAMConfig = field(default_factory=LDAMConfig)
     softtriple: SoftTripleConfig = field(default_factory=SoftTripleConfig)
     lmle: LMLEConfig = field(default_factory=LMLEConfig)
+    logreg_stats: LogRegStatsConfig = field(default_factory=LogRegStatsConfig)
 
     def loss_config(self, method: str) -> Any:
         """The config table of an imbalance method (``focal``, ``ldam_drw``, ...)."""
@@ -242,6 +245,7 @@ class ExperimentConfig:
         for method in LOSS_CONFIGS:
             self.loss_config(method).validate()
         self.lmle.validate()
+        self.logreg_stats.validate()
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)

@@ -38,6 +38,7 @@ from thce.checkpoint import save_checkpoint
 from thce.io import atomic_write, ensure_dir, write_json
 from thce.metrics import per_class_det_points, per_class_eer
 from thce.models import DetectorHead, EventDetector, build_encoder
+from thce.reference import run_logreg_stats
 from thce.report import write_report
 from thce.rundir import check_new_run, clear_run_outputs
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
@@ -255,6 +256,11 @@ def run_experiment(
         model = train_with_imbalance_loss(encoder, loss_fn, data, config.baseline, ctx, method=method)
         methods[method] = evaluate_and_save(model, method, prepared, config, ctx, out_dir)
         timing[method] = time.perf_counter() - start
+    if "logreg_stats" in config.methods:
+        start = time.perf_counter()
+        checkpoints = out_dir / "checkpoints" if dist.is_main else None
+        methods["logreg_stats"] = run_logreg_stats(data, config.logreg_stats, checkpoints)
+        timing["logreg_stats"] = time.perf_counter() - start
     test_scores = {name: entry.pop("test_scores") for name, entry in methods.items()}
     val_scores = {name: entry.pop("val_scores") for name, entry in methods.items()}
     results = {

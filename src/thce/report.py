@@ -56,6 +56,7 @@ METHOD_DESCRIPTIONS: dict[str, str] = {
     "ldam": "label-distribution-aware margin loss",
     "lmle": "LMLE triple-header hinge on quintuplets",
     "class_balanced": "class-balanced loss (effective number of samples)",
+    "logreg_stats": "not deep: per-band mean and std of the normalised log-mel, balanced logistic regression, C on val",
 }
 
 #: Tick positions of the DET axes, in percent.

@@ -28,6 +28,19 @@ Each clip draws from its own random generator, derived from ``(seed, label, inde
 :class:`numpy.random.SeedSequence`: a clip does not change when the counts change, and the same seed gives
 byte-identical files.
 
+*Few source recordings* (``sources_per_class``, ``test_sources_per_class``; 0, the default: every clip is its own
+source, as above). Real scarce data is a few dozen clips cut from a handful of recordings: clips of one recording
+share the event's voice and the place's background. With ``S`` sources for a label, clip ``i`` of that label comes
+from source ``i % S``. A source is a fixed set of generator parameters, drawn from its own stream
+``(seed, label, source, test)``: for the event its timbre and pitch (f0, formants, spectral tilt, noise part, or a
+gun's brightness, decay and room) and its rhythm (bark, cry, breath and shot spacing, which each clip varies by at
+most +-15 %); for the background bed of every clip of the source, event clips included, its noise colour, level and
+fluctuation, band noise, babble and hum (present or not, and how), and which few kinds of confusers occur, how
+often. Each clip still draws its own noise, confuser sounds and times, event count, onset and EBR. The manifest's
+``group`` is then the source (``dog_src003``, ``test_dog_src003``), so that the grouped split never puts one
+source in two splits; the test set's sources are drawn from other streams than the training pool's, so test clips
+come from sources unseen in training and validation.
+
 >>> cfg = SynthConfig(counts={"dog": 1, "background": 1}, duration_s=1.0)
 >>> clip = synthesise_clip("dog", clip_rng(cfg.seed, "dog", 0), cfg)
 >>> clip.mixture.shape, bool(abs(clip.mixture).max() <= 0.99)
@@ -62,6 +75,7 @@ LABELS: tuple[str, ...] = (*EVENT_LABELS, BACKGROUND)
 
 _LABEL_CODES = {BACKGROUND: 0, "dog": 1, "baby": 2, "gun": 3}  # stable: part of every clip's seed
 _DOMAIN = 0x7468_6365  # "thce": keeps synth streams apart from other users of the same seed
+_SOURCE_DOMAIN = 0x7372_6373  # "srcs": source recordings' traits, apart from every clip's stream
 _WAV_HEADER_BYTES = 44
 _FINGERPRINT = "synth.json"
 _MIN_DURATION_S = 0.5
@@ -87,6 +101,9 @@ class SynthConfig:
         sample_rate_hz: sample rate of the WAV files.
         ebr_db_range: ``(low, high)`` event-to-background ratio in dB, drawn uniformly per event clip.
         seed: drives every random draw.
+        sources_per_class: source recordings per label of the ``counts`` pool, one number for every label or
+            ``{label: number}`` (a label left out: 0); 0 means every clip is its own source (see the module docstring).
+        test_sources_per_class: the same for the test set (``test_counts``); always sources other than the pool's.
         test_counts: clips per label of a separate test set (manifest split ``test``, file names ``test_...``),
             drawn from their own random streams. A test set with enough positives of every class makes EERs
             meaningful when the training counts are as imbalanced as the paper's 2:2:1:26; EER does not depend on
@@ -99,12 +116,17 @@ class SynthConfig:
     ebr_db_range: tuple[float, float] = (-6.0, 6.0)
     seed: int = 0
     test_counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    sources_per_class: int | Mapping[str, int] = 0
+    test_sources_per_class: int | Mapping[str, int] = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.counts, Mapping):
             object.__setattr__(self, "counts", dict(self.counts))
         if isinstance(self.test_counts, Mapping):
             object.__setattr__(self, "test_counts", dict(self.test_counts))
+        for name in ("sources_per_class", "test_sources_per_class"):
+            if isinstance(getattr(self, name), Mapping):
+                object.__setattr__(self, name, dict(getattr(self, name)))
         if isinstance(self.ebr_db_range, (list, tuple)):
             object.__setattr__(self, "ebr_db_range", tuple(self.ebr_db_range))
         self.validate()
@@ -146,7 +168,14 @@ class SynthConfig:
             "ebr_db_range": list(self.ebr_db_range),
             "seed": self.seed,
             "test_counts": dict(self.test_counts),
+            "sources_per_class": _plain_sources(self.sources_per_class),
+            "test_sources_per_class": _plain_sources(self.test_sources_per_class),
         }
+
+    def sources(self, label: str, *, test: bool = False) -> int:
+        """Source recordings of ``label`` in the pool (``test=False``) or the test set; 0: one per clip."""
+        value = self.test_sources_per_class if test else self.sources_per_class
+        return int(value.get(label, 0)) if isinstance(value, Mapping) else int(value)
 
     @property
     def n_samples(self) -> int:
@@ -203,6 +232,25 @@ class SynthConfig:
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ConfigError(f"synth seed: expected a non-negative integer, got {self.seed!r}")
+        for name in ("sources_per_class", "test_sources_per_class"):
+            value = getattr(self, name)
+            table = value if isinstance(value, Mapping) else {"": value}
+            for label, count in table.items():
+                where = f"synth {name}" + (f"[{label!r}]" if label else "")
+                if label and label not in LABELS:
+                    raise ConfigError(f"synth {name}: unknown label {label!r}; expected one of {', '.join(LABELS)}")
+                if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+                    raise ConfigError(
+                        f"{where}: expected a non-negative integer (0: every clip its own source), got {count!r}"
+                    )
+
+
+class Source(NamedTuple):
+    """The traits one source recording fixes for all its clips: ``event`` those of its label's event generator
+    (empty for background), ``bed`` those of the background bed under every clip."""
+
+    event: dict[str, Any]
+    bed: dict[str, Any]
 
 
 class SynthClip(NamedTuple):
@@ -236,21 +284,50 @@ def clip_rng(seed: int, label: str, index: int, *, test: bool = False) -> np.ran
     return np.random.default_rng(sequence)
 
 
-def synthesise_clip(label: str, rng: np.random.Generator, config: SynthConfig) -> SynthClip:
+def source_of(config: SynthConfig, label: str, index: int, *, test: bool = False) -> tuple[int, Source] | None:
+    """``(source number, its traits)`` of clip ``index`` of ``label``, or ``None`` when clips are their own sources.
+
+    Clip ``i`` comes from source ``i % S`` (``S = config.sources(label, test=test)``); a source depends only on
+    ``(seed, label, source number, test)``, so pool and test sources never coincide.
+    """
+    _check_label(label)
+    count = config.sources(label, test=test)
+    if count == 0:
+        return None
+    number = int(index) % count
+    sequence = np.random.SeedSequence(
+        entropy=(_SOURCE_DOMAIN, int(config.seed)), spawn_key=(_LABEL_CODES[label], number, int(test))
+    )
+    ev_rng, bed_rng = np.random.default_rng(sequence).spawn(2)
+    sr = config.sample_rate_hz
+    event = {} if label == BACKGROUND else {k: draw(ev_rng, sr) for k, draw in _EVENT_TRAITS[label].items()}
+    return number, Source(event=event, bed={k: draw(bed_rng, sr) for k, draw in _BED_TRAITS.items()})
+
+
+def source_group(label: str, number: int, *, test: bool = False) -> str:
+    """The manifest ``group`` of a source, e.g. ``dog_src003`` (``test_dog_src003`` in the test set)."""
+    return ("test_" if test else "") + f"{label}_src{number:03d}"
+
+
+def synthesise_clip(
+    label: str, rng: np.random.Generator, config: SynthConfig, source: Source | None = None
+) -> SynthClip:
     """Synthesise one clip of ``config.duration_s`` seconds: background, plus one event unless ``label`` is background.
 
     The event is scaled to an EBR drawn from ``config.ebr_db_range``, then the whole clip (mixture, event and
     background alike, so the EBR is kept) is scaled down if needed so that the mixture peaks at most at 0.99.
-    ``rng`` is split into independent streams for background, event and placement.
+    ``rng`` is split into independent streams for background, event and placement. ``source`` (see
+    :func:`source_of`): the traits the clip shares with the other clips of its source recording; ``None``: all
+    drawn from ``rng``.
     """
     _check_label(label)
     sr, n = config.sample_rate_hz, config.n_samples
     bg_rng, ev_rng, mix_rng = rng.spawn(3)
-    background = _background(bg_rng, n, sr)
+    background = _background(bg_rng, n, sr, source.bed if source is not None else _NO_SOURCE)
     event = np.zeros(n)
     onset_s = offset_s = None
     if label != BACKGROUND:
-        short, start, ebr_db = _event_placement(label, ev_rng, mix_rng, config)
+        short, start, ebr_db = _event_placement(label, ev_rng, mix_rng, config, source)
         stop = start + short.size
         gain = _rms(background[start:stop]) / max(_rms(short), 1e-12) * 10.0 ** (ebr_db / 20.0)
         event[start:stop] = gain * short
@@ -284,12 +361,16 @@ def generate_scenes(
 
     Returns:
         The manifest path. Manifest columns: ``path,label,split,group,offset_s,onset_s``; ``label`` empty for
-        background, ``split`` empty (``test`` for the clips of ``test_counts``), ``group`` the clip id, onset/offset in seconds (empty for background).
+        background, ``split`` empty (``test`` for the clips of ``test_counts``), ``group`` the clip id (with
+        sources: the source, see :func:`source_group`), onset/offset in seconds (empty for background).
     """
     config.validate()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = {k: v for k, v in config.to_dict().items() if k not in ("counts", "test_counts")}
+    for key in ("sources_per_class", "test_sources_per_class"):
+        if not fingerprint[key]:  # 0: the clips of before sources existed, whose folders stay valid
+            del fingerprint[key]
     fingerprint_path = out_dir / _FINGERPRINT
     if _read_fingerprint(fingerprint_path) != fingerprint:
         # Clips from other settings (or of unknown origin) are removed before the new fingerprint is written, so
@@ -316,10 +397,12 @@ def generate_scenes(
         cid = ("test_" if test else "") + clip_id(label, index)
         path = out_dir / "audio" / ("test" if test else "") / label / f"{cid}.wav"
         rng = clip_rng(config.seed, label, index, test=test)
+        found = source_of(config, label, index, test=test)
+        source = found[1] if found is not None else None
         if path.is_file() and path.stat().st_size == expected_bytes:
-            onset_s, offset_s = _clip_timing(label, rng, config)
+            onset_s, offset_s = _clip_timing(label, rng, config, source)
         else:
-            clip = synthesise_clip(label, rng, config)
+            clip = synthesise_clip(label, rng, config, source)
             _write_wav(path, clip.mixture, sr)
             onset_s, offset_s = clip.onset_s, clip.offset_s
             written += 1
@@ -328,7 +411,7 @@ def generate_scenes(
                 path=path,
                 label="" if label == BACKGROUND else label,
                 split="test" if test else "",
-                group=cid,
+                group=cid if found is None else source_group(label, found[0], test=test),
                 extra={"onset_s": _fmt_time(onset_s), "offset_s": _fmt_time(offset_s)},
             )
         )
@@ -342,9 +425,30 @@ def generate_scenes(
 # ------------------------------------------------------------------------------------------------------ internals
 
 
+_Trait = Callable[[np.random.Generator, int], Any]  # (rng, sample rate) -> one trait's value
+_NO_SOURCE: Mapping[str, Any] = {}
+_SPREAD = 0.15  # a per-clip value around its source's: x U(1 - _SPREAD, 1 + _SPREAD)
+
+
+def _trait(src: Mapping[str, Any], key: str, table: Mapping[str, _Trait], rng: np.random.Generator, sr: int) -> Any:
+    """The source's value of trait ``key``; without a source (``key`` not in ``src``) a draw from ``rng``."""
+    return src[key] if key in src else table[key](rng, sr)
+
+
+def _around(src: Mapping[str, Any], key: str, table: Mapping[str, _Trait], rng: np.random.Generator, sr: int) -> float:
+    """A per-clip value: near the source's (times a uniform factor in ``1 +- _SPREAD``), else a draw from ``table``."""
+    if key in src:
+        return float(src[key]) * rng.uniform(1.0 - _SPREAD, 1.0 + _SPREAD)
+    return table[key](rng, sr)
+
+
 def _check_label(label: str) -> None:
     if label not in LABELS:
         raise ConfigError(f"synth label {label!r}: expected one of {', '.join(LABELS)}")
+
+
+def _plain_sources(value: int | Mapping[str, int]) -> int | dict[str, int]:
+    return {k: int(v) for k, v in value.items()} if isinstance(value, Mapping) else int(value)
 
 
 def _fmt_time(value: float | None) -> str:
@@ -477,43 +581,77 @@ def _coloured_noise(rng: np.random.Generator, n: int, sr: int, beta: float) -> n
     return _unit_rms(np.fft.irfft(spec, n))
 
 
-def _background(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
-    """A random background scene of shape ``(n,)``; its coloured noise at -38 to -24 dBFS RMS, the rest relative."""
+# The character of a recording's bed. Without a source each is drawn per clip at its place in _background;
+# the "source only" ones exist only for sources (without one: the constants above, every confuser kind).
+_BED_TRAITS: dict[str, _Trait] = {
+    "beta": lambda r, sr: r.uniform(0.0, 2.0),
+    "walk_step_s": lambda r, sr: r.uniform(0.5, 2.5),
+    "walk_depth_db": lambda r, sr: r.uniform(1.0, 6.0),
+    "band": lambda r, sr: bool(r.random() < _P_BAND_NOISE),
+    "band_centre_hz": lambda r, sr: float(np.exp(r.uniform(np.log(100.0), np.log(4000.0)))),
+    "band_width_oct": lambda r, sr: r.uniform(0.3, 1.5),
+    "band_step_s": lambda r, sr: r.uniform(0.3, 3.0),
+    "band_depth_db": lambda r, sr: r.uniform(2.0, 10.0),
+    "band_db": lambda r, sr: r.uniform(-10.0, 4.0),
+    "babble": lambda r, sr: bool(r.random() < _P_BABBLE),
+    "babble_db": lambda r, sr: r.uniform(-12.0, 6.0),
+    "hum": lambda r, sr: bool(r.random() < _P_HUM),
+    "hum_db": lambda r, sr: r.uniform(-15.0, 0.0),
+    "hum_hz": lambda r, sr: float(r.choice([50.0, 60.0]) * r.uniform(0.995, 1.005)),
+    "hum_tilt": lambda r, sr: r.uniform(-9.0, -2.0),
+    "hum_f_max": lambda r, sr: r.uniform(200.0, 500.0),
+    "level_db": lambda r, sr: r.uniform(-38.0, -24.0),
+    # source only: how often confusers come, and which few kinds this place has
+    "tonal_per_10s": lambda r, sr: _TONAL_PER_10S * r.uniform(0.5, 1.5),
+    "impulsive_per_10s": lambda r, sr: _IMPULSIVE_PER_10S * r.uniform(0.5, 1.5),
+    "tonal_kinds": lambda r, sr: sorted(int(k) for k in r.choice(len(_TONAL), 3, replace=False)),
+    "impulsive_kinds": lambda r, sr: sorted(int(k) for k in r.choice(len(_IMPULSIVE), 2, replace=False)),
+}
+
+
+def _background(rng: np.random.Generator, n: int, sr: int, src: Mapping[str, Any] = _NO_SOURCE) -> np.ndarray:
+    """A random background scene of shape ``(n,)``; its coloured noise at -38 to -24 dBFS RMS, the rest relative.
+    ``src``: a source's bed traits (:data:`_BED_TRAITS`); empty: all drawn from ``rng``."""
+
+    def trait(key: str) -> Any:
+        return _trait(src, key, _BED_TRAITS, rng, sr)
+
     tens = n / sr / 10.0  # confuser rates are per 10 s
-    noise = _coloured_noise(rng, n, sr, rng.uniform(0.0, 2.0))
-    noise *= 10.0 ** (_smooth_walk(rng, n, sr, rng.uniform(0.5, 2.5), rng.uniform(1.0, 6.0)) / 20.0)
+    noise = _coloured_noise(rng, n, sr, trait("beta"))
+    noise *= 10.0 ** (_smooth_walk(rng, n, sr, trait("walk_step_s"), trait("walk_depth_db")) / 20.0)
     noise_rms = _rms(noise)
     scene = noise.copy()
-    if rng.random() < _P_BAND_NOISE:  # band-limited noise: traffic, wind, rain, ventilation
-        centre = np.exp(rng.uniform(np.log(100.0), np.log(4000.0)))
-        width = rng.uniform(0.3, 1.5)
+    if trait("band"):  # band-limited noise: traffic, wind, rain, ventilation
+        centre = trait("band_centre_hz")
+        width = trait("band_width_oct")
         band = signal.sosfilt(_bandpass(centre * 2 ** -width, centre * 2**width, sr), rng.standard_normal(n))
-        step_s, depth_db = rng.uniform(0.3, 3.0), rng.uniform(2.0, 10.0)
+        step_s, depth_db = trait("band_step_s"), trait("band_depth_db")
         band = _unit_rms(band) * 10.0 ** (_smooth_walk(rng, n, sr, step_s, depth_db) / 20.0)
-        scene = scene + _db(rng.uniform(-10.0, 4.0)) * band
-    if rng.random() < _P_BABBLE:
-        scene = scene + _db(rng.uniform(-12.0, 6.0)) * _babble(rng, n, sr)
-    if rng.random() < _P_HUM:
-        scene = scene + _db(rng.uniform(-15.0, 0.0)) * _hum(rng, n, sr)
+        scene = scene + _db(trait("band_db")) * band
+    if trait("babble"):
+        scene = scene + _db(trait("babble_db")) * _babble(rng, n, sr)
+    if trait("hum"):
+        scene = scene + _db(trait("hum_db")) * _hum(rng, n, sr, src)
 
-    tonal = (_beeps, _harmonic_tone, _harmonic_tone, _honks, _honks, _chirps, _siren)
-    impulsive = (_knocks, _clicks, _taps, _taps, _slam)
-    n_tonal = rng.poisson(_TONAL_PER_10S * tens)
-    n_impulsive = rng.poisson(_IMPULSIVE_PER_10S * tens)
-    for kind in [tonal[i] for i in rng.integers(0, len(tonal), n_tonal)]:
+    tonal_kinds = src.get("tonal_kinds", range(len(_TONAL)))
+    impulsive_kinds = src.get("impulsive_kinds", range(len(_IMPULSIVE)))
+    n_tonal = rng.poisson(src.get("tonal_per_10s", _TONAL_PER_10S) * tens)
+    n_impulsive = rng.poisson(src.get("impulsive_per_10s", _IMPULSIVE_PER_10S) * tens)
+    for kind in [_TONAL[tonal_kinds[i]] for i in rng.integers(0, len(tonal_kinds), n_tonal)]:
         x = _fit(kind(rng, sr), n, sr)
         _add(scene, _db(rng.uniform(*_TONAL_DB)) * _unit_rms(x), int(rng.integers(0, max(1, n - x.size + 1))))
-    for kind in [impulsive[i] for i in rng.integers(0, len(impulsive), n_impulsive)]:
+    for kind in [_IMPULSIVE[impulsive_kinds[i]] for i in rng.integers(0, len(impulsive_kinds), n_impulsive)]:
         x = _fit(kind(rng, sr), n, sr)
         x = x / max(float(np.max(np.abs(x))), 1e-12)
         _add(scene, _db(rng.uniform(*_IMPULSIVE_DB)) * x, int(rng.integers(0, max(1, n - x.size + 1))))
-    return scene * (_db(rng.uniform(-38.0, -24.0)) / noise_rms)
+    return scene * (_db(trait("level_db")) / noise_rms)
 
 
-def _hum(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+def _hum(rng: np.random.Generator, n: int, sr: int, src: Mapping[str, Any] = _NO_SOURCE) -> np.ndarray:
     """Mains hum: 50 or 60 Hz and a few harmonics, slowly wavering level; shape ``(n,)``."""
-    f0 = rng.choice([50.0, 60.0]) * rng.uniform(0.995, 1.005)
-    x = _harmonics(rng, np.full(n, f0), sr, _envelope_fn(rng.uniform(-9.0, -2.0), [], 1.0), rng.uniform(200.0, 500.0))
+    f0 = _trait(src, "hum_hz", _BED_TRAITS, rng, sr)
+    weights = _envelope_fn(_trait(src, "hum_tilt", _BED_TRAITS, rng, sr), [], 1.0)
+    x = _harmonics(rng, np.full(n, f0), sr, weights, _trait(src, "hum_f_max", _BED_TRAITS, rng, sr))
     return _unit_rms(x) * 10.0 ** (_smooth_walk(rng, n, sr, 1.0, 2.0) / 20.0)
 
 
@@ -719,45 +857,66 @@ def _reverb(rng: np.random.Generator, dry: np.ndarray, sr: int, rt60_s: float, w
     return out
 
 
+_TONAL = (_beeps, _harmonic_tone, _harmonic_tone, _honks, _honks, _chirps, _siren)
+_IMPULSIVE = (_knocks, _clicks, _taps, _taps, _slam)
+
+
 # --------------------------------------------------------------------------------------------------------- events
 
 
 def _event_placement(
-    label: str, ev_rng: np.random.Generator, mix_rng: np.random.Generator, config: SynthConfig
+    label: str,
+    ev_rng: np.random.Generator,
+    mix_rng: np.random.Generator,
+    config: SynthConfig,
+    source: Source | None = None,
 ) -> tuple[np.ndarray, int, float]:
     """The event (shape ``(m,)``, ``m <= n_samples``), its start sample and its EBR in dB."""
     sr, n = config.sample_rate_hz, config.n_samples
-    short = _fit(_EVENTS[label](ev_rng, sr, n), n, sr)
+    short = _fit(_EVENTS[label](ev_rng, sr, n, source.event if source is not None else _NO_SOURCE), n, sr)
     start = int(mix_rng.integers(0, n - short.size + 1))
     ebr_db = float(mix_rng.uniform(*config.ebr_db_range))
     return short, start, ebr_db
 
 
-def _clip_timing(label: str, rng: np.random.Generator, config: SynthConfig) -> tuple[float | None, float | None]:
+def _clip_timing(
+    label: str, rng: np.random.Generator, config: SynthConfig, source: Source | None = None
+) -> tuple[float | None, float | None]:
     """Onset and offset of a clip's event (seconds), without synthesising its background."""
     _check_label(label)
     if label == BACKGROUND:
         return None, None
     _, ev_rng, mix_rng = rng.spawn(3)
-    short, start, _ = _event_placement(label, ev_rng, mix_rng, config)
+    short, start, _ = _event_placement(label, ev_rng, mix_rng, config, source)
     sr = config.sample_rate_hz
     return start / sr, (start + short.size) / sr
 
 
-def _dog(rng: np.random.Generator, sr: int, max_len: int) -> np.ndarray:
-    """1-4 barks (0.1-0.3 s): harmonic, f0 300-800 Hz rising then falling, sharp attack, noisy part, formants."""
-    f0_dog = rng.uniform(300.0, 800.0)
-    formants = [
-        (rng.uniform(700.0, 1500.0), rng.uniform(150.0, 400.0), rng.uniform(1.0, 3.0)),
-        (rng.uniform(1800.0, 3500.0), rng.uniform(200.0, 600.0), rng.uniform(0.5, 2.0)),
-    ]
-    weights = _envelope_fn(rng.uniform(-6.0, -2.0), formants, 0.3)
+_DOG_TRAITS: dict[str, _Trait] = {
+    "f0": lambda r, sr: r.uniform(300.0, 800.0),
+    "formants": lambda r, sr: [
+        (r.uniform(700.0, 1500.0), r.uniform(150.0, 400.0), r.uniform(1.0, 3.0)),
+        (r.uniform(1800.0, 3500.0), r.uniform(200.0, 600.0), r.uniform(0.5, 2.0)),
+    ],
+    "tilt": lambda r, sr: r.uniform(-6.0, -2.0),
+    "noise_db": lambda r, sr: r.uniform(-14.0, -4.0),
+    "bark_s": lambda r, sr: r.uniform(0.1, 0.3),  # rhythm: per bark, around the source's value
+    "gap_s": lambda r, sr: r.uniform(0.08, 0.4),
+}
+
+
+def _dog(rng: np.random.Generator, sr: int, max_len: int, src: Mapping[str, Any] = _NO_SOURCE) -> np.ndarray:
+    """1-4 barks (0.1-0.3 s): harmonic, f0 300-800 Hz rising then falling, sharp attack, noisy part, formants.
+    ``src``: a source's traits (:data:`_DOG_TRAITS`); empty: all drawn from ``rng``."""
+    f0_dog = _trait(src, "f0", _DOG_TRAITS, rng, sr)
+    formants = _trait(src, "formants", _DOG_TRAITS, rng, sr)
+    weights = _envelope_fn(_trait(src, "tilt", _DOG_TRAITS, rng, sr), formants, 0.3)
     noise_sos = _bandpass(formants[0][0] * 0.6, formants[1][0] * 1.3, sr)
-    noise_db = rng.uniform(-14.0, -4.0)
+    noise_db = _trait(src, "noise_db", _DOG_TRAITS, rng, sr)
     pieces: list[tuple[int, np.ndarray]] = []
     pos = 0
     for _ in range(int(rng.integers(1, 5))):
-        dur = rng.uniform(0.1, 0.3)
+        dur = _around(src, "bark_s", _DOG_TRAITS, rng, sr)
         m = int(dur * sr)
         if pieces and pos + m > max_len:
             break
@@ -772,41 +931,55 @@ def _dog(rng: np.random.Generator, sr: int, max_len: int) -> np.ndarray:
         env = np.minimum(1.0, u * dur / attack) * np.exp(-np.maximum(0.0, u * dur - attack) / tau)
         env *= _fade(m, sr, 0.0, 0.01)
         pieces.append((pos, (harm + _db(noise_db) * noise) * env * rng.uniform(0.6, 1.0)))
-        pos += m + int(rng.uniform(0.08, 0.4) * sr)
+        pos += m + int(_around(src, "gap_s", _DOG_TRAITS, rng, sr) * sr)
     out = np.zeros(pieces[-1][0] + pieces[-1][1].size)
     for start, piece in pieces:
         _add(out, piece, start)
     return out
 
 
-def _baby(rng: np.random.Generator, sr: int, max_len: int) -> np.ndarray:
-    """1-3 cry segments (0.5-3 s) with breaths between: f0 300-600 Hz with glides and vibrato, harmonics to ~4 kHz."""
-    f0_baby = rng.uniform(300.0, 600.0)
-    formants = [
-        (rng.uniform(900.0, 1500.0), rng.uniform(200.0, 500.0), rng.uniform(1.0, 3.0)),
-        (rng.uniform(2500.0, 3600.0), rng.uniform(300.0, 700.0), rng.uniform(0.5, 2.0)),
-    ]
-    weights = _envelope_fn(rng.uniform(-3.0, 0.0), formants, 0.5)
+_BABY_TRAITS: dict[str, _Trait] = {
+    "f0": lambda r, sr: r.uniform(300.0, 600.0),
+    "formants": lambda r, sr: [
+        (r.uniform(900.0, 1500.0), r.uniform(200.0, 500.0), r.uniform(1.0, 3.0)),
+        (r.uniform(2500.0, 3600.0), r.uniform(300.0, 700.0), r.uniform(0.5, 2.0)),
+    ],
+    "tilt": lambda r, sr: r.uniform(-3.0, 0.0),
+    "cry_s": lambda r, sr: r.uniform(0.5, 3.0),  # rhythm: per cry, around the source's value
+    "vibrato_hz": lambda r, sr: r.uniform(4.0, 8.0),
+    "f_max": lambda r, sr: r.uniform(3500.0, 5000.0),
+    "breath_s": lambda r, sr: r.uniform(0.2, 0.6),
+}
+
+
+def _baby(rng: np.random.Generator, sr: int, max_len: int, src: Mapping[str, Any] = _NO_SOURCE) -> np.ndarray:
+    """1-3 cry segments (0.5-3 s) with breaths between: f0 300-600 Hz with glides and vibrato, harmonics to ~4 kHz.
+    ``src``: a source's traits (:data:`_BABY_TRAITS`); empty: all drawn from ``rng``."""
+    f0_baby = _trait(src, "f0", _BABY_TRAITS, rng, sr)
+    formants = _trait(src, "formants", _BABY_TRAITS, rng, sr)
+    weights = _envelope_fn(_trait(src, "tilt", _BABY_TRAITS, rng, sr), formants, 0.5)
     pieces: list[tuple[int, np.ndarray]] = []
     pos = 0
     for _ in range(int(rng.integers(1, 4))):
         room = max_len - pos
         if pieces and room < int(0.5 * sr):
             break
-        dur = min(rng.uniform(0.5, 3.0), room / sr)
+        dur = min(_around(src, "cry_s", _BABY_TRAITS, rng, sr), room / sr)
         m = int(dur * sr)
         t = np.arange(m) / sr
         u = t / dur
         knots = [rng.uniform(-0.15, 0.0), rng.uniform(0.1, 0.35), rng.uniform(0.0, 0.3), rng.uniform(-0.3, 0.0)]
         shape = np.interp(u, np.linspace(0.0, 1.0, 4), knots)  # glide: up, then down
-        vibrato = rng.uniform(0.01, 0.04) * np.sin(2 * np.pi * rng.uniform(4.0, 8.0) * t + rng.uniform(0, 6.3))
+        depth = rng.uniform(0.01, 0.04)
+        rate = _around(src, "vibrato_hz", _BABY_TRAITS, rng, sr)
+        vibrato = depth * np.sin(2 * np.pi * rate * t + rng.uniform(0, 6.3))
         track = f0_baby * rng.uniform(0.9, 1.1) * (1.0 + shape + vibrato + _smooth_walk(rng, m, sr, 0.03, 0.015))
-        cry = _unit_rms(_harmonics(rng, track, sr, weights, rng.uniform(3500.0, 5000.0)))
+        cry = _unit_rms(_harmonics(rng, track, sr, weights, _trait(src, "f_max", _BABY_TRAITS, rng, sr)))
         fade = _fade(m, sr, rng.uniform(0.03, 0.1), rng.uniform(0.05, 0.2))
         cry *= fade * (1.0 + 0.15 * _smooth_walk(rng, m, sr, 0.05, 1.0))  # with a slight tremolo
         pieces.append((pos, cry))
         pos += m
-        breath = int(rng.uniform(0.2, 0.6) * sr)
+        breath = int(_around(src, "breath_s", _BABY_TRAITS, rng, sr) * sr)
         if pos + breath < max_len:  # an inhale: soft high-passed noise
             inhale = signal.sosfilt(_bandpass(1000.0, 4000.0, sr), rng.standard_normal(breath)) * np.hanning(breath)
             pieces.append((pos, _db(rng.uniform(-26.0, -16.0)) * _unit_rms(inhale)))
@@ -817,26 +990,40 @@ def _baby(rng: np.random.Generator, sr: int, max_len: int) -> np.ndarray:
     return _trim_tail(out)
 
 
-def _gun(rng: np.random.Generator, sr: int, max_len: int) -> np.ndarray:
+_GUN_TRAITS: dict[str, _Trait] = {
+    "cutoff": lambda r, sr: r.uniform(2500.0, 0.45 * sr),
+    "spacing_s": lambda r, sr: r.uniform(0.08, 0.6),  # rhythm: per clip, around the source's value
+    "tau": lambda r, sr: r.uniform(0.008, 0.04),
+    "boom_gain": lambda r, sr: r.uniform(0.3, 1.5),  # per shot, around the source's value
+    "rt60_s": lambda r, sr: r.uniform(0.2, 1.0),  # the space: one room per source
+    "wet_db": lambda r, sr: r.uniform(-6.0, 6.0),
+}
+
+
+def _gun(rng: np.random.Generator, sr: int, max_len: int, src: Mapping[str, Any] = _NO_SOURCE) -> np.ndarray:
     """1-3 shots: broadband burst (1-4 ms attack, exponential decay) with a low boom, in a reverberant space
-    (noise impulse response, RT60 0.2-1.0 s)."""
-    cutoff = rng.uniform(2500.0, 0.45 * sr)
+    (noise impulse response, RT60 0.2-1.0 s). ``src``: a source's traits (:data:`_GUN_TRAITS`); empty: all drawn
+    from ``rng``."""
+    cutoff = _trait(src, "cutoff", _GUN_TRAITS, rng, sr)
     sos = signal.butter(2, cutoff, btype="lowpass", fs=sr, output="sos")
     count = int(rng.integers(1, 4))
-    spacing = rng.uniform(0.08, 0.6)
+    spacing = _around(src, "spacing_s", _GUN_TRAITS, rng, sr)
     starts = [int((i * spacing + rng.uniform(0.0, 0.05)) * sr) for i in range(count)]
-    tau = rng.uniform(0.008, 0.04)
+    tau = _trait(src, "tau", _GUN_TRAITS, rng, sr)
     m = int(6 * tau * sr) + 1
     dry = np.zeros(starts[-1] + m)
     for start in starts:
         attack = int(rng.uniform(0.001, 0.004) * sr)
         burst = signal.sosfilt(sos, rng.standard_normal(m)) * np.exp(-np.arange(m) / (tau * sr))
-        boom_gain = rng.uniform(0.3, 1.5)
+        boom_gain = _around(src, "boom_gain", _GUN_TRAITS, rng, sr)
         boom = _unit_rms(_pad(_resonant_hit(rng, sr, 1, (40.0, 150.0), (0.02, 0.06)), m))
         burst = _unit_rms(burst) + boom_gain * boom
         burst[:attack] *= np.linspace(0.0, 1.0, attack)
         _add(dry, burst * rng.uniform(0.7, 1.0), start)
-    return _trim_tail(_reverb(rng, dry, sr, rng.uniform(0.2, 1.0), rng.uniform(-6.0, 6.0)))
+    rt60_s = _trait(src, "rt60_s", _GUN_TRAITS, rng, sr)
+    wet_db = _trait(src, "wet_db", _GUN_TRAITS, rng, sr)
+    return _trim_tail(_reverb(rng, dry, sr, rt60_s, wet_db))
 
 
-_EVENTS: dict[str, Callable[[np.random.Generator, int, int], np.ndarray]] = {"dog": _dog, "baby": _baby, "gun": _gun}
+_EVENTS: dict[str, Callable[..., np.ndarray]] = {"dog": _dog, "baby": _baby, "gun": _gun}
+_EVENT_TRAITS: dict[str, dict[str, _Trait]] = {"dog": _DOG_TRAITS, "baby": _BABY_TRAITS, "gun": _GUN_TRAITS}
