@@ -60,7 +60,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from thce.audio import LogMel, _mean_channels
+from thce.audio import SILENCE_PEAK, LogMel, _mean_channels
 from thce.errors import ConfigError, DataError
 from thce.io import atomic_write, write_json
 
@@ -509,6 +509,8 @@ class FileScores:
         hop_s, window_s: window spacing and length, seconds (at the model's rate: ``hop_samples / rate``).
         support_s: ``(start, stop)`` part of a window the model sees, seconds from the window's start.
         duration_s: length of the file, seconds.
+        silent: ``(K,)`` bool, the windows that are digital silence (peak below :data:`thce.audio.SILENCE_PEAK`),
+            which training rejects as clips (:class:`thce.audio.ClipChecks`): they detect nothing. None: unknown.
     """
 
     path: str
@@ -518,6 +520,7 @@ class FileScores:
     window_s: float
     support_s: tuple[float, float]
     duration_s: float
+    silent: np.ndarray | None = None
 
     @property
     def starts_s(self) -> np.ndarray:
@@ -602,6 +605,7 @@ def score_file(
     total = num_windows(resampled_length(info.frames, info.sample_rate_hz, scorer.sample_rate_hz), window, hop)
     desc = f"detect {Path(info.path).name}"
     out: list[np.ndarray] = []
+    silent: list[bool] = []
     batch = np.empty((batch_size, window), dtype=np.float32)  # reused: steady allocations keep memory flat
     filled = done = 0
 
@@ -619,6 +623,7 @@ def score_file(
 
     blocks = stream_audio(info.path, sample_rate_hz=scorer.sample_rate_hz, block_s=block_s, info=info)
     for win in sliding_windows(blocks, window=window, hop=hop):
+        silent.append(bool(np.abs(win).max(initial=0.0) < SILENCE_PEAK))  # training's check (ClipChecks)
         batch[filled] = win
         filled += 1
         if filled == batch_size:
@@ -635,6 +640,7 @@ def score_file(
         window_s=window / scorer.sample_rate_hz,
         support_s=tuple(scorer.support_s),
         duration_s=info.duration_s,
+        silent=np.array(silent, dtype=bool),
     )
 
 
@@ -767,7 +773,13 @@ def scores_to_events(
     if thresholds.shape != (len(fs.classes),):
         raise ValueError(f"thresholds: expected shape ({len(fs.classes)},), got {thresholds.shape}")
     kernel = median_filter_windows(median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s)
-    active = median_filter_decisions(fs.scores.astype(np.float64) >= thresholds[None, :], kernel)
+    active = fs.scores.astype(np.float64) >= thresholds[None, :]
+    silent = fs.silent if fs.silent is not None and fs.silent.shape == (active.shape[0],) else None
+    if silent is not None:  # digital silence detects nothing (training rejects such clips), not even by the filter
+        active[silent] = False
+    active = median_filter_decisions(active, kernel)
+    if silent is not None:
+        active[silent] = False
     last_window = fs.scores.shape[0] - 1
     a, b = fs.support_s
     events: list[Event] = []
@@ -836,6 +848,14 @@ def detect_files(
         kernel = median_filter_windows(config.median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s)
         found = scores_to_events(fs, thresholds, median_filter_s=config.median_filter_s)
         files.append({"file": fs.path, "duration_s": round(fs.duration_s, 6), "windows": int(fs.scores.shape[0])})
+        quiet = int(fs.silent.sum()) if fs.silent is not None else 0
+        if quiet:
+            files[-1]["silent_windows"] = quiet
+            where = "throughout" if quiet == fs.scores.shape[0] else f"in {quiet} of {fs.scores.shape[0]} windows"
+            log.warning(
+                "%s: digital silence %s (peak below %.1e, which training rejects as a clip): no events there",
+                fs.path, where, SILENCE_PEAK,
+            )  # fmt: skip
         events.extend(found)
         log.info("%s: %.1f s, %d windows, %d events", fs.path, fs.duration_s, fs.scores.shape[0], len(found))
     settings = {
