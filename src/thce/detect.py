@@ -1051,11 +1051,12 @@ def _read_tsv_events(path: Path, text: str) -> EventList:
         where = f"{path}:{line_no}"
         while len(fields) > 1 and fields[-1] == "":
             fields.pop()
-        header, first = first and len(fields) >= 2 and not _is_number(fields[1]), False
+        is_audio = Path(fields[0]).suffix.lower() in EVENT_LIST_AUDIO_EXTENSIONS
+        header, first = first and len(fields) >= 2 and not _is_number(fields[1]) and not is_audio, False
         if header:
-            continue  # header line
+            continue  # header line (filename, onset, ...)
         if len(fields) == 1:
-            if Path(fields[0]).suffix.lower() not in EVENT_LIST_AUDIO_EXTENSIONS:
+            if not is_audio:
                 raise DataError(f"{where}: not an event list line (expected {_TSV_FORM}; got {line.strip()!r:.80})")
             keys.key(fields[0], where)
             continue

@@ -292,6 +292,16 @@ def plot_det(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """
     classes, methods = _check_results(results)
     path = Path(path)
+    fig = det_figure(results)
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120, bbox_inches="tight", pad_inches=0.15)
+    logger.info("wrote DET curves of %d method(s) x %d class(es) to %s", len(methods), len(classes), path)
+    return path
+
+
+def det_figure(results: Mapping[str, Any]) -> Figure:
+    """The figure :func:`plot_det` saves."""
+    classes, methods = _check_results(results)
     n = len(classes)
     ncols = n if n <= 4 else 3
     nrows = math.ceil(n / ncols)
@@ -340,10 +350,7 @@ def plot_det(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
         ax.set_ylabel("Miss rate (%)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper right", fontsize="small")
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120, bbox_inches="tight", pad_inches=0.15)
-    logger.info("wrote DET curves of %d method(s) x %d class(es) to %s", len(methods), n, path)
-    return path
+    return fig
 
 
 def _det_arrays(curve: Mapping[str, Any], method: str, name: str) -> tuple[np.ndarray, np.ndarray]:
