@@ -218,7 +218,7 @@ def test_screen_rows_duplicates_conflicts_unknown_labels_missing(good_files, tmp
     assert "conflicting labels" in problems[(c.name, "m.csv:6")]
     assert problems[(d.name, "m.csv:7")].startswith("unknown label 'cat' (expected dog, baby, gun")
     assert problems[("gone.wav", "m.csv:8")] == "audio file not found"
-    with pytest.raises(DataError, match=r"5 bad clip\(s\).*duplicate row"):
+    with pytest.raises(DataError, match=r"5 bad clips: .*duplicate row"):
         screen_rows(rows, classes=["dog", "baby", "gun"], strict=True)
 
 
@@ -250,7 +250,7 @@ def test_cli_manifest_import_lists_problems_and_strict_stops(bad_files, good_fil
 
     assert main([*argv, "--strict"]) == 2
     err = capsys.readouterr().err
-    assert "thce: error: 3 bad clip(s)" in err and "duplicate row" in err
+    assert f"thce: error: {manifest}: 3 bad clips: " in err and "duplicate row" in err
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -72,6 +72,8 @@ def test_run_directory_contents(run_dir):
         assert set(method["det"]) == {"dog", "baby", "gun"}
     counts = results["data"]["counts"]
     assert sum(counts["train"].values()) + sum(counts["val"].values()) + sum(counts["test"].values()) == 49
+    assert results["provenance"]["thce"] and results["provenance"]["machine"]["cpu"]  # versions, commit, machine
+    assert "- **software and machine**: thce " in (run_dir / "report.md").read_text()
     diagnostics = results["embedding_diagnostics"]
     assert [d["iteration"] for d in diagnostics] == [1, 2]
     assert diagnostics[0]["clusters"] >= 4  # K_c >= 1 for the four classes
@@ -145,6 +147,10 @@ def test_repeats_over_seeds_with_bootstrap(tmp_path):
         ci = summary["seeds"]["bootstrap"][method]
         assert ci["low"] <= ci["high"] and -1.0 <= ci["difference"] <= 1.0
     assert "Repeats over seeds" in (out / "report.md").read_text()
+    for method, entry in summary["methods"].items():  # the figure draws what its legend says: pooled + each seed
+        assert entry["det"] == summary["seeds"]["det_pooled"][method]
+        assert summary["seeds"]["det_per_seed"][method] == [run["methods"][method]["det"] for run in per_seed]
+    assert "Thin lines: each of the 2 seeds' curves" in (out / "report.md").read_text()
 
 
 def test_imbalance_methods_run_in_the_harness(tmp_path):

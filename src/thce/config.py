@@ -11,6 +11,8 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import os
+import re
 import tomllib
 import types
 import typing
@@ -341,11 +343,39 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+#: Config keys holding file or folder paths: relative ones are resolved against the config file's folder when read
+#: from a file, against the current directory when given with ``--set``.
+PATH_KEYS: tuple[tuple[str, ...], ...] = (("data", "manifest"), ("data", "cache_dir"))
+
+
+def _absolute(value: Any, base: str | os.PathLike) -> Any:
+    """``value`` joined to ``base`` and normalised when it is a non-empty relative path, else as is."""
+    if not isinstance(value, str) or not value or os.path.isabs(os.path.expanduser(value)):
+        return os.path.expanduser(value) if isinstance(value, str) else value
+    return os.path.normpath(os.path.join(os.path.abspath(base), value))
+
+
+def resolve_paths(table: dict[str, Any], base: str | os.PathLike) -> dict[str, Any]:
+    """A copy of a raw config table whose :data:`PATH_KEYS` are absolute, relative ones taken from ``base`` (the
+    config file's folder). ``..`` is resolved on the text, as a shell's ``cd`` does, not through symbolic links."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in table.items()}
+    for *sections, key in PATH_KEYS:
+        node: Any = out
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key in node:
+            node[key] = _absolute(node[key], base)
+    return out
+
+
 def merge_overrides(table: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``--set section.key=value`` overrides to a raw config table (returns a new table)."""
+    """Apply ``--set section.key=value`` overrides to a raw config table (returns a new table); a relative path in
+    a :data:`PATH_KEYS` key is taken from the current directory."""
     merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in table.items()}
     for text in overrides:
         path, value = _parse_override(text)
+        if tuple(path) in PATH_KEYS:
+            value = _absolute(value, os.getcwd())
         node = merged
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -355,20 +385,55 @@ def merge_overrides(table: dict[str, Any], overrides: list[str]) -> dict[str, An
     return merged
 
 
-def config_from_dict(table: dict[str, Any], *, source: str = "config") -> ExperimentConfig:
-    """Build and validate an :class:`ExperimentConfig`; ``source`` prefixes error messages (the file name)."""
+def _error_key(message: str) -> str | None:
+    """The config key an error message is about: ``"embedding.alpha: must be > 0"`` -> ``embedding.alpha``,
+    ``"unknown config key 'embedding.alpah'; ..."`` -> ``embedding.alpah``."""
+    unknown = re.match(r"unknown config key '([^']+)'", message)
+    if unknown:
+        return unknown.group(1)
+    head = re.match(r"([A-Za-z_][\w.]*(?:\[\d+\])*):", message)
+    return head.group(1) if head else None
+
+
+def _blamed_override(message: str, overrides: list[str]) -> str | None:
+    """The last ``--set`` that set the key of an error message, or a key inside or around it; None if none did."""
+    key = _error_key(message)
+    if key is None:
+        return None
+    base = re.sub(r"\[\d+\]$", "", key)
+    for text in reversed(overrides):
+        set_key = text.split("=", 1)[0].strip()
+        if set_key in (key, base) or set_key.startswith(key + ".") or base.startswith(set_key + "."):
+            return text
+    return None
+
+
+def config_from_dict(
+    table: dict[str, Any], *, source: str = "config", overrides: list[str] | None = None
+) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig`; ``source`` prefixes error messages (the file name), or the
+    ``--set KEY=VALUE`` flag among ``overrides`` (already merged into ``table``) that set the offending key."""
     try:
         config = _build(ExperimentConfig, table)
         config.validate()
-    except ConfigError as error:
-        raise ConfigError(f"{source}: {error}") from None
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{source}: {error}") from None
+    except (ConfigError, TypeError, ValueError) as error:
+        message = str(error)
+        flag = _blamed_override(message, overrides or [])
+        if flag is None:
+            raise ConfigError(f"{source}: {message}") from None
+        key = _error_key(message)
+        if key == flag.split("=", 1)[0].strip() and message.startswith(f"{key}: "):
+            message = message[len(key) + 2 :]  # "--set a.b=x: a.b: expected ..." says the key twice
+        raise ConfigError(f"--set {flag}: {message}") from None
     return config
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read a TOML config (``None``: all defaults) and apply ``--set`` overrides."""
+    """Read a TOML config (``None``: all defaults) and apply ``--set`` overrides.
+
+    Relative paths (:data:`PATH_KEYS`: ``data.manifest``, ``data.cache_dir``) are made absolute: those of the file
+    against the file's folder, those of ``--set`` against the current directory. Errors name the file, or the
+    ``--set`` flag that set the wrong value."""
     table: dict[str, Any] = {}
     source = "config"
     if path is not None:
@@ -380,7 +445,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             table = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: not valid TOML ({error})") from None
-    return config_from_dict(merge_overrides(table, overrides or []), source=source)
+        table = resolve_paths(table, path.parent)
+    overrides = list(overrides or [])
+    return config_from_dict(merge_overrides(table, overrides), source=source, overrides=overrides)
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> Path:

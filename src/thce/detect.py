@@ -60,7 +60,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from thce.audio import LogMel, _mean_channels
+from thce.audio import SILENCE_PEAK, LogMel, _mean_channels
 from thce.errors import ConfigError, DataError
 from thce.io import atomic_write, write_json
 
@@ -509,6 +509,8 @@ class FileScores:
         hop_s, window_s: window spacing and length, seconds (at the model's rate: ``hop_samples / rate``).
         support_s: ``(start, stop)`` part of a window the model sees, seconds from the window's start.
         duration_s: length of the file, seconds.
+        silent: ``(K,)`` bool, the windows that are digital silence (peak below :data:`thce.audio.SILENCE_PEAK`),
+            which training rejects as clips (:class:`thce.audio.ClipChecks`): they detect nothing. None: unknown.
     """
 
     path: str
@@ -518,6 +520,7 @@ class FileScores:
     window_s: float
     support_s: tuple[float, float]
     duration_s: float
+    silent: np.ndarray | None = None
 
     @property
     def starts_s(self) -> np.ndarray:
@@ -602,6 +605,7 @@ def score_file(
     total = num_windows(resampled_length(info.frames, info.sample_rate_hz, scorer.sample_rate_hz), window, hop)
     desc = f"detect {Path(info.path).name}"
     out: list[np.ndarray] = []
+    silent: list[bool] = []
     batch = np.empty((batch_size, window), dtype=np.float32)  # reused: steady allocations keep memory flat
     filled = done = 0
 
@@ -619,6 +623,7 @@ def score_file(
 
     blocks = stream_audio(info.path, sample_rate_hz=scorer.sample_rate_hz, block_s=block_s, info=info)
     for win in sliding_windows(blocks, window=window, hop=hop):
+        silent.append(bool(np.abs(win).max(initial=0.0) < SILENCE_PEAK))  # training's check (ClipChecks)
         batch[filled] = win
         filled += 1
         if filled == batch_size:
@@ -635,6 +640,7 @@ def score_file(
         window_s=window / scorer.sample_rate_hz,
         support_s=tuple(scorer.support_s),
         duration_s=info.duration_s,
+        silent=np.array(silent, dtype=bool),
     )
 
 
@@ -767,7 +773,13 @@ def scores_to_events(
     if thresholds.shape != (len(fs.classes),):
         raise ValueError(f"thresholds: expected shape ({len(fs.classes)},), got {thresholds.shape}")
     kernel = median_filter_windows(median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s)
-    active = median_filter_decisions(fs.scores.astype(np.float64) >= thresholds[None, :], kernel)
+    active = fs.scores.astype(np.float64) >= thresholds[None, :]
+    silent = fs.silent if fs.silent is not None and fs.silent.shape == (active.shape[0],) else None
+    if silent is not None:  # digital silence detects nothing (training rejects such clips), not even by the filter
+        active[silent] = False
+    active = median_filter_decisions(active, kernel)
+    if silent is not None:
+        active[silent] = False
     last_window = fs.scores.shape[0] - 1
     a, b = fs.support_s
     events: list[Event] = []
@@ -836,6 +848,14 @@ def detect_files(
         kernel = median_filter_windows(config.median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s)
         found = scores_to_events(fs, thresholds, median_filter_s=config.median_filter_s)
         files.append({"file": fs.path, "duration_s": round(fs.duration_s, 6), "windows": int(fs.scores.shape[0])})
+        quiet = int(fs.silent.sum()) if fs.silent is not None else 0
+        if quiet:
+            files[-1]["silent_windows"] = quiet
+            where = "throughout" if quiet == fs.scores.shape[0] else f"in {quiet} of {fs.scores.shape[0]} windows"
+            log.warning(
+                "%s: digital silence %s (peak below %.1e, which training rejects as a clip): no events there",
+                fs.path, where, SILENCE_PEAK,
+            )  # fmt: skip
         events.extend(found)
         log.info("%s: %.1f s, %d windows, %d events", fs.path, fs.duration_s, fs.scores.shape[0], len(found))
     settings = {
@@ -919,10 +939,22 @@ def write_event_tsv(handle: Any, result: DetectionResult) -> None:
 
 @dataclass(frozen=True)
 class EventList:
-    """Events and the files they were looked for in (a file may have none). Files are keyed by base name."""
+    """Events and the files they were looked for in (a file may have none). Files are keyed by base name;
+    ``source`` is where the list was read from (for messages)."""
 
     files: tuple[str, ...]
     events: tuple[Event, ...]
+    source: str = ""
+
+    @property
+    def all_files(self) -> list[str]:
+        """The listed files and the files of the events, in first-seen order."""
+        return list(dict.fromkeys([*self.files, *(e.file for e in self.events)]))
+
+
+#: Extensions a file name alone on a line of a DCASE event list may have (a line holding anything else is an error:
+#: a config or a space-separated list is not read as a list of files without events).
+EVENT_LIST_AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64")
 
 
 def _is_number(text: str) -> bool:
@@ -949,14 +981,28 @@ def read_event_list(path: str | os.PathLike) -> EventList:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: event list not found")
-    text = path.read_text(encoding="utf-8")
+        raise DataError(f"{path}: event list not found" if not path.exists() else f"{path}: not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not an event list (not UTF-8 text)") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
     if path.suffix.lower() == ".json":
-        return _read_json_events(path, text)
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    if "\t" not in first and "," in first and {"path", "onset_s", "offset_s"} <= {c.strip() for c in first.split(",")}:
-        return _read_manifest_events(path)
-    return _read_tsv_events(path, text)
+        listed = _read_json_events(path, text)
+    else:
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        columns = {c.strip() for c in first.split(",")}
+        if "\t" not in first and "," in first and {"path", "onset_s", "offset_s"} <= columns:
+            listed = _read_manifest_events(path)
+        else:
+            listed = _read_tsv_events(path, text)
+    if not listed.files and not listed.events:
+        raise DataError(f"{path}: no events and no files: not an event list (expected {_TSV_FORM})")
+    return EventList(listed.files, listed.events, str(path))
+
+
+_TSV_FORM = "filename<TAB>onset<TAB>offset<TAB>event_label lines, or a file name alone for a file without events"
 
 
 class _FileKeys:
@@ -997,6 +1043,7 @@ def _event(keys: _FileKeys, where: str, name: str, onset: Any, offset: Any, labe
 def _read_tsv_events(path: Path, text: str) -> EventList:
     keys = _FileKeys()
     events: list[Event] = []
+    first = True
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
@@ -1004,13 +1051,17 @@ def _read_tsv_events(path: Path, text: str) -> EventList:
         where = f"{path}:{line_no}"
         while len(fields) > 1 and fields[-1] == "":
             fields.pop()
-        if line_no == 1 and len(fields) >= 2 and not _is_number(fields[1]):
-            continue  # header line
+        is_audio = Path(fields[0]).suffix.lower() in EVENT_LIST_AUDIO_EXTENSIONS
+        header, first = first and len(fields) >= 2 and not _is_number(fields[1]) and not is_audio, False
+        if header:
+            continue  # header line (filename, onset, ...)
         if len(fields) == 1:
+            if not is_audio:
+                raise DataError(f"{where}: not an event list line (expected {_TSV_FORM}; got {line.strip()!r:.80})")
             keys.key(fields[0], where)
             continue
         if len(fields) < 4:
-            raise DataError(f"{where}: expected filename<TAB>onset<TAB>offset<TAB>event_label, got {line!r}")
+            raise DataError(f"{where}: expected filename<TAB>onset<TAB>offset<TAB>event_label, got {line!r:.80}")
         score = fields[4] if len(fields) > 4 and _is_number(fields[4]) else math.nan
         events.append(_event(keys, where, fields[0], fields[1], fields[2], fields[3], score))
     return EventList(tuple(keys.order), tuple(events))
@@ -1105,11 +1156,29 @@ def evaluate_events(
     """
     if not collar_s >= 0:
         raise ValueError(f"collar_s: expected a non-negative number of seconds, got {collar_s!r}")
-    files = list(dict.fromkeys([*reference.files, *estimated.files, *(e.file for e in reference.events),
-                                *(e.file for e in estimated.events)]))
-    labels = list(classes) if classes is not None else list(
-        dict.fromkeys([*(e.label for e in reference.events), *(e.label for e in estimated.events)])
-    )
+    ref_name, est_name = reference.source or "the reference", estimated.source or "the estimated list"
+    ref_files, est_files = reference.all_files, estimated.all_files
+    files = list(dict.fromkeys([*ref_files, *est_files]))
+    only_ref = [f for f in ref_files if f not in set(est_files)]
+    only_est = [f for f in est_files if f not in set(ref_files)]
+    if est_files and ref_files and len(only_est) == len(est_files):
+        theirs = f"its file {est_files[0]} is" if len(est_files) == 1 else f"none of its {len(est_files)} files is"
+        raise DataError(
+            f"{est_name}: {theirs} in {ref_name} ({_names(ref_files)}); files are matched by base name: is it the "
+            "reference of these recordings?"
+        )
+    if only_ref:
+        log.warning("%s only in %s (not in %s; their events count as missed): %s", _count(len(only_ref), "file"),
+                    ref_name, est_name, _names(only_ref))  # fmt: skip
+    if only_est:
+        log.warning("%s only in %s (not in %s; their events count as insertions): %s", _count(len(only_est), "file"),
+                    est_name, ref_name, _names(only_est))  # fmt: skip
+    ref_labels = list(dict.fromkeys(e.label for e in reference.events))
+    est_labels = list(dict.fromkeys(e.label for e in estimated.events))
+    labels = list(classes) if classes is not None else list(dict.fromkeys([*ref_labels, *est_labels]))
+    notes = _label_notes(ref_labels, est_labels, classes, ref_name, est_name)
+    for note in notes:
+        log.warning("%s", note)
     ref_by_file: dict[str, list[Event]] = {}
     est_by_file: dict[str, list[Event]] = {}
     for e in reference.events:
@@ -1172,10 +1241,47 @@ def evaluate_events(
         "metric": "event-based, onset only (DCASE 2017 task 2)",
         "collar_s": collar_s,
         "files": len(files),
+        "files_only_in_reference": only_ref,
+        "files_only_in_estimated": only_est,
+        "label_notes": notes,
         "overall": result_overall,
         "class_wise": class_wise,
         "class_average": average,
     }
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _names(names: Sequence[str], limit: int = 8) -> str:
+    """The first ``limit`` names, comma-separated, and how many more."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _label_notes(
+    ref_labels: list[str], est_labels: list[str], classes: Sequence[str] | None, ref_name: str, est_name: str
+) -> list[str]:
+    """Sentences about labels that cannot match: only in the estimated list (every such event is an insertion),
+    left out by ``classes``, or listed in ``classes`` but in neither list."""
+    notes = []
+    if classes is None:
+        unmatched = [label for label in est_labels if label not in ref_labels]
+        if unmatched and ref_labels:
+            notes.append(
+                f"labels only in {est_name}, never in {ref_name} ({', '.join(ref_labels)}): {', '.join(unmatched)}; "
+                "their events all count as insertions (do the label names match?)"
+            )
+        return notes
+    ignored = [label for label in dict.fromkeys([*ref_labels, *est_labels]) if label not in classes]
+    if ignored:
+        notes.append(f"labels not evaluated (not among --classes {','.join(classes)}): {', '.join(ignored)}")
+    absent = [c for c in classes if c not in ref_labels and c not in est_labels]
+    if absent:
+        notes.append(f"--classes {', '.join(absent)}: in neither {ref_name} nor {est_name} (a misspelt label?)")
+    return notes
 
 
 def evaluation_markdown(result: dict[str, Any]) -> str:
@@ -1185,7 +1291,8 @@ def evaluation_markdown(result: dict[str, Any]) -> str:
         return "n/a" if value is None else f"{100.0 * value:.1f}"
 
     lines = [
-        f"Event-based metrics, onset only, collar {1000 * result['collar_s']:.0f} ms, {result['files']} files",
+        f"Event-based metrics, onset only, collar {1000 * result['collar_s']:.0f} ms, "
+        f"{_count(result['files'], 'file')}",
         "",
         "| Class | Nref | Nsys | TP | ER % | F % |",
         "| :-- | --: | --: | --: | --: | --: |",
@@ -1200,4 +1307,11 @@ def evaluation_markdown(result: dict[str, Any]) -> str:
         f"Overall: S={o['substitutions']} D={o['deletions']} I={o['insertions']}. "
         f"Class average: ER {pct(avg['error_rate'])} %, F {pct(avg['f_score'])} %.",
     ]
+    for key, where, counted in (("files_only_in_reference", "the reference", "missed"),
+                                ("files_only_in_estimated", "the estimated list", "insertions")):  # fmt: skip
+        names = result.get(key) or []
+        if names:
+            lines.append(f"{_count(len(names), 'file')} only in {where} (events there count as {counted}): "
+                         f"{_names(names, 20)}.")
+    lines += [f"Note: {note}." for note in result.get("label_notes") or []]
     return "\n".join(lines)

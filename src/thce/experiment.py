@@ -38,8 +38,9 @@ from thce.checkpoint import save_checkpoint
 from thce.io import atomic_write, ensure_dir, write_json
 from thce.metrics import per_class_det_points, per_class_eer
 from thce.models import DetectorHead, EventDetector, build_encoder
+from thce.machine import run_provenance
 from thce.reference import run_logreg_stats
-from thce.report import write_report
+from thce.report import seeds_det_summary, write_report
 from thce.rundir import check_new_run, clear_run_outputs
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
 from thce.train import (
@@ -272,6 +273,7 @@ def run_experiment(
         "timing_s": {k: round(v, 2) for k, v in timing.items()},
         "selected_epochs": dict(ctx.log.selected_epochs),
         "warnings": list(ctx.log.warnings),
+        "provenance": run_provenance(),  # thce and torch versions, git commit, machine
     }
     if dist.enabled:
         results["world_size"] = dist.world_size
@@ -311,7 +313,8 @@ def run_seeds(
     """Repeat :func:`run_experiment` with seeds ``seed, seed+1, ...`` (each its own data, split and init) in
     ``out_dir/seed_<s>/``, then summarise in ``out_dir``: mean and std of each EER, and a bootstrap interval over test
     clips of each method's overall EER difference to the baseline. The summary's ``methods`` hold the mean EERs
-    and the first seed's DET curves, so the usual table and figure apply."""
+    and the DET curves of all seeds' test scores pooled; ``seeds`` also holds every seed's curves (the figure draws
+    both, :func:`thce.report.plot_det`)."""
     if seeds < 1:
         raise ValueError(f"run_seeds: seeds must be >= 1, got {seeds}")
     out_dir = Path(out_dir)
@@ -336,14 +339,16 @@ def run_seeds(
             for method in runs[0]["methods"]
             if method != "baseline"
         }
+    curves = seeds_det_summary(runs, test_sets)  # every seed's DET curves, and all seeds' test scores pooled
     summary = {
         "classes": list(classes),
         "methods": {
-            m: {"eer": {k: v["mean"] for k, v in spread[m].items()}, "det": runs[0]["methods"][m]["det"]} for m in spread
+            m: {"eer": {k: v["mean"] for k, v in spread[m].items()}, "det": curves["det_pooled"][m]} for m in spread
         },
         "data": runs[0]["data"],
         "encoder": config.model.encoder,
-        "seeds": {"seeds": seed_list, "eer": spread, "bootstrap": bootstrap},
+        "seeds": {"seeds": seed_list, "eer": spread, "bootstrap": bootstrap, **curves},
+        "provenance": runs[0]["provenance"],
     }
     save_config(config, out_dir / "config.toml")
     write_json(out_dir / "results.json", summary)

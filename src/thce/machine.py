@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,55 @@ def describe_machine(threads: int | None = None) -> dict[str, Any]:
         "numpy": np.__version__,
         "platform": platform.platform(),
     }
+
+
+def _git(*args: str) -> str | None:
+    """``git -C <thce's source folder> ARGS``'s output, or None (no git, not a checkout, error, 5 s timeout)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(Path(__file__).resolve().parent), *args],
+            capture_output=True, text=True, timeout=5, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_commit() -> str | None:
+    """The commit of the git checkout thce runs from (``"<hash>-dirty"`` when its tracked files differ from it);
+    None when git is missing or thce is not run from a checkout (e.g. installed from a wheel, even inside another
+    repository: the module itself must be tracked)."""
+    commit = _git("rev-parse", "HEAD")
+    if not commit or _git("ls-files", "--error-unmatch", Path(__file__).name) is None:
+        return None
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return f"{commit}-dirty" if dirty else commit
+
+
+def version_line() -> str:
+    """``thce 0.1.0 (torch 2.x, git <hash>)`` for ``thce --version``; torch's version is read without importing it."""
+    from importlib import metadata
+
+    from thce import __version__
+
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    commit = git_commit()
+    return f"thce {__version__} (torch {torch_version}" + (f", git {commit})" if commit else ")")
+
+
+def run_provenance() -> dict[str, Any]:
+    """What a run's results came from: thce's and torch's versions, the git commit (None outside a checkout) and
+    the machine (:func:`describe_machine` without the load average and the scheduling group, which change from
+    minute to minute and session to session and would make a resumed run's results differ from an uninterrupted
+    one's)."""
+    import torch
+
+    from thce import __version__
+
+    machine = describe_machine()
+    for volatile in ("load_average", "nice", "autogroup"):
+        machine.pop(volatile, None)
+    return {"thce": __version__, "torch": torch.__version__, "git_commit": git_commit(), "machine": machine}

@@ -134,8 +134,8 @@ class MetricsLog:
             raise KeyError(f"MetricsLog: unknown columns {sorted(unknown)}")
         self.rows.append(row)
         logger.info(
-            "%s/%s it=%s epoch=%s train=%.4f val=%s",
-            row.get("method"), row.get("stage"), row.get("iteration", ""), row.get("epoch"),
+            "%s/%s%s epoch=%s train=%.4f val=%s", row.get("method"), row.get("stage"),
+            "" if row.get("iteration") in (None, "") else f" it={row['iteration']}", row.get("epoch"),
             row.get("train_loss", float("nan")), _fmt(row.get("val_loss")),
         )  # fmt: skip
         if self.path is not None:

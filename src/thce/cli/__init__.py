@@ -7,6 +7,7 @@ import importlib
 import logging
 import os
 import sys
+from typing import Any
 
 from tqdm import tqdm
 
@@ -24,27 +25,69 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int, quiet: bool = False) -> None:
+    """``thce`` logs warnings; ``-v`` info, ``-vv`` debug. Per-epoch lines (``thce.train``) are shown unless ``-q``."""
     handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     root = logging.getLogger("thce")
     root.handlers[:] = [handler]
     root.propagate = False
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    if verbose == 0:  # per-epoch lines are the heartbeat of long runs
-        logging.getLogger("thce.train").setLevel(logging.INFO)
+    train = logging.getLogger("thce.train")
+    if verbose == 0 and not quiet:  # per-epoch lines are the heartbeat of long runs
+        train.setLevel(logging.INFO)
+    elif quiet and verbose == 0:
+        train.setLevel(logging.WARNING)
+    else:
+        train.setLevel(logging.NOTSET)
+
+
+def _add_output_flags(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``-v``/``-q``, before the subcommand (``top``) or after it (stored apart, then added to the top-level ones)."""
+    prefix = "" if top else "sub_"
+    parser.add_argument("-v", "--verbose", dest=f"{prefix}verbose", action="count", default=0,
+                        help="more logging (-vv for debug)")
+    parser.add_argument("-q", "--quiet", dest=f"{prefix}quiet", action="store_true",
+                        help="no progress bars, no per-epoch log lines")  # fmt: skip
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of ``parser``'s subcommands that have no subcommands themselves (``experiment``, ``data import
+    folder``, ...)."""
+    leaves = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                leaves += _leaf_parsers(sub) or [sub]
+    return leaves
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="thce", description="Rare acoustic event detection with imbalanced data (triple-header cross-entropy)."
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--version", action=_Version,
+                        help="print thce's and torch's versions (and the git commit of a checkout)")
+    _add_output_flags(parser, top=True)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    for leaf in _leaf_parsers(parser):  # `thce experiment cfg.toml -q` as well as `thce -q experiment cfg.toml`
+        _add_output_flags(leaf, top=False)
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``: print :func:`thce.machine.version_line` and exit (computed only when asked: it runs git)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from thce.machine import version_line
+
+        print(version_line())
+        parser.exit()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     # transparent huge pages (512x fewer faults per byte). Read once, at torch's first allocation.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    args.verbose += getattr(args, "sub_verbose", 0)
+    args.quiet = args.quiet or getattr(args, "sub_quiet", False)
+    _setup_logging(args.verbose, args.quiet)
     try:
         return int(args.func(args))
     except ThceError as error:

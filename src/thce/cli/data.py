@@ -35,6 +35,11 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
     return values
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 clip``, ``2 clips``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def skipped_path(out: Path) -> Path:
     """Where an import lists what it left out: ``manifest.csv`` -> ``manifest.skipped.csv``."""
     return out.with_name(f"{out.stem}.skipped.csv")
@@ -62,7 +67,7 @@ def run_import(args: argparse.Namespace) -> int:
     write_manifest(result.rows, args.out)
     listed = write_skipped(result.left_out, skipped_path(args.out))
     counts = ", ".join(f"{label} {n}" for label, n in result.label_counts().items()) or "none"
-    print(f"{args.out}: {len(result.rows)} clips ({counts})")
+    print(f"{args.out}: {_count(len(result.rows), 'clip')} ({counts})")
     extra = {k: v for k, v in result.counts.items() if k not in ("imported",) and v}
     if extra:
         print("counts: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
@@ -90,7 +95,8 @@ def run_mix(args: argparse.Namespace) -> int:
         )  # fmt: skip
     listed = write_skipped(result.skipped, args.out / "skipped.csv")
     labels = Counter(row.label or "background" for row in result.rows)
-    print(f"{result.manifest}: {len(result.rows)} mixtures ({', '.join(f'{k} {v}' for k, v in sorted(labels.items()))})")
+    labelled = ", ".join(f"{k} {v}" for k, v in sorted(labels.items()))
+    print(f"{result.manifest}: {_count(len(result.rows), 'mixture')} ({labelled})")
     if result.skipped:
         print(f"{len(result.skipped)} sources or mixtures skipped: listed in {listed}")
     return 0

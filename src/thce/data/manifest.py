@@ -48,7 +48,9 @@ def read_manifest(csv_path: str | os.PathLike) -> list[ManifestRow]:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: manifest not found")
-    root = csv_path.resolve().parent
+    # paths are relative to the folder the CSV lies in: its target's when the CSV is a symbolic link; names
+    # are not resolved otherwise (messages and skipped.csv keep the paths the user has)
+    root = (csv_path.resolve() if csv_path.is_symlink() else Path(os.path.abspath(csv_path))).parent
     rows: list[ManifestRow] = []
     with csv_path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
@@ -80,16 +82,21 @@ def read_manifest(csv_path: str | os.PathLike) -> list[ManifestRow]:
 def write_manifest(rows: list[ManifestRow], csv_path: str | os.PathLike) -> Path:
     """Write rows atomically, paths relative to the CSV's folder where possible. Returns the path written."""
     csv_path = Path(csv_path)
+<<<<<<< HEAD
     ensure_dir(csv_path.parent, for_path=csv_path)  # an unwritable location: one line naming it (OutputError)
     root = csv_path.resolve().parent
+=======
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(os.path.abspath(csv_path)).parent
+>>>>>>> harden-in
     extra_columns = sorted({k for row in rows for k in row.extra})
     with atomic_write(csv_path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow([*COLUMNS, *extra_columns])
         for row in rows:
-            path = Path(row.path)
+            path = Path(os.path.abspath(row.path))  # not resolved: a symbolic link keeps its own name
             try:
-                shown = path.resolve().relative_to(root).as_posix()
+                shown = path.relative_to(root).as_posix()
             except ValueError:
                 shown = str(path)
             writer.writerow([shown, row.label, row.split, row.group, *(row.extra.get(k, "") for k in extra_columns)])
@@ -140,7 +147,7 @@ def describe_skipped(items: Sequence[Skipped], *, limit: int = 5) -> str:
     """One message listing the first ``limit`` problems (for errors in strict mode and for logs)."""
     shown = "; ".join(f"{item.path}: {item.problem}" for item in items[:limit])
     more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
-    return f"{len(items)} bad clip(s): {shown}{more}"
+    return f"{len(items)} bad {'clip' if len(items) == 1 else 'clips'}: {shown}{more}"
 
 
 def screen_rows(

@@ -344,6 +344,12 @@ def read_audioset(
     seen: dict[tuple[str, float], str] = {}
     for csv_path in segment_csvs:
         segments, malformed = parse_segments(csv_path)
+        if not segments:
+            why = f"{malformed[0].source}: {malformed[0].problem}" if malformed else "no rows"
+            raise DataError(
+                f"{csv_path}: not an AudioSet segment list ({why}; expected rows YTID, start_seconds, end_seconds, "
+                '"mid,mid" as in balanced_train_segments.csv)'
+            )
         counts["malformed"] += len(malformed)
         result.skipped += malformed
         for seg in segments:
@@ -370,13 +376,18 @@ def read_audioset(
                 continue
             extra = {"ytid": seg.ytid, "start_s": f"{seg.start_s:.3f}", "end_s": f"{seg.end_s:.3f}"}
             label = targets[0] if targets else ""
-            result.rows.append(ManifestRow(path=path.resolve(), label=label, split=split, group=seg.ytid, extra=extra))
+            result.rows.append(ManifestRow(path=absolute(path), label=label, split=split, group=seg.ytid, extra=extra))
     counts["imported"] = len(result.rows)
     result.counts = dict(counts)
     if counts["not_downloaded"]:
         log.info("AudioSet: %d of %d segments have no file in %s", counts["not_downloaded"], counts["segments"],
                  audio_dir)  # fmt: skip
-    _finish(result, strict)
+    if not result.rows and counts["not_downloaded"] == counts["segments"]:
+        raise DataError(
+            f"{audio_dir}: none of the {counts['segments']} segments listed has a file here (names tried for "
+            "YTID, START: YTID.wav, YTID_START.wav, YTID_START_END.flac, ..., see `thce data import audioset -h`)"
+        )
+    _finish(result, strict, str(audio_dir))
     return result
 
 
@@ -428,7 +439,7 @@ def read_esc50(
     rows: list[ManifestRow] = []
     for line_no, record in records:
         filename = (record.get("filename") or "").strip()
-        path = (root / "audio" / filename).resolve()
+        path = absolute(root / "audio" / filename)
         src = (record.get("src_file") or "").strip()
         rows.append(ManifestRow(
             path=path, label=category_label.get(record["category"], ""), group=f"esc50-{src}" if src else filename,
@@ -436,7 +447,7 @@ def read_esc50(
         ))  # fmt: skip
     kept, skipped = screen_rows(rows, check_files=True, source=meta.name)
     result = ImportResult(rows=kept, skipped=skipped, counts={"listed": len(rows), "imported": len(kept)})
-    _finish(result, strict)
+    _finish(result, strict, str(meta))
     return result
 
 
@@ -458,15 +469,17 @@ def read_folder(
         classes: allowed labels; files of another class folder are skipped as "unknown label". ``None``: every
             folder is a class.
         background: name of the background folder.
-        strict: raise on a skipped file instead.
+        strict: open every file's header (:func:`~thce.audio.probe_audio`, as ``check_audio`` of
+            :func:`read_checked_manifest`) and raise on the first bad or skipped file.
 
     Returns:
-        Rows with ``group`` = the file's path below its class folder, without extension. Skipped: files directly in
-        ``root``, files with an extension other than :data:`~thce.audio.AUDIO_EXTENSIONS`, unknown labels.
-        Hidden files and folders are ignored.
+        Rows with ``group`` = the file's path below its class folder, without extension, and the path as found
+        (absolute, symbolic links kept). Skipped: files directly in ``root``, files with an extension other than
+        :data:`~thce.audio.AUDIO_EXTENSIONS`, unknown labels, broken symbolic links. Hidden files and folders are
+        ignored.
 
     Raises:
-        DataError: ``root`` is not a folder or holds no audio files; (``strict``) a skipped file.
+        DataError: ``root`` is not a folder or holds no usable audio file; (``strict``) a bad or skipped file.
     """
     root = Path(root)
     if not root.is_dir():
@@ -494,13 +507,30 @@ def read_folder(
                     result.skipped.append(Skipped(str(path), f"unknown label {label!r} (class folder not among "
                                                   f"{', '.join(sorted(allowed))} or {background!r})", "folder"))
                     continue  # fmt: skip
+                problem = _missing(path) or (probe_audio(path) if strict else None)
+                if problem:
+                    result.skipped.append(Skipped(str(path), problem, "folder"))
+                    continue
                 group = path.relative_to(entry).with_suffix("").as_posix()
-                result.rows.append(ManifestRow(path=path.resolve(), label=label, group=f"{entry.name}/{group}"))
-    if not result.rows and not result.skipped:
-        raise DataError(f"{root}: no audio files found (expected ROOT/<label>/**/*.wav|flac|ogg|mp3)")
+                result.rows.append(ManifestRow(path=absolute(path), label=label, group=f"{entry.name}/{group}"))
     result.counts = {"imported": len(result.rows), "skipped": len(result.skipped)}
-    _finish(result, strict)
+    _finish(result, strict, str(root), expected="ROOT/<label>/**/*.wav|flac|ogg|mp3")
     return result
+
+
+def absolute(path: str | os.PathLike) -> Path:
+    """``path`` made absolute without resolving symbolic links: manifests and messages keep the name the user has
+    (a link ``gun/take1.wav`` stays that, not its target's name)."""
+    return Path(os.path.abspath(path))
+
+
+def _missing(path: Path) -> str | None:
+    """The problem of a path found by listing a folder that is not a readable file (e.g. a broken link), or None."""
+    if path.is_file():
+        return None
+    if path.is_symlink() and not path.exists():
+        return f"audio file not found (broken symbolic link to {os.readlink(path)})"
+    return "not a file"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -539,12 +569,19 @@ def read_checked_manifest(
                 good.append(row)
         kept = good
     result = ImportResult(rows=kept, skipped=skipped, counts={"listed": len(rows), "imported": len(kept)})
-    _finish(result, strict)
+    _finish(result, strict, str(csv_path))
     return result
 
 
-def _finish(result: ImportResult, strict: bool) -> None:
+def _finish(result: ImportResult, strict: bool, source: str, expected: str = "") -> None:
+    """Raise when nothing can be imported (an empty manifest is never a result) or, ``strict``, when a clip was
+    skipped; otherwise warn about the skipped clips."""
+    if not result.rows:
+        found = f"; {describe_skipped(result.skipped, limit=2)}" if result.skipped else ""
+        excluded = f"; {len(result.excluded)} excluded by design" if result.excluded else ""
+        hint = f" (expected {expected})" if expected else ""
+        raise DataError(f"{source}: no clips to import{hint}{found}{excluded}")
     if result.skipped:
         if strict:
-            raise DataError(describe_skipped(result.skipped))
+            raise DataError(f"{source}: {describe_skipped(result.skipped)}")
         log.warning("import: %s", describe_skipped(result.skipped))
