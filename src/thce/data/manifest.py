@@ -82,13 +82,8 @@ def read_manifest(csv_path: str | os.PathLike) -> list[ManifestRow]:
 def write_manifest(rows: list[ManifestRow], csv_path: str | os.PathLike) -> Path:
     """Write rows atomically, paths relative to the CSV's folder where possible. Returns the path written."""
     csv_path = Path(csv_path)
-<<<<<<< HEAD
     ensure_dir(csv_path.parent, for_path=csv_path)  # an unwritable location: one line naming it (OutputError)
-    root = csv_path.resolve().parent
-=======
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
     root = Path(os.path.abspath(csv_path)).parent
->>>>>>> harden-in
     extra_columns = sorted({k for row in rows for k in row.extra})
     with atomic_write(csv_path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
