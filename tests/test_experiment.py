@@ -221,3 +221,16 @@ def test_bad_rows_and_files_are_skipped_and_listed(tmp_path):
     assert json.loads((out / "results.json").read_text())["methods"]["baseline"]["eer"]["overall"] <= 1.0
     # strict: the run stops with a message naming the file
     assert main(["-q", "experiment", str(config_path), "--out", str(tmp_path / "strict"), "--set", "data.strict=true"]) == 2
+
+
+def test_final_summary_line_lists_only_what_the_run_directory_holds(tmp_path):
+    # issue 14 item 16: a --seeds run keeps metrics.csv and checkpoints/ in seed_N/, not at the top level
+    from thce.cli.experiment import _listing
+
+    for name in ("results.json", "report.md", "det.png", "config.toml"):
+        (tmp_path / name).write_text("x")
+    for seed in (0, 1, 2):
+        (tmp_path / f"seed_{seed}" / "checkpoints").mkdir(parents=True)
+    listing = _listing(tmp_path)
+    assert listing == "results.json, report.md, det.png, config.toml, seed_0/ .. seed_2/ (one run each)"
+    assert "metrics.csv" not in listing and "checkpoints" not in listing

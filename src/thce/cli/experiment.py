@@ -62,8 +62,20 @@ def run(
     print(eer_table_markdown(results))
     if seeds > 1:
         print(seeds_table_markdown(results))
-    print(f"\nRun directory: {out} (results.json, report.md, det.png, metrics.csv, config.toml, checkpoints/)")
+    print(f"\nRun directory: {out} ({_listing(Path(out))})")
     return 0
+
+
+def _listing(run_dir: Path) -> str:
+    """What the run directory holds at its top level, in the order a user looks for it (``seed_N/`` folders of a
+    ``--seeds`` run summarised as one entry)."""
+    order = ("results.json", "report.md", "det.png", "embedding.png", "metrics.csv", "config.toml", "scores.npz",
+             "checkpoints", "skipped.csv")  # fmt: skip
+    shown = [f"{name}/" if (run_dir / name).is_dir() else name for name in order if (run_dir / name).exists()]
+    seeds = sorted(p.name for p in run_dir.glob("seed_*") if p.is_dir())
+    if seeds:
+        shown.append(f"{seeds[0]}/ .. {seeds[-1]}/ (one run each)" if len(seeds) > 1 else f"{seeds[0]}/")
+    return ", ".join(shown)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
