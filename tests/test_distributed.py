@@ -115,7 +115,8 @@ def _native_threads() -> list[str]:
 
 
 def _train_then_shut_down(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist = init_distributed("cpu")
     module = torch.nn.Linear(4, 2)
     forward = dist.data_parallel(module)  # as fit_stage: DDP, then collectives on temporary tensors
