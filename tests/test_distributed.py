@@ -16,7 +16,7 @@ from tests.test_experiment import TINY
 from tests.test_resume import _comparable, _kill_when
 from thce.cli import main
 from thce.cluster import cluster_per_class
-from thce.distributed import SINGLE, Distributed
+from thce.distributed import SINGLE, Distributed, init_distributed, shutdown
 
 # An LSTM without the centring batch norm and without dropout: nothing in it depends on how a batch is split,
 # so 2 x 4 clips per step must give what 1 x 8 gives, up to the order of floating-point sums.
@@ -53,6 +53,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         torch.set_num_threads(threads)
     done = _torchrun(config, tmp_path / "two", "--set", "train.batch_size=4")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "terminate called" not in done.stderr, done.stderr[-3000:]  # issue 14: no rank dies at exit
 
     one, two = np.load(tmp_path / "one" / "scores.npz"), np.load(tmp_path / "two" / "scores.npz")
     assert sorted(one.files) == sorted(two.files) == ["baseline", "class_index", "proposed1", "proposed2"]
@@ -107,6 +108,38 @@ def test_kmeans_over_ranks_gives_every_rank_the_single_process_centroids(tmp_pat
         single = cluster_per_class(embeddings, classes, num_classes=3, seed=5, balanced=balanced, dist=SINGLE)
         assert torch.equal(ranks[0]["assignment"], single.assignment)
         torch.testing.assert_close(ranks[0]["centroids"], single.centroids, atol=1e-6, rtol=0)
+
+
+def _native_threads() -> list[str]:
+    return [Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in os.listdir("/proc/self/task")]
+
+
+def _train_then_shut_down(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist = init_distributed("cpu")
+    module = torch.nn.Linear(4, 2)
+    forward = dist.data_parallel(module)  # as fit_stage: DDP, then collectives on temporary tensors
+    forward(lambda: module(torch.randn(8, 4)).sum()).backward()
+    dist.broadcast_module(module)
+    del forward
+    shutdown(dist)
+    Path(out_dir, f"threads{rank}.txt").write_text("\n".join(_native_threads()))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through /proc")
+def test_shutdown_frees_the_process_group_before_exit(tmp_path):
+    # Issue 14: a group that outlives shutdown is freed during interpreter finalisation, where its gloo worker
+    # threads die in std::terminate when they take the GIL to drop a finished work (rank exit -6, a failed job).
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_train_then_shut_down, args=(port, str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        threads = (tmp_path / f"threads{rank}.txt").read_text().split()
+        assert not [t for t in threads if "gloo" in t], (rank, threads)  # joined in shutdown, not left for exit
 
 
 def test_shares_cover_every_item_once():

@@ -19,6 +19,8 @@ How the library uses it (see :mod:`thce.train`):
 
 from __future__ import annotations
 
+import gc
+import importlib
 import logging
 import os
 from dataclasses import dataclass
@@ -152,13 +154,28 @@ def init_distributed(device: str = "auto") -> Distributed:
     else:
         comm_device = torch.device("cpu")
     if not torch_dist.is_initialized():
+        # Imported now, before the group exists: its functions take ``group=group.WORLD`` as a default argument,
+        # evaluated at import. Imported later (DistributedDataParallel pulls it in), those defaults would hold the
+        # default group for good, so that destroy_process_group could not free it (see shutdown).
+        importlib.import_module("torch.distributed.nn.functional")
         torch_dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     logger.info("rank %d of %d (%s)", rank, world_size, comm_device)
     return Distributed(rank=rank, world_size=world_size, local_rank=local_rank, device=comm_device)
 
 
 def shutdown(dist: Distributed) -> None:
-    """Leave the process group (after a final barrier, so that no rank exits while others still talk)."""
+    """Leave the process group (after a final barrier, so that no rank exits while others still talk), and free it
+    here, while the interpreter is alive: its worker threads are joined before the process exits.
+
+    Why freeing it here matters: every gloo work object keeps the thread-local state of the call that made it,
+    which holds Python objects, and the group's worker threads drop finished works themselves, taking the GIL to
+    do so. A group still alive at exit is freed during interpreter finalisation, where a thread that asks for the
+    GIL is ended with pthread_exit; its unwinding through a C++ destructor calls std::terminate ("terminate called
+    without an active exception", SIGABRT), and torchrun reports a finished job as failed. So nothing may still
+    hold the group when it is destroyed: DDP reducers (collected first, while the GIL is free to be taken: a
+    reducer freed after the group would free it with the GIL held and deadlock) and the default arguments of
+    torch.distributed.nn.functional (imported before the group exists, see init_distributed)."""
     if dist.enabled and torch_dist.is_initialized():
         torch_dist.barrier()
-        torch_dist.destroy_process_group()
+        gc.collect()  # DDP wrappers of finished stages, whose reducers hold the group
+        torch_dist.destroy_process_group()  # the last reference: its threads are joined here, not at exit
