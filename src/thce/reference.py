@@ -156,4 +156,5 @@ def run_logreg_stats(
         "c": models.c,
         "val_eer_by_c": search,
         "test_scores": test_scores,
+        "val_scores": val_scores,
     }
