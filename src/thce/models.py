@@ -62,14 +62,12 @@ class EmbeddingOutput(nn.Module):
     """The last step of an encoder: optional centring (a batch norm without learnable parameters), optional
     dropout, then L2 normalisation; or the raw output when ``normalise`` is off (the baseline).
 
-    ``centring``:
+    ``centring`` (training calls :meth:`calibrate` with eval-mode inputs before every clustering and validation,
+    see ``thce.train.calibrate_centring``, so eval mode always uses eval-mode statistics of the current network):
 
-    - ``"fixed"`` (default): the mean and variance are statistics, set by :meth:`calibrate` from eval-mode
-      inputs (``thce.train.calibrate_centring``, at every clustering of Algorithm 1) and applied identically in
-      train and eval mode. What the triple-header CE trains on is then what clustering, the detector and scoring
-      see, up to dropout.
-    - ``"batch"``: an ordinary batch norm: batch statistics in train mode, running averages of train-mode
-      (dropout-noisy) inputs in eval mode.
+    - ``"batch"`` (default): batch statistics in train mode, so training batches are always centred.
+    - ``"fixed"``: the calibrated statistics in train mode too (train and eval identical up to dropout); between
+      calibrations the encoder's output can drift away from them.
 
     ``dropout`` > 0 applies dropout to the centred vector (``model.cnn_dropout_placement = "after_centring"``):
     on the raw CNN output every component is ~+2.5 for every clip (a max of ~400 standardised values), so dropout
@@ -336,7 +334,7 @@ class ModelConfig:
     cnn_padding: str = "same"
     cnn_dropout_placement: str = "after_centring"
     center_embedding: bool = True
-    centring: str = "fixed"
+    centring: str = "batch"
 
     def validate(self) -> None:
         if self.encoder not in ENCODERS:
