@@ -49,11 +49,11 @@ which goes first, and keeps the fastest; process CPU seconds are reported alongs
 waiting by other processes) qualifies the load averages.
 
 Prints one JSON object (also written to ``--json`` if given) and saves a two-panel log-log plot (``--out``);
-``--readme README.md`` writes the summary and a table per I between README's embedding-scaling markers
-(``--from-json PATH --readme README.md`` does that from an earlier result, without measuring).
+``--readme docs/benchmarks.md`` writes the summary and a table per I between the embedding-scaling markers of that page
+(``--from-json PATH --readme docs/benchmarks.md`` does that from an earlier result, without measuring).
 
     .venv/bin/python benchmarks/embedding_scaling.py [--sizes 1000 2000 ...] [--repeats 3] [--json PATH]
-                                                     [--readme README.md] [--from-json PATH]
+                                                     [--readme docs/benchmarks.md] [--from-json PATH]
 """
 
 from __future__ import annotations
@@ -540,7 +540,7 @@ def readme_section(result: dict[str, Any], source: Path) -> str:
     sizes, ratios, phases = result["sizes"], result["ratios"], result["phases"]
     machine = result.get("machine", {})
     lines = [
-        f"Written by `python benchmarks/embedding_scaling.py ... --readme README.md` from `{source}` "
+        f"Written by `python benchmarks/embedding_scaling.py ... --readme docs/benchmarks.md` from `{source}` "
         f"({result['encoder']['description']}; batch {result['batch']}; {machine.get('torch_threads', '?')} torch "
         f"thread(s); load average at start {machine.get('loadavg_before', ['?'])[0]}):",
         "",
