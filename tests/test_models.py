@@ -199,3 +199,31 @@ def test_lstm_inits_set_the_gate_biases():
         LSTMEncoder(8, hidden, init="xavier")
     with pytest.raises(ConfigError, match="lstm_init"):
         ModelConfig(encoder="lstm", lstm_init="xavier").validate()
+
+
+def test_normalised_cluster_layer_gives_alpha_times_cosine_whatever_the_column_norms():
+    centroids = torch.tensor([[3.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    layer = ClusterLayer.from_centroids(centroids, torch.tensor([0, 0, 1]), alpha=10.0, normalised=True)
+    e = torch.tensor([[1.0, 0.0]])
+    torch.testing.assert_close(layer(e), torch.tensor([[10.0, 0.0, 10.0 / 2**0.5]]))
+    with torch.no_grad():
+        layer.weight.mul_(torch.tensor([[5.0], [0.1], [2.0]]))  # column norms change, directions do not
+    torch.testing.assert_close(layer(e), torch.tensor([[10.0, 0.0, 10.0 / 2**0.5]]))
+    free = ClusterLayer.from_centroids(centroids, torch.tensor([0, 0, 1]), alpha=10.0)
+    assert free.scale is None and layer.scale == 10.0
+    assert set(layer.state_dict()) == set(free.state_dict())  # same checkpoint layout
+
+
+def test_checkpoint_rebuilds_a_normalised_cluster_layer():
+    from thce.checkpoint import build_detector
+    from thce.config import config_from_dict
+
+    config = config_from_dict({"model": {"encoder": "lstm", "lstm_hidden_size": 4},
+                               "features": {"duration_s": 0.2}, "embedding": {"normalise_w": True, "alpha": 7.0}})
+    layer = ClusterLayer.from_centroids(torch.randn(3, 4), torch.tensor([0, 1, 3]), alpha=7.0, normalised=True)
+    encoder = build_encoder(config.model, frames=config.features.num_frames, n_mels=config.features.n_mels)
+    model = EventDetector(encoder, DetectorHead(3, 3), layer)
+    rebuilt = build_detector(config, model.state_dict(), 3, "proposed2", [4, 4, 4, 20])
+    assert rebuilt.cluster_layer.scale == 7.0
+    x = torch.randn(2, config.features.num_frames, config.features.n_mels)
+    torch.testing.assert_close(rebuilt(x), model.eval()(x))

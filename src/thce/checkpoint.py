@@ -91,7 +91,8 @@ def build_detector(
     cluster_layer = None
     head_inputs = encoder.embedding_dim
     if "cluster_layer.cluster_class" in state_dict:
-        cluster_layer = ClusterLayer(encoder.embedding_dim, state_dict["cluster_layer.cluster_class"])
+        scale = config.embedding.alpha if config.embedding.normalise_w else None
+        cluster_layer = ClusterLayer(encoder.embedding_dim, state_dict["cluster_layer.cluster_class"], scale=scale)
         head_inputs = cluster_layer.num_clusters
     model = EventDetector(encoder, DetectorHead(head_inputs, num_events), cluster_layer)
     model.load_state_dict(state_dict)

@@ -140,6 +140,7 @@ class EmbeddingConfig:
     balanced_clusters: bool = True
     kmeans_max_iter: int = 100
     loss_normaliser: str = "fixed"  # Eq. 8 over B x the mean training weight; "batch": the batch's sum of weights
+    normalise_w: bool = False  # unit columns of W at the fixed scale alpha (h = alpha x cosine); default: W free
 
     def validate(self) -> None:
         for name in ("n_iter", "kmeans_max_iter"):

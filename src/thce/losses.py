@@ -218,10 +218,11 @@ class TripleHeaderCrossEntropy(nn.Module):
 
     @classmethod
     def from_centroids(
-        cls, centroids: Tensor, cluster_class: Tensor, *, alpha: float, **kwargs: Any
+        cls, centroids: Tensor, cluster_class: Tensor, *, alpha: float, normalise_w: bool = False, **kwargs: Any
     ) -> TripleHeaderCrossEntropy:
-        """W initialised to ``alpha * centroids`` (Algorithm 1: "initialised with cluster centroids")."""
-        return cls(ClusterLayer.from_centroids(centroids, cluster_class, alpha), **kwargs)
+        """W initialised to ``alpha * centroids`` (Algorithm 1: "initialised with cluster centroids");
+        ``normalise_w``: unit columns at the fixed scale alpha (:class:`~thce.models.ClusterLayer`)."""
+        return cls(ClusterLayer.from_centroids(centroids, cluster_class, alpha, normalised=normalise_w), **kwargs)
 
     @property
     def cluster_class(self) -> Tensor:

@@ -255,19 +255,27 @@ class CNNEncoder(nn.Module):
 class ClusterLayer(nn.Module):
     """Eq. 4: ``h = W^T E(x)``, one column of W per cluster; ``(B, D) -> (B, K)``.
 
-    ``cluster_class`` (K,) names the class of each cluster (a buffer, saved with the weights).
+    ``cluster_class`` (K,) names the class of each cluster (a buffer, saved with the weights). With ``scale``
+    (``embedding.normalise_w``), the columns are L2-normalised in the forward pass and ``h = scale * cosine``: the
+    paper's "constrain each column of W to be L2 normalized" with alpha kept fixed, so the loss cannot fall by
+    growing or shrinking columns, only by moving embeddings and directions. Without it (default) W is free
+    ("we combine alpha and L2 normalized W to make W unnormalized").
     """
 
-    def __init__(self, embedding_dim: int, cluster_class: Tensor) -> None:
+    def __init__(self, embedding_dim: int, cluster_class: Tensor, *, scale: float | None = None) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(len(cluster_class), embedding_dim))
         nn.init.normal_(self.weight, std=embedding_dim**-0.5)
         self.register_buffer("cluster_class", torch.as_tensor(cluster_class, dtype=torch.long).clone())
+        self.scale = scale
 
     @classmethod
-    def from_centroids(cls, centroids: Tensor, cluster_class: Tensor, alpha: float) -> ClusterLayer:
-        """Columns initialised to ``alpha * centroid / ||centroid||`` (alpha folded into W)."""
-        layer = cls(centroids.shape[1], cluster_class)
+    def from_centroids(
+        cls, centroids: Tensor, cluster_class: Tensor, alpha: float, *, normalised: bool = False
+    ) -> ClusterLayer:
+        """Columns initialised to ``alpha * centroid / ||centroid||`` (alpha folded into W); ``normalised``: alpha
+        is the fixed scale of unit columns instead."""
+        layer = cls(centroids.shape[1], cluster_class, scale=alpha if normalised else None)
         with torch.no_grad():
             layer.weight.copy_(alpha * l2_normalise(centroids.to(layer.weight.dtype)))
         return layer
@@ -277,7 +285,12 @@ class ClusterLayer(nn.Module):
         return self.weight.shape[0]
 
     def forward(self, embedding: Tensor) -> Tensor:
+        if self.scale is not None:
+            return self.scale * (embedding @ l2_normalise(self.weight).t())
         return embedding @ self.weight.t()
+
+    def extra_repr(self) -> str:
+        return f"clusters={self.num_clusters}, scale={self.scale}"
 
 
 class DetectorHead(nn.Module):

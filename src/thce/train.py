@@ -775,7 +775,7 @@ def learn_embedding(
         assignment = clustering.assignment.to(device)
         loss_fn = TripleHeaderCrossEntropy.from_centroids(
             clustering.centroids, clustering.cluster_class, alpha=config.alpha, beta_same=config.beta_same,
-            beta_other=config.beta_other, weighted=config.cluster_weights,
+            beta_other=config.beta_other, weighted=config.cluster_weights, normalise_w=config.normalise_w,
             assignment=assignment if config.loss_normaliser == "fixed" else None,
         ).to(device)  # fmt: skip
         cluster_class = loss_fn.cluster_class
