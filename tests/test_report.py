@@ -155,3 +155,12 @@ def test_write_report_without_counts_or_extras(tmp_path: Path) -> None:
     assert "| dog | **25.0** |" in text
     assert "## Data" not in text and "## Run" not in text
     assert paths["det"].read_bytes().startswith(PNG_MAGIC)
+
+
+def test_every_method_has_a_description_under_its_own_key():
+    # issue 15: the description of "ldam_drw" was filed under "ldam", so the legend never showed it
+    from thce.config import METHODS
+    from thce.report import METHOD_DESCRIPTIONS
+
+    assert set(METHODS) <= set(METHOD_DESCRIPTIONS), set(METHODS) - set(METHOD_DESCRIPTIONS)
+    assert set(METHOD_DESCRIPTIONS) <= set(METHODS)

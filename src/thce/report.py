@@ -52,10 +52,14 @@ METHOD_DESCRIPTIONS: dict[str, str] = {
     "baseline": "class-weighted BCE, Eq. 2",
     "proposed1": "THCE embedding, Alg. 1; detector head trained alone",
     "proposed2": "THCE embedding, Alg. 1; detector tuned end-to-end",
+    "bce": "unweighted BCE, Eq. 1",
     "focal": "focal loss",
-    "ldam": "label-distribution-aware margin loss",
-    "lmle": "LMLE triple-header hinge on quintuplets",
     "class_balanced": "class-balanced loss (effective number of samples)",
+    "oversampling": "class-balanced oversampling, softmax CE",
+    "logit_adjusted": "logit-adjusted softmax CE",
+    "ldam_drw": "label-distribution-aware margin loss, deferred re-weighting",
+    "softtriple": "SoftTriple loss",
+    "lmle": "LMLE triple-header hinge on quintuplets",
     "logreg_stats": "not deep: per-band mean and std of the normalised log-mel, balanced logistic regression, C on val",
 }
 
