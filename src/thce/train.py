@@ -831,7 +831,7 @@ def learn_embedding(
             mixup=ctx.augment.mixup_in_embedding,
             batch_weight=None if loss_fn.reduction == "fixed" else _cluster_batch_weight(assignment, loss_fn.weights),
         )  # fmt: skip
-        if len(latest_val["embedding"]) != len(val_idx) or latest_val["embedding"] is val_emb:
+        if latest_val["embedding"] is val_emb:  # no validation ran (stages resumed finished): embed once more
             latest_val["embedding"] = embed(encoder, data, val_idx, ctx, f"{method} val")
         record["after_training"] = {
             **dict(last),
