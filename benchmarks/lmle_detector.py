@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
         scores = {}
         train_head_only(model, data, config.detector, ctx, method=name)
         scores["head_only"] = evaluate_and_save(model, f"{name}-head", prepared, config, ctx, work)["eer"]
-        train_end_to_end(model, data, config.detector, ctx, method=name, salt=7003)
+        train_end_to_end(model, data, config.detector, ctx, method=name)
         scores["end_to_end"] = evaluate_and_save(model, f"{name}-e2e", prepared, config, ctx, work)["eer"]
         return scores
 

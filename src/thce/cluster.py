@@ -20,6 +20,7 @@ from torch import Tensor
 
 from thce.distributed import SINGLE, Distributed
 from thce.errors import DataError
+from thce.seeds import derive_seed
 
 
 def clusters_per_class(counts: Tensor | list[int]) -> Tensor:
@@ -204,7 +205,7 @@ def cluster_per_class(
         members = torch.nonzero(class_index == c).flatten()
         k_c = int(k_per_class[c])
         class_centroids, local = spherical_kmeans(
-            embeddings[members[dist.share(len(members))]], k_c, seed=seed * 1009 + c, balanced=balanced,
+            embeddings[members[dist.share(len(members))]], k_c, seed=derive_seed(seed, "class", c), balanced=balanced,
             max_iter=max_iter, dist=dist,
         )  # fmt: skip
         centroids.append(class_centroids)

@@ -246,7 +246,7 @@ def run_experiment(
         lmle = learn_embedding_lmle(new_encoder(), data, config.lmle, ctx)
         model = EventDetector(lmle.encoder, DetectorHead(lmle.encoder.embedding_dim, data.num_events))
         train_head_only(model, data, config.detector, ctx, method="lmle")  # as Proposed1 ...
-        train_end_to_end(model, data, config.detector, ctx, method="lmle", salt=7003, start_trained=True)  # ... then Proposed2
+        train_end_to_end(model, data, config.detector, ctx, method="lmle", start_trained=True)  # ... then Proposed2
         methods["lmle"] = evaluate_and_save(model, "lmle", prepared, config, ctx, out_dir)
         timing["lmle"] = time.perf_counter() - start
     counts = data.class_counts("train")

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from thce import seeds
 from thce.cluster import Clustering, cluster_per_class
 from thce.errors import ConfigError, DataError
 from thce.losses import eq3_ordering
@@ -534,11 +535,11 @@ def learn_embedding_lmle(
         train_emb = embed(encoder, data, train_idx, ctx, f"{method} embed {rebuild}")
         t1 = time.perf_counter()
         clustering = cluster_per_class(
-            train_emb, train_class, num_classes=data.num_classes, seed=ctx.seed + rebuild,
+            train_emb, train_class, num_classes=data.num_classes, seed=seeds.derive_seed(ctx.seed, "kmeans", method, rebuild),
             balanced=config.balanced_clusters, max_iter=config.kmeans_max_iter,
         )  # fmt: skip
         t2 = time.perf_counter()
-        generator = ctx.generator(20_000 + rebuild)
+        generator = ctx.generator("candidates", method, rebuild)
         candidates = None
         if config.candidate_fraction < 1.0:
             chosen = torch.randperm(n_train, generator=generator)[: max(1, round(config.candidate_fraction * n_train))]
@@ -581,7 +582,7 @@ def learn_embedding_lmle(
         fit_stage(
             stage="embedding", method=method, module=encoder, parameters=list(encoder.parameters()),
             train_step=train_step, num_train=n_train, val_loss=val_loss, epochs=epochs_now, patience=None,
-            ctx=ctx, iteration=rebuild, salt=20_000 + 10 * rebuild + 1, extra=lambda: dict(state["extra"]),
+            ctx=ctx, iteration=rebuild, extra=lambda: dict(state["extra"]),
             epoch_order=anchor_order if config.class_balanced else None,
         )  # fmt: skip
         record["seconds_train"] = time.perf_counter() - t4

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from thce import seeds
 from thce.augment import AugmentConfig, BatchAugmenter, band_std_of, mix_targets, mixed_loss
 from thce.cluster import Clustering, cluster_per_class
 from thce.config import SELECTIONS, DetectorConfig, EmbeddingConfig, StageConfig, TrainConfig
@@ -209,8 +210,9 @@ class RunContext:
         """bfloat16 autocast of a training forward pass when ``train.precision = "bf16"`` (else a no-op)."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.train.precision == "bf16")
 
-    def generator(self, salt: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 100_003 + salt)
+    def generator(self, *names: str | int) -> torch.Generator:
+        """The random stream ``names`` of this run (:func:`thce.seeds.generator`)."""
+        return seeds.generator(self.seed, *names)
 
 
 # ------------------------------------------------------------------------------------------ shared loops
@@ -269,7 +271,7 @@ def calibrate_centring(encoder: nn.Module, data: TrainingData, indices: np.ndarr
     encoder.train(was_training)
 
 
-def calibration_indices(data: TrainingData, limit: int = 1024) -> np.ndarray:
+def calibration_indices(data: TrainingData, limit: int = 256) -> np.ndarray:
     """The training clips the centring statistics are estimated on: all of them, or ``limit`` spread evenly."""
     train = data.splits["train"]
     if len(train) <= limit:
@@ -408,13 +410,13 @@ def _batch_inputs(
         yield x.to(ctx.device, non_blocking=pin)
 
 
-def _rank_local_randomness(ctx: RunContext, *step: int) -> Any:
+def _rank_local_randomness(ctx: RunContext, *step: str | int) -> Any:
     """A context in which dropout draws differ between ranks, seeded from (seed, rank, ``step``) and leaving the
     global random state as it was, so that it advances the same way on every rank (replicated stages, resumption
     and the initialisation of later models stay in step)."""
     if not ctx.dist.enabled:
         return contextlib.nullcontext()
-    seed = int(np.random.SeedSequence([ctx.seed, ctx.dist.rank, *step]).generate_state(1)[0])
+    seed = seeds.derive_seed(ctx.seed, "dropout", ctx.dist.rank, *step)
     devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
 
     @contextlib.contextmanager
@@ -473,7 +475,6 @@ def fit_stage(
     patience: int | None,
     ctx: RunContext,
     iteration: int | str = "",
-    salt: int = 0,
     extra: Callable[[], dict[str, float]] | None = None,
     epoch_order: Callable[[torch.Generator], np.ndarray] | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
@@ -528,9 +529,10 @@ def fit_stage(
         )
     else:
         optimiser = torch.optim.Adam(parameters, lr=ctx.train.learning_rate)
-    generator = ctx.generator(salt)
+    stream = (method, stage, iteration)  # unique per stage, like its resume file
+    generator = ctx.generator("order", *stream)
     # its own stream (the batch order is the same with augmentation on or off), one per rank (each augments its share)
-    augment_generator = ctx.generator(salt + 50_000 + 7919 * dist.rank) if augmenter is not None else None
+    augment_generator = ctx.generator("augment", *stream, dist.rank) if augmenter is not None else None
     path = _stage_path(ctx, method, stage, iteration)
     saved = torch.load(path, map_location="cpu", weights_only=True) if path is not None and path.exists() else None
     dist.barrier()  # every rank has read the stage's state before rank 0 overwrites it
@@ -607,7 +609,7 @@ def fit_stage(
                 x, lam, perm = augmenter.mixup(x, augment_generator, enabled=mixup)
                 args = (local, x, (lam, perm))
             if sharded:
-                with _rank_local_randomness(ctx, salt, epoch, done), ctx.autocast():
+                with _rank_local_randomness(ctx, *stream, epoch, done), ctx.autocast():
                     loss = forward(lambda: train_step(*args))
                 loss = loss * (weigh(local) / weigh(positions) * dist.world_size)
             else:
@@ -760,7 +762,7 @@ def learn_embedding(
         calibrate_centring(encoder, data, calibration, ctx)
         train_emb = embed(encoder, data, train_idx, ctx, f"{method} embed it {iteration}")
         clustering = cluster_per_class(
-            train_emb, train_class, num_classes=data.num_classes, seed=ctx.seed + iteration,
+            train_emb, train_class, num_classes=data.num_classes, seed=seeds.derive_seed(ctx.seed, "kmeans", method, iteration),
             balanced=config.balanced_clusters, max_iter=config.kmeans_max_iter, dist=ctx.dist,
         )  # fmt: skip
         val_emb = embed(encoder, data, val_idx, ctx, f"{method} val")
@@ -817,7 +819,7 @@ def learn_embedding(
             stage="embedding-head", method=method, module=loss_fn, parameters=list(loss_fn.parameters()),
             train_step=lambda p: step(loss_fn.cluster_layer(cached[p]), p), num_train=len(train_idx),
             val_loss=lambda: val_loss(recalibrate=False), epochs=config.head_only_epochs, patience=None, ctx=ctx,
-            iteration=iteration, salt=10 * iteration, extra=lambda: dict(last), on_restore=last.update,
+            iteration=iteration, extra=lambda: dict(last), on_restore=last.update,
         )  # fmt: skip
         # Then end to end with Eq. 8 (the last iteration trains longer).
         fit_stage(
@@ -826,7 +828,7 @@ def learn_embedding(
             train_step=lambda p, x, mix=None: step(loss_fn.cluster_layer(encoder(x)), p, mix), load=_loader(data, train_idx),
             num_train=len(train_idx), val_loss=val_loss,
             epochs=config.last_epochs if iteration == config.n_iter else config.epochs,
-            patience=None, ctx=ctx, iteration=iteration, salt=10 * iteration + 1, extra=lambda: dict(last),
+            patience=None, ctx=ctx, iteration=iteration, extra=lambda: dict(last),
             on_restore=last.update, data_parallel=True, augmenter=make_augmenter(data, ctx),
             mixup=ctx.augment.mixup_in_embedding,
             batch_weight=None if loss_fn.reduction == "fixed" else _cluster_batch_weight(assignment, loss_fn.weights),
@@ -920,7 +922,7 @@ def train_head_only(
         stage="detector-head", method=method, module=model.head, parameters=list(model.head.parameters()),
         train_step=lambda p: weighted_bce(model.head(inputs["train"][p]), targets["train"][p], weights),
         num_train=len(inputs["train"]), val_loss=validation, epochs=stage.head_only_max_epochs,
-        patience=stage.patience, ctx=ctx, salt=7001, selection=stage.selection, epoch_order=_balanced_order(data, ctx),
+        patience=stage.patience, ctx=ctx, selection=stage.selection, epoch_order=_balanced_order(data, ctx),
     )  # fmt: skip
 
 
@@ -931,7 +933,6 @@ def train_end_to_end(
     ctx: RunContext,
     *,
     method: str,
-    salt: int,
     start_trained: bool = False,
 ) -> float:
     """Train the whole model with Eq. 2 (on ``ctx.augment``-ed batches, targets mixed under mixup); early stopping
@@ -954,7 +955,7 @@ def train_end_to_end(
         stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
         train_step=step, load=_loader(data, train_idx),
         num_train=len(train_idx), val_loss=_bce_validation(model, data, weights, ctx), epochs=stage.max_epochs,
-        patience=stage.patience, ctx=ctx, salt=salt, data_parallel=True, selection=stage.selection,
+        patience=stage.patience, ctx=ctx, data_parallel=True, selection=stage.selection,
         start_trained=start_trained, epoch_order=_balanced_order(data, ctx), augmenter=make_augmenter(data, ctx),
     )  # fmt: skip
 
@@ -981,7 +982,7 @@ def train_detector(
     train_head_only(model, data, stage, ctx, method="proposed1")
     models = {"proposed1": copy.deepcopy(model)}
     if end_to_end:
-        train_end_to_end(model, data, stage, ctx, method="proposed2", salt=7002, start_trained=True)
+        train_end_to_end(model, data, stage, ctx, method="proposed2", start_trained=True)
         models["proposed2"] = model
     return models
 
@@ -1015,7 +1016,7 @@ def train_with_imbalance_loss(
         stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
         train_step=lambda p, x, mix=None: loss_fn(model(x), train_class[p]), load=_loader(data, train_idx),
         num_train=len(train_idx), val_loss=validation, epochs=stage.max_epochs, patience=stage.patience, ctx=ctx,
-        salt=7100 + sum(map(ord, method)), epoch_order=epoch_order, on_epoch_start=loss_fn.set_epoch,
+        epoch_order=epoch_order, on_epoch_start=loss_fn.set_epoch,
         selection=stage.selection, augmenter=make_augmenter(data, ctx), mixup=False,  # mixup: BCE and THCE stages only
         data_parallel=True, batch_weight=lambda p: loss_fn.batch_weight(train_class[p]),
     )  # fmt: skip
@@ -1025,5 +1026,5 @@ def train_with_imbalance_loss(
 def train_baseline(encoder: nn.Module, data: TrainingData, stage: StageConfig, ctx: RunContext) -> EventDetector:
     """The baseline: the same encoder with a sigmoid layer on the embedding, end to end with Eq. 2."""
     model = EventDetector(encoder, DetectorHead(encoder.embedding_dim, data.num_events))
-    train_end_to_end(model, data, stage, ctx, method="baseline", salt=7000)
+    train_end_to_end(model, data, stage, ctx, method="baseline")
     return model
