@@ -561,7 +561,7 @@ def readme_section(result: dict[str, Any], source: Path) -> str:
 
 def write_readme(readme: Path, result: dict[str, Any], source: Path) -> None:
     """Replace the section between the embedding-scaling markers of ``readme`` (atomically)."""
-    from thce.cli.report import rewrite_section
+    from thce.io import rewrite_section
 
     rewrite_section(readme, readme_section(result, source), start=README_START, end=README_END)
 

@@ -127,7 +127,7 @@ def readme_table(result: dict[str, Any], source: Path) -> str:
 
 def write_readme_table(readme: Path, result: dict[str, Any], source: Path) -> None:
     """Replace the table between the paper-configs markers of ``readme`` (atomically)."""
-    from thce.cli.report import rewrite_section
+    from thce.io import rewrite_section
 
     rewrite_section(readme, readme_table(result, source), start=README_START, end=README_END)
 

@@ -77,6 +77,17 @@ def test_sweep_directory_and_shared_features(sweep_dir):
     assert len(list((sweep_dir / "data").iterdir())) == len(SEEDS)
 
 
+def test_each_variant_folder_is_a_seeds_run_that_report_reads(sweep_dir, capsys):
+    for slug in SLUGS:
+        summary = json.loads((sweep_dir / slug / "results.json").read_text())
+        assert summary["seeds"]["seeds"] == list(SEEDS)
+        for method, entry in summary["methods"].items():  # the mean over the seeds' own results
+            per_seed = [_results(sweep_dir, slug, seed)["methods"][method]["eer"]["overall"] for seed in SEEDS]
+            assert entry["eer"]["overall"] == pytest.approx(np.mean(per_seed))
+        assert main(["-q", "report", str(sweep_dir / slug)]) == 0
+        assert "Overall" in capsys.readouterr().out
+
+
 def test_variants_get_identical_splits(sweep_dir):
     for seed in SEEDS:
         splits = []

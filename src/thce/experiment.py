@@ -11,6 +11,7 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from thce.errors import ConfigError, DataError
 from thce.imbalance import LOSS_CONFIGS
 from thce.lmle import learn_embedding_lmle
 from thce.checkpoint import save_checkpoint
-from thce.io import atomic_write, ensure_dir, write_json
+from thce.io import atomic_write, ensure_dir, read_json, write_json
 from thce.metrics import per_class_det_points, per_class_eer
 from thce.models import DetectorHead, EventDetector, build_encoder
 from thce.machine import run_provenance
@@ -321,14 +322,21 @@ def run_seeds(
     if dist.is_main:
         check_new_run(out_dir, resume=resume, overwrite=overwrite)
     seed_list = [config.seed + k for k in range(seeds)]
-    runs = []
     for seed in seed_list:
         seed_config = dataclasses.replace(config, seed=seed)
-        runs.append(run_experiment(
+        run_experiment(
             seed_config, out_dir / f"seed_{seed}", progress=progress, resume=resume, overwrite=overwrite, dist=dist
-        ))
+        )
     if not dist.is_main:
         return {}
+    return summarise_seeds(config, out_dir, seed_list)
+
+
+def summarise_seeds(config: ExperimentConfig, out_dir: Path, seed_list: Sequence[int]) -> dict[str, Any]:
+    """The ``--seeds`` summary of the finished runs ``out_dir/seed_<s>/`` (their results.json and scores.npz),
+    written to ``out_dir`` (results.json, config.toml, report.md, det.png): what :func:`run_seeds` ends with, and
+    what ``thce sweep`` writes for each variant, so ``thce report`` reads either."""
+    runs = [read_json(out_dir / f"seed_{seed}" / "results.json", what="run results") for seed in seed_list]
     classes = tuple(runs[0]["classes"])
     spread = mean_std_eer([{m: entry["eer"] for m, entry in run["methods"].items()} for run in runs])
     test_sets = [load_test_scores(out_dir / f"seed_{seed}", classes) for seed in seed_list]
@@ -347,7 +355,7 @@ def run_seeds(
         },
         "data": runs[0]["data"],
         "encoder": config.model.encoder,
-        "seeds": {"seeds": seed_list, "eer": spread, "bootstrap": bootstrap, **curves},
+        "seeds": {"seeds": list(seed_list), "eer": spread, "bootstrap": bootstrap, **curves},
         "provenance": runs[0]["provenance"],
     }
     save_config(config, out_dir / "config.toml")

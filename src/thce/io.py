@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from thce.errors import OutputError
+from thce.errors import DataError, OutputError
 
 
 def _current_umask() -> int:
@@ -247,3 +247,38 @@ def write_json(path: str | os.PathLike, payload: Any) -> Path:
         json.dump(payload, handle, indent=2, sort_keys=False)
         handle.write("\n")
     return Path(path)
+
+
+def read_text(path: Path, *, what: str) -> str:
+    """The UTF-8 text of ``path``; a :class:`DataError` naming it if it is missing or unreadable."""
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found" if not path.exists() else f"{path}: {what} is not a file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read the {what} ({error})") from None
+
+
+def read_json(path: Path, *, what: str = "JSON file") -> Any:
+    """The JSON in ``path``; a :class:`DataError` naming it and where it is malformed."""
+    try:
+        return json.loads(read_text(path, what=what))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+
+
+def replace_section(text: str, body: str, *, source: Path, start: str, end: str) -> str:
+    """``text`` with what lies between the ``start`` and ``end`` marker lines replaced by ``body``."""
+    if start not in text or end not in text or text.index(start) > text.index(end):
+        raise DataError(f"{source}: no '{start}' ... '{end}' markers to write the results between")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def rewrite_section(path: Path, body: str, *, start: str, end: str) -> None:
+    """Replace what lies between the ``start`` and ``end`` markers of the file ``path`` by ``body`` (atomically)."""
+    text = replace_section(read_text(path, what="file to write the results into"), body, source=path, start=start,
+                           end=end)  # fmt: skip
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        handle.write(text)

@@ -3,7 +3,9 @@
 A :class:`Variant` is a set of config assignments (``{"embedding.alpha": 8}``); :func:`product_variants` makes the
 cartesian product of a few value lists (``thce sweep --vary``, parsed by :func:`parse_vary`). :func:`run_sweep` runs
 every variant with seeds ``seed .. seed+N-1`` (:func:`thce.experiment.run_experiment`) in
-``out_dir/<variant slug>/seed_<s>/`` and writes ``out_dir/sweep.json`` and ``out_dir/sweep.md``.
+``out_dir/<variant slug>/seed_<s>/`` and writes ``out_dir/sweep.json`` and ``out_dir/sweep.md``; with more than one
+seed, each variant's folder also gets the summary a ``--seeds`` run writes (results.json, report.md, det.png), so
+``thce report out_dir/<variant slug>`` works on it as on ``thce experiment --seeds``.
 
 Identical data. For a given seed every variant gets the same clips and split: both derive from ``config.seed`` and
 the data settings only (a variant that changes ``data.*`` or ``synth.*`` may change them; the runs' ``clips.json``
@@ -43,8 +45,8 @@ import numpy as np
 
 from thce.config import ExperimentConfig, config_from_dict, load_config, save_config
 from thce.errors import ConfigError, DataError
-from thce.experiment import load_test_scores, run_experiment
-from thce.io import atomic_write, write_json
+from thce.experiment import load_test_scores, run_experiment, summarise_seeds
+from thce.io import atomic_write, read_json, write_json
 from thce.report import method_short_name
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
 from thce.train import ProgressFn
@@ -325,6 +327,8 @@ def run_sweep(
             logger.info("%s: %s", step, "resuming" if resume and run_dir.exists() else "running")
             _share_synthetic_clips(seed_config, run_dir, out_dir)
             run_experiment(seed_config, run_dir, progress=progress, resume=resume)
+        if len(seed_list) > 1:  # the variant's folder is then a `--seeds` run: `thce report` reads it
+            summarise_seeds(variant_cfg, out_dir / variant.slug, seed_list)
     summary = summarise(
         out_dir, variants, seed_list, reference=ref, draws=draws, confidence=confidence, bootstrap_seed=config.seed
     )
@@ -348,7 +352,7 @@ def pick_reference(variants: Sequence[Variant], reference: Mapping[str, Any] | V
 
 
 def _load_results(run_dir: Path) -> dict[str, Any]:
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    results = read_json(run_dir / "results.json", what="run results")
     for method, entry in results["methods"].items():
         if "val_eer" not in entry:
             raise DataError(f"{run_dir}/results.json: no val_eer for {method} (made by an older thce); rerun it")
@@ -437,7 +441,7 @@ def _paired_bootstrap(
     sets = []
     for seed in seeds:
         dirs = [out_dir / v.slug / f"seed_{seed}" for v in (variant, reference)]
-        clips = [json.loads((d / "clips.json").read_text(encoding="utf-8"))[split] for d in dirs]
+        clips = [read_json(d / "clips.json", what="clip list")[split] for d in dirs]
         if clips[0] != clips[1]:
             return {"unpaired": f"seed {seed}: the two runs scored different {split} clips (clips.json)"}
         mine, theirs = (load_test_scores(d, classes, split) for d in dirs)

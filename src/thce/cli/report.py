@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from thce.errors import DataError
-from thce.io import atomic_write
+from thce.io import read_json, read_text, replace_section, rewrite_section
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -33,41 +32,6 @@ def results_section(results: dict[str, Any], run_dir: Path, timing: dict[str, An
             "",
         ]
     return "\n".join(parts)
-
-
-def replace_section(text: str, body: str, *, source: Path, start: str = START, end: str = END) -> str:
-    """``text`` with what lies between the ``start`` and ``end`` marker lines replaced by ``body``."""
-    if start not in text or end not in text or text.index(start) > text.index(end):
-        raise DataError(f"{source}: no '{start}' ... '{end}' markers to write the results between")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    return f"{head}{start}\n{body}\n{end}{tail}"
-
-
-def rewrite_section(path: Path, body: str, *, start: str = START, end: str = END) -> None:
-    """Replace what lies between the ``start`` and ``end`` markers of the file ``path`` by ``body`` (atomically)."""
-    text = replace_section(read_text(path, what="file to write the results into"), body, source=path, start=start,
-                           end=end)  # fmt: skip
-    with atomic_write(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
-
-
-def read_text(path: Path, *, what: str) -> str:
-    """The UTF-8 text of ``path``; a :class:`DataError` naming it if it is missing or unreadable."""
-    if not path.is_file():
-        raise DataError(f"{path}: {what} not found" if not path.exists() else f"{path}: {what} is not a file")
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot read the {what} ({error})") from None
-
-
-def read_json(path: Path, *, what: str) -> Any:
-    """The JSON in ``path``; a :class:`DataError` naming it and where it is malformed."""
-    try:
-        return json.loads(read_text(path, what=what))
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
 
 
 def check_results(path: Path, results: Any) -> dict[str, Any]:
@@ -122,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     results = read_json(results_path, what="results file")
     timing = None
     if args.readme is not None:  # checked before anything is written
-        replace_section(read_text(args.readme, what="file to write the results into"), "", source=args.readme)
+        replace_section(read_text(args.readme, what="file to write the results into"), "", source=args.readme, start=START, end=END)
         if args.timing is not None:
             timing = read_timing(args.timing)
     from thce.report import eer_table_markdown, write_report
@@ -131,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     write_report(args.run_dir, results)
     print(eer_table_markdown(results))
     if args.readme is not None:
-        rewrite_section(args.readme, results_section(results, args.run_dir, timing))
+        rewrite_section(args.readme, results_section(results, args.run_dir, timing), start=START, end=END)
         print(f"updated the Results section of {args.readme}")
     return 0
 
