@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,7 @@ from thce.losses.lmle import (
     quintuplets,
 )
 from thce.models import EventDetector
+from thce.sampling import balanced_sampling_order
 from thce.training.algorithm1 import DetectorConfig, train_end_to_end, train_head_only
 from thce.training.data import TrainingData, calibrate_centring, embed
 from thce.training.engine import RunContext, fit_stage
@@ -94,25 +94,6 @@ class LMLEResult:
     clustering: Clustering
     table: Tensor
     diagnostics: list[dict[str, Any]]
-
-
-def _class_balanced_sampler(class_index: Tensor) -> Callable[[int, torch.Generator], Tensor]:
-    """Returns ``draw(b, generator) -> (b,)`` positions: a class uniformly at random, then a member of it uniformly.
-
-    The generator is an argument (not captured) so that the caller's saved and restored generator drives the draw:
-    :func:`thce.training.engine.fit_stage` passes its own, which it checkpoints every epoch, so a resumed run draws the anchors
-    an uninterrupted one would.
-    """
-    order = torch.argsort(class_index, stable=True)
-    classes, counts = torch.unique(class_index, return_counts=True)
-    offsets = torch.cumsum(counts, 0) - counts
-
-    def draw(b: int, generator: torch.Generator) -> Tensor:
-        which = torch.randint(len(classes), (b,), generator=generator)
-        within = (torch.rand(b, generator=generator) * counts[which]).long().clamp_max(counts[which] - 1)
-        return order[offsets[which] + within]
-
-    return draw
 
 
 def learn_embedding_lmle(
@@ -181,8 +162,10 @@ def learn_embedding_lmle(
             return loss_fn(emb, rows).item()
 
     def anchor_order(generator: torch.Generator) -> np.ndarray:
-        """An epoch's n_train anchors, class-balanced, drawn with fit_stage's checkpointed generator."""
-        return state["draw"](n_train, generator).numpy()
+        """An epoch's n_train anchors, class-balanced (:func:`thce.sampling.balanced_sampling_order`), drawn with
+        fit_stage's generator, which it checkpoints with the stage: a resumed run draws the anchors an
+        uninterrupted one would."""
+        return balanced_sampling_order(train_class, generator=generator).numpy()
 
     rebuild_starts = list(range(0, max(config.epochs, 1), config.rebuild_every))
     for rebuild, start_epoch in enumerate(rebuild_starts, start=1):
@@ -210,7 +193,6 @@ def learn_embedding_lmle(
         t3 = time.perf_counter()
         state.update(
             table=table.cpu(),
-            draw=_class_balanced_sampler(train_class),
             centroids=clustering.centroids.to(device),
             cluster_class=clustering.cluster_class.to(device),
             extra={},
