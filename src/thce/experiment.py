@@ -206,6 +206,7 @@ def run_experiment(
         train=config.train, seed=config.seed, log=MetricsLog(metrics_path if dist.is_main else None),
         progress=progress if dist.is_main else None, resume_dir=resume_dir, dist=dist, augment=config.augment,
     )  # fmt: skip
+
     def evaluate(method: str, model: EventDetector) -> dict[str, Any]:
         return evaluate_and_save(model, method, prepared, config, ctx, out_dir)
 
@@ -213,8 +214,8 @@ def run_experiment(
         config, data, ctx, evaluate, checkpoint_dir=out_dir / "checkpoints" if dist.is_main else None, timing=timing
     )
     methods: dict[str, Any] = {}
-    for method in trainers(config.methods):  # the registry's order; every method from the same initial encoder
-        methods.update(method.train(run))
+    for train in trainers(config.methods):  # the registry's order; every method from the same initial encoder
+        methods.update(train(run))
     diagnostics = run.diagnostics
     test_scores = {name: entry.pop("test_scores") for name, entry in methods.items()}
     val_scores = {name: entry.pop("val_scores") for name, entry in methods.items()}

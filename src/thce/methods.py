@@ -106,7 +106,9 @@ class MethodRun:
         torch.manual_seed(self.config.seed)
         return build_method_encoder(self.config, method)
 
-    def detector(self, method: str, encoder: nn.Module, cluster_layer: ClusterLayer | None = None) -> EventDetector:
+    def build_detector(
+        self, method: str, encoder: nn.Module, cluster_layer: ClusterLayer | None = None
+    ) -> EventDetector:
         """``method``'s untrained detector on ``encoder`` (:func:`build_detector` for this run's data)."""
         return build_detector(
             self.config, method, encoder, num_events=self.data.num_events,
@@ -228,8 +230,8 @@ def build_detector(
 
 def _train_baseline(run: MethodRun) -> dict[str, Results]:
     with run.timed("baseline"):
-        model = train_baseline(run.detector("baseline", run.new_encoder("baseline")), run.data, run.config.baseline,
-                               run.ctx)  # fmt: skip
+        model = run.build_detector("baseline", run.new_encoder("baseline"))
+        model = train_baseline(model, run.data, run.config.baseline, run.ctx)
         return {"baseline": run.evaluate("baseline", model)}
 
 
@@ -239,7 +241,7 @@ def _train_proposed(run: MethodRun) -> dict[str, Results]:
         embedding = learn_embedding(run.new_encoder("proposed1"), run.data, run.config.embedding, run.ctx)
     run.diagnostics[:] = embedding.diagnostics
     with run.timed("detector"):
-        model = run.detector("proposed1", embedding.encoder, embedding.cluster_layer)
+        model = run.build_detector("proposed1", embedding.encoder, embedding.cluster_layer)
         end_to_end = "proposed2" in run.config.methods
         models = train_detector(model, run.data, run.config.detector, run.ctx, end_to_end=end_to_end)
         return {name: run.evaluate(name, trained) for name, trained in models.items()}
@@ -249,7 +251,7 @@ def _train_lmle(run: MethodRun) -> dict[str, Results]:
     """LMLE's embedding, then a sigmoid detector on it trained like Proposed1 then Proposed2."""
     with run.timed("lmle"):
         lmle = learn_embedding_lmle(run.new_encoder("lmle"), run.data, run.config.lmle, run.ctx)
-        model = run.detector("lmle", lmle.encoder)
+        model = run.build_detector("lmle", lmle.encoder)
         train_lmle_detector(model, run.data, run.config.detector, run.ctx)
         return {"lmle": run.evaluate("lmle", model)}
 
@@ -260,7 +262,7 @@ def _imbalance(name: str, description: str) -> Method:
 
     def train(run: MethodRun) -> dict[str, Results]:
         with run.timed(name):
-            model = run.detector(name, run.new_encoder(name))
+            model = run.build_detector(name, run.new_encoder(name))
             model = train_with_imbalance_loss(model, run.data, run.config.baseline, run.ctx, method=name)
             return {name: run.evaluate(name, model)}
 
@@ -313,10 +315,10 @@ def check_methods(names: Iterable[str]) -> None:
             raise ConfigError(f"methods: {name} starts from {requires}; list both")
 
 
-def trainers(names: Iterable[str]) -> list[Method]:
-    """The methods of ``names`` that have a trainer, in registry order (proposed2 trains with proposed1)."""
+def trainers(names: Iterable[str]) -> list[Trainer]:
+    """The trainers of the methods ``names``, in registry order (proposed2 trains with proposed1)."""
     listed = set(names)
-    return [method for method in METHODS.values() if method.name in listed and method.train is not None]
+    return [method.train for method in METHODS.values() if method.name in listed and method.train is not None]
 
 
 def method_short_name(name: str) -> str:

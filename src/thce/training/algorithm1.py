@@ -276,7 +276,8 @@ def learn_embedding(
         }  # fmt: skip
         diagnostics.append(record)
         if on_iteration is not None:
-            on_iteration(EmbeddingIteration(iteration, encoder, clustering, loss_fn.cluster_layer, record, cluster_seconds))
+            layer = loss_fn.cluster_layer
+            on_iteration(EmbeddingIteration(iteration, encoder, clustering, layer, record, cluster_seconds))
     return EmbeddingResult(encoder, loss_fn.cluster_layer, clustering, diagnostics)
 
 

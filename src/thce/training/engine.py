@@ -6,7 +6,7 @@
 - :func:`fit_stage` trains one stage: Adam/AdamW over given parameters, batches read ahead by loader workers,
   bf16 autocast, training-batch augmentation, data-parallel shares under torchrun, per-epoch resume state, early
   stopping and model selection with warnings.
-- :class:`MetricsLog` keeps the per-epoch records (``metrics.csv``) and logs them (logger ``thce.training``).
+- :class:`MetricsLog` keeps the per-epoch records (``metrics.csv``) and logs them (logger ``thce.training.engine``).
 
 It knows no method and no data set: a stage hands it a ``train_step`` and, for stages that read features, a
 ``load(positions)`` (see :mod:`thce.training.data`). Library code does not print: per-batch progress goes to an

@@ -233,7 +233,7 @@ def train_with_imbalance_loss(
     that loss and its sampler or schedule; early stopping on ``stage.selection``. Returns ``model``."""
     loss_fn = model.scorer
     if not isinstance(loss_fn, ImbalanceLoss):
-        raise TypeError(f"train_with_imbalance_loss: model.scorer must be an ImbalanceLoss, got {type(loss_fn).__name__}")
+        raise TypeError(f"model.scorer must be an ImbalanceLoss, got {type(loss_fn).__name__}")
     device = ctx.device
     model.to(device)
     train_idx, val_idx = data.splits["train"], data.splits["val"]
