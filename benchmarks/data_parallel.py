@@ -30,10 +30,13 @@ def child(encoder: str, clips: int, epochs: int, batch: int) -> None:
     """One torchrun rank: train, and (rank 0) print the timing as JSON."""
     import torch
 
-    from thce.config import ModelConfig, StageConfig, TrainConfig
+    from thce.config import ExperimentConfig
     from thce.distributed import init_distributed, shutdown
-    from thce.models import build_encoder
-    from thce.train import MetricsLog, RunContext, TrainingData, train_baseline
+    from thce.methods import build_detector, build_method_encoder
+    from thce.models import ModelConfig
+    from thce.training.algorithm1 import train_baseline
+    from thce.training.data import TrainingData
+    from thce.training.engine import MetricsLog, RunContext, StageConfig, TrainConfig
 
     torch.set_num_threads(1)
     dist = init_distributed("cpu")
@@ -47,7 +50,9 @@ def child(encoder: str, clips: int, epochs: int, batch: int) -> None:
     log = MetricsLog()
     ctx = RunContext(train=train, log=log, dist=dist)
     torch.manual_seed(0)
-    model = build_encoder(ModelConfig(encoder=encoder), frames=1000, n_mels=64, normalise=False)
+    config = ExperimentConfig(model=ModelConfig(encoder=encoder))  # 10 s clips: 1000 frames x 64 mels
+    model = build_detector(config, "baseline", build_method_encoder(config, "baseline"), num_events=data.num_events,
+                           train_class_counts=data.class_counts("train"))  # fmt: skip
     start = time.perf_counter()
     train_baseline(model, data, StageConfig(max_epochs=epochs, patience=epochs + 1), ctx)
     wall = time.perf_counter() - start

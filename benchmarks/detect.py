@@ -59,13 +59,13 @@ def make_run(run_dir: Path, encoder: str) -> Path:
     from thce.checkpoint import save_checkpoint
     from thce.config import config_from_dict
     from thce.data.features import Normaliser
-    from thce.models import DetectorHead, EventDetector, build_encoder
+    from thce.methods import build_detector, build_method_encoder
 
     config = config_from_dict({"methods": ["baseline"], "model": {"encoder": encoder}})  # paper sizes by default
     torch.manual_seed(0)
-    encoder_net = build_encoder(config.model, frames=config.features.num_frames, n_mels=config.features.n_mels,
-                                normalise=config.baseline.l2_normalise)
-    model = EventDetector(encoder_net, DetectorHead(encoder_net.embedding_dim, len(config.data.classes))).eval()
+    counts = np.array([40, 40, 20, 520])
+    model = build_detector(config, "baseline", build_method_encoder(config, "baseline"),
+                           num_events=len(config.data.classes), train_class_counts=counts).eval()  # fmt: skip
     rng = np.random.default_rng(0)
     n_val = 64
     save_checkpoint(
@@ -77,7 +77,7 @@ def make_run(run_dir: Path, encoder: str) -> Path:
         normaliser=Normaliser(mean=np.full(config.features.n_mels, -8.0), std=np.full(config.features.n_mels, 3.0)),
         val_scores=rng.random((n_val, len(config.data.classes))),
         val_class_index=np.arange(n_val) % (len(config.data.classes) + 1),
-        train_class_counts=np.array([40, 40, 20, 520]),
+        train_class_counts=counts,
     )
     return run_dir
 

@@ -6,10 +6,10 @@ same encoder, data, batch size, clustering code and settings, three ways:
 
 1. **Whole epoch** (the issue's measure): one embedding-learning epoch with its sampling structure built afresh.
 
-   - THCE: ``thce.train.learn_embedding`` with one iteration of one end-to-end epoch (no head-only epochs): embed
-     the training set, per-class spherical k-means (K_c rule), one epoch of the weighted triple-header CE
-     (Eqs. 4-9), validation loss.
-   - LMLE: ``thce.lmle.learn_embedding_lmle`` with one epoch and one rebuild: embed the training set, the same
+   - THCE: ``thce.training.algorithm1.learn_embedding`` with one iteration of one end-to-end epoch (no head-only
+     epochs): embed the training set, per-class spherical k-means (K_c rule, timed through the ``on_iteration``
+     hook), one epoch of the weighted triple-header CE (Eqs. 4-9), validation loss.
+   - LMLE: ``thce.training.lmle.learn_embedding_lmle`` with one epoch and one rebuild: embed the training set, the same
      clustering, the quintuplet table (chunked, members among a random half as in LMLE), one epoch of I anchors
      (batches of ``--batch`` anchors plus their members, class-balanced), validation loss.
 
@@ -72,14 +72,16 @@ import numpy as np
 import torch
 from torch import nn
 
-import thce.train
 from thce.cluster import Clustering
-from thce.config import EmbeddingConfig, TrainConfig
-from thce.lmle import LMLEConfig, TripleHeaderHinge, _class_balanced_sampler, learn_embedding_lmle
 from thce.losses import TripleHeaderCrossEntropy
+from thce.losses.lmle import TripleHeaderHinge
 from thce.machine import describe_machine
 from thce.models import LSTMEncoder, l2_normalise
-from thce.train import MetricsLog, RunContext, TrainingData, embed, learn_embedding
+from thce.sampling import balanced_sampling_order
+from thce.training.algorithm1 import EmbeddingConfig, EmbeddingIteration, learn_embedding
+from thce.training.data import TrainingData, embed
+from thce.training.engine import MetricsLog, RunContext, TrainConfig
+from thce.training.lmle import LMLEConfig, learn_embedding_lmle
 
 RATIO = (2, 2, 1, 26)  # dog, baby, gun, background: the paper's Table 2 setting
 DEFAULT_SIZES = (1000, 2000, 4000, 8000, 16000, 32000)
@@ -134,20 +136,6 @@ def make_ctx(args: argparse.Namespace) -> RunContext:
     return RunContext(train=TrainConfig(batch_size=args.batch, device="cpu"), seed=args.seed, log=MetricsLog())
 
 
-class _Timed:
-    """Wraps a function and adds its wall time to ``seconds``."""
-
-    def __init__(self, function: Callable[..., Any]) -> None:
-        self.function, self.seconds = function, 0.0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return self.function(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-
 # ------------------------------------------------------------------------------------- whole-epoch runs
 
 
@@ -159,17 +147,14 @@ def run_thce(data: TrainingData, args: argparse.Namespace, frames: int, mels: in
         balanced_clusters=args.balanced_clusters, kmeans_max_iter=args.kmeans_max_iter,
     )  # fmt: skip
     ctx = make_ctx(args)
-    timed = _Timed(thce.train.cluster_per_class)
-    original, thce.train.cluster_per_class = thce.train.cluster_per_class, timed
-    try:
-        start, cpu_start = time.perf_counter(), time.process_time()
-        learn_embedding(encoder, data, config, ctx, method="thce")
-        total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    finally:
-        thce.train.cluster_per_class = original
+    iterations: list[EmbeddingIteration] = []
+    start, cpu_start = time.perf_counter(), time.process_time()
+    learn_embedding(encoder, data, config, ctx, method="thce", on_iteration=iterations.append)
+    total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    cluster = sum(step.cluster_seconds for step in iterations)
     epoch = sum(r["seconds"] for r in ctx.log.rows if r["stage"] == "embedding")
-    return {"total": total, "cpu": cpu, "cluster": timed.seconds, "train_epoch": epoch,
-            "other": total - timed.seconds - epoch}  # fmt: skip
+    return {"total": total, "cpu": cpu, "cluster": cluster, "train_epoch": epoch,
+            "other": total - cluster - epoch}  # fmt: skip
 
 
 def run_lmle(
@@ -225,9 +210,8 @@ def lmle_hinge_epoch(emb: torch.Tensor, class_index: torch.Tensor, table: torch.
     class-balanced, gather each batch's distinct members (as ``learn_embedding_lmle``'s train step does), the
     triple-header hinge (Eq. 2) and its backward pass (to the embeddings)."""
     loss_fn = TripleHeaderHinge(LMLEConfig.margins)
-    draw = _class_balanced_sampler(class_index)
     start = time.perf_counter()
-    anchors = draw(len(emb), torch.Generator().manual_seed(seed))
+    anchors = balanced_sampling_order(class_index, generator=torch.Generator().manual_seed(seed))
     for chosen in _batches(anchors, batch):
         rows = torch.cat([chosen.unsqueeze(1), table[chosen]], dim=1)
         needed, inverse = torch.unique(rows[rows >= 0], return_inverse=True)

@@ -28,8 +28,11 @@ from thce.cluster import cluster_per_class
 from thce.config import load_config
 from thce.experiment import evaluate_and_save, prepare_data
 from thce.machine import describe_machine
-from thce.models import ClusterLayer, DetectorHead, EventDetector, build_encoder
-from thce.train import MetricsLog, RunContext, embed, train_end_to_end, train_head_only
+from thce.methods import build_detector, build_method_encoder
+from thce.models import ClusterLayer, EventDetector
+from thce.training.algorithm1 import train_end_to_end, train_head_only
+from thce.training.data import embed
+from thce.training.engine import MetricsLog, RunContext
 
 
 def last_lmle_state(run_dir: Path) -> Path:
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     ctx = RunContext(train=config.train, seed=config.seed, log=MetricsLog(work / "metrics.csv"))
 
     def lmle_encoder() -> torch.nn.Module:
-        encoder = build_encoder(config.model, frames=config.features.num_frames, n_mels=config.features.n_mels)
+        encoder = build_method_encoder(config, "lmle")
         encoder.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True)["module"])
         return encoder
 
@@ -72,8 +75,9 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, dict] = {}
     torch.manual_seed(config.seed)
     encoder = lmle_encoder()
-    results["sigmoid_on_embedding"] = train_and_score(
-        "on-embedding", EventDetector(encoder, DetectorHead(encoder.embedding_dim, data.num_events))
+    counts = data.class_counts("train")
+    results["sigmoid_on_embedding"] = train_and_score(  # LMLE's detector in the harness
+        "on-embedding", build_detector(config, "lmle", encoder, num_events=data.num_events, train_class_counts=counts)
     )
     torch.manual_seed(config.seed)
     encoder = lmle_encoder()
@@ -84,9 +88,10 @@ def main(argv: list[str] | None = None) -> dict:
         max_iter=config.lmle.kmeans_max_iter,
     )  # fmt: skip
     layer = ClusterLayer.from_centroids(clustering.centroids, clustering.cluster_class, config.embedding.alpha)
-    results["cluster_layer_then_sigmoid"] = train_and_score(
-        "cluster-layer", EventDetector(encoder, DetectorHead(layer.num_clusters, data.num_events), layer)
-    )
+    results["cluster_layer_then_sigmoid"] = train_and_score(  # Proposed1's detector (Fig. 2) on LMLE's encoder
+        "cluster-layer", build_detector(config, "proposed1", encoder, num_events=data.num_events,
+                                        train_class_counts=counts, cluster_layer=layer),
+    )  # fmt: skip
     report = {
         "benchmark": "lmle_detector",
         "question": "sigmoid layer on LMLE's unit embedding vs the proposed method's cluster layer + sigmoid",

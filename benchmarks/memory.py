@@ -27,10 +27,13 @@ def _epoch(cache_parent: str, wav_list: str, encoder: str) -> None:
     import torch
 
     from thce.audio import LogMelConfig
-    from thce.config import BaselineConfig, TrainConfig
+    from thce.config import ExperimentConfig
     from thce.data.features import Normaliser, compute_features
-    from thce.models import ModelConfig, build_encoder
-    from thce.train import RunContext, TrainingData, train_baseline
+    from thce.methods import build_detector, build_method_encoder
+    from thce.models import ModelConfig
+    from thce.training.algorithm1 import BaselineConfig, train_baseline
+    from thce.training.data import TrainingData
+    from thce.training.engine import RunContext, TrainConfig
 
     paths = Path(wav_list).read_text().split()
     store = compute_features(paths, config=LogMelConfig(), cache_dir=cache_parent, workers=1)
@@ -39,8 +42,10 @@ def _epoch(cache_parent: str, wav_list: str, encoder: str) -> None:
     splits = {"train": np.arange(n), "val": np.arange(min(n, 64)), "test": np.arange(0)}
     data = TrainingData(store, class_index, splits, ("a", "b", "c"), Normaliser.fit(store, np.arange(min(n, 256))))
     torch.manual_seed(0)
-    encoder_module = build_encoder(ModelConfig(encoder=encoder), frames=1000, n_mels=64, normalise=False)
-    train_baseline(encoder_module, data, BaselineConfig(max_epochs=1, patience=1), RunContext(train=TrainConfig(batch_size=32)))
+    config = ExperimentConfig(model=ModelConfig(encoder=encoder))  # 10 s clips: 1000 frames x 64 mels
+    model = build_detector(config, "baseline", build_method_encoder(config, "baseline"), num_events=data.num_events,
+                           train_class_counts=data.class_counts("train"))  # fmt: skip
+    train_baseline(model, data, BaselineConfig(max_epochs=1, patience=1), RunContext(train=TrainConfig(batch_size=32)))
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 

@@ -231,7 +231,7 @@ def test_output_flags_after_the_subcommand(tmp_path, flags):
     from thce.cli import main
 
     assert main(["experiment", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "run"), *flags]) == 2
-    train = logging.getLogger("thce.train")
+    train = logging.getLogger("thce.training")
     assert not train.isEnabledFor(logging.INFO) or "-v" in flags  # -q silences the per-epoch lines
     assert main(["-q", "experiment", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "run")]) == 2
     assert not train.isEnabledFor(logging.INFO)
@@ -257,7 +257,7 @@ def test_set_errors_name_the_flag(tmp_path):
 
 
 def test_per_epoch_lines_of_stages_without_iterations_have_no_empty_it():
-    from thce.train import MetricsLog
+    from thce.training.engine import MetricsLog
 
     seen: list[str] = []
 
@@ -265,7 +265,7 @@ def test_per_epoch_lines_of_stages_without_iterations_have_no_empty_it():
         def emit(self, record: logging.LogRecord) -> None:
             seen.append(record.getMessage())
 
-    logger = logging.getLogger("thce.train")
+    logger = logging.getLogger("thce.training.engine")
     handler, level = Keep(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from thce.config import TrainConfig
 from thce.models import CNNEncoder, LSTMEncoder
-from thce.train import RunContext, TrainingData, _same_clip_cosine, calibrate_centring, embedding_diagnostics
+from thce.training.data import TrainingData, calibrate_centring
+from thce.training.diagnostics import embedding_diagnostics, same_clip_cosine
+from thce.training.engine import RunContext, TrainConfig
 
 
 def _data(n: int = 24, frames: int = 1000, mels: int = 64, seed: int = 0) -> TrainingData:
@@ -80,9 +81,9 @@ def test_same_clip_cosine_is_one_without_dropout_and_restores_state():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.track_running_stats = True
     state = {k: v.clone() for k, v in no_dropout.state_dict().items()}
-    assert _same_clip_cosine(no_dropout, data, np.arange(8), ctx) == pytest.approx(1.0, abs=1e-5)
+    assert same_clip_cosine(no_dropout, data, np.arange(8), ctx) == pytest.approx(1.0, abs=1e-5)
     assert all(torch.equal(state[k], v) for k, v in no_dropout.state_dict().items())
     assert not no_dropout.training
     with_dropout = CNNEncoder(center=True, dropout=0.3)
     calibrate_centring(with_dropout, data, data.splits["train"], ctx)
-    assert _same_clip_cosine(with_dropout, data, np.arange(8), ctx) < 0.95
+    assert same_clip_cosine(with_dropout, data, np.arange(8), ctx) < 0.95

@@ -15,7 +15,8 @@ from thce.config import load_config
 from thce.experiment import prepare_data
 from thce.checkpoint import load_run
 from thce.errors import DataError
-from thce.train import RunContext, predict_scores
+from thce.training.data import predict_scores
+from thce.training.engine import RunContext
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,7 +156,7 @@ def test_repeats_over_seeds_with_bootstrap(tmp_path):
 
 def test_imbalance_methods_run_in_the_harness(tmp_path):
     """Every alternative method trains on the same features and splits; checkpoints reload and score alike."""
-    from thce.imbalance import LOSS_CONFIGS
+    from thce.training.imbalance import LOSS_CONFIGS
 
     config_path = tmp_path / "tiny.toml"
     methods = ["baseline", "lmle", *LOSS_CONFIGS]

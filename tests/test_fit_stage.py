@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from thce.config import TrainConfig
 from thce.report import untuned_notes
-from thce.train import MetricsLog, RunContext, fit_stage
+from thce.training.engine import MetricsLog, RunContext, TrainConfig, fit_stage
 
 
 def _fit(val_losses: list, *, patience: int, epochs: int = 10, resume_dir: Path | None = None,

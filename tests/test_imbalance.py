@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from thce.errors import ConfigError
-from thce.imbalance import (
-    LOSS_CONFIGS,
+from thce.losses.imbalance import (
     BinaryCrossEntropy,
     ClassBalancedLoss,
     LDAMLoss,
@@ -17,12 +16,11 @@ from thce.imbalance import (
     OversampledCrossEntropy,
     SigmoidFocalLoss,
     SoftTripleLoss,
-    balanced_sampling_order,
-    balanced_sampling_weights,
     class_balanced_weights,
     class_index_targets,
-    loss_config,
 )
+from thce.sampling import balanced_sampling_order, balanced_sampling_weights
+from thce.training.imbalance import LOSS_CONFIGS, loss_config
 
 COUNTS = [4, 1, 20]  # two events (the second with a single sample) and background
 DTYPES = [torch.float32, torch.float64]

@@ -11,20 +11,19 @@ import pytest
 import torch
 
 from thce.cluster import cluster_per_class
-from thce.config import TrainConfig
 from thce.errors import ConfigError, DataError
-from thce.lmle import (
-    LMLEConfig,
+from thce.losses.lmle import (
     TripleHeaderHinge,
     eq1_fraction,
     header_validity,
     hinge_headers,
-    learn_embedding_lmle,
     quintuplets,
     triple_header_hinge,
 )
 from thce.models import LSTMEncoder
-from thce.train import MetricsLog, RunContext, TrainingData
+from thce.training.data import TrainingData
+from thce.training.engine import MetricsLog, RunContext, TrainConfig
+from thce.training.lmle import LMLEConfig, learn_embedding_lmle
 
 ROOT = Path(__file__).resolve().parents[1]
 

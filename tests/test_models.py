@@ -131,7 +131,8 @@ def test_bad_model_config():
 def test_centring_is_calibrated_before_the_first_clustering():
     import numpy as np
 
-    from thce.train import RunContext, TrainingData, calibrate_centring, embed
+    from thce.training.data import TrainingData, calibrate_centring, embed
+    from thce.training.engine import RunContext
 
     torch.manual_seed(0)
     features = (np.random.default_rng(0).normal(size=(40, 20, 4)) + 3.0).astype(np.float32)

@@ -10,9 +10,11 @@ import torch
 from thce.cli import main
 from thce.cluster import clusters_per_class
 from thce.toy import TOY_CLASSES, ToyConfig, class_counts_1_1_4, make_toy_data, run_toy
+from thce.training.algorithm1 import EmbeddingConfig
 
 # Small enough for a few seconds, large enough that the classes separate (10/10 seeds when tuned).
-SMALL = dict(train_samples=600, val_samples=120, test_samples=240, n_iter=3, epochs=10, last_epochs=30)
+SMALL = dict(train_samples=600, val_samples=120, test_samples=240,
+             embedding=EmbeddingConfig(n_iter=3, epochs=10, last_epochs=30))  # fmt: skip
 
 
 def test_toy_data_follows_the_paper():
@@ -35,7 +37,7 @@ def test_config_validation():
     with pytest.raises(ValueError, match="train_samples"):
         ToyConfig(train_samples=5).validate()
     with pytest.raises(ValueError, match="beta_other"):
-        ToyConfig(beta_other=6.0).validate()
+        ToyConfig(embedding=EmbeddingConfig(beta_other=6.0)).validate()
 
 
 def test_tiny_cli_run_writes_figure_json_and_metrics(tmp_path, capsys):
@@ -47,7 +49,7 @@ def test_tiny_cli_run_writes_figure_json_and_metrics(tmp_path, capsys):
     assert (out / "toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((out / "toy.json").read_text())
     assert result["classes"] == list(TOY_CLASSES)
-    assert result["config"]["seed"] == 3 and result["config"]["n_iter"] == 2
+    assert result["config"]["seed"] == 3 and result["config"]["embedding"]["n_iter"] == 2
     assert result["counts"]["train"] == {"blue": 50, "green": 50, "red": 200}
     assert result["clusters_per_class_rule"] == {"blue": 1, "green": 1, "red": 4}
     iterations = result["iterations"]

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from thce import methods
 from thce.config import ExperimentConfig, config_from_dict
 from thce.data.features import Normaliser
 from thce.errors import DataError
-from thce.imbalance import LOSS_CONFIGS
 from thce.io import atomic_write
-from thce.models import ClusterLayer, DetectorHead, EventDetector, build_encoder
+from thce.models import ClusterLayer, EventDetector
 from thce.rundir import checkpoint_path
 
 
@@ -29,7 +29,7 @@ class LoadedDetector:
         config: the experiment config it was trained with (features, model, ...).
         classes: the L event names.
         normaliser: the training split's per-band mean and std.
-        method: ``baseline``, ``proposed1`` or ``proposed2``.
+        method: the method (a network of :data:`thce.methods.METHODS`: baseline, proposed1, lmle, focal, ...).
         val_scores: (n_val, L) sigmoid scores on the validation split, for choosing thresholds.
         val_class_index: (n_val,) class of each validation clip (L = background).
     """
@@ -57,7 +57,7 @@ def save_checkpoint(
 ) -> Path:
     """Write the state dict and plain metadata (lists, numbers, strings) atomically.
 
-    ``train_class_counts`` (L + 1,) rebuilds the losses of :mod:`thce.imbalance` that score outputs."""
+    ``train_class_counts`` (L + 1,) rebuilds the losses of :mod:`thce.losses.imbalance` that score outputs."""
     meta = {
         "format": 1,
         "method": method,
@@ -76,25 +76,17 @@ def save_checkpoint(
 def build_detector(
     config: ExperimentConfig, state_dict: dict[str, Any], num_events: int, method: str, train_class_counts: list[int]
 ) -> EventDetector:
-    """The architecture of ``method`` for ``config``, with ``state_dict`` loaded."""
-    encoder = build_encoder(
-        config.model,
-        frames=config.features.num_frames,
-        n_mels=config.features.n_mels,
-        normalise=method in ("proposed1", "proposed2", "lmle") or config.baseline.l2_normalise,
-    )
-    if method in LOSS_CONFIGS:
-        loss_fn = config.loss_config(method).build(train_class_counts, embedding_dim=encoder.embedding_dim)
-        model = EventDetector(encoder, loss_fn.make_head(encoder.embedding_dim), scorer=loss_fn)
-        model.load_state_dict(state_dict)
-        return model.eval()
+    """The architecture of ``method`` for ``config`` (built by the registry :mod:`thce.methods`, as in training),
+    with ``state_dict`` loaded, in eval mode. A saved cluster layer is rebuilt with the saved number of clusters."""
+    encoder = methods.build_method_encoder(config, method)
     cluster_layer = None
-    head_inputs = encoder.embedding_dim
     if "cluster_layer.cluster_class" in state_dict:
         scale = config.embedding.alpha if config.embedding.normalise_w else None
         cluster_layer = ClusterLayer(encoder.embedding_dim, state_dict["cluster_layer.cluster_class"], scale=scale)
-        head_inputs = cluster_layer.num_clusters
-    model = EventDetector(encoder, DetectorHead(head_inputs, num_events), cluster_layer)
+    model = methods.build_detector(
+        config, method, encoder, num_events=num_events, train_class_counts=train_class_counts,
+        cluster_layer=cluster_layer,
+    )  # fmt: skip
     model.load_state_dict(state_dict)
     return model.eval()
 

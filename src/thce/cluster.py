@@ -218,3 +218,13 @@ def cluster_per_class(
         assignment=assignment,
         clusters_per_class=k_per_class,
     )
+
+
+def assign_to_own_class(similarity: Tensor, class_index: Tensor, cluster_class: Tensor) -> Tensor:
+    """For samples without a k-means assignment (validation, test): the most similar cluster of their own class.
+
+    ``similarity`` (n, K): cosines to the centroids, or the cluster layer's outputs ``h``; ``class_index`` (n,);
+    ``cluster_class`` (K,) -> (n,) cluster indices.
+    """
+    same = cluster_class.unsqueeze(0) == class_index.unsqueeze(1)
+    return similarity.masked_fill(~same, float("-inf")).argmax(dim=1)

@@ -1,9 +1,11 @@
 """Experiment configuration: typed dataclasses, loaded from TOML, validated with errors that name the key.
 
 A config file has top-level ``seed`` and ``methods`` and one table per section (``[data]``, ``[synth]``,
-``[features]``, ``[model]``, ``[train]``, ``[embedding]``, ``[detector]``, ``[baseline]``). Components own their
-config dataclass (``LogMelConfig`` in :mod:`thce.audio`, ``ModelConfig`` in :mod:`thce.models`, ...); this module
-composes them. Every key is documented in README.md ("Configuration").
+``[features]``, ``[model]``, ``[train]``, ``[embedding]``, ``[detector]``, ``[baseline]``, one per other method).
+Components own their config dataclass (``LogMelConfig`` in :mod:`thce.audio`, ``ModelConfig`` in
+:mod:`thce.models`, each stage's next to its trainer in :mod:`thce.training`, ...); this module composes them and
+checks ``methods`` against the registry :mod:`thce.methods`. Every key is documented in README.md
+("Configuration").
 """
 
 from __future__ import annotations
@@ -26,26 +28,24 @@ from thce.audio import LogMelConfig
 from thce.augment import AugmentConfig
 from thce.data.synth import SynthConfig
 from thce.errors import ConfigError
-from thce.lmle import LMLEConfig
-from thce.imbalance import (
+from thce.io import atomic_write
+from thce.methods import PAPER_METHODS, check_methods
+from thce.models import ModelConfig
+from thce.reference import LogRegStatsConfig
+from thce.training.algorithm1 import BaselineConfig, DetectorConfig, EmbeddingConfig
+from thce.training.engine import TrainConfig
+from thce.training.imbalance import (
     LOSS_CONFIGS,
     BCEConfig,
     ClassBalancedConfig,
     FocalConfig,
     LDAMConfig,
     LogitAdjustedConfig,
+    LossConfig,
     OversamplingConfig,
     SoftTripleConfig,
 )
-from thce.io import atomic_write
-from thce.models import ModelConfig
-from thce.reference import LogRegStatsConfig
-
-# The paper's three, then the field's imbalance baselines of thce.imbalance (same encoder, same stage settings
-# as the baseline), each configured by the table of its name.
-PAPER_METHODS = ("baseline", "proposed1", "proposed2")
-# logreg_stats: the non-deep reference (thce.reference), logistic regression on pooled log-mel statistics.
-METHODS = (*PAPER_METHODS, "lmle", *LOSS_CONFIGS, "logreg_stats")
+from thce.training.lmle import LMLEConfig
 # The paper's second setting (Table 2): dog:baby:gun:background.
 PAPER_RATIO_2_2_1_26 = {"dog": 2, "baby": 2, "gun": 1, "background": 26}
 
@@ -89,118 +89,6 @@ class DataConfig:
             raise ConfigError(f"data.feature_workers: must be >= 0 (0: one per CPU), got {self.feature_workers}")
 
 
-PRECISIONS = ("fp32", "bf16")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings shared by every stage (paper: Adam, lr 0.001, batch 64 per GPU)."""
-
-    batch_size: int = 64  # per process (per GPU under torchrun)
-    learning_rate: float = 1e-3
-    device: str = "cpu"
-    num_threads: int = 0  # 0: PyTorch's default
-    precision: str = "fp32"  # "bf16": autocast the training forward passes to bfloat16
-    loader_workers: int = 0  # processes reading feature batches ahead of training (0: read in the loop)
-    pin_memory: bool = True  # page-locked batches for faster host-to-GPU copies (CUDA only)
-    weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay (paper: Adam, none)
-    balanced_sampling: bool = False  # class-balanced draws with replacement in BCE stages (then Eq. 1, unweighted)
-
-    def validate(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"train.batch_size: must be >= 1, got {self.batch_size}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"train.precision: must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.loader_workers < 0:
-            raise ConfigError(f"train.loader_workers: must be >= 0, got {self.loader_workers}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"train.learning_rate: must be > 0, got {self.learning_rate}")
-        if self.num_threads < 0:
-            raise ConfigError(f"train.num_threads: must be >= 0, got {self.num_threads}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"train.weight_decay: must be >= 0, got {self.weight_decay}")
-
-
-@dataclass(frozen=True)
-class EmbeddingConfig:
-    """Algorithm 1, step 1 (paper: n_iter 5, epochs 30, last_epochs 150, head_only_epochs 2, beta' 5, beta'' 0).
-
-    ``alpha`` scales the cosine similarities (folded into W at initialisation); the paper does not give it.
-    ``balanced_clusters`` caps cluster sizes so that clusters are "roughly equal size".
-    """
-
-    n_iter: int = 5
-    epochs: int = 30
-    last_epochs: int = 150
-    head_only_epochs: int = 2
-    alpha: float = 16.0
-    beta_same: float = 5.0
-    beta_other: float = 0.0
-    cluster_weights: bool = True
-    balanced_clusters: bool = True
-    kmeans_max_iter: int = 100
-    loss_normaliser: str = "fixed"  # Eq. 8 over B x the mean training weight; "batch": the batch's sum of weights
-    normalise_w: bool = False  # unit columns of W at the fixed scale alpha (h = alpha x cosine); default: W free
-
-    def validate(self) -> None:
-        for name in ("n_iter", "kmeans_max_iter"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"embedding.{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("epochs", "last_epochs", "head_only_epochs"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"embedding.{name}: must be >= 0, got {getattr(self, name)}")
-        if not self.alpha > 0:
-            raise ConfigError(f"embedding.alpha: must be > 0, got {self.alpha}")
-        if self.loss_normaliser not in ("fixed", "batch"):
-            raise ConfigError(f"embedding.loss_normaliser: {self.loss_normaliser!r} is not 'fixed' or 'batch'")
-        if not self.beta_other < self.beta_same:
-            raise ConfigError(
-                f"embedding: beta_other ({self.beta_other}) must be smaller than beta_same ({self.beta_same}), Eq. 5"
-            )
-
-
-SELECTIONS = ("val_loss", "val_eer", "val_auc")
-
-
-@dataclass(frozen=True)
-class StageConfig:
-    """A training stage stopped early (paper: patience 10) on ``selection``: the validation loss (the paper's
-    "least validation loss"), or the mean over classes of the validation EER or ROC AUC; the best model is kept.
-    Patience counts from the first trained epoch."""
-
-    max_epochs: int = 200
-    patience: int = 10
-    selection: str = "val_loss"
-
-    def validate(self, section: str) -> None:
-        if self.selection not in SELECTIONS:
-            raise ConfigError(f"{section}.selection: {self.selection!r} is not one of {', '.join(SELECTIONS)}")
-        if self.max_epochs < 0:
-            raise ConfigError(f"{section}.max_epochs: must be >= 0, got {self.max_epochs}")
-        if self.patience < 1:
-            raise ConfigError(f"{section}.patience: must be >= 1, got {self.patience}")
-
-
-@dataclass(frozen=True)
-class DetectorConfig(StageConfig):
-    """Algorithm 1, step 2: ``head_only_max_epochs`` bounds Proposed1's head-only stage, ``max_epochs`` the
-    end-to-end stage of Proposed2."""
-
-    head_only_max_epochs: int = 200
-
-    def validate(self, section: str) -> None:
-        super().validate(section)
-        if self.head_only_max_epochs < 0:
-            raise ConfigError(f"{section}.head_only_max_epochs: must be >= 0, got {self.head_only_max_epochs}")
-
-
-@dataclass(frozen=True)
-class BaselineConfig(StageConfig):
-    """The baseline's stage; ``l2_normalise`` keeps the encoder's final L2 normalisation (default: off)."""
-
-    l2_normalise: bool = False
-
-
 @dataclass(frozen=True)
 class ExperimentConfig:
     """Everything one run needs; ``seed`` drives synthetic data, splits, initialisation and sampling."""
@@ -226,16 +114,12 @@ class ExperimentConfig:
     lmle: LMLEConfig = field(default_factory=LMLEConfig)
     logreg_stats: LogRegStatsConfig = field(default_factory=LogRegStatsConfig)
 
-    def loss_config(self, method: str) -> Any:
+    def loss_config(self, method: str) -> LossConfig:
         """The config table of an imbalance method (``focal``, ``ldam_drw``, ...)."""
         return getattr(self, method)
 
     def validate(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ConfigError(f"methods: {unknown or '[]'} not among {', '.join(METHODS)}")
-        if "proposed2" in self.methods and "proposed1" not in self.methods:
-            raise ConfigError("methods: proposed2 starts from proposed1; list both")
+        check_methods(self.methods)
         self.data.validate()
         self.synth.validate()
         self.features.validate()

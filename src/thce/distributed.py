@@ -4,7 +4,7 @@ One process per device. ``torchrun --nproc_per_node N -m thce experiment CONFIG 
 ``WORLD_SIZE`` and ``LOCAL_RANK``; :func:`init_distributed` joins the process group (NCCL on GPUs, gloo on CPU).
 Without ``torchrun`` everything here is the identity and the code paths are those of a single process.
 
-How the library uses it (see :mod:`thce.train`):
+How the library uses it (see :mod:`thce.training.engine`):
 
 - stages that run the encoder train with ``DistributedDataParallel``: every rank draws the same global order,
   takes its contiguous share of each global batch (``batch_size`` per rank), and its loss is rescaled so that the

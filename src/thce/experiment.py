@@ -33,30 +33,17 @@ from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
 from thce.data.synth import generate_scenes
 from thce.distributed import SINGLE, Distributed
 from thce.errors import ConfigError, DataError
-from thce.imbalance import LOSS_CONFIGS
-from thce.lmle import learn_embedding_lmle
 from thce.checkpoint import save_checkpoint
 from thce.io import atomic_write, ensure_dir, read_json, write_json
 from thce.metrics import per_class_det_points, per_class_eer
-from thce.models import DetectorHead, EventDetector, build_encoder
+from thce.methods import MethodRun, trainers
+from thce.models import EventDetector
 from thce.machine import run_provenance
-from thce.reference import run_logreg_stats
 from thce.report import seeds_det_summary, write_report
 from thce.rundir import check_new_run, clear_run_outputs
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
-from thce.train import (
-    MetricsLog,
-    ProgressFn,
-    RunContext,
-    TrainingData,
-    learn_embedding,
-    predict_scores,
-    train_baseline,
-    train_detector,
-    train_end_to_end,
-    train_head_only,
-    train_with_imbalance_loss,
-)
+from thce.training.data import TrainingData, predict_scores
+from thce.training.engine import MetricsLog, ProgressFn, RunContext
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -219,50 +206,17 @@ def run_experiment(
         train=config.train, seed=config.seed, log=MetricsLog(metrics_path if dist.is_main else None),
         progress=progress if dist.is_main else None, resume_dir=resume_dir, dist=dist, augment=config.augment,
     )  # fmt: skip
-    frames, n_mels = config.features.num_frames, config.features.n_mels
 
-    def new_encoder(normalise: bool = True) -> torch.nn.Module:
-        torch.manual_seed(config.seed)  # every method starts from the same initial encoder
-        return build_encoder(config.model, frames=frames, n_mels=n_mels, normalise=normalise)
+    def evaluate(method: str, model: EventDetector) -> dict[str, Any]:
+        return evaluate_and_save(model, method, prepared, config, ctx, out_dir)
 
+    run = MethodRun(
+        config, data, ctx, evaluate, checkpoint_dir=out_dir / "checkpoints" if dist.is_main else None, timing=timing
+    )
     methods: dict[str, Any] = {}
-    diagnostics: list[dict[str, Any]] = []
-    if "baseline" in config.methods:
-        start = time.perf_counter()
-        model = train_baseline(new_encoder(config.baseline.l2_normalise), data, config.baseline, ctx)
-        methods["baseline"] = evaluate_and_save(model, "baseline", prepared, config, ctx, out_dir)
-        timing["baseline"] = time.perf_counter() - start
-    if "proposed1" in config.methods:
-        start = time.perf_counter()
-        embedding = learn_embedding(new_encoder(), data, config.embedding, ctx)
-        diagnostics = embedding.diagnostics
-        timing["embedding"] = time.perf_counter() - start
-        start = time.perf_counter()
-        models = train_detector(embedding, data, config.detector, ctx, end_to_end="proposed2" in config.methods)
-        for name, model in models.items():
-            methods[name] = evaluate_and_save(model, name, prepared, config, ctx, out_dir)
-        timing["detector"] = time.perf_counter() - start
-    if "lmle" in config.methods:
-        start = time.perf_counter()
-        lmle = learn_embedding_lmle(new_encoder(), data, config.lmle, ctx)
-        model = EventDetector(lmle.encoder, DetectorHead(lmle.encoder.embedding_dim, data.num_events))
-        train_head_only(model, data, config.detector, ctx, method="lmle")  # as Proposed1 ...
-        train_end_to_end(model, data, config.detector, ctx, method="lmle", start_trained=True)  # ... then Proposed2
-        methods["lmle"] = evaluate_and_save(model, "lmle", prepared, config, ctx, out_dir)
-        timing["lmle"] = time.perf_counter() - start
-    counts = data.class_counts("train")
-    for method in (m for m in config.methods if m in LOSS_CONFIGS):
-        start = time.perf_counter()
-        encoder = new_encoder(config.baseline.l2_normalise)
-        loss_fn = config.loss_config(method).build(counts, embedding_dim=encoder.embedding_dim)
-        model = train_with_imbalance_loss(encoder, loss_fn, data, config.baseline, ctx, method=method)
-        methods[method] = evaluate_and_save(model, method, prepared, config, ctx, out_dir)
-        timing[method] = time.perf_counter() - start
-    if "logreg_stats" in config.methods:
-        start = time.perf_counter()
-        checkpoints = out_dir / "checkpoints" if dist.is_main else None
-        methods["logreg_stats"] = run_logreg_stats(data, config.logreg_stats, checkpoints)
-        timing["logreg_stats"] = time.perf_counter() - start
+    for train in trainers(config.methods):  # the registry's order; every method from the same initial encoder
+        methods.update(train(run))
+    diagnostics = run.diagnostics
     test_scores = {name: entry.pop("test_scores") for name, entry in methods.items()}
     val_scores = {name: entry.pop("val_scores") for name, entry in methods.items()}
     results = {

@@ -62,8 +62,8 @@ class EmbeddingOutput(nn.Module):
     """The last step of an encoder: optional centring (a batch norm without learnable parameters), optional
     dropout, then L2 normalisation; or the raw output when ``normalise`` is off (the baseline).
 
-    ``centring`` (training calls :meth:`calibrate` with eval-mode inputs before every clustering and validation,
-    see ``thce.train.calibrate_centring``, so eval mode always uses eval-mode statistics of the current network):
+    ``centring`` (training calls :meth:`calibrate` with eval-mode inputs before every clustering and validation, see
+    ``thce.training.data.calibrate_centring``, so eval mode always uses eval-mode statistics of the current network):
 
     - ``"batch"`` (default): batch statistics in train mode, so training batches are always centred.
     - ``"fixed"``: the calibrated statistics in train mode too (train and eval identical up to dropout); between
@@ -309,7 +309,7 @@ class EventDetector(nn.Module):
 
     With ``cluster_layer=None`` this is the baseline; with it, the proposed model of Fig. 2. ``scorer`` turns the
     head's outputs into (B, L) detection scores: sigmoid when ``None``, else a module with ``scores(outputs)``
-    (the losses of :mod:`thce.imbalance`, whose learnable weights, e.g. SoftTriple's centres, it then holds).
+    (the losses of :mod:`thce.losses.imbalance`, whose learnable weights, e.g. SoftTriple's centres, it then holds).
     """
 
     def __init__(

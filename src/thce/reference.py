@@ -17,16 +17,15 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from thce.errors import ConfigError
 from thce.io import write_json
 from thce.metrics import per_class_det_points, per_class_eer
+from thce.training.data import TrainingData
 
-if TYPE_CHECKING:  # hints only: thce.train imports thce.config, which imports LogRegStatsConfig from here
-    from thce.train import TrainingData
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ Everything here reads the ``results.json`` dictionary of a run directory::
      ...}
 
 EERs and DET rates are fractions; tables and plots show percent. Any number of methods and classes works; methods
-appear in the dictionary's order, the paper's three under their short names B, P1, P2 and any other under its key.
+appear in the dictionary's order, each under its short name of :mod:`thce.methods` (B, P1, P2 for the paper's
+three, the key for the others) and described by the registry in the legend.
 Other top-level keys (``config``, ``timing_s``, ``encoder``, ...) are listed in ``report.md`` as they are.
 """
 
@@ -30,12 +31,10 @@ from matplotlib.figure import Figure
 from scipy.stats import norm
 
 from thce.io import atomic_write
+from thce.methods import METHODS, method_short_name
 
 __all__ = [
-    "METHOD_SHORT_NAMES",
-    "METHOD_DESCRIPTIONS",
     "DET_TICKS_PERCENT",
-    "method_short_name",
     "eer_table_markdown",
     "counts_table_markdown",
     "plot_det",
@@ -43,25 +42,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Short names of the paper's methods (Tables 1 and 2); other methods are shown under their key.
-METHOD_SHORT_NAMES: dict[str, str] = {"baseline": "B", "proposed1": "P1", "proposed2": "P2"}
-
-#: What each known method is, for the legend line under the EER table.
-METHOD_DESCRIPTIONS: dict[str, str] = {
-    "baseline": "class-weighted BCE, Eq. 2",
-    "proposed1": "THCE embedding, Alg. 1; detector head trained alone",
-    "proposed2": "THCE embedding, Alg. 1; detector tuned end-to-end",
-    "bce": "unweighted BCE, Eq. 1",
-    "focal": "focal loss",
-    "class_balanced": "class-balanced loss (effective number of samples)",
-    "oversampling": "class-balanced oversampling, softmax CE",
-    "logit_adjusted": "logit-adjusted softmax CE",
-    "ldam_drw": "label-distribution-aware margin loss, deferred re-weighting",
-    "softtriple": "SoftTriple loss",
-    "lmle": "LMLE triple-header hinge on quintuplets",
-    "logreg_stats": "not deep: per-band mean and std of the normalised log-mel, balanced logistic regression, C on val",
-}
 
 #: Tick positions of the DET axes, in percent; rates of exactly 0 and 100 % are drawn beyond them, at ticks
 #: labelled "0" and "100" (:data:`_RATE_EDGE`).
@@ -72,16 +52,7 @@ _RATE_EDGE = 1e-5  # where 0 and 100 % are drawn: beyond every clipped rate, so 
 _RESERVED_KEYS = ("classes", "methods", "data", "seeds", "embedding_diagnostics", "provenance")
 
 
-def method_short_name(method: str) -> str:
-    """Display name of a method: ``baseline`` -> ``B``, ``proposed1`` -> ``P1``, ``proposed2`` -> ``P2``, others as is.
-
-    >>> [method_short_name(m) for m in ("baseline", "proposed2", "focal")]
-    ['B', 'P2', 'focal']
-    """
-    return METHOD_SHORT_NAMES.get(method, method)
-
-
-def _check_results(results: Any) -> tuple[list[str], dict[str, Any]]:
+def results_classes_and_methods(results: Any) -> tuple[list[str], dict[str, Any]]:
     """Return ``(classes, methods)`` of a results dictionary, or raise a ValueError saying what is wrong."""
     if not isinstance(results, Mapping):
         raise ValueError(f"results: expected a dict shaped like results.json, got {type(results).__name__}")
@@ -140,7 +111,7 @@ def eer_table_markdown(results: Mapping[str, Any]) -> str:
     <BLANKLINE>
     B: baseline (class-weighted BCE, Eq. 2); P2: proposed2 (THCE embedding, Alg. 1; detector tuned end-to-end)
     """
-    classes, methods = _check_results(results)
+    classes, methods = results_classes_and_methods(results)
     names = list(methods)
     lines = [
         "EER (%) per class; overall = unweighted mean over classes. Best of each row in bold.",
@@ -160,7 +131,7 @@ def eer_table_markdown(results: Mapping[str, Any]) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     legend = []
     for m in names:
-        description = METHOD_DESCRIPTIONS.get(m)
+        description = METHODS[m].description if m in METHODS else None
         short = method_short_name(m)
         if short != m:
             legend.append(f"{short}: {m} ({description})" if description else f"{short}: {m}")
@@ -295,7 +266,7 @@ def plot_det(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     Returns:
         ``path`` as a Path.
     """
-    classes, methods = _check_results(results)
+    classes, methods = results_classes_and_methods(results)
     path = Path(path)
     fig = det_figure(results)
     with atomic_write(path, "wb") as handle:
@@ -306,7 +277,7 @@ def plot_det(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
 
 def det_figure(results: Mapping[str, Any]) -> Figure:
     """The figure :func:`plot_det` saves."""
-    classes, methods = _check_results(results)
+    classes, methods = results_classes_and_methods(results)
     n = len(classes)
     ncols = n if n <= 4 else 3
     nrows = math.ceil(n / ncols)
@@ -404,7 +375,7 @@ def _extra_line(key: str, value: Any, limit: int = 300) -> str:
 def seeds_table_markdown(results: Mapping[str, Any]) -> str:
     """Mean +- standard deviation of each EER over seeds, and the bootstrap interval of each method's overall EER
     difference to the baseline (``results["seeds"]``, written by ``thce.experiment.run_seeds``)."""
-    classes, methods = _check_results(results)
+    classes, methods = results_classes_and_methods(results)
     repeats = results["seeds"]
     header = "| Class | " + " | ".join(method_short_name(m) for m in methods) + " |"
     lines = [
@@ -551,7 +522,7 @@ def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict
     Returns:
         ``{"report": <run_dir>/report.md, "det": <run_dir>/det.png}``.
     """
-    classes, methods = _check_results(results)
+    classes, methods = results_classes_and_methods(results)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     det_path = plot_det(results, run_dir / "det.png")

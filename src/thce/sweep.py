@@ -47,9 +47,9 @@ from thce.config import ExperimentConfig, config_from_dict, load_config, save_co
 from thce.errors import ConfigError, DataError
 from thce.experiment import load_test_scores, run_experiment, summarise_seeds
 from thce.io import atomic_write, read_json, write_json
-from thce.report import method_short_name
+from thce.methods import method_short_name
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
-from thce.train import ProgressFn
+from thce.training.engine import ProgressFn
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,11 @@ Our reading (the paper gives nothing else about the data):
   are drawn from the same distribution at the same ratio.
 - **Classes in thce's terms.** blue and green are the "event" classes, red takes the background slot (class index
   2): for clustering and the triple-header loss every class is just a class, so this changes nothing.
-- **Training.** :func:`thce.train.learn_embedding`, one Algorithm 1 iteration per call (so the embedding can be
-  captured after each), with the paper's schedule (5 iterations, 2 head-only epochs, 30 end-to-end epochs, 150 in
-  the last iteration), the project's alpha = 16, beta' = 5, beta'' = 0, balanced clusters; Adam at lr 0.01 (the toy
-  LSTM has 60 weights; 0.001 needs many more epochs), batch 64.
+- **Training.** :func:`thce.training.algorithm1.learn_embedding` itself, measured after every iteration through its
+  ``on_iteration`` hook, with :class:`~thce.training.algorithm1.EmbeddingConfig`'s defaults: the paper's schedule
+  (5 iterations, 2 head-only epochs, 30 end-to-end epochs, 150 in the last iteration), the project's alpha = 16,
+  beta' = 5, beta'' = 0, balanced clusters; Adam at lr 0.01 (the toy LSTM has 60 weights; 0.001 needs many more
+  epochs), batch 64.
 
 Measures per iteration (iteration 0 = the randomly initialised LSTM): the training embeddings are clustered per
 class exactly as Algorithm 1 does (``K_c`` rule, balanced spherical k-means); then
@@ -40,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from thce.cluster import Clustering, cluster_per_class, clusters_per_class
-from thce.config import EmbeddingConfig, TrainConfig
-from thce.losses import eq3_ordering
+from thce import seeds
+from thce.cluster import Clustering, assign_to_own_class, cluster_per_class, clusters_per_class
+from thce.losses import eq3_ordering, eq3_terms
 from thce.models import LSTMEncoder
-from thce.train import MetricsLog, RunContext, TrainingData, assign_to_own_class, embed, learn_embedding
+from thce.training.algorithm1 import EmbeddingConfig, EmbeddingIteration, learn_embedding
+from thce.training.data import TrainingData, embed
+from thce.training.engine import MetricsLog, ProgressFn, RunContext, TrainConfig
 
 TOY_CLASSES = ("blue", "green", "red")
 # Generative modes (class index, cycles per sequence f, phase phi in radians); red (2) has four.
@@ -66,7 +68,7 @@ TOY_MODES: tuple[tuple[int, float, float], ...] = (
     (2, 2.0, 1.5 * math.pi),
 )
 RED = 2
-ProgressFn = Callable[[str, int, int], None]
+METHOD = "toy"  # the method name of its rows in metrics.csv and of its random streams
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,10 @@ class ToyConfig:
         noise: white-noise standard deviation sigma (signal amplitude ~1).
         phase_jitter: standard deviation of the per-sample phase offset, radians.
         hidden_size: LSTM units = embedding dimension (paper: 3).
-        n_iter, head_only_epochs, epochs, last_epochs: Algorithm 1's schedule (paper: 5, 2, 30, 150).
-        alpha, beta_same, beta_other, balanced_clusters: the embedding loss (see :class:`EmbeddingConfig`).
+        embedding: Algorithm 1's embedding stage: schedule (paper: ``n_iter`` 5, ``head_only_epochs`` 2,
+            ``epochs`` 30, ``last_epochs`` 150) and loss (alpha, beta', beta'', balanced clusters).
         batch_size, learning_rate: Adam settings.
-        seed: drives data, initialisation, clustering and batches.
+        seed: drives data, initialisation, clustering and batches (streams named as in experiments).
         threads: torch threads while running (1 is fastest for this tiny LSTM); 0 leaves the setting alone.
     """
 
@@ -94,14 +96,7 @@ class ToyConfig:
     noise: float = 0.1
     phase_jitter: float = 0.1
     hidden_size: int = 3
-    n_iter: int = 5
-    head_only_epochs: int = 2
-    epochs: int = 30
-    last_epochs: int = 150
-    alpha: float = 16.0
-    beta_same: float = 5.0
-    beta_other: float = 0.0
-    balanced_clusters: bool = True
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     batch_size: int = 64
     learning_rate: float = 0.01
     seed: int = 0
@@ -111,8 +106,9 @@ class ToyConfig:
     def tiny(cls, **overrides: Any) -> ToyConfig:
         """A few-second run (smaller sets, 2 short iterations) for smoke tests; classes may not fully separate."""
         values: dict[str, Any] = dict(
-            train_samples=300, val_samples=60, test_samples=120, n_iter=2, epochs=5, last_epochs=10
-        )
+            train_samples=300, val_samples=60, test_samples=120,
+            embedding=EmbeddingConfig(n_iter=2, epochs=5, last_epochs=10),
+        )  # fmt: skip
         values.update(overrides)
         return cls(**values)
 
@@ -122,26 +118,16 @@ class ToyConfig:
                 raise ValueError(
                     f"toy.{name}: need at least 12 samples (1:1:4 with 4 red modes), got {getattr(self, name)}"
                 )
-        for name in ("steps", "hidden_size", "n_iter", "batch_size"):
+        for name in ("steps", "hidden_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"toy.{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("head_only_epochs", "epochs", "last_epochs", "threads"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"toy.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise ValueError(f"toy.threads: must be >= 0, got {self.threads}")
         if self.noise < 0 or self.phase_jitter < 0:
             raise ValueError("toy.noise and toy.phase_jitter must be >= 0")
-        if self.alpha <= 0 or self.learning_rate <= 0:
-            raise ValueError("toy.alpha and toy.learning_rate must be > 0")
-        if self.beta_other >= self.beta_same:
-            raise ValueError(f"toy: beta_other ({self.beta_other}) must be smaller than beta_same ({self.beta_same})")
-
-    def embedding_config(self, *, last: bool) -> EmbeddingConfig:
-        """The :class:`EmbeddingConfig` of one Algorithm 1 iteration (``last``: the longer final one)."""
-        return EmbeddingConfig(
-            n_iter=1, epochs=self.epochs, last_epochs=self.last_epochs if last else self.epochs,
-            head_only_epochs=self.head_only_epochs, alpha=self.alpha, beta_same=self.beta_same,
-            beta_other=self.beta_other, balanced_clusters=self.balanced_clusters,
-        )  # fmt: skip
+        if self.learning_rate <= 0:
+            raise ValueError("toy.learning_rate must be > 0")
+        self.embedding.validate()  # a ConfigError (a ValueError) naming embedding.<key>
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -224,15 +210,9 @@ class Snapshot:
     measures: dict[str, Any]
 
 
-def _cosine_terms(cos: Tensor, assignment: Tensor, cluster_class: Tensor) -> dict[str, float]:
+def _mean_cosines(cos: Tensor, assignment: Tensor, cluster_class: Tensor) -> dict[str, float]:
     """Mean cosine to the own, nearest same-class (other) and nearest other-class centroid: Eq. 3's three terms."""
-    own_class = cluster_class[assignment]
-    same = cluster_class.unsqueeze(0) == own_class.unsqueeze(1)
-    not_own = torch.ones_like(same).scatter_(1, assignment.unsqueeze(1), False)
-    own = cos.gather(1, assignment.unsqueeze(1)).squeeze(1)
-    same_other = cos.masked_fill(~(same & not_own), -math.inf).max(dim=1).values
-    other = cos.masked_fill(same, -math.inf).max(dim=1).values
-    has_same = torch.isfinite(same_other)
+    own, same_other, has_same, other, _ = eq3_terms(cos, assignment, cluster_class)
     return {
         "own": float(own.mean()),
         "nearest_same_class": float(same_other[has_same].mean()) if has_same.any() else float("nan"),
@@ -257,7 +237,7 @@ def _red_purity(clustering: Clustering, class_index: np.ndarray, modes: np.ndarr
     return agree / max(int(red.sum()), 1), shade
 
 
-def measure(encoder: torch.nn.Module, toy: ToyData, ctx: RunContext, *, iteration: int, seed: int) -> Snapshot:
+def measure(encoder: torch.nn.Module, toy: ToyData, ctx: RunContext, *, iteration: int) -> Snapshot:
     """Cluster the training embeddings per class (Algorithm 1's step) and compute the toy's measures."""
     data = toy.data
     train_idx, test_idx = data.splits["train"], data.splits["test"]
@@ -265,6 +245,7 @@ def measure(encoder: torch.nn.Module, toy: ToyData, ctx: RunContext, *, iteratio
     test_emb = embed(encoder, data, test_idx, ctx).cpu()
     train_class = torch.as_tensor(data.class_index[train_idx])
     test_class = torch.as_tensor(data.class_index[test_idx])
+    seed = seeds.derive_seed(ctx.seed, "kmeans", METHOD, "measure", iteration)
     clustering = cluster_per_class(train_emb, train_class, num_classes=len(TOY_CLASSES), seed=seed, balanced=True)
     cluster_class = clustering.cluster_class
     cos_train = train_emb @ clustering.centroids.t()
@@ -283,26 +264,13 @@ def measure(encoder: torch.nn.Module, toy: ToyData, ctx: RunContext, *, iteratio
         "cluster_sizes": {name: sizes[cluster_class == c].tolist() for c, name in enumerate(TOY_CLASSES)},
         "eq3_train": eq3_ordering(cos_train, clustering.assignment, cluster_class),
         "eq3_test": eq3_ordering(cos_test, test_assignment, cluster_class),
-        "mean_cosine_train": _cosine_terms(cos_train, clustering.assignment, cluster_class),
+        "mean_cosine_train": _mean_cosines(cos_train, clustering.assignment, cluster_class),
         "red_mode_purity": purity,
     }
     return Snapshot(iteration, train_emb.numpy(), clustering, shade, measures)
 
 
 # ----------------------------------------------------------------------------------------------- run
-
-
-class _IterationLog(MetricsLog):
-    """Forwards Algorithm 1's per-epoch rows to ``inner`` with the toy's iteration number."""
-
-    def __init__(self, inner: MetricsLog, iteration: int) -> None:
-        super().__init__(None)
-        self.inner, self.iteration = inner, iteration
-
-    def write(self, **row: Any) -> None:
-        row["iteration"] = self.iteration
-        self.rows.append(row)
-        self.inner.write(**row)
 
 
 @dataclass
@@ -358,7 +326,7 @@ class ToyResult:
 
 
 def run_toy(config: ToyConfig, *, log: MetricsLog | None = None, progress: ProgressFn | None = None) -> ToyResult:
-    """Generate the toy data, run Algorithm 1's embedding stage one iteration at a time, measure after each.
+    """Generate the toy data, run Algorithm 1's embedding stage, measure before it and after every iteration.
 
     Deterministic for a given ``config.seed`` on CPU; the global torch RNG is left untouched.
     """
@@ -375,22 +343,16 @@ def run_toy(config: ToyConfig, *, log: MetricsLog | None = None, progress: Progr
             train = TrainConfig(batch_size=config.batch_size, learning_rate=config.learning_rate, device="cpu")
             log = log if log is not None else MetricsLog()
             ctx = RunContext(train=train, seed=config.seed, log=log, progress=progress)
-            snapshots = [measure(encoder, toy, ctx, iteration=0, seed=config.seed)]
-            records = []
-            for iteration in range(1, config.n_iter + 1):
-                seed = config.seed * 1000 + iteration
-                step_ctx = RunContext(train=train, seed=seed, log=_IterationLog(log, iteration), progress=progress)
-                result = learn_embedding(
-                    encoder, toy.data, config.embedding_config(last=iteration == config.n_iter), step_ctx, method="toy"
-                )
-                record = dict(result.diagnostics[-1])
-                record["iteration"] = iteration
-                record["epochs"] = [
-                    {k: row.get(k) for k in ("stage", "epoch", "train_loss", "val_loss", "eq3_train", "eq3_val")}
-                    for row in step_ctx.log.rows
-                ]
-                records.append(record)
-                snapshots.append(measure(encoder, toy, ctx, iteration=iteration, seed=seed + 1))
+            snapshots = [measure(encoder, toy, ctx, iteration=0)]
+            records: list[dict[str, Any]] = []
+
+            def after(step: EmbeddingIteration) -> None:
+                rows = [r for r in log.rows if r.get("method") == METHOD and r.get("iteration") == step.iteration]
+                columns = ("stage", "epoch", "train_loss", "val_loss", "eq3_train", "eq3_val")
+                records.append({**step.record, "epochs": [{k: row.get(k) for k in columns} for row in rows]})
+                snapshots.append(measure(step.encoder, toy, ctx, iteration=step.iteration))
+
+            learn_embedding(encoder, toy.data, config.embedding, ctx, method=METHOD, on_iteration=after)
     finally:
         torch.set_num_threads(previous_threads)
     return ToyResult(config, toy.counts(), snapshots, records, time.perf_counter() - start)

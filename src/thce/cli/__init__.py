@@ -26,14 +26,14 @@ class _TqdmHandler(logging.Handler):
 
 
 def _setup_logging(verbose: int, quiet: bool = False) -> None:
-    """``thce`` logs warnings; ``-v`` info, ``-vv`` debug. Per-epoch lines (``thce.train``) are shown unless ``-q``."""
+    """``thce`` logs warnings; ``-v`` info, ``-vv`` debug. Per-epoch lines (``thce.training``) show unless ``-q``."""
     handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     root = logging.getLogger("thce")
     root.handlers[:] = [handler]
     root.propagate = False
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    train = logging.getLogger("thce.train")
+    train = logging.getLogger("thce.training")
     if verbose == 0 and not quiet:  # per-epoch lines are the heartbeat of long runs
         train.setLevel(logging.INFO)
     elif quiet and verbose == 0:

@@ -36,10 +36,10 @@ def results_section(results: dict[str, Any], run_dir: Path, timing: dict[str, An
 
 def check_results(path: Path, results: Any) -> dict[str, Any]:
     """``results`` (read from ``path``), checked to hold what the report needs (classes, methods with EERs, seeds)."""
-    from thce.report import _check_results
+    from thce.report import results_classes_and_methods
 
     try:
-        _check_results(results)
+        results_classes_and_methods(results)
         for name, entry in results["methods"].items():
             det = entry.get("det")
             if det is not None and not isinstance(det, dict):

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
 from thce.cli.progress import ProgressBars
 from thce.errors import ConfigError
 
-# Flags that override ToyConfig fields (flag name -> field name).
-_OVERRIDES = {
-    "seed": "seed",
-    "samples": "train_samples",
-    "iterations": "n_iter",
-    "epochs": "epochs",
-    "last_epochs": "last_epochs",
-    "alpha": "alpha",
-    "noise": "noise",
-    "learning_rate": "learning_rate",
-}
+# Flags that override ToyConfig fields (flag name -> field name) and fields of its EmbeddingConfig.
+_OVERRIDES = {"seed": "seed", "samples": "train_samples", "noise": "noise", "learning_rate": "learning_rate"}
+_EMBEDDING_OVERRIDES = {"iterations": "n_iter", "epochs": "epochs", "last_epochs": "last_epochs", "alpha": "alpha"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,16 +20,20 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_path(args.out, directory=True)  # an unwritable --out: one line naming it, before any work
     from thce.toy import ToyConfig, run_toy, write_toy
-    from thce.train import MetricsLog
+    from thce.training.engine import MetricsLog
 
-    overrides = {field: getattr(args, flag) for flag, field in _OVERRIDES.items() if getattr(args, flag) is not None}
+    def given(table: dict[str, str]) -> dict[str, object]:
+        return {field: getattr(args, flag) for flag, field in table.items() if getattr(args, flag) is not None}
+
     try:
-        config = ToyConfig.tiny(**overrides) if args.tiny else ToyConfig(**overrides)
+        config = ToyConfig.tiny() if args.tiny else ToyConfig()
+        embedding = dataclasses.replace(config.embedding, **given(_EMBEDDING_OVERRIDES))
+        config = dataclasses.replace(config, **given(_OVERRIDES), embedding=embedding)
         config.validate()
     except ValueError as error:
         raise ConfigError(str(error)) from None
     if getattr(args, "verbose", 0) == 0:  # the toy takes seconds: no per-epoch heartbeat unless -v
-        logging.getLogger("thce.train").setLevel(logging.WARNING)
+        logging.getLogger("thce.training").setLevel(logging.WARNING)
     out: Path = ensure_dir(args.out)
     (out / "metrics.csv").unlink(missing_ok=True)
     with ProgressBars(enabled=not args.quiet) as bars:

@@ -1,4 +1,4 @@
-"""Loss functions: class-weighted BCE (Eq. 2) and the triple-header cross-entropy (Eqs. 5-9).
+"""The paper's losses: class-weighted BCE (Eq. 2) and the triple-header cross-entropy (Eqs. 3, 5-9).
 
 Both are usable on their own with any network. Every equation lives in one function named after it.
 """
@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from thce.augment import mixed_loss
 from thce.models import ClusterLayer
 
 
@@ -234,6 +235,22 @@ class TripleHeaderCrossEntropy(nn.Module):
             h, cluster_index, self.cluster_class, beta_same=self.beta_same, beta_other=self.beta_other,
             weights=self.weights, reduction=self.reduction, mean_weight=self.mean_weight,
         )  # fmt: skip
+
+    def mixed_loss_from_h(self, h: Tensor, cluster_index: Tensor, lam: Tensor, perm: Tensor) -> Tensor:
+        """Eqs. 5-8 on a mixup batch (:meth:`thce.augment.BatchAugmenter.mixup`): outputs ``h`` (B, K) of mixed clips,
+        each counting as its two clips' clusters ``cluster_index`` (B,) and ``cluster_index[perm]`` with weights
+        ``lam`` and ``1 - lam`` (B,) times their cluster weights; reduced as :meth:`loss_from_h` reduces."""
+
+        def per_sample(k: Tensor) -> Tensor:
+            return triple_header_ce(
+                h, k, self.cluster_class, beta_same=self.beta_same, beta_other=self.beta_other, reduction="none"
+            )
+
+        weights = None if self.weights is None else self.weights[cluster_index]
+        if self.reduction == "fixed":
+            total = mixed_loss(per_sample, cluster_index, lam, perm, weights=weights, reduction="sum")
+            return total / (len(cluster_index) * self.mean_weight)
+        return mixed_loss(per_sample, cluster_index, lam, perm, weights=weights, reduction="mean")
 
     def forward(self, embedding: Tensor, cluster_index: Tensor) -> Tensor:
         """``embedding`` (B, D) L2-normalised, ``cluster_index`` (B,) -> scalar loss (Eqs. 4-8)."""

@@ -1,10 +1,10 @@
-"""The field's imbalance baselines, each a loss on ``(outputs, targets)`` usable in one training step.
+"""The field's imbalance losses, each a loss on ``(outputs, targets)`` usable in one training step.
 
 Every method is a small :class:`torch.nn.Module` (learnable weights inside when it has them) built from the
-training split's class counts by a frozen config dataclass::
+training split's class counts, directly or by its config dataclass (:mod:`thce.training.imbalance`)::
 
     counts = data.class_counts("train")                 # (L + 1,), background last
-    loss_fn = LDAMConfig(drw_epoch=40).build(counts)     # or loss_config("ldam_drw", drw_epoch=40).build(counts)
+    loss_fn = LDAMLoss(counts, drw_epoch=40)             # or loss_config("ldam_drw", drw_epoch=40).build(counts)
     head = loss_fn.make_head(encoder.embedding_dim)      # nn.Linear, or the NormedLinear LDAM needs
     for epoch in range(epochs):
         loss_fn.set_epoch(epoch)                         # only LDAM-DRW uses it
@@ -13,9 +13,10 @@ training split's class counts by a frozen config dataclass::
     scores = loss_fn.scores(head(encoder(x_test)))       # (B, L) per-event detection scores in [0, 1]
 
 **Targets.** A clip holds one event or none (the paper's setting), so targets are either class indices ``(B,)`` in
-``[0, L]`` with ``L`` = background, or the ``(B, L)`` multi-hot rows of :meth:`thce.train.TrainingData.targets`
-(one 1 or none per row). Sigmoid methods (BCE, focal) have ``L`` outputs and background is the all-zero target;
-softmax methods treat background as one more class: ``C = L + 1`` outputs, background index ``L``.
+``[0, L]`` with ``L`` = background, or the ``(B, L)`` multi-hot rows of
+:meth:`thce.training.engine.TrainingData.targets` (one 1 or none per row). Sigmoid methods (BCE, focal) have ``L``
+outputs and background is the all-zero target; softmax methods treat background as one more class: ``C = L + 1``
+outputs, background index ``L``.
 
 **Scores.** :meth:`ImbalanceLoss.scores` turns outputs into ``(B, L)`` per-event scores for DET/EER: ``sigmoid`` of
 the event outputs for sigmoid methods, the softmax probability of each event class (over all C classes, with the
@@ -37,51 +38,40 @@ method             class                     outputs      reference (defaults)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Union
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from thce.errors import ConfigError
+from thce.sampling import Counts, balanced_sampling_weights
 
 __all__ = [
-    "BCEConfig",
     "BinaryCrossEntropy",
-    "ClassBalancedConfig",
+    "CB_KINDS",
     "ClassBalancedLoss",
-    "FocalConfig",
+    "FOCAL_REDUCTIONS",
     "ImbalanceLoss",
-    "LDAMConfig",
     "LDAMLoss",
-    "LOSS_CONFIGS",
-    "LogitAdjustedConfig",
     "LogitAdjustedLoss",
     "NormedLinear",
     "OversampledCrossEntropy",
-    "OversamplingConfig",
     "SigmoidFocalLoss",
-    "SoftTripleConfig",
     "SoftTripleLoss",
-    "balanced_sampling_order",
-    "balanced_sampling_weights",
+    "check_counts",
     "class_balanced_weights",
     "class_index_targets",
-    "loss_config",
+    "sigmoid_focal_terms",
 ]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-Counts = Union[Sequence[int], np.ndarray, Tensor]
-"""Per-class counts (C,) or per-sample class indices (N,): a list, ndarray or tensor."""
 
-
-def _check_counts(class_counts: Counts, *, who: str, positive: bool) -> Tensor:
-    """Class counts as a float64 (C,) tensor; C >= 2 (at least one event and background)."""
+def check_counts(class_counts: Counts, *, who: str, positive: bool) -> Tensor:
+    """Class counts (C,) as a float64 tensor, checked: C >= 2 (at least one event and background), non-negative
+    integers, and with ``positive`` at least one sample per class. ``who`` names the caller in the error."""
     counts = torch.as_tensor(np.asarray(class_counts), dtype=torch.float64)
     if counts.ndim != 1 or counts.numel() < 2:
         raise ValueError(
@@ -133,55 +123,11 @@ def class_balanced_weights(class_counts: Counts, beta: float = 0.9999) -> Tensor
     >>> class_balanced_weights([1, 1, 4], beta=0.0).tolist()
     [1.0, 1.0, 1.0]
     """
-    counts = _check_counts(class_counts, who="class_balanced_weights", positive=True)
+    counts = check_counts(class_counts, who="class_balanced_weights", positive=True)
     if not 0.0 <= beta < 1.0:
         raise ValueError(f"class_balanced_weights: beta must be in [0, 1), got {beta}")
     weights = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), counts))
     return (weights / weights.sum() * counts.numel()).to(torch.float32)
-
-
-def balanced_sampling_weights(class_index: Counts, num_classes: int | None = None) -> Tensor:
-    """Per-sample weights ``1 / n_{c_i}`` for class-balanced oversampling: every class is drawn equally often.
-
-    Use them with replacement, e.g. (one epoch = N draws, minority samples repeat, majority samples are skipped)::
-
-        sampler = torch.utils.data.WeightedRandomSampler(weights, num_samples=len(weights), replacement=True,
-                                                         generator=torch.Generator().manual_seed(seed))
-
-    or :func:`balanced_sampling_order`, which draws the same way without a DataLoader.
-
-    Args:
-        class_index: (N,) class of each training sample, ``0..L`` (background ``L`` is a class here).
-        num_classes: C, for the error message when a listed class is absent; inferred when ``None``.
-
-    Returns:
-        (N,) float64 weights; each class's weights sum to 1.
-
-    >>> balanced_sampling_weights([0, 1, 1, 1]).tolist()
-    [1.0, 0.3333333333333333, 0.3333333333333333, 0.3333333333333333]
-    """
-    index = torch.as_tensor(np.asarray(class_index), dtype=torch.long)
-    if index.ndim != 1 or index.numel() == 0:
-        raise ValueError(
-            f"balanced_sampling_weights: class_index must be a non-empty (N,) array, got {tuple(index.shape)}"
-        )
-    if int(index.min()) < 0:
-        raise ValueError("balanced_sampling_weights: class indices must be >= 0")
-    counts = torch.bincount(index, minlength=num_classes or 0)
-    if num_classes is not None and (len(counts) > num_classes or bool((counts == 0).any())):
-        raise ValueError(
-            f"balanced_sampling_weights: every class in [0, {num_classes}) needs a sample, counts {counts.tolist()}"
-        )
-    return 1.0 / counts[index].to(torch.float64)
-
-
-def balanced_sampling_order(
-    class_index: Counts, *, generator: torch.Generator, num_samples: int | None = None
-) -> Tensor:
-    """One epoch of class-balanced oversampling: ``num_samples`` (default N) indices drawn with replacement with
-    probability proportional to :func:`balanced_sampling_weights` (what ``WeightedRandomSampler`` does)."""
-    weights = balanced_sampling_weights(class_index)
-    return torch.multinomial(weights, num_samples or len(weights), replacement=True, generator=generator)
 
 
 class NormedLinear(nn.Module):
@@ -245,7 +191,7 @@ class ImbalanceLoss(nn.Module):
     def batch_weight(self, class_index: Tensor) -> float:
         """The denominator of this loss's batch mean for clips of classes ``class_index`` (B,): the number of
         clips unless the loss normalises otherwise. Data-parallel training uses it to combine the ranks' shares of
-        a batch exactly (:func:`thce.train.fit_stage`)."""
+        a batch exactly (:func:`thce.training.engine.fit_stage`)."""
         return float(len(class_index))
 
     def scores(self, outputs: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -413,7 +359,7 @@ class ClassBalancedLoss(ImbalanceLoss):
     def __init__(
         self, class_counts: Counts, *, beta: float = 0.9999, kind: str = "softmax", gamma: float = 1.0
     ) -> None:
-        counts = _check_counts(class_counts, who="ClassBalancedLoss", positive=True)
+        counts = check_counts(class_counts, who="ClassBalancedLoss", positive=True)
         super().__init__(len(counts) - 1)
         if kind not in CB_KINDS:
             raise ValueError(f"ClassBalancedLoss: kind must be one of {CB_KINDS}, got {kind!r}")
@@ -456,7 +402,7 @@ class OversampledCrossEntropy(ImbalanceLoss):
     reference = "Buda et al. 2018 / Kang et al. 2020, class-balanced sampling (q = 0) with cross-entropy"
 
     def __init__(self, class_counts: Counts) -> None:
-        counts = _check_counts(class_counts, who="OversampledCrossEntropy", positive=True)
+        counts = check_counts(class_counts, who="OversampledCrossEntropy", positive=True)
         super().__init__(len(counts) - 1)
 
     def sampling_weights(self, class_index: Counts) -> Tensor:
@@ -482,7 +428,7 @@ class LogitAdjustedLoss(ImbalanceLoss):
     reference = "Menon et al. 2021, Long-tail learning via logit adjustment, Eq. 10"
 
     def __init__(self, class_counts: Counts, *, tau: float = 1.0) -> None:
-        counts = _check_counts(class_counts, who="LogitAdjustedLoss", positive=True)
+        counts = check_counts(class_counts, who="LogitAdjustedLoss", positive=True)
         super().__init__(len(counts) - 1)
         self.tau = tau
         self.register_buffer("log_prior", torch.log(counts / counts.sum()).to(torch.float32))
@@ -526,7 +472,7 @@ class LDAMLoss(ImbalanceLoss):
         drw_epoch: int | None = 160,
         drw_beta: float = 0.9999,
     ) -> None:
-        counts = _check_counts(class_counts, who="LDAMLoss", positive=True)
+        counts = check_counts(class_counts, who="LDAMLoss", positive=True)
         super().__init__(len(counts) - 1)
         if max_margin <= 0 or s <= 0:
             raise ValueError(f"LDAMLoss: max_margin and s must be > 0, got {max_margin}, {s}")
@@ -606,7 +552,7 @@ class SoftTripleLoss(ImbalanceLoss):
         tau: float = 0.2,
         margin: float = 0.01,
     ) -> None:
-        counts = _check_counts(class_counts, who="SoftTripleLoss", positive=False)
+        counts = check_counts(class_counts, who="SoftTripleLoss", positive=False)
         super().__init__(len(counts) - 1)
         if embedding_dim < 1 or centers_per_class < 1:
             raise ValueError(
@@ -663,196 +609,3 @@ class SoftTripleLoss(ImbalanceLoss):
             f"num_events={self.num_events}, embedding_dim={self.embedding_dim}, K={self.K}, la={self.la}, "
             f"gamma={self.gamma}, tau={self.tau}, margin={self.margin}"
         )
-
-
-# ----------------------------------------------------------------------------------------------- configs
-
-
-class _LossConfig:
-    """Mixin for the frozen config dataclasses: ``method`` name, ``build``, ``to_dict``."""
-
-    method: ClassVar[str] = ""
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` for a bad value (the loss constructors repeat the checks as ValueError)."""
-
-    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> ImbalanceLoss:
-        raise NotImplementedError  # pragma: no cover
-
-    def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
-        return {"method": self.method, **values}
-
-
-def _num_events(class_counts: Counts, who: str) -> int:
-    return len(_check_counts(class_counts, who=who, positive=False)) - 1
-
-
-@dataclass(frozen=True)
-class BCEConfig(_LossConfig):
-    """Unweighted BCE (the paper's Eq. 1); no parameters."""
-
-    method: ClassVar[str] = "bce"
-
-    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> BinaryCrossEntropy:
-        return BinaryCrossEntropy(_num_events(class_counts, "BCEConfig"))
-
-
-@dataclass(frozen=True)
-class FocalConfig(_LossConfig):
-    """Sigmoid focal loss (Lin et al. 2017): ``gamma`` 2, ``alpha`` 0.25 (None: no alpha), ``reduction``
-    ``"positives"`` (sum / number of positives, the reference), ``"mean"`` or ``"sum"``."""
-
-    method: ClassVar[str] = "focal"
-    gamma: float = 2.0
-    alpha: float | None = 0.25
-    reduction: str = "positives"
-
-    def validate(self) -> None:
-        if self.gamma < 0:
-            raise ConfigError(f"focal.gamma: must be >= 0, got {self.gamma}")
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"focal.alpha: must be in [0, 1], got {self.alpha}")
-        if self.reduction not in FOCAL_REDUCTIONS[:3]:
-            raise ConfigError(f"focal.reduction: must be one of {FOCAL_REDUCTIONS[:3]}, got {self.reduction!r}")
-
-    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> SigmoidFocalLoss:
-        self.validate()
-        return SigmoidFocalLoss(
-            _num_events(class_counts, "FocalConfig"), gamma=self.gamma, alpha=self.alpha, reduction=self.reduction
-        )
-
-
-@dataclass(frozen=True)
-class ClassBalancedConfig(_LossConfig):
-    """Class-balanced loss (Cui et al. 2019): ``beta`` 0.9999, ``kind`` softmax / sigmoid / focal, ``gamma`` (focal
-    only; reference code default 1.0)."""
-
-    method: ClassVar[str] = "class_balanced"
-    beta: float = 0.9999
-    kind: str = "softmax"
-    gamma: float = 1.0
-
-    def validate(self) -> None:
-        if not 0.0 <= self.beta < 1.0:
-            raise ConfigError(f"class_balanced.beta: must be in [0, 1), got {self.beta}")
-        if self.kind not in CB_KINDS:
-            raise ConfigError(f"class_balanced.kind: must be one of {CB_KINDS}, got {self.kind!r}")
-        if self.gamma < 0:
-            raise ConfigError(f"class_balanced.gamma: must be >= 0, got {self.gamma}")
-
-    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> ClassBalancedLoss:
-        self.validate()
-        return ClassBalancedLoss(class_counts, beta=self.beta, kind=self.kind, gamma=self.gamma)
-
-
-@dataclass(frozen=True)
-class OversamplingConfig(_LossConfig):
-    """Class-balanced oversampling with plain cross-entropy; no parameters (use ``loss.sampling_weights``)."""
-
-    method: ClassVar[str] = "oversampling"
-
-    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> OversampledCrossEntropy:
-        return OversampledCrossEntropy(class_counts)
-
-
-@dataclass(frozen=True)
-class LogitAdjustedConfig(_LossConfig):
-    """Logit-adjusted loss (Menon et al. 2021): ``tau`` 1."""
-
-    method: ClassVar[str] = "logit_adjusted"
-    tau: float = 1.0
-
-    def validate(self) -> None:
-        if self.tau < 0:
-            raise ConfigError(f"logit_adjusted.tau: must be >= 0, got {self.tau}")
-
-    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> LogitAdjustedLoss:
-        self.validate()
-        return LogitAdjustedLoss(class_counts, tau=self.tau)
-
-
-@dataclass(frozen=True)
-class LDAMConfig(_LossConfig):
-    """LDAM-DRW (Cao et al. 2019): ``max_margin`` 0.5, ``s`` 30, ``drw_epoch`` 160 (0-based; reference: of 200
-    epochs, i.e. the last 20%; set it to ~0.8 x your epochs; None: never re-weight), ``drw_beta`` 0.9999."""
-
-    method: ClassVar[str] = "ldam_drw"
-    max_margin: float = 0.5
-    s: float = 30.0
-    drw_epoch: int | None = 160
-    drw_beta: float = 0.9999
-
-    def validate(self) -> None:
-        if self.max_margin <= 0 or self.s <= 0:
-            raise ConfigError(f"ldam_drw: max_margin and s must be > 0, got {self.max_margin}, {self.s}")
-        if self.drw_epoch is not None and self.drw_epoch < 0:
-            raise ConfigError(f"ldam_drw.drw_epoch: must be >= 0, got {self.drw_epoch}")
-        if not 0.0 <= self.drw_beta < 1.0:
-            raise ConfigError(f"ldam_drw.drw_beta: must be in [0, 1), got {self.drw_beta}")
-
-    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> LDAMLoss:
-        self.validate()
-        return LDAMLoss(
-            class_counts, max_margin=self.max_margin, s=self.s, drw_epoch=self.drw_epoch, drw_beta=self.drw_beta
-        )
-
-
-@dataclass(frozen=True)
-class SoftTripleConfig(_LossConfig):
-    """SoftTriple (Qian et al. 2019): ``centers_per_class`` 10, ``la`` 20, ``gamma`` 0.1, ``tau`` 0.2,
-    ``margin`` 0.01. ``build`` needs ``embedding_dim``."""
-
-    method: ClassVar[str] = "softtriple"
-    centers_per_class: int = 10
-    la: float = 20.0
-    gamma: float = 0.1
-    tau: float = 0.2
-    margin: float = 0.01
-
-    def validate(self) -> None:
-        if self.centers_per_class < 1:
-            raise ConfigError(f"softtriple.centers_per_class: must be >= 1, got {self.centers_per_class}")
-        if self.la <= 0 or self.gamma <= 0 or self.tau < 0:
-            raise ConfigError(f"softtriple: need la > 0, gamma > 0, tau >= 0; got {self.la}, {self.gamma}, {self.tau}")
-
-    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> SoftTripleLoss:
-        self.validate()
-        if embedding_dim is None:
-            raise ValueError("SoftTripleConfig.build: embedding_dim is required (the loss owns its centres)")
-        return SoftTripleLoss(
-            class_counts, embedding_dim, centers_per_class=self.centers_per_class, la=self.la, gamma=self.gamma,
-            tau=self.tau, margin=self.margin,
-        )  # fmt: skip
-
-
-LOSS_CONFIGS: dict[str, type[_LossConfig]] = {
-    cls.method: cls
-    for cls in (
-        BCEConfig,
-        FocalConfig,
-        ClassBalancedConfig,
-        OversamplingConfig,
-        LogitAdjustedConfig,
-        LDAMConfig,
-        SoftTripleConfig,
-    )
-}
-
-
-def loss_config(method: str, **values: Any) -> _LossConfig:
-    """The config of ``method`` (a ``LOSS_CONFIGS`` key) with ``values`` overriding its defaults; validated.
-
-    >>> loss_config("ldam_drw", drw_epoch=40)
-    LDAMConfig(max_margin=0.5, s=30.0, drw_epoch=40, drw_beta=0.9999)
-    """
-    if method not in LOSS_CONFIGS:
-        raise ConfigError(f"unknown imbalance method {method!r}; known: {', '.join(LOSS_CONFIGS)}")
-    cls = LOSS_CONFIGS[method]
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{method}: unknown keys {unknown}; known: {sorted(known) or 'none'}")
-    config = cls(**values)
-    config.validate()
-    return config

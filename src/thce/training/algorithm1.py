@@ -1,0 +1,403 @@
+"""Algorithm 1 of the paper (learn the embedding, then the detector) and the baseline.
+
+- :func:`learn_embedding`: for ``n_iter`` iterations, cluster the training embeddings per class (K_c rule),
+  initialise the cluster layer W from the centroids (times alpha), tune only W for ``head_only_epochs``, then train
+  end to end for ``epochs`` (``last_epochs`` in the last iteration) with the weighted triple-header CE (Eq. 8,
+  :class:`thce.losses.TripleHeaderCrossEntropy`). An ``on_iteration`` hook sees every iteration's result.
+- :func:`train_detector`: a sigmoid layer of L outputs on the cluster layer; head only with Eq. 2 (Proposed1),
+  then end to end with Eq. 2 (Proposed2); each stage stops early on validation and keeps its best model.
+- :func:`train_baseline`: the same encoder with a sigmoid layer on the embedding, end to end with Eq. 2.
+
+The models are built by the method registry (:mod:`thce.methods`); the stages here train what they are given.
+Head-only stages run on embeddings computed once with the frozen encoder in eval mode (dropout off, batch-norm
+statistics fixed): the result is the same as re-running the frozen encoder every epoch, minus dropout noise on the
+input of the head, and it makes these stages nearly free.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from thce import seeds
+from thce.augment import mix_targets
+from thce.cluster import Clustering, assign_to_own_class, cluster_per_class
+from thce.distributed import SINGLE, Distributed
+from thce.errors import ConfigError
+from thce.losses import TripleHeaderCrossEntropy, bce_class_weights, eq3_ordering, weighted_bce
+from thce.models import ClusterLayer, EventDetector
+from thce.sampling import balanced_sampling_order
+from thce.training.data import (
+    TrainingData,
+    calibrate_centring,
+    calibration_indices,
+    detection_validation,
+    embed,
+    feature_loader,
+    has_centring,
+    make_augmenter,
+)
+from thce.training.diagnostics import cluster_diagnostics, embedding_diagnostics, same_clip_cosine
+from thce.training.engine import RunContext, StageConfig, Validation, fit_stage
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """Algorithm 1, step 1 (paper: n_iter 5, epochs 30, last_epochs 150, head_only_epochs 2, beta' 5, beta'' 0).
+
+    ``alpha`` scales the cosine similarities (folded into W at initialisation); the paper does not give it.
+    ``balanced_clusters`` caps cluster sizes so that clusters are "roughly equal size".
+    """
+
+    n_iter: int = 5
+    epochs: int = 30
+    last_epochs: int = 150
+    head_only_epochs: int = 2
+    alpha: float = 16.0
+    beta_same: float = 5.0
+    beta_other: float = 0.0
+    cluster_weights: bool = True
+    balanced_clusters: bool = True
+    kmeans_max_iter: int = 100
+    loss_normaliser: str = "fixed"  # Eq. 8 over B x the mean training weight; "batch": the batch's sum of weights
+    normalise_w: bool = False  # unit columns of W at the fixed scale alpha (h = alpha x cosine); default: W free
+
+    def validate(self) -> None:
+        for name in ("n_iter", "kmeans_max_iter"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"embedding.{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("epochs", "last_epochs", "head_only_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"embedding.{name}: must be >= 0, got {getattr(self, name)}")
+        if not self.alpha > 0:
+            raise ConfigError(f"embedding.alpha: must be > 0, got {self.alpha}")
+        if self.loss_normaliser not in ("fixed", "batch"):
+            raise ConfigError(f"embedding.loss_normaliser: {self.loss_normaliser!r} is not 'fixed' or 'batch'")
+        if not self.beta_other < self.beta_same:
+            raise ConfigError(
+                f"embedding: beta_other ({self.beta_other}) must be smaller than beta_same ({self.beta_same}), Eq. 5"
+            )
+
+
+@dataclass(frozen=True)
+class DetectorConfig(StageConfig):
+    """Algorithm 1, step 2: ``head_only_max_epochs`` bounds Proposed1's head-only stage, ``max_epochs`` the
+    end-to-end stage of Proposed2."""
+
+    head_only_max_epochs: int = 200
+
+    def validate(self, section: str) -> None:
+        super().validate(section)
+        if self.head_only_max_epochs < 0:
+            raise ConfigError(f"{section}.head_only_max_epochs: must be >= 0, got {self.head_only_max_epochs}")
+
+
+@dataclass(frozen=True)
+class BaselineConfig(StageConfig):
+    """The baseline's stage; ``l2_normalise`` keeps the encoder's final L2 normalisation (default: off)."""
+
+    l2_normalise: bool = False
+
+
+# ---------------------------------------------------------------------------------- Algorithm 1, step 1
+
+
+@dataclass
+class EmbeddingResult:
+    """The learned embedding: encoder E, the cluster layer W (Eq. 4) and per-iteration diagnostics."""
+
+    encoder: nn.Module
+    cluster_layer: ClusterLayer
+    clustering: Clustering
+    diagnostics: list[dict[str, Any]]
+
+
+@dataclass
+class EmbeddingIteration:
+    """What :func:`learn_embedding` hands its ``on_iteration`` hook after each iteration's training.
+
+    Attributes:
+        iteration: 1 .. ``n_iter``.
+        encoder: E as trained so far (the module being trained: measure it, do not change it).
+        clustering: the iteration's per-class clustering of the training embeddings (made at its start).
+        cluster_layer: W after the iteration's training.
+        record: the iteration's diagnostics (the entry it adds to :attr:`EmbeddingResult.diagnostics`).
+        cluster_seconds: wall time of the iteration's clustering (:func:`thce.cluster.cluster_per_class`).
+    """
+
+    iteration: int
+    encoder: nn.Module
+    clustering: Clustering
+    cluster_layer: ClusterLayer
+    record: dict[str, Any]
+    cluster_seconds: float
+
+
+def _cluster_batch_weight(assignment: Tensor, weights: Tensor | None) -> Callable[[np.ndarray], float]:
+    """The denominator of the weighted mean THCE of a batch: ``sum_i weight_{k_i}`` (Eq. 8's cluster weights)."""
+    if weights is None:
+        return lambda positions: float(len(positions))
+    return lambda positions: float(weights[assignment[torch.as_tensor(positions, device=assignment.device)]].sum())
+
+
+class _Eq3Tally:
+    """Running Eq. 3 fractions over the training batches of one epoch (weighted by batch size); under torchrun
+    summed over ranks (each saw its share of every batch), so every rank logs the fraction over the whole epoch."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.sums = {"eq3": 0.0}
+
+    def add(self, h: Tensor, cluster_index: Tensor, cluster_class: Tensor) -> None:
+        n = len(cluster_index)
+        self.sums["eq3"] += eq3_ordering(h.detach(), cluster_index, cluster_class)["eq3"] * n
+        self.total += n
+
+    def pop(self, dist: Distributed = SINGLE) -> float:
+        """The epoch's fraction (NaN before any batch), then reset. A collective call under torchrun."""
+        held, total = (float(v) for v in dist.all_reduce_sum(
+            torch.tensor([self.sums["eq3"], float(self.total)], dtype=torch.float64)
+        ))  # fmt: skip
+        self.total, self.sums["eq3"] = 0, 0.0
+        return held / total if total else float("nan")
+
+
+def learn_embedding(
+    encoder: nn.Module,
+    data: TrainingData,
+    config: EmbeddingConfig,
+    ctx: RunContext,
+    *,
+    method: str = "proposed",
+    on_iteration: Callable[[EmbeddingIteration], None] | None = None,
+) -> EmbeddingResult:
+    """Algorithm 1, step 1: ``n_iter`` rounds of per-class clustering and triple-header CE training.
+
+    Logs per epoch (method ``method``) the THCE loss on train and validation and the fraction of samples for
+    which Eq. 3's ordering holds (validation samples are assigned to the own-class cluster with the largest
+    ``h``). Records per iteration, at clustering and after training, how well the eval-mode validation embeddings
+    separate classes (:func:`~thce.training.diagnostics.embedding_diagnostics`) and the same-clip cosine of two
+    train-mode passes (:func:`~thce.training.diagnostics.same_clip_cosine`). ``on_iteration`` is called after
+    each iteration with an :class:`EmbeddingIteration` (the toy example measures the embedding there).
+    """
+    device = ctx.device
+    encoder.to(device)
+    train_idx, val_idx = data.splits["train"], data.splits["val"]
+    train_class = torch.as_tensor(data.class_index[train_idx], dtype=torch.long)
+    val_class = torch.as_tensor(data.class_index[val_idx], dtype=torch.long, device=device)
+    probe_idx = val_idx[np.linspace(0, len(val_idx) - 1, min(64, len(val_idx))).astype(int)]
+    calibration = calibration_indices(data)
+    diagnostics: list[dict[str, Any]] = []
+    for iteration in range(1, config.n_iter + 1):
+        calibrate_centring(encoder, data, calibration, ctx)
+        train_emb = embed(encoder, data, train_idx, ctx, f"{method} embed it {iteration}")
+        start = time.perf_counter()
+        clustering = cluster_per_class(
+            train_emb, train_class, num_classes=data.num_classes, seed=seeds.derive_seed(ctx.seed, "kmeans", method, iteration),
+            balanced=config.balanced_clusters, max_iter=config.kmeans_max_iter, dist=ctx.dist,
+        )  # fmt: skip
+        cluster_seconds = time.perf_counter() - start
+        val_emb = embed(encoder, data, val_idx, ctx, f"{method} val")
+        record: dict[str, Any] = {
+            "iteration": iteration,
+            **cluster_diagnostics(clustering, train_emb),
+            "at_clustering": {
+                **embedding_diagnostics(val_emb, val_class, clustering.centroids, clustering.cluster_class, data.num_classes),
+                "same_clip_cosine": same_clip_cosine(encoder, data, probe_idx, ctx),
+            },
+        }  # fmt: skip
+        assignment = clustering.assignment.to(device)
+        loss_fn = TripleHeaderCrossEntropy.from_centroids(
+            clustering.centroids, clustering.cluster_class, alpha=config.alpha, beta_same=config.beta_same,
+            beta_other=config.beta_other, weighted=config.cluster_weights, normalise_w=config.normalise_w,
+            assignment=assignment if config.loss_normaliser == "fixed" else None,
+        ).to(device)  # fmt: skip
+        cluster_class = loss_fn.cluster_class
+        tally = _Eq3Tally()
+        last: dict[str, float] = {}
+        latest_val: dict[str, Tensor] = {"embedding": val_emb}
+
+        def step(h: Tensor, positions: np.ndarray, mix: tuple[Tensor, Tensor] | None = None) -> Tensor:
+            k = assignment[positions]
+            if mix is None or bool((mix[0] == 1).all()):
+                tally.add(h, k, cluster_class)
+                return loss_fn.loss_from_h(h, k)
+            return loss_fn.mixed_loss_from_h(h, k, *mix)  # mixup in the embedding stage ("mix")
+
+        def val_loss(recalibrate: bool = True) -> float:
+            if recalibrate:  # the network as it is now, in eval mode (not needed while only W trains)
+                calibrate_centring(encoder, data, calibration, ctx)
+            with torch.no_grad():
+                latest_val["embedding"] = embed(encoder, data, val_idx, ctx, f"{method} val")
+                h_val = loss_fn.cluster_layer(latest_val["embedding"].to(device))
+                k_val = assign_to_own_class(h_val, val_class, cluster_class)
+                fractions = eq3_ordering(h_val, k_val, cluster_class)
+                last.update(
+                    eq3_train=tally.pop(ctx.dist), eq3_val=fractions["eq3"],
+                    own_over_other_val=fractions["own_over_other"],
+                )  # fmt: skip
+                return loss_fn.loss_from_h(h_val, k_val).item()
+
+        # Tune only the cluster layer (encoder frozen: its embeddings are computed once above).
+        cached = train_emb.to(device)
+        fit_stage(
+            stage="embedding-head", method=method, module=loss_fn, parameters=list(loss_fn.parameters()),
+            train_step=lambda p: step(loss_fn.cluster_layer(cached[p]), p), num_train=len(train_idx),
+            val_loss=lambda: val_loss(recalibrate=False), epochs=config.head_only_epochs, patience=None, ctx=ctx,
+            iteration=iteration, extra=lambda: dict(last), on_restore=last.update,
+        )  # fmt: skip
+        # Then end to end with Eq. 8 (the last iteration trains longer).
+        fit_stage(
+            stage="embedding", method=method, module=nn.ModuleList([encoder, loss_fn]),
+            parameters=[*encoder.parameters(), *loss_fn.parameters()],
+            train_step=lambda p, x, mix=None: step(loss_fn.cluster_layer(encoder(x)), p, mix),
+            load=feature_loader(data, train_idx),
+            num_train=len(train_idx), val_loss=val_loss,
+            epochs=config.last_epochs if iteration == config.n_iter else config.epochs,
+            patience=None, ctx=ctx, iteration=iteration, extra=lambda: dict(last),
+            on_restore=last.update, data_parallel=True, augmenter=make_augmenter(data, ctx),
+            mixup=ctx.augment.mixup_in_embedding,
+            batch_weight=None if loss_fn.reduction == "fixed" else _cluster_batch_weight(assignment, loss_fn.weights),
+        )  # fmt: skip
+        if latest_val["embedding"] is val_emb:  # no validation ran (stages resumed finished): embed once more
+            latest_val["embedding"] = embed(encoder, data, val_idx, ctx, f"{method} val")
+        record["after_training"] = {
+            **dict(last),
+            **embedding_diagnostics(
+                latest_val["embedding"], val_class, loss_fn.cluster_layer.weight.detach(), cluster_class, data.num_classes
+            ),
+            "same_clip_cosine": same_clip_cosine(encoder, data, probe_idx, ctx),
+        }  # fmt: skip
+        diagnostics.append(record)
+        if on_iteration is not None:
+            layer = loss_fn.cluster_layer
+            on_iteration(EmbeddingIteration(iteration, encoder, clustering, layer, record, cluster_seconds))
+    return EmbeddingResult(encoder, loss_fn.cluster_layer, clustering, diagnostics)
+
+
+# ---------------------------------------------------------------------------------- Algorithm 1, step 2
+
+
+def _bce_weights(data: TrainingData, ctx: RunContext) -> Tensor | None:
+    """Eq. 2's class weights; ``None`` (Eq. 1) under ``train.balanced_sampling``, whose class-balanced draws
+    already even out the classes (both together would correct the imbalance twice)."""
+    if ctx.train.balanced_sampling:
+        return None
+    counts = data.class_counts("train")
+    return bce_class_weights(counts[: data.num_events].tolist(), int(counts.sum())).to(ctx.device)
+
+
+def _balanced_order(data: TrainingData, ctx: RunContext) -> Callable[[torch.Generator], np.ndarray] | None:
+    """With ``train.balanced_sampling``: each epoch N class-balanced draws with replacement (background is a
+    class); else ``None`` (a permutation)."""
+    if not ctx.train.balanced_sampling:
+        return None
+    class_index = data.class_index[data.splits["train"]]
+    return lambda generator: balanced_sampling_order(class_index, generator=generator).numpy()
+
+
+def _bce_validation(model: EventDetector, data: TrainingData, weights: Tensor | None, ctx: RunContext) -> Validation:
+    val_idx = data.splits["val"]
+    targets = data.targets(val_idx).to(ctx.device)
+    calibration = calibration_indices(data) if has_centring(model.encoder) else None
+
+    def value() -> dict[str, float]:
+        if calibration is not None:  # the kept epoch's state then holds statistics of its own network
+            calibrate_centring(model.encoder, data, calibration, ctx)
+        model.eval()
+        with torch.no_grad():
+            emb = embed(model.encoder, data, val_idx, ctx, "val").to(ctx.device)
+            outputs = model.head(model.features_for_head(emb))
+            loss = weighted_bce(outputs, targets, weights).item()
+            return detection_validation(model.detection_scores(outputs).float().cpu().numpy(), data, loss)
+
+    return value
+
+
+def train_head_only(
+    model: EventDetector, data: TrainingData, stage: DetectorConfig, ctx: RunContext, *, method: str
+) -> float:
+    """Train only ``model.head`` with Eq. 2 on frozen-encoder inputs; early stopping on ``stage.selection``.
+    The head starts untrained, so its starting state is never kept. Returns the best validation criterion."""
+    device = ctx.device
+    model.to(device)
+    weights = _bce_weights(data, ctx)
+    with torch.no_grad():
+        inputs = {
+            split: model.features_for_head(embed(model.encoder, data, data.splits[split], ctx, f"{method} {split}").to(device))
+            for split in ("train", "val")
+        }
+    targets = {split: data.targets(data.splits[split]).to(device) for split in ("train", "val")}
+
+    def validation() -> dict[str, float]:
+        model.head.eval()
+        with torch.no_grad():
+            outputs = model.head(inputs["val"])
+            loss = weighted_bce(outputs, targets["val"], weights).item()
+            return detection_validation(model.detection_scores(outputs).float().cpu().numpy(), data, loss)
+
+    return fit_stage(
+        stage="detector-head", method=method, module=model.head, parameters=list(model.head.parameters()),
+        train_step=lambda p: weighted_bce(model.head(inputs["train"][p]), targets["train"][p], weights),
+        num_train=len(inputs["train"]), val_loss=validation, epochs=stage.head_only_max_epochs,
+        patience=stage.patience, ctx=ctx, selection=stage.selection, epoch_order=_balanced_order(data, ctx),
+    )  # fmt: skip
+
+
+def train_end_to_end(
+    model: EventDetector,
+    data: TrainingData,
+    stage: StageConfig,
+    ctx: RunContext,
+    *,
+    method: str,
+    start_trained: bool = False,
+) -> float:
+    """Train the whole model with Eq. 2 (on ``ctx.augment``-ed batches, targets mixed under mixup); early stopping
+    on ``stage.selection``. ``start_trained``: the model comes from an earlier stage (Proposed2 from Proposed1), so
+    keeping its starting state is allowed (and warned about). Returns the best validation criterion."""
+    device = ctx.device
+    model.to(device)
+    weights = _bce_weights(data, ctx)
+    train_idx = data.splits["train"]
+    train_targets = data.targets(train_idx).to(device)
+
+    def step(positions: np.ndarray, x: Tensor, mix: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        targets = train_targets[positions]
+        if mix is not None:
+            targets = mix_targets(targets, *mix)  # Eq. 2 is linear in the target: exactly the mixed loss
+        return weighted_bce(model(x), targets, weights)
+
+    return fit_stage(
+        stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
+        train_step=step, load=feature_loader(data, train_idx),
+        num_train=len(train_idx), val_loss=_bce_validation(model, data, weights, ctx), epochs=stage.max_epochs,
+        patience=stage.patience, ctx=ctx, data_parallel=True, selection=stage.selection,
+        start_trained=start_trained, epoch_order=_balanced_order(data, ctx), augmenter=make_augmenter(data, ctx),
+    )  # fmt: skip
+
+
+def train_detector(
+    model: EventDetector, data: TrainingData, stage: DetectorConfig, ctx: RunContext, *, end_to_end: bool
+) -> dict[str, EventDetector]:
+    """Algorithm 1, step 2, on ``model``: the learned encoder and cluster layer with an untrained sigmoid layer of L
+    outputs. Head only (Proposed1), then end to end (Proposed2, starting from Proposed1). Returns
+    ``{"proposed1": model}`` and, if ``end_to_end``, ``"proposed2"``."""
+    train_head_only(model, data, stage, ctx, method="proposed1")
+    models = {"proposed1": copy.deepcopy(model)}
+    if end_to_end:
+        train_end_to_end(model, data, stage, ctx, method="proposed2", start_trained=True)
+        models["proposed2"] = model
+    return models
+
+
+def train_baseline(model: EventDetector, data: TrainingData, stage: StageConfig, ctx: RunContext) -> EventDetector:
+    """The baseline on ``model`` (the encoder with a sigmoid layer on the embedding): end to end with Eq. 2."""
+    train_end_to_end(model, data, stage, ctx, method="baseline")
+    return model

@@ -1,0 +1,498 @@
+"""The training loop every stage shares, and what it runs in.
+
+- :class:`TrainConfig` (optimisation, device, precision, loaders) and :class:`StageConfig` (early stopping and
+  model selection) configure it; :class:`RunContext` carries them with the run's seed, metrics log, progress
+  callback, resume folder and place in a torchrun job.
+- :func:`fit_stage` trains one stage: Adam/AdamW over given parameters, batches read ahead by loader workers,
+  bf16 autocast, training-batch augmentation, data-parallel shares under torchrun, per-epoch resume state, early
+  stopping and model selection with warnings.
+- :class:`MetricsLog` keeps the per-epoch records (``metrics.csv``) and logs them (logger ``thce.training.engine``).
+
+It knows no method and no data set: a stage hands it a ``train_step`` and, for stages that read features, a
+``load(positions)`` (see :mod:`thce.training.data`). Library code does not print: per-batch progress goes to an
+optional ``progress(description, done, total)`` callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from thce import seeds
+from thce.augment import AugmentConfig, BatchAugmenter
+from thce.distributed import SINGLE, Distributed
+from thce.errors import ConfigError
+from thce.io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by every stage (paper: Adam, lr 0.001, batch 64 per GPU)."""
+
+    batch_size: int = 64  # per process (per GPU under torchrun)
+    learning_rate: float = 1e-3
+    device: str = "cpu"
+    num_threads: int = 0  # 0: PyTorch's default
+    precision: str = "fp32"  # "bf16": autocast the training forward passes to bfloat16
+    loader_workers: int = 0  # processes reading feature batches ahead of training (0: read in the loop)
+    pin_memory: bool = True  # page-locked batches for faster host-to-GPU copies (CUDA only)
+    weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay (paper: Adam, none)
+    balanced_sampling: bool = False  # class-balanced draws with replacement in BCE stages (then Eq. 1, unweighted)
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"train.batch_size: must be >= 1, got {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision: must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.loader_workers < 0:
+            raise ConfigError(f"train.loader_workers: must be >= 0, got {self.loader_workers}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"train.learning_rate: must be > 0, got {self.learning_rate}")
+        if self.num_threads < 0:
+            raise ConfigError(f"train.num_threads: must be >= 0, got {self.num_threads}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay: must be >= 0, got {self.weight_decay}")
+
+
+SELECTIONS = ("val_loss", "val_eer", "val_auc")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """A training stage stopped early (paper: patience 10) on ``selection``: the validation loss (the paper's
+    "least validation loss"), or the mean over classes of the validation EER or ROC AUC; the best model is kept.
+    Patience counts from the first trained epoch."""
+
+    max_epochs: int = 200
+    patience: int = 10
+    selection: str = "val_loss"
+
+    def validate(self, section: str) -> None:
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"{section}.selection: {self.selection!r} is not one of {', '.join(SELECTIONS)}")
+        if self.max_epochs < 0:
+            raise ConfigError(f"{section}.max_epochs: must be >= 0, got {self.max_epochs}")
+        if self.patience < 1:
+            raise ConfigError(f"{section}.patience: must be >= 1, got {self.patience}")
+
+
+class MetricsLog:
+    """Per-epoch records appended to a CSV (flushed each row, so a killed run keeps what it logged)."""
+
+    COLUMNS = (
+        "method", "stage", "iteration", "epoch", "train_loss", "val_loss", "val_eer", "val_auc",
+        "eq3_train", "eq3_val", "own_over_other_val", "seconds",
+    )  # fmt: skip
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        #: ``"method/stage[/iteration]" -> epoch`` whose weights an early-stopped stage kept (0: its starting state)
+        self.selected_epochs: dict[str, int] = {}
+        #: model-selection warnings (a stage whose starting state beat every trained epoch on validation)
+        self.warnings: list[dict[str, str]] = []
+        if path is not None and not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w", newline="") as handle:
+                csv.writer(handle).writerow(self.COLUMNS)
+
+    def write(self, **row: Any) -> None:
+        unknown = set(row) - set(self.COLUMNS)
+        if unknown:
+            raise KeyError(f"MetricsLog: unknown columns {sorted(unknown)}")
+        self.rows.append(row)
+        logger.info(
+            "%s/%s%s epoch=%s train=%.4f val=%s", row.get("method"), row.get("stage"),
+            "" if row.get("iteration") in (None, "") else f" it={row['iteration']}", row.get("epoch"),
+            row.get("train_loss", float("nan")), _fmt(row.get("val_loss")),
+        )  # fmt: skip
+        if self.path is not None:
+            with self.path.open("a", newline="") as handle:
+                csv.writer(handle).writerow([_fmt(row.get(c)) for c in self.COLUMNS])
+
+    def select(self, method: str, stage: str, iteration: int | str, epoch: int) -> None:
+        """Record that a stage kept the weights of ``epoch`` (Algorithm 1: the least validation loss)."""
+        key = "/".join(str(part) for part in (method, stage, iteration) if str(part) != "")
+        self.selected_epochs[key] = int(epoch)
+
+    def warn(self, method: str, stage: str, iteration: int | str, message: str) -> None:
+        """Record and log a warning about a stage's model selection (once per stage)."""
+        key = "/".join(str(part) for part in (method, stage, iteration) if str(part) != "")
+        self.warnings = [w for w in self.warnings if w["stage"] != key]
+        self.warnings.append({"stage": key, "message": message})
+        logger.warning("WARNING: %s", message)
+
+    def drop_after(self, method: str, stage: str, iteration: int | str, epoch: int) -> None:
+        """Forget the rows of one stage after ``epoch`` (a resumed stage logs those epochs again)."""
+
+        def later(row: dict[str, Any]) -> bool:
+            return (str(row.get("method")), str(row.get("stage")), str(row.get("iteration", ""))) == (
+                method, stage, str(iteration)
+            ) and int(row.get("epoch") or 0) > epoch
+
+        self.rows = [row for row in self.rows if not later(row)]
+        if self.path is not None and self.path.exists():
+            with self.path.open(newline="") as handle:
+                kept = [row for row in csv.DictReader(handle) if not later(row)]
+            with atomic_write(self.path, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self.COLUMNS)
+                writer.writeheader()
+                writer.writerows(kept)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+@dataclass
+class RunContext:
+    """What every stage needs besides its data: settings, seed, where to log, whom to tell about progress."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    log: MetricsLog = field(default_factory=MetricsLog)
+    progress: ProgressFn | None = None
+    resume_dir: Path | None = None  # where fit_stage keeps per-stage state; None: no checkpoints
+    dist: Distributed = SINGLE  # this process's place in a torchrun job (see thce.distributed)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training-batch augmentation (off by default)
+
+    @property
+    def device(self) -> torch.device:
+        if self.dist.device.type == "cuda":
+            return self.dist.device  # this rank's GPU
+        if self.train.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.train.device)
+
+    @property
+    def global_batch_size(self) -> int:
+        """Clips per optimisation step over all ranks (``train.batch_size`` per rank)."""
+        return self.train.batch_size * self.dist.world_size
+
+    def autocast(self) -> torch.autocast:
+        """bfloat16 autocast of a training forward pass when ``train.precision = "bf16"`` (else a no-op)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.train.precision == "bf16")
+
+    def generator(self, *names: str | int) -> torch.Generator:
+        """The random stream ``names`` of this run (:func:`thce.seeds.generator`)."""
+        return seeds.generator(self.seed, *names)
+
+
+def _stage_path(ctx: RunContext, method: str, stage: str, iteration: int | str) -> Path | None:
+    if ctx.resume_dir is None:
+        return None
+    name = "-".join(str(part) for part in (method, stage, iteration) if part != "")
+    return ctx.resume_dir / f"{name}.pt"
+
+
+def _save_stage(path: Path, payload: dict[str, Any]) -> None:
+    with atomic_write(path, "wb") as handle:
+        torch.save(payload, handle)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Feature batches for a :class:`~torch.utils.data.DataLoader` with workers: item ``i`` = ``load(batches[i])``."""
+
+    def __init__(self, batches: list[np.ndarray], load: Callable[[np.ndarray], Tensor]) -> None:
+        self.batches, self.load = batches, load
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.load(self.batches[i])
+
+
+def _batch_inputs(
+    batches: list[np.ndarray], load: Callable[[np.ndarray], Tensor] | None, ctx: RunContext
+) -> Iterator[Tensor | None]:
+    """The inputs of each batch on ``ctx.device``: ``None`` without ``load``; read in the loop, or ahead of it by
+    ``train.loader_workers`` processes into page-locked memory (copied to the GPU without blocking)."""
+    if load is None:
+        yield from (None for _ in batches)
+        return
+    cuda = ctx.device.type == "cuda"
+    pin = cuda and ctx.train.pin_memory
+    if ctx.train.loader_workers == 0:
+        for positions in batches:
+            x = load(positions)
+            yield (x.pin_memory() if pin else x).to(ctx.device, non_blocking=pin)
+        return
+    loader = torch.utils.data.DataLoader(
+        _Batches(batches, load), batch_size=None, shuffle=False, num_workers=ctx.train.loader_workers,
+        pin_memory=pin, multiprocessing_context="fork", prefetch_factor=2,
+        generator=torch.Generator(),  # its worker seeds must not consume the global random state (dropout's)
+    )  # fmt: skip
+    for x in loader:
+        yield x.to(ctx.device, non_blocking=pin)
+
+
+def _rank_local_randomness(ctx: RunContext, *step: str | int) -> Any:
+    """A context in which dropout draws differ between ranks, seeded from (seed, rank, ``step``) and leaving the
+    global random state as it was, so that it advances the same way on every rank (replicated stages, resumption
+    and the initialisation of later models stay in step)."""
+    if not ctx.dist.enabled:
+        return contextlib.nullcontext()
+    seed = seeds.derive_seed(ctx.seed, "dropout", ctx.dist.rank, *step)
+    devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
+
+    @contextlib.contextmanager
+    def scope() -> Iterator[None]:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+
+    return scope()
+
+
+Validation = Callable[[], "float | dict[str, float]"]
+
+
+def _criterion(values: dict[str, float], selection: str) -> float:
+    """The number a stage minimises for model selection: validation loss, mean EER, or 1 - mean AUC."""
+    if selection == "val_auc":
+        return 1.0 - values["val_auc"]
+    return values[selection]
+
+
+def _warn_if_start_won(
+    ctx: RunContext, method: str, stage: str, iteration: int | str, state: dict[str, Any], selection: str
+) -> None:
+    """Make it loud when a stage's starting state scored better on validation than every trained epoch."""
+    best_epoch, best, initial = state.get("best_epoch"), state.get("best_loss"), state.get("initial")
+    if best_epoch is None or initial is None or not math.isfinite(initial):
+        return
+    name = "/".join(str(part) for part in (method, stage, iteration) if str(part) != "")
+    if best_epoch == 0:
+        message = (
+            f"{name} kept its starting state (epoch 0): no trained epoch improved {selection} "
+            f"({initial:.4g} at the start)"
+        )
+    elif not state.get("start_trained") and initial <= best:
+        message = (
+            f"{name}: no trained epoch beat the UNTRAINED initialisation on {selection} (untrained {initial:.4g}, "
+            f"best trained {best:.4g} at epoch {best_epoch}); epoch {best_epoch} is kept, but the model may not "
+            "have learned anything"
+        )
+    else:
+        return
+    ctx.log.warn(method, stage, iteration, message)
+
+
+def fit_stage(
+    *,
+    stage: str,
+    method: str,
+    module: nn.Module,
+    parameters: list[nn.Parameter],
+    train_step: Callable[..., Tensor],
+    num_train: int,
+    val_loss: Validation,
+    epochs: int,
+    patience: int | None,
+    ctx: RunContext,
+    iteration: int | str = "",
+    extra: Callable[[], dict[str, float]] | None = None,
+    epoch_order: Callable[[torch.Generator], np.ndarray] | None = None,
+    on_epoch_start: Callable[[int], None] | None = None,
+    on_restore: Callable[[dict[str, float]], None] | None = None,
+    load: Callable[[np.ndarray], Tensor] | None = None,
+    data_parallel: bool = False,
+    batch_weight: Callable[[np.ndarray], float] | None = None,
+    selection: str = "val_loss",
+    start_trained: bool = False,
+    augmenter: BatchAugmenter | None = None,
+    mixup: bool = True,
+) -> float:
+    """Adam over ``parameters`` for up to ``epochs`` epochs of ``train_step(positions) -> loss``.
+
+    ``epoch_order(generator)`` gives an epoch's positions (default: a permutation of ``num_train``), e.g. a
+    class-balanced draw with replacement; ``on_epoch_start(epoch)`` (0-based) runs before each epoch. With
+    ``load(positions) -> (b, frames, mels)`` features, the step is ``train_step(positions, x)`` with ``x`` already
+    on the device (read ahead by ``train.loader_workers`` processes if set). With an ``augmenter``
+    (:class:`thce.augment.BatchAugmenter`, training batches only, its own generator saved with the stage), ``x`` is
+    augmented and, if ``mixup``, mixed within the batch, and the step is ``train_step(positions, x, (lam, perm))``
+    so that it can mix its targets. Forward passes run under :meth:`RunContext.autocast`.
+    ``train.weight_decay`` > 0 makes the optimiser AdamW (decoupled weight decay).
+
+    ``val_loss()`` returns the validation loss, or a dict with ``"val_loss"`` and optionally ``"val_eer"`` /
+    ``"val_auc"`` (logged to metrics.csv). With ``patience``, the stage stops once the ``selection`` criterion
+    (validation loss, mean EER, or mean AUC) has not improved for ``patience`` epochs, counted from the first
+    trained epoch, and restores the state of ``module`` with the best criterion (which epoch goes to
+    ``ctx.log.select``; returns that criterion). The starting state (epoch 0) is a candidate only when
+    ``start_trained`` (e.g. Proposed2 starting from Proposed1): a stage starting from an untrained model never
+    returns it. Either way, a starting state that scores better than every trained epoch is a warning in the log
+    and in ``ctx.log.warnings`` (results.json and report.md).
+
+    Distributed (``ctx.dist``): every rank draws the same order in global batches of ``train.batch_size`` per
+    rank. With ``data_parallel`` (stages that run the encoder), ``module`` trains under DistributedDataParallel on
+    each rank's share of a batch; the loss of a share, a mean weighted by ``batch_weight(positions)`` (default:
+    the number of clips), is scaled by its share of the batch's weight, so the averaged gradient is exactly that of
+    the global batch's loss. Without it, every rank runs the whole batch (cheap head-only stages). Validation
+    values, and so early stopping, are rank 0's.
+
+    With ``ctx.resume_dir``, the state after every epoch (weights, optimiser, best model so far, random generators)
+    is saved atomically (by rank 0) to ``<resume_dir>/<method>-<stage>[-<iteration>].pt``; a later call with the
+    same file continues after the last completed epoch, or, when the stage had finished, loads its result and
+    returns at once, so a killed run ends as an uninterrupted one would. ``on_restore`` receives the ``extra()``
+    values saved with it.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"fit_stage: selection must be one of {SELECTIONS}, got {selection!r}")
+    dist = ctx.dist
+    if ctx.train.weight_decay > 0:
+        optimiser: torch.optim.Optimizer = torch.optim.AdamW(
+            parameters, lr=ctx.train.learning_rate, weight_decay=ctx.train.weight_decay
+        )
+    else:
+        optimiser = torch.optim.Adam(parameters, lr=ctx.train.learning_rate)
+    stream = (method, stage, iteration)  # unique per stage, like its resume file
+    generator = ctx.generator("order", *stream)
+    # its own stream (the batch order is the same with augmentation on or off), one per rank (each augments its share)
+    augment_generator = ctx.generator("augment", *stream, dist.rank) if augmenter is not None else None
+    path = _stage_path(ctx, method, stage, iteration)
+    saved = torch.load(path, map_location="cpu", weights_only=True) if path is not None and path.exists() else None
+    dist.barrier()  # every rank has read the stage's state before rank 0 overwrites it
+
+    def validate() -> dict[str, float]:
+        value = val_loss()
+        values = {"val_loss": value} if not isinstance(value, dict) else value
+        return {k: dist.broadcast_float(float(v)) for k, v in values.items()}
+
+    if saved is not None:
+        module.load_state_dict(saved["module"])
+        torch.set_rng_state(saved["torch_rng"])
+        if on_restore is not None and saved["extra"]:
+            on_restore(saved["extra"])
+        ctx.log.drop_after(method, stage, iteration, saved["epoch"])
+        logger.info("%s: resumed after epoch %d%s", path.name, saved["epoch"], " (finished)" if saved["done"] else "")
+        if saved["done"]:
+            if patience is not None and saved.get("best_epoch") is not None:  # None: saved before thce recorded it
+                ctx.log.select(method, stage, iteration, saved["best_epoch"])
+                _warn_if_start_won(ctx, method, stage, iteration, saved, selection)
+            return saved["result"]
+        optimiser.load_state_dict(saved["optimiser"])
+        generator.set_state(saved["generator"])
+        if augment_generator is not None and saved.get("augment_generator") is not None:
+            augment_generator.set_state(saved["augment_generator"])
+        first_epoch, best_loss, since_best, current = saved["epoch"] + 1, saved["best_loss"], saved["since_best"], saved["current"]
+        best_state, best_epoch = saved["best_state"], saved.get("best_epoch")
+        initial, best_trained = saved.get("initial", math.nan), saved.get("best_trained", best_loss)
+    else:
+        first_epoch, since_best, current, best_epoch = 1, 0, math.nan, None
+        best_loss, best_state, initial, best_trained = math.inf, None, math.nan, math.inf
+        if patience is not None:
+            initial = _criterion(validate(), selection)
+            if start_trained:
+                best_loss, best_state, best_epoch = initial, copy.deepcopy(module.state_dict()), 0
+
+    def checkpoint(epoch: int, done: bool, result: float = math.nan) -> None:
+        if path is None or not dist.is_main:
+            return
+        _save_stage(path, {
+            "epoch": epoch, "done": done, "result": result, "module": module.state_dict(),
+            "optimiser": optimiser.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "augment_generator": augment_generator.get_state() if augment_generator is not None else None,
+            "best_loss": best_loss, "best_state": best_state, "best_epoch": best_epoch, "since_best": since_best,
+            "current": current, "initial": initial, "best_trained": best_trained, "start_trained": start_trained, "extra": extra() if extra else {},
+        })  # fmt: skip
+
+    sharded = data_parallel and dist.enabled
+    forward = dist.data_parallel(module) if sharded else None
+    weigh = batch_weight or (lambda positions: float(len(positions)))
+    smallest = 2 * dist.world_size if sharded else 2  # batch norm cannot train on a batch of one
+
+    epoch = first_epoch - 1
+    for epoch in range(first_epoch, epochs + 1):
+        start = time.perf_counter()
+        module.train()
+        losses = []
+        if on_epoch_start is not None:
+            on_epoch_start(epoch - 1)
+        if epoch_order is not None:
+            order = epoch_order(generator)
+        else:
+            order = torch.randperm(num_train, generator=generator).numpy()
+        size = ctx.global_batch_size
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        if len(batches) > 1 and len(batches[-1]) < smallest:
+            batches[-2:] = [np.concatenate(batches[-2:])]
+        steps = [dist.split(positions) for positions in batches] if sharded else batches
+        for done, (positions, local, x) in enumerate(zip(batches, steps, _batch_inputs(steps, load, ctx)), start=1):
+            args: tuple = (local,) if load is None else (local, x)
+            if augmenter is not None and x is not None:
+                augmenter.train()
+                x = augmenter(x, augment_generator)
+                x, lam, perm = augmenter.mixup(x, augment_generator, enabled=mixup)
+                args = (local, x, (lam, perm))
+            if sharded:
+                with _rank_local_randomness(ctx, *stream, epoch, done), ctx.autocast():
+                    loss = forward(lambda: train_step(*args))
+                loss = loss * (weigh(local) / weigh(positions) * dist.world_size)
+            else:
+                with ctx.autocast():
+                    loss = train_step(*args)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item())
+            if ctx.progress:
+                ctx.progress(f"{method} {stage} {iteration} epoch {epoch}".replace("  ", " "), done, len(batches))
+        train_loss = float(np.mean(losses)) if losses else float("nan")
+        if sharded:  # the global batches' mean loss; rank 0's batch-norm statistics for evaluation
+            train_loss = float(dist.all_reduce_sum(torch.tensor(train_loss, dtype=torch.float64))) / dist.world_size
+            dist.broadcast_module(module, buffers_only=True)
+        values = validate()
+        current = _criterion(values, selection)
+        ctx.log.write(
+            method=method, stage=stage, iteration=iteration, epoch=epoch, train_loss=train_loss, **values,
+            seconds=time.perf_counter() - start, **(extra() if extra else {}),
+        )  # fmt: skip
+        if patience is not None:
+            if current < best_loss:
+                best_loss, best_state, best_epoch = current, copy.deepcopy(module.state_dict()), epoch
+            if current < best_trained:  # patience counts from the first trained epoch, not from the start
+                best_trained, since_best = current, 0
+            else:
+                since_best += 1
+        stop = patience is not None and since_best >= patience
+        if not stop and epoch < epochs:
+            checkpoint(epoch, done=False)
+        if stop:
+            break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+        if best_epoch is not None:
+            ctx.log.select(method, stage, iteration, best_epoch)
+            _warn_if_start_won(
+                ctx, method, stage, iteration,
+                {"best_epoch": best_epoch, "best_loss": best_loss, "initial": initial, "start_trained": start_trained},
+                selection,
+            )  # fmt: skip
+    dist.broadcast_module(module)  # replicated stages too: rank 0's result is the result
+    result = best_loss if patience is not None else current
+    checkpoint(epoch, done=True, result=result)
+    return result
