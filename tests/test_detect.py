@@ -13,7 +13,7 @@ import torch
 from scipy.signal import resample_poly
 
 from tests.stub_runs import stub_run
-from thce.audio import load_audio
+from thce.audio.read import StreamResampler, load_audio, stream_audio
 from thce.checkpoint import load_run
 from thce.cli import main
 from thce.detect import (
@@ -22,7 +22,6 @@ from thce.detect import (
     EventList,
     FileScores,
     ModelScorer,
-    StreamResampler,
     class_thresholds,
     detect_files,
     evaluate_events,
@@ -34,7 +33,6 @@ from thce.detect import (
     score_file,
     scores_to_events,
     sliding_windows,
-    stream_audio,
     write_events,
 )
 from thce.errors import ConfigError, DataError

@@ -2,7 +2,7 @@
 
 Detection, one file at a time, in constant memory (the audio is never read whole)::
 
-    file blocks (soundfile, ``block_s`` each) -> mono -> resampled to the model's rate (polyphase, chunk-consistent)
+    file blocks (``block_s`` each) -> mono -> resampled to the model's rate    (thce.audio.read.stream_audio)
       -> windows of the training clip length (``features.duration_s``) every ``hop_s``
       -> log-mel (thce.audio.LogMel) -> training normalisation -> model -> scores in [0, 1] (windows, L)
       -> per-class threshold (chosen on the validation split) -> median filter over windows -> runs -> events
@@ -10,11 +10,11 @@ Detection, one file at a time, in constant memory (the audio is never read whole
 The file is checked first (readable audio, at least one window long). Memory does not grow with the file: one
 block, one window and one batch of windows are held, plus ``L`` floats per window for the scores.
 
-- **Chunking.** :class:`StreamResampler` runs :func:`scipy.signal.resample_poly` on overlapping segments whose
-  starts lie on the polyphase grid, so the concatenated output equals whole-file resampling (to float rounding);
-  the tests check that the window scores do not depend on the block size. The last window is zero-padded past the
-  end of the file (as training clips shorter than ``duration_s`` were); a file shorter than one window is a
-  :class:`~thce.errors.DataError` (not padded: a model's scores on mostly-padding windows are not calibrated).
+- **Chunking.** :class:`thce.audio.read.StreamResampler` runs :func:`scipy.signal.resample_poly` on overlapping
+  segments whose starts lie on the polyphase grid, so the concatenated output equals whole-file resampling (to float
+  rounding); the tests check that the window scores do not depend on the block size. The last window is zero-padded
+  past the end of the file (as training clips shorter than ``duration_s`` were); a file shorter than one window is
+  an :class:`~thce.errors.AudioError` (not padded: a model's scores on mostly-padding windows are not calibrated).
 - **Thresholds** (:func:`class_thresholds`): ``"eer"`` (default) is each class's EER threshold on the checkpoint's
   validation scores (one-vs-all, :func:`thce.metrics.eer_threshold`); ``"far:0.01"`` is the lowest threshold whose
   false-alarm rate on the validation negatives is at most 1 %; a number is used for every class.
@@ -57,11 +57,11 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-import soundfile as sf
 import torch
 
-from thce.audio import SILENCE_PEAK, LogMel, _mean_channels
-from thce.errors import ConfigError, DataError
+from thce.audio.logmel import LogMel
+from thce.audio.read import SILENCE_PEAK, AudioInfo, audio_info, resampled_length, stream_audio
+from thce.errors import AudioError, ConfigError, DataError
 from thce.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
@@ -123,150 +123,7 @@ class DetectConfig:
         parse_threshold_rule(self.threshold)
 
 
-# ------------------------------------------------------------------------------------------ reading in blocks
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    """What libsndfile says about a file: ``frames`` at ``sample_rate_hz`` (file rate), ``channels``."""
-
-    path: str
-    sample_rate_hz: int
-    frames: int
-    channels: int
-
-    @property
-    def duration_s(self) -> float:
-        return self.frames / self.sample_rate_hz
-
-
-def audio_info(path: str | os.PathLike) -> AudioInfo:
-    """Open ``path`` as audio (header only).
-
-    Raises:
-        DataError: the file is missing, a folder, not readable as audio, or empty.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DataError(f"{path}: audio file not found")
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: not a file")
-    try:
-        info = sf.info(path)
-    except Exception as exc:  # libsndfile raises several types for unknown formats and truncated headers
-        raise DataError(f"{path}: cannot read as audio ({exc})") from exc
-    if info.frames == 0:
-        raise DataError(f"{path}: audio file is empty (0 samples)")
-    return AudioInfo(path, int(info.samplerate), int(info.frames), int(info.channels))
-
-
-class StreamResampler:
-    """Chunk-consistent polyphase resampling: feeding blocks to :meth:`push` and calling :meth:`finish` gives the
-    same samples as ``scipy.signal.resample_poly(whole, up, down)`` (to float rounding).
-
-    Each call resamples a segment that starts on the polyphase grid (a multiple of ``down`` input samples) and
-    reaches ``margin`` input samples (the filter's half length, ``10 * max(up, down) / up``, plus slack) beyond
-    every output it returns; segments overlap by the margin, and the zero padding ``resample_poly`` applies at a
-    segment's edges is only used at the true start and end of the signal. Memory: one block plus two margins.
-
-    >>> from scipy.signal import resample_poly
-    >>> x = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
-    >>> r = StreamResampler(2, 3)
-    >>> y = np.concatenate([r.push(x[i:i + 77]) for i in range(0, 1000, 77)] + [r.finish()])
-    >>> bool(np.allclose(y, resample_poly(x, 2, 3), atol=1e-6)), y.shape
-    (True, (667,))
-    """
-
-    def __init__(self, up: int, down: int) -> None:
-        g = math.gcd(up, down)
-        self.up, self.down = up // g, down // g
-        self.margin = -(-10 * max(self.up, self.down) // self.up) + 2  # input samples the filter reaches, + slack
-        self._buf = np.zeros(0, dtype=np.float32)
-        self._buf_start = 0  # input index of _buf[0]
-        self._n_in = 0  # input samples pushed so far
-        self._next_out = 0  # output index of the next sample to return
-
-    def push(self, block: np.ndarray) -> np.ndarray:
-        """Add input samples ``(n,)``; return the output samples that no later input can change."""
-        block = np.asarray(block, dtype=np.float32)
-        self._buf = np.concatenate([self._buf, block]) if self._buf.size else block
-        self._n_in += block.size
-        ready = (self._n_in - self.margin - 1) * self.up // self.down  # outputs whose filter support is all in
-        return self._emit(max(ready, self._next_out), final=False)
-
-    def finish(self) -> np.ndarray:
-        """The remaining output, up to ``ceil(total_in * up / down)`` samples (the end zero-padded as scipy does)."""
-        return self._emit(-(-self._n_in * self.up // self.down), final=True)
-
-    def _emit(self, stop: int, *, final: bool) -> np.ndarray:
-        from scipy.signal import resample_poly  # ~1 s to import; only needed when rates differ
-
-        if stop <= self._next_out:
-            return np.zeros(0, dtype=np.float32)
-        lo = self._grid_floor(self._next_out)
-        hi = self._n_in if final else min(self._n_in, -(-stop * self.down // self.up) + self.margin)
-        segment = self._buf[lo - self._buf_start : hi - self._buf_start]
-        resampled = resample_poly(segment, self.up, self.down)
-        first = lo * self.up // self.down  # output index of resampled[0] (exact: lo is a multiple of down)
-        out = np.asarray(resampled[self._next_out - first : stop - first], dtype=np.float32)
-        self._next_out = stop
-        keep_from = self._grid_floor(stop)
-        if keep_from > self._buf_start:
-            self._buf = self._buf[keep_from - self._buf_start :]
-            self._buf_start = keep_from
-        return out
-
-    def _grid_floor(self, out_index: int) -> int:
-        """First input sample of a segment computing output ``out_index``: on the grid, ``margin`` before it."""
-        lo = out_index * self.down // self.up - self.margin
-        return max(0, lo // self.down * self.down)
-
-
-def stream_audio(
-    path: str | os.PathLike, *, sample_rate_hz: int, block_s: float = 10.0, info: AudioInfo | None = None
-) -> Iterator[np.ndarray]:
-    """Mono float32 blocks of ``path`` at ``sample_rate_hz``; their concatenation equals :func:`thce.audio.load_audio`
-    ``(path, sample_rate_hz=..., duration_s=None)`` (channels averaged, polyphase resampling) to float rounding.
-
-    Reads ``block_s`` seconds of the file at a time (never the whole file).
-
-    Raises:
-        DataError: unreadable, empty, or NaN/infinite samples (with the time of the first bad block).
-    """
-    info = info or audio_info(path)
-    resampler = None if info.sample_rate_hz == sample_rate_hz else StreamResampler(sample_rate_hz, info.sample_rate_hz)
-    block_frames = max(1, round(block_s * info.sample_rate_hz))
-    done = 0
-    try:
-        with sf.SoundFile(info.path) as handle:
-            while True:
-                data = handle.read(frames=block_frames, dtype="float32", always_2d=True)
-                if data.shape[0] == 0:
-                    break
-                mono = _mean_channels(data)
-                if not np.isfinite(mono).all():
-                    raise DataError(f"{info.path}: audio contains NaN or infinite samples (near {done / info.sample_rate_hz:.1f} s)")
-                done += data.shape[0]
-                out = mono if resampler is None else resampler.push(mono)
-                if out.size:
-                    yield out
-    except DataError:
-        raise
-    except Exception as exc:  # a truncated or corrupt file fails mid-read
-        raise DataError(f"{info.path}: cannot read as audio after {done / info.sample_rate_hz:.1f} s ({exc})") from exc
-    if done == 0:
-        raise DataError(f"{info.path}: audio file is empty (0 samples)")
-    if resampler is not None:
-        tail = resampler.finish()
-        if tail.size:
-            yield tail
-
-
-def resampled_length(frames: int, file_rate_hz: int, sample_rate_hz: int) -> int:
-    """Samples after resampling ``frames`` from ``file_rate_hz`` to ``sample_rate_hz`` (as resample_poly)."""
-    g = math.gcd(file_rate_hz, sample_rate_hz)
-    up, down = sample_rate_hz // g, file_rate_hz // g
-    return -(-frames * up // down)
+# --------------------------------------------------------------------------------------------------- windows
 
 
 def num_windows(samples: int, window: int, hop: int) -> int:
@@ -529,18 +386,19 @@ class FileScores:
 
 
 def check_audio(path: str | os.PathLike, scorer: WindowScorer) -> AudioInfo:
-    """Open ``path`` and check the model can take it (readable audio, at least one window long).
+    """Open ``path`` (:func:`thce.audio.read.audio_info`) and check the model can take it (at least one window long).
 
     Raises:
-        DataError: naming the file and the problem.
+        AudioError: naming the file and the problem.
     """
     info = audio_info(path)
     samples = resampled_length(info.frames, info.sample_rate_hz, scorer.sample_rate_hz)
     window_s = scorer.window_samples / scorer.sample_rate_hz
     if samples < scorer.window_samples:
-        raise DataError(
-            f"{info.path}: {info.duration_s:.2f} s of audio is shorter than one detection window ({window_s:g} s, the "
-            f"length of the model's training clips); pad the file or use a model trained on shorter clips"
+        raise AudioError(
+            info.path,
+            f"{info.duration_s:.2f} s of audio is shorter than one detection window ({window_s:g} s, the length of the "
+            "model's training clips); pad the file or use a model trained on shorter clips",
         )
     if info.sample_rate_hz < scorer.sample_rate_hz:
         log.warning(
@@ -598,7 +456,7 @@ def score_file(
     ``progress(f"detect {name}", windows_done, windows_total)`` is called after each batch.
 
     Raises:
-        DataError: the file is missing, unreadable, holds NaN samples or is shorter than one window.
+        AudioError: the file is missing, unreadable, holds NaN samples or is shorter than one window.
     """
     info = check_audio(path, scorer)
     window, hop = scorer.window_samples, hop_samples_for(scorer, hop_s)
@@ -631,7 +489,7 @@ def score_file(
     if filled:
         flush()
     if not out:  # libsndfile's frame count was optimistic (e.g. a truncated file)
-        raise DataError(f"{info.path}: shorter than one detection window ({window / scorer.sample_rate_hz:g} s)")
+        raise AudioError(info.path, f"shorter than one detection window ({window / scorer.sample_rate_hz:g} s)")
     return FileScores(
         path=os.fspath(path),
         scores=np.concatenate(out),
@@ -831,7 +689,7 @@ def detect_files(
     """Detect events in each file. Every file is checked (readable, one window long) before any is scored.
 
     Raises:
-        DataError: naming the first file the model cannot take.
+        AudioError: naming the first file the model cannot take.
     """
     config = config or DetectConfig()
     config.validate()

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from thce.audio import LogMel, LogMelConfig
+from thce.audio.logmel import LogMel, LogMelConfig
 from thce.detect import detection_scores
 from thce.errors import ConfigError, ThceError
 from thce.io import atomic_write, output_error, write_json

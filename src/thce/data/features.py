@@ -56,9 +56,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from thce.audio import ClipChecks, LogMel, LogMelConfig, load_audio
+from thce.audio.logmel import LogMel, LogMelConfig
+from thce.audio.read import ClipChecks, load_audio
 from thce.data.manifest import Skipped, describe_skipped
-from thce.errors import DataError
+from thce.errors import AudioError, DataError
 from thce.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
@@ -537,25 +538,16 @@ def _compute_shard(paths: Sequence[Path], job: _ShardJob, batch_size: int) -> tu
         for k, path in enumerate(chunk):
             try:
                 wave = load_audio(path, sample_rate_hz=cfg.sample_rate_hz, duration_s=cfg.duration_s, checks=job.checks)
-            except DataError as exc:
+            except AudioError as exc:
                 if job.strict:
                     raise
-                skipped.append(Skipped(str(path), _problem(exc, path), "features", start + k))
+                skipped.append(Skipped(str(path), exc.problem, "features", start + k))
                 buffer[k] = floor
                 continue
             job.extractor.compute(wave, out=buffer[k])  # numpy/scipy path: faster than torch.stft on CPU
         feats = torch.from_numpy(buffer[: len(chunk)]).clamp_(-_F16_MAX, _F16_MAX)
         torch.from_numpy(out[start : start + len(chunk)]).copy_(feats)  # torch's float16 cast: numpy's is ~20x slower
     return out, skipped
-
-
-def _problem(exc: Exception, path: Path) -> str:
-    """The message of a :class:`DataError` without its leading ``"<path>: "``."""
-    message = str(exc)
-    for prefix in (f"{path}: ", f"{os.fspath(path)}: "):
-        if message.startswith(prefix):
-            return message[len(prefix) :]
-    return message
 
 
 def _skipped_json(item: Skipped) -> dict[str, Any]:
