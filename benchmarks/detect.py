@@ -58,7 +58,7 @@ def make_run(run_dir: Path, encoder: str) -> Path:
 
     from thce.checkpoint import save_checkpoint
     from thce.config import config_from_dict
-    from thce.data.features import Normaliser
+    from thce.data.normaliser import Normaliser
     from thce.models import DetectorHead, EventDetector, build_encoder
 
     config = config_from_dict({"methods": ["baseline"], "model": {"encoder": encoder}})  # paper sizes by default

@@ -23,7 +23,8 @@ from thce.audio import ClipChecks, LogMel, LogMelConfig, load_audio, probe_audio
 from thce.audio.read import audio_info, stream_audio
 from thce.cli import main
 from thce.data import features
-from thce.data.features import FeatureStore, compute_features, shard_name, usable_indices
+from thce.data.feature_store import FeatureStore, shard_name, usable_indices
+from thce.data.features import compute_features
 from thce.data.manifest import (
     ManifestRow,
     check_split_coverage,
