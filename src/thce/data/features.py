@@ -192,10 +192,10 @@ def compute_features(
         cache_dir: parent folder of caches; created if missing.
         shard_size: clips per shard file.
         workers: processes computing shards in parallel, this one included: ``workers - 1`` worker processes are
-            started (forked on Linux: milliseconds; see :func:`start_method`), each process uses one torch thread.
-            1: in this process only. 0 (default): one per available CPU, at most one per shard and per
-            :data:`MIN_CLIPS_PER_WORKER` clips to compute (so small jobs stay in this process). The output is the
-            same, byte for byte, for any number of workers.
+            started (forked on Linux: milliseconds; see :func:`~thce.data.feature_pool.start_method`), each process
+            uses one torch thread. 1: in this process only. 0 (default): one per available CPU, at most one per
+            shard and per :data:`MIN_CLIPS_PER_WORKER` clips to compute (so small jobs stay in this process). The
+            output is the same, byte for byte, for any number of workers.
         batch_size: clips converted to float16 at a time (a float32 buffer of ~0.25 MB per 10 s clip).
         progress: called as ``progress(clips_done, clips_total)``, first with the clips already cached, then after
             each shard.
