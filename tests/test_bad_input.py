@@ -144,7 +144,8 @@ def test_probe_audio_reads_headers_only(bad_files, good_files):
 
 
 @pytest.mark.parametrize(
-    "case", ["missing", "zero_bytes", "no_samples", "truncated_wav", "not_audio", "unsupported_codec", "unsupported_format"]
+    "case",
+    ["missing", "zero_bytes", "no_samples", "truncated_wav", "not_audio", "unsupported_codec", "unsupported_format"],
 )
 def test_a_bad_file_gets_one_diagnosis_wherever_it_is_opened(bad_files, case):
     """Data import (probe_audio), features (load_audio) and detection (audio_info, stream_audio) use the same words."""

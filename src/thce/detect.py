@@ -70,7 +70,7 @@ class DetectConfig:
         median_filter_s: median filter length over per-window decisions, seconds; ``None`` = a quarter of the
             window's support, ``0`` = off.
         batch_size: windows handed to the scorer at once (memory ~ batch_size x window); the model itself runs
-            in cache-sized passes (:class:`ModelScorer`).
+            in cache-sized passes (:class:`thce.inference.ModelScorer`).
         block_s: seconds of the file read per block (memory ~ block_s x channels).
     """
 

@@ -9,7 +9,9 @@ import struct
 from typing import NamedTuple
 
 #: WAV format tags libsndfile decodes; any other tag is reported as an unsupported codec.
-WAV_CODECS_SUPPORTED = frozenset({0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0x0031, 0x0040, 0x0050, 0x0055, 0xFFFE})
+WAV_CODECS_SUPPORTED = frozenset(
+    {0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0x0031, 0x0040, 0x0050, 0x0055, 0xFFFE}
+)
 _WAV_CODEC_NAMES = {
     0x0022: "DSP Group TrueSpeech", 0x0092: "Dolby AC-3 SPDIF", 0x00FF: "AAC", 0x0133: "G.729",
     0x0160: "WMA v1", 0x0161: "WMA v2", 0x0162: "WMA Pro", 0x0163: "WMA Lossless", 0x1610: "HE-AAC",
