@@ -50,6 +50,11 @@ def skipped_json(item: Skipped) -> dict[str, Any]:
     return {"index": item.index, "path": item.path, "problem": item.problem}
 
 
+def skipped_from_json(item: dict[str, Any]) -> Skipped:
+    """Inverse of :func:`skipped_json`."""
+    return Skipped(item["path"], item["problem"], "features", int(item["index"]))
+
+
 def usable_indices(store: FeatureStore, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
     """``indices`` (default: every clip) without the clips the store skipped, in the given order, as int64."""
     idx = np.arange(len(store), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -132,10 +137,7 @@ class FeatureStore:
     def skipped(self) -> list[Skipped]:
         """Clips that could not be used (``index`` = position in the store), with the problem; their features are
         the log floor. Empty when the cache was built with ``strict=True``."""
-        return [
-            Skipped(item["path"], item["problem"], "features", int(item["index"]))
-            for item in self.meta.get("skipped", [])
-        ]
+        return [skipped_from_json(item) for item in self.meta.get("skipped", [])]
 
     @property
     def shape(self) -> tuple[int, int, int]:

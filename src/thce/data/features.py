@@ -45,6 +45,7 @@ from thce.data.feature_store import (
     META_NAME,
     FeatureStore,
     shard_name,
+    skipped_from_json,
     skipped_json,
     skipped_name,
     usable_indices,
@@ -351,8 +352,7 @@ def _gather_skipped(directory: Path, num_shards: int) -> list[Skipped]:
     for i in range(num_shards):
         sidecar = directory / skipped_name(i)
         if sidecar.is_file():
-            for item in json.loads(sidecar.read_text(encoding="utf-8")):
-                out.append(Skipped(item["path"], item["problem"], "features", int(item["index"])))
+            out.extend(skipped_from_json(item) for item in json.loads(sidecar.read_text(encoding="utf-8")))
     return out
 
 
