@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from thce.errors import OutputError
+from thce.errors import DataError, OutputError
 
 
 def _current_umask() -> int:
@@ -247,3 +247,17 @@ def write_json(path: str | os.PathLike, payload: Any) -> Path:
         json.dump(payload, handle, indent=2, sort_keys=False)
         handle.write("\n")
     return Path(path)
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """The JSON in ``path``, a file of ours holding ``what`` (words for messages, e.g. "feature cache metadata").
+
+    Raises:
+        DataError: ``"<path>: <what> not found"``, or ``"<path>: unreadable <what> (<reason>)"``.
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable {what} ({exc})") from exc

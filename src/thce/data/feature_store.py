@@ -18,7 +18,6 @@ features; it halves disk use and I/O.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 from thce.audio.logmel import LogMelConfig
 from thce.data.manifest import Skipped
 from thce.errors import DataError
+from thce.io import read_json
 
 FORMAT_VERSION = 1
 META_NAME = "meta.json"
@@ -105,12 +105,7 @@ class FeatureStore:
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
         meta_path = self.directory / META_NAME
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(f"{meta_path}: feature cache not found") from None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{meta_path}: unreadable feature cache metadata ({exc})") from exc
+        meta = read_json(meta_path, "feature cache metadata")
         if meta.get("format") != FORMAT_VERSION:
             raise DataError(f"{meta_path}: cache format {meta.get('format')!r}, this version reads {FORMAT_VERSION}")
         if not meta.get("complete"):

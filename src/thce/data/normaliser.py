@@ -3,7 +3,6 @@ paper: "normalized using the mean and variance of the training data"), computed 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import torch
 
 from thce.data.feature_store import FeatureStore
 from thce.errors import DataError
-from thce.io import write_json
+from thce.io import read_json, write_json
 
 
 def _as_float(x: np.ndarray, dtype: type[np.floating], *, copy: bool = False) -> np.ndarray:
@@ -122,13 +121,7 @@ class Normaliser:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Normaliser:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(f"{path}: normalisation statistics not found") from None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: unreadable normalisation statistics ({exc})") from exc
+        data = read_json(path, "normalisation statistics")
         try:
             return cls.from_dict(data)
         except DataError as exc:
