@@ -10,7 +10,7 @@ Prints JSON:
 - ``model_only_rtf_*``: the model alone on the log-mel of the same file's first windows, computed beforehand
   (at most 200; in the batches detection uses, ``model_batch_*``), and ``model_only_rtf_*_random_input`` the same
   on standard-normal input (does the input change the model's speed?);
-  ``overhead_ratio_*`` = model-only RTF / whole-path RTF. Detection computes only the frames a window's output depends on (``thce.detect.receptive_field``), so for a model that
+  ``overhead_ratio_*`` = model-only RTF / whole-path RTF. Detection computes only the frames a window's output depends on (``thce.inference.receptive_field``), so for a model that
   sees the whole window the ratio is at most ~1 and for one that sees part of it it can exceed 1;
 - ``peak_rss_mb``: peak resident memory of the detecting process on 10 and 60 minutes of audio (goal: flat), and
   of a process that only loads the model (what detection adds is the difference);
@@ -58,7 +58,7 @@ def make_run(run_dir: Path, encoder: str) -> Path:
 
     from thce.checkpoint import save_checkpoint
     from thce.config import config_from_dict
-    from thce.data.features import Normaliser
+    from thce.data.normaliser import Normaliser
     from thce.methods import build_detector, build_method_encoder
 
     config = config_from_dict({"methods": ["baseline"], "model": {"encoder": encoder}})  # paper sizes by default
@@ -87,7 +87,9 @@ def child(run_dir: str, audio: str, mode: str) -> None:
     import torch
 
     from thce.checkpoint import load_run
-    from thce.detect import DetectConfig, ModelScorer, class_thresholds, detect_files
+    from thce.detect import DetectConfig, detect_files
+    from thce.inference import ModelScorer
+    from thce.thresholds import class_thresholds
 
     loaded = load_run(run_dir, "baseline")
     scorer = ModelScorer(loaded)
@@ -106,7 +108,7 @@ def child(run_dir: str, audio: str, mode: str) -> None:
         n_windows = min(200, (len(audio) - scorer.window_samples) // hop + 1)
         windows = np.stack([audio[i * hop : i * hop + scorer.window_samples] for i in range(n_windows)])
         with torch.inference_mode():
-            feats = (scorer.logmel(torch.from_numpy(windows)) - scorer.mean) * scorer.inv_std
+            feats = scorer.scores.normalise(scorer.logmel(torch.from_numpy(windows)))
             loaded.model(feats[:batch])  # warm up
             rates = {}
             for name, inputs in (("clips_per_s", feats), ("clips_per_s_random_input", torch.randn_like(feats))):

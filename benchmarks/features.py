@@ -101,7 +101,9 @@ def child_ours(paths: list[Path], workers: int, cache: Path) -> dict:
     import torch
 
     from thce.audio import LogMel, LogMelConfig
-    from thce.data.features import Normaliser, compute_features, start_method
+    from thce.data.feature_pool import start_method
+    from thce.data.features import compute_features
+    from thce.data.normaliser import Normaliser
 
     torch.set_num_threads(1)
     config = LogMelConfig()  # the paper's: 64 mels, 25 ms / 10 ms, n_fft 512, 10 s at 16 kHz

@@ -28,7 +28,8 @@ def _epoch(cache_parent: str, wav_list: str, encoder: str) -> None:
 
     from thce.audio import LogMelConfig
     from thce.config import ExperimentConfig
-    from thce.data.features import Normaliser, compute_features
+    from thce.data.features import compute_features
+    from thce.data.normaliser import Normaliser
     from thce.methods import build_detector, build_method_encoder
     from thce.models import ModelConfig
     from thce.training.algorithm1 import BaselineConfig, train_baseline

@@ -7,7 +7,7 @@ import torch
 
 from thce.checkpoint import save_checkpoint
 from thce.config import config_from_dict
-from thce.data.features import Normaliser
+from thce.data.normaliser import Normaliser
 from thce.models import ClusterLayer, DetectorHead, EventDetector, build_encoder
 
 

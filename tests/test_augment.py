@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from thce.augment import LN_PER_DB, AugmentConfig, BatchAugmenter, band_std_of, mix_targets, mixed_loss
-from thce.data.features import Normaliser
+from thce.data.normaliser import Normaliser
 from thce.errors import ConfigError
 from thce.losses import cluster_weights, triple_header_ce, weighted_bce
 

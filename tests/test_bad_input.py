@@ -4,6 +4,7 @@ problem (listed in skipped.csv), or stops the run with strict=True; a run killed
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import signal
 import struct
@@ -19,9 +20,11 @@ import soundfile as sf
 import torch
 
 from thce.audio import ClipChecks, LogMel, LogMelConfig, load_audio, probe_audio
+from thce.audio.read import audio_info, stream_audio
 from thce.cli import main
 from thce.data import features
-from thce.data.features import FeatureStore, compute_features, shard_name, usable_indices
+from thce.data.feature_store import FeatureStore, shard_name, usable_indices
+from thce.data.features import compute_features
 from thce.data.manifest import (
     ManifestRow,
     check_split_coverage,
@@ -30,7 +33,7 @@ from thce.data.manifest import (
     screen_rows,
     write_skipped,
 )
-from thce.errors import DataError
+from thce.errors import AudioError, DataError
 
 CFG = LogMelConfig(duration_s=1.0, n_mels=16, sample_rate_hz=8000, n_fft=256)
 SR = CFG.sample_rate_hz
@@ -138,6 +141,28 @@ def test_probe_audio_reads_headers_only(bad_files, good_files):
     assert "truncated" in probe_audio(bad_files["truncated_wav"][0])
     assert "0 samples" in probe_audio(bad_files["no_samples"][0])
     assert "cannot read as audio" in probe_audio(bad_files["not_audio"][0])
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "zero_bytes", "no_samples", "truncated_wav", "not_audio", "unsupported_codec", "unsupported_format"],
+)
+def test_a_bad_file_gets_one_diagnosis_wherever_it_is_opened(bad_files, case):
+    """Data import (probe_audio), features (load_audio) and detection (audio_info, stream_audio) use the same words."""
+    path, pattern = bad_files[case]
+    problems = [probe_audio(path)]
+    for read in (
+        lambda: load_audio(path, sample_rate_hz=SR, duration_s=1.0),
+        lambda: audio_info(path),
+        lambda: list(stream_audio(path, sample_rate_hz=SR)),
+    ):
+        with pytest.raises(AudioError) as info:
+            read()
+        assert str(info.value) == f"{path}: {info.value.problem}"
+        problems.append(info.value.problem)
+    assert len(set(problems)) == 1 and re.search(pattern, problems[0]), problems
+    copy = pickle.loads(pickle.dumps(info.value))  # feature workers send it to the parent
+    assert (type(copy), copy.path, copy.problem, str(copy)) == (AudioError, str(path), problems[0], str(info.value))
 
 
 def test_features_skip_every_bad_case_and_keep_the_rest(bad_files, good_files, tmp_path):

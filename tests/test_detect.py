@@ -13,31 +13,24 @@ import torch
 from scipy.signal import resample_poly
 
 from tests.stub_runs import stub_run
-from thce.audio import load_audio
+from thce.audio.read import StreamResampler, load_audio, stream_audio
 from thce.checkpoint import load_run
 from thce.cli import main
 from thce.detect import (
     DetectConfig,
-    Event,
-    EventList,
     FileScores,
-    ModelScorer,
-    StreamResampler,
-    class_thresholds,
     detect_files,
-    evaluate_events,
-    far_threshold,
     median_filter_windows,
     num_windows,
-    read_event_list,
-    receptive_field,
     score_file,
     scores_to_events,
     sliding_windows,
-    stream_audio,
-    write_events,
 )
 from thce.errors import ConfigError, DataError
+from thce.event_metrics import evaluate_events
+from thce.events import DetectionResult, Event, EventList, read_event_list, write_events
+from thce.inference import ModelScorer, receptive_field
+from thce.thresholds import class_thresholds, far_threshold
 from thce.metrics import eer_threshold
 from thce.models import CNNEncoder, DetectorHead, EventDetector, LSTMEncoder
 
@@ -296,8 +289,6 @@ def test_audio_the_model_cannot_take_is_a_clear_error(tmp_path, capsys):
 
 
 def test_event_lists_round_trip_and_dcase_formats(tmp_path):
-    from thce.detect import DetectionResult
-
     result = DetectionResult(
         files=[{"file": "a/x.wav", "duration_s": 60.0, "windows": 10}, {"file": "a/y.wav", "duration_s": 30.0, "windows": 5}],
         events=[Event("a/x.wav", 1.2345, 2.5, "dog", 0.91), Event("a/x.wav", 7.0, 8.0, "gun", 0.6)],

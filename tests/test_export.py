@@ -11,7 +11,7 @@ import torch
 from tests.stub_runs import stub_run
 from thce.checkpoint import load_run
 from thce.cli import main
-from thce.detect import ModelScorer
+from thce.inference import ModelScorer
 from thce.errors import ConfigError
 from thce.export import PARITY_TOLERANCE, example_inputs, export_run, scoring_module
 

@@ -15,8 +15,10 @@ import soundfile as sf
 import torch
 
 from thce.audio import LogMel, LogMelConfig, load_audio
-from thce.data import features
-from thce.data.features import FeatureStore, Normaliser, cache_key, compute_features, shard_name
+from thce.data import feature_pool, features
+from thce.data.feature_store import FeatureStore, shard_name
+from thce.data.features import cache_key, compute_features
+from thce.data.normaliser import Normaliser
 from thce.errors import DataError
 
 CFG = LogMelConfig(duration_s=0.5, n_mels=16, sample_rate_hz=8000, n_fft=256)
@@ -210,7 +212,7 @@ def test_output_is_byte_identical_for_any_worker_count(wavs, tmp_path, monkeypat
     assert torch.get_num_threads() == threads, "this process's torch threads are restored"
 
 
-@pytest.mark.skipif(features.start_method() != "fork", reason="the workers see this test's patches only when forked")
+@pytest.mark.skipif(feature_pool.start_method() != "fork", reason="the workers see this test's patches only when forked")
 def test_every_process_computes_shards_and_progress_counts_each_once(wavs, tmp_path, monkeypatch):
     log_file = tmp_path / "pids.txt"
     original = features._compute_shard
@@ -237,7 +239,7 @@ def test_every_process_computes_shards_and_progress_counts_each_once(wavs, tmp_p
     assert shard_bytes(store) == shard_bytes(serial)
 
 
-@pytest.mark.skipif(features.start_method() != "fork", reason="the workers see this test's patches only when forked")
+@pytest.mark.skipif(feature_pool.start_method() != "fork", reason="the workers see this test's patches only when forked")
 def test_a_worker_that_dies_is_reported_and_the_rerun_finishes(wavs, tmp_path, monkeypatch):
     parent = os.getpid()
     original = features._compute_shard

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from thce.audio import load_audio
+from thce.audio import load_audio, probe_audio
 from thce.cli import main
 from thce.data.manifest import read_manifest, read_skipped
 from thce.data.mix import MixConfig, make_mixtures, mix_event, rms
@@ -108,6 +108,8 @@ def test_make_mixtures(sources, tmp_path):
     labels = Counter(r.label for r in rows)
     assert set(labels) == {"dog", "gun", ""} and 6 <= labels[""] <= 18  # binomial(30, 0.4): mean 12, sd 2.7
     assert sorted(Path(s.path).name for s in result.skipped) == ["broken.wav", "short.wav"]
+    problems = {Path(s.path).name: s.problem for s in result.skipped}
+    assert problems["broken.wav"] == probe_audio(sources / "backgrounds" / "broken.wav")  # the words of data import
     for row in rows:
         info = sf.info(str(row.path))
         assert (info.samplerate, info.frames, info.channels) == (16000, 160000, 1)

@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 
 from thce.cli import main
 from thce.config import load_config
-from thce.data.features import Normaliser
+from thce.data.normaliser import Normaliser
 from thce.errors import ConfigError
 from thce.experiment import prepare_data
 from thce.metrics import per_class_eer

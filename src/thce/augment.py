@@ -1,7 +1,7 @@
 """Data augmentation for small training sets: batches of normalised log-mel features and their targets.
 
 Everything here works on what a training step receives: ``x`` of shape ``(B, frames, mels)``, log-mel features
-already standardised per mel band with the training split's statistics (:class:`thce.data.features.Normaliser`),
+already standardised per mel band with the training split's statistics (:class:`thce.data.normaliser.Normaliser`),
 on any device. All of it is off by default (:class:`AugmentConfig`), so a config without ``[augment]`` trains
 exactly as before. Randomness comes only from a ``torch.Generator`` passed in (CPU; the few draws per batch are
 made there and moved to ``x``'s device), so a run is reproducible and the same seed gives the same augmentations

@@ -13,7 +13,7 @@ import torch
 
 from thce import methods
 from thce.config import ExperimentConfig, config_from_dict
-from thce.data.features import Normaliser
+from thce.data.normaliser import Normaliser
 from thce.errors import DataError
 from thce.io import atomic_write
 from thce.models import ClusterLayer, EventDetector

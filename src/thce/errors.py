@@ -1,5 +1,9 @@
 """Exceptions for user mistakes: the CLI prints their message (which names the file and the problem), no traceback."""
 
+from __future__ import annotations
+
+import os
+
 
 class ThceError(Exception):
     """Base class of errors caused by user input (bad file, bad config value, ...)."""
@@ -11,6 +15,19 @@ class ConfigError(ThceError, ValueError):
 
 class DataError(ThceError, ValueError):
     """A data file (audio, manifest, cache) is missing, unreadable or inconsistent."""
+
+
+class AudioError(DataError):
+    """An audio file cannot be used. ``str(error)`` is ``"<path>: <problem>"``; ``problem`` alone is what lists of
+    skipped files show (the same words wherever the file was opened, see :mod:`thce.audio.read`)."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        super().__init__(f"{os.fspath(path)}: {problem}")
+        self.path = os.fspath(path)
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type[AudioError], tuple[str, str]]:  # pickles (feature workers send errors)
+        return (type(self), (self.path, self.problem))
 
 
 class OutputError(ThceError):

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from thce.config import ExperimentConfig, load_config, save_config
-from thce.data.features import FeatureStore, Normaliser, compute_features, usable_indices
+from thce.data.feature_store import FeatureStore, usable_indices
+from thce.data.features import compute_features
+from thce.data.normaliser import Normaliser
 from thce.data.manifest import (
     ManifestRow,
     Skipped,

@@ -1,6 +1,7 @@
 """Export a trained detector for deployment: ONNX or TorchScript, checked against PyTorch.
 
-What the exported model computes (normalisation is *inside*, so a deployment needs only the log-mel front end):
+What the exported model computes is :class:`thce.inference.LogMelScores`, the module ``thce detect`` scores windows
+with (normalisation is *inside*, so a deployment needs only the log-mel front end):
 
 - ``inputs="logmel"`` (ONNX and TorchScript): ``logmel`` float32 ``(batch, frames, n_mels)``, natural-log mel
   energies exactly as :class:`thce.audio.LogMel` computes them for one window of the training clip length (1000 x
@@ -35,11 +36,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from thce.audio import LogMel, LogMelConfig
-from thce.detect import detection_scores
+from thce.audio.logmel import LogMel, LogMelConfig
 from thce.errors import ConfigError, ThceError
+from thce.inference import AudioScores, logmel_scores
 from thce.io import atomic_write, output_error, write_json
 from thce.outputs import EXPORT_FORMATS, check_export_out
+from thce.thresholds import class_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -47,32 +49,6 @@ FORMATS = EXPORT_FORMATS
 INPUTS = ("logmel", "audio")
 #: Largest accepted absolute difference between exported and PyTorch scores.
 PARITY_TOLERANCE = 1e-4
-
-
-class LogMelScores(nn.Module):
-    """Raw log-mel windows ``(B, frames, n_mels)`` -> class scores ``(B, L)`` in [0, 1] (sigmoid, or the model's
-    own ``detection_scores``); normalisation inside."""
-
-    def __init__(self, model: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.as_tensor(np.asarray(mean), dtype=torch.float32).clone())
-        self.register_buffer("inv_std", torch.as_tensor(1.0 / np.asarray(std), dtype=torch.float32).clone())
-
-    def forward(self, logmel: Tensor) -> Tensor:
-        return detection_scores(self.model, (logmel - self.mean) * self.inv_std)
-
-
-class AudioScores(nn.Module):
-    """Raw audio windows ``(B, samples)`` at the model's rate -> sigmoid class scores ``(B, L)``."""
-
-    def __init__(self, logmel: LogMel, scores: LogMelScores) -> None:
-        super().__init__()
-        self.logmel = logmel
-        self.scores = scores
-
-    def forward(self, audio: Tensor) -> Tensor:
-        return self.scores(self.logmel(audio))
 
 
 @dataclass
@@ -88,10 +64,12 @@ class ExportResult:
 
 
 def scoring_module(loaded: Any, *, inputs: str = "logmel") -> nn.Module:
-    """The eval-mode module to export for a :class:`thce.checkpoint.LoadedDetector` (see the module docstring)."""
+    """The eval-mode module to export for a :class:`thce.checkpoint.LoadedDetector` (see the module docstring):
+    :class:`thce.inference.LogMelScores`, the module detection scores windows with, with the log-mel in front
+    (:class:`thce.inference.AudioScores`) for ``inputs="audio"``."""
     if inputs not in INPUTS:
         raise ConfigError(f"inputs: expected one of {', '.join(INPUTS)}, got {inputs!r}")
-    scores = LogMelScores(loaded.model, loaded.normaliser.mean, loaded.normaliser.std)
+    scores = logmel_scores(loaded)
     module: nn.Module = scores if inputs == "logmel" else AudioScores(LogMel(loaded.config.features), scores)
     return module.eval()
 
@@ -223,7 +201,6 @@ def export_run(
         ThceError: a missing exporter package, or the exported model disagrees with PyTorch.
     """
     from thce.checkpoint import load_run
-    from thce.detect import class_thresholds
 
     fmt = check_export_out(out, fmt, overwrite=overwrite)
     if inputs not in INPUTS:

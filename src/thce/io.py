@@ -249,8 +249,13 @@ def write_json(path: str | os.PathLike, payload: Any) -> Path:
     return Path(path)
 
 
-def read_text(path: Path, *, what: str) -> str:
-    """The UTF-8 text of ``path``; a :class:`DataError` naming it if it is missing or unreadable."""
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """The UTF-8 text of ``path``, a file holding ``what`` (words for messages, e.g. "results file").
+
+    Raises:
+        DataError: ``"<path>: <what> not found"``, ``"... is not a file"`` or ``"<path>: cannot read the <what> (...)"``.
+    """
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {what} not found" if not path.exists() else f"{path}: {what} is not a file")
     try:
@@ -259,8 +264,8 @@ def read_text(path: Path, *, what: str) -> str:
         raise DataError(f"{path}: cannot read the {what} ({error})") from None
 
 
-def read_json(path: Path, *, what: str = "JSON file") -> Any:
-    """The JSON in ``path``; a :class:`DataError` naming it and where it is malformed."""
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """The JSON in ``path`` (see :func:`read_text`); a :class:`DataError` naming it and where it is malformed."""
     try:
         return json.loads(read_text(path, what=what))
     except json.JSONDecodeError as error:

@@ -19,7 +19,8 @@ def run_detect(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_events_out(args.out, overwrite=args.overwrite)
     checkpoint_path(args.run_dir, args.method)
-    from thce.detect import DetectConfig, detect_run, write_event_tsv, write_events
+    from thce.detect import DetectConfig, detect_run
+    from thce.events import write_event_tsv, write_events
     from thce.devices import check_device
 
     check_device(args.device, source="--device")
@@ -61,7 +62,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None:  # before the lists are read and scored
         check_output_path(args.out)
         refuse_other_kind(args.out, looks_ours=_json_object, what="a JSON file", overwrite=args.overwrite)
-    from thce.detect import evaluate_events, evaluation_markdown, read_event_list
+    from thce.event_metrics import evaluate_events, evaluation_markdown
+    from thce.events import read_event_list
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     result = evaluate_events(

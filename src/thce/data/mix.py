@@ -34,11 +34,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import soundfile as sf
 
-from thce.audio import AUDIO_EXTENSIONS, load_audio
+from thce.audio.read import AUDIO_EXTENSIONS, audio_info, load_audio
 from thce.data.manifest import SPLITS, ManifestRow, Skipped, write_manifest
 from thce.data.readers import index_audio_files, read_folder
 from thce.data.splits import largest_remainder
-from thce.errors import ConfigError, DataError
+from thce.errors import AudioError, ConfigError, DataError
 from thce.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
@@ -236,8 +236,8 @@ def make_mixtures(
             continue
         try:
             samples = load_audio(row.path, sample_rate_hz=config.sample_rate_hz, duration_s=None)
-        except DataError as exc:
-            bad(row.path, str(exc).removeprefix(f"{row.path}: "))
+        except AudioError as exc:
+            bad(row.path, exc.problem)
             continue
         if rms(samples) == 0.0:
             bad(row.path, "event is digital silence")
@@ -249,11 +249,10 @@ def make_mixtures(
     backgrounds: list[tuple[Path, float]] = []
     for stem_path in sorted(index_audio_files(backgrounds_dir).values()):
         try:
-            info = sf.info(str(stem_path))
-        except Exception as exc:  # libsndfile raises several types
-            bad(stem_path, f"cannot read as audio ({exc})")
+            seconds = audio_info(stem_path).duration_s
+        except AudioError as exc:
+            bad(stem_path, exc.problem)
             continue
-        seconds = info.frames / info.samplerate if info.samplerate else 0.0
         if seconds < config.duration_s:
             bad(stem_path, f"background shorter than the mixture ({seconds:.2f} s < {config.duration_s:g} s)")
             continue

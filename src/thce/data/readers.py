@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thce.audio import AUDIO_EXTENSIONS, probe_audio
+from thce.audio.read import AUDIO_EXTENSIONS, probe_audio
 from thce.data.manifest import SPLITS, ManifestRow, Skipped, describe_skipped, read_manifest, screen_rows
 from thce.errors import ConfigError, DataError
 
@@ -287,7 +287,7 @@ def audioset_file_stems(ytid: str, start_s: float, end_s: float) -> list[str]:
 
 def index_audio_files(root: str | os.PathLike) -> dict[str, Path]:
     """``{name without extension: path}`` of the audio files under ``root`` (recursively; hidden files ignored).
-    When one name exists with several extensions, the first in :data:`~thce.audio.AUDIO_EXTENSIONS` wins."""
+    When one name exists with several extensions, the first in :data:`~thce.audio.read.AUDIO_EXTENSIONS` wins."""
     rank = {ext: i for i, ext in enumerate(AUDIO_EXTENSIONS)}
     found: dict[str, Path] = {}
     for dirpath, dirnames, filenames in os.walk(root):
@@ -469,13 +469,13 @@ def read_folder(
         classes: allowed labels; files of another class folder are skipped as "unknown label". ``None``: every
             folder is a class.
         background: name of the background folder.
-        strict: open every file's header (:func:`~thce.audio.probe_audio`, as ``check_audio`` of
+        strict: open every file's header (:func:`~thce.audio.read.probe_audio`, as ``check_audio`` of
             :func:`read_checked_manifest`) and raise on the first bad or skipped file.
 
     Returns:
         Rows with ``group`` = the file's path below its class folder, without extension, and the path as found
         (absolute, symbolic links kept). Skipped: files directly in ``root``, files with an extension other than
-        :data:`~thce.audio.AUDIO_EXTENSIONS`, unknown labels, broken symbolic links. Hidden files and folders are
+        :data:`~thce.audio.read.AUDIO_EXTENSIONS`, unknown labels, broken symbolic links. Hidden files and folders are
         ignored.
 
     Raises:
@@ -550,7 +550,7 @@ def read_checked_manifest(
     (:func:`~thce.data.manifest.read_manifest`). Row problems are skipped and listed (:func:`screen_rows`):
     duplicated rows, conflicting labels for one file, missing files, labels not in ``classes``; with
     ``check_audio`` also files whose header libsndfile cannot read (empty, truncated WAV, unsupported codec, not
-    audio; :func:`~thce.audio.probe_audio`, no decoding).
+    audio; :func:`~thce.audio.read.probe_audio`, no decoding).
 
     Raises:
         DataError: structural problem, or (``strict``) any row problem.

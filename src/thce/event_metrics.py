@@ -1,0 +1,231 @@
+"""DCASE 2017 task 2 evaluation of event lists (:func:`evaluate_events`): event-based error rate and F-score, onset
+only, with a 500 ms collar, computed as ``sed_eval.sound_event.EventBasedMetrics(t_collar=0.5, evaluate_onset=True,
+evaluate_offset=False)`` does (maximum bipartite matching of same-label events whose onsets are within the collar;
+left-over pairs within the collar are substitutions). sed_eval itself is not a dependency: its dcase_util no longer
+imports on current setuptools (``pkg_resources``); the tests pin our numbers to sed_eval's on fixed examples.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from thce.errors import DataError
+from thce.events import Event, EventList
+
+log = logging.getLogger(__name__)
+
+#: DCASE 2017 task 2: onsets within 500 ms of the reference count as correct.
+DCASE_COLLAR_S = 0.5
+
+
+def _max_matching(hit: np.ndarray) -> list[tuple[int, int]]:
+    """Maximum-cardinality matching ``[(ref, est), ...]`` in the bipartite graph ``hit`` (n_ref, n_est) bool."""
+    if hit.size == 0 or not hit.any():
+        return []
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_bipartite_matching
+
+    match = maximum_bipartite_matching(csr_matrix(hit.astype(np.int8)), perm_type="column")
+    return [(r, int(e)) for r, e in enumerate(match) if e >= 0]
+
+
+def _rates(n_ref: float, n_sys: float, tp: float, subs: float, fn: float, fp: float) -> dict[str, float | None]:
+    def ratio(a: float, b: float) -> float | None:
+        return None if b == 0 else a / b
+
+    return {
+        "error_rate": ratio(subs + fn + fp, n_ref),
+        "f_score": ratio(2.0 * tp, n_ref + n_sys),
+        "precision": ratio(tp, n_sys),
+        "recall": ratio(tp, n_ref),
+    }
+
+
+def evaluate_events(
+    reference: EventList,
+    estimated: EventList,
+    *,
+    collar_s: float = DCASE_COLLAR_S,
+    classes: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Event-based error rate and F-score, onset only, with an onset collar (DCASE 2017 task 2: 0.5 s).
+
+    Per file, a reference and an estimated event *match* when they have the same label and
+    ``|onset_ref - onset_est| <= collar_s``; a maximum matching gives the true positives. Overall, left-over
+    reference/estimate pairs within the collar (other labels) are substitutions ``S``; the other left-overs are
+    deletions ``D`` and insertions ``I``: ``ER = (S + D + I) / N_ref``, ``F = 2 TP / (N_ref + N_sys)``. Class-wise
+    there are no substitutions (``ER_c = (D_c + I_c) / N_ref,c``). Files are the union of both lists' files (an
+    estimated file missing from the reference has no reference events). Rates are fractions; ``None`` where
+    undefined (no reference events).
+
+    Returns:
+        ``{"collar_s", "files", "overall": {counts..., error_rate, f_score, precision, recall,
+        substitution_rate, deletion_rate, insertion_rate}, "class_wise": {label: {...}},
+        "class_average": {"error_rate", "f_score"}}`` (class average over classes with reference events, the
+        DCASE 2017 task 2 ranking metric).
+    """
+    if not collar_s >= 0:
+        raise ValueError(f"collar_s: expected a non-negative number of seconds, got {collar_s!r}")
+    ref_name, est_name = reference.source or "the reference", estimated.source or "the estimated list"
+    ref_files, est_files = reference.all_files, estimated.all_files
+    files = list(dict.fromkeys([*ref_files, *est_files]))
+    only_ref = [f for f in ref_files if f not in set(est_files)]
+    only_est = [f for f in est_files if f not in set(ref_files)]
+    if est_files and ref_files and len(only_est) == len(est_files):
+        theirs = f"its file {est_files[0]} is" if len(est_files) == 1 else f"none of its {len(est_files)} files is"
+        raise DataError(
+            f"{est_name}: {theirs} in {ref_name} ({_names(ref_files)}); files are matched by base name: is it the "
+            "reference of these recordings?"
+        )
+    if only_ref:
+        log.warning("%s only in %s (not in %s; their events count as missed): %s", _count(len(only_ref), "file"),
+                    ref_name, est_name, _names(only_ref))  # fmt: skip
+    if only_est:
+        log.warning("%s only in %s (not in %s; their events count as insertions): %s", _count(len(only_est), "file"),
+                    est_name, ref_name, _names(only_est))  # fmt: skip
+    ref_labels = list(dict.fromkeys(e.label for e in reference.events))
+    est_labels = list(dict.fromkeys(e.label for e in estimated.events))
+    labels = list(classes) if classes is not None else list(dict.fromkeys([*ref_labels, *est_labels]))
+    notes = _label_notes(ref_labels, est_labels, classes, ref_name, est_name)
+    for note in notes:
+        log.warning("%s", note)
+    ref_by_file: dict[str, list[Event]] = {}
+    est_by_file: dict[str, list[Event]] = {}
+    for e in reference.events:
+        ref_by_file.setdefault(e.file, []).append(e)
+    for e in estimated.events:
+        est_by_file.setdefault(e.file, []).append(e)
+    eps = 1e-9  # onsets read back from millisecond text
+    overall = {"n_ref": 0, "n_sys": 0, "tp": 0, "substitutions": 0, "deletions": 0, "insertions": 0}
+    per_class = {label: {"n_ref": 0, "n_sys": 0, "tp": 0, "deletions": 0, "insertions": 0} for label in labels}
+    for name in files:
+        ref = [e for e in ref_by_file.get(name, []) if e.label in per_class]
+        est = [e for e in est_by_file.get(name, []) if e.label in per_class]
+        ref_on = np.array([e.onset_s for e in ref], dtype=np.float64)
+        est_on = np.array([e.onset_s for e in est], dtype=np.float64)
+        near = np.abs(ref_on[:, None] - est_on[None, :]) <= collar_s + eps
+        same = np.array([[r.label == s.label for s in est] for r in ref], dtype=bool).reshape(near.shape)
+        matched = _max_matching(near & same)
+        ref_done = np.zeros(len(ref), dtype=bool)
+        est_done = np.zeros(len(est), dtype=bool)
+        for r, s in matched:
+            ref_done[r] = est_done[s] = True
+        subs = 0
+        for r in np.flatnonzero(~ref_done):  # sed_eval: greedy over left-overs, reference order
+            for s in np.flatnonzero(~est_done):
+                if near[r, s]:
+                    est_done[s] = True
+                    subs += 1
+                    break
+        tp = len(matched)
+        overall["n_ref"] += len(ref)
+        overall["n_sys"] += len(est)
+        overall["tp"] += tp
+        overall["substitutions"] += subs
+        overall["deletions"] += len(ref) - tp - subs
+        overall["insertions"] += len(est) - tp - subs
+        for label, counts in per_class.items():
+            r_idx = [i for i, e in enumerate(ref) if e.label == label]
+            s_idx = [i for i, e in enumerate(est) if e.label == label]
+            tp_c = len(_max_matching(near[np.ix_(r_idx, s_idx)])) if r_idx and s_idx else 0
+            counts["n_ref"] += len(r_idx)
+            counts["n_sys"] += len(s_idx)
+            counts["tp"] += tp_c
+            counts["deletions"] += len(r_idx) - tp_c
+            counts["insertions"] += len(s_idx) - tp_c
+    o = overall
+    result_overall: dict[str, Any] = dict(o)
+    result_overall.update(_rates(o["n_ref"], o["n_sys"], o["tp"], o["substitutions"], o["deletions"], o["insertions"]))
+    for part in ("substitution", "deletion", "insertion"):
+        count = o["substitutions" if part == "substitution" else part + "s"]
+        result_overall[f"{part}_rate"] = None if o["n_ref"] == 0 else count / o["n_ref"]
+    class_wise: dict[str, Any] = {}
+    for label, c in per_class.items():
+        class_wise[label] = {**c, **_rates(c["n_ref"], c["n_sys"], c["tp"], 0, c["deletions"], c["insertions"])}
+    scored = [v for v in class_wise.values() if v["n_ref"] > 0]
+    average = {
+        "error_rate": float(np.mean([v["error_rate"] for v in scored])) if scored else None,
+        "f_score": float(np.mean([v["f_score"] for v in scored])) if scored else None,
+    }
+    return {
+        "metric": "event-based, onset only (DCASE 2017 task 2)",
+        "collar_s": collar_s,
+        "files": len(files),
+        "files_only_in_reference": only_ref,
+        "files_only_in_estimated": only_est,
+        "label_notes": notes,
+        "overall": result_overall,
+        "class_wise": class_wise,
+        "class_average": average,
+    }
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _names(names: Sequence[str], limit: int = 8) -> str:
+    """The first ``limit`` names, comma-separated, and how many more."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _label_notes(
+    ref_labels: list[str], est_labels: list[str], classes: Sequence[str] | None, ref_name: str, est_name: str
+) -> list[str]:
+    """Sentences about labels that cannot match: only in the estimated list (every such event is an insertion),
+    left out by ``classes``, or listed in ``classes`` but in neither list."""
+    notes = []
+    if classes is None:
+        unmatched = [label for label in est_labels if label not in ref_labels]
+        if unmatched and ref_labels:
+            notes.append(
+                f"labels only in {est_name}, never in {ref_name} ({', '.join(ref_labels)}): {', '.join(unmatched)}; "
+                "their events all count as insertions (do the label names match?)"
+            )
+        return notes
+    ignored = [label for label in dict.fromkeys([*ref_labels, *est_labels]) if label not in classes]
+    if ignored:
+        notes.append(f"labels not evaluated (not among --classes {','.join(classes)}): {', '.join(ignored)}")
+    absent = [c for c in classes if c not in ref_labels and c not in est_labels]
+    if absent:
+        notes.append(f"--classes {', '.join(absent)}: in neither {ref_name} nor {est_name} (a misspelt label?)")
+    return notes
+
+
+def evaluation_markdown(result: dict[str, Any]) -> str:
+    """A Markdown table of :func:`evaluate_events`'s result (rates in percent)."""
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100.0 * value:.1f}"
+
+    lines = [
+        f"Event-based metrics, onset only, collar {1000 * result['collar_s']:.0f} ms, "
+        f"{_count(result['files'], 'file')}",
+        "",
+        "| Class | Nref | Nsys | TP | ER % | F % |",
+        "| :-- | --: | --: | --: | --: | --: |",
+    ]
+    for label, c in result["class_wise"].items():
+        lines.append(f"| {label} | {c['n_ref']} | {c['n_sys']} | {c['tp']} | {pct(c['error_rate'])} | {pct(c['f_score'])} |")
+    o = result["overall"]
+    lines.append(f"| Overall | {o['n_ref']} | {o['n_sys']} | {o['tp']} | {pct(o['error_rate'])} | {pct(o['f_score'])} |")
+    avg = result["class_average"]
+    lines += [
+        "",
+        f"Overall: S={o['substitutions']} D={o['deletions']} I={o['insertions']}. "
+        f"Class average: ER {pct(avg['error_rate'])} %, F {pct(avg['f_score'])} %.",
+    ]
+    for key, where, counted in (("files_only_in_reference", "the reference", "missed"),
+                                ("files_only_in_estimated", "the estimated list", "insertions")):  # fmt: skip
+        names = result.get(key) or []
+        if names:
+            lines.append(f"{_count(len(names), 'file')} only in {where} (events there count as {counted}): "
+                         f"{_names(names, 20)}.")
+    lines += [f"Note: {note}." for note in result.get("label_notes") or []]
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""Per-class detection thresholds chosen on the validation split (the operating point of a detector).
+
+A rule is ``"eer"`` (each class's EER threshold on the validation scores, one-vs-all:
+:func:`thce.metrics.eer_threshold`), ``"far:RATE"`` (the lowest threshold whose false-alarm rate on the validation
+negatives is at most RATE, :func:`far_threshold`) or a number used for every class (:func:`parse_threshold_rule`).
+A window or clip detects class ``l`` iff its score is at least ``thresholds[l]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from thce.errors import ConfigError, DataError
+
+
+def parse_threshold_rule(rule: str | float) -> tuple[str, float]:
+    """``"eer"`` -> ("eer", nan); ``"far:0.01"`` -> ("far", 0.01); ``"0.5"`` or 0.5 -> ("fixed", 0.5)."""
+    if isinstance(rule, (int, float)) and not isinstance(rule, bool):
+        text = str(rule)
+    elif isinstance(rule, str):
+        text = rule.strip().lower()
+    else:
+        raise ConfigError(f"threshold: expected 'eer', 'far:RATE' or a number, got {rule!r}")
+    if text == "eer":
+        return "eer", math.nan
+    if text.startswith("far:"):
+        try:
+            rate = float(text[4:])
+        except ValueError:
+            rate = math.nan
+        if not 0.0 <= rate < 1.0:
+            raise ConfigError(f"threshold {rule!r}: expected far:RATE with RATE in [0, 1), e.g. far:0.01")
+        return "far", rate
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"threshold {rule!r}: expected 'eer', 'far:RATE' (e.g. far:0.01) or a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"threshold {rule!r}: expected a finite number")
+    return "fixed", value
+
+
+def far_threshold(negative_scores: np.ndarray, target_far: float) -> float:
+    """Lowest threshold ``t`` (detect iff ``score >= t``) with at most ``floor(target_far * n)`` of the ``n``
+    negative scores detected, i.e. false-alarm rate <= ``target_far``.
+
+    >>> far_threshold(np.array([0.1, 0.2, 0.3, 0.9]), 0.25)  # one false alarm allowed: just above 0.3
+    0.30000000000000004
+    """
+    neg = np.sort(np.asarray(negative_scores, dtype=np.float64))[::-1]
+    if neg.size == 0:
+        raise ValueError("far_threshold: no negative scores")
+    allowed = math.floor(target_far * neg.size + 1e-9)
+    if allowed >= neg.size:
+        return float(neg[-1])
+    return float(np.nextafter(neg[allowed], np.inf))
+
+
+def class_thresholds(
+    *, val_scores: np.ndarray, val_class_index: np.ndarray, classes: Sequence[str], rule: str | float = "eer"
+) -> np.ndarray:
+    """Per-class detection thresholds ``(L,)`` from validation scores (one-vs-all: negatives are all other clips).
+
+    Args:
+        val_scores: ``(n, L)`` sigmoid scores of the validation clips.
+        val_class_index: ``(n,)`` class of each clip, ``L`` for background.
+        classes: the L names (for messages).
+        rule: ``"eer"``, ``"far:RATE"`` or a number (see :func:`parse_threshold_rule`).
+
+    Raises:
+        DataError: a class lacks the validation positives or negatives the rule needs (named).
+    """
+    from thce.metrics import eer_threshold  # scipy.stats: most of a second to import, only for this rule
+
+    kind, value = parse_threshold_rule(rule)
+    scores = np.asarray(val_scores, dtype=np.float64)
+    index = np.asarray(val_class_index)
+    out = np.empty(len(classes), dtype=np.float64)
+    for column, name in enumerate(classes):
+        if kind == "fixed":
+            out[column] = value
+            continue
+        positive = index == column
+        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+        if n_neg == 0 or (kind == "eer" and n_pos == 0):
+            raise DataError(
+                f"class {name!r}: the validation split has {n_pos} positive and {n_neg} negative clips, too few for "
+                f"a {kind.upper()} threshold; use --threshold far:RATE or a number"
+            )
+        if kind == "eer":
+            out[column] = eer_threshold(scores=scores[:, column], is_positive=positive)
+        else:
+            out[column] = far_threshold(scores[~positive, column], value)
+    return out
