@@ -197,7 +197,7 @@ def compute_features(
         progress: called as ``progress(clips_done, clips_total)``, first with the clips already cached, then after
             each shard.
         strict: a bad clip raises :class:`DataError`. ``False``: it is given silence features and listed in
-            :attr:`FeatureStore.skipped` (leave those indices out; see :func:`usable_indices`).
+            :attr:`FeatureStore.skipped` (leave those indices out; see :func:`thce.data.feature_store.usable_indices`).
         checks: rejections beyond unreadable files (too short/long, digital silence); ``None``: none.
 
     Returns:
