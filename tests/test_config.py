@@ -22,8 +22,8 @@ def _write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize("name", ["demo", "paper-cnn", "paper-lstm"])
 def test_packaged_configs_load(name):
     config = load_config(packaged_config(name))
-    extra = ("logreg_stats",) if name == "demo" else ()  # the demo also shows the ten-line reference
-    assert config.methods == ("baseline", "proposed1", "proposed2", *extra)
+    # every shipped config also runs the ten-line non-deep reference (issue 12)
+    assert config.methods == ("baseline", "proposed1", "proposed2", "logreg_stats")
 
 
 def test_paper_configs_hold_the_papers_settings():
