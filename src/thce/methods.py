@@ -198,9 +198,11 @@ def build_method_encoder(config: RunSettings, method: str) -> nn.Module:
     normalised = METHODS[method].l2_normalised
     if normalised is None:
         raise ValueError(f"{method} is not a network: it has no encoder")
+    features = config.features
     return build_encoder(
-        config.model, frames=config.features.num_frames, n_mels=config.features.n_mels, normalise=normalised(config)
-    )
+        config.model, frames=features.num_frames, n_mels=features.n_mels, normalise=normalised(config),
+        sample_rate_hz=features.sample_rate_hz,
+    )  # fmt: skip
 
 
 def build_detector(

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from thce.audio import mel_filterbank
+from thce.audio import LogMelConfig, mel_filterbank
 from thce.errors import ConfigError
 from thce.models import EmbeddingOutput
 
@@ -167,6 +167,23 @@ def feature_settings(variant: str | PannsVariant) -> PannsFeatureSettings:
         f_min_hz=v.f_min_hz,
         f_max_hz=v.f_max_hz,
     )
+
+
+#: ``[features]`` keys a PANNs encoder sets (:func:`logmel_config`); only ``duration_s`` stays the user's.
+PANNS_FEATURE_KEYS = ("sample_rate_hz", "n_mels", "frame_length_ms", "hop_ms", "n_fft", "f_min_hz", "f_max_hz",
+                      "log_floor", "front_end")  # fmt: skip
+
+
+def logmel_config(variant: str | PannsVariant, *, duration_s: float = 10.0) -> LogMelConfig:
+    """The :class:`~thce.audio.LogMelConfig` of ``variant``'s own front end for clips of ``duration_s``: its rate,
+    window (= n_fft), hop, 64 bands and band edges, PANNs' dB scaling and reflect padding (``front_end="panns"``),
+    ``1 + samples // hop`` frames. :class:`thce.audio.LogMel` then computes what :meth:`PannsCnn.logmel` does."""
+    s = feature_settings(variant)
+    return LogMelConfig(
+        sample_rate_hz=s.sample_rate_hz, n_mels=s.n_mels, frame_length_ms=s.frame_length_ms, hop_ms=s.hop_ms,
+        n_fft=s.n_fft, f_min_hz=s.f_min_hz, f_max_hz=s.f_max_hz, duration_s=duration_s, log_floor=s.db_amin,
+        front_end="panns",
+    )  # fmt: skip
 
 
 def check_sample_rate(variant: str | PannsVariant, sample_rate_hz: int, *, where: str = "features") -> None:
@@ -370,6 +387,29 @@ class Cnn10(PannsCnn):
 # Encoder for Algorithm 1
 
 
+#: ``model.freeze``: ``"none"``, ``"all"``, or ``"up_to:<module>"`` with one of these (frozen up to and including it).
+FREEZE_POINTS = ("bn0", "conv_block1", "conv_block2", "conv_block3", "conv_block4", "conv_block5", "conv_block6", "fc1")
+
+
+def parse_freeze(spec: str, variant: str | PannsVariant) -> tuple[str, ...]:
+    """The modules of ``variant``'s network that ``model.freeze = spec`` freezes, in order (the front end's
+    kernels and mel matrix are always frozen). ``"none"`` -> ``()``; ``"all"`` -> every module from bn0 to fc1;
+    ``"up_to:conv_block4"`` -> bn0, conv_block1 .. conv_block4."""
+    v = panns_variant(variant)
+    modules = ("bn0", *(f"conv_block{i}" for i in range(1, len(v.channels) + 1)), "fc1")
+    if spec == "none":
+        return ()
+    if spec == "all":
+        return modules
+    point = spec[len("up_to:") :] if spec.startswith("up_to:") else None
+    if point not in modules:
+        raise ConfigError(
+            f"model.freeze: {spec!r} is not 'none', 'all' or 'up_to:<module>' with a module of {v.name} "
+            f"({', '.join(modules)})"
+        )
+    return modules[: modules.index(point) + 1]
+
+
 class PannsEncoder(nn.Module):
     """A PANNs network as a thce encoder: log-mel ``(B, T, 64)`` in dB -> embedding ``(B, embedding_dim)``, then
     :class:`thce.models.EmbeddingOutput` (centring, L2 normalisation) exactly as for the CNN/LSTM encoders.
@@ -378,6 +418,14 @@ class PannsEncoder(nn.Module):
     PANNs' 0.5) moves after the centring when the output is centred and normalised, as the CNN's
     ``"after_centring"`` placement; otherwise it stays in ``pre_output``. The network is ``self.panns`` (without
     the AudioSet head), so this module's keys are the official ones under ``panns.``.
+
+    ``freeze`` (``model.freeze``, :func:`parse_freeze`): the frozen modules get ``requires_grad=False`` and stay in
+    eval mode whatever :meth:`train` says (their batch norms keep the checkpoint's statistics). With everything
+    frozen, the network is a fixed function of the log-mel, and training feeds this encoder that function's
+    output instead, computed once per clip: a 2-D input ``(B, embedding_dim)`` is taken as PANNs' embedding
+    already computed (eval mode) and goes straight to the dropout and :attr:`output`.
+    ``learning_rate``: the optimiser's learning rate for this encoder's parameters (``model.encoder_learning_rate``;
+    ``None``: the run's ``train.learning_rate``), read by :func:`thce.training.engine.fit_stage`.
     """
 
     def __init__(
@@ -388,6 +436,8 @@ class PannsEncoder(nn.Module):
         center: bool = False,
         centring: str = "fixed",
         embedding_dropout: float = 0.5,
+        freeze: str = "none",
+        learning_rate: float | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= embedding_dropout < 1.0:
@@ -401,10 +451,30 @@ class PannsEncoder(nn.Module):
             self.embedding_dim, normalise=normalise, center=center, centring=centring,
             dropout=embedding_dropout if moved else 0.0,
         )  # fmt: skip
+        self.frozen = parse_freeze(freeze, self.variant)
+        self.fully_frozen = freeze == "all"
+        for name in self.frozen:
+            getattr(self.panns, name).requires_grad_(False)
+        self.learning_rate = learning_rate
+        self.train()
+
+    def train(self, mode: bool = True) -> PannsEncoder:
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self.panns, name).eval()
+        if self.fully_frozen:
+            self.panns.eval()  # no dropout inside a fixed function either: what the cached embeddings are
+        return self
+
+    def panns_embedding(self, logmel: Tensor) -> Tensor:
+        """PANNs' clip embedding ``(B, embedding_dim)`` of log-mel ``(B, T, 64)`` in dB (no embedding dropout)."""
+        return self.panns.embed(logmel)
 
     def pre_output(self, x: Tensor) -> Tensor:
-        """What :attr:`output` receives: PANNs' clip embedding ``(B, embedding_dim)`` of log-mel ``(B, T, 64)``."""
-        return F.dropout(self.panns.embed(x), p=self.embedding_dropout, training=self.training)
+        """What :attr:`output` receives: PANNs' clip embedding ``(B, embedding_dim)`` of log-mel ``(B, T, 64)``, or
+        of a 2-D ``x`` that already is that embedding (a frozen encoder's cache), with the embedding dropout."""
+        embedding = x if x.dim() == 2 else self.panns_embedding(x)
+        return F.dropout(embedding, p=self.embedding_dropout, training=self.training)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.output(self.pre_output(x))
