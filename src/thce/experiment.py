@@ -38,7 +38,7 @@ from thce.errors import ConfigError, DataError
 from thce.checkpoint import save_checkpoint
 from thce.io import atomic_write, ensure_dir, read_json, write_json
 from thce.metrics import per_class_det_points, per_class_eer
-from thce.methods import MethodRun, trainers
+from thce.methods import MethodRun, build_method_encoder, trainers
 from thce.models import EventDetector
 from thce.machine import run_provenance
 from thce.report import seeds_det_summary, write_report
@@ -141,7 +141,7 @@ def evaluate_and_save(
     val_scores = predict_scores(model, data, val, ctx)
     if ctx.dist.is_main:
         save_checkpoint(
-            out_dir / "checkpoints" / f"{method}.pt", model, config=portable_config(config), method=method, classes=data.classes,
+            out_dir / "checkpoints" / f"{method}.pt", whole_model(model, config, method), config=portable_config(config), method=method, classes=data.classes,
             normaliser=prepared.normaliser, val_scores=val_scores, val_class_index=data.class_index[val],
             train_class_counts=data.class_counts("train"),
         )  # fmt: skip
@@ -155,6 +155,20 @@ def evaluate_and_save(
         "test_scores": scores,
         "val_scores": val_scores,
     }
+
+
+def whole_model(model: EventDetector, config: ExperimentConfig, method: str) -> EventDetector:
+    """``model`` as detect and export run it: a detector trained on a frozen encoder's cached embeddings
+    (:class:`thce.pretrained.panns.CachedPannsEncoder`) gets the whole network back (weights of
+    ``model.pretrained``, the trained centring); any other model as it is."""
+    from thce.pretrained.panns import CachedPannsEncoder
+
+    if not isinstance(model.encoder, CachedPannsEncoder):
+        return model
+    with torch.random.fork_rng(devices=[]):  # the run's random state stays as it was
+        torch.manual_seed(config.seed)  # without model.pretrained: the initialisation the embeddings came from
+        encoder = model.encoder.full(build_method_encoder(config, method))
+    return EventDetector(encoder, model.head, model.cluster_layer, model.scorer)
 
 
 def portable_config(config: ExperimentConfig) -> ExperimentConfig:

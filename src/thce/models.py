@@ -411,6 +411,16 @@ def build_panns_encoder(config: ModelConfig, *, normalise: bool = True, sample_r
     return encoder
 
 
+def build_cached_panns_encoder(config: ModelConfig, *, normalise: bool = True) -> nn.Module:
+    """What a fully frozen PANNs encoder (``model.freeze = "all"``) trains as: a
+    :class:`thce.pretrained.panns.CachedPannsEncoder` on cached embeddings; no weights to load."""
+    from thce.pretrained.panns import CachedPannsEncoder
+
+    return CachedPannsEncoder(
+        config.encoder, normalise=normalise, center=config.center_embedding, centring=config.centring
+    )
+
+
 _PRETRAINED_CACHE: dict[tuple[str, str, int | None], tuple[tuple[int, int], dict[str, Tensor]]] = {}
 
 

@@ -11,6 +11,7 @@ from thce.pretrained.checkpoints import (
 )
 from thce.pretrained.panns import (
     PANNS_VARIANTS,
+    CachedPannsEncoder,
     Cnn10,
     Cnn14,
     Cnn14_16k,
@@ -29,6 +30,7 @@ from thce.pretrained.panns import (
 
 __all__ = [
     "PANNS_VARIANTS",
+    "CachedPannsEncoder",
     "Cnn10",
     "Cnn14",
     "Cnn14_16k",

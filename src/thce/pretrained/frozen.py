@@ -11,10 +11,11 @@ digits of the sha256 of the ``model.pretrained`` file, or ``init<seed>`` for a r
 the run's seed, as every method's encoder). Rows of unusable clips stay zero. Written to a temporary file and
 renamed into place; a file of the wrong shape is recomputed.
 
-Training then reads these rows instead of log-mel (:func:`frozen_training_data`): the encoder takes a 2-D input as
-the embedding already computed and applies only what follows it (embedding dropout, centring, L2 normalisation),
-so Algorithm 1's clustering, the cluster layer and the detector train on cached vectors. The full network is kept
-in the model and saved in its checkpoint, so detect and export run it on log-mel as for any encoder.
+Training then reads these rows instead of log-mel (:func:`frozen_training_data`), and every method's encoder is a
+:class:`thce.pretrained.panns.CachedPannsEncoder`: only what follows PANNs' embedding (embedding dropout, centring,
+L2 normalisation), so Algorithm 1's clustering, the cluster layer and the detector train on cached vectors, and no
+stage saves or copies the frozen network. Checkpoints hold the whole network again
+(:func:`thce.experiment.whole_model`), so detect and export run it on log-mel as for any encoder.
 """
 
 from __future__ import annotations

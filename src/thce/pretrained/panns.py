@@ -421,9 +421,8 @@ class PannsEncoder(nn.Module):
 
     ``freeze`` (``model.freeze``, :func:`parse_freeze`): the frozen modules get ``requires_grad=False`` and stay in
     eval mode whatever :meth:`train` says (their batch norms keep the checkpoint's statistics). With everything
-    frozen, the network is a fixed function of the log-mel, and training feeds this encoder that function's
-    output instead, computed once per clip: a 2-D input ``(B, embedding_dim)`` is taken as PANNs' embedding
-    already computed (eval mode) and goes straight to the dropout and :attr:`output`.
+    frozen (``"all"``), the network is a fixed function of the log-mel, and training uses a
+    :class:`CachedPannsEncoder` on that function's output instead (:mod:`thce.pretrained.frozen`).
     ``learning_rate``: the optimiser's learning rate for this encoder's parameters (``model.encoder_learning_rate``;
     ``None``: the run's ``train.learning_rate``), read by :func:`thce.training.engine.fit_stage`.
     """
@@ -471,10 +470,9 @@ class PannsEncoder(nn.Module):
         return self.panns.embed(logmel)
 
     def pre_output(self, x: Tensor) -> Tensor:
-        """What :attr:`output` receives: PANNs' clip embedding ``(B, embedding_dim)`` of log-mel ``(B, T, 64)``, or
-        of a 2-D ``x`` that already is that embedding (a frozen encoder's cache), with the embedding dropout."""
-        embedding = x if x.dim() == 2 else self.panns_embedding(x)
-        return F.dropout(embedding, p=self.embedding_dropout, training=self.training)
+        """What :attr:`output` receives: PANNs' clip embedding ``(B, embedding_dim)`` of log-mel ``(B, T, 64)``, with
+        the embedding dropout."""
+        return F.dropout(self.panns_embedding(x), p=self.embedding_dropout, training=self.training)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.output(self.pre_output(x))
@@ -482,3 +480,46 @@ class PannsEncoder(nn.Module):
     def forward_waveform(self, waveform: Tensor) -> Tensor:
         """The embedding of waveforms ``(B, N)`` at ``variant.sample_rate_hz``: front end, then :meth:`forward`."""
         return self.forward(self.panns.logmel(waveform))
+
+
+class CachedPannsEncoder(nn.Module):
+    """What a fully frozen :class:`PannsEncoder` trains as: its inputs are PANNs' embeddings ``(B, embedding_dim)``
+    already computed (eval mode, cached by :mod:`thce.pretrained.frozen`), and only the part after them runs:
+    embedding dropout, then :attr:`output` (centring, L2 normalisation), built exactly as :class:`PannsEncoder`'s.
+    :meth:`full` puts the trained part back on the whole network for detect, export and checkpoints."""
+
+    def __init__(
+        self,
+        variant: str | PannsVariant,
+        *,
+        normalise: bool = True,
+        center: bool = False,
+        centring: str = "fixed",
+        embedding_dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.variant = panns_variant(variant)
+        self.embedding_dim = self.variant.embedding_dim
+        moved = normalise and center
+        self.embedding_dropout = 0.0 if moved else embedding_dropout
+        self.output = EmbeddingOutput(
+            self.embedding_dim, normalise=normalise, center=center, centring=centring,
+            dropout=embedding_dropout if moved else 0.0,
+        )  # fmt: skip
+
+    def pre_output(self, x: Tensor) -> Tensor:
+        """PANNs' cached embedding ``(B, embedding_dim)`` with the embedding dropout."""
+        if x.dim() != 2 or x.shape[1] != self.embedding_dim:
+            raise ConfigError(f"{self.variant.name} (frozen): expected cached embeddings (batch, {self.embedding_dim})")
+        return F.dropout(x, p=self.embedding_dropout, training=self.training)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.output(self.pre_output(x))
+
+    def full(self, encoder: PannsEncoder) -> PannsEncoder:
+        """``encoder`` (the whole network, weights loaded) with this module's trained :attr:`output` state, in the
+        same mode as this module."""
+        if encoder.variant != self.variant or encoder.embedding_dropout != self.embedding_dropout:
+            raise ConfigError(f"{self.variant.name}: the whole encoder is not built as its cached part")
+        encoder.output.load_state_dict(self.output.state_dict())
+        return encoder.train(self.training)
