@@ -206,3 +206,35 @@ def test_detect_scores_equal_export_on_the_checkpoint(run, tmp_path):
         reference = scoring_module(loaded, inputs="audio")(torch.from_numpy(audio)).numpy()
     np.testing.assert_allclose(exported, scores, atol=PARITY_TOLERANCE)
     np.testing.assert_allclose(reference, scores, atol=PARITY_TOLERANCE)
+
+
+def test_frozen_embeddings_are_computed_once_per_clip(tmp_path, checkpoint, monkeypatch):
+    from types import SimpleNamespace
+
+    from thce.pretrained import frozen
+    from thce.training.data import TrainingData
+    from thce.training.engine import MetricsLog, RunContext
+
+    config = config_from_dict(
+        {"model": {"encoder": "panns_cnn10", "pretrained": str(checkpoint), "freeze": "all"},
+         "features": {"duration_s": 0.5}, "train": {"batch_size": 4}}
+    )  # fmt: skip
+    features = np.random.default_rng(0).normal(-40, 10, (6, config.features.num_frames, 64)).astype(np.float32)
+    splits = {"train": np.array([0, 1, 2]), "val": np.array([3]), "test": np.array([5])}  # clip 4: unusable
+    logmel = TrainingData(features, np.array([0, 1, 3, 0, 2, 3]), splits, ("dog", "baby", "gun"))
+    store = SimpleNamespace(directory=tmp_path / "cache" / "abc", key="abc")
+    ctx = RunContext(train=config.train, seed=0, log=MetricsLog(None))
+    calls = []
+    original = PannsCnn.embed
+    monkeypatch.setattr(PannsCnn, "embed", lambda self, x: calls.append(len(x)) or original(self, x))
+    first = frozen.frozen_training_data(logmel, store, model=config.model, seed=0, ctx=ctx)
+    assert sum(calls) == 5 and first.features.shape == (6, 512)  # each usable clip once
+    np.testing.assert_array_equal(first.features[4], 0.0)
+    second = frozen.frozen_training_data(logmel, store, model=config.model, seed=0, ctx=ctx)
+    assert sum(calls) == 5  # read back from the cache, not recomputed
+    np.testing.assert_array_equal(np.asarray(first.features), np.asarray(second.features))
+    encoder = build_encoder(config.model, frames=config.features.num_frames, n_mels=64).eval()
+    with torch.no_grad():
+        want = encoder.panns_embedding(torch.from_numpy(features[:3])).numpy()
+    np.testing.assert_allclose(first.features[:3], want, rtol=1e-5, atol=1e-5)
+    assert [p.name for p in (tmp_path / "cache" / "embeddings").iterdir()][0].startswith("abc-panns_cnn10-")
