@@ -145,7 +145,8 @@ class ExperimentConfig:
 
         own = logmel_config(self.model.encoder, duration_s=self.features.duration_s)
         if self.features != own:
-            wrong = next(f.name for f in dataclasses.fields(own) if getattr(own, f.name) != getattr(self.features, f.name))
+            names = [f.name for f in dataclasses.fields(own)]
+            wrong = next(name for name in names if getattr(own, name) != getattr(self.features, name))
             raise ConfigError(
                 f"features.{wrong}: {getattr(self.features, wrong)!r} is not {self.model.encoder}'s "
                 f"{getattr(own, wrong)!r}; a PANNs encoder brings its own front end (leave it out of [features])"
@@ -370,9 +371,9 @@ def config_from_dict(
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a TOML config (``None``: all defaults) and apply ``--set`` overrides.
 
-    Relative paths (:data:`PATH_KEYS`: ``data.manifest``, ``data.cache_dir``, ``model.pretrained``) are made absolute: those of the file
-    against the file's folder, those of ``--set`` against the current directory. Errors name the file, or the
-    ``--set`` flag that set the wrong value."""
+    Relative paths (:data:`PATH_KEYS`: ``data.manifest``, ``data.cache_dir``, ``model.pretrained``) are made
+    absolute: those of the file against the file's folder, those of ``--set`` against the current directory.
+    Errors name the file, or the ``--set`` flag that set the wrong value."""
     table: dict[str, Any] = {}
     source = "config"
     if path is not None:

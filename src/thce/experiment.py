@@ -141,7 +141,8 @@ def evaluate_and_save(
     val_scores = predict_scores(model, data, val, ctx)
     if ctx.dist.is_main:
         save_checkpoint(
-            out_dir / "checkpoints" / f"{method}.pt", whole_model(model, config, method), config=portable_config(config), method=method, classes=data.classes,
+            out_dir / "checkpoints" / f"{method}.pt", whole_model(model, config, method),
+            config=portable_config(config), method=method, classes=data.classes,
             normaliser=prepared.normaliser, val_scores=val_scores, val_class_index=data.class_index[val],
             train_class_counts=data.class_counts("train"),
         )  # fmt: skip
