@@ -23,8 +23,7 @@ from thce.data.features import FeatureCacheInfo
 from thce.errors import ConfigError, DataError
 from thce.export import PARITY_TOLERANCE, example_inputs, export_run, scoring_module
 from thce.inference import ModelScorer
-from thce.models import build_encoder
-from thce.pretrained import Cnn10, PannsCnn, logmel_config
+from thce.pretrained import Cnn10, PannsCnn, build_panns_encoder, logmel_config
 from thce.training.engine import learning_rate_groups
 
 # TorchScript is deprecated upstream (torch.jit.load warns) but is what deployments without Python still load.
@@ -99,7 +98,7 @@ def test_features_follow_the_encoder_and_conflicts_are_errors(tmp_path, checkpoi
 def test_wrong_variant_and_wrong_file_are_one_line_errors(tmp_path, checkpoint):
     config = config_from_dict({"model": {"encoder": "panns_cnn14_16k", "pretrained": str(checkpoint)}})
     with pytest.raises(DataError, match="holds Cnn10.*choose panns_cnn10"):
-        build_encoder(config.model, frames=1001, n_mels=64, sample_rate_hz=16000)
+        build_panns_encoder(config.model, sample_rate_hz=16000)
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     cli_config = tmp_path / "bad.toml"
@@ -141,7 +140,7 @@ def test_freeze_up_to_and_the_encoder_learning_rate(checkpoint):
         {"model": {"encoder": "panns_cnn10", "pretrained": str(checkpoint), "freeze": "up_to:conv_block2",
                    "encoder_learning_rate": 1e-5}}
     )  # fmt: skip
-    encoder = build_encoder(config.model, frames=101, n_mels=64, sample_rate_hz=32000)
+    encoder = build_panns_encoder(config.model, sample_rate_hz=32000)
     assert not any(p.requires_grad for p in encoder.panns.conv_block2.parameters())
     assert all(p.requires_grad for p in encoder.panns.conv_block3.parameters())
     encoder.train()
@@ -233,7 +232,7 @@ def test_frozen_embeddings_are_computed_once_per_clip(tmp_path, checkpoint, monk
     second = frozen.frozen_training_data(logmel, store, model=config.model, seed=0, ctx=ctx)
     assert sum(calls) == 5  # read back from the cache, not recomputed
     np.testing.assert_array_equal(np.asarray(first.features), np.asarray(second.features))
-    encoder = build_encoder(config.model, frames=config.features.num_frames, n_mels=64).eval()
+    encoder = build_panns_encoder(config.model).eval()
     with torch.no_grad():
         want = encoder.panns_embedding(torch.from_numpy(features[:3])).numpy()
     np.testing.assert_allclose(first.features[:3], want, rtol=1e-5, atol=1e-5)

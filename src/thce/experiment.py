@@ -162,7 +162,7 @@ def whole_model(model: EventDetector, config: ExperimentConfig, method: str) -> 
     """``model`` as detect and export run it: a detector trained on a frozen encoder's cached embeddings
     (:class:`thce.pretrained.panns.CachedPannsEncoder`) gets the whole network back (weights of
     ``model.pretrained``, the trained centring); any other model as it is."""
-    from thce.pretrained.panns import CachedPannsEncoder
+    from thce.pretrained.encoder import CachedPannsEncoder
 
     if not isinstance(model.encoder, CachedPannsEncoder):
         return model

@@ -25,14 +25,8 @@ from torch import nn
 
 from thce.audio import LogMelConfig
 from thce.errors import ConfigError
-from thce.models import (
-    ClusterLayer,
-    DetectorHead,
-    EventDetector,
-    ModelConfig,
-    build_cached_panns_encoder,
-    build_encoder,
-)
+from thce.models import ClusterLayer, DetectorHead, EventDetector, ModelConfig, build_encoder
+from thce.pretrained.encoder import build_cached_panns_encoder, build_panns_encoder
 from thce.reference import LogRegStatsConfig, run_logreg_stats
 from thce.training.algorithm1 import (
     BaselineConfig,
@@ -210,11 +204,12 @@ def build_method_encoder(config: RunSettings, method: str, *, cached: bool = Fal
         raise ValueError(f"{method} is not a network: it has no encoder")
     if cached:
         return build_cached_panns_encoder(config.model, normalise=normalised(config))
+    if config.model.is_panns:
+        return build_panns_encoder(
+            config.model, normalise=normalised(config), sample_rate_hz=config.features.sample_rate_hz
+        )
     features = config.features
-    return build_encoder(
-        config.model, frames=features.num_frames, n_mels=features.n_mels, normalise=normalised(config),
-        sample_rate_hz=features.sample_rate_hz,
-    )  # fmt: skip
+    return build_encoder(config.model, frames=features.num_frames, n_mels=features.n_mels, normalise=normalised(config))
 
 
 def build_detector(

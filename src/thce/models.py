@@ -396,64 +396,16 @@ class ModelConfig:
             raise ConfigError(f"model.cnn_dropout: {self.cnn_dropout} is not in [0, 1)")
 
 
-def build_panns_encoder(config: ModelConfig, *, normalise: bool = True, sample_rate_hz: int | None = None) -> nn.Module:
-    """A :class:`thce.pretrained.PannsEncoder` of ``config``: the checkpoint ``config.pretrained`` loaded (checked
-    against the variant and, if given, the features' ``sample_rate_hz``; :class:`ConfigError` / ``DataError``
-    otherwise), ``config.freeze`` applied, ``config.encoder_learning_rate`` attached."""
-    from thce.pretrained.panns import PannsEncoder
-
-    encoder = PannsEncoder(
-        config.encoder, normalise=normalise, center=config.center_embedding, centring=config.centring,
-        freeze=config.freeze, learning_rate=config.encoder_learning_rate,
-    )  # fmt: skip
-    if config.pretrained:
-        encoder.panns.load_official(_pretrained_state(config.pretrained, config.encoder, sample_rate_hz))
-    return encoder
-
-
-def build_cached_panns_encoder(config: ModelConfig, *, normalise: bool = True) -> nn.Module:
-    """What a fully frozen PANNs encoder (``model.freeze = "all"``) trains as: a
-    :class:`thce.pretrained.panns.CachedPannsEncoder` on cached embeddings; no weights to load."""
-    from thce.pretrained.panns import CachedPannsEncoder
-
-    return CachedPannsEncoder(
-        config.encoder, normalise=normalise, center=config.center_embedding, centring=config.centring
-    )
-
-
-_PRETRAINED_CACHE: dict[tuple[str, str, int | None], tuple[tuple[int, int], dict[str, Tensor]]] = {}
-
-
-def _pretrained_state(path: str, variant: str, sample_rate_hz: int | None) -> dict[str, Tensor]:
-    """The checked official state dict of ``path``, read once per run (every method's encoder starts from it)."""
-    from pathlib import Path
-
-    from thce.pretrained.checkpoints import load_panns_checkpoint
-
-    key = (path, variant, sample_rate_hz)
-    try:
-        stat = Path(path).stat()
-        stamp = (stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        stamp = (-1, -1)  # load_panns_checkpoint says what is wrong with it
-    cached = _PRETRAINED_CACHE.get(key)
-    if cached is None or cached[0] != stamp:
-        _PRETRAINED_CACHE.clear()  # one file held at a time (Cnn14: 327 MB)
-        _PRETRAINED_CACHE[key] = (stamp, load_panns_checkpoint(path, variant, sample_rate_hz=sample_rate_hz))
-    return _PRETRAINED_CACHE[key][1]
-
-
-def build_encoder(
-    config: ModelConfig, *, frames: int, n_mels: int, normalise: bool = True, sample_rate_hz: int | None = None
-) -> nn.Module:
-    """The encoder named by ``config`` for inputs of ``frames x n_mels``; has ``.embedding_dim``.
+def build_encoder(config: ModelConfig, *, frames: int, n_mels: int, normalise: bool = True) -> nn.Module:
+    """The paper's encoder named by ``config`` (CNN or LSTM) for inputs of ``frames x n_mels``; has
+    ``.embedding_dim``. PANNs encoders: :func:`thce.pretrained.build_panns_encoder`
+    (:func:`thce.methods.build_method_encoder` builds either).
 
     ``normalise=False`` drops the final L2 normalisation (the baseline's default, see ``BaselineConfig``).
-    ``sample_rate_hz``: the features' rate, checked against a PANNs checkpoint's (``model.pretrained``).
     """
     config.validate()
-    if config.is_panns:
-        return build_panns_encoder(config, normalise=normalise, sample_rate_hz=sample_rate_hz)
+    if config.is_panns:  # built above this module, which the PANNs encoders import
+        raise ValueError(f"{config.encoder}: build it with thce.pretrained.build_panns_encoder (thce.methods does)")
     if config.encoder == "lstm":
         return LSTMEncoder(
             n_mels, config.lstm_hidden_size, normalise=normalise, center=config.center_embedding,

@@ -31,7 +31,8 @@ import torch
 
 from thce.data.feature_store import FeatureStore
 from thce.errors import DataError
-from thce.models import ModelConfig, build_panns_encoder
+from thce.models import ModelConfig
+from thce.pretrained.encoder import build_panns_encoder
 from thce.pretrained.panns import panns_variant
 from thce.training.data import TrainingData
 from thce.training.engine import RunContext
