@@ -33,7 +33,8 @@ GPU = {f"paper-{r.replace(':', '-')}-{e}": (r, e) for r in RATIOS for e in ENCOD
 UNRATIOED = {"paper-cnn": ("", "cnn"), "paper-lstm": ("", "lstm")}  # the manifest's own ratio
 CPU = {f"synth-{r.replace(':', '-')}-{e}": (r, e) for r in RATIOS for e in ENCODERS}
 FEW = {f"synth-few-sources-{e}": e for e in ENCODERS}  # the 2:2:1:26 CPU configs on few source recordings
-SHIPPED = {"demo", *GPU, *UNRATIOED, *CPU, *FEW}
+PANNS = {"panns-2-2-1-26": "gpu", "panns-synth-2-2-1-26": "cpu"}  # issue 17: a PANNs encoder, fine-tuned / frozen
+SHIPPED = {"demo", *GPU, *UNRATIOED, *CPU, *FEW, *PANNS}
 
 # Tiny scale: 1 s clips, a small network, one epoch per stage (only sizes change, never what a config means).
 TINY_MODEL = [
@@ -105,7 +106,7 @@ def test_the_shipped_configs_are_these():
     assert {p.stem for p in CONFIG_DIR.glob("*.toml")} == SHIPPED
 
 
-@pytest.mark.parametrize("name", sorted(SHIPPED))
+@pytest.mark.parametrize("name", sorted(SHIPPED - set(PANNS)))
 def test_config_loads_and_runs_the_papers_methods(name):
     config = load_config(shipped(name))
     config.validate()
@@ -382,3 +383,85 @@ def test_paper_configs_benchmark_writes_its_readme_table(tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(DataError, match="markers"):
         bench.write_readme_table(readme, result, tmp_path / "x.json")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# PANNs (issue 17): the 2:2:1:26 configs with a pre-trained Cnn14_16k, fine-tuned on AudioSet (GPU) or frozen (CPU)
+
+PANNS_FILE = "Cnn14_16k_mAP=0.438.pth"
+#: Tiny scale for a PANNs config: a random Cnn10 in the official layout stands in for the 327 MB Cnn14_16k file.
+PANNS_TINY = [
+    "features.duration_s=1.0", "model.encoder=panns_cnn10", "embedding.n_iter=2", "embedding.epochs=1",
+    "embedding.last_epochs=1", "embedding.head_only_epochs=1", "detector.max_epochs=1",
+    "detector.head_only_max_epochs=2", "baseline.max_epochs=1", "train.batch_size=8",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(PANNS))
+def test_panns_config_is_its_paper_twin_with_the_encoder(name):
+    from thce.pretrained import logmel_config
+
+    config = load_config(shipped(name))
+    assert config.model.encoder == "panns_cnn14_16k" and config.features == logmel_config("Cnn14_16k", duration_s=10.0)
+    assert Path(config.model.pretrained).relative_to(CONFIG_DIR.parent).as_posix() == f"checkpoints/panns/{PANNS_FILE}"
+    assert any(PANNS_FILE in line for line in header_lines(name)) and "3987831" in " ".join(header_lines(name))
+    assert header_command(name, "experiment")[:2] == ["experiment", f"configs/{name}.toml"]
+    twin = load_config(shipped("paper-2-2-1-26-cnn" if PANNS[name] == "gpu" else "synth-2-2-1-26-cnn")).to_dict()
+    mine = config.to_dict()
+    for table in (mine, twin):
+        table["model"] = table["features"] = None
+    if PANNS[name] == "gpu":
+        assert config.model.freeze == "up_to:conv_block2" and config.model.encoder_learning_rate == 1e-4
+        assert mine == twin
+    else:  # frozen: the embedding is cached, so the schedule is the paper's length; no log-mel-only method
+        assert config.model.freeze == "all" and config.methods == ("baseline", "proposed1", "proposed2")
+        for table in (mine, twin):
+            for key in ("methods", "embedding", "detector", "baseline", "ldam_drw"):
+                table.pop(key)
+        assert mine == twin
+
+
+@pytest.fixture(scope="module")
+def panns_file(tmp_path_factory) -> Path:
+    import torch
+
+    from tests.test_panns import official_file
+    from thce.pretrained import Cnn10
+
+    torch.manual_seed(10)
+    return official_file(Cnn10().eval(), tmp_path_factory.mktemp("panns") / "cnn10.pth")
+
+
+@pytest.mark.slow
+def test_panns_cpu_config_runs_end_to_end_at_tiny_scale(tmp_path, panns_file):
+    name = "panns-synth-2-2-1-26"
+    out = tmp_path / name
+    overrides = [
+        "synth.counts={dog = 8, baby = 8, gun = 4, background = 104}", "synth.duration_s=1.0",
+        "synth.test_counts={dog = 4, baby = 4, gun = 4, background = 8}", f"model.pretrained={panns_file}",
+        *PANNS_TINY,
+    ]  # fmt: skip
+    argv = header_command(name, "experiment")
+    argv[1], argv[argv.index("--out") + 1] = str(shipped(name)), str(out)
+    assert main(["-q", *argv, *[a for o in overrides for a in ("--set", o)]]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"baseline", "proposed1", "proposed2"}
+    assert all(math.isfinite(m["eer"]["overall"]) for m in results["methods"].values())
+    check_clusters(results)
+
+
+@pytest.mark.slow
+def test_panns_gpu_config_runs_as_written_at_tiny_scale(audioset_dir, monkeypatch, panns_file):
+    name = "panns-2-2-1-26"
+    monkeypatch.chdir(audioset_dir)
+    out = audioset_dir / "runs" / name
+    argv = header_command(name, "experiment")
+    placed = audioset_dir / argv[1]
+    placed.parent.mkdir(exist_ok=True)
+    placed.write_bytes(shipped(name).read_bytes())
+    argv[argv.index("--out") + 1] = str(out)
+    overrides = [f"model.pretrained={panns_file}", "model.freeze=up_to:conv_block3", *PANNS_TINY]  # cheaper backward
+    assert main(["-q", *argv, *[a for o in overrides for a in ("--set", o)]]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"baseline", "proposed1", "proposed2", "logreg_stats"}
+    check_clusters(results)

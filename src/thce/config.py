@@ -124,6 +124,7 @@ class ExperimentConfig:
         self.synth.validate()
         self.features.validate()
         self.model.validate()
+        self._check_panns()
         self.train.validate()
         self.embedding.validate()
         self.detector.validate("detector")
@@ -134,8 +135,62 @@ class ExperimentConfig:
         self.lmle.validate()
         self.logreg_stats.validate()
 
+    def _check_panns(self) -> None:
+        """A PANNs encoder: ``[features]`` is its own front end; frozen, its inputs are cached embeddings."""
+        if not self.model.is_panns:
+            if self.features.front_end != "paper":
+                raise ConfigError(f"features.front_end: {self.features.front_end!r} is for a PANNs model.encoder")
+            return
+        from thce.pretrained.panns import logmel_config
+
+        own = logmel_config(self.model.encoder, duration_s=self.features.duration_s)
+        if self.features != own:
+            names = [f.name for f in dataclasses.fields(own)]
+            wrong = next(name for name in names if getattr(own, name) != getattr(self.features, name))
+            raise ConfigError(
+                f"features.{wrong}: {getattr(self.features, wrong)!r} is not {self.model.encoder}'s "
+                f"{getattr(own, wrong)!r}; a PANNs encoder brings its own front end (leave it out of [features])"
+            )
+        if self.augment.gain_db > 0:
+            raise ConfigError("augment.gain_db: not with a PANNs encoder (its dB features and bn0 have no band std)")
+        if self.model.freeze == "all":
+            if self.augment.enabled:
+                raise ConfigError(
+                    "augment: must be off with model.freeze = 'all' (training reads cached embeddings, not log-mel)"
+                )
+            fixed = [m for m in self.methods if m in ("lmle", "logreg_stats")]
+            if fixed:
+                raise ConfigError(f"methods: {', '.join(fixed)} not with model.freeze = 'all' (see README)")
+
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
+
+
+def follow_encoder_features(table: dict[str, Any]) -> dict[str, Any]:
+    """A raw config table whose ``[features]`` is the front end of its PANNs ``model.encoder`` (any other encoder:
+    unchanged). ``features.duration_s`` stays the user's; any other ``[features]`` key the table sets must equal
+    the encoder's value (:data:`thce.pretrained.panns.PANNS_FEATURE_KEYS`), else a :class:`ConfigError` names it."""
+    model = table.get("model")
+    encoder = model.get("encoder") if isinstance(model, dict) else None
+    if not isinstance(encoder, str) or not encoder.startswith("panns_"):
+        return table
+    from thce.pretrained.panns import PANNS_FEATURE_KEYS, logmel_config
+
+    features = table.get("features", {})
+    if not isinstance(features, dict):
+        return table  # the build names the error
+    duration = features.get("duration_s", LogMelConfig.duration_s)
+    try:
+        own = logmel_config(encoder, duration_s=duration).to_dict()
+    except (ConfigError, TypeError, ValueError):
+        return table  # an unknown encoder or a bad duration: the build names it
+    for key in PANNS_FEATURE_KEYS:
+        if key in features and features[key] != own[key]:
+            raise ConfigError(
+                f"features.{key}: {features[key]!r} is not {encoder}'s {own[key]!r}; a PANNs encoder brings its own "
+                f"front end (leave {key} out of [features])"
+            )
+    return {**table, "features": {**features, **{k: own[k] for k in PANNS_FEATURE_KEYS}}}
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -230,7 +285,7 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
 
 #: Config keys holding file or folder paths: relative ones are resolved against the config file's folder when read
 #: from a file, against the current directory when given with ``--set``.
-PATH_KEYS: tuple[tuple[str, ...], ...] = (("data", "manifest"), ("data", "cache_dir"))
+PATH_KEYS: tuple[tuple[str, ...], ...] = (("data", "manifest"), ("data", "cache_dir"), ("model", "pretrained"))
 
 
 def _absolute(value: Any, base: str | os.PathLike) -> Any:
@@ -299,7 +354,7 @@ def config_from_dict(
     """Build and validate an :class:`ExperimentConfig`; ``source`` prefixes error messages (the file name), or the
     ``--set KEY=VALUE`` flag among ``overrides`` (already merged into ``table``) that set the offending key."""
     try:
-        config = _build(ExperimentConfig, table)
+        config = _build(ExperimentConfig, follow_encoder_features(table))
         config.validate()
     except (ConfigError, TypeError, ValueError) as error:
         message = str(error)
@@ -316,9 +371,9 @@ def config_from_dict(
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a TOML config (``None``: all defaults) and apply ``--set`` overrides.
 
-    Relative paths (:data:`PATH_KEYS`: ``data.manifest``, ``data.cache_dir``) are made absolute: those of the file
-    against the file's folder, those of ``--set`` against the current directory. Errors name the file, or the
-    ``--set`` flag that set the wrong value."""
+    Relative paths (:data:`PATH_KEYS`: ``data.manifest``, ``data.cache_dir``, ``model.pretrained``) are made
+    absolute: those of the file against the file's folder, those of ``--set`` against the current directory.
+    Errors name the file, or the ``--set`` flag that set the wrong value."""
     table: dict[str, Any] = {}
     source = "config"
     if path is not None:

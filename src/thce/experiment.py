@@ -38,7 +38,7 @@ from thce.errors import ConfigError, DataError
 from thce.checkpoint import save_checkpoint
 from thce.io import atomic_write, ensure_dir, read_json, write_json
 from thce.metrics import per_class_det_points, per_class_eer
-from thce.methods import MethodRun, trainers
+from thce.methods import MethodRun, build_method_encoder, trainers
 from thce.models import EventDetector
 from thce.machine import run_provenance
 from thce.report import seeds_det_summary, write_report
@@ -100,7 +100,8 @@ def load_rows(
 def prepare_data(
     config: ExperimentConfig, out_dir: Path, progress: ProgressFn | None = None, *, write_files: bool = True
 ) -> PreparedData:
-    """Rows -> cached log-mel features -> :class:`TrainingData` normalised with training-split statistics.
+    """Rows -> cached log-mel features -> :class:`TrainingData` normalised with training-split statistics (with a
+    PANNs encoder's features: not normalised, an identity :class:`Normaliser`, the encoder's bn0 does it).
 
     ``write_files=False`` (ranks other than 0, after rank 0 prepared the data) leaves ``skipped.csv`` alone."""
     skipped: list[Skipped] = []
@@ -122,7 +123,10 @@ def prepare_data(
     splits = {s: usable[np.array([rows[i].split == s for i in usable], dtype=bool)] for s in SPLITS}
     kept = [rows[i] for i in usable]
     check_split_coverage(kept, config.data.classes)  # a class may have lost its last clips of a split
-    normaliser = Normaliser.fit(store, splits["train"])
+    if config.features.front_end == "panns":  # the PANNs encoder's bn0 normalises its features: ours is identity
+        normaliser = Normaliser(np.zeros(config.features.n_mels), np.ones(config.features.n_mels))
+    else:
+        normaliser = Normaliser.fit(store, splits["train"])
     data = TrainingData(store, class_index, splits, tuple(config.data.classes), normaliser)
     return PreparedData(data, kept, store, normaliser, skipped)
 
@@ -137,7 +141,8 @@ def evaluate_and_save(
     val_scores = predict_scores(model, data, val, ctx)
     if ctx.dist.is_main:
         save_checkpoint(
-            out_dir / "checkpoints" / f"{method}.pt", model, config=config, method=method, classes=data.classes,
+            out_dir / "checkpoints" / f"{method}.pt", whole_model(model, config, method),
+            config=portable_config(config), method=method, classes=data.classes,
             normaliser=prepared.normaliser, val_scores=val_scores, val_class_index=data.class_index[val],
             train_class_counts=data.class_counts("train"),
         )  # fmt: skip
@@ -151,6 +156,28 @@ def evaluate_and_save(
         "test_scores": scores,
         "val_scores": val_scores,
     }
+
+
+def whole_model(model: EventDetector, config: ExperimentConfig, method: str) -> EventDetector:
+    """``model`` as detect and export run it: a detector trained on a frozen encoder's cached embeddings
+    (:class:`thce.pretrained.panns.CachedPannsEncoder`) gets the whole network back (weights of
+    ``model.pretrained``, the trained centring); any other model as it is."""
+    from thce.pretrained.encoder import CachedPannsEncoder
+
+    if not isinstance(model.encoder, CachedPannsEncoder):
+        return model
+    with torch.random.fork_rng(devices=[]):  # the run's random state stays as it was
+        torch.manual_seed(config.seed)  # without model.pretrained: the initialisation the embeddings came from
+        encoder = model.encoder.full(build_method_encoder(config, method))
+    return EventDetector(encoder, model.head, model.cluster_layer, model.scorer)
+
+
+def portable_config(config: ExperimentConfig) -> ExperimentConfig:
+    """The config a checkpoint keeps: ``model.pretrained`` cleared, since the checkpoint holds every weight and
+    loading it (detect, export) must not need the PANNs file (the run's config.toml names it)."""
+    if not config.model.pretrained:
+        return config
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained=""))
 
 
 def _check_resumable(config: ExperimentConfig, out_dir: Path) -> None:
@@ -202,12 +229,17 @@ def run_experiment(
     dist.barrier()  # the synthetic clips and the feature cache exist: the other ranks only read them
     if not dist.is_main:
         prepared = prepare_data(config, out_dir, write_files=False)
-    data = prepared.data
-    timing["data"] = time.perf_counter() - start
     ctx = RunContext(
         train=config.train, seed=config.seed, log=MetricsLog(metrics_path if dist.is_main else None),
         progress=progress if dist.is_main else None, resume_dir=resume_dir, dist=dist, augment=config.augment,
     )  # fmt: skip
+    if config.model.freeze == "all":  # a fixed encoder: every method trains on its embeddings, computed once
+        from thce.pretrained.frozen import frozen_training_data
+
+        frozen = frozen_training_data(prepared.data, prepared.store, model=config.model, seed=config.seed, ctx=ctx)
+        prepared = dataclasses.replace(prepared, data=frozen)
+    data = prepared.data
+    timing["data"] = time.perf_counter() - start
 
     def evaluate(method: str, model: EventDetector) -> dict[str, Any]:
         return evaluate_and_save(model, method, prepared, config, ctx, out_dir)

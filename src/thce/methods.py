@@ -26,6 +26,7 @@ from torch import nn
 from thce.audio import LogMelConfig
 from thce.errors import ConfigError
 from thce.models import ClusterLayer, DetectorHead, EventDetector, ModelConfig, build_encoder
+from thce.pretrained.encoder import build_cached_panns_encoder, build_panns_encoder
 from thce.reference import LogRegStatsConfig, run_logreg_stats
 from thce.training.algorithm1 import (
     BaselineConfig,
@@ -102,9 +103,11 @@ class MethodRun:
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
 
     def new_encoder(self, method: str) -> nn.Module:
-        """A fresh encoder for ``method``; every method's starts from the same weights (seeded with the run's seed)."""
+        """A fresh encoder for ``method``; every method's starts from the same weights (seeded with the run's seed).
+        With a fully frozen PANNs encoder (``model.freeze = "all"``) the part of it that trains on cached embeddings
+        (the data's features then are those embeddings: :mod:`thce.pretrained.frozen`)."""
         torch.manual_seed(self.config.seed)
-        return build_method_encoder(self.config, method)
+        return build_method_encoder(self.config, method, cached=self.config.model.freeze == "all")
 
     def build_detector(
         self, method: str, encoder: nn.Module, cluster_layer: ClusterLayer | None = None
@@ -193,14 +196,20 @@ def _loss_head(
     return EventDetector(encoder, loss_fn.make_head(encoder.embedding_dim), scorer=loss_fn)
 
 
-def build_method_encoder(config: RunSettings, method: str) -> nn.Module:
-    """A fresh encoder of ``config.model`` for ``config.features``' inputs, L2-normalised as ``method`` wants."""
+def build_method_encoder(config: RunSettings, method: str, *, cached: bool = False) -> nn.Module:
+    """A fresh encoder of ``config.model`` for ``config.features``' inputs, L2-normalised as ``method`` wants.
+    ``cached``: with a fully frozen PANNs encoder, only its part after the cached embeddings (training's view)."""
     normalised = METHODS[method].l2_normalised
     if normalised is None:
         raise ValueError(f"{method} is not a network: it has no encoder")
-    return build_encoder(
-        config.model, frames=config.features.num_frames, n_mels=config.features.n_mels, normalise=normalised(config)
-    )
+    if cached:
+        return build_cached_panns_encoder(config.model, normalise=normalised(config))
+    if config.model.is_panns:
+        return build_panns_encoder(
+            config.model, normalise=normalised(config), sample_rate_hz=config.features.sample_rate_hz
+        )
+    features = config.features
+    return build_encoder(config.model, frames=features.num_frames, n_mels=features.n_mels, normalise=normalised(config))
 
 
 def build_detector(

@@ -46,7 +46,9 @@ from torch import Tensor, nn
 
 from thce.errors import ConfigError
 
-ENCODERS = ("cnn", "lstm")
+#: ``model.encoder`` values: the paper's two, and the PANNs networks of :mod:`thce.pretrained` (issue 17).
+PANNS_ENCODERS = ("panns_cnn14_16k", "panns_cnn14", "panns_cnn10")
+ENCODERS = ("cnn", "lstm", *PANNS_ENCODERS)
 
 
 def l2_normalise(x: Tensor, eps: float = 1e-12) -> Tensor:
@@ -335,7 +337,14 @@ class EventDetector(nn.Module):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Encoder choice and sizes. ``encoder`` is ``"cnn"`` or ``"lstm"``."""
+    """Encoder choice and sizes. ``encoder`` is ``"cnn"``, ``"lstm"`` or a PANNs network (:data:`PANNS_ENCODERS`).
+
+    PANNs only (README, "Start from PANNs"): ``pretrained``: the official checkpoint file to start from (``""``:
+    random initialisation; a relative path is taken from the config file's folder); ``freeze``: ``"none"``,
+    ``"all"`` or ``"up_to:<module>"`` (e.g. ``"up_to:conv_block4"``); ``encoder_learning_rate``: the encoder's
+    learning rate when fine-tuning (``None``: ``train.learning_rate``). A PANNs encoder sets ``[features]`` to its
+    own front end (:func:`thce.pretrained.panns.logmel_config`).
+    """
 
     encoder: str = "cnn"
     lstm_hidden_size: int = 128
@@ -348,10 +357,28 @@ class ModelConfig:
     cnn_dropout_placement: str = "after_centring"
     center_embedding: bool = True
     centring: str = "batch"
+    pretrained: str = ""
+    freeze: str = "none"
+    encoder_learning_rate: float | None = None
+
+    @property
+    def is_panns(self) -> bool:
+        """Whether the encoder is a PANNs network (:data:`PANNS_ENCODERS`)."""
+        return self.encoder in PANNS_ENCODERS
 
     def validate(self) -> None:
         if self.encoder not in ENCODERS:
             raise ConfigError(f"model.encoder: {self.encoder!r} is not one of {', '.join(ENCODERS)}")
+        if self.is_panns:
+            from thce.pretrained.panns import parse_freeze
+
+            parse_freeze(self.freeze, self.encoder)
+        else:
+            for name, default in (("pretrained", ""), ("freeze", "none"), ("encoder_learning_rate", None)):
+                if getattr(self, name) != default:
+                    raise ConfigError(f"model.{name}: only for a PANNs encoder ({', '.join(PANNS_ENCODERS)})")
+        if self.encoder_learning_rate is not None and not self.encoder_learning_rate > 0:
+            raise ConfigError(f"model.encoder_learning_rate: must be > 0, got {self.encoder_learning_rate}")
         if self.lstm_hidden_size < 1 or self.cnn_kernel < 1 or min(self.cnn_channels) < 1:
             raise ConfigError("model: sizes must be positive integers")
         if self.lstm_init not in LSTM_INITS:
@@ -370,11 +397,15 @@ class ModelConfig:
 
 
 def build_encoder(config: ModelConfig, *, frames: int, n_mels: int, normalise: bool = True) -> nn.Module:
-    """The encoder named by ``config`` for inputs of ``frames x n_mels``; has ``.embedding_dim``.
+    """The paper's encoder named by ``config`` (CNN or LSTM) for inputs of ``frames x n_mels``; has
+    ``.embedding_dim``. PANNs encoders: :func:`thce.pretrained.build_panns_encoder`
+    (:func:`thce.methods.build_method_encoder` builds either).
 
     ``normalise=False`` drops the final L2 normalisation (the baseline's default, see ``BaselineConfig``).
     """
     config.validate()
+    if config.is_panns:  # built above this module, which the PANNs encoders import
+        raise ValueError(f"{config.encoder}: build it with thce.pretrained.build_panns_encoder (thce.methods does)")
     if config.encoder == "lstm":
         return LSTMEncoder(
             n_mels, config.lstm_hidden_size, normalise=normalise, center=config.center_embedding,

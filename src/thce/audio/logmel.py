@@ -11,6 +11,14 @@ The definition, in one place::
 
 For a clip of exactly ``duration_s`` the output has exactly ``num_frames = round(duration_s * 1000 / hop_ms)`` frames
 (1000 for 10 s at 10 ms; the 1001st centred frame is dropped); any other length gives ``1 + samples // hop_samples``.
+
+``front_end = "panns"`` (set by a PANNs encoder, see :func:`thce.pretrained.panns.logmel_config`) computes PANNs'
+features instead (torchlibrosa's ``Spectrogram`` + ``LogmelFilterBank`` as every PANNs model uses them)::
+
+    frame t      = samples centred on t * hop_samples (reflect padding of n_fft // 2 at both ends)
+    log-mel      = 10 * log10(max(mel energies, log_floor))           (dB, ref 1.0, no top-dB clipping)
+
+and keeps every centred frame: ``num_frames = 1 + clip_samples // hop_samples`` (1001 for 10 s at 10 ms).
 """
 
 from __future__ import annotations
@@ -28,6 +36,11 @@ import torch
 from thce.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+#: ``LogMelConfig.front_end``: the paper's features (natural log, zero padding, ``duration_s / hop`` frames) or
+#: PANNs' (dB, reflect padding, every centred frame; the encoder's bn0 normalises them).
+FRONT_ENDS = ("paper", "panns")
+_DB_PER_NEPER = 10.0 / math.log(10.0)  # 10 * log10(x) = ln(x) * 10 / ln(10)
 
 # Mel scale and filterbank (Slaney / Auditory Toolbox, as librosa's default ``librosa.filters.mel(htk=False,
 # norm="slaney")``); plain numpy so that there is no librosa dependency.
@@ -92,6 +105,8 @@ class LogMelConfig:
         f_max_hz: highest filter edge; ``None`` means the Nyquist frequency.
         duration_s: clip length; audio is padded/cropped to it and the output has ``num_frames`` frames.
         log_floor: energies are clamped to at least this before the natural log (ln(1e-10) ~ -23).
+        front_end: ``"paper"`` or ``"panns"`` (dB, reflect padding, ``1 + clip_samples // hop`` frames; see the
+            module docstring). Set by a PANNs ``model.encoder``, not by hand.
     """
 
     sample_rate_hz: int = 16000
@@ -103,6 +118,7 @@ class LogMelConfig:
     f_max_hz: float | None = None
     duration_s: float = 10.0
     log_floor: float = 1e-10
+    front_end: str = "paper"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -124,8 +140,16 @@ class LogMelConfig:
 
     @property
     def num_frames(self) -> int:
-        """Frames per clip of ``duration_s``: ``round(duration_s * 1000 / hop_ms)`` (1000 for 10 s at 10 ms)."""
+        """Frames per clip of ``duration_s``: ``round(duration_s * 1000 / hop_ms)`` (1000 for 10 s at 10 ms); with
+        ``front_end = "panns"`` every centred frame, ``1 + clip_samples // hop_samples`` (1001)."""
+        if self.front_end == "panns":
+            return 1 + self.clip_samples // self.hop_samples
         return round(self.duration_s * 1000.0 / self.hop_ms)
+
+    @property
+    def log_scale(self) -> float:
+        """What multiplies ``ln(max(mel, log_floor))``: 1 (natural log) or ``10 / ln 10`` (dB, PANNs)."""
+        return _DB_PER_NEPER if self.front_end == "panns" else 1.0
 
     @property
     def nyquist_hz(self) -> float:
@@ -162,8 +186,12 @@ class LogMelConfig:
             not isinstance(self.f_max_hz, numbers.Real) or not self.f_min_hz < self.f_max_hz <= self.nyquist_hz
         ):
             raise bad("f_max_hz", f"None or a number in ({self.f_min_hz}, {self.nyquist_hz}]")
+        if self.front_end not in FRONT_ENDS:
+            raise bad("front_end", " or ".join(repr(f) for f in FRONT_ENDS))
         if self.num_frames < 1:
             raise bad("duration_s", "at least one hop long")
+        if self.front_end == "panns" and self.clip_samples <= self.n_fft // 2:
+            raise bad("duration_s", f"longer than n_fft / 2 = {self.n_fft // 2} samples (reflect padding)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -232,7 +260,7 @@ class LogMel(torch.nn.Module):
             win_length=cfg.win_samples,
             window=self.window,
             center=True,
-            pad_mode="constant",
+            pad_mode="reflect" if cfg.front_end == "panns" else "constant",
             return_complex=True,
         ).transpose(1, 2)  # (batch, frames, bins); contiguous in memory in this order
         real, imag = spec.real, spec.imag
@@ -240,8 +268,10 @@ class LogMel(torch.nn.Module):
         power.addcmul_(imag, imag)  # |X|^2 with one allocation (the elementwise step dominates after the FFT)
         mel = torch.matmul(power, self.mel_filters)  # (batch, frames, n_mels)
         out = torch.log(torch.clamp_min(mel, cfg.log_floor))
+        if cfg.log_scale != 1.0:
+            out = out * cfg.log_scale
         if samples == cfg.clip_samples:
-            out = _fit_frames(out, cfg.num_frames, math.log(cfg.log_floor))
+            out = _fit_frames(out, cfg.num_frames, math.log(cfg.log_floor) * cfg.log_scale)
         return out.squeeze(0) if squeeze else out
 
     def compute(self, waveforms: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -270,6 +300,9 @@ class LogMel(torch.nn.Module):
             raise ValueError(f"LogMel.compute expects (batch, samples) or (samples,), got shape {x.shape}")
         samples = x.shape[1]
         frames = cfg.num_frames if samples == cfg.clip_samples else 1 + samples // cfg.hop_samples
+        reflect = cfg.front_end == "panns"
+        if reflect and samples <= cfg.n_fft // 2:
+            raise ValueError(f"LogMel.compute: {samples} samples are too few for reflect padding of {cfg.n_fft // 2}")
         shape = (frames, cfg.n_mels) if squeeze else (x.shape[0], frames, cfg.n_mels)
         if out is None:
             out = np.empty(shape, dtype=np.float32)
@@ -282,6 +315,9 @@ class LogMel(torch.nn.Module):
         computed = view.shape[0]
         for b in range(x.shape[0]):
             padded[half : half + samples] = x[b]
+            if reflect:  # torch.stft(pad_mode="reflect"): x[half], ..., x[1] | x | x[-2], ..., x[-half - 1]
+                padded[:half] = x[b, half:0:-1]
+                padded[half + samples : 2 * half + samples] = x[b, -2 : -half - 2 : -1]
             np.multiply(view, self._np_window, out=windowed[:, : cfg.win_samples])
             spectrum = scipy.fft.rfft(windowed, axis=-1, workers=1)
             parts = spectrum.view(np.float32)  # re, im interleaved
@@ -291,8 +327,10 @@ class LogMel(torch.nn.Module):
             self._project(power, mel)
             np.maximum(mel, cfg.log_floor, out=mel)
             np.log(mel, out=mel)
+            if cfg.log_scale != 1.0:
+                mel *= np.float32(cfg.log_scale)
         if computed < frames:
-            result[:, computed:] = math.log(cfg.log_floor)
+            result[:, computed:] = math.log(cfg.log_floor) * cfg.log_scale
         return out
 
     def _workspace(self, samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -332,6 +370,7 @@ class LogMel(torch.nn.Module):
         return (
             f"sample_rate_hz={cfg.sample_rate_hz}, n_mels={cfg.n_mels}, frame_length_ms={cfg.frame_length_ms}, "
             f"hop_ms={cfg.hop_ms}, n_fft={cfg.n_fft}, filters=slaney"
+            + (", front_end=panns" if cfg.front_end == "panns" else "")
         )
 
 

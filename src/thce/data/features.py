@@ -132,10 +132,16 @@ class FeatureCacheInfo:
 
     @property
     def key(self) -> str:
-        """16 hex digits of sha256 over the format version, config, checks, shard size and file list."""
+        """16 hex digits of sha256 over the format version, config, checks, shard size and file list.
+
+        The config's ``front_end`` enters only when it is not the paper's (``"panns"``: PANNs' dB features of a
+        PANNs encoder), so caches made before that key existed keep their keys."""
+        config = self.config.to_dict()
+        if config.get("front_end") == "paper":
+            del config["front_end"]
         payload = {
             "format": FORMAT_VERSION,
-            "config": self.config.to_dict(),
+            "config": config,
             "checks": None if self.checks is None else self.checks.to_dict(),
             "shard_size": self.shard_size,
             "files": [[str(p), s, m] for p, s, m in zip(self.paths, self.sizes_bytes, self.mtimes_ns)],

@@ -27,11 +27,12 @@ The computation, waveform to clip embedding (shapes for a batch ``B`` of ``N`` s
     fc1                    linear C -> C, ReLU -> the clip embedding (B, 2048) or (B, 512): PANNs' ``embedding``
     fc_audioset            linear -> 527 AudioSet logits (sigmoid: ``clipwise_output``); unused by the encoder
 
-Input convention (our choice): :class:`PannsEncoder` is an encoder like :class:`thce.models.CNNEncoder`: its
-``forward`` takes log-mel frames ``(batch, frames, 64)`` in dB as :meth:`PannsCnn.logmel` computes them (before
-bn0), so that a frozen encoder can run on cached features of our pipeline; :meth:`PannsEncoder.forward_waveform`
-takes waveforms ``(batch, samples)`` at the variant's rate and runs the front end first. Left out of the official
-forward: SpecAugment (training only, no parameters; thce's ``augment.*`` masks do that on the input) and mixup.
+Input convention (our choice): :class:`thce.pretrained.encoder.PannsEncoder` is an encoder like
+:class:`thce.models.CNNEncoder`: its ``forward`` takes log-mel frames ``(batch, frames, 64)`` in dB as
+:meth:`PannsCnn.logmel` computes them (before bn0), so that a frozen encoder can run on cached features of our
+pipeline; its ``forward_waveform`` takes waveforms ``(batch, samples)`` at the variant's rate and runs the front end
+first. Left out of the official forward: SpecAugment (training only, no parameters; thce's ``augment.*`` masks do
+that on the input) and mixup.
 """
 
 from __future__ import annotations
@@ -45,9 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from thce.audio import mel_filterbank
+from thce.audio import LogMelConfig, mel_filterbank
 from thce.errors import ConfigError
-from thce.models import EmbeddingOutput
 
 #: PANNs' dB scaling (torchlibrosa ``power_to_db`` with the settings of every PANNs model): 10 * log10(max(x, amin))
 #: - 10 * log10(max(amin, ref)), no top_db clipping.
@@ -167,6 +167,23 @@ def feature_settings(variant: str | PannsVariant) -> PannsFeatureSettings:
         f_min_hz=v.f_min_hz,
         f_max_hz=v.f_max_hz,
     )
+
+
+#: ``[features]`` keys a PANNs encoder sets (:func:`logmel_config`); only ``duration_s`` stays the user's.
+PANNS_FEATURE_KEYS = ("sample_rate_hz", "n_mels", "frame_length_ms", "hop_ms", "n_fft", "f_min_hz", "f_max_hz",
+                      "log_floor", "front_end")  # fmt: skip
+
+
+def logmel_config(variant: str | PannsVariant, *, duration_s: float = 10.0) -> LogMelConfig:
+    """The :class:`~thce.audio.LogMelConfig` of ``variant``'s own front end for clips of ``duration_s``: its rate,
+    window (= n_fft), hop, 64 bands and band edges, PANNs' dB scaling and reflect padding (``front_end="panns"``),
+    ``1 + samples // hop`` frames. :class:`thce.audio.LogMel` then computes what :meth:`PannsCnn.logmel` does."""
+    s = feature_settings(variant)
+    return LogMelConfig(
+        sample_rate_hz=s.sample_rate_hz, n_mels=s.n_mels, frame_length_ms=s.frame_length_ms, hop_ms=s.hop_ms,
+        n_fft=s.n_fft, f_min_hz=s.f_min_hz, f_max_hz=s.f_max_hz, duration_s=duration_s, log_floor=s.db_amin,
+        front_end="panns",
+    )  # fmt: skip
 
 
 def check_sample_rate(variant: str | PannsVariant, sample_rate_hz: int, *, where: str = "features") -> None:
@@ -366,49 +383,24 @@ class Cnn10(PannsCnn):
         super().__init__("Cnn10", classes=classes)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Encoder for Algorithm 1
+#: ``model.freeze``: ``"none"``, ``"all"``, or ``"up_to:<module>"`` with one of these (frozen up to and including it).
+FREEZE_POINTS = ("bn0", "conv_block1", "conv_block2", "conv_block3", "conv_block4", "conv_block5", "conv_block6", "fc1")
 
 
-class PannsEncoder(nn.Module):
-    """A PANNs network as a thce encoder: log-mel ``(B, T, 64)`` in dB -> embedding ``(B, embedding_dim)``, then
-    :class:`thce.models.EmbeddingOutput` (centring, L2 normalisation) exactly as for the CNN/LSTM encoders.
-
-    ``pre_output`` is PANNs' ``embedding`` (``relu(fc1)``, 2048-d or 512-d). Its dropout (``embedding_dropout``,
-    PANNs' 0.5) moves after the centring when the output is centred and normalised, as the CNN's
-    ``"after_centring"`` placement; otherwise it stays in ``pre_output``. The network is ``self.panns`` (without
-    the AudioSet head), so this module's keys are the official ones under ``panns.``.
-    """
-
-    def __init__(
-        self,
-        variant: str | PannsVariant,
-        *,
-        normalise: bool = True,
-        center: bool = False,
-        centring: str = "fixed",
-        embedding_dropout: float = 0.5,
-    ) -> None:
-        super().__init__()
-        if not 0.0 <= embedding_dropout < 1.0:
-            raise ConfigError(f"PANNs encoder: embedding dropout {embedding_dropout} is not in [0, 1)")
-        self.panns = PannsCnn(variant, classes=None)
-        self.variant = self.panns.variant
-        self.embedding_dim = self.variant.embedding_dim
-        moved = normalise and center
-        self.embedding_dropout = 0.0 if moved else embedding_dropout
-        self.output = EmbeddingOutput(
-            self.embedding_dim, normalise=normalise, center=center, centring=centring,
-            dropout=embedding_dropout if moved else 0.0,
-        )  # fmt: skip
-
-    def pre_output(self, x: Tensor) -> Tensor:
-        """What :attr:`output` receives: PANNs' clip embedding ``(B, embedding_dim)`` of log-mel ``(B, T, 64)``."""
-        return F.dropout(self.panns.embed(x), p=self.embedding_dropout, training=self.training)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.output(self.pre_output(x))
-
-    def forward_waveform(self, waveform: Tensor) -> Tensor:
-        """The embedding of waveforms ``(B, N)`` at ``variant.sample_rate_hz``: front end, then :meth:`forward`."""
-        return self.forward(self.panns.logmel(waveform))
+def parse_freeze(spec: str, variant: str | PannsVariant) -> tuple[str, ...]:
+    """The modules of ``variant``'s network that ``model.freeze = spec`` freezes, in order (the front end's
+    kernels and mel matrix are always frozen). ``"none"`` -> ``()``; ``"all"`` -> every module from bn0 to fc1;
+    ``"up_to:conv_block4"`` -> bn0, conv_block1 .. conv_block4."""
+    v = panns_variant(variant)
+    modules = ("bn0", *(f"conv_block{i}" for i in range(1, len(v.channels) + 1)), "fc1")
+    if spec == "none":
+        return ()
+    if spec == "all":
+        return modules
+    point = spec[len("up_to:") :] if spec.startswith("up_to:") else None
+    if point not in modules:
+        raise ConfigError(
+            f"model.freeze: {spec!r} is not 'none', 'all' or 'up_to:<module>' with a module of {v.name} "
+            f"({', '.join(modules)})"
+        )
+    return modules[: modules.index(point) + 1]

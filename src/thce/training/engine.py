@@ -302,6 +302,24 @@ def _warn_if_start_won(
     ctx.log.warn(method, stage, iteration, message)
 
 
+def learning_rate_groups(module: nn.Module, parameters: list[nn.Parameter], lr: float) -> list[dict[str, Any]]:
+    """Optimiser parameter groups: the parameters of a submodule of ``module`` with a ``learning_rate`` attribute
+    that is not ``None`` (a fine-tuned PANNs encoder, ``model.encoder_learning_rate``) at that rate, the rest at
+    ``lr``. One group (the usual case) when no submodule sets one."""
+    own: dict[int, float] = {}
+    for sub in module.modules():
+        rate = getattr(sub, "learning_rate", None)
+        if isinstance(rate, float):
+            own.update({id(p): rate for p in sub.parameters()})
+    rest = [p for p in parameters if id(p) not in own]
+    groups = [{"params": rest, "lr": lr}] if rest or not own else []
+    for rate in sorted(set(own.values())):
+        mine = [p for p in parameters if own.get(id(p)) == rate]
+        if mine:
+            groups.append({"params": mine, "lr": rate})
+    return groups
+
+
 def fit_stage(
     *,
     stage: str,
@@ -363,12 +381,13 @@ def fit_stage(
     if selection not in SELECTIONS:
         raise ValueError(f"fit_stage: selection must be one of {SELECTIONS}, got {selection!r}")
     dist = ctx.dist
+    groups = learning_rate_groups(module, parameters, ctx.train.learning_rate)
     if ctx.train.weight_decay > 0:
         optimiser: torch.optim.Optimizer = torch.optim.AdamW(
-            parameters, lr=ctx.train.learning_rate, weight_decay=ctx.train.weight_decay
+            groups, lr=ctx.train.learning_rate, weight_decay=ctx.train.weight_decay
         )
     else:
-        optimiser = torch.optim.Adam(parameters, lr=ctx.train.learning_rate)
+        optimiser = torch.optim.Adam(groups, lr=ctx.train.learning_rate)
     stream = (method, stage, iteration)  # unique per stage, like its resume file
     generator = ctx.generator("order", *stream)
     # its own stream (the batch order is the same with augmentation on or off), one per rank (each augments its share)
