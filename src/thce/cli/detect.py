@@ -35,7 +35,7 @@ def run_detect(args: argparse.Namespace) -> int:
     thresholds = ", ".join(f"{name} {value:.3f}" for name, value in result.thresholds.items())
     summary = (
         f"{len(result.events)} events in {len(result.files)} file(s); window {result.settings['window_s']:g} s, "
-        f"hop {result.settings['hop_s']:g} s, median filter {result.settings['median_filter_windows']} window(s); "
+        f"hop {result.settings['hop_s']:g} s, median filter {result.settings['median_filter_frames']} frame(s); "
         f"thresholds ({args.threshold}): {thresholds}"
     )
     if args.out is None:
