@@ -1,4 +1,4 @@
-"""``thce detect``, ``thce evaluate-events`` and ``thce export``: use a trained run on real recordings."""
+"""``thce detect``, ``thce events``, ``thce evaluate-events`` and ``thce export``: use a trained run on real recordings."""
 
 from __future__ import annotations
 
@@ -11,26 +11,68 @@ from pathlib import Path
 from thce.cli.progress import ProgressBars
 
 
+def _scores_dir(args: argparse.Namespace) -> Path | None:
+    """``--scores``, else next to ``--out`` (``events.tsv`` -> ``events.scores/``), else none."""
+    if args.scores is not None:
+        return args.scores
+    return None if args.out is None else args.out.with_name(args.out.stem + ".scores")
+
+
+def _check_scores_dir(folder: Path, names: list[str], overwrite: bool) -> None:
+    """Before any work: ``folder`` can hold the tables, and none of them would replace a file of another kind."""
+    from thce.io import check_output_path, refuse_other_kind
+    from thce.score_tables import looks_like_table
+
+    check_output_path(folder, directory=True)
+    for name in names:
+        refuse_other_kind(folder / name, looks_ours=looks_like_table, what="a score table", overwrite=overwrite)
+
+
 def run_detect(args: argparse.Namespace) -> int:
+    from thce.inputs import expand_inputs
     from thce.outputs import check_events_out
     from thce.rundir import checkpoint_path
+    from thce.score_tables import check_unique_stems, table_name
 
-    # mistakes fail at once, before torch is imported and features computed: --out, the run, the device
+    # mistakes fail at once, before torch is imported and features computed: --out, the inputs, the run, the device
     if args.out is not None:
         check_events_out(args.out, overwrite=args.overwrite)
+    paths = expand_inputs([str(p) for p in args.audio])
+    scores_dir = _scores_dir(args)
+    if scores_dir is not None:
+        check_unique_stems(paths)
+        _check_scores_dir(scores_dir, [table_name(p) for p in paths], args.overwrite)
+    plots = None
+    if args.plots is not None:
+        from thce.detection_pages import check_plots_dir
+
+        plots = check_plots_dir(args.plots, paths, overwrite=args.overwrite)
     checkpoint_path(args.run_dir, args.method)
-    from thce.detect import DetectConfig, detect_run
+    from thce.detect import DetectConfig, FileDetection, detect_run
     from thce.events import write_event_tsv, write_events
     from thce.devices import check_device
+    from thce.io import ensure_dir
 
     check_device(args.device, source="--device")
     config = DetectConfig(
-        hop_s=args.hop_s, threshold=args.threshold, median_filter_s=args.median_filter_s, batch_size=args.batch_size
+        hop_s=args.hop_s, threshold=args.threshold, median_filter_s=args.median_filter_s, batch_size=args.batch_size,
+        min_event_s=args.min_event_s, min_gap_s=args.min_gap_s,
     )
+    config.validate()
+
+    def on_file(found: FileDetection) -> None:
+        if scores_dir is not None:
+            from thce.score_tables import write_table
+
+            ensure_dir(scores_dir)
+            write_table(scores_dir / table_name(found.scores.path), found.edges, found.curve, found.scores.classes)
+        if plots is not None:
+            plots.add(found)
+
     with ProgressBars(enabled=not args.quiet) as bars:
         result = detect_run(
-            args.run_dir, [str(p) for p in args.audio], method=args.method, config=config, device=args.device,
-            progress=bars,
+            args.run_dir, paths, method=args.method, config=config, device=args.device, progress=bars,
+            skip_bad=args.skip_bad, on_file=on_file,
         )
     thresholds = ", ".join(f"{name} {value:.3f}" for name, value in result.thresholds.items())
     summary = (
@@ -38,6 +80,53 @@ def run_detect(args: argparse.Namespace) -> int:
         f"hop {result.settings['hop_s']:g} s, median filter {result.settings['median_filter_frames']} frame(s); "
         f"thresholds ({args.threshold}): {thresholds}"
     )
+    lines = [summary]
+    if result.skipped:
+        lines.append(f"Skipped {len(result.skipped)} file(s) that could not be read:")
+        lines += [f"  {s['file']}: {s['reason']}" for s in result.skipped]
+    if scores_dir is not None and result.files:
+        from thce.score_tables import write_audio_index
+
+        write_audio_index(scores_dir, [f["file"] for f in result.files])
+        lines.append(f"Scores: {scores_dir}/ (one onset, offset, <class>... table per file)")
+    if result.skipped and args.out is not None:
+        skip_list = args.out.with_name(args.out.stem + ".skipped.tsv")
+        _write_skipped(skip_list, result.skipped)
+        lines.append(f"Skip list: {skip_list}")
+    if plots is not None:
+        lines.append(f"Pages: {plots.finish(result)}")
+    if args.out is None:
+        buffer = io.StringIO()
+        write_event_tsv(buffer, result)
+        sys.stdout.write(buffer.getvalue())
+        print("\n".join(lines), file=sys.stderr)
+    else:
+        write_events(args.out, result)
+        print("\n".join(lines))
+        print(f"Events: {args.out}")
+    return 0
+
+
+def _write_skipped(path: Path, skipped: list[dict[str, str]]) -> None:
+    from thce.io import atomic_write
+
+    with atomic_write(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write("file\treason\n")
+        for s in skipped:
+            handle.write(f"{s['file']}\t{s['reason']}\n")
+
+
+def run_events(args: argparse.Namespace) -> int:
+    """``thce events SCORES --threshold ...``: saved score tables -> events, without the model."""
+    from thce.outputs import check_events_out
+
+    if args.out is not None:
+        check_events_out(args.out, overwrite=args.overwrite)
+    from thce.events import write_event_tsv, write_events
+    from thce.score_tables import events_from_tables
+
+    result = events_from_tables(args.scores, args.threshold, min_event_s=args.min_event_s, min_gap_s=args.min_gap_s)
+    summary = f"{len(result.events)} events in {len(result.files)} file(s) from {args.scores}"
     if args.out is None:
         buffer = io.StringIO()
         write_event_tsv(buffer, result)
@@ -45,8 +134,7 @@ def run_detect(args: argparse.Namespace) -> int:
         print(summary, file=sys.stderr)
     else:
         write_events(args.out, result)
-        print(summary)
-        print(f"Events: {args.out}")
+        print(f"{summary}\nEvents: {args.out}")
     return 0
 
 
@@ -105,7 +193,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "threshold per class, median-filter and write events (file, onset, offset, label, score).",
     )
     det.add_argument("run_dir", type=Path, help="run directory of `thce experiment`")
-    det.add_argument("audio", type=Path, nargs="+", help="audio files (any length, rate and channel count)")
+    det.add_argument("audio", type=Path, nargs="+",
+                     help="audio files (any length, rate and channel count), folders (searched recursively for "
+                          "audio files) or globs (quote them; ** is recursive)")
     det.add_argument("--method", default="proposed2", help="checkpoint to use: baseline, proposed1, proposed2")
     det.add_argument("--hop-s", type=float, default=None,
                      help="seconds between windows (default: half the window; smaller = finer onsets, slower)")
@@ -114,7 +204,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "false-alarm rate at most 1%%), or a number for every class")
     det.add_argument("--median-filter-s", type=float, default=None,
                      help="median filter over window decisions, seconds (default: a quarter of the window; 0: off)")
+    det.add_argument("--min-event-s", type=float, default=0.0,
+                     help="drop events shorter than this, seconds (after merging; default 0: keep all)")
+    det.add_argument("--min-gap-s", type=float, default=0.0,
+                     help="merge events of one class less than this apart, seconds (default 0)")
     det.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
+    det.add_argument("--skip-bad", action="store_true",
+                     help="leave out files that cannot be read (listed with the reason) instead of stopping")
+    det.add_argument("--scores", type=Path, default=None,
+                     help="folder for the score tables (onset, offset, <class>... per file; the sed_scores_eval "
+                          "format); default: next to --out (events.tsv -> events.scores/), none without --out")
+    det.add_argument("--plots", type=Path, default=None,
+                     help="folder for a picture per file and an index.html with audio players and event tables")
     det.add_argument("--device", default="cpu", help="torch device (default cpu)")
     det.add_argument("--out", type=Path, default=None,
                      help="events file: .json, or a tab-separated DCASE event list (.csv/.tsv/.txt); default: "
@@ -122,6 +223,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     det.add_argument("--overwrite", action="store_true",
                      help="replace an existing --out file that is not a thce event list of that format")
     det.set_defaults(func=run_detect)
+
+    evs = subparsers.add_parser(
+        "events",
+        help="turn saved score tables (thce detect --scores) into events at new thresholds, without the model",
+        description="Threshold the score over time that `thce detect` saved (a folder of onset, offset, <class>... "
+        "tables, or one table): runs of frames at or above the threshold are events.",
+    )
+    evs.add_argument("scores", type=Path, help="a folder of score tables or one table")
+    evs.add_argument("--threshold", required=True,
+                     help="a number for every class, or CLASS=NUMBER,... naming every class")
+    evs.add_argument("--min-event-s", type=float, default=0.0, help="drop events shorter than this, seconds")
+    evs.add_argument("--min-gap-s", type=float, default=0.0, help="merge events of one class closer than this")
+    evs.add_argument("--out", type=Path, default=None,
+                     help="events file (.json or .tsv/.csv/.txt); default: the event list on stdout")
+    evs.add_argument("--overwrite", action="store_true", help="replace an existing --out of another kind")
+    evs.set_defaults(func=run_events)
 
     ev = subparsers.add_parser(
         "evaluate-events",
