@@ -6,7 +6,8 @@ of the window the model's output depends on, :func:`thce.inference.receptive_fie
 is the **lowest** score of the windows that hear it: a frame is part of an event at threshold ``t`` only when every
 window that hears it detects the class. Frames before the first support or after the last one are heard by the
 first (last) window alone, so files shorter than two windows and events at the start or end of a file are handled
-by the same rule. Digital-silence windows (which training rejects as clips) score 0 and so veto the frames they hear.
+by the same rule. Digital-silence windows (which training rejects as clips) score ``-inf`` and so veto the frames they
+hear at any threshold.
 
 Why the minimum: a window detects an event that lies anywhere in its support. A short event in frame ``j`` makes
 every window hearing ``j`` fire, and no window that hears only other frames; the frames whose windows all fire are
@@ -77,7 +78,7 @@ def score_curve(
         hop_s: seconds between windows (and the frame length).
         support_s: ``(a, b)`` seconds from a window's start: the part of it the model hears.
         duration_s: length of the file, seconds.
-        silent: ``(K,)`` bool, windows of digital silence (score 0: they veto their frames), or None.
+        silent: ``(K,)`` bool, windows of digital silence (score ``-inf``: they veto their frames), or None.
 
     Returns:
         ``edges (F + 1,)`` frame boundaries in seconds and ``curve (F, L)`` float32 frame scores.
@@ -87,7 +88,7 @@ def score_curve(
         raise ValueError(f"window_scores: expected (K >= 1, L), got shape {scores.shape}")
     if silent is not None and silent.shape == (scores.shape[0],) and silent.any():
         scores = scores.copy()
-        scores[silent] = 0.0
+        scores[silent] = -np.inf
     edges = frame_edges(duration_s, hop_s)
     centres = (edges[:-1] + edges[1:]) / 2.0
     heard = hearing_windows(centres, scores.shape[0], hop_s, support_s)

@@ -3,7 +3,7 @@
 A table is a tab-separated file ``<audio stem>.tsv`` with the header ``onset<TAB>offset<TAB><class>...`` and one row
 per frame (one hop long; rows contiguous from 0 to the end of the file), the values being the score over time that
 ``thce detect`` thresholds (:mod:`thce.localise`, after the median filter). This is the format
-``sed_scores_eval.io.read_sed_scores`` reads, so threshold-independent metrics (PSDS, collar-based curves) run on a
+``sed_scores_eval.io.read_sed_scores`` reads (frames of digital silence hold ``-inf``: no threshold detects them), so threshold-independent metrics (PSDS, collar-based curves) run on a
 folder of them, and :func:`events_from_tables` (``thce events``) re-thresholds them without the model.
 """
 
@@ -81,8 +81,8 @@ def read_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[s
             values = [float(f) for f in fields]
         except ValueError:
             raise DataError(f"{path}:{no}: expected numbers, got {line!r:.80}") from None
-        if len(values) != len(header) or not all(math.isfinite(v) for v in values):
-            raise DataError(f"{path}:{no}: expected {len(header)} finite numbers, got {line!r:.80}")
+        if len(values) != len(header) or not all(math.isfinite(v) or v == -math.inf for v in values):
+            raise DataError(f"{path}:{no}: expected {len(header)} numbers (-inf: silence), got {line!r:.80}")
         rows.append(values)
     if not rows:
         raise DataError(f"{path}: a score table without rows")

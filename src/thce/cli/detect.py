@@ -12,10 +12,15 @@ from thce.cli.progress import ProgressBars
 
 
 def _scores_dir(args: argparse.Namespace) -> Path | None:
-    """``--scores``, else next to ``--out`` (``events.tsv`` -> ``events.scores/``), else none."""
+    """``--scores``, else next to a regular ``--out`` file (``events.tsv`` -> ``events.scores/``), else none (no
+    ``--out``, or ``--out`` a device or pipe such as ``/dev/null``)."""
+    from thce.outputs import writes_through
+
     if args.scores is not None:
         return args.scores
-    return None if args.out is None else args.out.with_name(args.out.stem + ".scores")
+    if args.out is None or writes_through(args.out):
+        return None
+    return args.out.with_name(args.out.stem + ".scores")
 
 
 def _check_scores_dir(folder: Path, names: list[str], overwrite: bool) -> None:
@@ -89,7 +94,7 @@ def run_detect(args: argparse.Namespace) -> int:
 
         write_audio_index(scores_dir, [f["file"] for f in result.files])
         lines.append(f"Scores: {scores_dir}/ (one onset, offset, <class>... table per file)")
-    if result.skipped and args.out is not None:
+    if result.skipped and args.out is not None and scores_dir is not None:  # a regular --out: a file beside it
         skip_list = args.out.with_name(args.out.stem + ".skipped.tsv")
         _write_skipped(skip_list, result.skipped)
         lines.append(f"Skip list: {skip_list}")
