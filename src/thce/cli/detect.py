@@ -155,14 +155,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None:  # before the lists are read and scored
         check_output_path(args.out)
         refuse_other_kind(args.out, looks_ours=_json_object, what="a JSON file", overwrite=args.overwrite)
-    from thce.event_metrics import evaluate_events, evaluation_markdown
+    from thce.event_metrics import evaluate_events, evaluate_segments, evaluation_markdown, segments_markdown
     from thce.events import read_event_list
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    result = evaluate_events(
-        read_event_list(args.reference), read_event_list(args.estimated), collar_s=args.collar_s, classes=classes
-    )
+    reference, estimated = read_event_list(args.reference), read_event_list(args.estimated)
+    result = evaluate_events(reference, estimated, collar_s=args.collar_s, classes=classes)
+    result["segment_based"] = evaluate_segments(reference, estimated, segment_s=args.segment_s, classes=classes)
     print(evaluation_markdown(result))
+    print()
+    print(segments_markdown(result["segment_based"]))
+    if args.scores is not None:
+        from thce.score_eval import threshold_free
+
+        result["threshold_free"] = threshold_free(args.scores, args.reference)
+        print()
+        print(result["threshold_free"]["summary"])
     if args.out is not None:
         write_json(args.out, result)
         print(f"\nMetrics: {args.out}")
@@ -247,7 +255,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     ev = subparsers.add_parser(
         "evaluate-events",
-        help="event-based error rate and F-score (DCASE 2017 task 2: onset only, 500 ms collar)",
+        help="event-based (DCASE 2017 task 2: onset only, 500 ms collar) and segment-based (1 s) error rate and "
+        "F-score",
         description="Compare estimated events with a reference. Lists: a DCASE tab-separated event list "
         "(filename, onset, offset, event_label), a thce detection JSON, or a manifest CSV with onset_s/offset_s "
         "columns. Files are matched by base name.",
@@ -256,6 +265,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("estimated", type=Path, help="estimated events (e.g. from `thce detect`)")
     ev.add_argument("--collar-s", type=float, default=0.5, help="onset collar in seconds (default 0.5)")
     ev.add_argument("--classes", default=None, help="comma-separated labels to evaluate (default: all seen)")
+    ev.add_argument("--segment-s", type=float, default=1.0,
+                    help="segment length of the segment-based metrics, seconds (default 1)")
+    ev.add_argument("--scores", type=Path, default=None,
+                    help="also threshold-independent metrics (PSDS, collar-based F-score) from thce detect's saved "
+                         "score tables; needs the eval extra: pip install 'thce[eval]'")
     ev.add_argument("--out", type=Path, default=None, help="also write the metrics as JSON")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing --out file that is not JSON")
     ev.set_defaults(func=run_evaluate)
