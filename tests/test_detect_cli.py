@@ -114,3 +114,41 @@ def test_events_command_errors(tmp_path, capsys):
     assert "scores not found" in capsys.readouterr().err
     assert main(["events", str(tmp_path), "--threshold", "0.5"]) == 2
     assert "no score tables" in capsys.readouterr().err
+
+
+def _chromium():
+    import shutil
+
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+def test_detect_folder_with_a_bad_file_writes_pages(tmp_path, folder, capsys):
+    run = tiny_run(tmp_path / "run")
+    reference = tmp_path / "ref.txt"
+    reference.write_text("a.wav\t1.0\t2.5\tdog\n")
+    plots, out = tmp_path / "pages", tmp_path / "ev.tsv"
+    assert main(["-q", "detect", str(run), str(folder), "--skip-bad", "--hop-s", "0.5", "--plots", str(plots),
+                 "--reference", str(reference), "--out", str(out)]) == 0  # fmt: skip
+    assert "Pages:" in capsys.readouterr().out
+    assert sorted(p.name for p in plots.iterdir()) == ["a.png", "b.png", "index.html"]
+    assert (plots / "a.png").read_bytes()[:4] == b"\x89PNG"
+    page = (plots / "index.html").read_text()
+    assert page.count('<section class="file"') == 2 and page.count("<audio controls") == 2
+    assert 'src="../audio/a.wav"' in page and 'id="skipped"' in page and "bad.wav" in page
+    assert (tmp_path / "ev.scores" / "a.tsv").exists() and (tmp_path / "ev.skipped.tsv").exists()
+    # a user's file in the way is not replaced
+    (plots / "index.html").write_text("<html>my page</html>")
+    assert main(["-q", "detect", str(run), str(folder / "a.wav"), "--plots", str(plots), "--out", str(out)]) == 2
+    assert "not a thce detection page" in capsys.readouterr().err
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium here: the page was not opened in a headless browser")
+    import subprocess
+
+    (plots / "index.html").write_text(page)
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", (plots / "index.html").as_uri()],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count('<section class="file"') == 2 and "<audio" in done.stdout

@@ -72,7 +72,11 @@ def test_our_figures_match_sed_eval_on_random_cases():
         theirs = ev.results()
         _close(ours["overall"]["error_rate"], theirs["overall"]["error_rate"]["error_rate"])
         _close(ours["overall"]["f_score"], theirs["overall"]["f_measure"]["f_measure"])
-        _close(ours["class_average"]["f_score"], theirs["class_wise_average"]["f_measure"]["f_measure"])
+        for label in classes:
+            theirs_f = theirs["class_wise"][label]["f_measure"]["f_measure"]
+            if not np.isnan(theirs_f):  # sed_eval: NaN for a class without estimates or references; ours: 0 / None
+                _close(ours["class_wise"][label]["f_score"], theirs_f)
+                _close(ours["class_wise"][label]["error_rate"], theirs["class_wise"][label]["error_rate"]["error_rate"])
         ours_seg, theirs_seg = evaluate_segments(ref, est, classes=classes), seg.results()
         _close(ours_seg["overall"]["error_rate"], theirs_seg["overall"]["error_rate"]["error_rate"])
         _close(ours_seg["overall"]["f_score"], theirs_seg["overall"]["f_measure"]["f_measure"])
@@ -83,3 +87,33 @@ def _close(ours, theirs):
         assert theirs is None or np.isnan(theirs)
     else:
         assert ours == pytest.approx(float(theirs), abs=1e-9)
+
+
+def test_class_average_counts_a_class_without_estimates_as_f_zero():
+    """Unlike sed_eval's class-wise average (a NaN mean that leaves out a class whose F is undefined, e.g. one the
+    system never outputs), ours scores such a class F = 0: never predicting a class is not rewarded."""
+    ref = elist(("a.wav", 1.0, 2.0, "dog"), ("a.wav", 5.0, 6.0, "baby"))
+    est = elist(("a.wav", 1.1, 2.0, "dog"))
+    assert evaluate_events(ref, est)["class_average"]["f_score"] == pytest.approx(0.5)
+
+
+def test_threshold_free_metrics_of_saved_scores(tmp_path):
+    pytest.importorskip("sed_scores_eval", reason="the eval extra is not installed (pip install 'thce[eval]')")
+    from thce.score_eval import threshold_free
+    from thce.score_tables import write_table
+
+    truth = {"a": [(2.0, 4.0, "dog"), (10.0, 11.0, "baby")], "b": [(5.0, 8.0, "baby")]}
+    rows = []
+    for stem, events in truth.items():
+        edges = np.round(np.arange(0, 20.01, 0.1), 6)
+        centres = (edges[:-1] + edges[1:]) / 2
+        curve = np.full((centres.size, 2), 0.1, np.float32)
+        for on, off, label in events:
+            curve[(centres > on) & (centres < off), ["dog", "baby"].index(label)] = 0.9
+        curve[:5, 0] = -np.inf  # digital silence
+        write_table(tmp_path / f"{stem}.tsv", edges, curve, ["dog", "baby"])
+        rows += [f"{stem}.wav\t{on}\t{off}\t{label}" for on, off, label in events]
+    (tmp_path / "ref.txt").write_text("\n".join(rows) + "\n")
+    result = threshold_free(tmp_path, tmp_path / "ref.txt")
+    assert result["files"] == 2 and result["psds1"] > 0.95 and 0 < result["psds2"] <= 1
+    assert result["collar_best_f"]["dog"] == pytest.approx(1.0) and "PSDS1" in result["summary"]

@@ -315,12 +315,14 @@ class FileDetection:
         edges: ``(F + 1,)`` frame boundaries, seconds (frames one hop long, :func:`thce.localise.frame_edges`).
         curve: ``(F, L)`` the score over time after the median filter: what is thresholded and saved.
         events: the file's events.
+        thresholds: ``(L,)`` the class thresholds applied.
     """
 
     scores: FileScores
     edges: np.ndarray
     curve: np.ndarray
     events: list[Event]
+    thresholds: np.ndarray
 
 
 def file_curve(file_scores: FileScores, *, median_filter_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -372,7 +374,7 @@ def detect_in_scores(
     edges, curve = file_curve(fs, median_filter_s=median_filter_s)
     found = curve_to_events(edges, curve, thresholds, fs.classes, min_event_s=min_event_s, min_gap_s=min_gap_s)
     events = [Event(fs.path, round(on, 3), round(off, 3), label, round(sc, 6)) for on, off, label, sc in found]
-    return FileDetection(fs, edges, curve, events)
+    return FileDetection(fs, edges, curve, events, thresholds)
 
 
 # ---------------------------------------------------------------------------------------------------- detect

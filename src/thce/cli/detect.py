@@ -51,7 +51,14 @@ def run_detect(args: argparse.Namespace) -> int:
     if args.plots is not None:
         from thce.detection_pages import check_plots_dir
 
-        plots = check_plots_dir(args.plots, paths, overwrite=args.overwrite)
+        reference = None
+        if args.reference is not None:
+            from thce.events import read_event_list
+
+            reference = {}
+            for e in read_event_list(args.reference).events:
+                reference.setdefault(e.file, []).append(e)
+        plots = check_plots_dir(args.plots, paths, overwrite=args.overwrite, reference=reference)
     checkpoint_path(args.run_dir, args.method)
     from thce.detect import DetectConfig, FileDetection, detect_run
     from thce.events import write_event_tsv, write_events
@@ -228,7 +235,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="folder for the score tables (onset, offset, <class>... per file; the sed_scores_eval "
                           "format); default: next to --out (events.tsv -> events.scores/), none without --out")
     det.add_argument("--plots", type=Path, default=None,
-                     help="folder for a picture per file and an index.html with audio players and event tables")
+                     help="folder for a picture per file (spectrogram, scores, events) and an index.html with "
+                          "audio players and event tables")
+    det.add_argument("--reference", type=Path, default=None,
+                     help="reference events to draw under the detected ones in --plots (any list evaluate-events reads)")
     det.add_argument("--device", default="cpu", help="torch device (default cpu)")
     det.add_argument("--out", type=Path, default=None,
                      help="events file: .json, or a tab-separated DCASE event list (.csv/.tsv/.txt); default: "
