@@ -109,7 +109,7 @@ class DetectionPages:
         logpow, col_s = spectrogram(fs.path, fs.duration_s)
         ref = self.reference.get(Path(fs.path).name, [])
         classes = list(fs.classes)
-        fig, axes = plt.subplots(3, 1, figsize=(14, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2, 1.2]})
+        fig, axes = plt.subplots(3, 1, figsize=(14, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2, 1.5]})
         top = np.percentile(logpow, 99.5)
         axes[0].imshow(logpow, origin="lower", aspect="auto", cmap="magma", vmin=top - 6, vmax=top,
                        extent=(0, logpow.shape[1] * col_s, 0, PLOT_RATE_HZ / 2000))  # fmt: skip
@@ -124,14 +124,18 @@ class DetectionPages:
         axes[1].set_ylim(-0.02, 1.02)
         axes[1].set_ylabel("score")
         axes[1].legend(loc="upper right", fontsize=8, ncol=min(len(classes), 6))
+        lanes = classes + sorted({e.label for e in ref} - set(classes))  # a lane per class: detected over reference
         for e in found.events:
-            i = classes.index(e.label)
-            axes[2].axvspan(e.onset_s, e.offset_s, ymin=0.55, ymax=0.95, color=colours(i % 10), alpha=0.8)
+            i = lanes.index(e.label)
+            axes[2].broken_barh([(e.onset_s, e.offset_s - e.onset_s)], (2 * i + 1.1, 0.8), color=colours(i % 10))
         for e in ref:
-            i = classes.index(e.label) if e.label in classes else len(classes)
-            axes[2].axvspan(e.onset_s, e.offset_s, ymin=0.05, ymax=0.45, color=colours(i % 10), alpha=0.5)
-        axes[2].set_yticks([0.25, 0.75], ["reference" if ref else "", "detected"])
-        axes[2].set_ylim(0, 1)
+            i = lanes.index(e.label)
+            axes[2].broken_barh([(e.onset_s, e.offset_s - e.onset_s)], (2 * i + 0.1, 0.8), color=colours(i % 10),
+                                alpha=0.45, hatch="//")  # fmt: skip
+        ticks = [(2 * i + 1.5, f"{label}") for i, label in enumerate(lanes)]
+        ticks += [(2 * i + 0.5, "reference") for i in range(len(lanes))] if ref else []
+        axes[2].set_yticks([t for t, _ in ticks], [name for _, name in ticks], fontsize=7)
+        axes[2].set_ylim(0, 2 * len(lanes))
         axes[2].set_xlim(0, fs.duration_s)
         axes[2].set_xlabel("time (s)")
         fig.tight_layout()
