@@ -61,7 +61,7 @@ def threshold_free(scores: str | os.PathLike, reference: str | os.PathLike) -> d
     """PSDS 1 and 2 and the collar-based best F-score of saved ``scores`` against a ``reference`` event list.
 
     Files of the reference are matched to tables by stem (``rec.wav`` -> ``rec.tsv``); tables without reference
-    events are files with none.
+    events are files with none. Classes without any reference event are left out (listed in the result).
     """
     _require()
     from sed_scores_eval import collar_based, intersection_based
@@ -81,7 +81,13 @@ def threshold_free(scores: str | os.PathLike, reference: str | os.PathLike) -> d
             truth[audio_id].append((e.onset_s, e.offset_s, e.label))
     if unknown and len(unknown) == len({Path(e.file).stem for e in listed.events}):
         raise DataError(f"{reference}: none of its files has a score table in {scores}")
-    out: dict[str, Any] = {"files": len(frames), "classes": list(classes)}
+    present = [c for c in classes if any(label == c for events in truth.values() for _, _, label in events)]
+    if not present:
+        raise DataError(f"{reference}: no reference events of the classes {', '.join(classes)}")
+    if len(present) < len(classes):  # PSDS needs reference events of every class it scores
+        frames = {k: v[["onset", "offset", *present]] for k, v in frames.items()}
+    out: dict[str, Any] = {"files": len(frames), "classes": present,
+                           "classes_without_reference": [c for c in classes if c not in present]}
     for name, scenario in PSDS_SCENARIOS.items():
         result = intersection_based.psds(
             scores=frames, ground_truth=truth, audio_durations=durations, max_efpr=100.0, **scenario
@@ -91,8 +97,8 @@ def threshold_free(scores: str | os.PathLike, reference: str | os.PathLike) -> d
         scores=frames, ground_truth=truth, onset_collar=0.5, offset_collar=0.5, offset_collar_rate=0.2
     )
     out["collar_best_f"] = {k: float(v) for k, v in f_best.items()}
-    out["collar_best_threshold"] = {k: float(v) for k, v in thr_best.items()}
-    macro = out["collar_best_f"].get("macro_average", float(np.mean([out["collar_best_f"][c] for c in classes])))
+    out["collar_best_threshold"] = {k: float(v) if np.isfinite(v) else None for k, v in thr_best.items()}
+    macro = out["collar_best_f"].get("macro_average", float(np.mean([out["collar_best_f"][c] for c in present])))
     out["summary"] = (
         f"Threshold-independent (sed_scores_eval, {len(frames)} file(s)): PSDS1 {out['psds1']:.3f}, "
         f"PSDS2 {out['psds2']:.3f}, best collar-based F (macro) {100 * macro:.1f} %"
