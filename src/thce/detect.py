@@ -325,16 +325,6 @@ class FileDetection:
     thresholds: np.ndarray
 
 
-def file_curve(file_scores: FileScores, *, median_filter_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(edges, curve)``: the score over time of one file (:func:`thce.localise.score_curve`) median-filtered."""
-    fs = file_scores
-    edges, curve = score_curve(
-        fs.scores, hop_s=fs.hop_s, support_s=fs.support_s, duration_s=fs.duration_s, silent=fs.silent
-    )
-    kernel = median_filter_frames(median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s)
-    return edges, median_filter_curve(curve, kernel)
-
-
 def scores_to_events(
     file_scores: FileScores,
     thresholds: np.ndarray,
@@ -371,7 +361,10 @@ def detect_in_scores(
     thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if thresholds.shape != (len(fs.classes),):
         raise ValueError(f"thresholds: expected shape ({len(fs.classes)},), got {thresholds.shape}")
-    edges, curve = file_curve(fs, median_filter_s=median_filter_s)
+    edges, curve = score_curve(
+        fs.scores, hop_s=fs.hop_s, support_s=fs.support_s, duration_s=fs.duration_s, silent=fs.silent
+    )
+    curve = median_filter_curve(curve, median_filter_frames(median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s))
     found = curve_to_events(edges, curve, thresholds, fs.classes, min_event_s=min_event_s, min_gap_s=min_gap_s)
     events = [Event(fs.path, round(on, 3), round(off, 3), label, round(sc, 6)) for on, off, label, sc in found]
     return FileDetection(fs, edges, curve, events, thresholds)
