@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
 
 
-def make_sources(folder: Path, classes: list[str], seed: int, *, events_per_class: int = 12, backgrounds: int = 10) -> None:
+def make_sources(
+    folder: Path, classes: list[str], seed: int, *, events_per_class: int = 12, backgrounds: int = 10
+) -> None:
     """``folder/events/<class>/*.wav`` (the event part of synthetic clips) and ``folder/backgrounds/*.wav`` (70 s)."""
     from thce.data.synth import SynthConfig, clip_rng, synthesise_clip
 
@@ -93,8 +95,9 @@ def stats(values):
     if not values:
         return None
     a = np.abs(np.asarray(values))
-    return {"n": len(values), "mean_signed_s": round(float(np.mean(values)), 3), "median_abs_s": round(float(np.median(a)), 3),
-            "p90_abs_s": round(float(np.percentile(a, 90)), 3), "max_abs_s": round(float(a.max()), 3)}  # fmt: skip
+    return {"n": len(values), "mean_signed_s": round(float(np.mean(values)), 3),
+            "median_abs_s": round(float(np.median(a)), 3), "p90_abs_s": round(float(np.percentile(a, 90)), 3),
+            "max_abs_s": round(float(a.max()), 3)}  # fmt: skip
 
 
 def threshold_free_figures(work: Path) -> dict | str:
@@ -145,7 +148,8 @@ def main() -> None:
         report["train_wall_s"] = round(time.perf_counter() - start, 1)
     classes = list(load_run(run, "proposed2").classes)
     make_sources(work / "sources", classes, args.seed)
-    thce("data", "mix", "--events", str(work / "sources" / "events"), "--backgrounds", str(work / "sources" / "backgrounds"),
+    sources = work / "sources"
+    thce("data", "mix", "--events", str(sources / "events"), "--backgrounds", str(sources / "backgrounds"),
          "--out", str(work / "mix"), "--count", str(args.minutes), "--duration-s", "60", "--event-probability", "0.8",
          "--ebr-db=-6,0,6", "--no-split", "--seed", str(args.seed))  # fmt: skip
     audio = work / "long.wav"
@@ -182,7 +186,8 @@ def main() -> None:
     })  # fmt: skip
     (work / "scores").mkdir(exist_ok=True)
     write_table(work / "scores" / "long.tsv", tables["edges"], tables["curve"], tables["classes"])
-    (work / "reference.tsv").write_text("".join(f"{name}\t{on:.3f}\t{off:.3f}\t{label}\n" for on, off, label, _ in truth))
+    lines = [f"{name}\t{on:.3f}\t{off:.3f}\t{label}\n" for on, off, label, _ in truth]
+    (work / "reference.tsv").write_text("".join(lines))
     report["threshold_free"] = threshold_free_figures(work)
     report["machine"] = describe_machine()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,11 +18,9 @@ from thce.checkpoint import load_run
 from thce.cli import main
 from thce.detect import (
     DetectConfig,
-    FileScores,
     detect_files,
     num_windows,
     score_file,
-    scores_to_events,
     sliding_windows,
 )
 from thce.errors import ConfigError, DataError

@@ -166,7 +166,8 @@ class DetectionPages:
                   for i, (path, _, _) in enumerate(self.drawn)]  # fmt: skip
         parts.append("</ul>")
         for i, (path, picture, duration) in enumerate(self.drawn):
-            src = urllib.parse.quote(Path(os.path.relpath(os.path.abspath(path), os.path.abspath(self.folder))).as_posix())
+            relative = os.path.relpath(os.path.abspath(path), os.path.abspath(self.folder))
+            src = urllib.parse.quote(Path(relative).as_posix())
             parts += [
                 f'<section class="file" id="f{i}"><h2>{esc(path)}</h2>',
                 f'<p>{duration:.1f} s</p><img src="{esc(urllib.parse.quote(picture))}" alt="{esc(path)}">',

@@ -1,7 +1,7 @@
 """Evaluation of event lists: segment-based error rate and F-score over 1 s segments (:func:`evaluate_segments`,
 as ``sed_eval.sound_event.SegmentBasedMetrics(time_resolution=1.0)``), and DCASE 2017 task 2's
-(:func:`evaluate_events`): event-based error rate and F-score, onset only, with a 500 ms collar, computed as ``sed_eval.sound_event.EventBasedMetrics(t_collar=0.5, evaluate_onset=True,
-evaluate_offset=False)`` does (maximum bipartite matching of same-label events whose onsets are within the collar;
+(:func:`evaluate_events`): event-based error rate and F-score, onset only, with a 500 ms collar, computed as
+``sed_eval.sound_event.EventBasedMetrics(t_collar=0.5, evaluate_onset=True, evaluate_offset=False)`` does (maximum bipartite matching of same-label events whose onsets are within the collar;
 left-over pairs within the collar are substitutions). sed_eval itself is not a dependency: its dcase_util no longer
 imports on current setuptools (``pkg_resources``); the tests pin our numbers to sed_eval's on fixed examples, and
 on random cases where the ``eval`` extra is installed. Threshold-free metrics of saved scores: :mod:`thce.score_eval`.
@@ -177,7 +177,8 @@ def _activity(events: Sequence[Event], labels: Sequence[str], n_segments: int, s
     index = {label: i for i, label in enumerate(labels)}
     for e in events:
         if e.label in index:
-            roll[int(np.floor(e.onset_s / segment_s + 1e-9)) : int(np.ceil(e.offset_s / segment_s - 1e-9)), index[e.label]] = True
+            first, stop = int(np.floor(e.onset_s / segment_s + 1e-9)), int(np.ceil(e.offset_s / segment_s - 1e-9))
+            roll[first:stop, index[e.label]] = True
     return roll
 
 
@@ -232,7 +233,8 @@ def evaluate_segments(
     overall = {"n_ref": n_ref, "n_sys": n_sys, "tp": tp, "fp": fp, "fn": fn,
                "substitutions": subs, "deletions": dels, "insertions": ins,
                "error_rate": None if n_ref == 0 else (subs + dels + ins) / n_ref, "f_score": f_score(tp, fp, fn),
-               "precision": None if n_sys == 0 else tp / n_sys, "recall": None if n_ref == 0 else tp / n_ref}  # fmt: skip
+               "precision": None if n_sys == 0 else tp / n_sys,
+               "recall": None if n_ref == 0 else tp / n_ref}  # fmt: skip
     class_wise = {
         label: {"n_ref": int(c[3]), "tp": int(c[0]), "fp": int(c[1]), "fn": int(c[2]),
                 "error_rate": None if c[3] == 0 else float(c[1] + c[2]) / c[3], "f_score": f_score(*map(int, c[:3]))}
@@ -333,7 +335,8 @@ def segments_markdown(result: dict[str, Any]) -> str:
     ]
     for label, c in [*result["class_wise"].items(), ("Overall", result["overall"])]:
         lines.append(
-            f"| {label} | {c['n_ref']} | {c['tp']} | {c['fp']} | {c['fn']} | {pct(c['error_rate'])} | {pct(c['f_score'])} |"
+            f"| {label} | {c['n_ref']} | {c['tp']} | {c['fp']} | {c['fn']} | {pct(c['error_rate'])} "
+            f"| {pct(c['f_score'])} |"
         )
     avg = result["class_average"]
     lines += ["", f"Class average: ER {pct(avg['error_rate'])} %, F {pct(avg['f_score'])} %."]

@@ -14,7 +14,8 @@ every window hearing ``j`` fire, and no window that hears only other frames; the
 the frames the event can be in (to within a hop). So a run of ``n`` firing windows whose support is ``m`` hops
 long gives ``n - m + 1`` frames, and more firing windows always give more frames: an event is at least one hop
 long and a longer detection never yields a shorter event. A run of fewer than ``m`` windows (say one window firing
-between two that hear the same frames and do not) gives no frame: the windows disagree about every frame. With ``hop = window`` (no overlap, ``m = 1``) every firing window is its own event.
+between two that hear the same frames and do not) gives no frame: the windows disagree about every frame. With
+``hop = window`` (no overlap, ``m = 1``) every firing window is its own event.
 
 **Events** (:func:`curve_to_events`), per class: optional median filter over the score curve (``median_filter_s``;
 a median of scores thresholded is a majority vote of the frame decisions), runs of frames with score >= the class

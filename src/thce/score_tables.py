@@ -3,8 +3,9 @@
 A table is a tab-separated file ``<audio stem>.tsv`` with the header ``onset<TAB>offset<TAB><class>...`` and one row
 per frame (one hop long; rows contiguous from 0 to the end of the file), the values being the score over time that
 ``thce detect`` thresholds (:mod:`thce.localise`, after the median filter). This is the format
-``sed_scores_eval.io.read_sed_scores`` reads (frames of digital silence hold ``-inf``: no threshold detects them), so threshold-independent metrics (PSDS, collar-based curves) run on a
-folder of them, and :func:`events_from_tables` (``thce events``) re-thresholds them without the model.
+``sed_scores_eval.io.read_sed_scores`` reads (frames of digital silence hold ``-inf``: no threshold detects them),
+so threshold-independent metrics (PSDS, collar-based curves) run on a folder of them, and
+:func:`events_from_tables` (``thce events``) re-thresholds them without the model.
 """
 
 from __future__ import annotations

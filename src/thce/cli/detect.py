@@ -1,4 +1,5 @@
-"""``thce detect``, ``thce events``, ``thce evaluate-events`` and ``thce export``: use a trained run on real recordings."""
+"""``thce detect``, ``thce events``, ``thce evaluate-events`` and ``thce export``: use a trained run on real
+recordings."""
 
 from __future__ import annotations
 
@@ -238,7 +239,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="folder for a picture per file (spectrogram, scores, events) and an index.html with "
                           "audio players and event tables")
     det.add_argument("--reference", type=Path, default=None,
-                     help="reference events to draw under the detected ones in --plots (any list evaluate-events reads)")
+                     help="reference events to draw under the detected ones in --plots (any list that "
+                          "evaluate-events reads)")
     det.add_argument("--device", default="cpu", help="torch device (default cpu)")
     det.add_argument("--out", type=Path, default=None,
                      help="events file: .json, or a tab-separated DCASE event list (.csv/.tsv/.txt); default: "
