@@ -174,7 +174,7 @@ def test_stub_detection_finds_events_within_the_collar(tmp_path, support_s):
     stub = ToneStub("any", support_s)
     calls = []
     result = detect_files(
-        [path], stub, np.full(3, 0.5), config=DetectConfig(hop_s=0.1, batch_size=32),
+        [path], stub, np.full(3, 0.5), config=DetectConfig(hop_s=0.1, batch_size=32, agreement=1.0),
         progress=lambda desc, done, total: calls.append((desc, done, total)),
     )
     found = sorted((e.label, e.onset_s, e.offset_s) for e in result.events)
@@ -197,8 +197,10 @@ def test_a_detector_that_fires_only_on_whole_events_finds_none(tmp_path):
     detector that fires only when a whole event is inside leaves every frame heard by a window that does not fire,
     so it yields no events (documented limitation; the rule is tested on synthetic scores in test_localise.py)."""
     path = write_tone_file(tmp_path / "tones.wav")
-    result = detect_files([path], ToneStub("whole"), np.full(3, 0.5), config=DetectConfig(hop_s=0.1, batch_size=32))
-    assert result.events == []
+    strict = DetectConfig(hop_s=0.1, batch_size=32, agreement=1.0)
+    assert detect_files([path], ToneStub("whole"), np.full(3, 0.5), config=strict).events == []
+    found = detect_files([path], ToneStub("whole"), np.full(3, 0.5), config=DetectConfig(hop_s=0.1, agreement=0.5))
+    assert sorted(e.label for e in found.events) == sorted(label for label, _, _ in EVENTS)  # half of them agree
 
 
 # -------------------------------------------------------------------------------------------------- thresholds

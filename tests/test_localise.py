@@ -21,8 +21,9 @@ def fscores(column, *, hop_s=1.0, support_s=(0.0, WINDOW), duration_s=None, sile
 
 
 def events(column, threshold=0.5, **kw):
-    post = {k: kw.pop(k) for k in ("median_filter_s", "min_event_s", "min_gap_s") if k in kw}
+    post = {k: kw.pop(k) for k in ("median_filter_s", "min_event_s", "min_gap_s", "agreement") if k in kw}
     post.setdefault("median_filter_s", 0)
+    post.setdefault("agreement", 1.0)  # all windows must agree (the strict rule); other fractions tested below
     return [(e.onset_s, e.offset_s) for e in scores_to_events(fscores(column, **kw), np.array([threshold]), **post)]
 
 
@@ -67,11 +68,14 @@ def test_more_firing_windows_give_a_superset_of_event_time():
         base = rng.random(40)
         raised = np.where(rng.random(40) < 0.2, 1.0, base)
         fs_lo, fs_hi = fscores(base, hop_s=0.5), fscores(raised, hop_s=0.5)
-        _, lo = score_curve(fs_lo.scores, hop_s=0.5, support_s=(0, 2), duration_s=fs_lo.duration_s)
-        _, hi = score_curve(fs_hi.scores, hop_s=0.5, support_s=(0, 2), duration_s=fs_hi.duration_s)
-        assert np.all(hi >= lo)
-        for e in events(base, hop_s=0.5):
-            assert any(on <= e[0] and e[1] <= off for on, off in events(raised, hop_s=0.5))
+        for agreement in (1.0, 0.5, 0.3):
+            _, lo = score_curve(fs_lo.scores, hop_s=0.5, support_s=(0, 2), duration_s=fs_lo.duration_s,
+                                agreement=agreement)  # fmt: skip
+            _, hi = score_curve(fs_hi.scores, hop_s=0.5, support_s=(0, 2), duration_s=fs_hi.duration_s,
+                                agreement=agreement)  # fmt: skip
+            assert np.all(hi >= lo)
+            for e in events(base, hop_s=0.5, agreement=agreement):
+                assert any(on <= e[0] and e[1] <= off for on, off in events(raised, hop_s=0.5, agreement=agreement))
 
 
 @pytest.mark.parametrize("hop_s", [0.1, 0.25, 0.5])
@@ -134,7 +138,7 @@ def test_silent_windows_veto_their_frames_and_scores_and_classes():
     assert events([1] * 12, silent=silent) == [(0.0, 6.0), (8.0, 13.0)]
     two = np.stack([firing(4), np.full(14, 0.9)], axis=1)
     fs = fscores(two)
-    found = scores_to_events(fs, np.array([0.5, 0.95]), median_filter_s=0)
+    found = scores_to_events(fs, np.array([0.5, 0.95]), median_filter_s=0, agreement=1.0)
     assert [(e.label, e.onset_s, e.offset_s) for e in found] == [("c0", 6.0, 9.0)]
     assert found[0].score == 1.0
 
@@ -143,3 +147,16 @@ def test_curve_to_events_checks_shapes():
     edges, curve = frame_edges(3.0, 1.0), np.zeros((3, 1), np.float32)
     with pytest.raises(ValueError):
         curve_to_events(edges, curve, np.array([0.5, 0.5]), ["a"])
+
+
+def test_agreement_keeps_runs_shorter_than_the_support():
+    # hop 0.5 s, support 2 s: four windows hear each frame
+    assert events(firing(2), hop_s=0.5) == []  # all four must agree
+    assert events(firing(2), hop_s=0.5, agreement=0.5) == [(3.0, 4.5)]  # two of four: the frames both hear
+    assert events(firing(1), hop_s=0.5, agreement=0.25) == [(2.5, 4.5)]  # one of four: the window's support
+    for agreement in (1.0, 0.75, 0.5, 0.25):
+        lengths = [sum(off - on for on, off in events(firing(n, before=10, after=10), hop_s=0.5, agreement=agreement))
+                   for n in range(1, 16)]  # fmt: skip
+        assert lengths == sorted(lengths) and all(x == 0 or x >= 0.5 for x in lengths)
+    with pytest.raises(ConfigError):
+        events(firing(2), agreement=0.0)

@@ -70,6 +70,7 @@ class DetectConfig:
         block_s: seconds of the file read per block (memory ~ block_s x channels).
         min_event_s: events shorter than this are dropped (after merging), seconds; 0 = keep all.
         min_gap_s: events of one class less than this apart are merged, seconds; 0 = only touching runs.
+        agreement: fraction of the windows hearing a frame that must detect (:func:`thce.localise.score_curve`).
     """
 
     hop_s: float | None = None
@@ -79,6 +80,7 @@ class DetectConfig:
     block_s: float = 10.0
     min_event_s: float = 0.0
     min_gap_s: float = 0.0
+    agreement: float = 0.5
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad value."""
@@ -94,6 +96,8 @@ class DetectConfig:
             raise ConfigError(f"detect block_s: expected a positive number of seconds, got {self.block_s!r}")
         parse_threshold_rule(self.threshold)
         check_post_processing(self.min_event_s, self.min_gap_s)
+        if not isinstance(self.agreement, (int, float)) or not 0.0 < self.agreement <= 1.0:
+            raise ConfigError(f"detect agreement: expected a fraction in (0, 1], got {self.agreement!r}")
 
 
 # --------------------------------------------------------------------------------------------------- windows
@@ -332,6 +336,7 @@ def scores_to_events(
     median_filter_s: float | None = None,
     min_event_s: float = 0.0,
     min_gap_s: float = 0.0,
+    agreement: float = 0.5,
 ) -> list[Event]:
     """Window scores -> score over time -> events (the rule in :mod:`thce.localise`).
 
@@ -344,7 +349,8 @@ def scores_to_events(
         Events sorted by onset, then label; times rounded to milliseconds; each at least one hop long (or the file).
     """
     return detect_in_scores(
-        file_scores, thresholds, median_filter_s=median_filter_s, min_event_s=min_event_s, min_gap_s=min_gap_s
+        file_scores, thresholds, median_filter_s=median_filter_s, min_event_s=min_event_s, min_gap_s=min_gap_s,
+        agreement=agreement,
     ).events
 
 
@@ -355,6 +361,7 @@ def detect_in_scores(
     median_filter_s: float | None = None,
     min_event_s: float = 0.0,
     min_gap_s: float = 0.0,
+    agreement: float = 0.5,
 ) -> FileDetection:
     """:func:`scores_to_events` keeping the score over time (for saving and plotting)."""
     fs = file_scores
@@ -362,7 +369,8 @@ def detect_in_scores(
     if thresholds.shape != (len(fs.classes),):
         raise ValueError(f"thresholds: expected shape ({len(fs.classes)},), got {thresholds.shape}")
     edges, curve = score_curve(
-        fs.scores, hop_s=fs.hop_s, support_s=fs.support_s, duration_s=fs.duration_s, silent=fs.silent
+        fs.scores, hop_s=fs.hop_s, support_s=fs.support_s, duration_s=fs.duration_s, silent=fs.silent,
+        agreement=agreement,
     )
     curve = median_filter_curve(curve, median_filter_frames(median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s))
     found = curve_to_events(edges, curve, thresholds, fs.classes, min_event_s=min_event_s, min_gap_s=min_gap_s)
@@ -437,7 +445,7 @@ def detect_files(
         kernel = median_filter_frames(config.median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s)
         found = detect_in_scores(
             fs, thresholds, median_filter_s=config.median_filter_s, min_event_s=config.min_event_s,
-            min_gap_s=config.min_gap_s,
+            min_gap_s=config.min_gap_s, agreement=config.agreement,
         )
         files.append({"file": fs.path, "duration_s": round(fs.duration_s, 6), "windows": int(fs.scores.shape[0])})
         quiet = int(fs.silent.sum()) if fs.silent is not None else 0
@@ -459,6 +467,7 @@ def detect_files(
         "median_filter_frames": kernel,
         "min_event_s": config.min_event_s,
         "min_gap_s": config.min_gap_s,
+        "agreement": config.agreement,
         "threshold_rule": str(config.threshold),
         "sample_rate_hz": scorer.sample_rate_hz,
     }

@@ -17,6 +17,14 @@ long and a longer detection never yields a shorter event. A run of fewer than ``
 between two that hear the same frames and do not) gives no frame: the windows disagree about every frame. With
 ``hop = window`` (no overlap, ``m = 1``) every firing window is its own event.
 
+**Agreement** (``agreement``; ``thce detect``'s default 0.5, measured below). Trained models often fire only when enough of an event is inside the
+window, which leaves runs shorter than ``m``. With ``agreement = a < 1`` a frame counts when at least a fraction ``a``
+of the windows hearing it detect (its score is that order statistic of their scores): fewer events are lost, and
+events grow by up to ``(1 - a) * support`` in all. Every statement above (one hop at least, more detecting windows
+never a shorter event, thresholding the saved curve gives the events) holds for any ``a``. On a 180 s synthetic
+scene with a small trained CNN (2 s windows, 8 events), ``a = 1`` kept 1 event at hop 0.25 s (F 0 %), ``a = 0.5``
+6 (event-based ER 87.5 %, F 42.9 %; the previous localisation rule: ER 125 %, F 42.1 %).
+
 **Events** (:func:`curve_to_events`), per class: optional median filter over the score curve (``median_filter_s``;
 a median of scores thresholded is a majority vote of the frame decisions), runs of frames with score >= the class
 threshold, events of one class less than ``min_gap_s`` apart merged, events shorter than ``min_event_s`` dropped.
@@ -71,6 +79,7 @@ def score_curve(
     support_s: tuple[float, float],
     duration_s: float,
     silent: np.ndarray | None = None,
+    agreement: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The score over time (module docstring).
 
@@ -80,6 +89,8 @@ def score_curve(
         support_s: ``(a, b)`` seconds from a window's start: the part of it the model hears.
         duration_s: length of the file, seconds.
         silent: ``(K,)`` bool, windows of digital silence (score ``-inf``: they veto their frames), or None.
+        agreement: the fraction of the windows hearing a frame that must detect for the frame to count: the frame's
+            score is the ``ceil(agreement * c)``-th highest of its ``c`` windows' scores (1: the lowest).
 
     Returns:
         ``edges (F + 1,)`` frame boundaries in seconds and ``curve (F, L)`` float32 frame scores.
@@ -93,10 +104,21 @@ def score_curve(
     edges = frame_edges(duration_s, hop_s)
     centres = (edges[:-1] + edges[1:]) / 2.0
     heard = hearing_windows(centres, scores.shape[0], hop_s, support_s)
+    if not 0.0 < agreement <= 1.0:
+        raise ConfigError(f"agreement: expected a fraction in (0, 1], got {agreement!r}")
     span = int((heard[:, 1] - heard[:, 0]).max()) + 1
-    curve = scores[heard[:, 0]]
-    for d in range(1, span):  # running minimum over each frame's contiguous range of windows
-        curve = np.minimum(curve, scores[np.minimum(heard[:, 0] + d, heard[:, 1])])
+    if agreement >= 1.0:
+        curve = scores[heard[:, 0]]
+        for d in range(1, span):  # running minimum over each frame's contiguous range of windows
+            curve = np.minimum(curve, scores[np.minimum(heard[:, 0] + d, heard[:, 1])])
+        return edges, np.ascontiguousarray(curve, dtype=np.float32)
+    count = heard[:, 1] - heard[:, 0] + 1  # (F,)
+    index = heard[:, :1] + np.arange(span)[None, :]  # (F, span)
+    gathered = scores[np.minimum(index, heard[:, 1:])]  # (F, span, L)
+    gathered[index > heard[:, 1:]] = -np.inf  # beyond the frame's windows: never among the highest
+    rank = np.ceil(agreement * count - 1e-9).astype(np.int64) - 1  # 0-based rank from the top
+    ordered = -np.sort(-gathered, axis=1)
+    curve = np.take_along_axis(ordered, rank[:, None, None], axis=1)[:, 0, :]
     return edges, np.ascontiguousarray(curve, dtype=np.float32)
 
 

@@ -69,7 +69,7 @@ def run_detect(args: argparse.Namespace) -> int:
     check_device(args.device, source="--device")
     config = DetectConfig(
         hop_s=args.hop_s, threshold=args.threshold, median_filter_s=args.median_filter_s, batch_size=args.batch_size,
-        min_event_s=args.min_event_s, min_gap_s=args.min_gap_s,
+        min_event_s=args.min_event_s, min_gap_s=args.min_gap_s, agreement=args.agreement,
     )
     config.validate()
 
@@ -229,6 +229,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="drop events shorter than this, seconds (after merging; default 0: keep all)")
     det.add_argument("--min-gap-s", type=float, default=0.0,
                      help="merge events of one class less than this apart, seconds (default 0)")
+    det.add_argument("--agreement", type=float, default=0.5,
+                     help="fraction of the windows hearing a moment that must detect a class for it to be part of "
+                          "an event (default 0.5; 1: all, the tightest onsets for a model that fires on any part "
+                          "of an event; lower keeps events a model detects in fewer windows)")
     det.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
     det.add_argument("--skip-bad", action="store_true",
                      help="leave out files that cannot be read (listed with the reason) instead of stopping")
