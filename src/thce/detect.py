@@ -5,7 +5,8 @@ Detection, one file at a time, in constant memory (the audio is never read whole
     file blocks (``block_s`` each) -> mono -> resampled to the model's rate    (thce.audio.read.stream_audio)
       -> windows of the training clip length (``features.duration_s``) every ``hop_s``
       -> log-mel -> training normalisation -> model -> scores in [0, 1] (windows, L)    (thce.inference.ModelScorer)
-      -> per-class threshold (chosen on the validation split) -> median filter over windows -> runs -> events
+      -> score over time (frames one hop long) -> median filter -> per-class threshold (chosen on the validation
+         split) -> runs of frames -> merge gaps < min_gap_s, drop events < min_event_s -> events
 
 The file is checked first (readable audio, at least one window long). Memory does not grow with the file: one
 block, one window and one batch of windows are held, plus ``L`` floats per window for the scores.
@@ -18,18 +19,12 @@ block, one window and one batch of windows are held, plus ``L`` floats per windo
 - **Thresholds** (:mod:`thce.thresholds`): ``"eer"`` (default) is each class's EER threshold on the checkpoint's
   validation scores (one-vs-all, :func:`thce.metrics.eer_threshold`); ``"far:0.01"`` is the lowest threshold whose
   false-alarm rate on the validation negatives is at most 1 %; a number is used for every class.
-- **Localisation** (:func:`scores_to_events`). A window "sees" only its *support*, the span of frames that can
-  change the model's output (:func:`thce.inference.receptive_field`; the paper's CNN pools away the end of the
-  clip). A run of consecutive detecting windows ``k1..k2`` becomes one event between ``p = end of window k1's
-  support - hop/2`` and ``q = start of window k2's support + hop/2`` (whichever comes first is the onset). Whether
-  the model fires on any part of an event (then the first detecting window ends just after the onset and the last
-  starts just before the offset) or only on whole events (then the first ends at the offset and the last starts at
-  the onset), the event lies between those two edges; the ``hop/2`` puts each edge in the middle of the hop that
-  brackets it. A run that touches the start (end) of the file starts at 0 (ends at the file's end). Localisation
-  error is about ``hop`` plus the model's own blur: use a hop well below the 0.5 s DCASE collar for onset-accurate
-  lists.
-- **Median filter** over the per-window decisions of each class, ``median_filter_s / hop`` windows (made odd;
-  default a quarter of the window's support); it removes detections shorter than half the kernel and fills gaps.
+- **Localisation** (:func:`scores_to_events`, the rule in :mod:`thce.localise`). Window scores become a score
+  over time at hop resolution (each frame's score is the lowest of the windows whose support hears it), optionally
+  median-filtered, then runs of frames at or above the class threshold are events; events of a class closer than
+  ``min_gap_s`` are merged and events shorter than ``min_event_s`` dropped. Every event is at least one hop long
+  and a longer run of detecting windows never gives a shorter event. Localisation error is under one hop plus
+  the model's own blur: use a hop well below the 0.5 s DCASE collar for onset-accurate lists.
 
 Events are :class:`thce.events.Event` in a :class:`thce.events.DetectionResult`; :mod:`thce.events` writes and
 reads them, :mod:`thce.event_metrics` evaluates them (DCASE 2017 task 2).
@@ -51,6 +46,7 @@ from thce.audio.read import SILENCE_PEAK, AudioInfo, audio_info, resampled_lengt
 from thce.errors import AudioError, ConfigError
 from thce.events import DetectionResult, Event
 from thce.inference import ModelScorer, WindowScorer
+from thce.localise import check_post_processing, curve_to_events, median_filter_curve, median_filter_frames, score_curve
 from thce.thresholds import class_thresholds, parse_threshold_rule
 
 log = logging.getLogger(__name__)
@@ -72,6 +68,9 @@ class DetectConfig:
         batch_size: windows handed to the scorer at once (memory ~ batch_size x window); the model itself runs
             in cache-sized passes (:class:`thce.inference.ModelScorer`).
         block_s: seconds of the file read per block (memory ~ block_s x channels).
+        min_event_s: events shorter than this are dropped (after merging), seconds; 0 = keep all.
+        min_gap_s: events of one class less than this apart are merged, seconds; 0 = only touching runs.
+        agreement: fraction of the windows hearing a frame that must detect (:func:`thce.localise.score_curve`).
     """
 
     hop_s: float | None = None
@@ -79,6 +78,9 @@ class DetectConfig:
     median_filter_s: float | None = None
     batch_size: int = 16
     block_s: float = 10.0
+    min_event_s: float = 0.0
+    min_gap_s: float = 0.0
+    agreement: float = 0.5
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad value."""
@@ -93,6 +95,9 @@ class DetectConfig:
         if not isinstance(self.block_s, (int, float)) or not self.block_s > 0:
             raise ConfigError(f"detect block_s: expected a positive number of seconds, got {self.block_s!r}")
         parse_threshold_rule(self.threshold)
+        check_post_processing(self.min_event_s, self.min_gap_s)
+        if not isinstance(self.agreement, (int, float)) or not 0.0 < self.agreement <= 1.0:
+            raise ConfigError(f"detect agreement: expected a fraction in (0, 1], got {self.agreement!r}")
 
 
 # --------------------------------------------------------------------------------------------------- windows
@@ -305,76 +310,77 @@ def score_file(
 # ------------------------------------------------------------------------------------------- scores -> events
 
 
-def median_filter_windows(median_filter_s: float | None, *, hop_s: float, support_s: tuple[float, float]) -> int:
-    """Median filter length in windows (odd, >= 1) for ``median_filter_s`` seconds (None: a quarter of the support)."""
-    seconds = (support_s[1] - support_s[0]) / 4.0 if median_filter_s is None else median_filter_s
-    n = max(1, int(round(seconds / hop_s)))
-    return n if n % 2 else n + 1 if n > 1 else 1
+@dataclass
+class FileDetection:
+    """What detection found in one file: its window scores, the score over time and the events.
 
+    Attributes:
+        scores: the window scores (:class:`FileScores`).
+        edges: ``(F + 1,)`` frame boundaries, seconds (frames one hop long, :func:`thce.localise.frame_edges`).
+        curve: ``(F, L)`` the score over time after the median filter: what is thresholded and saved.
+        events: the file's events.
+        thresholds: ``(L,)`` the class thresholds applied.
+    """
 
-def median_filter_decisions(active: np.ndarray, kernel: int) -> np.ndarray:
-    """Majority vote of ``kernel`` (odd) neighbouring windows per class; ``active`` ``(K, L)`` bool -> same shape.
-    The edges repeat the first and last decision."""
-    if kernel <= 1 or active.shape[0] == 0:
-        return active.copy()
-    from scipy.ndimage import median_filter
-
-    return median_filter(active.astype(np.uint8), size=(kernel, 1), mode="nearest").astype(bool)
-
-
-def _runs(active: np.ndarray) -> list[tuple[int, int]]:
-    """``(first, last)`` window indices of each run of True in a 1-D bool array."""
-    padded = np.r_[False, active, False].astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
+    scores: FileScores
+    edges: np.ndarray
+    curve: np.ndarray
+    events: list[Event]
+    thresholds: np.ndarray
 
 
 def scores_to_events(
-    file_scores: FileScores, thresholds: np.ndarray, *, median_filter_s: float | None = None
+    file_scores: FileScores,
+    thresholds: np.ndarray,
+    *,
+    median_filter_s: float | None = None,
+    min_event_s: float = 0.0,
+    min_gap_s: float = 0.0,
+    agreement: float = 0.5,
 ) -> list[Event]:
-    """Threshold, median-filter and merge window scores into events (localisation rule in the module docstring).
+    """Window scores -> score over time -> events (the rule in :mod:`thce.localise`).
 
     Args:
         file_scores: from :func:`score_file`.
-        thresholds: ``(L,)``, a window detects class ``l`` iff ``score >= thresholds[l]``.
-        median_filter_s: see :class:`DetectConfig`.
+        thresholds: ``(L,)``, a frame is active for class ``l`` iff its score ``>= thresholds[l]``.
+        median_filter_s, min_event_s, min_gap_s: see :class:`DetectConfig`.
 
     Returns:
-        Events sorted by onset, then label; times rounded to milliseconds.
+        Events sorted by onset, then label; times rounded to milliseconds; each at least one hop long (or the file).
     """
+    return detect_in_scores(
+        file_scores, thresholds, median_filter_s=median_filter_s, min_event_s=min_event_s, min_gap_s=min_gap_s,
+        agreement=agreement,
+    ).events
+
+
+def detect_in_scores(
+    file_scores: FileScores,
+    thresholds: np.ndarray,
+    *,
+    median_filter_s: float | None = None,
+    min_event_s: float = 0.0,
+    min_gap_s: float = 0.0,
+    agreement: float = 0.5,
+) -> FileDetection:
+    """:func:`scores_to_events` keeping the score over time (for saving and plotting)."""
     fs = file_scores
     thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if thresholds.shape != (len(fs.classes),):
         raise ValueError(f"thresholds: expected shape ({len(fs.classes)},), got {thresholds.shape}")
-    kernel = median_filter_windows(median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s)
-    active = fs.scores.astype(np.float64) >= thresholds[None, :]
-    silent = fs.silent if fs.silent is not None and fs.silent.shape == (active.shape[0],) else None
-    if silent is not None:  # digital silence detects nothing (training rejects such clips), not even by the filter
-        active[silent] = False
-    active = median_filter_decisions(active, kernel)
-    if silent is not None:
-        active[silent] = False
-    last_window = fs.scores.shape[0] - 1
-    a, b = fs.support_s
-    events: list[Event] = []
-    for column, label in enumerate(fs.classes):
-        for first, last in _runs(active[:, column]):
-            p = first * fs.hop_s + b - fs.hop_s / 2.0  # end of the first detecting window's support
-            q = last * fs.hop_s + a + fs.hop_s / 2.0  # start of the last one's
-            onset, offset = min(p, q), max(p, q)
-            if first == 0:
-                onset = 0.0
-            if last == last_window:
-                offset = fs.duration_s
-            onset = min(max(onset, 0.0), fs.duration_s)
-            offset = min(max(offset, onset), fs.duration_s)
-            score = float(fs.scores[first : last + 1, column].max())
-            events.append(Event(fs.path, round(onset, 3), round(offset, 3), label, round(score, 6)))
-    events.sort(key=lambda e: (e.onset_s, e.label))
-    return events
+    edges, curve = score_curve(
+        fs.scores, hop_s=fs.hop_s, support_s=fs.support_s, duration_s=fs.duration_s, silent=fs.silent,
+        agreement=agreement,
+    )
+    curve = median_filter_curve(curve, median_filter_frames(median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s))
+    found = curve_to_events(edges, curve, thresholds, fs.classes, min_event_s=min_event_s, min_gap_s=min_gap_s)
+    events = [Event(fs.path, round(on, 3), round(off, 3), label, round(sc, 6)) for on, off, label, sc in found]
+    return FileDetection(fs, edges, curve, events, thresholds)
 
 
 # ---------------------------------------------------------------------------------------------------- detect
+
+FileFn = Callable[[FileDetection], None]
 
 
 def detect_files(
@@ -384,26 +390,63 @@ def detect_files(
     *,
     config: DetectConfig | None = None,
     progress: ProgressFn | None = None,
+    skip_bad: bool = False,
+    on_file: FileFn | None = None,
 ) -> DetectionResult:
-    """Detect events in each file. Every file is checked (readable, one window long) before any is scored.
+    """Detect events in each file.
+
+    Every file is checked (readable, one window long) before any is scored. Without ``skip_bad`` the first bad
+    file stops everything; with it, bad files (at the check or while being read) are left out and listed in
+    ``result.skipped`` with the reason. ``on_file(FileDetection)`` is called after each file (to save its scores
+    or draw it while the next is scored). ``progress(desc, seconds_done, seconds_total)`` counts audio seconds
+    over all files; ``desc`` names the file and its place in the list.
 
     Raises:
-        AudioError: naming the first file the model cannot take.
+        AudioError: naming the first file the model cannot take (without ``skip_bad``).
     """
     config = config or DetectConfig()
     config.validate()
+    skipped: list[dict[str, str]] = []
+    good: list[tuple[str | os.PathLike, float]] = []
     for path in paths:
-        check_audio(path, scorer)
+        try:
+            good.append((path, check_audio(path, scorer).duration_s))
+        except AudioError as error:
+            if not skip_bad:
+                raise
+            skipped.append({"file": os.fspath(path), "reason": error.problem})
+            log.warning("skipped %s", error)
     hop = hop_samples_for(scorer, config.hop_s)
+    total_s = sum(d for _, d in good)
     files: list[dict[str, Any]] = []
     events: list[Event] = []
     kernel = 1
-    for path in paths:
-        fs = score_file(
-            path, scorer, hop_s=config.hop_s, batch_size=config.batch_size, block_s=config.block_s, progress=progress
+    done_s = 0.0
+    for i, (path, duration_s) in enumerate(good, start=1):
+        desc = f"detect [{i}/{len(good)}] {Path(path).name}"
+
+        def file_progress(_desc: str, done: int, total: int, base: float = done_s, dur: float = duration_s) -> None:
+            if progress is not None:
+                progress(desc, int(round(base + dur * done / max(total, 1))), int(round(total_s)))
+
+        try:
+            fs = score_file(
+                path, scorer, hop_s=config.hop_s, batch_size=config.batch_size, block_s=config.block_s,
+                progress=file_progress,
+            )
+        except AudioError as error:  # e.g. a file truncated after its header
+            if not skip_bad:
+                raise
+            skipped.append({"file": os.fspath(path), "reason": error.problem})
+            log.warning("skipped %s", error)
+            done_s += duration_s
+            continue
+        done_s += duration_s
+        kernel = median_filter_frames(config.median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s)
+        found = detect_in_scores(
+            fs, thresholds, median_filter_s=config.median_filter_s, min_event_s=config.min_event_s,
+            min_gap_s=config.min_gap_s, agreement=config.agreement,
         )
-        kernel = median_filter_windows(config.median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s)
-        found = scores_to_events(fs, thresholds, median_filter_s=config.median_filter_s)
         files.append({"file": fs.path, "duration_s": round(fs.duration_s, 6), "windows": int(fs.scores.shape[0])})
         quiet = int(fs.silent.sum()) if fs.silent is not None else 0
         if quiet:
@@ -413,13 +456,18 @@ def detect_files(
                 "%s: digital silence %s (peak below %.1e, which training rejects as a clip): no events there",
                 fs.path, where, SILENCE_PEAK,
             )  # fmt: skip
-        events.extend(found)
-        log.info("%s: %.1f s, %d windows, %d events", fs.path, fs.duration_s, fs.scores.shape[0], len(found))
+        events.extend(found.events)
+        if on_file is not None:
+            on_file(found)
+        log.info("%s: %.1f s, %d windows, %d events", fs.path, fs.duration_s, fs.scores.shape[0], len(found.events))
     settings = {
         "window_s": scorer.window_samples / scorer.sample_rate_hz,
         "hop_s": hop / scorer.sample_rate_hz,
         "support_s": [round(float(v), 6) for v in scorer.support_s],
-        "median_filter_windows": kernel,
+        "median_filter_frames": kernel,
+        "min_event_s": config.min_event_s,
+        "min_gap_s": config.min_gap_s,
+        "agreement": config.agreement,
         "threshold_rule": str(config.threshold),
         "sample_rate_hz": scorer.sample_rate_hz,
     }
@@ -428,6 +476,7 @@ def detect_files(
         events=events,
         thresholds={name: float(t) for name, t in zip(scorer.classes, np.asarray(thresholds).tolist())},
         settings=settings,
+        skipped=skipped,
     )
 
 
@@ -439,6 +488,8 @@ def detect_run(
     config: DetectConfig | None = None,
     device: str = "cpu",
     progress: ProgressFn | None = None,
+    skip_bad: bool = False,
+    on_file: FileFn | None = None,
 ) -> DetectionResult:
     """:func:`detect_files` with the ``method`` checkpoint of a run directory and thresholds from its validation
     scores (``config.threshold``)."""
@@ -452,6 +503,8 @@ def detect_run(
         val_scores=loaded.val_scores, val_class_index=loaded.val_class_index, classes=loaded.classes,
         rule=config.threshold,
     )
-    result = detect_files(paths, scorer, thresholds, config=config, progress=progress)
+    result = detect_files(
+        paths, scorer, thresholds, config=config, progress=progress, skip_bad=skip_bad, on_file=on_file
+    )
     result.settings = {"run_dir": os.fspath(run_dir), "method": method, **result.settings}
     return result

@@ -1,8 +1,10 @@
-"""DCASE 2017 task 2 evaluation of event lists (:func:`evaluate_events`): event-based error rate and F-score, onset
-only, with a 500 ms collar, computed as ``sed_eval.sound_event.EventBasedMetrics(t_collar=0.5, evaluate_onset=True,
-evaluate_offset=False)`` does (maximum bipartite matching of same-label events whose onsets are within the collar;
+"""Evaluation of event lists: segment-based error rate and F-score over 1 s segments (:func:`evaluate_segments`,
+as ``sed_eval.sound_event.SegmentBasedMetrics(time_resolution=1.0)``), and DCASE 2017 task 2's
+(:func:`evaluate_events`): event-based error rate and F-score, onset only, with a 500 ms collar, computed as
+``sed_eval.sound_event.EventBasedMetrics(t_collar=0.5, evaluate_onset=True, evaluate_offset=False)`` does (maximum bipartite matching of same-label events whose onsets are within the collar;
 left-over pairs within the collar are substitutions). sed_eval itself is not a dependency: its dcase_util no longer
-imports on current setuptools (``pkg_resources``); the tests pin our numbers to sed_eval's on fixed examples.
+imports on current setuptools (``pkg_resources``); the tests pin our numbers to sed_eval's on fixed examples, and
+on random cases where the ``eval`` extra is installed. Threshold-free metrics of saved scores: :mod:`thce.score_eval`.
 """
 
 from __future__ import annotations
@@ -164,6 +166,94 @@ def evaluate_events(
     }
 
 
+#: DCASE segment-based metrics: one-second segments.
+SEGMENT_S = 1.0
+
+
+def _activity(events: Sequence[Event], labels: Sequence[str], n_segments: int, segment_s: float) -> np.ndarray:
+    """``(n_segments, L)`` bool: class active in a segment that any of its events overlaps (sed_eval's event roll:
+    segments ``floor(onset / s)`` to ``ceil(offset / s)``)."""
+    roll = np.zeros((n_segments, len(labels)), dtype=bool)
+    index = {label: i for i, label in enumerate(labels)}
+    for e in events:
+        if e.label in index:
+            first, stop = int(np.floor(e.onset_s / segment_s + 1e-9)), int(np.ceil(e.offset_s / segment_s - 1e-9))
+            roll[first:stop, index[e.label]] = True
+    return roll
+
+
+def evaluate_segments(
+    reference: EventList,
+    estimated: EventList,
+    *,
+    segment_s: float = SEGMENT_S,
+    classes: Sequence[str] | None = None,
+    durations_s: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Segment-based error rate and F-score (DCASE, as ``sed_eval.sound_event.SegmentBasedMetrics`` computes them).
+
+    Per file, each ``segment_s`` segment (from 0 to the file's length: ``durations_s[file]`` if given, else the
+    last offset in either list) marks the classes active in it. Per segment ``FN`` / ``FP`` count reference-only /
+    estimated-only classes: ``S = min(FN, FP)``, ``D = FN - S``, ``I = FP - S``; overall ``ER = (S + D + I) / N_ref``,
+    ``F = 2 TP / (2 TP + FP + FN)``; class-wise ``ER_c = (FN_c + FP_c) / N_ref,c``; ``N`` counts active
+    (segment, class) pairs.
+
+    Returns:
+        ``{"segment_s", "files", "overall": {counts, error_rate, f_score, precision, recall}, "class_wise",
+        "class_average"}``; rates ``None`` where undefined.
+    """
+    if not segment_s > 0:
+        raise ValueError(f"segment_s: expected a positive number of seconds, got {segment_s!r}")
+    labels = list(classes) if classes is not None else list(
+        dict.fromkeys([*(e.label for e in reference.events), *(e.label for e in estimated.events)])
+    )
+    files = list(dict.fromkeys([*reference.all_files, *estimated.all_files]))
+    by_file: dict[str, tuple[list[Event], list[Event]]] = {f: ([], []) for f in files}
+    for e in reference.events:
+        by_file[e.file][0].append(e)
+    for e in estimated.events:
+        by_file[e.file][1].append(e)
+    tp = fp = fn = subs = dels = ins = n_ref = n_sys = 0
+    per = np.zeros((len(labels), 4), dtype=np.int64)  # tp, fp, fn, n_ref
+    for name in files:
+        ref, est = by_file[name]
+        length = (durations_s or {}).get(name) or max([0.0, *(e.offset_s for e in ref), *(e.offset_s for e in est)])
+        n = int(np.ceil(length / segment_s - 1e-9))
+        r, s = _activity(ref, labels, n, segment_s), _activity(est, labels, n, segment_s)
+        seg_tp, seg_fn, seg_fp = (r & s).sum(1), (r & ~s).sum(1), (~r & s).sum(1)
+        seg_s = np.minimum(seg_fn, seg_fp)
+        tp, fn, fp = tp + int(seg_tp.sum()), fn + int(seg_fn.sum()), fp + int(seg_fp.sum())
+        subs, dels, ins = subs + int(seg_s.sum()), dels + int((seg_fn - seg_s).sum()), ins + int((seg_fp - seg_s).sum())
+        n_ref, n_sys = n_ref + int(r.sum()), n_sys + int(s.sum())
+        per += np.stack([(r & s).sum(0), (~r & s).sum(0), (r & ~s).sum(0), r.sum(0)], axis=1)
+
+    def f_score(t: int, p: int, m: int) -> float | None:
+        return None if 2 * t + p + m == 0 else 2 * t / (2 * t + p + m)
+
+    overall = {"n_ref": n_ref, "n_sys": n_sys, "tp": tp, "fp": fp, "fn": fn,
+               "substitutions": subs, "deletions": dels, "insertions": ins,
+               "error_rate": None if n_ref == 0 else (subs + dels + ins) / n_ref, "f_score": f_score(tp, fp, fn),
+               "precision": None if n_sys == 0 else tp / n_sys,
+               "recall": None if n_ref == 0 else tp / n_ref}  # fmt: skip
+    class_wise = {
+        label: {"n_ref": int(c[3]), "tp": int(c[0]), "fp": int(c[1]), "fn": int(c[2]),
+                "error_rate": None if c[3] == 0 else float(c[1] + c[2]) / c[3], "f_score": f_score(*map(int, c[:3]))}
+        for label, c in zip(labels, per)
+    }  # fmt: skip
+    scored = [v for v in class_wise.values() if v["n_ref"] > 0]
+    return {
+        "metric": f"segment-based, {segment_s:g} s segments",
+        "segment_s": segment_s,
+        "files": len(files),
+        "overall": overall,
+        "class_wise": class_wise,
+        "class_average": {
+            "error_rate": float(np.mean([v["error_rate"] for v in scored])) if scored else None,
+            "f_score": float(np.mean([v["f_score"] or 0.0 for v in scored])) if scored else None,
+        },
+    }
+
+
 def _count(n: int, noun: str) -> str:
     """``1 file``, ``2 files``."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
@@ -228,4 +318,26 @@ def evaluation_markdown(result: dict[str, Any]) -> str:
             lines.append(f"{_count(len(names), 'file')} only in {where} (events there count as {counted}): "
                          f"{_names(names, 20)}.")
     lines += [f"Note: {note}." for note in result.get("label_notes") or []]
+    return "\n".join(lines)
+
+
+def segments_markdown(result: dict[str, Any]) -> str:
+    """A Markdown table of :func:`evaluate_segments`'s result (rates in percent)."""
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100.0 * value:.1f}"
+
+    lines = [
+        f"Segment-based metrics, {result['segment_s']:g} s segments, {_count(result['files'], 'file')}",
+        "",
+        "| Class | Nref | TP | FP | FN | ER % | F % |",
+        "| :-- | --: | --: | --: | --: | --: | --: |",
+    ]
+    for label, c in [*result["class_wise"].items(), ("Overall", result["overall"])]:
+        lines.append(
+            f"| {label} | {c['n_ref']} | {c['tp']} | {c['fp']} | {c['fn']} | {pct(c['error_rate'])} "
+            f"| {pct(c['f_score'])} |"
+        )
+    avg = result["class_average"]
+    lines += ["", f"Class average: ER {pct(avg['error_rate'])} %, F {pct(avg['f_score'])} %."]
     return "\n".join(lines)

@@ -45,12 +45,14 @@ class DetectionResult:
         events: all events, grouped by file in input order, by onset within a file.
         thresholds: ``{class: threshold}``.
         settings: hop, window, support, median filter, threshold rule (for the JSON output).
+        skipped: ``[{"file": path, "reason": words}, ...]`` files left out (``--skip-bad``).
     """
 
     files: list[dict[str, Any]]
     events: list[Event]
     thresholds: dict[str, float]
     settings: dict[str, Any] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
 
 def write_events(path: str | os.PathLike, result: DetectionResult) -> Path:
@@ -64,6 +66,7 @@ def write_events(path: str | os.PathLike, result: DetectionResult) -> Path:
                 "settings": result.settings,
                 "thresholds": result.thresholds,
                 "files": result.files,
+                "skipped": result.skipped,
                 "events": [e._asdict() for e in result.events],
             },
         )

@@ -1,4 +1,5 @@
-"""``thce detect``, ``thce evaluate-events`` and ``thce export``: use a trained run on real recordings."""
+"""``thce detect``, ``thce events``, ``thce evaluate-events`` and ``thce export``: use a trained run on real
+recordings."""
 
 from __future__ import annotations
 
@@ -11,33 +12,134 @@ from pathlib import Path
 from thce.cli.progress import ProgressBars
 
 
+def _scores_dir(args: argparse.Namespace) -> Path | None:
+    """``--scores``, else next to a regular ``--out`` file (``events.tsv`` -> ``events.scores/``), else none (no
+    ``--out``, or ``--out`` a device or pipe such as ``/dev/null``)."""
+    from thce.outputs import writes_through
+
+    if args.scores is not None:
+        return args.scores
+    if args.out is None or writes_through(args.out):
+        return None
+    return args.out.with_name(args.out.stem + ".scores")
+
+
+def _check_scores_dir(folder: Path, names: list[str], overwrite: bool) -> None:
+    """Before any work: ``folder`` can hold the tables, and none of them would replace a file of another kind."""
+    from thce.io import check_output_path, refuse_other_kind
+    from thce.score_tables import looks_like_table
+
+    check_output_path(folder, directory=True)
+    for name in names:
+        refuse_other_kind(folder / name, looks_ours=looks_like_table, what="a score table", overwrite=overwrite)
+
+
 def run_detect(args: argparse.Namespace) -> int:
+    from thce.inputs import expand_inputs
     from thce.outputs import check_events_out
     from thce.rundir import checkpoint_path
+    from thce.score_tables import check_unique_stems, table_name
 
-    # mistakes fail at once, before torch is imported and features computed: --out, the run, the device
+    # mistakes fail at once, before torch is imported and features computed: --out, the inputs, the run, the device
     if args.out is not None:
         check_events_out(args.out, overwrite=args.overwrite)
+    paths = expand_inputs([str(p) for p in args.audio])
+    scores_dir = _scores_dir(args)
+    if scores_dir is not None:
+        check_unique_stems(paths)
+        _check_scores_dir(scores_dir, [table_name(p) for p in paths], args.overwrite)
+    plots = None
+    if args.plots is not None:
+        from thce.detection_pages import check_plots_dir
+
+        reference = None
+        if args.reference is not None:
+            from thce.events import read_event_list
+
+            reference = {}
+            for e in read_event_list(args.reference).events:
+                reference.setdefault(e.file, []).append(e)
+        plots = check_plots_dir(args.plots, paths, overwrite=args.overwrite, reference=reference)
     checkpoint_path(args.run_dir, args.method)
-    from thce.detect import DetectConfig, detect_run
+    from thce.detect import DetectConfig, FileDetection, detect_run
     from thce.events import write_event_tsv, write_events
     from thce.devices import check_device
+    from thce.io import ensure_dir
 
     check_device(args.device, source="--device")
     config = DetectConfig(
-        hop_s=args.hop_s, threshold=args.threshold, median_filter_s=args.median_filter_s, batch_size=args.batch_size
+        hop_s=args.hop_s, threshold=args.threshold, median_filter_s=args.median_filter_s, batch_size=args.batch_size,
+        min_event_s=args.min_event_s, min_gap_s=args.min_gap_s, agreement=args.agreement,
     )
+    config.validate()
+
+    def on_file(found: FileDetection) -> None:
+        if scores_dir is not None:
+            from thce.score_tables import write_table
+
+            ensure_dir(scores_dir)
+            write_table(scores_dir / table_name(found.scores.path), found.edges, found.curve, found.scores.classes)
+        if plots is not None:
+            plots.add(found)
+
     with ProgressBars(enabled=not args.quiet) as bars:
         result = detect_run(
-            args.run_dir, [str(p) for p in args.audio], method=args.method, config=config, device=args.device,
-            progress=bars,
+            args.run_dir, paths, method=args.method, config=config, device=args.device, progress=bars,
+            skip_bad=args.skip_bad, on_file=on_file,
         )
     thresholds = ", ".join(f"{name} {value:.3f}" for name, value in result.thresholds.items())
     summary = (
         f"{len(result.events)} events in {len(result.files)} file(s); window {result.settings['window_s']:g} s, "
-        f"hop {result.settings['hop_s']:g} s, median filter {result.settings['median_filter_windows']} window(s); "
+        f"hop {result.settings['hop_s']:g} s, median filter {result.settings['median_filter_frames']} frame(s); "
         f"thresholds ({args.threshold}): {thresholds}"
     )
+    lines = [summary]
+    if result.skipped:
+        lines.append(f"Skipped {len(result.skipped)} file(s) that could not be read:")
+        lines += [f"  {s['file']}: {s['reason']}" for s in result.skipped]
+    if scores_dir is not None and result.files:
+        from thce.score_tables import write_audio_index
+
+        write_audio_index(scores_dir, [f["file"] for f in result.files])
+        lines.append(f"Scores: {scores_dir}/ (one onset, offset, <class>... table per file)")
+    if result.skipped and args.out is not None and scores_dir is not None:  # a regular --out: a file beside it
+        skip_list = args.out.with_name(args.out.stem + ".skipped.tsv")
+        _write_skipped(skip_list, result.skipped)
+        lines.append(f"Skip list: {skip_list}")
+    if plots is not None:
+        lines.append(f"Pages: {plots.finish(result)}")
+    if args.out is None:
+        buffer = io.StringIO()
+        write_event_tsv(buffer, result)
+        sys.stdout.write(buffer.getvalue())
+        print("\n".join(lines), file=sys.stderr)
+    else:
+        write_events(args.out, result)
+        print("\n".join(lines))
+        print(f"Events: {args.out}")
+    return 0
+
+
+def _write_skipped(path: Path, skipped: list[dict[str, str]]) -> None:
+    from thce.io import atomic_write
+
+    with atomic_write(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write("file\treason\n")
+        for s in skipped:
+            handle.write(f"{s['file']}\t{s['reason']}\n")
+
+
+def run_events(args: argparse.Namespace) -> int:
+    """``thce events SCORES --threshold ...``: saved score tables -> events, without the model."""
+    from thce.outputs import check_events_out
+
+    if args.out is not None:
+        check_events_out(args.out, overwrite=args.overwrite)
+    from thce.events import write_event_tsv, write_events
+    from thce.score_tables import events_from_tables
+
+    result = events_from_tables(args.scores, args.threshold, min_event_s=args.min_event_s, min_gap_s=args.min_gap_s)
+    summary = f"{len(result.events)} events in {len(result.files)} file(s) from {args.scores}"
     if args.out is None:
         buffer = io.StringIO()
         write_event_tsv(buffer, result)
@@ -45,8 +147,7 @@ def run_detect(args: argparse.Namespace) -> int:
         print(summary, file=sys.stderr)
     else:
         write_events(args.out, result)
-        print(summary)
-        print(f"Events: {args.out}")
+        print(f"{summary}\nEvents: {args.out}")
     return 0
 
 
@@ -62,14 +163,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None:  # before the lists are read and scored
         check_output_path(args.out)
         refuse_other_kind(args.out, looks_ours=_json_object, what="a JSON file", overwrite=args.overwrite)
-    from thce.event_metrics import evaluate_events, evaluation_markdown
+    from thce.event_metrics import evaluate_events, evaluate_segments, evaluation_markdown, segments_markdown
     from thce.events import read_event_list
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    result = evaluate_events(
-        read_event_list(args.reference), read_event_list(args.estimated), collar_s=args.collar_s, classes=classes
-    )
+    reference, estimated = read_event_list(args.reference), read_event_list(args.estimated)
+    result = evaluate_events(reference, estimated, collar_s=args.collar_s, classes=classes)
+    result["segment_based"] = evaluate_segments(reference, estimated, segment_s=args.segment_s, classes=classes)
     print(evaluation_markdown(result))
+    print()
+    print(segments_markdown(result["segment_based"]))
+    if args.scores is not None:
+        from thce.score_eval import threshold_free
+
+        result["threshold_free"] = threshold_free(args.scores, args.reference)
+        print()
+        print(result["threshold_free"]["summary"])
     if args.out is not None:
         write_json(args.out, result)
         print(f"\nMetrics: {args.out}")
@@ -105,7 +214,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "threshold per class, median-filter and write events (file, onset, offset, label, score).",
     )
     det.add_argument("run_dir", type=Path, help="run directory of `thce experiment`")
-    det.add_argument("audio", type=Path, nargs="+", help="audio files (any length, rate and channel count)")
+    det.add_argument("audio", type=Path, nargs="+",
+                     help="audio files (any length, rate and channel count), folders (searched recursively for "
+                          "audio files) or globs (quote them; ** is recursive)")
     det.add_argument("--method", default="proposed2", help="checkpoint to use: baseline, proposed1, proposed2")
     det.add_argument("--hop-s", type=float, default=None,
                      help="seconds between windows (default: half the window; smaller = finer onsets, slower)")
@@ -114,7 +225,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "false-alarm rate at most 1%%), or a number for every class")
     det.add_argument("--median-filter-s", type=float, default=None,
                      help="median filter over window decisions, seconds (default: a quarter of the window; 0: off)")
+    det.add_argument("--min-event-s", type=float, default=0.0,
+                     help="drop events shorter than this, seconds (after merging; default 0: keep all)")
+    det.add_argument("--min-gap-s", type=float, default=0.0,
+                     help="merge events of one class less than this apart, seconds (default 0)")
+    det.add_argument("--agreement", type=float, default=0.5,
+                     help="fraction of the windows hearing a moment that must detect a class for it to be part of "
+                          "an event (default 0.5; 1: all, the tightest onsets for a model that fires on any part "
+                          "of an event; lower keeps events a model detects in fewer windows)")
     det.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
+    det.add_argument("--skip-bad", action="store_true",
+                     help="leave out files that cannot be read (listed with the reason) instead of stopping")
+    det.add_argument("--scores", type=Path, default=None,
+                     help="folder for the score tables (onset, offset, <class>... per file; the sed_scores_eval "
+                          "format); default: next to --out (events.tsv -> events.scores/), none without --out")
+    det.add_argument("--plots", type=Path, default=None,
+                     help="folder for a picture per file (spectrogram, scores, events) and an index.html with "
+                          "audio players and event tables")
+    det.add_argument("--reference", type=Path, default=None,
+                     help="reference events to draw under the detected ones in --plots (any list that "
+                          "evaluate-events reads)")
     det.add_argument("--device", default="cpu", help="torch device (default cpu)")
     det.add_argument("--out", type=Path, default=None,
                      help="events file: .json, or a tab-separated DCASE event list (.csv/.tsv/.txt); default: "
@@ -123,9 +253,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="replace an existing --out file that is not a thce event list of that format")
     det.set_defaults(func=run_detect)
 
+    evs = subparsers.add_parser(
+        "events",
+        help="turn saved score tables (thce detect --scores) into events at new thresholds, without the model",
+        description="Threshold the score over time that `thce detect` saved (a folder of onset, offset, <class>... "
+        "tables, or one table): runs of frames at or above the threshold are events.",
+    )
+    evs.add_argument("scores", type=Path, help="a folder of score tables or one table")
+    evs.add_argument("--threshold", required=True,
+                     help="a number for every class, or CLASS=NUMBER,... naming every class")
+    evs.add_argument("--min-event-s", type=float, default=0.0, help="drop events shorter than this, seconds")
+    evs.add_argument("--min-gap-s", type=float, default=0.0, help="merge events of one class closer than this")
+    evs.add_argument("--out", type=Path, default=None,
+                     help="events file (.json or .tsv/.csv/.txt); default: the event list on stdout")
+    evs.add_argument("--overwrite", action="store_true", help="replace an existing --out of another kind")
+    evs.set_defaults(func=run_events)
+
     ev = subparsers.add_parser(
         "evaluate-events",
-        help="event-based error rate and F-score (DCASE 2017 task 2: onset only, 500 ms collar)",
+        help="event-based (DCASE 2017 task 2: onset only, 500 ms collar) and segment-based (1 s) error rate and "
+        "F-score",
         description="Compare estimated events with a reference. Lists: a DCASE tab-separated event list "
         "(filename, onset, offset, event_label), a thce detection JSON, or a manifest CSV with onset_s/offset_s "
         "columns. Files are matched by base name.",
@@ -134,6 +281,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("estimated", type=Path, help="estimated events (e.g. from `thce detect`)")
     ev.add_argument("--collar-s", type=float, default=0.5, help="onset collar in seconds (default 0.5)")
     ev.add_argument("--classes", default=None, help="comma-separated labels to evaluate (default: all seen)")
+    ev.add_argument("--segment-s", type=float, default=1.0,
+                    help="segment length of the segment-based metrics, seconds (default 1)")
+    ev.add_argument("--scores", type=Path, default=None,
+                    help="also threshold-independent metrics (PSDS, collar-based F-score) from thce detect's saved "
+                         "score tables; needs the eval extra: pip install 'thce[eval]'")
     ev.add_argument("--out", type=Path, default=None, help="also write the metrics as JSON")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing --out file that is not JSON")
     ev.set_defaults(func=run_evaluate)

@@ -1,0 +1,199 @@
+"""How well ``thce detect`` finds events in long recordings it never saw (issue 16, item 6).
+
+1. A trained run: ``--run DIR``, or trained here from ``--config`` (default ``configs/synth-2-2-1-26-cnn.toml``,
+   methods proposed1 + proposed2) into ``WORK/run``.
+2. Sources the model never saw: synthetic isolated events (one folder per class) and backgrounds, from
+   :mod:`thce.data.synth` with a seed of their own (``--seed``, default 1616; the runs use seed 0).
+3. ``thce data mix``: ``--minutes`` of one-minute mixtures (DCASE 2017 task 2 style: one event with probability
+   0.8, EBR drawn from -6/0/6 dB), concatenated into one long recording; the reference list follows.
+4. ``thce detect`` (library call, the run's proposed2, EER thresholds, ``--hop-s``), then: event-based ER/F
+   (onset, 0.5 s collar), segment-based ER/F (1 s), PSDS 1/2 and the best collar-based F from the saved score
+   table (when sed_scores_eval is installed: the ``eval`` extra), onset and offset errors of the detected events
+   matched to references (same label, onset within the collar; greedy, nearest first), recall per EBR.
+
+Writes JSON (``--out``, default ``benchmarks/results/detect_quality.json``).
+Usage: ``python benchmarks/detect_quality.py [--run DIR | --config TOML] [--minutes 30] [--work DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 16000
+
+
+def make_sources(
+    folder: Path, classes: list[str], seed: int, *, events_per_class: int = 12, backgrounds: int = 10
+) -> None:
+    """``folder/events/<class>/*.wav`` (the event part of synthetic clips) and ``folder/backgrounds/*.wav`` (70 s)."""
+    from thce.data.synth import SynthConfig, clip_rng, synthesise_clip
+
+    short = SynthConfig(counts={c: 1 for c in classes}, duration_s=4.0, seed=seed)
+    for label in classes:
+        (folder / "events" / label).mkdir(parents=True, exist_ok=True)
+        for i in range(events_per_class):
+            clip = synthesise_clip(label, clip_rng(seed, label, 5000 + i), short)
+            event = clip.event[round(clip.onset_s * SR) : round(clip.offset_s * SR)]
+            sf.write(folder / "events" / label / f"{label}_{i:02d}.wav", event.astype(np.float32), SR, subtype="FLOAT")
+    (folder / "backgrounds").mkdir(parents=True, exist_ok=True)
+    long = SynthConfig(counts={"background": 1}, duration_s=70.0, seed=seed)
+    for i in range(backgrounds):
+        clip = synthesise_clip("background", clip_rng(seed, "background", 5000 + i), long)
+        sf.write(folder / "backgrounds" / f"bg_{i:02d}.wav", clip.background.astype(np.float32), SR, subtype="FLOAT")
+
+
+def thce(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "thce", "-q", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"thce {' '.join(args)} failed:\n{done.stderr}")
+
+
+def long_recording(mix_dir: Path, out: Path) -> tuple[list[tuple[float, float, str, float]], float]:
+    """Concatenate the mixtures (manifest order) into ``out``; returns the events ``(onset, offset, label, EBR)``
+    in the long recording's time and its length in seconds."""
+    rows = list(csv.DictReader(open(mix_dir / "manifest.csv", encoding="utf-8")))
+    events, offset = [], 0.0
+    with sf.SoundFile(out, "w", samplerate=SR, channels=1, subtype="PCM_16") as handle:
+        for row in rows:
+            x, rate = sf.read(mix_dir / row["path"], dtype="float32")
+            assert rate == SR
+            handle.write(x)
+            if row["label"]:
+                events.append((offset + float(row["onset_s"]), offset + float(row["offset_s"]), row["label"],
+                               float(row["ebr_db"])))  # fmt: skip
+            offset += x.size / SR
+    return events, offset
+
+
+def boundary_errors(truth, found, collar_s=0.5):
+    """Onset and offset errors (estimated - reference, s) of greedy nearest same-label matches within the collar."""
+    used, pairs = set(), []
+    for on, off, label, ebr in truth:
+        best = None
+        for j, e in enumerate(found):
+            if j not in used and e.label == label and abs(e.onset_s - on) <= collar_s:
+                if best is None or abs(e.onset_s - on) < abs(found[best].onset_s - on):
+                    best = j
+        if best is not None:
+            used.add(best)
+            pairs.append((found[best].onset_s - on, found[best].offset_s - off, ebr))
+    return pairs
+
+
+def stats(values):
+    if not values:
+        return None
+    a = np.abs(np.asarray(values))
+    return {"n": len(values), "mean_signed_s": round(float(np.mean(values)), 3),
+            "median_abs_s": round(float(np.median(a)), 3), "p90_abs_s": round(float(np.percentile(a, 90)), 3),
+            "max_abs_s": round(float(a.max()), 3)}  # fmt: skip
+
+
+def threshold_free_figures(work: Path) -> dict | str:
+    """PSDS 1/2 and the best collar-based F of ``work/scores`` against ``work/reference.tsv`` (the eval extra)."""
+    try:
+        from thce.score_eval import threshold_free
+
+        free = threshold_free(work / "scores", work / "reference.tsv")
+    except Exception as error:  # the eval extra is optional
+        return f"not computed: {error}"
+    return {k: free[k] for k in ("psds1", "psds2", "collar_best_f", "collar_best_threshold")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, default=None, help="a trained run directory (default: train one)")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "synth-2-2-1-26-cnn.toml")
+    parser.add_argument("--minutes", type=int, default=30)
+    parser.add_argument("--hop-s", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=1616)
+    parser.add_argument("--work", type=Path, default=None, help="keep the work here (default: a temporary folder)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "detect_quality.json")
+    parser.add_argument("--add-threshold-free", action="store_true",
+                        help="only add PSDS etc. to --out from --work's saved scores (e.g. from an environment with "
+                             "the eval extra but without torch)")
+    args = parser.parse_args()
+    if args.add_threshold_free:
+        report = json.loads(args.out.read_text())
+        report["threshold_free"] = threshold_free_figures(args.work)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report["threshold_free"], indent=2))
+        return
+    from thce.detect import DetectConfig, detect_run
+    from thce.event_metrics import evaluate_events, evaluate_segments
+    from thce.events import Event, EventList
+    from thce.checkpoint import load_run
+    from thce.machine import describe_machine
+    from thce.score_tables import write_table
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="detect_quality_"))
+    work.mkdir(parents=True, exist_ok=True)
+    report: dict = {"config": str(args.config.relative_to(ROOT)) if args.run is None else None}
+    run = args.run
+    if run is None:
+        run = work / "run"
+        start = time.perf_counter()
+        thce("experiment", str(args.config), "--out", str(run), "--set", 'methods=["proposed1","proposed2"]')
+        report["train_wall_s"] = round(time.perf_counter() - start, 1)
+    classes = list(load_run(run, "proposed2").classes)
+    make_sources(work / "sources", classes, args.seed)
+    sources = work / "sources"
+    thce("data", "mix", "--events", str(sources / "events"), "--backgrounds", str(sources / "backgrounds"),
+         "--out", str(work / "mix"), "--count", str(args.minutes), "--duration-s", "60", "--event-probability", "0.8",
+         "--ebr-db=-6,0,6", "--no-split", "--seed", str(args.seed))  # fmt: skip
+    audio = work / "long.wav"
+    truth, duration = long_recording(work / "mix", audio)
+    start = time.perf_counter()
+    tables = {}
+
+    def keep(found):
+        tables["edges"], tables["curve"], tables["classes"] = found.edges, found.curve, found.scores.classes
+
+    result = detect_run(run, [audio], config=DetectConfig(hop_s=args.hop_s), on_file=keep)
+    detect_wall = time.perf_counter() - start
+    name = audio.name
+    reference = EventList((name,), tuple(Event(name, on, off, label) for on, off, label, _ in truth))
+    estimated = EventList((name,), tuple(e._replace(file=name) for e in result.events))
+    event_based = evaluate_events(reference, estimated)
+    segment_based = evaluate_segments(reference, estimated, durations_s={name: duration})
+    pairs = boundary_errors(truth, list(estimated.events))
+    by_ebr = {}
+    for ebr in sorted({t[3] for t in truth}):
+        n = sum(1 for t in truth if t[3] == ebr)
+        by_ebr[f"{ebr:g}"] = {"n_ref": n, "matched": sum(1 for p in pairs if p[2] == ebr)}
+    report.update({
+        "audio_minutes": round(duration / 60, 2), "reference_events": len(truth), "detected_events": len(result.events),
+        "hop_s": result.settings["hop_s"], "window_s": result.settings["window_s"], "thresholds": result.thresholds,
+        "detect_wall_s": round(detect_wall, 1), "realtime_factor": round(duration / detect_wall, 1),
+        "event_based": {k: event_based["overall"][k] for k in ("error_rate", "f_score", "precision", "recall",
+                                                                 "substitutions", "deletions", "insertions")},
+        "event_based_class_average": event_based["class_average"],
+        "segment_based": {k: segment_based["overall"][k] for k in ("error_rate", "f_score", "precision", "recall")},
+        "onset_error": stats([p[0] for p in pairs]), "offset_error": stats([p[1] for p in pairs]),
+        "matched_by_ebr_db": by_ebr,
+        "shortest_event_s": min((e.offset_s - e.onset_s for e in result.events), default=None),
+    })  # fmt: skip
+    (work / "scores").mkdir(exist_ok=True)
+    write_table(work / "scores" / "long.tsv", tables["edges"], tables["curve"], tables["classes"])
+    lines = [f"{name}\t{on:.3f}\t{off:.3f}\t{label}\n" for on, off, label, _ in truth]
+    (work / "reference.tsv").write_text("".join(lines))
+    report["threshold_free"] = threshold_free_figures(work)
+    report["machine"] = describe_machine()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

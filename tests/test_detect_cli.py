@@ -1,0 +1,154 @@
+"""`thce detect` over folders and globs, --skip-bad, saved score tables and `thce events` (issue 16 items 2, 3)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.stub_runs import stub_run
+from thce.cli import main
+from thce.errors import ConfigError, DataError
+from thce.events import read_event_list
+from thce.inputs import expand_inputs
+from thce.score_tables import events_from_tables, parse_thresholds, read_table, write_table
+
+SR = 16000
+
+
+def tiny_run(root):
+    return stub_run(root, encoder="cnn", method="proposed2", duration_s=2.0, n_mels=32, second_pool_frames=20,
+                    cluster_class=(0, 0, 1, 2, 3, 3))  # fmt: skip
+
+
+def noise(path, seconds, seed=0):
+    rng = np.random.default_rng(seed)
+    sf.write(path, (0.1 * rng.standard_normal(int(seconds * SR))).astype(np.float32), SR, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    audio = tmp_path / "audio"
+    (audio / "sub").mkdir(parents=True)
+    noise(audio / "a.wav", 6.0, 1)
+    noise(audio / "sub" / "b.flac", 5.0, 2)
+    (audio / "notes.txt").write_text("not audio")
+    (audio / "sub" / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    return audio
+
+
+def test_inputs_files_folders_and_globs(folder):
+    everything = [str(folder / "a.wav"), str(folder / "sub" / "b.flac"), str(folder / "sub" / "bad.wav")]
+    assert expand_inputs([folder]) == everything
+    assert expand_inputs([str(folder / "**" / "*.flac")]) == [str(folder / "sub" / "b.flac")]
+    assert expand_inputs([folder / "a.wav", folder]) == everything  # duplicates kept once
+    with pytest.raises(ConfigError, match="matches no file"):
+        expand_inputs([str(folder / "*.mp3")])
+    (folder / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no audio files"):
+        expand_inputs([folder / "empty"])
+
+
+def test_score_tables_round_trip_and_rethreshold(tmp_path):
+    edges = np.array([0.0, 0.5, 1.0, 1.5, 1.7])
+    curve = np.array([[0.1, 0.9], [0.7, 0.9], [0.8, 0.2], [0.1, 0.6]], dtype=np.float32)
+    write_table(tmp_path / "rec.tsv", edges, curve, ["dog", "baby"])
+    assert (tmp_path / "rec.tsv").read_text().splitlines()[0] == "onset\toffset\tdog\tbaby"
+    e, c, classes = read_table(tmp_path / "rec.tsv")
+    assert np.allclose(e, edges) and np.allclose(c, curve) and classes == ("dog", "baby")
+    result = events_from_tables(tmp_path, "0.5")
+    assert [(ev.label, ev.onset_s, ev.offset_s) for ev in result.events] == [
+        ("baby", 0.0, 1.0), ("dog", 0.5, 1.5), ("baby", 1.5, 1.7)]
+    result = events_from_tables(tmp_path / "rec.tsv", "dog=0.75,baby=0.95")
+    assert [(ev.label, ev.onset_s, ev.offset_s) for ev in result.events] == [("dog", 1.0, 1.5)]
+    with pytest.raises(ConfigError, match="missing: baby"):
+        parse_thresholds("dog=0.5", ["dog", "baby"])
+    (tmp_path / "broken.tsv").write_text("onset\toffset\tdog\n0\t1\t0.5\n2\t3\t0.5\n")
+    with pytest.raises(DataError, match="contiguous"):
+        read_table(tmp_path / "broken.tsv")
+
+
+def test_detect_folder_skip_bad_scores_and_events(tmp_path, folder, capsys):
+    run = tiny_run(tmp_path / "run")
+    out = tmp_path / "events.json"
+    # default: the first bad file stops the batch, before any is scored
+    assert main(["-q", "detect", str(run), str(folder), "--out", str(out)]) == 2
+    assert "bad.wav" in capsys.readouterr().err and not out.exists()
+    assert main(["-q", "detect", str(run), str(folder), "--skip-bad", "--hop-s", "0.5", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Skipped 1 file(s)" in printed and "bad.wav" in printed
+    payload = json.loads(out.read_text())
+    assert [f["file"] for f in payload["files"]] == [str(folder / "a.wav"), str(folder / "sub" / "b.flac")]
+    assert payload["skipped"][0]["file"] == str(folder / "sub" / "bad.wav") and payload["skipped"][0]["reason"]
+    skip_list = tmp_path / "events.skipped.tsv"
+    assert skip_list.read_text().splitlines()[1].startswith(str(folder / "sub" / "bad.wav") + "\t")
+    scores = tmp_path / "events.scores"
+    assert sorted(p.name for p in scores.glob("*.tsv")) == ["a.tsv", "b.tsv"]
+    edges, curve, classes = read_table(scores / "a.tsv")
+    assert edges[0] == 0.0 and edges[-1] == pytest.approx(6.0) and np.allclose(np.diff(edges), 0.5)
+    assert curve.shape == (12, len(classes))
+    # the saved scores, thresholded as detect did, give detect's events, named as detect named the files
+    thresholds = ",".join(f"{c}={payload['thresholds'][c]!r}" for c in classes)
+    again = tmp_path / "again.json"
+    assert main(["events", str(scores), "--threshold", thresholds, "--out", str(again)]) == 0
+    key = lambda e: (e["file"], e["label"], e["onset_s"], e["offset_s"])  # noqa: E731
+    assert sorted(map(key, json.loads(again.read_text())["events"])) == sorted(map(key, payload["events"]))
+    for e in payload["events"]:
+        assert e["offset_s"] - e["onset_s"] >= 0.5 - 1e-9
+    # a lower threshold gives at least as much event time
+    low = tmp_path / "low.tsv"
+    assert main(["events", str(scores), "--threshold", "0.0", "--out", str(low)]) == 0
+    assert len(read_event_list(low).events) == len(classes) * 2  # every class, the whole of each file
+    capsys.readouterr()
+    # the tables are not replaced by a file of another kind without --overwrite
+    (scores / "a.tsv").write_text("my notes\n")
+    assert main(["-q", "detect", str(run), str(folder / "a.wav"), "--out", str(out)]) == 2
+    assert "not overwritten" in capsys.readouterr().err
+
+
+def test_events_command_errors(tmp_path, capsys):
+    assert main(["events", str(tmp_path / "missing"), "--threshold", "0.5"]) == 2
+    assert "scores not found" in capsys.readouterr().err
+    assert main(["events", str(tmp_path), "--threshold", "0.5"]) == 2
+    assert "no score tables" in capsys.readouterr().err
+
+
+def _chromium():
+    import shutil
+
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+def test_detect_folder_with_a_bad_file_writes_pages(tmp_path, folder, capsys):
+    run = tiny_run(tmp_path / "run")
+    reference = tmp_path / "ref.txt"
+    reference.write_text("a.wav\t1.0\t2.5\tdog\n")
+    plots, out = tmp_path / "pages", tmp_path / "ev.tsv"
+    assert main(["-q", "detect", str(run), str(folder), "--skip-bad", "--hop-s", "0.5", "--plots", str(plots),
+                 "--reference", str(reference), "--out", str(out)]) == 0  # fmt: skip
+    assert "Pages:" in capsys.readouterr().out
+    assert sorted(p.name for p in plots.iterdir()) == ["a.png", "b.png", "index.html"]
+    assert (plots / "a.png").read_bytes()[:4] == b"\x89PNG"
+    page = (plots / "index.html").read_text()
+    assert page.count('<section class="file"') == 2 and page.count("<audio controls") == 2
+    assert 'src="../audio/a.wav"' in page and 'id="skipped"' in page and "bad.wav" in page
+    assert (tmp_path / "ev.scores" / "a.tsv").exists() and (tmp_path / "ev.skipped.tsv").exists()
+    # a user's file in the way is not replaced
+    (plots / "index.html").write_text("<html>my page</html>")
+    assert main(["-q", "detect", str(run), str(folder / "a.wav"), "--plots", str(plots), "--out", str(out)]) == 2
+    assert "not a thce detection page" in capsys.readouterr().err
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium here: the page was not opened in a headless browser")
+    import subprocess
+
+    (plots / "index.html").write_text(page)
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", (plots / "index.html").as_uri()],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count('<section class="file"') == 2 and "<audio" in done.stdout
