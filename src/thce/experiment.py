@@ -45,7 +45,8 @@ from thce.report import seeds_det_summary, write_report
 from thce.rundir import check_new_run, clear_run_outputs
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
 from thce.training.data import TrainingData, predict_scores
-from thce.training.engine import MetricsLog, ProgressFn, RunContext
+from thce.progress import ProgressFn
+from thce.training.engine import MetricsLog, RunContext
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -74,9 +75,7 @@ def load_rows(
     with ``data.strict`` the first problems stop the run instead."""
     if config.data.source == "synth":
         synth = dataclasses.replace(config.synth, seed=config.seed)
-        manifest = generate_scenes(
-            synth, out_dir / "data", progress=(lambda d, t: progress("synthesise scenes", d, t)) if progress else None
-        )
+        manifest = generate_scenes(synth, out_dir / "data", progress=progress)
     else:
         manifest = Path(config.data.manifest)
     rows, bad = screen_rows(
@@ -111,7 +110,7 @@ def prepare_data(
     cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else out_dir / "cache"
     store = compute_features(
         [row.path for row in rows], config=config.features, cache_dir=cache_dir, workers=config.data.feature_workers,
-        strict=config.data.strict, progress=(lambda d, t: progress("log-mel features", d, t)) if progress else None,
+        strict=config.data.strict, progress=progress,
     )  # fmt: skip
     skipped += store.skipped
     if write_files:

@@ -49,7 +49,7 @@ from thce.experiment import load_test_scores, run_experiment, summarise_seeds
 from thce.io import atomic_write, read_json, write_json
 from thce.methods import method_short_name
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
-from thce.training.engine import ProgressFn
+from thce.progress import ProgressFn
 
 logger = logging.getLogger(__name__)
 

@@ -91,7 +91,7 @@ def run_mix(args: argparse.Namespace) -> int:
     with ProgressBars(enabled=not args.quiet) as bars:
         result = make_mixtures(
             args.events, args.backgrounds, args.out, config=config, classes=_classes(args.classes),
-            progress=lambda d, t: bars("mix", d, t), strict=args.strict,
+            progress=bars, strict=args.strict,
         )  # fmt: skip
     listed = write_skipped(result.skipped, args.out / "skipped.csv")
     labels = Counter(row.label or "background" for row in result.rows)

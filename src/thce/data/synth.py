@@ -66,6 +66,7 @@ from scipy import signal
 from thce.data.manifest import ManifestRow, write_manifest
 from thce.errors import ConfigError
 from thce.io import atomic_write, write_json
+from thce.progress import ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +347,7 @@ def generate_scenes(
     config: SynthConfig,
     out_dir: str | os.PathLike,
     *,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> Path:
     """Write ``out_dir/audio/<label>/<label>_<idx>.wav`` (16-bit PCM) and ``out_dir/manifest.csv``.
 
@@ -357,7 +358,7 @@ def generate_scenes(
     Args:
         config: what to generate.
         out_dir: output folder (created).
-        progress: called as ``progress(done, total)`` after each clip.
+        progress: called as ``progress("synthesise scenes", done, total)`` after each clip.
 
     Returns:
         The manifest path. Manifest columns: ``path,label,split,group,offset_s,onset_s``; ``label`` empty for
@@ -416,7 +417,7 @@ def generate_scenes(
             )
         )
         if progress is not None:
-            progress(done, len(plan))
+            progress("synthesise scenes", done, len(plan))
     manifest = write_manifest(rows, out_dir / "manifest.csv")
     log.info("synthetic scenes in %s: %d clips, %d written, %d kept", out_dir, len(plan), written, len(plan) - written)
     return manifest

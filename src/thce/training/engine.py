@@ -35,10 +35,9 @@ from thce.augment import AugmentConfig, BatchAugmenter
 from thce.distributed import SINGLE, Distributed
 from thce.errors import ConfigError
 from thce.io import atomic_write
+from thce.progress import ProgressFn
 
 logger = logging.getLogger(__name__)
-
-ProgressFn = Callable[[str, int, int], None]
 
 
 PRECISIONS = ("fp32", "bf16")
