@@ -23,6 +23,7 @@ from thce.data.feature_store import FeatureStore, usable_indices
 from thce.data.features import compute_features
 from thce.data.normaliser import Normaliser
 from thce.data.manifest import (
+    SPLITS,
     ManifestRow,
     Skipped,
     check_split_coverage,
@@ -49,7 +50,6 @@ from thce.progress import ProgressFn
 from thce.training.engine import MetricsLog, RunContext
 
 logger = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
