@@ -219,7 +219,7 @@ def test_other_invalid_inputs():
         SynthConfig.from_ratio({"dog": 1}, 0)
     with pytest.raises(ConfigError, match="ratio"):
         SynthConfig.from_ratio({"dog": -2}, 1)
-    with pytest.raises(ConfigError, match="unknown key"):
+    with pytest.raises(ConfigError, match="unknown config key 'synth.sample_rate'"):
         SynthConfig.from_dict({"counts": {"dog": 1}, "sample_rate": 16000})
     with pytest.raises(ConfigError, match="label"):
         synthesise_clip("cat", np.random.default_rng(0), small_config())

@@ -64,6 +64,7 @@ import numpy as np
 from scipy import signal
 
 from thce.data.manifest import ManifestRow, write_manifest
+from thce.config_reader import read_table
 from thce.errors import ConfigError
 from thce.io import atomic_write, write_json
 from thce.progress import ProgressFn
@@ -149,16 +150,9 @@ class SynthConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SynthConfig:
-        """Build from a plain mapping (e.g. a TOML table); unknown keys are a :class:`ConfigError`."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"synth: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}"
-            )
-        if "counts" not in data:
-            raise ConfigError("synth: missing key 'counts'")
-        return cls(**dict(data))
+        """Build from a plain mapping (e.g. a TOML table); unknown or missing keys and bad values are a
+        :class:`ConfigError` naming ``synth.key`` (:func:`thce.config_reader.read_table`)."""
+        return read_table(cls, data, "synth")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python view (TOML/JSON friendly)."""
