@@ -68,6 +68,9 @@ class DataConfig:
     feature_workers: int = 0
     strict: bool = False
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         if self.source not in ("synth", "manifest"):
             raise ConfigError(f"data.source: {self.source!r} is not 'synth' or 'manifest'")
@@ -114,6 +117,9 @@ class ExperimentConfig:
     def loss_config(self, method: str) -> LossConfig:
         """The config table of an imbalance method (``focal``, ``ldam_drw``, ...)."""
         return getattr(self, method)
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         check_methods(self.methods)

@@ -349,6 +349,9 @@ class ModelConfig:
     center_embedding: bool = True
     centring: str = "batch"
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         if self.encoder not in ENCODERS:
             raise ConfigError(f"model.encoder: {self.encoder!r} is not one of {', '.join(ENCODERS)}")

@@ -113,6 +113,9 @@ class ToyConfig:
         values.update(overrides)
         return cls(**values)
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         for name in ("train_samples", "val_samples", "test_samples"):
             if getattr(self, name) < 6 * 2:

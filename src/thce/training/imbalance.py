@@ -39,6 +39,9 @@ class LossConfig:
 
     method: ClassVar[str] = ""
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` for a bad value (the loss constructors repeat the checks as ValueError)."""
 
