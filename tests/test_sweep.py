@@ -25,25 +25,9 @@ from thce.sweep import (
     variant_config,
 )
 
-TINY = """
-seed = 3
-methods = ["baseline"]
-[synth]
-counts = {dog = 8, baby = 8, gun = 8, background = 25}
-duration_s = 2.0
-[features]
-duration_s = 2.0
-n_mels = 32
-[model]
-encoder = "cnn"
-cnn_channels = [8, 16]
-cnn_pools = [[5, 2], [20, 2]]
-[train]
-batch_size = 16
-[baseline]
-max_epochs = 1
-patience = 1
-"""
+from tests.conftest import tiny_toml
+
+TINY = tiny_toml(["baseline"], stages="[baseline]\nmax_epochs = 1\npatience = 1\n")
 VARY = "baseline.l2_normalise=false,true"
 SLUGS = ("baseline.l2_normalise=false", "baseline.l2_normalise=true")
 SEEDS = (3, 4)
