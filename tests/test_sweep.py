@@ -1,6 +1,5 @@
 """thce sweep: variants on identical data, the table's numbers, the paired bootstrap, choosing on validation."""
 
-import doctest
 import json
 import shutil
 from pathlib import Path
@@ -303,7 +302,3 @@ def test_sweep_usage_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
     with pytest.raises(ConfigError, match="share the folder"):
         run_sweep(config_from_dict({}), [Variant.of({"data.manifest": "a b"}), Variant.of({"data.manifest": "a_b"})],
                   1, tmp_path / "slugs")
-
-
-def test_docstring_examples():
-    assert doctest.testmod(thce.sweep).failed == 0
