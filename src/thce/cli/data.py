@@ -46,13 +46,13 @@ def skipped_path(out: Path) -> Path:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from thce.data import readers
+    from thce.data import audioset, readers
     from thce.data.manifest import write_manifest, write_skipped
 
     label_map = readers.load_label_map(args.label_map) if getattr(args, "label_map", None) else None
     if args.format == "audioset":
-        ontology = readers.load_ontology(args.ontology) if args.ontology else None
-        result = readers.read_audioset(
+        ontology = audioset.load_ontology(args.ontology) if args.ontology else None
+        result = audioset.read_audioset(
             args.segments, args.audio_dir, label_map=label_map, ontology=ontology, split=args.split,
             strict=args.strict,
         )  # fmt: skip
