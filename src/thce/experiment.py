@@ -42,7 +42,8 @@ from thce.metrics import per_class_det_points, per_class_eer
 from thce.methods import MethodRun, trainers
 from thce.models import EventDetector
 from thce.machine import run_provenance
-from thce.report import seeds_det_summary, write_report
+from thce.figures import seeds_det_summary
+from thce.report import write_report
 from thce.rundir import check_new_run, clear_run_outputs
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
 from thce.training.data import TrainingData, predict_scores
@@ -270,7 +271,7 @@ def run_seeds(
     ``out_dir/seed_<s>/``, then summarise in ``out_dir``: mean and std of each EER, and a bootstrap interval over test
     clips of each method's overall EER difference to the baseline. The summary's ``methods`` hold the mean EERs
     and the DET curves of all seeds' test scores pooled; ``seeds`` also holds every seed's curves (the figure draws
-    both, :func:`thce.report.plot_det`)."""
+    both, :func:`thce.figures.plot_det`)."""
     if seeds < 1:
         raise ValueError(f"run_seeds: seeds must be >= 1, got {seeds}")
     out_dir = Path(out_dir)
