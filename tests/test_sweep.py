@@ -14,15 +14,8 @@ from thce.errors import ConfigError
 from thce.experiment import load_rows
 from thce.metrics import per_class_eer
 from thce.stats import ScoredTestSet, bootstrap_eer_difference
-from thce.sweep import (
-    Variant,
-    parse_vary,
-    product_variants,
-    run_sweep,
-    summarise,
-    sweep_table_markdown,
-    variant_config,
-)
+from thce.sweep import run_sweep, summarise, sweep_table_markdown, variant_config
+from thce.variants import Variant, parse_vary, product_variants
 
 from tests.conftest import tiny_toml
 
