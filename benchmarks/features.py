@@ -113,7 +113,7 @@ def child_ours(paths: list[Path], workers: int, cache: Path) -> dict:
     start = time.perf_counter()
     store = compute_features(
         paths, config=config, cache_dir=cache, workers=workers, strict=True,
-        progress=lambda done, total: marks.append((time.perf_counter() - start, done)),
+        progress=lambda _desc, done, total: marks.append((time.perf_counter() - start, done)),
     )  # fmt: skip
     computed = time.perf_counter()
     compute_cpu = time.process_time() - cpu_start

@@ -8,7 +8,8 @@ import torch
 from thce.checkpoint import save_checkpoint
 from thce.config import config_from_dict
 from thce.data.normaliser import Normaliser
-from thce.models import ClusterLayer, DetectorHead, EventDetector, build_encoder
+from thce.methods import build_detector, build_method_encoder
+from thce.models import ClusterLayer
 
 
 def stub_run(
@@ -23,7 +24,8 @@ def stub_run(
     cluster_class: tuple[int, ...],
 ) -> Path:
     """``root/checkpoints/<method>.pt`` with random weights, non-trivial batch-norm statistics, a made-up
-    normaliser and validation scores; the model is built as :func:`thce.checkpoint.build_detector` builds it."""
+    normaliser and validation scores; the model is built by the registry (:mod:`thce.methods`), as training and
+    :func:`thce.checkpoint.build_detector` build it."""
     config = config_from_dict(
         {
             "features": {"duration_s": duration_s, "n_mels": n_mels},
@@ -32,11 +34,11 @@ def stub_run(
         }
     )
     torch.manual_seed(seed)
-    proposed = method != "baseline"
-    frames = config.features.num_frames
-    enc = build_encoder(config.model, frames=frames, n_mels=n_mels, normalise=proposed or config.baseline.l2_normalise)
-    cluster = ClusterLayer(enc.embedding_dim, torch.tensor(cluster_class)) if proposed else None
-    model = EventDetector(enc, DetectorHead(len(cluster_class) if proposed else enc.embedding_dim, 3), cluster).eval()
+    counts = np.array([10, 10, 5, 60])
+    encoder_module = build_method_encoder(config, method)  # L2-normalised as the registry says for ``method``
+    cluster = ClusterLayer(encoder_module.embedding_dim, torch.tensor(cluster_class))  # used by methods on clusters
+    model = build_detector(config, method, encoder_module, num_events=3, train_class_counts=counts,
+                           cluster_layer=cluster).eval()  # fmt: skip
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -52,6 +54,6 @@ def stub_run(
         normaliser=Normaliser(mean=rng.uniform(-12, -6, n_mels), std=rng.uniform(2, 4, n_mels)),
         val_scores=rng.random((40, 3)),
         val_class_index=np.arange(40) % 4,
-        train_class_counts=np.array([10, 10, 5, 60]),
+        train_class_counts=counts,
     )
     return root

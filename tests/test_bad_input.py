@@ -292,7 +292,7 @@ _KILLED_RUN = textwrap.dedent(
     paths = [Path(p) for p in sys.argv[2:]]
     cfg = LogMelConfig(duration_s=1.0, n_mels=16, sample_rate_hz=8000, n_fft=256)
 
-    def slow(done, total):  # slow enough for the parent to kill it between and during shards
+    def slow(_desc, done, total):  # slow enough for the parent to kill it between and during shards
         time.sleep(0.3)
 
     compute_features(paths, config=cfg, cache_dir=sys.argv[1], shard_size=2, workers=1, progress=slow)

@@ -333,7 +333,7 @@ def _results(seed: int = 0) -> dict:
 def test_det_png_nothing_clipped_edges_labelled_counts_shown(tmp_path):
     from matplotlib.image import imread
 
-    from thce.report import det_figure, plot_det
+    from thce.figures import det_figure, plot_det
 
     results = _results()
     plot_det(results, tmp_path / "det.png")
@@ -352,7 +352,8 @@ def test_det_png_nothing_clipped_edges_labelled_counts_shown(tmp_path):
 
 def test_seeds_figure_draws_every_seed_and_the_pooled_curve(tmp_path):
     from thce.metrics import per_class_det_points
-    from thce.report import det_figure, seeds_det_summary, write_report
+    from thce.figures import det_figure, seeds_det_summary
+    from thce.report import write_report
     from thce.stats import ScoredTestSet
 
     runs = [_results(seed) for seed in (0, 1, 2)]

@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
+from tests.conftest import tiny_toml
 from tests.stub_runs import stub_run
 from thce.audio.read import StreamResampler, load_audio, stream_audio
 from thce.checkpoint import load_run
@@ -348,26 +349,12 @@ def test_evaluation_collar_and_files_without_events():
 
 # ------------------------------------------------------------------------------------ end to end, real model
 
-TINY_BASELINE = """
-seed = 3
-methods = ["baseline"]
-[synth]
-counts = {dog = 6, baby = 6, gun = 6, background = 12}
-duration_s = 2.0
-ebr_db_range = [6.0, 12.0]
-[features]
-duration_s = 2.0
-n_mels = 32
-[model]
-encoder = "cnn"
-cnn_channels = [8, 16]
-cnn_pools = [[5, 2], [20, 2]]
-[train]
-batch_size = 16
-[baseline]
-max_epochs = 3
-patience = 2
-"""
+TINY_BASELINE = tiny_toml(
+    ["baseline"],
+    counts={"dog": 6, "baby": 6, "gun": 6, "background": 12},
+    synth="ebr_db_range = [6.0, 12.0]",
+    stages="[baseline]\nmax_epochs = 3\npatience = 2\n",
+)
 
 
 def write_scene(path, events, duration_s=60.0, seed=11):

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
-from tests.test_experiment import TINY
+from tests.conftest import TINY
 from tests.test_resume import _comparable, _kill_when
 from thce.cli import main
 from thce.cluster import cluster_per_class

@@ -18,41 +18,15 @@ from thce.errors import DataError
 from thce.training.data import predict_scores
 from thce.training.engine import RunContext
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import TINY, tiny_toml, write_config
 
-TINY = """
-seed = 3
-[synth]
-counts = {dog = 8, baby = 8, gun = 8, background = 25}
-duration_s = 2.0
-[features]
-duration_s = 2.0
-n_mels = 32
-[model]
-encoder = "cnn"
-cnn_channels = [8, 16]
-cnn_pools = [[5, 2], [20, 2]]
-[train]
-batch_size = 16
-[embedding]
-n_iter = 2
-epochs = 1
-last_epochs = 2
-[detector]
-max_epochs = 2
-head_only_max_epochs = 5
-patience = 2
-[baseline]
-max_epochs = 2
-patience = 2
-"""
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    config_path = root / "tiny.toml"
-    config_path.write_text(TINY)
+    config_path = write_config(root)
     out = root / "out"
     assert main(["-q", "experiment", str(config_path), "--out", str(out)]) == 0
     return out
@@ -160,7 +134,7 @@ def test_imbalance_methods_run_in_the_harness(tmp_path):
 
     config_path = tmp_path / "tiny.toml"
     methods = ["baseline", "lmle", *LOSS_CONFIGS]
-    text = TINY.replace("seed = 3", f"seed = 3\nmethods = {methods!r}".replace("'", '"'))
+    text = tiny_toml(methods)
     config_path.write_text(
         text + "\n[ldam_drw]\ndrw_epoch = 1\n[softtriple]\ncenters_per_class = 2\n[lmle]\nepochs = 2\nrebuild_every = 1\n"
     )

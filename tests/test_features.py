@@ -88,7 +88,7 @@ def test_store_equals_direct_computation(wavs, tmp_path):
 def test_cache_hit_computes_nothing(wavs, tmp_path, monkeypatch):
     counter = ShardCounter(monkeypatch)
     seen = []
-    def record(done, total):
+    def record(_desc, done, total):
         seen.append((done, total))
 
     first = compute_features(wavs, config=CFG, cache_dir=tmp_path / "c", shard_size=3, progress=record)
@@ -174,7 +174,7 @@ def test_worker_pool_writes_same_shards_and_propagates_errors(wavs, tmp_path):
     with pytest.raises(DataError, match=r"broken\.wav"):
         compute_features(
             [*wavs, bad], config=CFG, cache_dir=tmp_path / "b", shard_size=2, workers=2,
-            progress=lambda done, total: seen.append((done, total)),
+            progress=lambda _desc, done, total: seen.append((done, total)),
         )
     assert seen[0] == (0, 8)
     (directory,) = (tmp_path / "b").iterdir()
@@ -228,7 +228,7 @@ def test_every_process_computes_shards_and_progress_counts_each_once(wavs, tmp_p
     seen = []
     store = compute_features(
         wavs, config=CFG, cache_dir=tmp_path / "c", shard_size=1, workers=2,
-        progress=lambda done, total: seen.append(done),
+        progress=lambda _desc, done, total: seen.append(done),
     )  # fmt: skip
     pids = log_file.read_text().split()
     assert len(pids) == 7 and len(set(pids)) == 2 and str(os.getpid()) in pids
@@ -261,7 +261,7 @@ def test_a_worker_that_dies_is_reported_and_the_rerun_finishes(wavs, tmp_path, m
 
 
 def test_an_interrupt_stops_the_workers(wavs, tmp_path):
-    def interrupt(done, total):
+    def interrupt(_desc, done, total):
         if done:
             raise KeyboardInterrupt
 

@@ -370,7 +370,7 @@ def test_loss_config_registry_and_errors():
     assert loss_config("class_balanced").beta == 0.9999
     with pytest.raises(ConfigError, match="unknown imbalance method"):
         loss_config("smote")
-    with pytest.raises(ConfigError, match="unknown keys"):
+    with pytest.raises(ConfigError, match="unknown config key 'focal.gama'; did you mean 'gamma'"):
         loss_config("focal", gama=2.0)
     with pytest.raises(ConfigError, match="beta"):
         loss_config("class_balanced", beta=1.0)

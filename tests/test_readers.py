@@ -1,5 +1,5 @@
-"""data/readers.py: AudioSet, ESC-50, folder-per-class and hand-written manifests -> manifest rows; audio decoding of
-every format soundfile writes; exact split counts on imported data."""
+"""data/readers.py and data/audioset.py: AudioSet, ESC-50, folder-per-class and hand-written manifests -> manifest
+rows; audio decoding of every format soundfile writes; exact split counts on imported data."""
 
 from __future__ import annotations
 
@@ -14,18 +14,15 @@ import torch
 
 from thce.audio import LogMel, LogMelConfig, load_audio
 from thce.cli import main
-from thce.data import readers
 from thce.data.manifest import read_manifest, read_skipped
-from thce.data.readers import (
+from thce.data.audioset import (
     AUDIOSET_DESCENDANTS,
     audioset_file_stems,
     audioset_mid_labels,
-    load_label_map,
+    load_ontology,
     read_audioset,
-    read_checked_manifest,
-    read_esc50,
-    read_folder,
 )
+from thce.data.readers import load_label_map, read_checked_manifest, read_esc50, read_folder
 from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
 from thce.errors import ConfigError, DataError
 
@@ -222,7 +219,7 @@ def test_audioset_label_map_file_and_ontology(audioset, tmp_path):
     json_map = tmp_path / "labels.json"
     json_map.write_text(json.dumps({"animal": ["/m/0jbk"]}))
     result = read_audioset([balanced], audio, label_map=load_label_map(json_map),
-                           ontology=readers.load_ontology(ontology))  # fmt: skip
+                           ontology=load_ontology(ontology))  # fmt: skip
     assert {r.group: r.label for r in result.rows}["-0BIyqJj9ZU"] == "animal"
 
 

@@ -16,7 +16,7 @@ from thce.experiment import prepare_data
 from thce.metrics import per_class_eer
 from thce.reference import LogRegStats, LogRegStatsConfig, fit_one_vs_rest, pooled_stats, run_logreg_stats
 from thce.training.data import TrainingData
-from tests.test_experiment import TINY
+from tests.conftest import TINY
 
 CLASSES = ("dog", "baby", "gun")
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from thce.metrics import det_points
-from thce.report import counts_table_markdown, eer_table_markdown, plot_det, write_report
+from thce.figures import plot_det
+from thce.report import counts_table_markdown, eer_table_markdown, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_experiment import TINY
+from tests.conftest import TINY
 from thce.cli import main
 
 CONFIG = TINY.replace("epochs = 1\n", "epochs = 2\n").replace("last_epochs = 2", "last_epochs = 3")

@@ -1,6 +1,5 @@
 """thce sweep: variants on identical data, the table's numbers, the paired bootstrap, choosing on validation."""
 
-import doctest
 import json
 import shutil
 from pathlib import Path
@@ -15,35 +14,12 @@ from thce.errors import ConfigError
 from thce.experiment import load_rows
 from thce.metrics import per_class_eer
 from thce.stats import ScoredTestSet, bootstrap_eer_difference
-from thce.sweep import (
-    Variant,
-    parse_vary,
-    product_variants,
-    run_sweep,
-    summarise,
-    sweep_table_markdown,
-    variant_config,
-)
+from thce.sweep import run_sweep, summarise, sweep_table_markdown, variant_config
+from thce.variants import Variant, parse_vary, product_variants
 
-TINY = """
-seed = 3
-methods = ["baseline"]
-[synth]
-counts = {dog = 8, baby = 8, gun = 8, background = 25}
-duration_s = 2.0
-[features]
-duration_s = 2.0
-n_mels = 32
-[model]
-encoder = "cnn"
-cnn_channels = [8, 16]
-cnn_pools = [[5, 2], [20, 2]]
-[train]
-batch_size = 16
-[baseline]
-max_epochs = 1
-patience = 1
-"""
+from tests.conftest import tiny_toml
+
+TINY = tiny_toml(["baseline"], stages="[baseline]\nmax_epochs = 1\npatience = 1\n")
 VARY = "baseline.l2_normalise=false,true"
 SLUGS = ("baseline.l2_normalise=false", "baseline.l2_normalise=true")
 SEEDS = (3, 4)
@@ -319,7 +295,3 @@ def test_sweep_usage_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
     with pytest.raises(ConfigError, match="share the folder"):
         run_sweep(config_from_dict({}), [Variant.of({"data.manifest": "a b"}), Variant.of({"data.manifest": "a_b"})],
                   1, tmp_path / "slugs")
-
-
-def test_docstring_examples():
-    assert doctest.testmod(thce.sweep).failed == 0

@@ -134,7 +134,7 @@ def test_no_clipping_in_generated_files(generated):
 def test_resume_rewrites_only_missing_or_truncated_files(tmp_path):
     config = small_config()
     calls: list[tuple[int, int]] = []
-    manifest = generate_scenes(config, tmp_path, progress=lambda done, total: calls.append((done, total)))
+    manifest = generate_scenes(config, tmp_path, progress=lambda _desc, done, total: calls.append((done, total)))
     assert calls == [(i, config.total) for i in range(1, config.total + 1)]
     before_manifest = manifest.read_bytes()
     before = wav_bytes(tmp_path)
@@ -219,7 +219,7 @@ def test_other_invalid_inputs():
         SynthConfig.from_ratio({"dog": 1}, 0)
     with pytest.raises(ConfigError, match="ratio"):
         SynthConfig.from_ratio({"dog": -2}, 1)
-    with pytest.raises(ConfigError, match="unknown key"):
+    with pytest.raises(ConfigError, match="unknown config key 'synth.sample_rate'"):
         SynthConfig.from_dict({"counts": {"dog": 1}, "sample_rate": 16000})
     with pytest.raises(ConfigError, match="label"):
         synthesise_clip("cat", np.random.default_rng(0), small_config())

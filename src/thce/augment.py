@@ -97,6 +97,9 @@ class AugmentConfig:
     mixup_alpha: float = 0.0
     mixup_embedding: str = "off"
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         if not (math.isfinite(self.gain_db) and self.gain_db >= 0):
             raise ConfigError(f"augment.gain_db: must be a finite number >= 0 (max |gain| in dB), got {self.gain_db}")

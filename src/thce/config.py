@@ -10,14 +10,10 @@ checks ``methods`` against the registry :mod:`thce.methods`. Every key is docume
 
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
-import difflib
 import os
 import re
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +22,7 @@ import tomli_w
 
 from thce.audio import LogMelConfig
 from thce.augment import AugmentConfig
+from thce.config_reader import read_table
 from thce.data.synth import SynthConfig
 from thce.errors import ConfigError
 from thce.io import atomic_write
@@ -70,6 +67,9 @@ class DataConfig:
     cache_dir: str = ""
     feature_workers: int = 0
     strict: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if self.source not in ("synth", "manifest"):
@@ -117,6 +117,9 @@ class ExperimentConfig:
     def loss_config(self, method: str) -> LossConfig:
         """The config table of an imbalance method (``focal``, ``ldam_drw``, ...)."""
         return getattr(self, method)
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         check_methods(self.methods)
@@ -206,71 +209,6 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check ``value`` (from TOML) against a field's type and convert lists to tuples; errors name the key."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if errors else f"{key}: unexpected value {value!r}")
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a table, got {value!r}")
-        return _build(annotation, value, key)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}: {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if origin in (dict, collections.abc.Mapping):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a table like {{name = value}}, got {value!r}")
-        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    if annotation is Any:
-        return value
-    raise ConfigError(f"{key}: unsupported config type {annotation!r}")
-
-
-def _build(cls: type, table: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    kwargs = {}
-    for key, value in table.items():
-        full = f"{prefix}.{key}" if prefix else key
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
-            raise ConfigError(f"unknown config key {full!r}{hint}")
-        kwargs[key] = _coerce(value, hints[key], full)
-    return cls(**kwargs)
-
-
 def _parse_override(text: str) -> tuple[list[str], Any]:
     """``"embedding.alpha=8"`` -> (["embedding", "alpha"], 8); the value is read as TOML, else as a string."""
     if "=" not in text:
@@ -354,7 +292,7 @@ def config_from_dict(
     """Build and validate an :class:`ExperimentConfig`; ``source`` prefixes error messages (the file name), or the
     ``--set KEY=VALUE`` flag among ``overrides`` (already merged into ``table``) that set the offending key."""
     try:
-        config = _build(ExperimentConfig, follow_encoder_features(table))
+        config = read_table(ExperimentConfig, follow_encoder_features(table))
         config.validate()
     except (ConfigError, TypeError, ValueError) as error:
         message = str(error)

@@ -46,12 +46,12 @@ from thce.audio.read import SILENCE_PEAK, AudioInfo, audio_info, resampled_lengt
 from thce.errors import AudioError, ConfigError
 from thce.events import DetectionResult, Event
 from thce.inference import ModelScorer, WindowScorer
+from thce.progress import ProgressFn
 from thce.localise import check_post_processing, curve_to_events, median_filter_curve, median_filter_frames, score_curve
 from thce.thresholds import class_thresholds, parse_threshold_rule
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str, int, int], None]
 
 # ---------------------------------------------------------------------------------------------- configuration
 

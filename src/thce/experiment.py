@@ -23,6 +23,7 @@ from thce.data.feature_store import FeatureStore, usable_indices
 from thce.data.features import compute_features
 from thce.data.normaliser import Normaliser
 from thce.data.manifest import (
+    SPLITS,
     ManifestRow,
     Skipped,
     check_split_coverage,
@@ -41,14 +42,15 @@ from thce.metrics import per_class_det_points, per_class_eer
 from thce.methods import MethodRun, build_method_encoder, trainers
 from thce.models import EventDetector
 from thce.machine import run_provenance
-from thce.report import seeds_det_summary, write_report
+from thce.figures import seeds_det_summary
+from thce.report import write_report
 from thce.rundir import check_new_run, clear_run_outputs
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
 from thce.training.data import TrainingData, predict_scores
-from thce.training.engine import MetricsLog, ProgressFn, RunContext
+from thce.progress import ProgressFn
+from thce.training.engine import MetricsLog, RunContext
 
 logger = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -74,9 +76,7 @@ def load_rows(
     with ``data.strict`` the first problems stop the run instead."""
     if config.data.source == "synth":
         synth = dataclasses.replace(config.synth, seed=config.seed)
-        manifest = generate_scenes(
-            synth, out_dir / "data", progress=(lambda d, t: progress("synthesise scenes", d, t)) if progress else None
-        )
+        manifest = generate_scenes(synth, out_dir / "data", progress=progress)
     else:
         manifest = Path(config.data.manifest)
     rows, bad = screen_rows(
@@ -112,7 +112,7 @@ def prepare_data(
     cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else out_dir / "cache"
     store = compute_features(
         [row.path for row in rows], config=config.features, cache_dir=cache_dir, workers=config.data.feature_workers,
-        strict=config.data.strict, progress=(lambda d, t: progress("log-mel features", d, t)) if progress else None,
+        strict=config.data.strict, progress=progress,
     )  # fmt: skip
     skipped += store.skipped
     if write_files:
@@ -303,7 +303,7 @@ def run_seeds(
     ``out_dir/seed_<s>/``, then summarise in ``out_dir``: mean and std of each EER, and a bootstrap interval over test
     clips of each method's overall EER difference to the baseline. The summary's ``methods`` hold the mean EERs
     and the DET curves of all seeds' test scores pooled; ``seeds`` also holds every seed's curves (the figure draws
-    both, :func:`thce.report.plot_det`)."""
+    both, :func:`thce.figures.plot_det`)."""
     if seeds < 1:
         raise ValueError(f"run_seeds: seeds must be >= 1, got {seeds}")
     out_dir = Path(out_dir)

@@ -366,6 +366,9 @@ class ModelConfig:
         """Whether the encoder is a PANNs network (:data:`PANNS_ENCODERS`)."""
         return self.encoder in PANNS_ENCODERS
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         if self.encoder not in ENCODERS:
             raise ConfigError(f"model.encoder: {self.encoder!r} is not one of {', '.join(ENCODERS)}")

@@ -40,6 +40,9 @@ class LogRegStatsConfig:
     c_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
     max_iter: int = 1000
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         grid = self.c_grid
         if not grid or any(not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0) for c in grid):

@@ -55,7 +55,8 @@ from thce.losses import eq3_ordering, eq3_terms
 from thce.models import LSTMEncoder
 from thce.training.algorithm1 import EmbeddingConfig, EmbeddingIteration, learn_embedding
 from thce.training.data import TrainingData, embed
-from thce.training.engine import MetricsLog, ProgressFn, RunContext, TrainConfig
+from thce.progress import ProgressFn
+from thce.training.engine import MetricsLog, RunContext, TrainConfig
 
 TOY_CLASSES = ("blue", "green", "red")
 # Generative modes (class index, cycles per sequence f, phase phi in radians); red (2) has four.
@@ -111,6 +112,9 @@ class ToyConfig:
         )  # fmt: skip
         values.update(overrides)
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         for name in ("train_samples", "val_samples", "test_samples"):

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from thce.config_reader import read_table
 from thce.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -197,15 +198,10 @@ class LogMelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LogMelConfig:
-        """Build from a dict (e.g. a TOML table); unknown keys and bad values raise :class:`ConfigError`."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"LogMelConfig: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}"
-            )
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any], section: str = "features") -> LogMelConfig:
+        """Build from a dict (e.g. a TOML table); unknown keys and bad values raise :class:`ConfigError` naming
+        ``section.key`` (:func:`thce.config_reader.read_table`)."""
+        return read_table(cls, data, section)
 
 
 class LogMel(torch.nn.Module):

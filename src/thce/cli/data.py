@@ -46,13 +46,13 @@ def skipped_path(out: Path) -> Path:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from thce.data import readers
+    from thce.data import audioset, readers
     from thce.data.manifest import write_manifest, write_skipped
 
     label_map = readers.load_label_map(args.label_map) if getattr(args, "label_map", None) else None
     if args.format == "audioset":
-        ontology = readers.load_ontology(args.ontology) if args.ontology else None
-        result = readers.read_audioset(
+        ontology = audioset.load_ontology(args.ontology) if args.ontology else None
+        result = audioset.read_audioset(
             args.segments, args.audio_dir, label_map=label_map, ontology=ontology, split=args.split,
             strict=args.strict,
         )  # fmt: skip
@@ -91,7 +91,7 @@ def run_mix(args: argparse.Namespace) -> int:
     with ProgressBars(enabled=not args.quiet) as bars:
         result = make_mixtures(
             args.events, args.backgrounds, args.out, config=config, classes=_classes(args.classes),
-            progress=lambda d, t: bars("mix", d, t), strict=args.strict,
+            progress=bars, strict=args.strict,
         )  # fmt: skip
     listed = write_skipped(result.skipped, args.out / "skipped.csv")
     labels = Counter(row.label or "background" for row in result.rows)

@@ -1,5 +1,5 @@
-"""Progress bars for the ``thce`` command line: the library reports ``progress(description, done, total)``,
-the CLI draws it."""
+"""Progress bars for the ``thce`` command line: the library reports ``progress(description, done, total)``
+(:data:`thce.progress.ProgressFn`), the CLI draws it."""
 
 from __future__ import annotations
 

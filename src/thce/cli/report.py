@@ -36,7 +36,7 @@ def results_section(results: dict[str, Any], run_dir: Path, timing: dict[str, An
 
 def check_results(path: Path, results: Any) -> dict[str, Any]:
     """``results`` (read from ``path``), checked to hold what the report needs (classes, methods with EERs, seeds)."""
-    from thce.report import results_classes_and_methods
+    from thce.results import results_classes_and_methods
 
     try:
         results_classes_and_methods(results)

@@ -17,7 +17,8 @@ VARY_HELP = (
 
 def run(args: argparse.Namespace) -> int:
     from thce.config import load_config
-    from thce.sweep import parse_value, parse_vary, product_variants, run_sweep
+    from thce.sweep import run_sweep
+    from thce.variants import parse_value, parse_vary, product_variants
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("thce sweep runs its variants one after another in one process; do not use torchrun")

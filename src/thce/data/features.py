@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from thce.data.feature_store import (
 from thce.data.manifest import Skipped, describe_skipped
 from thce.errors import AudioError, DataError
 from thce.io import atomic_write, write_json
+from thce.progress import ProgressFn
 
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ DEFAULT_CHECKS = ClipChecks()
 #: Age after which a temporary shard file is taken to be left by a killed run and deleted.
 STALE_TEMPORARY_S = 3600.0
 
-ProgressFn = Callable[[int, int], None]
+#: The description of :func:`compute_features`' progress calls.
+PROGRESS = "log-mel features"
 #: One shard to compute: its clips' paths, the index of its first clip, its file.
 Task = tuple[Sequence[Path], int, Path]
 
@@ -200,7 +202,7 @@ def compute_features(
             shard and per :data:`MIN_CLIPS_PER_WORKER` clips to compute (so small jobs stay in this process). The
             output is the same, byte for byte, for any number of workers.
         batch_size: clips converted to float16 at a time (a float32 buffer of ~0.25 MB per 10 s clip).
-        progress: called as ``progress(clips_done, clips_total)``, first with the clips already cached, then after
+        progress: called as ``progress("log-mel features", clips_done, clips_total)``, first with the clips already cached, then after
             each shard.
         strict: a bad clip raises :class:`DataError`. ``False``: it is given silence features and listed in
             :attr:`FeatureStore.skipped` (leave those indices out; see :func:`thce.data.feature_store.usable_indices`).
@@ -231,7 +233,7 @@ def compute_features(
         if strict and store.skipped:
             raise DataError(f"{directory}: cached features of {describe_skipped(store.skipped)}")
         if progress is not None:
-            progress(total, total)
+            progress(PROGRESS, total, total)
         return store
 
     write_json(meta_path, info.meta(complete=False))
@@ -245,7 +247,7 @@ def compute_features(
         directory, total, len(sizes), len(todo), workers,
     )
     if progress is not None:
-        progress(done, total)
+        progress(PROGRESS, done, total)
     tasks: list[Task] = [(info.paths[starts[i] : starts[i + 1]], starts[i], directory / shard_name(i)) for i in todo]
     work = _ShardWork(tasks, _ShardJob(LogMel(config).eval(), checks, strict), batch_size)
 
@@ -253,7 +255,7 @@ def compute_features(
         nonlocal done
         done += len(tasks[index][0])
         if progress is not None:
-            progress(done, total)
+            progress(PROGRESS, done, total)
 
     run_shards(work, workers=workers, on_done=shard_done)
     skipped = _gather_skipped(directory, len(sizes))

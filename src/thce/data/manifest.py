@@ -25,6 +25,7 @@ from thce.errors import DataError
 from thce.io import atomic_write, ensure_dir
 
 COLUMNS = ("path", "label", "split", "group")
+#: The splits a manifest row may name, in this order everywhere (experiment, splits, mixing, readers).
 SPLITS = ("train", "val", "test")
 
 

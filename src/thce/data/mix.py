@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,10 +40,10 @@ from thce.data.readers import index_audio_files, read_folder
 from thce.data.splits import largest_remainder
 from thce.errors import AudioError, ConfigError, DataError
 from thce.io import atomic_write, write_json
+from thce.progress import ProgressFn
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
 _FINGERPRINT = "mix.json"
 
 
@@ -210,7 +210,7 @@ def make_mixtures(
         out_dir: output folder (``audio/`` and ``manifest.csv``).
         config: the recipe.
         classes: event classes to use (default: every class folder of ``events_dir``).
-        progress: ``progress(done, total)`` after each mixture.
+        progress: ``progress("mix", done, total)`` after each mixture.
         strict: raise on an unusable source file instead of skipping it.
 
     Returns:
@@ -282,7 +282,7 @@ def make_mixtures(
                 continue
         rows.append(_row(plan, path, config, Path(backgrounds_dir)))
         if progress is not None:
-            progress(done, len(plans))
+            progress("mix", done, len(plans))
     manifest = write_manifest(rows, out_dir / "manifest.csv")
     log.info("mix: %d mixtures in %s (%d with an event)", len(rows), out_dir, sum(bool(r.label) for r in rows))
     return MixResult(rows=rows, manifest=manifest, skipped=skipped)

@@ -20,7 +20,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -68,6 +68,9 @@ class EmbeddingConfig:
     loss_normaliser: str = "fixed"  # Eq. 8 over B x the mean training weight; "batch": the batch's sum of weights
     normalise_w: bool = False  # unit columns of W at the fixed scale alpha (h = alpha x cosine); default: W free
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         for name in ("n_iter", "kmeans_max_iter"):
             if getattr(self, name) < 1:
@@ -90,6 +93,7 @@ class DetectorConfig(StageConfig):
     """Algorithm 1, step 2: ``head_only_max_epochs`` bounds Proposed1's head-only stage, ``max_epochs`` the
     end-to-end stage of Proposed2."""
 
+    section: ClassVar[str] = "detector"
     head_only_max_epochs: int = 200
 
     def validate(self, section: str) -> None:
@@ -102,6 +106,7 @@ class DetectorConfig(StageConfig):
 class BaselineConfig(StageConfig):
     """The baseline's stage; ``l2_normalise`` keeps the encoder's final L2 normalisation (default: off)."""
 
+    section: ClassVar[str] = "baseline"
     l2_normalise: bool = False
 
 

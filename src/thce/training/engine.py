@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,10 +35,9 @@ from thce.augment import AugmentConfig, BatchAugmenter
 from thce.distributed import SINGLE, Distributed
 from thce.errors import ConfigError
 from thce.io import atomic_write
+from thce.progress import ProgressFn
 
 logger = logging.getLogger(__name__)
-
-ProgressFn = Callable[[str, int, int], None]
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -57,6 +56,9 @@ class TrainConfig:
     pin_memory: bool = True  # page-locked batches for faster host-to-GPU copies (CUDA only)
     weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay (paper: Adam, none)
     balanced_sampling: bool = False  # class-balanced draws with replacement in BCE stages (then Eq. 1, unweighted)
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -82,9 +84,13 @@ class StageConfig:
     "least validation loss"), or the mean over classes of the validation EER or ROC AUC; the best model is kept.
     Patience counts from the first trained epoch."""
 
+    section: ClassVar[str] = "stage"  # the config section its errors name
     max_epochs: int = 200
     patience: int = 10
     selection: str = "val_loss"
+
+    def __post_init__(self) -> None:
+        self.validate(self.section)
 
     def validate(self, section: str) -> None:
         if self.selection not in SELECTIONS:

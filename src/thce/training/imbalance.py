@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from thce.config_reader import read_table
 from thce.errors import ConfigError
 from thce.losses.imbalance import (
     CB_KINDS,
@@ -37,6 +38,9 @@ class LossConfig:
     """Base of the frozen config dataclasses: ``method`` name, ``validate``, ``build``, ``to_dict``."""
 
     method: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for a bad value (the loss constructors repeat the checks as ValueError)."""
@@ -213,12 +217,7 @@ def loss_config(method: str, **values: Any) -> LossConfig:
     """
     if method not in LOSS_CONFIGS:
         raise ConfigError(f"unknown imbalance method {method!r}; known: {', '.join(LOSS_CONFIGS)}")
-    cls = LOSS_CONFIGS[method]
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{method}: unknown keys {unknown}; known: {sorted(known) or 'none'}")
-    config = cls(**values)
+    config = read_table(LOSS_CONFIGS[method], values, method)
     config.validate()
     return config
 

@@ -61,6 +61,9 @@ class LMLEConfig:
     kmeans_max_iter: int = 100
     chunk_size: int = 4096
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         if self.epochs < 0:
             raise ConfigError(f"lmle.epochs: must be >= 0, got {self.epochs}")

@@ -1,0 +1,75 @@
+"""Shared test data: the tiny synthetic experiment every whole-pipeline test runs (seconds on a CPU).
+
+``TINY`` is the three paper methods on 49 two-second clips with a small CNN; :func:`tiny_toml` gives its variants
+(other methods, other stage tables, other clip counts) so that test files do not each carry a copy of the config.
+Test modules import these names (``from tests.conftest import TINY, tiny_toml``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+#: Data, front end, model and optimiser of the tiny runs; ``{counts}`` and ``{synth}`` are filled by tiny_toml.
+_DATA = """seed = 3
+[synth]
+counts = {counts}
+duration_s = 2.0
+{synth}[features]
+duration_s = 2.0
+n_mels = 32
+[model]
+encoder = "cnn"
+cnn_channels = [8, 16]
+cnn_pools = [[5, 2], [20, 2]]
+[train]
+batch_size = 16
+"""
+
+#: The stage tables of the tiny run of the paper's three methods (two Algorithm 1 iterations, two epochs a stage).
+TINY_STAGES = """[embedding]
+n_iter = 2
+epochs = 1
+last_epochs = 2
+[detector]
+max_epochs = 2
+head_only_max_epochs = 5
+patience = 2
+[baseline]
+max_epochs = 2
+patience = 2
+"""
+
+#: 8 clips of each event class and 25 of background.
+TINY_COUNTS = {"dog": 8, "baby": 8, "gun": 8, "background": 25}
+
+
+def tiny_toml(
+    methods: Sequence[str] | None = None,
+    *,
+    stages: str = TINY_STAGES,
+    counts: Mapping[str, int] = TINY_COUNTS,
+    synth: str = "",
+) -> str:
+    """The tiny config's TOML text: ``methods`` (None: the default, the paper's three), ``stages`` the stage tables,
+    ``counts`` the synthetic clips per label, ``synth`` extra ``[synth]`` lines (e.g. ``ebr_db_range = [6.0, 12.0]``).
+    """
+    table = "{" + ", ".join(f"{label} = {n}" for label, n in counts.items()) + "}"
+    text = _DATA.format(counts=table, synth=synth + "\n" if synth and not synth.endswith("\n") else synth) + stages
+    if methods is not None:
+        text = text.replace("seed = 3\n", f"seed = 3\nmethods = {json.dumps(list(methods))}\n", 1)
+    return text
+
+
+#: The tiny run of the paper's three methods.
+TINY = tiny_toml()
+
+
+def write_config(folder: Path, text: str = TINY, name: str = "tiny.toml") -> Path:
+    """``text`` written to ``folder/name`` (folder created); returns the file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text)
+    return path
+
