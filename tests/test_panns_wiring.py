@@ -207,6 +207,26 @@ def test_detect_scores_equal_export_on_the_checkpoint(run, tmp_path):
     np.testing.assert_allclose(reference, scores, atol=PARITY_TOLERANCE)
 
 
+def test_onnx_export_of_a_panns_run_matches_the_model(run, tmp_path):
+    """The PANNs blocks export to ONNX (log-mel windows in, as for every ONNX export), and the file scores what the
+    checkpoint's model scores on the PANNs front end's log-mel of the same audio."""
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    _, out = run
+    loaded = load_run(out, "proposed2")
+    features = loaded.config.features
+    audio = example_inputs(features, inputs="audio", batch=2, seed=1)
+    result = export_run(out, fmt="onnx", out=tmp_path / "m.onnx", method="proposed2", inputs="logmel")
+    assert result.max_abs_diff is not None and result.max_abs_diff < PARITY_TOLERANCE
+    logmel = LogMel(features)(audio)
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    exported = session.run(None, {session.get_inputs()[0].name: logmel.numpy()})[0]
+    with torch.no_grad():
+        direct = torch.sigmoid(loaded.model(logmel)).numpy()
+    np.testing.assert_allclose(exported, direct, atol=PARITY_TOLERANCE)
+
+
 def test_frozen_embeddings_are_computed_once_per_clip(tmp_path, checkpoint, monkeypatch):
     from types import SimpleNamespace
 
