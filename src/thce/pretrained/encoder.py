@@ -15,6 +15,19 @@ from thce.models import EmbeddingOutput, ModelConfig
 from thce.pretrained.checkpoints import load_panns_checkpoint
 from thce.pretrained.panns import PannsCnn, PannsVariant, panns_variant, parse_freeze
 
+def _embedding_output(
+    dim: int, *, normalise: bool, center: bool, centring: str, dropout: float
+) -> tuple[float, EmbeddingOutput]:
+    """PANNs' last dropout and the :class:`EmbeddingOutput` after it, the same for the whole and the cached encoder:
+    with centring and L2 normalisation the dropout moves after the centring (as the CNN's default), so the returned
+    dropout to apply before the output is 0; otherwise it stays before."""
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"PANNs encoder: embedding dropout {dropout} is not in [0, 1)")
+    moved = normalise and center
+    output = EmbeddingOutput(dim, normalise=normalise, center=center, centring=centring, dropout=dropout if moved else 0.0)
+    return (0.0 if moved else dropout), output
+
+
 class PannsEncoder(nn.Module):
     """A PANNs network as a thce encoder: log-mel ``(B, T, 64)`` in dB -> embedding ``(B, embedding_dim)``, then
     :class:`thce.models.EmbeddingOutput` (centring, L2 normalisation) exactly as for the CNN/LSTM encoders.
@@ -44,17 +57,12 @@ class PannsEncoder(nn.Module):
         learning_rate: float | None = None,
     ) -> None:
         super().__init__()
-        if not 0.0 <= embedding_dropout < 1.0:
-            raise ConfigError(f"PANNs encoder: embedding dropout {embedding_dropout} is not in [0, 1)")
         self.panns = PannsCnn(variant, classes=None)
         self.variant = self.panns.variant
         self.embedding_dim = self.variant.embedding_dim
-        moved = normalise and center
-        self.embedding_dropout = 0.0 if moved else embedding_dropout
-        self.output = EmbeddingOutput(
-            self.embedding_dim, normalise=normalise, center=center, centring=centring,
-            dropout=embedding_dropout if moved else 0.0,
-        )  # fmt: skip
+        self.embedding_dropout, self.output = _embedding_output(
+            self.embedding_dim, normalise=normalise, center=center, centring=centring, dropout=embedding_dropout
+        )
         self.frozen = parse_freeze(freeze, self.variant)
         self.fully_frozen = freeze == "all"
         for name in self.frozen:
@@ -105,12 +113,9 @@ class CachedPannsEncoder(nn.Module):
         super().__init__()
         self.variant = panns_variant(variant)
         self.embedding_dim = self.variant.embedding_dim
-        moved = normalise and center
-        self.embedding_dropout = 0.0 if moved else embedding_dropout
-        self.output = EmbeddingOutput(
-            self.embedding_dim, normalise=normalise, center=center, centring=centring,
-            dropout=embedding_dropout if moved else 0.0,
-        )  # fmt: skip
+        self.embedding_dropout, self.output = _embedding_output(
+            self.embedding_dim, normalise=normalise, center=center, centring=centring, dropout=embedding_dropout
+        )
 
     def pre_output(self, x: Tensor) -> Tensor:
         """PANNs' cached embedding ``(B, embedding_dim)`` with the embedding dropout."""
