@@ -28,6 +28,32 @@ def test_cnn_matches_the_papers_shapes():
     torch.testing.assert_close(z.norm(dim=1), torch.ones(3))
 
 
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_cnn_eval_pools_first_with_exactly_the_numbers_of_the_layer_order(padding):
+    # eval mode pools before ReLU and batch norm (models._pooled_first): bit for bit what the layers in the
+    # paper's order give, also for channels whose batch-norm scale is negative (max becomes min) or zero
+    torch.manual_seed(0)
+    encoder = CNNEncoder(frames=200, n_mels=64, pools=((5, 4), (20, 4)), padding=padding).eval()
+    with torch.no_grad():
+        for norm in (m for m in encoder.features if isinstance(m, torch.nn.BatchNorm2d)):
+            weight = torch.randn_like(norm.weight)
+            weight[0] = 0.0
+            norm.weight.copy_(weight)
+            norm.bias.copy_(torch.randn_like(norm.bias))
+            norm.running_mean.copy_(torch.randn_like(norm.running_mean))
+            norm.running_var.copy_(torch.rand_like(norm.running_var) + 0.1)
+    assert any(n.weight.min() < 0 < n.weight.max() for n in encoder.features if isinstance(n, torch.nn.BatchNorm2d))
+    x = torch.randn(6, 200, 64)
+    with torch.no_grad():
+        in_order = encoder.features(x.unsqueeze(1)).flatten(1)
+        assert torch.equal(encoder.pre_output(x), in_order)
+        encoder.train()  # train mode: batch statistics and dropout, the layers as they are
+        torch.manual_seed(1)
+        train_mode = encoder.pre_output(x)
+        torch.manual_seed(1)
+        assert torch.equal(train_mode, encoder.features(x.unsqueeze(1)).flatten(1))
+
+
 def test_lstm_embedding_is_the_normalised_last_hidden_state():
     torch.manual_seed(0)
     encoder = LSTMEncoder(8, 5, center=False)
