@@ -86,8 +86,11 @@ def child(run_dir: str, audio: str, mode: str) -> None:
     """One measurement in a fresh process; prints JSON."""
     import torch
 
+    from thce.allocator import reuse_freed_memory
     from thce.checkpoint import load_run
     from thce.detect import DetectConfig, detect_files
+
+    reuse_freed_memory()  # as `thce detect` sets the allocator at start-up
     from thce.inference import ModelScorer
     from thce.thresholds import class_thresholds
 

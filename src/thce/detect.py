@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from thce.allocator import release_free_memory, reusing_freed_memory
 from thce.audio.read import SILENCE_PEAK, AudioInfo, audio_info, resampled_length, stream_audio
 from thce.errors import AudioError, ConfigError
 from thce.events import DetectionResult, Event
@@ -224,29 +225,6 @@ def hop_samples_for(scorer: WindowScorer, hop_s: float | None) -> int:
     return max(1, hop)
 
 
-_LIBC: Any = None
-
-
-def release_free_memory() -> None:
-    """Return freed C-heap memory to the OS (glibc ``malloc_trim``; a no-op elsewhere).
-
-    Tensors of a few MB are allocated and freed for every batch; glibc then keeps growing its heap (its mmap
-    threshold adapts upwards) and the resident size creeps up for the first half hour of audio. Trimming after
-    each batch keeps it flat (measured in benchmarks/detect.py); it costs well under a millisecond.
-    """
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL("libc.so.6")
-            _LIBC = libc if hasattr(libc, "malloc_trim") else False
-        except OSError:
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
 def score_file(
     path: str | os.PathLike,
     scorer: WindowScorer,
@@ -280,7 +258,8 @@ def score_file(
         out.append(scores)
         done += filled
         filled = 0
-        release_free_memory()
+        if not reusing_freed_memory():  # default allocator: give the batch's maps back, or the RSS creeps up
+            release_free_memory()
         if progress is not None:
             progress(desc, done, max(total, done))
 

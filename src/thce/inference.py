@@ -121,12 +121,14 @@ CACHE_BUDGET_BYTES = 8 << 20
 
 
 def largest_activation_bytes(model: torch.nn.Module, *, frames: int, n_mels: int) -> int:
-    """Bytes of the largest intermediate output of ``model`` for one ``(frames, n_mels)`` window (float32)."""
+    """Bytes of the largest tensor a leaf module of ``model`` receives or returns for one ``(frames, n_mels)``
+    window (float32). Inputs count too: a model may compute its largest map outside a module call (the CNN's
+    eval path, :func:`thce.models._pooled_first`) and hand it to the next module."""
     largest = 0
 
-    def hook(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+    def hook(_module: torch.nn.Module, inputs: Any, output: Any) -> None:
         nonlocal largest
-        tensors = output if isinstance(output, (tuple, list)) else (output,)
+        tensors = (*inputs, *(output if isinstance(output, (tuple, list)) else (output,)))
         for t in tensors:
             if isinstance(t, torch.Tensor):
                 largest = max(largest, t.numel() * 4)

@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from thce.allocator import allocator_setting
+
 
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
@@ -51,6 +53,7 @@ def describe_machine(threads: int | None = None) -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
         "torch_threads": threads if threads is not None else torch.get_num_threads(),
+        "allocator": allocator_setting(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "platform": platform.platform(),
