@@ -42,6 +42,13 @@ def test_without_glibc_nothing_happens(monkeypatch):
     monkeypatch.setattr(allocator, "_libc", False)  # as on macOS or musl
     monkeypatch.setattr(allocator, "_kept_bytes", None)
     assert allocator.reuse_freed_memory() is False
-    assert not allocator.reusing_freed_memory()
     allocator.release_free_memory()  # a no-op, no error
     assert allocator.allocator_setting() == "system default (not glibc)"
+
+
+@pytest.mark.skipif(allocator._glibc() is None, reason="glibc only")
+def test_release_trims_only_above_the_bound():
+    free = allocator.heap_free_bytes()
+    assert free is not None and free >= 0
+    assert allocator.release_free_memory(above_bytes=free + (1 << 40)) is False  # less free than the bound: kept
+    assert allocator.release_free_memory() is True  # no bound: always trims

@@ -57,16 +57,37 @@ def reuse_freed_memory(keep_bytes: int = KEEP_BYTES) -> bool:
     return True
 
 
-def reusing_freed_memory() -> bool:
-    """Whether :func:`reuse_freed_memory` is in effect."""
-    return _kept_bytes is not None
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (malloc.h, glibc >= 2.33)."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
 
 
-def release_free_memory() -> None:
-    """Return the heap's free memory to the OS now (glibc ``malloc_trim``; a no-op elsewhere)."""
+def heap_free_bytes() -> int | None:
+    """Bytes of free memory held in the heap (glibc ``mallinfo2().fordblks``), or None where unknown."""
     libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        return None
+    libc.mallinfo2.restype = _MallInfo2
+    return int(libc.mallinfo2().fordblks)
+
+
+def release_free_memory(above_bytes: int = 0) -> bool:
+    """Return the heap's free memory to the OS (glibc ``malloc_trim``) if more than ``above_bytes`` of it is free
+    (always when that is unknown); a no-op off glibc. Returns whether it trimmed.
+
+    A long loop that frees blocks of varying sizes (an LSTM's batches of windows) fragments the heap, which then
+    grows however much is free; trimming when the free part passes a bound keeps the resident size flat, while a
+    loop that reuses its blocks (the CNN's maps) stays under the bound and keeps them."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    free = heap_free_bytes() if above_bytes > 0 else None
+    if free is not None and free <= above_bytes:
+        return False
+    libc.malloc_trim(0)
+    return True
 
 
 def allocator_setting() -> str:

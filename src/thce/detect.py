@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from thce.allocator import release_free_memory, reusing_freed_memory
+from thce.allocator import release_free_memory
 from thce.audio.read import SILENCE_PEAK, AudioInfo, audio_info, resampled_length, stream_audio
 from thce.errors import AudioError, ConfigError
 from thce.events import DetectionResult, Event
@@ -225,6 +225,11 @@ def hop_samples_for(scorer: WindowScorer, hop_s: float | None) -> int:
     return max(1, hop)
 
 
+#: Free heap memory kept between batches: more is given back to the OS (:func:`thce.allocator.release_free_memory`),
+#: so the resident size stays flat however long the recording (benchmarks/detect.py's ``peak_rss_mb``).
+KEEP_FREE_BYTES = 64 << 20
+
+
 def score_file(
     path: str | os.PathLike,
     scorer: WindowScorer,
@@ -258,8 +263,7 @@ def score_file(
         out.append(scores)
         done += filled
         filled = 0
-        if not reusing_freed_memory():  # default allocator: give the batch's maps back, or the RSS creeps up
-            release_free_memory()
+        release_free_memory(above_bytes=KEEP_FREE_BYTES)
         if progress is not None:
             progress(desc, done, max(total, done))
 
