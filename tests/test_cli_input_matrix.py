@@ -257,7 +257,7 @@ def test_set_errors_name_the_flag(tmp_path):
 
 
 def test_per_epoch_lines_of_stages_without_iterations_have_no_empty_it():
-    from thce.training.engine import MetricsLog
+    from thce.training.metrics_log import MetricsLog
 
     seen: list[str] = []
 
@@ -265,7 +265,7 @@ def test_per_epoch_lines_of_stages_without_iterations_have_no_empty_it():
         def emit(self, record: logging.LogRecord) -> None:
             seen.append(record.getMessage())
 
-    logger = logging.getLogger("thce.training.engine")
+    logger = logging.getLogger("thce.training.metrics_log")
     handler, level = Keep(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

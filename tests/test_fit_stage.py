@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from thce.report import untuned_notes
-from thce.training.engine import MetricsLog, RunContext, TrainConfig, fit_stage
+from thce.training.engine import RunContext, TrainConfig, fit_stage
+from thce.training.metrics_log import MetricsLog
 
 
 def _fit(val_losses: list, *, patience: int, epochs: int = 10, resume_dir: Path | None = None,

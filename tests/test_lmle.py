@@ -22,7 +22,8 @@ from thce.losses.lmle import (
 )
 from thce.models import LSTMEncoder
 from thce.training.data import TrainingData
-from thce.training.engine import MetricsLog, RunContext, TrainConfig
+from thce.training.engine import RunContext, TrainConfig
+from thce.training.metrics_log import MetricsLog
 from thce.training.lmle import LMLEConfig, learn_embedding_lmle
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -48,7 +48,8 @@ from thce.rundir import check_new_run, clear_run_outputs
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
 from thce.training.data import TrainingData, predict_scores
 from thce.progress import ProgressFn
-from thce.training.engine import MetricsLog, RunContext
+from thce.training.engine import RunContext
+from thce.training.metrics_log import MetricsLog
 
 logger = logging.getLogger(__name__)
 

@@ -56,7 +56,8 @@ from thce.models import LSTMEncoder
 from thce.training.algorithm1 import EmbeddingConfig, EmbeddingIteration, learn_embedding
 from thce.training.data import TrainingData, embed
 from thce.progress import ProgressFn
-from thce.training.engine import MetricsLog, RunContext, TrainConfig
+from thce.training.engine import RunContext, TrainConfig
+from thce.training.metrics_log import MetricsLog
 
 TOY_CLASSES = ("blue", "green", "red")
 # Generative modes (class index, cycles per sequence f, phase phi in radians); red (2) has four.

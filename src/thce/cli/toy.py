@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_path(args.out, directory=True)  # an unwritable --out: one line naming it, before any work
     from thce.toy import ToyConfig, run_toy, write_toy
-    from thce.training.engine import MetricsLog
+    from thce.training.metrics_log import MetricsLog
 
     def given(table: dict[str, str]) -> dict[str, object]:
         return {field: getattr(args, flag) for flag, field in table.items() if getattr(args, flag) is not None}

@@ -6,7 +6,7 @@
 - :func:`fit_stage` trains one stage: Adam/AdamW over given parameters, batches read ahead by loader workers,
   bf16 autocast, training-batch augmentation, data-parallel shares under torchrun, per-epoch resume state, early
   stopping and model selection with warnings.
-- :class:`MetricsLog` keeps the per-epoch records (``metrics.csv``) and logs them (logger ``thce.training.engine``).
+- the per-epoch records go to a :class:`~thce.training.metrics_log.MetricsLog` (``metrics.csv``).
 
 It knows no method and no data set: a stage hands it a ``train_step`` and, for stages that read features, a
 ``load(positions)`` (see :mod:`thce.training.data`). Library code does not print: per-batch progress goes to an
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import logging
 import math
 import time
@@ -36,6 +35,7 @@ from thce.distributed import SINGLE, Distributed
 from thce.errors import ConfigError
 from thce.io import atomic_write
 from thce.progress import ProgressFn
+from thce.training.metrics_log import MetricsLog
 
 logger = logging.getLogger(__name__)
 
@@ -99,78 +99,6 @@ class StageConfig:
             raise ConfigError(f"{section}.max_epochs: must be >= 0, got {self.max_epochs}")
         if self.patience < 1:
             raise ConfigError(f"{section}.patience: must be >= 1, got {self.patience}")
-
-
-class MetricsLog:
-    """Per-epoch records appended to a CSV (flushed each row, so a killed run keeps what it logged)."""
-
-    COLUMNS = (
-        "method", "stage", "iteration", "epoch", "train_loss", "val_loss", "val_eer", "val_auc",
-        "eq3_train", "eq3_val", "own_over_other_val", "seconds",
-    )  # fmt: skip
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path
-        self.rows: list[dict[str, Any]] = []
-        #: ``"method/stage[/iteration]" -> epoch`` whose weights an early-stopped stage kept (0: its starting state)
-        self.selected_epochs: dict[str, int] = {}
-        #: model-selection warnings (a stage whose starting state beat every trained epoch on validation)
-        self.warnings: list[dict[str, str]] = []
-        if path is not None and not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w", newline="") as handle:
-                csv.writer(handle).writerow(self.COLUMNS)
-
-    def write(self, **row: Any) -> None:
-        unknown = set(row) - set(self.COLUMNS)
-        if unknown:
-            raise KeyError(f"MetricsLog: unknown columns {sorted(unknown)}")
-        self.rows.append(row)
-        logger.info(
-            "%s/%s%s epoch=%s train=%.4f val=%s", row.get("method"), row.get("stage"),
-            "" if row.get("iteration") in (None, "") else f" it={row['iteration']}", row.get("epoch"),
-            row.get("train_loss", float("nan")), _fmt(row.get("val_loss")),
-        )  # fmt: skip
-        if self.path is not None:
-            with self.path.open("a", newline="") as handle:
-                csv.writer(handle).writerow([_fmt(row.get(c)) for c in self.COLUMNS])
-
-    def select(self, method: str, stage: str, iteration: int | str, epoch: int) -> None:
-        """Record that a stage kept the weights of ``epoch`` (Algorithm 1: the least validation loss)."""
-        key = "/".join(str(part) for part in (method, stage, iteration) if str(part) != "")
-        self.selected_epochs[key] = int(epoch)
-
-    def warn(self, method: str, stage: str, iteration: int | str, message: str) -> None:
-        """Record and log a warning about a stage's model selection (once per stage)."""
-        key = "/".join(str(part) for part in (method, stage, iteration) if str(part) != "")
-        self.warnings = [w for w in self.warnings if w["stage"] != key]
-        self.warnings.append({"stage": key, "message": message})
-        logger.warning("WARNING: %s", message)
-
-    def drop_after(self, method: str, stage: str, iteration: int | str, epoch: int) -> None:
-        """Forget the rows of one stage after ``epoch`` (a resumed stage logs those epochs again)."""
-
-        def later(row: dict[str, Any]) -> bool:
-            return (str(row.get("method")), str(row.get("stage")), str(row.get("iteration", ""))) == (
-                method, stage, str(iteration)
-            ) and int(row.get("epoch") or 0) > epoch
-
-        self.rows = [row for row in self.rows if not later(row)]
-        if self.path is not None and self.path.exists():
-            with self.path.open(newline="") as handle:
-                kept = [row for row in csv.DictReader(handle) if not later(row)]
-            with atomic_write(self.path, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=self.COLUMNS)
-                writer.writeheader()
-                writer.writerows(kept)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
-    return str(value)
 
 
 @dataclass
