@@ -193,6 +193,15 @@ def test_stub_detection_finds_events_within_the_collar(tmp_path, support_s):
     assert result.files[0]["windows"] == num_windows(80 * SR, 2 * SR, SR // 10) == 781
 
 
+def test_each_file_is_opened_and_diagnosed_once(tmp_path, caplog):
+    # the pre-check's header is what scoring reads: a file below the model's rate warns once, not twice
+    path = write_tone_file(tmp_path / "low_rate.wav", duration_s=5.0, rate=8000)
+    with caplog.at_level("WARNING", logger="thce"):
+        detect_files([path], ToneStub("any"), np.full(3, 0.5), config=DetectConfig(hop_s=1.0))
+    warnings = [r.getMessage() for r in caplog.records if "below the model's" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+
+
 def test_a_detector_that_fires_only_on_whole_events_finds_none(tmp_path):
     """The localisation rule (thce.localise) reads a firing window as "the event is somewhere in my support": a
     detector that fires only when a whole event is inside leaves every frame heard by a window that does not fire,

@@ -238,15 +238,17 @@ def score_file(
     batch_size: int = 16,
     block_s: float = 10.0,
     progress: ProgressFn | None = None,
+    info: AudioInfo | None = None,
 ) -> FileScores:
     """Score every window of ``path`` (see the module docstring), reading it in blocks of ``block_s`` seconds.
 
-    ``progress(f"detect {name}", windows_done, windows_total)`` is called after each batch.
+    ``progress(f"detect {name}", windows_done, windows_total)`` is called after each batch. ``info``: the file's
+    :func:`check_audio` result when the caller has it (the file is then not opened and diagnosed again).
 
     Raises:
         AudioError: the file is missing, unreadable, holds NaN samples or is shorter than one window.
     """
-    info = check_audio(path, scorer)
+    info = info if info is not None else check_audio(path, scorer)
     window, hop = scorer.window_samples, hop_samples_for(scorer, hop_s)
     total = num_windows(resampled_length(info.frames, info.sample_rate_hz, scorer.sample_rate_hz), window, hop)
     desc = f"detect {Path(info.path).name}"
@@ -390,23 +392,23 @@ def detect_files(
     config = config or DetectConfig()
     config.validate()
     skipped: list[dict[str, str]] = []
-    good: list[tuple[str | os.PathLike, float]] = []
+    good: list[tuple[str | os.PathLike, AudioInfo]] = []
     for path in paths:
         try:
-            good.append((path, check_audio(path, scorer).duration_s))
+            good.append((path, check_audio(path, scorer)))
         except AudioError as error:
             if not skip_bad:
                 raise
             skipped.append({"file": os.fspath(path), "reason": error.problem})
             log.warning("skipped %s", error)
     hop = hop_samples_for(scorer, config.hop_s)
-    total_s = sum(d for _, d in good)
+    total_s = sum(info.duration_s for _, info in good)
     files: list[dict[str, Any]] = []
     events: list[Event] = []
     kernel = 1
     done_s = 0.0
-    for i, (path, duration_s) in enumerate(good, start=1):
-        desc = f"detect [{i}/{len(good)}] {Path(path).name}"
+    for i, (path, info) in enumerate(good, start=1):
+        desc, duration_s = f"detect [{i}/{len(good)}] {Path(path).name}", info.duration_s
 
         def file_progress(_desc: str, done: int, total: int, base: float = done_s, dur: float = duration_s) -> None:
             if progress is not None:
@@ -415,7 +417,7 @@ def detect_files(
         try:
             fs = score_file(
                 path, scorer, hop_s=config.hop_s, batch_size=config.batch_size, block_s=config.block_s,
-                progress=file_progress,
+                progress=file_progress, info=info,
             )
         except AudioError as error:  # e.g. a file truncated after its header
             if not skip_bad:
