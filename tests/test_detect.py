@@ -24,7 +24,7 @@ from thce.detect import (
     score_file,
     sliding_windows,
 )
-from thce.errors import ConfigError, DataError
+from thce.errors import AudioError, ConfigError, DataError
 from thce.event_metrics import evaluate_events
 from thce.events import DetectionResult, Event, EventList, read_event_list, write_events
 from thce.inference import ModelScorer, receptive_field
@@ -64,6 +64,14 @@ def test_stream_audio_equals_load_audio(tmp_path):
     whole = load_audio(path, sample_rate_hz=SR, duration_s=None)
     assert streamed.shape == whole.shape
     np.testing.assert_allclose(streamed, whole, atol=1e-5)
+
+
+def test_stream_audio_names_the_time_of_the_first_nan(tmp_path):
+    x = np.zeros(5 * SR, dtype=np.float32)
+    x[int(3.25 * SR)] = np.nan  # inside the first 10 s block: the message gives the sample's time, not the block's
+    sf.write(tmp_path / "nan.wav", x, SR, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"NaN or infinite samples \(the first at 3\.250 s\)"):
+        list(stream_audio(tmp_path / "nan.wav", sample_rate_hz=SR))
 
 
 @pytest.mark.parametrize("samples", [100, 101, 135, 160, 99])

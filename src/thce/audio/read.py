@@ -395,10 +395,10 @@ def stream_audio(
                 if data.shape[0] == 0:
                     break
                 mono = mean_channels(data)
-                if not np.isfinite(mono).all():
-                    raise AudioError(
-                        info.path, f"audio contains NaN or infinite samples (near {done / info.sample_rate_hz:.1f} s)"
-                    )
+                bad = np.flatnonzero(~np.isfinite(mono))
+                if bad.size:
+                    first_s = (done + int(bad[0])) / info.sample_rate_hz
+                    raise AudioError(info.path, f"audio contains NaN or infinite samples (the first at {first_s:.3f} s)")
                 done += data.shape[0]
                 out = mono if resampler is None else resampler.push(mono)
                 if out.size:
