@@ -165,6 +165,26 @@ def test_a_bad_file_gets_one_diagnosis_wherever_it_is_opened(bad_files, case):
     assert (type(copy), copy.path, copy.problem, str(copy)) == (AudioError, str(path), problems[0], str(info.value))
 
 
+def test_streaming_a_truncated_flac_fails_as_loading_it_does(bad_files):
+    # libsndfile decodes a FLAC cut in half up to the cut without an error: detection must not score half a file
+    path, _ = bad_files["truncated_flac"]
+    with pytest.raises(AudioError) as loaded:
+        load_audio(path, sample_rate_hz=SR, duration_s=None)
+    with pytest.raises(AudioError) as streamed:
+        list(stream_audio(path, sample_rate_hz=SR))
+    assert streamed.value.problem == loaded.value.problem and "truncated" in streamed.value.problem
+
+
+def test_a_flac_cut_after_its_first_blocks_fails_with_the_time(tmp_path):
+    # the first 10 s blocks decode, so detection has scored them when the cut is reached: it stops (or, with
+    # --skip-bad, skips the file) with the time instead of scoring part of the file as if it were all of it
+    sf.write(tmp_path / "long.flac", noise(30.0), SR)
+    raw = (tmp_path / "long.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(raw[: len(raw) * 2 // 3])
+    with pytest.raises(AudioError, match=r"(cannot read as audio after 1\d\.\d s: corrupt or truncated|truncated file)"):
+        list(stream_audio(tmp_path / "cut.flac", sample_rate_hz=SR))
+
+
 def test_features_skip_every_bad_case_and_keep_the_rest(bad_files, good_files, tmp_path):
     bad = [path for path, _ in bad_files.values()]
     paths = [good_files[0], *bad[:6], good_files[1], *bad[6:], good_files[2], good_files[3]]

@@ -182,12 +182,7 @@ def load_audio(
         raise AudioError(path, "audio file is empty (0 samples)")
     if 0 < file_frames < _UNKNOWN_FRAMES:
         expected = file_frames - start if frames < 0 else min(frames, file_frames - start)
-        if expected - data.shape[0] > max(0.01 * expected, 0.05 * file_rate):
-            raise AudioError(
-                path,
-                f"truncated file: its header promises {file_frames / file_rate:.2f} s but only "
-                f"{(start + data.shape[0]) / file_rate:.2f} s can be decoded",
-            )
+        _check_decoded(path, expected, data.shape[0], start, file_frames, file_rate)
     mono = mean_channels(data)
     if not np.isfinite(mono).all():  # a NaN/inf in any channel survives the channel mean
         raise AudioError(path, "audio contains NaN or infinite samples")
@@ -405,16 +400,28 @@ def stream_audio(
                     yield out
     except AudioError:
         raise
-    except Exception as exc:  # a truncated or corrupt file fails mid-read
-        raise AudioError(
-            info.path, f"cannot read as audio after {done / info.sample_rate_hz:.1f} s ({exc})"
-        ) from exc
+    except Exception as exc:  # a truncated or corrupt file fails mid-read: the words load_audio uses, and when
+        where = f" after {done / info.sample_rate_hz:.1f} s" if done else ""
+        raise AudioError(info.path, f"cannot read as audio{where}: {_diagnose(info.path, exc)}") from exc
     if done == 0:
         raise AudioError(info.path, "audio file is empty (0 samples)")
+    if 0 < info.frames < _UNKNOWN_FRAMES:
+        _check_decoded(info.path, info.frames, done, 0, info.frames, info.sample_rate_hz)
     if resampler is not None:
         tail = resampler.finish()
         if tail.size:
             yield tail
+
+
+def _check_decoded(path: str, expected: int, decoded: int, start: int, file_frames: int, file_rate: int) -> None:
+    """Raise AudioError when clearly fewer frames than ``expected`` (of the header's ``file_frames``) were decoded
+    from frame ``start`` on: a truncated file whose decoder stops early instead of failing (e.g. FLAC)."""
+    if expected - decoded > max(0.01 * expected, 0.05 * file_rate):
+        raise AudioError(
+            path,
+            f"truncated file: its header promises {file_frames / file_rate:.2f} s but only "
+            f"{(start + decoded) / file_rate:.2f} s can be decoded",
+        )
 
 
 def resampled_length(frames: int, file_rate_hz: int, sample_rate_hz: int) -> int:
