@@ -7,10 +7,11 @@
    ``--seed`` + 1; the runs use seed 0), each mixed by ``thce data mix`` into ``--minutes`` one-minute mixtures
    (DCASE 2017 task 2 style: one event with probability 0.8, EBR drawn from -6/0/6 dB) concatenated into one long
    recording with its reference list.
-3. ``thce detect`` (library call, the run's proposed2, EER thresholds, ``--hop-s``) on both, then the
-   post-processing grid (agreement 0.25/0.5/0.75/1 x median filter default/off) on the saved window scores:
-   the setting with the best event-based F on the **validation** recording is reported on the test recording
-   beside detect's default (agreement 0.5, default median filter). Per setting: event-based ER/F (onset, 0.5 s
+3. ``thce detect`` (library call, the run's proposed2, ``--hop-s``) on both (window scores kept in WORK, so a rerun
+   skips the model), then the post-processing grid (threshold rule eer/far:0.05/far:0.01 from the run's validation
+   clips x agreement 0.25/0.5/0.75/1 x median filter default/off) on the window scores: the setting with the best
+   event-based F on the **validation** recording is reported on the test recording beside detect's default (EER
+   thresholds, agreement 0.5, default median filter). Per setting: event-based ER/F (onset, 0.5 s
    collar), segment-based ER/F (1 s), onset and offset errors of the detected events matched to references (same
    label, onset within the collar; greedy, nearest first), recall per EBR.
 4. PSDS 1/2 and the best collar-based F of the test recording's saved score table at detect's default (when
@@ -116,6 +117,7 @@ def threshold_free_figures(work: Path) -> dict | str:
     return {k: free[k] for k in ("psds1", "psds2", "collar_best_f", "collar_best_threshold")}
 
 
+THRESHOLD_RULES = ("eer", "far:0.05", "far:0.01")  # per-class thresholds from the run's validation clips
 AGREEMENTS = (0.25, 0.5, 0.75, 1.0)
 MEDIAN_FILTERS_S = (None, 0.0)  # detect's default (a quarter of the support) and off
 
@@ -124,10 +126,11 @@ def recording(work: Path, name: str, classes: list[str], seed: int, minutes: int
     """Sources (seed ``seed``) -> ``thce data mix`` -> one long recording ``work/<name>.wav``; returns its path,
     reference events ``(onset, offset, label, EBR)`` and length in seconds."""
     sources = work / f"{name}-sources"
-    make_sources(sources, classes, seed)
-    thce("data", "mix", "--events", str(sources / "events"), "--backgrounds", str(sources / "backgrounds"),
-         "--out", str(work / f"{name}-mix"), "--count", str(minutes), "--duration-s", "60",
-         "--event-probability", "0.8", "--ebr-db=-6,0,6", "--no-split", "--seed", str(seed))  # fmt: skip
+    if not (work / f"{name}-mix" / "manifest.csv").is_file():  # made by an earlier run in this WORK: kept
+        make_sources(sources, classes, seed)
+        thce("data", "mix", "--events", str(sources / "events"), "--backgrounds", str(sources / "backgrounds"),
+             "--out", str(work / f"{name}-mix"), "--count", str(minutes), "--duration-s", "60",
+             "--event-probability", "0.8", "--ebr-db=-6,0,6", "--no-split", "--seed", str(seed))  # fmt: skip
     audio = work / f"{name}.wav"
     truth, duration = long_recording(work / f"{name}-mix", audio)
     return audio, truth, duration
@@ -180,9 +183,10 @@ def main() -> None:
         return
     from thce.allocator import reuse_freed_memory
     from thce.checkpoint import load_run
-    from thce.detect import DetectConfig, detect_in_scores, detect_run
+    from thce.detect import DetectConfig, FileScores, detect_in_scores, detect_run
     from thce.machine import describe_machine
     from thce.score_tables import write_table
+    from thce.thresholds import class_thresholds
 
     reuse_freed_memory()  # as `thce detect` sets the allocator at start-up
     work = args.work or Path(tempfile.mkdtemp(prefix="detect_quality_"))
@@ -196,36 +200,51 @@ def main() -> None:
         start = time.perf_counter()
         thce("experiment", str(args.config), "--out", str(run), "--set", 'methods=["proposed1","proposed2"]')
         report["train_wall_s"] = round(time.perf_counter() - start, 1)
-    classes = list(load_run(run, "proposed2").classes)
+    loaded = load_run(run, "proposed2")
+    classes = list(loaded.classes)
     found: dict = {}
     walls: dict = {}
     truths: dict = {}
     for name, seed in (("validation", args.seed + 1), ("test", args.seed)):
         audio, truth, duration = recording(work, name, classes, seed, args.minutes)
         truths[name] = (truth, duration, audio.name)
+        cached = work / f"{name}-window-scores.npz"  # the model's window scores: a rerun skips the model
+        key = json.dumps([str(Path(run).resolve()), args.hop_s, audio.stat().st_size])
+        if cached.is_file():
+            with np.load(cached) as saved:
+                if str(saved["key"]) == key:
+                    meta = json.loads(str(saved["meta"]))
+                    meta["classes"], meta["support_s"] = tuple(meta["classes"]), tuple(meta["support_s"])
+                    found[name] = FileScores(scores=saved["scores"], silent=saved["silent"], **meta)
+                    walls[name] = float(saved["wall_s"])
+                    continue
         start = time.perf_counter()
-        result = detect_run(run, [audio], config=DetectConfig(hop_s=args.hop_s),
-                            on_file=lambda d, name=name: found.__setitem__(name, d))  # fmt: skip
+        detect_run(run, [audio], config=DetectConfig(hop_s=args.hop_s),
+                   on_file=lambda d, name=name: found.__setitem__(name, d.scores))  # fmt: skip
         walls[name] = time.perf_counter() - start
-        report.setdefault("thresholds", result.thresholds)
-        report.setdefault("hop_s", result.settings["hop_s"])
-        report.setdefault("window_s", result.settings["window_s"])
+        fs = found[name]
+        meta = {"path": fs.path, "classes": list(fs.classes), "hop_s": fs.hop_s, "window_s": fs.window_s,
+                "support_s": list(fs.support_s), "duration_s": fs.duration_s}  # fmt: skip
+        np.savez(cached, key=key, meta=json.dumps(meta), scores=fs.scores, silent=fs.silent, wall_s=walls[name])
+    report["hop_s"], report["window_s"] = found["test"].hop_s, found["test"].window_s
+    rules = {rule: class_thresholds(val_scores=loaded.val_scores, val_class_index=loaded.val_class_index,
+                                    classes=classes, rule=rule) for rule in THRESHOLD_RULES}  # fmt: skip
+    report["thresholds"] = {rule: dict(zip(classes, np.round(t, 4).tolist())) for rule, t in rules.items()}
 
-    def post_process(name: str, agreement: float, median_filter_s: float | None):
+    def post_process(name: str, rule: str, agreement: float, median_filter_s: float | None):
         truth, duration, file = truths[name]
-        detection = detect_in_scores(found[name].scores, found[name].thresholds, agreement=agreement,
-                                     median_filter_s=median_filter_s)  # fmt: skip
+        detection = detect_in_scores(found[name], rules[rule], agreement=agreement, median_filter_s=median_filter_s)
         return detection, quality(truth, duration, detection.events, file)
 
     # post-processing chosen on the validation recording (event-based F), reported on the test recording
     grid = {}
-    for agreement in AGREEMENTS:
-        for median in MEDIAN_FILTERS_S:
-            key = f"agreement={agreement:g},median_filter_s={'default' if median is None else f'{median:g}'}"
-            grid[key] = {name: post_process(name, agreement, median)[1] for name in ("validation", "test")}
-    chosen = max(grid, key=lambda k: (grid[k]["validation"]["event_based"]["f_score"], -AGREEMENTS.index(
-        float(k.split(",")[0].split("=")[1]))))  # ties: the lower agreement (fewer lost events)
-    default = "agreement=0.5,median_filter_s=default"
+    for rule in THRESHOLD_RULES:
+        for agreement in AGREEMENTS:
+            for median in MEDIAN_FILTERS_S:
+                key = f"threshold={rule},agreement={agreement:g},median_filter_s={'default' if median is None else f'{median:g}'}"
+                grid[key] = {name: post_process(name, rule, agreement, median)[1] for name in ("validation", "test")}
+    chosen = max(grid, key=lambda k: grid[k]["validation"]["event_based"]["f_score"])  # ties: the first (grid order)
+    default = "threshold=eer,agreement=0.5,median_filter_s=default"
     truth, duration, _ = truths["test"]
     report.update({
         "audio_minutes": round(duration / 60, 2), "reference_events": len(truth),
@@ -235,8 +254,9 @@ def main() -> None:
         "test_at_default": grid[default]["test"], "test_at_chosen": grid[chosen]["test"],
         "grid_event_f": {k: {n: v[n]["event_based"]["f_score"] for n in v} for k, v in grid.items()},
         "grid_segment_f": {k: {n: v[n]["segment_based"]["f_score"] for n in v} for k, v in grid.items()},
+        "grid_detected_events": {k: {n: v[n]["detected_events"] for n in v} for k, v in grid.items()},
     })  # fmt: skip
-    detection, _ = post_process("test", 0.5, None)  # the default's score table, for the threshold-free figures
+    detection, _ = post_process("test", "eer", 0.5, None)  # the default's score table, for the threshold-free figures
     (work / "scores").mkdir(exist_ok=True)
     write_table(work / "scores" / "test.tsv", detection.edges, detection.curve, detection.scores.classes)
     lines = [f"test.wav\t{on:.3f}\t{off:.3f}\t{label}\n" for on, off, label, _ in truth]
