@@ -104,7 +104,8 @@ README_START, README_END = "<!-- paper-configs:start -->", "<!-- paper-configs:e
 
 
 def readme_table(result: dict[str, Any], source: Path) -> str:
-    """Markdown: per entry the wall time, the overall EER of every method and the epoch Proposed2's tuning kept."""
+    """Markdown: per entry the date it was measured, the wall time with the load average after it (the machine may
+    have been shared), the overall EER of every method and the epoch Proposed2's tuning kept."""
     entries = result["configs"]
     methods = sorted({m for entry in entries.values() for m in entry.get("overall_eer", {})},
                      key=lambda m: (m not in ("baseline", "proposed1", "proposed2"), m))
@@ -113,15 +114,19 @@ def readme_table(result: dict[str, Any], source: Path) -> str:
         f"Written by `python benchmarks/paper_configs.py ... --readme README.md` from `{shown(source)}` "
         "(2-core CPU; overall EER in %, unweighted mean over the classes).",
         "",
-        "| config | wall s | " + " | ".join(short.get(m, m) for m in methods) + " | P2 kept tuning epoch |",
-        "| :-- | --: | " + " | ".join("--:" for _ in methods) + " | --: |",
+        "| config | measured | wall s (load) | " + " | ".join(short.get(m, m) for m in methods)
+        + " | P2 kept tuning epoch |",
+        "| :-- | :-- | --: | " + " | ".join("--:" for _ in methods) + " | --: |",
     ]
     for name, entry in entries.items():
         eers = entry.get("overall_eer", {})
         cells = [f"{100 * eers[m]:.1f}" if m in eers else "" for m in methods]
         kept = entry.get("selected_epochs", {}).get("proposed2/end-to-end", "")
         kept = f"{kept}" + (" (= P1)" if kept == 0 else "") if kept != "" else "n/a"
-        lines.append(f"| `{name}` | {entry['wall_s']:.0f} | " + " | ".join(cells) + f" | {kept} |")
+        load = entry.get("load_average_after", [None])[0]
+        wall = f"{entry['wall_s']:.0f}" + (f" ({load:.1f})" if load is not None else "")
+        measured = str(entry.get("date", ""))[:10]
+        lines.append(f"| `{name}` | {measured} | {wall} | " + " | ".join(cells) + f" | {kept} |")
     return "\n".join(lines) + "\n"
 
 

@@ -365,7 +365,8 @@ def test_paper_configs_benchmark_writes_its_readme_table(tmp_path):
     spec.loader.exec_module(bench)
     assert bench.entry_name("synth-6-1-2-16-lstm", []) == "synth-6-1-2-16-lstm"
     assert bench.entry_name("x", ['model.lstm_init="keras"', "seed=1"]) == 'x@model.lstm_init="keras",seed=1'
-    entry = {"wall_s": 198.3, "overall_eer": {"proposed2": 0.3125, "baseline": 0.465, "proposed1": 0.3992}}
+    entry = {"wall_s": 198.3, "overall_eer": {"proposed2": 0.3125, "baseline": 0.465, "proposed1": 0.3992},
+             "date": "2026-11-28T10:17:04", "load_average_after": [2.97, 3.88, 4.53]}  # fmt: skip
     result = {"configs": {
         "a": {**entry, "selected_epochs": {"proposed2/end-to-end": 13}},
         "b": {**entry, "selected_epochs": {"proposed2/end-to-end": 0}},
@@ -376,10 +377,10 @@ def test_paper_configs_benchmark_writes_its_readme_table(tmp_path):
     bench.write_readme_table(readme, result, tmp_path / "paper_configs.json")
     text = readme.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith(f"{bench.README_END}\nrest\n")
-    assert "| config | wall s | B | P1 | P2 | P2 kept tuning epoch |" in text
-    assert "| `a` | 198 | 46.5 | 39.9 | 31.2 | 13 |" in text
-    assert "| `b` | 198 | 46.5 | 39.9 | 31.2 | 0 (= P1) |" in text
-    assert "| `c` | 12 | 50.0 |  |  | n/a |" in text
+    assert "| config | measured | wall s (load) | B | P1 | P2 | P2 kept tuning epoch |" in text
+    assert "| `a` | 2026-11-28 | 198 (3.0) | 46.5 | 39.9 | 31.2 | 13 |" in text
+    assert "| `b` | 2026-11-28 | 198 (3.0) | 46.5 | 39.9 | 31.2 | 0 (= P1) |" in text
+    assert "| `c` |  | 12 | 50.0 |  |  | n/a |" in text  # an entry without date or load
     readme.write_text("no markers\n")
     with pytest.raises(DataError, match="markers"):
         bench.write_readme_table(readme, result, tmp_path / "x.json")
