@@ -233,7 +233,7 @@ def test_frozen_embeddings_are_computed_once_per_clip(tmp_path, checkpoint, monk
     from thce.pretrained import frozen
     from thce.training.data import TrainingData
     from thce.training.engine import RunContext
-from thce.training.metrics_log import MetricsLog
+    from thce.training.metrics_log import MetricsLog
 
     config = config_from_dict(
         {"model": {"encoder": "panns_cnn10", "pretrained": str(checkpoint), "freeze": "all"},
