@@ -65,3 +65,20 @@ def test_cluster_per_class_layout():
 def test_bad_input():
     with pytest.raises(ValueError, match="k must be"):
         spherical_kmeans(torch.randn(3, 2), 4)
+
+
+def test_cap_on_clusters_per_class():
+    assert clusters_per_class([20, 20, 10, 260], max_per_class=4).tolist() == [2, 2, 1, 4]
+    assert clusters_per_class([20, 20, 10, 260], max_per_class=0).tolist() == [2, 2, 1, 26]  # 0: the paper's rule
+    with pytest.raises(ValueError, match="max_per_class"):
+        clusters_per_class([20, 10], max_per_class=-1)
+
+
+def test_capped_clusters_stay_roughly_equal():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(70, 4, generator=generator), dim=1)
+    classes = torch.tensor([0] * 10 + [1] * 20 + [2] * 40)
+    result = cluster_per_class(x, classes, num_classes=3, seed=0, balanced=True, max_clusters_per_class=2)
+    assert result.clusters_per_class.tolist() == [1, 2, 2]
+    assert torch.equal(result.cluster_class[result.assignment], classes)
+    assert result.sizes().tolist() == [10, 10, 10, 20, 20]  # the capped class: clusters of ceil(40 / 2)

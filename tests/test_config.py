@@ -45,6 +45,7 @@ def test_paper_configs_hold_the_papers_settings():
         ("[embeding]\nalpha = 3\n", "unknown config key 'embeding'; did you mean 'embedding'?"),
         ("[embedding]\nalpha = 'big'\n", "embedding.alpha: expected a number, got 'big'"),
         ("[embedding]\nalpha = -1.0\n", "embedding.alpha: must be > 0"),
+        ("[embedding]\nmax_clusters_per_class = -1\n", "embedding.max_clusters_per_class: must be >= 0, got -1"),
         ("[embedding]\nbeta_same = 0.0\nbeta_other = 1.0\n", "beta_other (1.0) must be smaller than beta_same"),
         ("[train]\nbatch_size = 0\n", "train.batch_size: must be >= 1"),
         ("[model]\nencoder = 'gru'\n", "model.encoder: 'gru' is not one of cnn, lstm"),

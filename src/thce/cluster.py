@@ -23,16 +23,22 @@ from thce.errors import DataError
 from thce.seeds import derive_seed
 
 
-def clusters_per_class(counts: Tensor | list[int]) -> Tensor:
-    """The K_c rule: ``floor(I_c / min_c' I_c')`` for every class with ``I_c > 0``.
+def clusters_per_class(counts: Tensor | list[int], max_per_class: int = 0) -> Tensor:
+    """The K_c rule: ``floor(I_c / min_c' I_c')`` for every class with ``I_c > 0``, at most ``max_per_class``
+    when that is > 0 (a departure from the paper: fewer, larger clusters of the large classes).
 
     >>> clusters_per_class([20, 20, 10, 260]).tolist()
     [2, 2, 1, 26]
+    >>> clusters_per_class([20, 20, 10, 260], max_per_class=4).tolist()
+    [2, 2, 1, 4]
     """
+    if max_per_class < 0:
+        raise ValueError(f"max_per_class must be >= 0 (0: no cap), got {max_per_class}")
     counts = torch.as_tensor(counts, dtype=torch.long)
     if counts.numel() == 0 or int(counts.min()) < 1:
         raise DataError(f"every class needs at least one training clip for clustering; counts per class: {counts.tolist()}")
-    return counts // counts.min()
+    k_per_class = counts // counts.min()
+    return k_per_class.clamp(max=max_per_class) if max_per_class else k_per_class
 
 
 def _kmeans_pp_init(x: Tensor, k: int, generator: torch.Generator, dist: Distributed, offset: int, n: int) -> Tensor:
@@ -184,6 +190,7 @@ def cluster_per_class(
     seed: int = 0,
     balanced: bool = False,
     max_iter: int = 100,
+    max_clusters_per_class: int = 0,
     dist: Distributed = SINGLE,
 ) -> Clustering:
     """Split every class into ``K_c`` clusters with spherical k-means (the paper's clustering step).
@@ -192,12 +199,13 @@ def cluster_per_class(
         embeddings: (N, D) L2-normalised embeddings of the training set.
         class_index: (N,) class of each sample in ``[0, num_classes)`` (background is a class here).
         num_classes: C, number of classes including background.
+        max_clusters_per_class: cap on K_c (0: none, the paper's rule; see :func:`clusters_per_class`).
         dist: in a distributed job every rank passes the same full arrays and clusters its share of each class
             (see :func:`spherical_kmeans`); the result is the same on every rank.
     """
     class_index = torch.as_tensor(class_index, dtype=torch.long)
     counts = torch.bincount(class_index, minlength=num_classes)
-    k_per_class = clusters_per_class(counts)
+    k_per_class = clusters_per_class(counts, max_clusters_per_class)
     centroids, cluster_class = [], []
     assignment = torch.empty(len(class_index), dtype=torch.long)
     offset = 0

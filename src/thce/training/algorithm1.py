@@ -67,6 +67,7 @@ class EmbeddingConfig:
     kmeans_max_iter: int = 100
     loss_normaliser: str = "fixed"  # Eq. 8 over B x the mean training weight; "batch": the batch's sum of weights
     normalise_w: bool = False  # unit columns of W at the fixed scale alpha (h = alpha x cosine); default: W free
+    max_clusters_per_class: int = 0  # cap on K_c (0: none, the paper's floor(I_c / min I_c'))
 
     def __post_init__(self) -> None:
         self.validate()
@@ -75,7 +76,7 @@ class EmbeddingConfig:
         for name in ("n_iter", "kmeans_max_iter"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"embedding.{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("epochs", "last_epochs", "head_only_epochs"):
+        for name in ("epochs", "last_epochs", "head_only_epochs", "max_clusters_per_class"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"embedding.{name}: must be >= 0, got {getattr(self, name)}")
         if not self.alpha > 0:
@@ -205,7 +206,8 @@ def learn_embedding(
         start = time.perf_counter()
         clustering = cluster_per_class(
             train_emb, train_class, num_classes=data.num_classes, seed=seeds.derive_seed(ctx.seed, "kmeans", method, iteration),
-            balanced=config.balanced_clusters, max_iter=config.kmeans_max_iter, dist=ctx.dist,
+            balanced=config.balanced_clusters, max_iter=config.kmeans_max_iter,
+            max_clusters_per_class=config.max_clusters_per_class, dist=ctx.dist,
         )  # fmt: skip
         cluster_seconds = time.perf_counter() - start
         val_emb = embed(encoder, data, val_idx, ctx, f"{method} val")
