@@ -1,0 +1,127 @@
+"""README's summary of the committed multi-seed tables in ``benchmarks/results/sweeps/``.
+
+Two kinds of file there, told apart by their keys:
+
+- a seeds summary (``NAME-3seeds.json``: one config, every method over seeds; written from the runs'
+  ``thce.experiment.summarise_seeds`` summary): test EER mean per method and the bootstrap interval of each
+  method's overall EER minus the baseline's;
+- a sweep (``thce sweep``'s ``sweep.json``: variants of one config): per variant other than the reference and per
+  method it changes, the paired bootstrap difference to the reference on validation and on test, and the variant
+  chosen on validation.
+
+Writes both tables between the sweeps markers of ``--readme`` (nothing else of the file changes):
+
+    python benchmarks/sweep_tables.py --readme README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from thce.io import rewrite_section
+from thce.methods import method_short_name
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = ROOT / "benchmarks" / "results" / "sweeps"
+README_START, README_END = "<!-- sweeps:start -->", "<!-- sweeps:end -->"
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:.1f}"
+
+
+def _ci(ci: Mapping[str, Any] | None) -> str:
+    if not ci:
+        return "–"
+    if "unpaired" in ci:
+        return "unpaired"
+    return f"{100 * ci['difference']:+.1f} [{100 * ci['low']:+.1f}, {100 * ci['high']:+.1f}]"
+
+
+def _unchanged(ci: Mapping[str, Any] | None) -> bool:
+    """A method the variant does not touch (e.g. logreg_stats under an encoder setting): identical scores."""
+    return bool(ci) and "unpaired" not in ci and ci["difference"] == ci["low"] == ci["high"] == 0.0
+
+
+def seeds_table(files: list[tuple[str, dict[str, Any]]]) -> str:
+    """One row per seeds summary: test EER (%) mean per method, and each method minus B with its interval."""
+    lines = [
+        "| table | seeds | B | P1 | P2 | logreg_stats | P2 − B [95 % CI] | P1 − B [95 % CI] |",
+        "| :-- | :-- | --: | --: | --: | --: | --: | --: |",
+    ]
+    for name, doc in files:
+        eer, boot = doc["seeds"]["eer"], doc["seeds"].get("bootstrap", {})
+        cells = [_pct(eer[m]["overall"]["mean"]) if m in eer else "–" for m in ("baseline", "proposed1", "proposed2", "logreg_stats")]
+        seeds = ", ".join(str(s) for s in doc["seeds"]["seeds"])
+        lines.append(
+            f"| `{name}` | {seeds} | {' | '.join(cells)} | {_ci(boot.get('proposed2'))} | {_ci(boot.get('proposed1'))} |"
+        )
+    return "\n".join(lines)
+
+
+def sweep_table(files: list[tuple[str, dict[str, Any]]]) -> str:
+    """One row per sweep, variant and method it changes: differences to the reference, the validation choice."""
+    lines = [
+        "| sweep | seeds | variant (vs reference) | method | Δ val [95 % CI] | Δ test [95 % CI] | chosen on validation |",
+        "| :-- | :-- | :-- | :-- | --: | --: | :-- |",
+    ]
+    for name, doc in files:
+        best, seeds = doc["best"], ", ".join(str(s) for s in doc["seeds"])
+        for variant in doc["variants"]:
+            if variant["name"] == doc["reference"]:
+                continue
+            for method, entry in variant["methods"].items():
+                vs = entry.get("vs_reference", {})
+                if not vs or (_unchanged(vs.get("val")) and _unchanged(vs.get("test"))):
+                    continue
+                chosen = "variant" if best.get(method, {}).get("variant") == variant["name"] else "reference"
+                lines.append(
+                    f"| `{name}` | {seeds} | {variant['name']} (vs {doc['reference']}) | {method_short_name(method)} | "
+                    f"{_ci(vs.get('val'))} | {_ci(vs.get('test'))} | {chosen} |"
+                )
+    return "\n".join(lines)
+
+
+def section(directory: Path) -> str:
+    """The README section: the seeds table, then the sweep table, from every JSON file of ``directory``."""
+    seeds, sweeps = [], []
+    for path in sorted(directory.glob("*.json")):
+        doc = json.loads(path.read_text())
+        (sweeps if "variants" in doc else seeds).append((path.stem, doc))
+    source = directory.relative_to(ROOT) if directory.is_relative_to(ROOT) else directory
+    return "\n".join([
+        f"Written by `python benchmarks/sweep_tables.py --readme README.md` from `{source}/*.json` (overall EER in %, "
+        "unweighted mean over the classes; test clips unless marked val; each file's .md has the per-class tables "
+        "and the commands).",
+        "",
+        "Configs over seeds (test EER, mean over seeds; differences with a stratified bootstrap interval over test clips):",
+        "",
+        seeds_table(seeds),
+        "",
+        "Ablations (Δ = variant − reference, percentage points, paired by seed and clip; the setting is chosen on "
+        "validation, test is for reporting; methods a variant does not change are left out):",
+        "",
+        sweep_table(sweeps),
+        "",
+    ])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweeps", type=Path, default=SWEEPS, help="folder of the committed tables")
+    parser.add_argument("--readme", type=Path, default=None, help="write between the sweeps markers of this file")
+    args = parser.parse_args(argv)
+    text = section(args.sweeps.resolve())
+    if args.readme is not None:
+        rewrite_section(args.readme, text, start=README_START, end=README_END)
+    else:
+        print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

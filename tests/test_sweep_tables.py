@@ -1,0 +1,49 @@
+"""benchmarks/sweep_tables.py: README's summary of the committed seeds summaries and sweeps."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("sweep_tables", ROOT / "benchmarks" / "sweep_tables.py")
+sweep_tables = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sweep_tables)
+
+
+def _ci(d, lo, hi):
+    return {"difference": d, "low": lo, "high": hi, "draws": 1000, "confidence": 0.95}
+
+
+def _mean(x):
+    return {"overall": {"mean": x, "std": 0.01}}
+
+
+def test_tables_from_a_seeds_summary_and_a_sweep(tmp_path):
+    seeds = {"seeds": {"seeds": [0, 1, 2], "eer": {"baseline": _mean(0.30), "proposed1": _mean(0.326),
+                                                     "proposed2": _mean(0.255), "logreg_stats": _mean(0.359)},
+                       "bootstrap": {"proposed2": _ci(-0.048, -0.068, -0.030), "proposed1": _ci(0.024, 0.001, 0.045)}}}
+    (tmp_path / "cfg-3seeds.json").write_text(json.dumps(seeds))
+    entry = lambda val, vs=None: {"val_eer": _mean(val), "test_eer": _mean(val), **({"vs_reference": vs} if vs else {})}  # noqa: E731
+    sweep = {
+        "seeds": [0, 1], "reference": "k=0",
+        "variants": [
+            {"name": "k=0", "methods": {"proposed1": entry(0.30), "logreg_stats": entry(0.35)}},
+            {"name": "k=4", "methods": {
+                "proposed1": entry(0.28, {"val": _ci(-0.02, -0.05, 0.01), "test": _ci(0.01, -0.01, 0.03)}),
+                "logreg_stats": entry(0.35, {"val": _ci(0.0, 0.0, 0.0), "test": _ci(0.0, 0.0, 0.0)}),
+            }},
+        ],
+        "best": {"proposed1": {"variant": "k=4"}, "logreg_stats": {"variant": "k=0"}},
+    }
+    (tmp_path / "cap.json").write_text(json.dumps(sweep))
+    text = sweep_tables.section(tmp_path)
+    assert "| `cfg-3seeds` | 0, 1, 2 | 30.0 | 32.6 | 25.5 | 35.9 | -4.8 [-6.8, -3.0] | +2.4 [+0.1, +4.5] |" in text
+    assert "| `cap` | 0, 1 | k=4 (vs k=0) | P1 | -2.0 [-5.0, +1.0] | +1.0 [-1.0, +3.0] | variant |" in text
+    assert "logreg_stats" not in text.split("Ablations")[1].split("| :-- |")[-1]  # unchanged by the variant: left out
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"head\n{sweep_tables.README_START}\nold\n{sweep_tables.README_END}\ntail\n")
+    sweep_tables.main(["--sweeps", str(tmp_path), "--readme", str(readme)])
+    written = readme.read_text()
+    assert written.startswith("head\n") and written.endswith("tail\n") and "old" not in written
+    assert "| `cap` | 0, 1 | k=4 (vs k=0) | P1 |" in written
