@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from thce.audio.read import AUDIO_EXTENSIONS, OTHER_SOUNDFILE_EXTENSIONS
 from thce.errors import DataError
 from thce.io import atomic_write, write_json
 
@@ -107,7 +108,7 @@ class EventList:
 
 #: Extensions a file name alone on a line of a DCASE event list may have (a line holding anything else is an error:
 #: a config or a space-separated list is not read as a list of files without events).
-EVENT_LIST_AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64")
+EVENT_LIST_AUDIO_EXTENSIONS = AUDIO_EXTENSIONS + OTHER_SOUNDFILE_EXTENSIONS
 
 
 def _is_number(text: str) -> bool:

@@ -34,6 +34,8 @@ _UNKNOWN_FRAMES = 2**62
 
 #: Extensions :func:`load_audio` is documented and tested for (libsndfile reads more, e.g. aiff, au, caf, w64).
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
+#: Further extensions libsndfile reads (not in the test matrix): still audio where a file name must be recognised.
+OTHER_SOUNDFILE_EXTENSIONS: tuple[str, ...] = (".aif", ".aiff", ".au", ".caf", ".w64")
 
 #: Peak below which a clip counts as digital silence: one step of 16-bit PCM (quieter audio is all zeros in 16 bits).
 SILENCE_PEAK = 2.0**-15
