@@ -185,6 +185,7 @@ def main() -> None:
     from thce.checkpoint import load_run
     from thce.detect import DetectConfig, FileScores, detect_in_scores, detect_run
     from thce.machine import describe_machine
+    from thce.rundir import checkpoint_path
     from thce.score_tables import write_table
     from thce.thresholds import class_thresholds
 
@@ -205,14 +206,15 @@ def main() -> None:
     found: dict = {}
     walls: dict = {}
     truths: dict = {}
+    model_file = checkpoint_path(run, "proposed2")  # a retrained run in the same folder invalidates cached scores
     for name, seed in (("validation", args.seed + 1), ("test", args.seed)):
         audio, truth, duration = recording(work, name, classes, seed, args.minutes)
         truths[name] = (truth, duration, audio.name)
         cached = work / f"{name}-window-scores.npz"  # the model's window scores: a rerun skips the model
-        key = json.dumps([str(Path(run).resolve()), args.hop_s, audio.stat().st_size])
+        cache_key = json.dumps([str(model_file.resolve()), model_file.stat().st_mtime_ns, args.hop_s, audio.stat().st_size])
         if cached.is_file():
             with np.load(cached) as saved:
-                if str(saved["key"]) == key:
+                if str(saved["key"]) == cache_key:
                     meta = json.loads(str(saved["meta"]))
                     meta["classes"], meta["support_s"] = tuple(meta["classes"]), tuple(meta["support_s"])
                     found[name] = FileScores(scores=saved["scores"], silent=saved["silent"], **meta)
@@ -225,7 +227,7 @@ def main() -> None:
         fs = found[name]
         meta = {"path": fs.path, "classes": list(fs.classes), "hop_s": fs.hop_s, "window_s": fs.window_s,
                 "support_s": list(fs.support_s), "duration_s": fs.duration_s}  # fmt: skip
-        np.savez(cached, key=key, meta=json.dumps(meta), scores=fs.scores, silent=fs.silent, wall_s=walls[name])
+        np.savez(cached, key=cache_key, meta=json.dumps(meta), scores=fs.scores, silent=fs.silent, wall_s=walls[name])
     report["hop_s"], report["window_s"] = found["test"].hop_s, found["test"].window_s
     rules = {rule: class_thresholds(val_scores=loaded.val_scores, val_class_index=loaded.val_class_index,
                                     classes=classes, rule=rule) for rule in THRESHOLD_RULES}  # fmt: skip

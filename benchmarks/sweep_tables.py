@@ -24,6 +24,7 @@ from typing import Any
 
 from thce.io import rewrite_section
 from thce.methods import method_short_name
+from thce.sweep import ci_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "benchmarks" / "results" / "sweeps"
@@ -32,14 +33,6 @@ README_START, README_END = "<!-- sweeps:start -->", "<!-- sweeps:end -->"
 
 def _pct(fraction: float) -> str:
     return f"{100 * fraction:.1f}"
-
-
-def _ci(ci: Mapping[str, Any] | None) -> str:
-    if not ci:
-        return "–"
-    if "unpaired" in ci:
-        return "unpaired"
-    return f"{100 * ci['difference']:+.1f} [{100 * ci['low']:+.1f}, {100 * ci['high']:+.1f}]"
 
 
 def _unchanged(ci: Mapping[str, Any] | None) -> bool:
@@ -58,7 +51,7 @@ def seeds_table(files: list[tuple[str, dict[str, Any]]]) -> str:
         cells = [_pct(eer[m]["overall"]["mean"]) if m in eer else "–" for m in ("baseline", "proposed1", "proposed2", "logreg_stats")]
         seeds = ", ".join(str(s) for s in doc["seeds"]["seeds"])
         lines.append(
-            f"| `{name}` | {seeds} | {' | '.join(cells)} | {_ci(boot.get('proposed2'))} | {_ci(boot.get('proposed1'))} |"
+            f"| `{name}` | {seeds} | {' | '.join(cells)} | {ci_cell(boot.get('proposed2'))} | {ci_cell(boot.get('proposed1'))} |"
         )
     return "\n".join(lines)
 
@@ -81,7 +74,7 @@ def sweep_table(files: list[tuple[str, dict[str, Any]]]) -> str:
                 chosen = "variant" if best.get(method, {}).get("variant") == variant["name"] else "reference"
                 lines.append(
                     f"| `{name}` | {seeds} | {variant['name']} (vs {doc['reference']}) | {method_short_name(method)} | "
-                    f"{_ci(vs.get('val'))} | {_ci(vs.get('test'))} | {chosen} |"
+                    f"{ci_cell(vs.get('val'))} | {ci_cell(vs.get('test'))} | {chosen} |"
                 )
     return "\n".join(lines)
 

@@ -317,7 +317,8 @@ def best_on_validation(entries: Sequence[Mapping[str, Any]]) -> dict[str, dict[s
     return best
 
 
-def _ci_cell(ci: Mapping[str, Any] | None) -> str:
+def ci_cell(ci: Mapping[str, Any] | None) -> str:
+    """A table cell for a bootstrap interval: ``-1.2 [-3.4, +0.5]`` (percentage points), ``unpaired`` or ``–``."""
     if ci is None:
         return "–"
     if "unpaired" in ci:
@@ -364,8 +365,8 @@ def sweep_table_markdown(summary: Mapping[str, Any]) -> str:
             vs = stats.get("vs_reference", {})
             lines.append(
                 f"| {method_short_name(method)} | {name} | {100 * val['mean']:.1f} ± {100 * val['std']:.1f} | "
-                f"{100 * test['mean']:.1f} ± {100 * test['std']:.1f} | {_ci_cell(vs.get('val'))} | "
-                f"{_ci_cell(vs.get('test'))} |"
+                f"{100 * test['mean']:.1f} ± {100 * test['std']:.1f} | {ci_cell(vs.get('val'))} | "
+                f"{ci_cell(vs.get('test'))} |"
             )
     lines += ["", "Runs: `<variant folder>/seed_<s>/` beside this file; sweep.json has these numbers and per class."]
     return "\n".join(lines) + "\n"
