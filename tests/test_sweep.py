@@ -9,7 +9,7 @@ import pytest
 
 import thce.sweep
 from thce.cli import main
-from thce.config import config_from_dict, load_config
+from thce.config import config_from_dict, load_config, save_config
 from thce.errors import ConfigError
 from thce.experiment import load_rows
 from thce.metrics import per_class_eer
@@ -146,6 +146,56 @@ def test_finished_runs_are_not_redone(sweep_dir, tmp_path, monkeypatch):
     other = config_from_dict({**config.to_dict(), "train": {**config.to_dict()["train"], "batch_size": 8}})
     with pytest.raises(ConfigError, match="another configuration"):
         run_sweep(other, variants, 1, copy)
+
+
+def _edit_config(run: Path, section: str, **values) -> None:
+    table = load_config(run / "config.toml").to_dict()
+    table[section] = {**table[section], **values}
+    save_config(config_from_dict(table), run / "config.toml")
+
+
+def _move_reference_runs(sweep_copy: Path) -> Path:
+    """The copy's reference runs moved to a folder of their own, as if made before the sweep: their synthetic clips
+    (and clips.json) in another folder, another torch thread count, the rest of the config the reference's."""
+    runs = sweep_copy.parent / "made-before"
+    shutil.move(sweep_copy / SLUGS[1], runs)
+    for seed in SEEDS:
+        run = runs / f"seed_{seed}"
+        clips = (run / "clips.json").read_text()
+        clip_root = json.loads(clips)["val"][0].split("/data/")[0] + "/data/"
+        (run / "clips.json").write_text(clips.replace(clip_root, "/elsewhere/runs/data/"))
+        _edit_config(run, "train", num_threads=2)
+    return runs
+
+
+def test_reference_runs_made_before_the_sweep_are_read_not_run(sweep_dir, tmp_path, monkeypatch):
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep_dir, copy, symlinks=True)
+    runs = _move_reference_runs(copy)
+    before_files = sorted(p.relative_to(runs).as_posix() for p in runs.rglob("*"))
+    calls = []
+    monkeypatch.setattr(thce.sweep, "run_experiment", lambda config, out_dir, **kw: calls.append(out_dir))
+    config = load_config(sweep_dir / "config.toml")
+    variants = product_variants([parse_vary(VARY)])
+    summary = run_sweep(config, variants, 2, copy, reference={"baseline.l2_normalise": True}, reference_runs=runs,
+                        draws=200)  # fmt: skip
+    assert calls == [] and not (copy / SLUGS[1]).exists()
+    assert sorted(p.relative_to(runs).as_posix() for p in runs.rglob("*")) == before_files  # nothing written there
+    # the same numbers as the sweep that ran its reference: clips paired by name under the same synthetic data
+    before = json.loads((sweep_dir / "sweep.json").read_text())
+    assert summary["variants"][0]["methods"] == before["variants"][0]["methods"]
+    assert summary["variants"][1]["runs"] == [str(runs / f"seed_{s}") for s in SEEDS]
+    with pytest.raises(ConfigError, match="no finished run seed_5"):
+        run_sweep(config, variants, 3, copy, reference={"baseline.l2_normalise": True}, reference_runs=runs)
+    more = config_from_dict({**config.to_dict(), "methods": ["baseline", "logreg_stats"]})
+    with pytest.raises(ConfigError, match="did not run logreg_stats"):
+        run_sweep(more, variants, 2, copy, reference={"baseline.l2_normalise": True}, reference_runs=runs)
+    # synthetic data of other settings under the same names are other clips: unpaired
+    for seed in SEEDS:
+        _edit_config(runs / f"seed_{seed}", "synth", ebr_db_range=[-1.0, 1.0])
+    assert thce.sweep.same_clips([copy / SLUGS[0] / "seed_3", runs / "seed_3"], "val") is not None
+    with pytest.raises(ConfigError, match="is not the reference variant's"):
+        run_sweep(config, variants, 2, copy, reference={"baseline.l2_normalise": True}, reference_runs=runs)
 
 
 def _fake_run(root: Path, slug: str, seed: int, *, val: float, test: float, scores: dict, data: str = "d") -> None:

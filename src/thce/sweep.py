@@ -23,6 +23,13 @@ method is the one with the lowest mean *validation* EER; test numbers are for re
 
 Resumable: a run with ``results.json`` is not redone (its ``config.toml`` must match); with ``resume`` an
 interrupted one continues after its last completed epoch, without it starts over.
+
+Runs you already have. ``reference_runs`` (``thce sweep --reference-runs DIR``) takes the reference variant's runs
+from ``DIR/seed_<s>/`` (e.g. a ``thce experiment --seeds N`` folder) instead of running them; their configuration
+must be the reference variant's up to :data:`ENVIRONMENT_KEYS`, and nothing is written into ``DIR``. Synthetic
+clips made by another run live in another folder, so their paths differ: two runs pair when both configurations
+have the same synthetic data (same ``synth`` and ``data`` settings and seed, which fix every clip) and the same
+clip names relative to each run's clip folder.
 """
 
 from __future__ import annotations
@@ -52,6 +59,10 @@ logger = logging.getLogger(__name__)
 
 #: Files of a finished run (``results.json`` is written last of them).
 FINISHED_FILES = ("val_scores.npz", "scores.npz", "clips.json", "results.json")
+
+#: Config keys that say where and how fast a run computes, not what: runs that differ only in them are the same
+#: experiment (a sweep points ``data.cache_dir`` at its shared cache; parallel lanes set ``train.num_threads``).
+ENVIRONMENT_KEYS = ("data.cache_dir", "train.num_threads")
 
 
 # ----------------------------------------------------------------------------------------------- configs
@@ -99,6 +110,37 @@ def _finished(run_dir: Path) -> bool:
     return all((run_dir / name).is_file() for name in FINISHED_FILES)
 
 
+def _experiment_settings(config: ExperimentConfig) -> dict[str, Any]:
+    """The config as a dict without :data:`ENVIRONMENT_KEYS`: equal for runs of the same experiment."""
+    table = config.to_dict()
+    for key in ENVIRONMENT_KEYS:
+        section, name = key.split(".")
+        table.get(section, {}).pop(name, None)
+    return table
+
+
+def _reference_run_dirs(reference_runs: Path, config: ExperimentConfig, seeds: Sequence[int]) -> dict[int, Path]:
+    """``{seed: reference_runs/seed_<s>}``, each a finished run of ``config`` with that seed (up to
+    :data:`ENVIRONMENT_KEYS`; it may have run more methods than ``config.methods``, as methods train independently
+    of each other); a ConfigError naming the folder otherwise."""
+    dirs = {}
+    for seed in seeds:
+        run_dir = reference_runs / f"seed_{seed}"
+        if not _finished(run_dir) or not (run_dir / "config.toml").is_file():
+            raise ConfigError(f"--reference-runs {reference_runs}: no finished run seed_{seed}/ (needs config.toml "
+                              f"and {', '.join(FINISHED_FILES)})")  # fmt: skip
+        theirs = load_config(run_dir / "config.toml")
+        wanted = dataclasses.replace(config, seed=seed, methods=theirs.methods)
+        if _experiment_settings(theirs) != _experiment_settings(wanted):
+            free = ", ".join(ENVIRONMENT_KEYS)
+            raise ConfigError(f"{run_dir}: its config.toml is not the reference variant's (only {free} may differ)")
+        missing = [m for m in config.methods if m not in theirs.methods]
+        if missing:
+            raise ConfigError(f"{run_dir}: did not run {', '.join(missing)}")
+        dirs[seed] = run_dir
+    return dirs
+
+
 # ----------------------------------------------------------------------------------------------- the sweep
 
 
@@ -109,6 +151,7 @@ def run_sweep(
     out_dir: str | Path,
     *,
     reference: Mapping[str, Any] | Variant | None = None,
+    reference_runs: str | Path | None = None,
     resume: bool = False,
     draws: int = 1000,
     confidence: float = 0.95,
@@ -123,6 +166,8 @@ def run_sweep(
         out_dir: the sweep directory.
         reference: the variant the bootstrap compares against: a :class:`Variant`, or assignments that pick
             exactly one variant (``{"embedding.alpha": 16}``); default the first variant.
+        reference_runs: a folder whose ``seed_<s>/`` are finished runs of the reference variant: used instead of
+            running it (read only; their config must be the reference's up to :data:`ENVIRONMENT_KEYS`).
         resume: continue interrupted runs (finished runs are never redone).
         draws, confidence: of the paired bootstrap.
         progress: passed to each run.
@@ -146,10 +191,16 @@ def run_sweep(
     configs = [variant_config(config, variant) for variant in variants]  # every error before the first run
     ref = pick_reference(variants, reference)
     seed_list = [config.seed + k for k in range(seeds)]
+    run_dirs: dict[str, dict[int, Path]] = {}
+    if reference_runs is not None:
+        run_dirs[ref.slug] = _reference_run_dirs(Path(reference_runs), configs[variants.index(ref)], seed_list)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / "config.toml")
     total = len(variants) * len(seed_list)
     for v, (variant, variant_cfg) in enumerate(zip(variants, configs)):
+        if variant.slug in run_dirs:
+            logger.info("sweep: %s from %s (not run)", variant.name, reference_runs)
+            continue
         for s, seed in enumerate(seed_list):
             run_dir = out_dir / variant.slug / f"seed_{seed}"
             seed_config = dataclasses.replace(variant_cfg, seed=seed)
@@ -168,8 +219,9 @@ def run_sweep(
         if len(seed_list) > 1:  # the variant's folder is then a `--seeds` run: `thce report` reads it
             summarise_seeds(variant_cfg, out_dir / variant.slug, seed_list)
     summary = summarise(
-        out_dir, variants, seed_list, reference=ref, draws=draws, confidence=confidence, bootstrap_seed=config.seed
-    )
+        out_dir, variants, seed_list, reference=ref, draws=draws, confidence=confidence, bootstrap_seed=config.seed,
+        run_dirs=run_dirs,
+    )  # fmt: skip
     write_json(out_dir / "sweep.json", summary)
     with atomic_write(out_dir / "sweep.md", "w", encoding="utf-8") as handle:
         handle.write(sweep_table_markdown(summary))
@@ -206,8 +258,12 @@ def summarise(
     draws: int = 1000,
     confidence: float = 0.95,
     bootstrap_seed: int = 0,
+    run_dirs: Mapping[str, Mapping[int, Path]] | None = None,
 ) -> dict[str, Any]:
     """Read the finished runs ``out_dir/<slug>/seed_<s>/`` and build the sweep table.
+
+    ``run_dirs`` gives other folders for some variants (``{slug: {seed: run folder}}``, e.g. reference runs made
+    before the sweep); ``"runs"`` then lists those folders.
 
     Returns:
         ``{"selection", "seeds", "reference", "varied", "classes", "bootstrap", "variants": [{"name", "slug",
@@ -218,7 +274,10 @@ def summarise(
         other than the reference, or ``{"unpaired": reason}`` when the runs did not score the same clips.
     """
     out_dir = Path(out_dir)
-    runs = {v.slug: [_load_results(out_dir / v.slug / f"seed_{s}") for s in seeds] for v in variants}
+    where = {v.slug: {s: out_dir / v.slug / f"seed_{s}" for s in seeds} for v in variants}
+    for slug, dirs in (run_dirs or {}).items():
+        where[slug] = {s: Path(dirs[s]) for s in seeds}
+    runs = {v.slug: [_load_results(where[v.slug][s]) for s in seeds] for v in variants}
     classes = tuple(runs[reference.slug][0]["classes"])
     entries = []
     for variant in variants:
@@ -237,7 +296,7 @@ def summarise(
             if variant != reference and all(method in r["methods"] for r in runs[reference.slug]):
                 entry["vs_reference"] = {
                     split: _paired_bootstrap(
-                        out_dir, variant, reference, seeds, method, split, classes,
+                        [(where[variant.slug][s], where[reference.slug][s]) for s in seeds], method, split, classes,
                         draws=draws, confidence=confidence, seed=bootstrap_seed,
                     )  # fmt: skip
                     for split in ("val", "test")
@@ -248,7 +307,7 @@ def summarise(
                 "name": variant.name,
                 "slug": variant.slug,
                 "assignments": dict(variant.assignments),
-                "runs": [f"{variant.slug}/seed_{s}" for s in seeds],
+                "runs": [_shown_path(where[variant.slug][s], out_dir) for s in seeds],
                 "methods": methods,
             }
         )
@@ -264,24 +323,67 @@ def summarise(
     }
 
 
+def _shown_path(run_dir: Path, out_dir: Path) -> str:
+    """A run folder as the table lists it: relative to the sweep folder when inside it."""
+    try:
+        return run_dir.relative_to(out_dir).as_posix()
+    except ValueError:
+        return str(run_dir)
+
+
+def same_clips(run_dirs: Sequence[Path], split: str) -> str | None:
+    """``None`` when the runs scored the same ``split`` clips in the same order, else why not (one line).
+
+    Equal paths in ``clips.json`` are the same clips. Synthetic clips written by different runs have different
+    paths; they are the same clips when the runs' configs (``config.toml``) have the same synthetic data -- equal
+    ``synth`` and ``data`` settings (the cache folder aside) and seed -- and the names relative to each run's clip
+    folder (the common folder of its clips) agree.
+    """
+    clips = [read_json(d / "clips.json", what="clip list") for d in run_dirs]
+    if all(c[split] == clips[0][split] for c in clips[1:]):
+        return None
+    different = f"the runs scored different {split} clips (clips.json)"
+    configs = [d / "config.toml" for d in run_dirs]
+    if not all(path.is_file() for path in configs):
+        return different
+    data = [_synthetic_data(load_config(path)) for path in configs]
+    if data[0] is None or any(d != data[0] for d in data[1:]):
+        return different
+    relative = [_relative_clips(c, split) for c in clips]
+    return None if all(r == relative[0] for r in relative[1:]) else different
+
+
+def _synthetic_data(config: ExperimentConfig) -> dict[str, Any] | None:
+    """What fixes a run's synthetic clips (``synth`` and ``data`` settings, seed); ``None`` for real data."""
+    if config.data.source != "synth":
+        return None
+    table = _experiment_settings(config)
+    return {"seed": table["seed"], "synth": table["synth"], "data": table["data"]}
+
+
+def _relative_clips(clips: Mapping[str, Sequence[str]], split: str) -> list[str]:
+    """The ``split`` paths of a ``clips.json`` relative to the common folder of all its paths."""
+    every = [p for paths in clips.values() for p in paths]
+    root = os.path.commonpath(every) if len(every) > 1 else os.path.dirname(every[0]) if every else ""
+    return [os.path.relpath(p, root) for p in clips[split]]
+
+
 def _paired_bootstrap(
-    out_dir: Path,
-    variant: Variant,
-    reference: Variant,
-    seeds: Sequence[int],
+    run_pairs: Sequence[tuple[Path, Path]],
     method: str,
     split: str,
     classes: tuple[str, ...],
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Bootstrap interval of ``overall EER(variant) - overall EER(reference)`` for ``method`` on ``split``, pairing
-    the two runs of each seed clip by clip; ``{"unpaired": reason}`` when they did not score the same clips."""
+    the two runs of each seed (``(variant run, reference run)`` folders) clip by clip; ``{"unpaired": reason}``
+    when they did not score the same clips."""
     sets = []
-    for seed in seeds:
-        dirs = [out_dir / v.slug / f"seed_{seed}" for v in (variant, reference)]
-        clips = [read_json(d / "clips.json", what="clip list")[split] for d in dirs]
-        if clips[0] != clips[1]:
-            return {"unpaired": f"seed {seed}: the two runs scored different {split} clips (clips.json)"}
+    for dirs in run_pairs:
+        seed = dirs[0].name.removeprefix("seed_")
+        reason = same_clips(dirs, split)
+        if reason is not None:
+            return {"unpaired": f"seed {seed}: {reason}"}
         mine, theirs = (load_test_scores(d, classes, split) for d in dirs)
         if not np.array_equal(mine.class_index, theirs.class_index):
             return {"unpaired": f"seed {seed}: the two runs' {split} clips differ in class"}

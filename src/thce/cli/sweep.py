@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     variants = product_variants(axes)
     with ProgressBars(enabled=not args.quiet) as bars:
         run_sweep(
-            config, variants, args.seeds, args.out, reference=reference or None, resume=args.resume,
-            draws=args.draws, progress=bars,
+            config, variants, args.seeds, args.out, reference=reference or None,
+            reference_runs=args.reference_runs, resume=args.resume, draws=args.draws, progress=bars,
         )  # fmt: skip
     print((args.out / "sweep.md").read_text(encoding="utf-8"))
     print(f"Sweep directory: {args.out} (sweep.json, sweep.md, <variant>/seed_<s>/, cache/)")
@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--seeds", type=int, default=1, help="seeds seed..seed+N-1 per variant (shared by variants)")
     sweep.add_argument("--reference", action="append", default=[], metavar="KEY=VALUE",
                        help="the variant the bootstrap compares against (repeatable; default: the first variant)")
+    sweep.add_argument("--reference-runs", type=Path, metavar="DIR",
+                       help="take the reference variant's runs from DIR/seed_<s>/ (e.g. a `thce experiment --seeds` "
+                       "folder) instead of running them; read only")
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value for every variant (repeatable)")
     sweep.add_argument("--draws", type=int, default=1000, help="bootstrap draws (default 1000)")
