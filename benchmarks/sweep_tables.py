@@ -3,8 +3,9 @@
 Two kinds of file there, told apart by their keys:
 
 - a seeds summary (``NAME-3seeds.json``: one config, every method over seeds; written from the runs'
-  ``thce.experiment.summarise_seeds`` summary): test EER mean per method and the bootstrap interval of each
-  method's overall EER minus the baseline's;
+  ``thce.experiment.summarise_seeds`` summary): test EER mean per method, the bootstrap interval of each
+  method's overall EER minus the baseline's, and whether Algorithm 1's embedding separated the validation clips'
+  classes (class-centroid accuracy at the first clustering and at the end, range over seeds);
 - a sweep (``thce sweep``'s ``sweep.json``: variants of one config): per variant other than the reference and per
   method it changes, the paired bootstrap difference to the reference on validation and on test, and the variant
   chosen on validation.
@@ -40,18 +41,35 @@ def _unchanged(ci: Mapping[str, Any] | None) -> bool:
     return bool(ci) and "unpaired" not in ci and ci["difference"] == ci["low"] == ci["high"] == 0.0
 
 
+def _learning_cell(per_seed: list[dict[str, Any] | None]) -> str:
+    """Range over seeds of the validation clips' class-centroid accuracy at Algorithm 1's first clustering and at
+    its end (``thce.training.diagnostics.embedding_learning``), e.g. ``0.37-0.50 → 0.50-0.57 (chance 0.25)``."""
+    records = [r["class_centroid_accuracy"] for r in per_seed if r and "class_centroid_accuracy" in r]
+    if not records:
+        return "–"
+
+    def span(values: list[float]) -> str:
+        return f"{min(values):.2f}-{max(values):.2f}"
+
+    chance = next((r["chance"] for r in per_seed if r and r.get("chance")), None)
+    return f"{span([r['start'] for r in records])} → {span([r['end'] for r in records])}" + (
+        f" (chance {chance:.2f})" if chance else ""
+    )
+
+
 def seeds_table(files: list[tuple[str, dict[str, Any]]]) -> str:
     """One row per seeds summary: test EER (%) mean per method, and each method minus B with its interval."""
     lines = [
-        "| table | seeds | B | P1 | P2 | logreg_stats | P2 − B [95 % CI] | P1 − B [95 % CI] |",
-        "| :-- | :-- | --: | --: | --: | --: | --: | --: |",
+        "| table | seeds | B | P1 | P2 | logreg_stats | P2 − B [95 % CI] | P1 − B [95 % CI] | embedding: class-centroid accuracy, start → end |",
+        "| :-- | :-- | --: | --: | --: | --: | --: | --: | :-- |",
     ]
     for name, doc in files:
         eer, boot = doc["seeds"]["eer"], doc["seeds"].get("bootstrap", {})
         cells = [_pct(eer[m]["overall"]["mean"]) if m in eer else "–" for m in ("baseline", "proposed1", "proposed2", "logreg_stats")]
         seeds = ", ".join(str(s) for s in doc["seeds"]["seeds"])
         lines.append(
-            f"| `{name}` | {seeds} | {' | '.join(cells)} | {ci_cell(boot.get('proposed2'))} | {ci_cell(boot.get('proposed1'))} |"
+            f"| `{name}` | {seeds} | {' | '.join(cells)} | {ci_cell(boot.get('proposed2'))} | {ci_cell(boot.get('proposed1'))} | "
+            f"{_learning_cell(doc['seeds'].get('embedding_learning', []))} |"
         )
     return "\n".join(lines)
 

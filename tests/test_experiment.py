@@ -126,6 +126,12 @@ def test_repeats_over_seeds_with_bootstrap(tmp_path):
         assert entry["det"] == summary["seeds"]["det_pooled"][method]
         assert summary["seeds"]["det_per_seed"][method] == [run["methods"][method]["det"] for run in per_seed]
     assert "Thin lines: each of the 2 seeds' curves" in (out / "report.md").read_text()
+    # whether Algorithm 1's embedding learned, per seed: the first clustering and the last iteration of its records
+    for run, learned in zip(per_seed, summary["seeds"]["embedding_learning"], strict=True):
+        records = run["embedding_diagnostics"]
+        for name in ("class_centroid_accuracy", "one_nn_accuracy"):
+            assert learned[name] == {"start": records[0]["at_clustering"][name], "end": records[-1]["after_training"][name]}
+    assert "class-centroid accuracy" in (out / "report.md").read_text()
 
 
 def test_imbalance_methods_run_in_the_harness(tmp_path):

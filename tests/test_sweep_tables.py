@@ -23,6 +23,8 @@ def test_tables_from_a_seeds_summary_and_a_sweep(tmp_path):
                                                      "proposed2": _mean(0.255), "logreg_stats": _mean(0.359)},
                        "bootstrap": {"proposed2": _ci(-0.048, -0.068, -0.030), "proposed1": _ci(0.024, 0.001, 0.045)}}}
     (tmp_path / "cfg-3seeds.json").write_text(json.dumps(seeds))
+    learned = [{"class_centroid_accuracy": {"start": a, "end": b}, "chance": 0.25} for a, b in ((0.37, 0.5), (0.5, 0.57))]
+    (tmp_path / "lstm-3seeds.json").write_text(json.dumps({"seeds": {**seeds["seeds"], "embedding_learning": [*learned, None]}}))
     entry = lambda val, vs=None: {"val_eer": _mean(val), "test_eer": _mean(val), **({"vs_reference": vs} if vs else {})}  # noqa: E731
     sweep = {
         "seeds": [0, 1], "reference": "k=0",
@@ -37,7 +39,9 @@ def test_tables_from_a_seeds_summary_and_a_sweep(tmp_path):
     }
     (tmp_path / "cap.json").write_text(json.dumps(sweep))
     text = sweep_tables.section(tmp_path)
-    assert "| `cfg-3seeds` | 0, 1, 2 | 30.0 | 32.6 | 25.5 | 35.9 | -4.8 [-6.8, -3.0] | +2.4 [+0.1, +4.5] |" in text
+    assert "| `cfg-3seeds` | 0, 1, 2 | 30.0 | 32.6 | 25.5 | 35.9 | -4.8 [-6.8, -3.0] | +2.4 [+0.1, +4.5] | – |" in text
+    assert "| `lstm-3seeds` | 0, 1, 2 | 30.0 | 32.6 | 25.5 | 35.9 | -4.8 [-6.8, -3.0] | +2.4 [+0.1, +4.5] | " \
+        "0.37-0.50 → 0.50-0.57 (chance 0.25) |" in text
     assert "| `cap` | 0, 1 | k=4 (vs k=0) | P1 | -2.0 [-5.0, +1.0] | +1.0 [-1.0, +3.0] | variant |" in text
     assert "logreg_stats" not in text.split("Ablations")[1].split("| :-- |")[-1]  # unchanged by the variant: left out
 

@@ -47,6 +47,7 @@ from thce.report import write_report
 from thce.rundir import check_new_run, clear_run_outputs
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
 from thce.training.data import TrainingData, predict_scores
+from thce.training.diagnostics import embedding_learning
 from thce.progress import ProgressFn
 from thce.training.engine import RunContext
 from thce.training.metrics_log import MetricsLog
@@ -337,6 +338,10 @@ def summarise_seeds(config: ExperimentConfig, out_dir: Path, seed_list: Sequence
             if method != "baseline"
         }
     curves = seeds_det_summary(runs, test_sets)  # every seed's DET curves, and all seeds' test scores pooled
+    over_seeds = {"seeds": list(seed_list), "eer": spread, "bootstrap": bootstrap, **curves}
+    learning = [embedding_learning(run.get("embedding_diagnostics")) for run in runs]
+    if any(learning):
+        over_seeds["embedding_learning"] = learning  # per seed: did Algorithm 1's embedding stage separate classes?
     summary = {
         "classes": list(classes),
         "methods": {
@@ -344,7 +349,7 @@ def summarise_seeds(config: ExperimentConfig, out_dir: Path, seed_list: Sequence
         },
         "data": runs[0]["data"],
         "encoder": config.model.encoder,
-        "seeds": {"seeds": list(seed_list), "eer": spread, "bootstrap": bootstrap, **curves},
+        "seeds": over_seeds,
         "provenance": runs[0]["provenance"],
     }
     save_config(config, out_dir / "config.toml")

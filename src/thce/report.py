@@ -201,7 +201,41 @@ def seeds_table_markdown(results: Mapping[str, Any]) -> str:
                 f"| {method_short_name(method)} | {100 * ci['difference']:+.1f} | "
                 f"[{100 * ci['low']:+.1f}, {100 * ci['high']:+.1f}] ({100 * ci['confidence']:g} %) |"
             )
+    learning = embedding_learning_line(repeats.get("embedding_learning", []))
+    if learning:
+        lines += ["", learning]
     return "\n".join(lines) + "\n"
+
+
+def embedding_learning_line(per_seed: Sequence[Mapping[str, Any] | None]) -> str:
+    """One sentence on whether Algorithm 1's embedding learned, over seeds (``embedding_learning`` records of
+    :func:`thce.training.diagnostics.embedding_learning`): the range over seeds of the validation clips' balanced
+    class-centroid and 1-NN accuracies at the first clustering and after the last iteration; ``""`` without records.
+
+    >>> embedding_learning_line([{"class_centroid_accuracy": {"start": 0.37, "end": 0.5}, "chance": 0.25},
+    ...                          {"class_centroid_accuracy": {"start": 0.5, "end": 0.57}, "chance": 0.25}])
+    'Embedding (validation clips, eval mode; range over 2 seeds; chance 0.25): class-centroid accuracy 0.37-0.50 at the first clustering -> 0.50-0.57 after Algorithm 1.'
+    """
+    records = [r for r in per_seed if r]
+    if not records:
+        return ""
+
+    def span(name: str, when: str) -> str:
+        values = [r[name][when] for r in records if isinstance(r.get(name), Mapping) and r[name].get(when) is not None]
+        if not values:
+            return "-"
+        low, high = min(values), max(values)
+        return f"{low:.2f}" if low == high else f"{low:.2f}-{high:.2f}"
+
+    labels = {"class_centroid_accuracy": "class-centroid accuracy", "one_nn_accuracy": "1-NN accuracy"}
+    parts = [
+        f"{label} {span(name, 'start')} at the first clustering -> {span(name, 'end')} after Algorithm 1"
+        for name, label in labels.items()
+        if any(isinstance(r.get(name), Mapping) for r in records)
+    ]
+    chance = records[0].get("chance")
+    where = f"range over {len(records)} seeds" + (f"; chance {chance:.2f}" if chance else "")
+    return f"Embedding (validation clips, eval mode; {where}): " + "; ".join(parts) + "."
 
 
 def embedding_table_markdown(diagnostics: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -52,7 +52,9 @@ from thce.experiment import load_test_scores, run_experiment, summarise_seeds
 from thce.io import atomic_write, read_json, write_json
 from thce.methods import method_short_name
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
+from thce.training.diagnostics import embedding_learning
 from thce.progress import ProgressFn
+from thce.report import embedding_learning_line
 from thce.variants import Variant, toml_value
 
 logger = logging.getLogger(__name__)
@@ -268,8 +270,10 @@ def summarise(
     Returns:
         ``{"selection", "seeds", "reference", "varied", "classes", "bootstrap", "variants": [{"name", "slug",
         "assignments", "runs", "methods": {method: {"val_eer": {class: {"mean", "std"}}, "test_eer": {...},
-        "val_overall": [per seed], "test_overall": [per seed], "vs_reference": {"val": ci, "test": ci}}}}],
-        "best": {method: {"variant", "slug", "val_eer", "test_eer"}}}``, EERs as fractions. ``ci`` is
+        "val_overall": [per seed], "test_overall": [per seed], "vs_reference": {"val": ci, "test": ci}}},
+        "embedding_learning": [per seed]}], "best": {method: {"variant", "slug", "val_eer", "test_eer"}}}``, EERs
+        as fractions; ``embedding_learning`` (:func:`thce.training.diagnostics.embedding_learning`) only for
+        variants that ran Algorithm 1. ``ci`` is
         :func:`thce.stats.bootstrap_eer_difference`'s dict (variant minus reference, overall EER) for variants
         other than the reference, or ``{"unpaired": reason}`` when the runs did not score the same clips.
     """
@@ -302,15 +306,17 @@ def summarise(
                     for split in ("val", "test")
                 }
             methods[method] = entry
-        entries.append(
-            {
-                "name": variant.name,
-                "slug": variant.slug,
-                "assignments": dict(variant.assignments),
-                "runs": [_shown_path(where[variant.slug][s], out_dir) for s in seeds],
-                "methods": methods,
-            }
-        )
+        entry = {
+            "name": variant.name,
+            "slug": variant.slug,
+            "assignments": dict(variant.assignments),
+            "runs": [_shown_path(where[variant.slug][s], out_dir) for s in seeds],
+            "methods": methods,
+        }
+        learning = [embedding_learning(r.get("embedding_diagnostics")) for r in variant_runs]
+        if any(learning):
+            entry["embedding_learning"] = learning  # per seed (thce.training.diagnostics.embedding_learning)
+        entries.append(entry)
     return {
         "selection": "best variant per method = lowest mean overall EER on VALIDATION; test columns are for reporting",
         "seeds": list(seeds),
@@ -470,5 +476,9 @@ def sweep_table_markdown(summary: Mapping[str, Any]) -> str:
                 f"{100 * test['mean']:.1f} ± {100 * test['std']:.1f} | {ci_cell(vs.get('val'))} | "
                 f"{ci_cell(vs.get('test'))} |"
             )
+    learning = [(e["name"], embedding_learning_line(e.get("embedding_learning", []))) for e in summary["variants"]]
+    if any(line for _, line in learning):
+        lines += ["", "Algorithm 1's embedding per variant:", ""]
+        lines += [f"- {name}: {line}" for name, line in learning if line]
     lines += ["", "Runs: `<variant folder>/seed_<s>/` beside this file; sweep.json has these numbers and per class."]
     return "\n".join(lines) + "\n"

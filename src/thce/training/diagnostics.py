@@ -107,3 +107,43 @@ def cluster_diagnostics(clustering: Clustering, embeddings: Tensor) -> dict[str,
         "mean_cos_nearest_other_class": float(cos_other.mean()),
         "eq3_at_clustering": eq3_ordering(cos, own, clustering.cluster_class),
     }
+
+
+#: The measures :func:`embedding_learning` follows from the first clustering to the end of Algorithm 1's stage.
+LEARNING_MEASURES = ("class_centroid_accuracy", "one_nn_accuracy", "nearest_cluster_accuracy")
+
+
+def embedding_learning(diagnostics: Any) -> dict[str, Any] | None:
+    """Did Algorithm 1's embedding stage learn class structure? From a run's ``embedding_diagnostics`` (the JSON
+    records of :func:`embedding_diagnostics` per iteration): each of :data:`LEARNING_MEASURES` on the validation
+    clips' eval-mode embeddings at the first clustering (the untrained encoder, ``"start"``) and after the last
+    iteration's training (``"end"``), the within- minus between-class mean cosine likewise, and ``"chance"``
+    (1 / classes). ``None`` for a run without the records (no proposed method, or an older thce).
+
+    >>> record = {"sizes_per_class": {"0": {}, "1": {}}, "at_clustering": {"class_centroid_accuracy": 0.5,
+    ...           "mean_cos_within_class": 0.1, "mean_cos_between_classes": 0.1}}
+    >>> last = {**record, "after_training": {"class_centroid_accuracy": 0.75, "mean_cos_within_class": 0.3,
+    ...         "mean_cos_between_classes": 0.1}}
+    >>> embedding_learning([record, last])["class_centroid_accuracy"], embedding_learning([record, last])["chance"]
+    ({'start': 0.5, 'end': 0.75}, 0.5)
+    """
+    if not isinstance(diagnostics, list) or not diagnostics:
+        return None
+    first, last = diagnostics[0].get("at_clustering"), diagnostics[-1].get("after_training")
+    if not isinstance(first, dict) or not isinstance(last, dict):
+        return None
+
+    def gap(record: dict[str, Any]) -> float | None:
+        if "mean_cos_within_class" not in record or "mean_cos_between_classes" not in record:
+            return None
+        return float(record["mean_cos_within_class"]) - float(record["mean_cos_between_classes"])
+
+    summary: dict[str, Any] = {
+        name: {"start": float(first[name]), "end": float(last[name])}
+        for name in LEARNING_MEASURES
+        if name in first and name in last
+    }
+    summary["cos_within_minus_between"] = {"start": gap(first), "end": gap(last)}
+    classes = diagnostics[0].get("sizes_per_class")
+    summary["chance"] = 1.0 / len(classes) if classes else None
+    return summary
