@@ -3,6 +3,8 @@ weights_only=True, front-end parity with the checkpoint's own STFT kernels and m
 
 from __future__ import annotations
 
+import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -362,6 +364,19 @@ def test_variant_mismatch_names_the_variant_the_file_holds(cnn14_16k, cnn10):
     _, path10 = cnn10
     with pytest.raises(DataError, match=r"holds Cnn10 .* not Cnn14_16k .*choose panns_cnn10"):
         load_panns_checkpoint(path10, "panns_cnn14_16k")
+
+
+def test_decision_level_files_are_refused_by_name(cnn10, tmp_path):
+    """Cnn14_DecisionLevelMax has Cnn14's keys and shapes but pools after fc1: loading it as Cnn14 would run."""
+    _, path = cnn10
+    for name in ("Cnn14_DecisionLevelMax_mAP=0.385.pth", "cnn14_decisionlevelavg.safetensors"):
+        renamed = tmp_path / name
+        shutil.copyfile(path, renamed)
+        with pytest.raises(DataError, match=rf"{re.escape(name)}: by its name a decision-level PANNs model"):
+            load_panns_checkpoint(renamed, "Cnn14")
+        with pytest.raises(DataError, match="decision-level"):
+            convert_panns_checkpoint(renamed)
+    assert load_panns_checkpoint(path, "Cnn10")  # the check is on the name, not on every file
 
 
 def test_sample_rate_mismatch_is_a_config_error(cnn10):

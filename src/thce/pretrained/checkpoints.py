@@ -8,7 +8,8 @@ nothing else: any other object in the file (a class, a function) is refused with
 
 :func:`load_panns_checkpoint` then checks that the file holds the requested variant (told apart by the shapes of
 the STFT kernels, the mel matrix, the conv blocks and fc1), that its keys and shapes are exactly the official ones,
-and that its mel matrix is the one of the variant's rate and band edges. :func:`convert_panns_checkpoint` writes
+and that its mel matrix is the one of the variant's rate and band edges. The decision-level Cnn14 files share
+Cnn14's tensors but not its pooling; they are refused by name. :func:`convert_panns_checkpoint` writes
 the checked state dict alone (safetensors when that package is installed, else a weights-only ``.pt``), which
 :func:`load_panns_checkpoint` reads as well.
 """
@@ -43,6 +44,11 @@ from thce.pretrained.panns import (
 #: from the variant's settings that still counts as equal: float32 storage and librosa versions differ by ~1e-7;
 #: another sample rate or band edge moves whole filters.
 MEL_TOLERANCE = 1e-4
+
+#: Released PANNs files whose tensors have Cnn14's keys and shapes but whose network pools elsewhere: fc1 runs on
+#: every frame and the clip output is pooled after it (Cnn14_DecisionLevelMax / _DecisionLevelAvg), where Cnn14
+#: (and thce's encoder) pools the frames before fc1. Only the file name tells them apart.
+_DECISION_LEVEL_NAME = re.compile(r"^cnn14_decisionlevel", re.IGNORECASE)
 
 _STFT_KEY = "spectrogram_extractor.stft.conv_real.weight"
 _MEL_KEY = "logmel_extractor.melW"
@@ -250,6 +256,12 @@ def _check_mel(state_dict: Mapping[str, Tensor], variant: PannsVariant, path: Pa
 
 def _load_checked(path: Path, variant: PannsVariant | None) -> tuple[dict[str, Tensor], PannsVariant]:
     """The checked state dict in ``path`` and its variant (``variant``, or the one found when ``None``)."""
+    if _DECISION_LEVEL_NAME.match(path.name):
+        raise DataError(
+            f"{path}: by its name a decision-level PANNs model (fc1 on every frame, pooled after it); thce's Cnn14 "
+            "pools the frames before fc1, so these weights would not give the embedding they learned; use the "
+            "clip-level Cnn14 file (e.g. Cnn14_mAP=0.431.pth)"
+        )
     state_dict = _state_dict_of(_read_file(path), path)
     found = detect_variant(state_dict, path=path)
     if variant is not None and found != variant:
