@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+import thce
 
 from tests.stub_runs import stub_run
 from thce.checkpoint import load_run
@@ -76,6 +79,11 @@ def test_onnx_parity(tmp_path, encoder, method):
         assert got.shape == (batch, 3) and np.max(np.abs(got - want)) < PARITY_TOLERANCE
     meta = json.loads((tmp_path / "model.onnx.json").read_text())
     assert meta["input"]["shape"] == ["batch", FRAMES, MELS] and meta["format"] == "onnx"
+    # no paths of this machine in a file meant to be shared (the exporter records each node's stack trace)
+    written = out.read_bytes()
+    for local in (Path(torch.__file__).parent.parent, Path(thce.__file__).parent, tmp_path):
+        assert str(local).encode() not in written, local
+    assert b"stack_trace" not in written
 
 
 def test_export_errors_and_cli(tmp_path, capsys):

@@ -145,6 +145,7 @@ def export_onnx(module: nn.Module, example: Tensor, out: str | os.PathLike, *, i
             )
     except Exception as error:  # torch.export / onnxscript report unsupported operators in many exception types
         raise failed(error) from error
+    _drop_stack_traces(program.model)
     # the exporter writes a path: stage it in a private folder, then copy it into ``out`` as every output is written
     with tempfile.TemporaryDirectory(prefix="thce-onnx-", ignore_cleanup_errors=True) as staging:
         staged = Path(staging) / "model.onnx"
@@ -157,6 +158,19 @@ def export_onnx(module: nn.Module, example: Tensor, out: str | os.PathLike, *, i
             raise failed(error) from error
         copy_into(staged, out)
     return out
+
+
+#: Node metadata of torch's ONNX exporter that holds the Python stack trace of each operator: absolute paths of the
+#: exporting machine's files (home folder, environment), which a model file meant to be shared should not carry.
+_STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
+
+
+def _drop_stack_traces(model: Any) -> None:
+    """Remove :data:`_STACK_TRACE_KEY` from every node of an exported ``onnx_ir.Model`` (graph and functions)."""
+    graphs = [model.graph, *model.functions.values()]
+    for graph in graphs:
+        for node in graph.all_nodes():
+            node.metadata_props.pop(_STACK_TRACE_KEY, None)
 
 
 def copy_into(source: Path, out: str | os.PathLike) -> Path:
