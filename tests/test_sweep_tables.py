@@ -39,8 +39,8 @@ def test_tables_from_a_seeds_summary_and_a_sweep(tmp_path):
     }
     (tmp_path / "cap.json").write_text(json.dumps(sweep))
     text = sweep_tables.section(tmp_path)
-    assert "| `cfg-3seeds` | 0, 1, 2 | 30.0 | 32.6 | 25.5 | 35.9 | -4.8 [-6.8, -3.0] | +2.4 [+0.1, +4.5] | – |" in text
-    assert "| `lstm-3seeds` | 0, 1, 2 | 30.0 | 32.6 | 25.5 | 35.9 | -4.8 [-6.8, -3.0] | +2.4 [+0.1, +4.5] | " \
+    assert "| `cfg-3seeds` | 0, 1, 2 | 30.0 | 32.6 | 25.5 | 35.9 | -4.8 [-6.8, -3.0] | +2.4 [+0.1, +4.5] | – | – |" in text
+    assert "| `lstm-3seeds` | 0, 1, 2 | 30.0 | 32.6 | 25.5 | 35.9 | -4.8 [-6.8, -3.0] | +2.4 [+0.1, +4.5] | – | " \
         "0.37-0.50 → 0.50-0.57 (chance 0.25) |" in text
     assert "| `cap` | 0, 1 | k=4 (vs k=0) | P1 | -2.0 [-5.0, +1.0] | +1.0 [-1.0, +3.0] | variant |" in text
     assert "logreg_stats" not in text.split("Ablations")[1].split("| :-- |")[-1]  # unchanged by the variant: left out
