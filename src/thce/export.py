@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,13 +111,30 @@ def _quiet_exporters() -> Iterator[None]:
 
 
 def export_torchscript(module: nn.Module, example: Tensor, out: str | os.PathLike) -> Path:
-    """Trace ``module`` on ``example`` and save it atomically; returns the path."""
+    """Trace ``module`` on ``example`` and save it atomically, without debug records (:func:`_without_debug_info`);
+    returns the path."""
     with _quiet_exporters(), torch.no_grad():
         traced = torch.jit.trace(module, example, check_trace=False)
-    with atomic_write(out, "wb") as handle, warnings.catch_warnings():
+    archive = io.BytesIO()
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(traced, handle)
+        torch.jit.save(traced, archive)
+    with atomic_write(out, "wb") as handle:
+        handle.write(_without_debug_info(archive.getvalue()))
     return Path(out)
+
+
+def _without_debug_info(archive: bytes) -> bytes:
+    """A TorchScript archive without its ``*.debug_pkl`` records: the source ranges of the traced code, which name
+    the exporting machine's files by absolute path (site-packages, the thce checkout). ``torch.jit.load`` does not
+    need them; errors inside the model then come without Python source lines. Every other record is copied as is."""
+    source = zipfile.ZipFile(io.BytesIO(archive))
+    stripped = io.BytesIO()
+    with zipfile.ZipFile(stripped, "w", compression=zipfile.ZIP_STORED) as target:
+        for info in source.infolist():
+            if not info.filename.endswith(".debug_pkl"):
+                target.writestr(info, source.read(info))
+    return stripped.getvalue()
 
 
 def export_onnx(module: nn.Module, example: Tensor, out: str | os.PathLike, *, input_name: str = "logmel") -> Path:
