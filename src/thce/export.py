@@ -163,12 +163,12 @@ def export_onnx(module: nn.Module, example: Tensor, out: str | os.PathLike, *, i
             )
     except Exception as error:  # torch.export / onnxscript report unsupported operators in many exception types
         raise failed(error) from error
-    _drop_stack_traces(program.model)
     # the exporter writes a path: stage it in a private folder, then copy it into ``out`` as every output is written
     with tempfile.TemporaryDirectory(prefix="thce-onnx-", ignore_cleanup_errors=True) as staging:
         staged = Path(staging) / "model.onnx"
         try:
             with _quiet_exporters():
+                _drop_stack_traces(program)
                 program.save(str(staged))
         except OSError as error:  # the temporary folder is full or read-only: say so, not "try torchscript"
             raise output_error(staged, error) from None
@@ -183,8 +183,12 @@ def export_onnx(module: nn.Module, example: Tensor, out: str | os.PathLike, *, i
 _STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
 
 
-def _drop_stack_traces(model: Any) -> None:
-    """Remove :data:`_STACK_TRACE_KEY` from every node of an exported ``onnx_ir.Model`` (graph and functions)."""
+def _drop_stack_traces(program: Any) -> None:
+    """Remove :data:`_STACK_TRACE_KEY` from every node (graph and functions) of the ``onnx_ir.Model`` of an
+    exported ``torch.onnx.ONNXProgram``."""
+    model = getattr(program, "model", None)
+    if model is None:
+        return
     graphs = [model.graph, *model.functions.values()]
     for graph in graphs:
         for node in graph.all_nodes():
