@@ -25,6 +25,7 @@ from typing import Any
 
 from thce.io import rewrite_section
 from thce.methods import method_short_name
+from thce.report import learning_span
 from thce.sweep import ci_cell
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,17 +45,12 @@ def _unchanged(ci: Mapping[str, Any] | None) -> bool:
 def _learning_cell(per_seed: list[dict[str, Any] | None]) -> str:
     """Range over seeds of the validation clips' class-centroid accuracy at Algorithm 1's first clustering and at
     its end (``thce.training.diagnostics.embedding_learning``), e.g. ``0.37-0.50 → 0.50-0.57 (chance 0.25)``."""
-    records = [r["class_centroid_accuracy"] for r in per_seed if r and "class_centroid_accuracy" in r]
-    if not records:
+    name = "class_centroid_accuracy"
+    if not any(r and name in r for r in per_seed):
         return "–"
-
-    def span(values: list[float]) -> str:
-        return f"{min(values):.2f}-{max(values):.2f}"
-
     chance = next((r["chance"] for r in per_seed if r and r.get("chance")), None)
-    return f"{span([r['start'] for r in records])} → {span([r['end'] for r in records])}" + (
-        f" (chance {chance:.2f})" if chance else ""
-    )
+    spans = f"{learning_span(per_seed, name, 'start')} → {learning_span(per_seed, name, 'end')}"
+    return spans + (f" (chance {chance:.2f})" if chance else "")
 
 
 def seeds_table(files: list[tuple[str, dict[str, Any]]]) -> str:

@@ -47,7 +47,7 @@ from thce.report import write_report
 from thce.rundir import check_new_run, clear_run_outputs
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
 from thce.training.data import TrainingData, predict_scores
-from thce.training.diagnostics import embedding_learning
+from thce.training.diagnostics import embedding_learning_per_seed
 from thce.progress import ProgressFn
 from thce.training.engine import RunContext
 from thce.training.metrics_log import MetricsLog
@@ -339,8 +339,8 @@ def summarise_seeds(config: ExperimentConfig, out_dir: Path, seed_list: Sequence
         }
     curves = seeds_det_summary(runs, test_sets)  # every seed's DET curves, and all seeds' test scores pooled
     over_seeds = {"seeds": list(seed_list), "eer": spread, "bootstrap": bootstrap, **curves}
-    learning = [embedding_learning(run.get("embedding_diagnostics")) for run in runs]
-    if any(learning):
+    learning = embedding_learning_per_seed(runs)
+    if learning:
         over_seeds["embedding_learning"] = learning  # per seed: did Algorithm 1's embedding stage separate classes?
     summary = {
         "classes": list(classes),

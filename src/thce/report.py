@@ -221,11 +221,7 @@ def embedding_learning_line(per_seed: Sequence[Mapping[str, Any] | None]) -> str
         return ""
 
     def span(name: str, when: str) -> str:
-        values = [r[name][when] for r in records if isinstance(r.get(name), Mapping) and r[name].get(when) is not None]
-        if not values:
-            return "-"
-        low, high = min(values), max(values)
-        return f"{low:.2f}" if low == high else f"{low:.2f}-{high:.2f}"
+        return learning_span(records, name, when)
 
     labels = {"class_centroid_accuracy": "class-centroid accuracy", "one_nn_accuracy": "1-NN accuracy"}
     parts = [
@@ -236,6 +232,22 @@ def embedding_learning_line(per_seed: Sequence[Mapping[str, Any] | None]) -> str
     chance = records[0].get("chance")
     where = f"range over {len(records)} seeds" + (f"; chance {chance:.2f}" if chance else "")
     return f"Embedding (validation clips, eval mode; {where}): " + "; ".join(parts) + "."
+
+
+def learning_span(per_seed: Sequence[Mapping[str, Any] | None], name: str, when: str) -> str:
+    """The range over seeds of one ``embedding_learning`` measure at ``when`` (``"start"``/``"end"``):
+    ``"0.37-0.50"``, one value when all seeds agree, ``"-"`` when no seed has it.
+
+    >>> learning_span([{"one_nn_accuracy": {"start": 0.4}}, None, {"one_nn_accuracy": {"start": 0.3}}], "one_nn_accuracy", "start")
+    '0.30-0.40'
+    """
+    values = [
+        r[name][when] for r in per_seed if r and isinstance(r.get(name), Mapping) and r[name].get(when) is not None
+    ]
+    if not values:
+        return "-"
+    low, high = min(values), max(values)
+    return f"{low:.2f}" if low == high else f"{low:.2f}-{high:.2f}"
 
 
 def embedding_table_markdown(diagnostics: Sequence[Mapping[str, Any]]) -> list[str]:

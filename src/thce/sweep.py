@@ -52,7 +52,7 @@ from thce.experiment import load_test_scores, run_experiment, summarise_seeds
 from thce.io import atomic_write, read_json, write_json
 from thce.methods import method_short_name
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
-from thce.training.diagnostics import embedding_learning
+from thce.training.diagnostics import embedding_learning_per_seed
 from thce.progress import ProgressFn
 from thce.report import embedding_learning_line
 from thce.variants import Variant, toml_value
@@ -313,8 +313,8 @@ def summarise(
             "runs": [_shown_path(where[variant.slug][s], out_dir) for s in seeds],
             "methods": methods,
         }
-        learning = [embedding_learning(r.get("embedding_diagnostics")) for r in variant_runs]
-        if any(learning):
+        learning = embedding_learning_per_seed(variant_runs)
+        if learning:
             entry["embedding_learning"] = learning  # per seed (thce.training.diagnostics.embedding_learning)
         entries.append(entry)
     return {

@@ -147,3 +147,10 @@ def embedding_learning(diagnostics: Any) -> dict[str, Any] | None:
     classes = diagnostics[0].get("sizes_per_class")
     summary["chance"] = 1.0 / len(classes) if classes else None
     return summary
+
+
+def embedding_learning_per_seed(runs: Any) -> list[dict[str, Any] | None] | None:
+    """:func:`embedding_learning` of each run's results (``results.json`` dicts); ``None`` when no run has the
+    records (no proposed method), so summaries leave the key out."""
+    learning = [embedding_learning(run.get("embedding_diagnostics")) for run in runs]
+    return learning if any(learning) else None
