@@ -215,3 +215,48 @@ def test_final_summary_line_lists_only_what_the_run_directory_holds(tmp_path):
     listing = _listing(tmp_path)
     assert listing == "results.json, report.md, det.png, config.toml, seed_0/ .. seed_2/ (one run each)"
     assert "metrics.csv" not in listing and "checkpoints" not in listing
+
+
+def test_each_stage_trains_at_its_own_learning_rate(tmp_path, monkeypatch):
+    """[embedding], [detector] (end to end, head only) and [baseline] rates reach their stages' optimisers;
+    the imbalance methods train with [baseline]'s; a stage without one uses train.learning_rate."""
+    import thce.training.algorithm1 as algorithm1
+    import thce.training.imbalance as imbalance
+
+    rates: dict[tuple[str, str], float | None] = {}
+
+    def wrap(fit):
+        def recording(**kwargs):
+            rates[kwargs["method"], kwargs["stage"]] = kwargs.get("learning_rate")
+            return fit(**kwargs)
+
+        return recording
+
+    monkeypatch.setattr(algorithm1, "fit_stage", wrap(algorithm1.fit_stage))
+    monkeypatch.setattr(imbalance, "fit_stage", wrap(imbalance.fit_stage))
+    stages = """[embedding]
+n_iter = 1
+epochs = 1
+last_epochs = 1
+head_only_epochs = 1
+learning_rate = 0.002
+[detector]
+max_epochs = 1
+head_only_max_epochs = 1
+patience = 1
+learning_rate = 0.003
+head_only_learning_rate = 0.004
+[baseline]
+max_epochs = 1
+patience = 1
+learning_rate = 0.005
+"""
+    config_path = write_config(tmp_path, tiny_toml(["baseline", "proposed1", "proposed2", "focal"], stages=stages))
+    assert main(["-q", "experiment", str(config_path), "--out", str(tmp_path / "out")]) == 0
+    assert rates == {
+        ("proposed", "embedding-head"): 0.002, ("proposed", "embedding"): 0.002,
+        ("proposed1", "detector-head"): 0.004, ("proposed2", "end-to-end"): 0.003,
+        ("baseline", "end-to-end"): 0.005, ("focal", "end-to-end"): 0.005,
+    }  # fmt: skip
+    saved = load_config(tmp_path / "out" / "config.toml")
+    assert (saved.embedding.learning_rate, saved.detector.head_only_learning_rate) == (0.002, 0.004)

@@ -13,7 +13,8 @@ from thce.training.metrics_log import MetricsLog
 
 def _fit(val_losses: list, *, patience: int, epochs: int = 10, resume_dir: Path | None = None,
          log: MetricsLog | None = None, start_trained: bool = True, selection: str = "val_loss",
-         method: str = "proposed2") -> tuple[nn.Linear, float, MetricsLog, list[float]]:
+         method: str = "proposed2", learning_rate: float | None = None,
+         ) -> tuple[nn.Linear, float, MetricsLog, list[float]]:
     """A 1-weight module whose weight counts the optimiser steps; val loss read from ``val_losses`` in turn."""
     module = nn.Linear(1, 1, bias=False)
     nn.init.zeros_(module.weight)
@@ -32,9 +33,16 @@ def _fit(val_losses: list, *, patience: int, epochs: int = 10, resume_dir: Path 
     result = fit_stage(
         stage="end-to-end", method=method, module=module, parameters=list(module.parameters()),
         train_step=step, num_train=4, val_loss=val_loss, epochs=epochs, patience=patience, ctx=ctx,
-        start_trained=start_trained, selection=selection,
+        start_trained=start_trained, selection=selection, learning_rate=learning_rate,
     )
     return module, result, ctx.log, weights_at_val
+
+
+@pytest.mark.parametrize("learning_rate, step", [(None, 1.0), (0.25, 0.25)])
+def test_a_stage_learning_rate_replaces_the_runs(learning_rate, step):
+    # train.learning_rate is 1.0; Adam's first step on a constant gradient moves the weight by the rate
+    _, _, _, weights = _fit([1.0, 0.9], patience=5, epochs=1, learning_rate=learning_rate)
+    assert weights == [0.0, pytest.approx(step, rel=1e-3)]
 
 
 def test_keeps_the_epoch_with_the_least_validation_loss_and_records_it():

@@ -45,7 +45,7 @@ from thce.training.data import (
     make_augmenter,
 )
 from thce.training.diagnostics import cluster_diagnostics, embedding_diagnostics, same_clip_cosine
-from thce.training.engine import RunContext, StageConfig, Validation, fit_stage
+from thce.training.engine import RunContext, StageConfig, Validation, check_learning_rate, fit_stage
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
@@ -68,6 +68,7 @@ class EmbeddingConfig:
     loss_normaliser: str = "fixed"  # Eq. 8 over B x the mean training weight; "batch": the batch's sum of weights
     normalise_w: bool = False  # unit columns of W at the fixed scale alpha (h = alpha x cosine); default: W free
     max_clusters_per_class: int = 0  # cap on K_c (0: none, the paper's floor(I_c / min I_c'))
+    learning_rate: float | None = None  # Adam's rate for the THCE stages; None: train.learning_rate (the paper's)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -81,6 +82,7 @@ class EmbeddingConfig:
                 raise ConfigError(f"embedding.{name}: must be >= 0, got {getattr(self, name)}")
         if not self.alpha > 0:
             raise ConfigError(f"embedding.alpha: must be > 0, got {self.alpha}")
+        check_learning_rate(self.learning_rate, "embedding.learning_rate")
         if self.loss_normaliser not in ("fixed", "batch"):
             raise ConfigError(f"embedding.loss_normaliser: {self.loss_normaliser!r} is not 'fixed' or 'batch'")
         if not self.beta_other < self.beta_same:
@@ -91,16 +93,18 @@ class EmbeddingConfig:
 
 @dataclass(frozen=True)
 class DetectorConfig(StageConfig):
-    """Algorithm 1, step 2: ``head_only_max_epochs`` bounds Proposed1's head-only stage, ``max_epochs`` the
-    end-to-end stage of Proposed2."""
+    """Algorithm 1, step 2: ``head_only_max_epochs`` and ``head_only_learning_rate`` are Proposed1's head-only
+    stage's, ``max_epochs`` and ``learning_rate`` the end-to-end stage's of Proposed2."""
 
     section: ClassVar[str] = "detector"
     head_only_max_epochs: int = 200
+    head_only_learning_rate: float | None = None  # None: train.learning_rate
 
     def validate(self, section: str) -> None:
         super().validate(section)
         if self.head_only_max_epochs < 0:
             raise ConfigError(f"{section}.head_only_max_epochs: must be >= 0, got {self.head_only_max_epochs}")
+        check_learning_rate(self.head_only_learning_rate, f"{section}.head_only_learning_rate")
 
 
 @dataclass(frozen=True)
@@ -257,7 +261,7 @@ def learn_embedding(
             stage="embedding-head", method=method, module=loss_fn, parameters=list(loss_fn.parameters()),
             train_step=lambda p: step(loss_fn.cluster_layer(cached[p]), p), num_train=len(train_idx),
             val_loss=lambda: val_loss(recalibrate=False), epochs=config.head_only_epochs, patience=None, ctx=ctx,
-            iteration=iteration, extra=lambda: dict(last), on_restore=last.update,
+            iteration=iteration, extra=lambda: dict(last), on_restore=last.update, learning_rate=config.learning_rate,
         )  # fmt: skip
         # Then end to end with Eq. 8 (the last iteration trains longer).
         fit_stage(
@@ -269,7 +273,7 @@ def learn_embedding(
             epochs=config.last_epochs if iteration == config.n_iter else config.epochs,
             patience=None, ctx=ctx, iteration=iteration, extra=lambda: dict(last),
             on_restore=last.update, data_parallel=True, augmenter=make_augmenter(data, ctx),
-            mixup=ctx.augment.mixup_in_embedding,
+            mixup=ctx.augment.mixup_in_embedding, learning_rate=config.learning_rate,
             batch_weight=None if loss_fn.reduction == "fixed" else _cluster_batch_weight(assignment, loss_fn.weights),
         )  # fmt: skip
         if latest_val["embedding"] is val_emb:  # no validation ran (stages resumed finished): embed once more
@@ -354,6 +358,7 @@ def train_head_only(
         train_step=lambda p: weighted_bce(model.head(inputs["train"][p]), targets["train"][p], weights),
         num_train=len(inputs["train"]), val_loss=validation, epochs=stage.head_only_max_epochs,
         patience=stage.patience, ctx=ctx, selection=stage.selection, epoch_order=_balanced_order(data, ctx),
+        learning_rate=stage.head_only_learning_rate,
     )  # fmt: skip
 
 
@@ -387,6 +392,7 @@ def train_end_to_end(
         num_train=len(train_idx), val_loss=_bce_validation(model, data, weights, ctx), epochs=stage.max_epochs,
         patience=stage.patience, ctx=ctx, data_parallel=True, selection=stage.selection,
         start_trained=start_trained, epoch_order=_balanced_order(data, ctx), augmenter=make_augmenter(data, ctx),
+        learning_rate=stage.learning_rate,
     )  # fmt: skip
 
 

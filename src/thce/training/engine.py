@@ -88,6 +88,7 @@ class StageConfig:
     max_epochs: int = 200
     patience: int = 10
     selection: str = "val_loss"
+    learning_rate: float | None = None  # Adam's rate for this stage; None: train.learning_rate (the paper: one rate)
 
     def __post_init__(self) -> None:
         self.validate(self.section)
@@ -99,6 +100,13 @@ class StageConfig:
             raise ConfigError(f"{section}.max_epochs: must be >= 0, got {self.max_epochs}")
         if self.patience < 1:
             raise ConfigError(f"{section}.patience: must be >= 1, got {self.patience}")
+        check_learning_rate(self.learning_rate, f"{section}.learning_rate")
+
+
+def check_learning_rate(rate: float | None, key: str) -> None:
+    """A stage's own learning rate must be positive when set (``None``: the run's ``train.learning_rate``)."""
+    if rate is not None and not rate > 0:
+        raise ConfigError(f"{key}: must be > 0, got {rate}")
 
 
 @dataclass
@@ -278,6 +286,7 @@ def fit_stage(
     start_trained: bool = False,
     augmenter: BatchAugmenter | None = None,
     mixup: bool = True,
+    learning_rate: float | None = None,
 ) -> float:
     """Adam over ``parameters`` for up to ``epochs`` epochs of ``train_step(positions) -> loss``.
 
@@ -288,7 +297,8 @@ def fit_stage(
     (:class:`thce.augment.BatchAugmenter`, training batches only, its own generator saved with the stage), ``x`` is
     augmented and, if ``mixup``, mixed within the batch, and the step is ``train_step(positions, x, (lam, perm))``
     so that it can mix its targets. Forward passes run under :meth:`RunContext.autocast`.
-    ``train.weight_decay`` > 0 makes the optimiser AdamW (decoupled weight decay).
+    ``train.weight_decay`` > 0 makes the optimiser AdamW (decoupled weight decay). ``learning_rate``: the stage's
+    own rate (``None``: ``train.learning_rate``).
 
     ``val_loss()`` returns the validation loss, or a dict with ``"val_loss"`` and optionally ``"val_eer"`` /
     ``"val_auc"`` (logged to metrics.csv). With ``patience``, the stage stops once the ``selection`` criterion
@@ -315,13 +325,12 @@ def fit_stage(
     if selection not in SELECTIONS:
         raise ValueError(f"fit_stage: selection must be one of {SELECTIONS}, got {selection!r}")
     dist = ctx.dist
-    groups = learning_rate_groups(module, parameters, ctx.train.learning_rate)
+    rate = ctx.train.learning_rate if learning_rate is None else learning_rate
+    groups = learning_rate_groups(module, parameters, rate)
     if ctx.train.weight_decay > 0:
-        optimiser: torch.optim.Optimizer = torch.optim.AdamW(
-            groups, lr=ctx.train.learning_rate, weight_decay=ctx.train.weight_decay
-        )
+        optimiser: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=rate, weight_decay=ctx.train.weight_decay)
     else:
-        optimiser = torch.optim.Adam(groups, lr=ctx.train.learning_rate)
+        optimiser = torch.optim.Adam(groups, lr=rate)
     stream = (method, stage, iteration)  # unique per stage, like its resume file
     generator = ctx.generator("order", *stream)
     # its own stream (the batch order is the same with augmentation on or off), one per rank (each augments its share)

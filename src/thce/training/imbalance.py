@@ -257,7 +257,7 @@ def train_with_imbalance_loss(
         stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
         train_step=lambda p, x, mix=None: loss_fn(model(x), train_class[p]), load=feature_loader(data, train_idx),
         num_train=len(train_idx), val_loss=validation, epochs=stage.max_epochs, patience=stage.patience, ctx=ctx,
-        epoch_order=epoch_order, on_epoch_start=loss_fn.set_epoch,
+        epoch_order=epoch_order, on_epoch_start=loss_fn.set_epoch, learning_rate=stage.learning_rate,
         selection=stage.selection, augmenter=make_augmenter(data, ctx), mixup=False,  # mixup: BCE and THCE stages only
         data_parallel=True, batch_weight=lambda p: loss_fn.batch_weight(train_class[p]),
     )  # fmt: skip
