@@ -59,6 +59,14 @@ def test_run_directory_contents(run_dir):
     assert "embedding.png" in (run_dir / "report.md").read_text()
     report = (run_dir / "report.md").read_text()
     assert "| Overall |" in report and "det.png" in report
+    selection = results["selection"]  # every early-stopped stage, with the validation figures of what it kept
+    assert set(selection) == set(results["selected_epochs"]) == {
+        "baseline/end-to-end", "proposed1/detector-head", "proposed2/end-to-end"
+    }  # fmt: skip
+    for stage, entry in selection.items():
+        assert entry["kept_epoch"] == results["selected_epochs"][stage] <= entry["epochs_run"]
+        assert entry["criterion"] == "val_loss" and 0.0 <= entry["best"]["val_auc"]["value"] <= 1.0
+        assert f"| {stage} | val_loss | {entry['kept_epoch']} ({entry['epochs_run']}) |" in report
 
 
 def test_metrics_csv_has_every_stage(run_dir):

@@ -103,3 +103,37 @@ def test_selection_criterion_is_configurable(selection, kept):
     _, _, log, _ = _fit(values, patience=3, epochs=6, start_trained=False, method="baseline", selection=selection)
     assert log.selected_epochs == {"baseline/end-to-end": kept}
     assert {"val_eer", "val_auc"} <= set(log.rows[0])  # logged to metrics.csv
+
+
+def test_selection_summary_gives_the_kept_epoch_its_validation_and_the_best_of_each(tmp_path):
+    log = MetricsLog(tmp_path / "metrics.csv")
+    values = [
+        {"val_loss": 1.0, "val_eer": 0.5, "val_auc": 0.5},  # the starting state
+        {"val_loss": 0.8, "val_eer": 0.40, "val_auc": 0.60},
+        {"val_loss": 0.7, "val_eer": 0.35, "val_auc": 0.65},  # least loss: kept
+        {"val_loss": 0.9, "val_eer": 0.30, "val_auc": 0.75},  # best EER and AUC
+        {"val_loss": 1.1, "val_eer": 0.32, "val_auc": 0.70},
+    ]
+    module = nn.Linear(1, 1, bias=False)
+    fit_stage(
+        stage="end-to-end", method="baseline", module=module, parameters=list(module.parameters()),
+        train_step=lambda p: module.weight.sum(), num_train=4, val_loss=lambda: values.pop(0), epochs=10, patience=2,
+        ctx=RunContext(train=TrainConfig(batch_size=4), log=log),
+    )  # fmt: skip
+    summary = MetricsLog(tmp_path / "metrics.csv")  # a resumed process reads the epochs from the file
+    summary.select("baseline", "end-to-end", "", 2, "val_loss")
+    for entry in (log.selection_summary()["baseline/end-to-end"], summary.selection_summary()["baseline/end-to-end"]):
+        assert entry["criterion"] == "val_loss" and (entry["kept_epoch"], entry["epochs_run"]) == (2, 4)
+        assert entry["kept"] == pytest.approx({"val_loss": 0.7, "val_eer": 0.35, "val_auc": 0.65})
+        assert {k: v["epoch"] for k, v in entry["best"].items()} == {"val_loss": 2, "val_eer": 3, "val_auc": 3}
+        assert [entry["best"][k]["value"] for k in ("val_loss", "val_eer", "val_auc")] == pytest.approx([0.7, 0.3, 0.75])
+
+
+def test_selection_summary_of_a_kept_start_and_its_report_line(tmp_path):
+    from thce.report import selection_table_markdown
+
+    module, _, log, _ = _fit([1.0, 1.2, 1.3, 1.4], patience=2, selection="val_loss")
+    entry = log.selection_summary()["proposed2/end-to-end"]
+    assert (entry["kept_epoch"], entry["epochs_run"], entry["kept"]) == (0, 3, None)  # epoch 0 is not a logged row
+    lines = selection_table_markdown({"proposed2/end-to-end": entry})
+    assert lines[2] == "| proposed2/end-to-end | val_loss | 0 (3) | – | – | – | – |"

@@ -263,6 +263,7 @@ def run_experiment(
         "embedding_diagnostics": _jsonable(diagnostics),
         "timing_s": {k: round(v, 2) for k, v in timing.items()},
         "selected_epochs": dict(ctx.log.selected_epochs),
+        "selection": ctx.log.selection_summary(),  # per early-stopped stage: criterion, kept epoch, its validation
         "warnings": list(ctx.log.warnings),
         "provenance": run_provenance(),  # thce and torch versions, git commit, machine
     }

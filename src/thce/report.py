@@ -35,7 +35,7 @@ __all__ = ["counts_table_markdown", "eer_table_markdown", "write_report"]
 logger = logging.getLogger(__name__)
 
 
-_RESERVED_KEYS = ("classes", "methods", "data", "seeds", "embedding_diagnostics", "provenance")
+_RESERVED_KEYS = ("classes", "methods", "data", "seeds", "embedding_diagnostics", "provenance", "selection")
 
 
 def eer_table_markdown(results: Mapping[str, Any]) -> str:
@@ -300,6 +300,32 @@ def untuned_notes(results: Mapping[str, Any]) -> list[str]:
     return lines + [""] if lines else []
 
 
+def selection_table_markdown(selection: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of results.json's ``selection``: per early-stopped stage, the criterion, the kept epoch of
+    those run, the kept model's validation loss / mean EER / mean AUC, and the best validation AUC over the epochs
+    (a stage kept on the loss whose AUC peaked elsewhere shows it here)."""
+
+    def value(entry: Any, name: str, scale: float = 1.0, digits: int = 3) -> str:
+        number = entry.get(name) if isinstance(entry, Mapping) else None
+        return "–" if number is None else f"{scale * number:.{digits}f}"
+
+    lines = [
+        "| Stage | Selected on | Kept epoch (of) | Val loss | Val EER % | Val AUC | Best val AUC (epoch) |",
+        "| :-- | :-- | --: | --: | --: | --: | --: |",
+    ]
+    for stage, entry in selection.items():
+        if not isinstance(entry, Mapping):
+            continue
+        kept = entry.get("kept")
+        best_auc = entry.get("best", {}).get("val_auc") if isinstance(entry.get("best"), Mapping) else None
+        best = f"{best_auc['value']:.3f} ({best_auc['epoch']})" if isinstance(best_auc, Mapping) else "–"
+        lines.append(
+            f"| {stage} | {entry.get('criterion', '')} | {entry.get('kept_epoch')} ({entry.get('epochs_run')}) | "
+            f"{value(kept, 'val_loss')} | {value(kept, 'val_eer', 100.0, 1)} | {value(kept, 'val_auc')} | {best} |"
+        )
+    return lines
+
+
 def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict[str, Path]:
     """Write ``report.md`` and ``det.png`` into a run directory, each atomically.
 
@@ -330,6 +356,17 @@ def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict
     parts += untuned_notes(results)
     if isinstance(results.get("seeds"), Mapping):
         parts += ["## Repeats over seeds", "", seeds_table_markdown(results)]
+    selection = results.get("selection")
+    if isinstance(selection, Mapping) and selection:
+        parts += [
+            "## Model selection",
+            "",
+            "Early-stopped stages: the criterion, the kept epoch (0: the stage's starting state) of the epochs run, "
+            "the kept model's validation figures (mean over classes), and the best validation AUC of any epoch.",
+            "",
+            *selection_table_markdown(selection),
+            "",
+        ]
     data = results.get("data")
     if isinstance(data, Mapping) and data.get("counts"):
         parts += ["## Data (clips per class and split)", "", counts_table_markdown(results)]

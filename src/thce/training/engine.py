@@ -353,7 +353,7 @@ def fit_stage(
         logger.info("%s: resumed after epoch %d%s", path.name, saved["epoch"], " (finished)" if saved["done"] else "")
         if saved["done"]:
             if patience is not None and saved.get("best_epoch") is not None:  # None: saved before thce recorded it
-                ctx.log.select(method, stage, iteration, saved["best_epoch"])
+                ctx.log.select(method, stage, iteration, saved["best_epoch"], selection)
                 _warn_if_start_won(ctx, method, stage, iteration, saved, selection)
             return saved["result"]
         optimiser.load_state_dict(saved["optimiser"])
@@ -448,7 +448,7 @@ def fit_stage(
     if best_state is not None:
         module.load_state_dict(best_state)
         if best_epoch is not None:
-            ctx.log.select(method, stage, iteration, best_epoch)
+            ctx.log.select(method, stage, iteration, best_epoch, selection)
             _warn_if_start_won(
                 ctx, method, stage, iteration,
                 {"best_epoch": best_epoch, "best_loss": best_loss, "initial": initial, "start_trained": start_trained},

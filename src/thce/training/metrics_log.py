@@ -30,6 +30,8 @@ class MetricsLog:
         self.selected_epochs: dict[str, int] = {}
         #: model-selection warnings (a stage whose starting state beat every trained epoch on validation)
         self.warnings: list[dict[str, str]] = []
+        #: ``key -> criterion`` each early-stopped stage minimised (``val_loss``, ``val_eer`` or ``val_auc``)
+        self.criteria: dict[str, str] = {}
         if path is not None and not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("w", newline="") as handle:
@@ -49,14 +51,50 @@ class MetricsLog:
             with self.path.open("a", newline="") as handle:
                 csv.writer(handle).writerow([_fmt(row.get(c)) for c in self.COLUMNS])
 
-    def select(self, method: str, stage: str, iteration: int | str, epoch: int) -> None:
-        """Record that a stage kept the weights of ``epoch`` (Algorithm 1: the least validation loss)."""
-        key = "/".join(str(part) for part in (method, stage, iteration) if str(part) != "")
+    def select(self, method: str, stage: str, iteration: int | str, epoch: int, criterion: str = "val_loss") -> None:
+        """Record that a stage kept the weights of ``epoch``, chosen on ``criterion`` (Algorithm 1: the least
+        validation loss)."""
+        key = _stage_key(method, stage, iteration)
         self.selected_epochs[key] = int(epoch)
+        self.criteria[key] = criterion
+
+    def selection_summary(self) -> dict[str, dict[str, Any]]:
+        """Per early-stopped stage (key as in :attr:`selected_epochs`): the criterion, the kept epoch and how many
+        epochs ran, the validation loss / mean EER / mean AUC of the kept epoch (``None`` for the starting state,
+        epoch 0, which is not a logged row) and the best of each over the stage's epochs with its epoch, e.g.
+        ``{"criterion": "val_loss", "kept_epoch": 2, "epochs_run": 8, "kept": {"val_loss": 0.9, ...},
+        "best": {"val_auc": {"value": 0.71, "epoch": 5}, ...}}``. Read from ``metrics.csv`` when there is one, so
+        the epochs of a resumed run's earlier processes count too."""
+        rows = self.rows
+        if self.path is not None and self.path.exists():
+            with self.path.open(newline="") as handle:
+                rows = list(csv.DictReader(handle))
+        summary: dict[str, dict[str, Any]] = {}
+        for key, kept_epoch in self.selected_epochs.items():
+            epochs = {
+                int(row["epoch"]): {name: _number(row.get(name)) for name in ("val_loss", "val_eer", "val_auc")}
+                for row in rows
+                if _stage_key(row.get("method", ""), row.get("stage", ""), row.get("iteration", "")) == key
+                and str(row.get("epoch", "")) != ""
+            }
+            best: dict[str, dict[str, float | int]] = {}
+            for name, larger_is_better in (("val_loss", False), ("val_eer", False), ("val_auc", True)):
+                scored = [(values[name], epoch) for epoch, values in sorted(epochs.items()) if values[name] is not None]
+                if scored:
+                    value, epoch = (max if larger_is_better else min)(scored, key=lambda pair: pair[0])
+                    best[name] = {"value": value, "epoch": epoch}
+            summary[key] = {
+                "criterion": self.criteria.get(key, "val_loss"),
+                "kept_epoch": kept_epoch,
+                "epochs_run": max(epochs, default=0),
+                "kept": epochs.get(kept_epoch),
+                "best": best,
+            }
+        return summary
 
     def warn(self, method: str, stage: str, iteration: int | str, message: str) -> None:
         """Record and log a warning about a stage's model selection (once per stage)."""
-        key = "/".join(str(part) for part in (method, stage, iteration) if str(part) != "")
+        key = _stage_key(method, stage, iteration)
         self.warnings = [w for w in self.warnings if w["stage"] != key]
         self.warnings.append({"stage": key, "message": message})
         logger.warning("WARNING: %s", message)
@@ -77,6 +115,19 @@ class MetricsLog:
                 writer = csv.DictWriter(handle, fieldnames=self.COLUMNS)
                 writer.writeheader()
                 writer.writerows(kept)
+
+
+def _stage_key(method: Any, stage: Any, iteration: Any) -> str:
+    """``"method/stage[/iteration]"``: how selections, warnings and results.json name a stage."""
+    return "/".join(str(part) for part in (method, stage, iteration) if part is not None and str(part) != "")
+
+
+def _number(value: Any) -> float | None:
+    """A metrics value (a float, or the CSV's text; ``""``/NaN: not measured) as a float or ``None``."""
+    if value is None or value == "":
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
 
 
 def _fmt(value: Any) -> str:
