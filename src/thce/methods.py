@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -144,6 +144,8 @@ class Method:
         detector: builds the untrained detector on an encoder; ``None``: not a network.
         train: trains, evaluates and returns its results entries; ``None``: trained by ``requires``' trainer.
         requires: the method whose training it continues (proposed2: proposed1), listed with it.
+        sections: the config tables of its own that its training reads, besides those every method shares
+            (seed, data, synth, features, model, train, augment); see :func:`method_settings`.
     """
 
     name: str
@@ -153,6 +155,7 @@ class Method:
     detector: DetectorBuilder | None = None
     train: Trainer | None = None
     requires: str | None = None
+    sections: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -275,7 +278,9 @@ def _imbalance(name: str, description: str) -> Method:
             model = train_with_imbalance_loss(model, run.data, run.config.baseline, run.ctx, method=name)
             return {name: run.evaluate(name, model)}
 
-    return Method(name, description, l2_normalised=_as_baseline, detector=_loss_head, train=train)
+    return Method(
+        name, description, l2_normalised=_as_baseline, detector=_loss_head, train=train, sections=("baseline", name)
+    )
 
 
 def _train_logreg_stats(run: MethodRun) -> dict[str, Results]:
@@ -289,12 +294,14 @@ def _train_logreg_stats(run: MethodRun) -> dict[str, Results]:
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (
-        Method("baseline", "class-weighted BCE, Eq. 2", "B", _as_baseline, _sigmoid_on_embedding, _train_baseline),
+        Method("baseline", "class-weighted BCE, Eq. 2", "B", _as_baseline, _sigmoid_on_embedding, _train_baseline,
+               sections=("baseline",)),
         Method("proposed1", "THCE embedding, Alg. 1; detector head trained alone", "P1", _always,
-               _sigmoid_on_clusters, _train_proposed),
+               _sigmoid_on_clusters, _train_proposed, sections=("embedding", "detector")),
         Method("proposed2", "THCE embedding, Alg. 1; detector tuned end-to-end", "P2", _always,
-               _sigmoid_on_clusters, requires="proposed1"),
-        Method("lmle", "LMLE triple-header hinge on quintuplets", "", _always, _sigmoid_on_embedding, _train_lmle),
+               _sigmoid_on_clusters, requires="proposed1", sections=("embedding", "detector")),
+        Method("lmle", "LMLE triple-header hinge on quintuplets", "", _always, _sigmoid_on_embedding, _train_lmle,
+               sections=("lmle", "detector")),
         _imbalance("bce", "unweighted BCE, Eq. 1"),
         _imbalance("focal", "focal loss"),
         _imbalance("class_balanced", "class-balanced loss (effective number of samples)"),
@@ -303,7 +310,7 @@ METHODS: dict[str, Method] = {
         _imbalance("ldam_drw", "label-distribution-aware margin loss, deferred re-weighting"),
         _imbalance("softtriple", "SoftTriple loss"),
         Method("logreg_stats", "not deep: per-band mean and std of the normalised log-mel, balanced logistic "
-               "regression, C on val", train=_train_logreg_stats),
+               "regression, C on val", train=_train_logreg_stats, sections=("logreg_stats",)),
     )
 }  # fmt: skip
 
@@ -328,6 +335,22 @@ def trainers(names: Iterable[str]) -> list[Trainer]:
     """The trainers of the methods ``names``, in registry order (proposed2 trains with proposed1)."""
     listed = set(names)
     return [method.train for method in METHODS.values() if method.name in listed and method.train is not None]
+
+
+def method_settings(config: Mapping[str, Any], method: str) -> dict[str, Any]:
+    """The settings ``method``'s training reads, from a config as a dict (``ExperimentConfig.to_dict()``): the
+    tables every method shares and the method's own :attr:`Method.sections`, without ``methods`` and without any
+    other method's tables. Two runs whose dicts give equal settings train ``method`` alike (each method's random
+    streams are named after it), whatever else they ran.
+
+    >>> a = {"seed": 0, "methods": ["baseline"], "train": {"batch_size": 16}, "embedding": {"alpha": 16.0},
+    ...      "baseline": {"max_epochs": 12}}
+    >>> b = {**a, "methods": ["baseline", "proposed1"], "embedding": {"alpha": 8.0}}
+    >>> [method_settings(a, m) == method_settings(b, m) for m in ("baseline", "proposed1")]
+    [True, False]
+    """
+    others = {section for entry in METHODS.values() for section in entry.sections} - set(METHODS[method].sections)
+    return {key: value for key, value in config.items() if key != "methods" and key not in others}
 
 
 def method_short_name(name: str) -> str:

@@ -112,7 +112,7 @@ def _finished(run_dir: Path) -> bool:
     return all((run_dir / name).is_file() for name in FINISHED_FILES)
 
 
-def _experiment_settings(config: ExperimentConfig) -> dict[str, Any]:
+def experiment_settings(config: ExperimentConfig) -> dict[str, Any]:
     """The config as a dict without :data:`ENVIRONMENT_KEYS`: equal for runs of the same experiment."""
     table = config.to_dict()
     for key in ENVIRONMENT_KEYS:
@@ -133,7 +133,7 @@ def _reference_run_dirs(reference_runs: Path, config: ExperimentConfig, seeds: S
                               f"and {', '.join(FINISHED_FILES)})")  # fmt: skip
         theirs = load_config(run_dir / "config.toml")
         wanted = dataclasses.replace(config, seed=seed, methods=theirs.methods)
-        if _experiment_settings(theirs) != _experiment_settings(wanted):
+        if experiment_settings(theirs) != experiment_settings(wanted):
             free = ", ".join(ENVIRONMENT_KEYS)
             raise ConfigError(f"{run_dir}: its config.toml is not the reference variant's (only {free} may differ)")
         missing = [m for m in config.methods if m not in theirs.methods]
@@ -363,7 +363,7 @@ def _synthetic_data(config: ExperimentConfig) -> dict[str, Any] | None:
     """What fixes a run's synthetic clips (``synth`` and ``data`` settings, seed); ``None`` for real data."""
     if config.data.source != "synth":
         return None
-    table = _experiment_settings(config)
+    table = experiment_settings(config)
     return {"seed": table["seed"], "synth": table["synth"], "data": table["data"]}
 
 
