@@ -12,7 +12,7 @@ each ``--join`` a comma-separated method list and a folder of ``seed_<s>/`` runs
     python benchmarks/seeds_table.py CONFIG --name NAME --out JOINED --seeds 0 1 2 \\
         --join baseline,logreg_stats=DIR_A --join proposed1,proposed2=DIR_B [--set train.num_threads=1]
 
-The JSON holds this command, the code it ran at, the seeds summary (EER mean/std, bootstrap intervals against the
+The JSON holds this command (and ``--note``: where the runs came from), the code it ran at, the seeds summary (EER mean/std, bootstrap intervals against the
 baseline, whether Algorithm 1's embedding learned) and each seed's overall test/validation EER, kept epochs and
 the commit of each run; the .md is the summary's report.md.
 """
@@ -40,6 +40,10 @@ def _git_head() -> str:
     return done.stdout.strip() or "unknown"
 
 
+def _short(commit: str | None) -> str:
+    return commit[:7] if commit else "not recorded"
+
+
 def _per_seed(runs: Path, seeds: list[int]) -> dict[str, Any]:
     """Each seed's overall (test, validation) EER per method, kept epochs, and the commit(s) its runs ran at."""
     out = {}
@@ -49,8 +53,8 @@ def _per_seed(runs: Path, seeds: list[int]) -> dict[str, Any]:
         provenance = results.get("provenance", {})
         joined = provenance.get("joined_from")
         entry["_code"] = (
-            {", ".join(p["methods"]): (p["git_commit"] or "not recorded")[:7] for p in joined}
-            if joined else (provenance.get("git_commit") or "not recorded")[:7]
+            {", ".join(p["methods"]): _short(p["git_commit"]) for p in joined}
+            if joined else _short(provenance.get("git_commit"))
         )  # fmt: skip
         entry["_selected_epochs"] = results.get("selected_epochs", {})
         out[str(seed)] = entry
@@ -66,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, help="with --join: where the joined runs and their summary go")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in CONFIG")
+    parser.add_argument("--note", default="", help="what the command line cannot say (where the runs came from)")
     parser.add_argument("--dest", type=Path, default=SWEEPS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if bool(args.runs) == bool(args.join) or (args.join and not args.out):
@@ -88,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     doc = {
         "command": "python benchmarks/seeds_table.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "code": _git_head(),
+        **({"note": args.note} if args.note else {}),
         "classes": summary["classes"],
         "data": summary["data"],
         "encoder": summary["encoder"],
