@@ -12,9 +12,9 @@ each ``--join`` a comma-separated method list and a folder of ``seed_<s>/`` runs
     python benchmarks/seeds_table.py CONFIG --name NAME --out JOINED --seeds 0 1 2 \\
         --join baseline,logreg_stats=DIR_A --join proposed1,proposed2=DIR_B [--set train.num_threads=1]
 
-The JSON holds this command (and ``--note``: where the runs came from), the code it ran at, the seeds summary (EER mean/std, bootstrap intervals against the
-baseline, whether Algorithm 1's embedding learned) and each seed's overall test/validation EER, kept epochs and
-the commit of each run; the .md is the summary's report.md.
+The JSON holds this command (and ``--note``: where the runs came from), the code it ran at, the seeds
+summary (EER mean/std, bootstrap intervals against the baseline, whether Algorithm 1's embedding learned) and
+each seed's overall test/validation EER, kept epochs and the commit of each run; the .md is the summary's report.md.
 """
 
 from __future__ import annotations
@@ -33,11 +33,25 @@ from thce.join import join_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "benchmarks" / "results" / "sweeps"
+SUMMARY_KEYS = ("seeds", "eer", "bootstrap", "embedding_learning")  # of the --seeds summary, into the JSON
 
 
 def _git_head() -> str:
     done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return done.stdout.strip() or "unknown"
+
+
+def _without_note(argv: list[str]) -> list[str]:
+    """The arguments less ``--note TEXT`` (the JSON holds the note on its own)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            kept.append(arg)
+    return kept
 
 
 def _short(commit: str | None) -> str:
@@ -49,7 +63,8 @@ def _per_seed(runs: Path, seeds: list[int]) -> dict[str, Any]:
     out = {}
     for seed in seeds:
         results = read_json(runs / f"seed_{seed}" / "results.json", what="run results")
-        entry: dict[str, Any] = {m: [e["eer"]["overall"], e["val_eer"]["overall"]] for m, e in results["methods"].items()}
+        methods = results["methods"]
+        entry: dict[str, Any] = {m: [e["eer"]["overall"], e["val_eer"]["overall"]] for m, e in methods.items()}
         provenance = results.get("provenance", {})
         joined = provenance.get("joined_from")
         entry["_code"] = (
@@ -89,15 +104,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs = args.runs
     summary = read_json(runs / "results.json", what="seeds summary")
     if summary.get("seeds", {}).get("seeds") != args.seeds:
-        parser.error(f"{runs / 'results.json'}: summarises seeds {summary.get('seeds', {}).get('seeds')}, not {args.seeds}")
+        summarised = summary.get("seeds", {}).get("seeds")
+        parser.error(f"{runs / 'results.json'}: summarises seeds {summarised}, not {args.seeds}")
+    given = argv if argv is not None else sys.argv[1:]
     doc = {
-        "command": "python benchmarks/seeds_table.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "command": " ".join(["python benchmarks/seeds_table.py", *map(shlex.quote, _without_note(given))]),
         "code": _git_head(),
         **({"note": args.note} if args.note else {}),
         "classes": summary["classes"],
         "data": summary["data"],
         "encoder": summary["encoder"],
-        "seeds": {k: summary["seeds"][k] for k in ("seeds", "eer", "bootstrap", "embedding_learning") if k in summary["seeds"]},
+        "seeds": {k: v for k, v in summary["seeds"].items() if k in SUMMARY_KEYS},
         "per_seed_overall_eer_test_val": _per_seed(runs, args.seeds),
     }
     args.dest.mkdir(parents=True, exist_ok=True)
