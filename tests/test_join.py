@@ -12,25 +12,15 @@ from thce.config import load_config
 from thce.errors import ConfigError
 from thce.join import join_runs
 
-from tests.conftest import tiny_toml, write_config
+from tests.conftest import TINY_STAGES, tiny_toml, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = """[embedding]
-n_iter = 1
-epochs = 1
-last_epochs = {last}
-[detector]
-max_epochs = 2
-head_only_max_epochs = 5
-patience = 2
-[baseline]
-max_epochs = 2
-patience = 2
-"""
+STAGES = TINY_STAGES.replace("n_iter = 2", "n_iter = 1")  # one Algorithm 1 iteration: last_epochs is its length
 
 
 def _config(folder: Path, methods: list[str], last: int, name: str) -> Path:
-    return write_config(folder, tiny_toml(methods, stages=STAGES.format(last=last)), name=name)
+    stages = STAGES.replace("last_epochs = 2", f"last_epochs = {last}")
+    return write_config(folder, tiny_toml(methods, stages=stages), name=name)
 
 
 @pytest.fixture(scope="module")
