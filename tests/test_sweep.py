@@ -14,7 +14,7 @@ from thce.errors import ConfigError
 from thce.experiment import load_rows
 from thce.metrics import per_class_eer
 from thce.stats import ScoredTestSet, bootstrap_eer_difference
-from thce.sweep import run_sweep, summarise, sweep_table_markdown, variant_config
+from thce.sweep import experiment_settings, run_sweep, summarise, sweep_table_markdown, variant_config
 from thce.variants import Variant, parse_vary, product_variants
 
 from tests.conftest import tiny_toml
@@ -345,3 +345,15 @@ def test_sweep_usage_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
     with pytest.raises(ConfigError, match="share the folder"):
         run_sweep(config_from_dict({}), [Variant.of({"data.manifest": "a b"}), Variant.of({"data.manifest": "a_b"})],
                   1, tmp_path / "slugs")
+
+
+def test_an_unset_stage_learning_rate_is_the_run_rate_it_trains_with(sweep_dir):
+    config = load_config(sweep_dir / "config.toml")
+    table = config.to_dict()
+    def with_rate(rate: float):
+        return config_from_dict({**table, "embedding": {**table["embedding"], "learning_rate": rate}})
+
+    explicit, other = with_rate(table["train"]["learning_rate"]), with_rate(0.123)
+    assert config.embedding.learning_rate is None
+    assert experiment_settings(config) == experiment_settings(explicit) != experiment_settings(other)
+    assert experiment_settings(config)["baseline"]["learning_rate"] == table["train"]["learning_rate"]

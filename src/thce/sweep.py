@@ -113,11 +113,20 @@ def _finished(run_dir: Path) -> bool:
 
 
 def experiment_settings(config: ExperimentConfig) -> dict[str, Any]:
-    """The config as a dict without :data:`ENVIRONMENT_KEYS`: equal for runs of the same experiment."""
+    """The config as a dict without :data:`ENVIRONMENT_KEYS`: equal for runs of the same experiment. A stage's
+    unset learning rate (``embedding.learning_rate`` and the like: None) reads as ``train.learning_rate``, the rate
+    that stage trains with, so a run made before a rate was varied matches the variant that sets it to that value."""
     table = config.to_dict()
     for key in ENVIRONMENT_KEYS:
         section, name = key.split(".")
         table.get(section, {}).pop(name, None)
+    run_rate = table["train"]["learning_rate"]
+    for section, values in table.items():
+        if section in ("train", "model") or not isinstance(values, dict):
+            continue  # model.encoder_learning_rate: None means the stage's rate, not train's
+        for name, value in values.items():
+            if name.endswith("learning_rate") and value is None:
+                values[name] = run_rate
     return table
 
 
