@@ -26,6 +26,15 @@ def test_largest_remainder_is_exact():
     assert sum(largest_remainder(37, (0.7, 0.2, 0.1))) == 37
 
 
+def test_largest_remainder_ties_go_to_the_earlier_split_whatever_the_rounding():
+    # 8.4 / 2.4 / 1.2: train and val tie at 0.4. In binary floating point the two remainders differ in their last
+    # bits, and by Python version (3.12's sum() is compensated, so fractions summing to 0.999... then sum to 1.0):
+    # a split of the same manifest must not depend on either.
+    assert largest_remainder(12, (0.7, 0.2, 0.1)) == [9, 2, 1]
+    assert largest_remainder(108, (0.7, 0.2, 0.1)) == [76, 21, 11]
+    assert largest_remainder(108, (0.7, 0.2, 0.1 + 1e-12)) == [76, 21, 11]
+
+
 def test_single_clip_groups_split_70_20_10():
     out = assign_splits(clips("dog", 100), seed=0)
     assert split_counts(out) == {"train": {"dog": 70}, "val": {"dog": 20}, "test": {"dog": 10}}

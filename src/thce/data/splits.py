@@ -44,7 +44,9 @@ def largest_remainder(total: int, fractions: Sequence[float]) -> list[int]:
     exact = [total * f / weight for f in fractions]
     parts = [math.floor(x + 1e-9) for x in exact]
     leftover = total - sum(parts)
-    order = sorted(range(len(fractions)), key=lambda i: (-(exact[i] - parts[i]), i))
+    # remainders equal but for rounding (8.4 and 2.4 of 12 x (0.7, 0.2, 0.1)) tie: the earlier split wins
+    remainders = [round(x - part, 9) for x, part in zip(exact, parts)]
+    order = sorted(range(len(fractions)), key=lambda i: (-remainders[i], i))
     for i in order[:leftover]:
         parts[i] += 1
     return parts
