@@ -254,3 +254,14 @@ def test_checkpoint_rebuilds_a_normalised_cluster_layer():
     assert rebuilt.cluster_layer.scale == 7.0
     x = torch.randn(2, config.features.num_frames, config.features.n_mels)
     torch.testing.assert_close(rebuilt(x), model.eval()(x))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (cuDNN's packed LSTM weights)")
+def test_a_copied_lstm_encoder_runs_on_packed_cudnn_weights():
+    import copy
+    import warnings
+
+    encoder = copy.deepcopy(LSTMEncoder(n_mels=8, hidden_size=16).cuda())  # as Proposed1's model is kept
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*contiguous chunk of memory.*")
+        encoder(torch.randn(3, 20, 8, device="cuda"))

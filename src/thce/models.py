@@ -182,6 +182,9 @@ class LSTMEncoder(nn.Module):
 
     def pre_output(self, x: Tensor) -> Tensor:
         """What :attr:`output` receives: the last hidden state (B, hidden_size)."""
+        # a deep copy (Proposed1's model, kept while Proposed2 trains on) leaves cuDNN's weights in separate chunks,
+        # which it then compacts at every call, with a warning; re-flattening is a no-op when they already are one
+        self.lstm.flatten_parameters()
         _, (h_last, _) = self.lstm(x)
         return h_last[-1]
 
