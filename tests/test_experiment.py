@@ -227,15 +227,18 @@ def test_final_summary_line_lists_only_what_the_run_directory_holds(tmp_path):
 
 def test_each_stage_trains_at_its_own_learning_rate(tmp_path, monkeypatch):
     """[embedding], [detector] (end to end, head only) and [baseline] rates reach their stages' optimisers;
-    the imbalance methods train with [baseline]'s; a stage without one uses train.learning_rate."""
+    the imbalance methods train with [baseline]'s; a stage without one uses train.learning_rate. Likewise Proposed1's
+    head-only stage selects on detector.head_only_selection, Proposed2 on detector.selection."""
     import thce.training.algorithm1 as algorithm1
     import thce.training.imbalance as imbalance
 
     rates: dict[tuple[str, str], float | None] = {}
+    selections: dict[tuple[str, str], str] = {}
 
     def wrap(fit):
         def recording(**kwargs):
             rates[kwargs["method"], kwargs["stage"]] = kwargs.get("learning_rate")
+            selections[kwargs["method"], kwargs["stage"]] = kwargs.get("selection", "val_loss")
             return fit(**kwargs)
 
         return recording
@@ -254,6 +257,8 @@ head_only_max_epochs = 1
 patience = 1
 learning_rate = 0.003
 head_only_learning_rate = 0.004
+selection = "val_eer"
+head_only_selection = "val_auc"
 [baseline]
 max_epochs = 1
 patience = 1
@@ -266,5 +271,8 @@ learning_rate = 0.005
         ("proposed1", "detector-head"): 0.004, ("proposed2", "end-to-end"): 0.003,
         ("baseline", "end-to-end"): 0.005, ("focal", "end-to-end"): 0.005,
     }  # fmt: skip
+    assert (selections["proposed1", "detector-head"], selections["proposed2", "end-to-end"]) == ("val_auc", "val_eer")
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["selection"]["proposed1/detector-head"]["criterion"] == "val_auc"
     saved = load_config(tmp_path / "out" / "config.toml")
     assert (saved.embedding.learning_rate, saved.detector.head_only_learning_rate) == (0.002, 0.004)

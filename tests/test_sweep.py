@@ -347,7 +347,7 @@ def test_sweep_usage_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
                   1, tmp_path / "slugs")
 
 
-def test_an_unset_stage_learning_rate_is_the_run_rate_it_trains_with(sweep_dir):
+def test_an_unset_setting_that_falls_back_compares_as_what_it_falls_back_to(sweep_dir):
     config = load_config(sweep_dir / "config.toml")
     table = config.to_dict()
     def with_rate(rate: float):
@@ -357,3 +357,6 @@ def test_an_unset_stage_learning_rate_is_the_run_rate_it_trains_with(sweep_dir):
     assert config.embedding.learning_rate is None
     assert experiment_settings(config) == experiment_settings(explicit) != experiment_settings(other)
     assert experiment_settings(config)["baseline"]["learning_rate"] == table["train"]["learning_rate"]
+    selection = config_from_dict({**table, "detector": {**table["detector"], "head_only_selection": "val_loss"}})
+    assert config.detector.head_only_selection is None and config.detector.selection == "val_loss"
+    assert experiment_settings(config) == experiment_settings(selection)

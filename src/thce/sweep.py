@@ -113,9 +113,10 @@ def _finished(run_dir: Path) -> bool:
 
 
 def experiment_settings(config: ExperimentConfig) -> dict[str, Any]:
-    """The config as a dict without :data:`ENVIRONMENT_KEYS`: equal for runs of the same experiment. A stage's
-    unset learning rate (``embedding.learning_rate`` and the like: None) reads as ``train.learning_rate``, the rate
-    that stage trains with, so a run made before a rate was varied matches the variant that sets it to that value."""
+    """The config as a dict without :data:`ENVIRONMENT_KEYS`: equal for runs of the same experiment. An unset
+    setting that falls back to another reads as that one (a stage's ``learning_rate`` as ``train.learning_rate``,
+    ``detector.head_only_selection`` as ``detector.selection``), so a run made before such a key was varied matches
+    the variant that sets it to the value the run trained with."""
     table = config.to_dict()
     for key in ENVIRONMENT_KEYS:
         section, name = key.split(".")
@@ -127,6 +128,8 @@ def experiment_settings(config: ExperimentConfig) -> dict[str, Any]:
         for name, value in values.items():
             if name.endswith("learning_rate") and value is None:
                 values[name] = run_rate
+    if table["detector"].get("head_only_selection") is None:
+        table["detector"]["head_only_selection"] = table["detector"]["selection"]
     return table
 
 

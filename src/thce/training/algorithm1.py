@@ -45,7 +45,7 @@ from thce.training.data import (
     make_augmenter,
 )
 from thce.training.diagnostics import cluster_diagnostics, embedding_diagnostics, same_clip_cosine
-from thce.training.engine import RunContext, StageConfig, Validation, check_learning_rate, fit_stage
+from thce.training.engine import SELECTIONS, RunContext, StageConfig, Validation, check_learning_rate, fit_stage
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
@@ -93,18 +93,29 @@ class EmbeddingConfig:
 
 @dataclass(frozen=True)
 class DetectorConfig(StageConfig):
-    """Algorithm 1, step 2: ``head_only_max_epochs`` and ``head_only_learning_rate`` are Proposed1's head-only
-    stage's, ``max_epochs`` and ``learning_rate`` the end-to-end stage's of Proposed2."""
+    """Algorithm 1, step 2: ``head_only_max_epochs``, ``head_only_learning_rate`` and ``head_only_selection`` are
+    Proposed1's head-only stage's, ``max_epochs``, ``learning_rate`` and ``selection`` the end-to-end stage's of
+    Proposed2 (and the head-only stage's where its own are unset)."""
 
     section: ClassVar[str] = "detector"
     head_only_max_epochs: int = 200
     head_only_learning_rate: float | None = None  # None: train.learning_rate
+    head_only_selection: str | None = None  # None: selection
 
     def validate(self, section: str) -> None:
         super().validate(section)
         if self.head_only_max_epochs < 0:
             raise ConfigError(f"{section}.head_only_max_epochs: must be >= 0, got {self.head_only_max_epochs}")
         check_learning_rate(self.head_only_learning_rate, f"{section}.head_only_learning_rate")
+        if self.head_only_selection is not None and self.head_only_selection not in SELECTIONS:
+            raise ConfigError(
+                f"{section}.head_only_selection: {self.head_only_selection!r} is not one of {', '.join(SELECTIONS)}"
+            )
+
+    @property
+    def head_only_criterion(self) -> str:
+        """What Proposed1's head-only stage is selected on: ``head_only_selection``, else ``selection``."""
+        return self.head_only_selection or self.selection
 
 
 @dataclass(frozen=True)
@@ -357,8 +368,8 @@ def train_head_only(
         stage="detector-head", method=method, module=model.head, parameters=list(model.head.parameters()),
         train_step=lambda p: weighted_bce(model.head(inputs["train"][p]), targets["train"][p], weights),
         num_train=len(inputs["train"]), val_loss=validation, epochs=stage.head_only_max_epochs,
-        patience=stage.patience, ctx=ctx, selection=stage.selection, epoch_order=_balanced_order(data, ctx),
-        learning_rate=stage.head_only_learning_rate,
+        patience=stage.patience, ctx=ctx, selection=stage.head_only_criterion,
+        epoch_order=_balanced_order(data, ctx), learning_rate=stage.head_only_learning_rate,
     )  # fmt: skip
 
 
