@@ -302,6 +302,30 @@ def test_parse_vary():
         product_variants([parse_vary("a.b=1,2"), parse_vary("a.b=3")])
 
 
+def test_parse_variant_and_the_cli_adds_joint_variants_to_the_product(tmp_path, monkeypatch):
+    from thce.variants import parse_variant
+
+    variant = parse_variant(' baseline.selection = "val;auc" ; model.cnn_channels=[8, 16];train.balanced_sampling=true')
+    assert variant.assignments == (
+        ("baseline.selection", "val;auc"), ("model.cnn_channels", [8, 16]), ("train.balanced_sampling", True),
+    )  # fmt: skip
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    seen = {}
+    monkeypatch.setattr(thce.sweep, "run_sweep", lambda config, variants, seeds, out, **kw: seen.update(
+        names=[v.name for v in variants], reference=kw["reference"]))  # fmt: skip
+    monkeypatch.setattr(Path, "read_text", lambda self, encoding=None: "")
+    argv = ["sweep", str(config), "--out", str(tmp_path / "out"), "--vary", "train.balanced_sampling=false,true",
+            "--variant", 'train.balanced_sampling=true; baseline.selection="val_auc"',
+            "--reference", "train.balanced_sampling=false"]  # fmt: skip
+    assert main(argv) == 0
+    assert seen["names"] == [
+        "train.balanced_sampling=false", "train.balanced_sampling=true",
+        'train.balanced_sampling=true, baseline.selection="val_auc"',
+    ]  # fmt: skip
+    assert seen["reference"] == {"train.balanced_sampling": False}
+
+
 def test_variants_configs_and_slugs():
     base = config_from_dict({})
     assert config_from_dict(base.to_dict()) == base  # the round trip variant_config relies on
@@ -334,6 +358,12 @@ def test_sweep_usage_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
         (["--vary", "embedding.alpha=8,16", "--set", "embedding.alpha=4"], "also given with --set"),
         (["--vary", "embedding.alpha=8,16", "--reference", "embedding.alpha=32"], "matches no variant"),
         (["--vary", "embedding.alpha=8,16", "--seeds", "0"], "--seeds: must be >= 1"),
+        ([], "give the variants to run"),
+        (["--variant", "embedding.alpha=8; embedding.alpha=4"], "embedding.alpha set twice"),
+        (["--variant", "embedding.alpha=8;"], "expected KEY=VALUE; KEY=VALUE"),
+        (["--vary", "embedding.alpha=8,16", "--variant", "embedding.alpha=8.0"], "listed twice (or also made by"),
+        (["--variant", "embedding.alpha=8", "--set", "embedding.alpha=4"], "also given with --set"),
+        (["--variant", "seed=3"], "use --seeds"),
     ):
         assert main([*base, *extra]) == 2, extra
         err = capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Variants of one config for a sweep: a :class:`Variant` is a set of config assignments (``{"embedding.alpha": 8}``)
 with a folder name (its slug); :func:`parse_vary` reads ``thce sweep --vary KEY=V1,V2`` and :func:`product_variants`
-makes the cartesian product of a few value lists. :mod:`thce.sweep` runs them.
+makes the cartesian product of a few value lists; :func:`parse_variant` reads one variant that sets several keys
+together (``thce sweep --variant 'KEY=V; KEY2=V2'``). :mod:`thce.sweep` runs them.
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ def parse_value(raw: str) -> Any:
 
 
 
-def split_top_level(text: str) -> list[str]:
-    """Split at commas outside brackets, braces and quotes: ``'8,16'`` -> ``['8', '16']``,
+def split_top_level(text: str, separator: str = ",") -> list[str]:
+    """Split at ``separator`` outside brackets, braces and quotes: ``'8,16'`` -> ``['8', '16']``,
     ``'[8,16],[16,32]'`` -> ``['[8,16]', '[16,32]']``, ``'"a,b",c'`` -> ``['"a,b"', 'c']``.
 
     Raises:
@@ -116,7 +117,7 @@ def split_top_level(text: str) -> list[str]:
         elif char in "]}":
             if not stack or stack.pop() != char:
                 raise ValueError(f"unmatched {char!r}")
-        elif char == "," and not stack:
+        elif char == separator and not stack:
             parts.append("".join(current))
             current = []
             i += 1
@@ -162,6 +163,35 @@ def parse_vary(text: str) -> tuple[str, list[Any]]:
             raise ConfigError(f"{where}: value {toml_value(value)} listed twice")
     return key, values
 
+
+
+def parse_variant(text: str) -> Variant:
+    """``"KEY=V; KEY2=V2"`` -> one :class:`Variant` setting the keys together, each value read as ``--set`` reads
+    one (a ``;`` inside brackets, braces or quotes belongs to the value).
+
+    >>> parse_variant('baseline.selection="val_auc"; train.balanced_sampling=true').name
+    'baseline.selection="val_auc", train.balanced_sampling=true'
+
+    Raises:
+        ConfigError: one line starting ``--variant 'TEXT':`` that says what is wrong.
+    """
+    where = f"--variant {text!r}"
+    try:
+        items = [item.strip() for item in split_top_level(text, ";")]
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    assignments: dict[str, Any] = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        key = key.strip()
+        if not _ or not key or not all(key.split(".")) or not raw.strip():
+            raise ConfigError(f"{where}: expected KEY=VALUE; KEY=VALUE..., e.g. embedding.alpha=8; embedding.epochs=4")
+        if key == "seed":
+            raise ConfigError(f"{where}: the seed is the repeat axis of a sweep; use --seeds N")
+        if key in assignments:
+            raise ConfigError(f"{where}: {key} set twice")
+        assignments[key] = parse_value(raw)
+    return Variant.of(assignments)
 
 
 def product_variants(axes: Sequence[tuple[str, Sequence[Any]]]) -> list[Variant]:

@@ -13,18 +13,25 @@ VARY_HELP = (
     "KEY=V1,V2,... values to try, each read as TOML like --set; commas inside [..], {..} or quotes belong to the "
     "value: model.cnn_channels=[8,16],[16,32] or data.ratio='\"2:2:1:26\",\"6:1:2:16\"' (repeatable: cartesian product)"
 )
+VARIANT_HELP = (
+    "one more variant that sets several keys together, each value read as TOML like --set: "
+    "'baseline.selection=\"val_auc\"; train.balanced_sampling=true' (repeatable; added to the --vary product)"
+)
 
 
 def run(args: argparse.Namespace) -> int:
     from thce.config import load_config
     from thce.sweep import run_sweep
-    from thce.variants import parse_value, parse_vary, product_variants
+    from thce.variants import parse_value, parse_variant, parse_vary, product_variants
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("thce sweep runs its variants one after another in one process; do not use torchrun")
+    if not args.vary and not args.variant:
+        raise ConfigError("give the variants to run: --vary KEY=V1,V2 and/or --variant 'KEY=V; KEY2=V2'")
     axes = [parse_vary(text) for text in args.vary]
+    explicit = [parse_variant(text) for text in args.variant]
     set_keys = {text.split("=", 1)[0].strip() for text in args.overrides}
-    for key, _ in axes:
+    for key in [key for key, _ in axes] + [key for variant in explicit for key, _ in variant.assignments]:
         if key in set_keys:
             raise ConfigError(f"--vary {key}: also given with --set; a key is either fixed or varied")
     reference = {}
@@ -36,7 +43,11 @@ def run(args: argparse.Namespace) -> int:
     if args.draws < 1:
         raise ConfigError(f"--draws: must be >= 1, got {args.draws}")
     config = load_config(args.config, args.overrides)
-    variants = product_variants(axes)
+    variants = product_variants(axes) if axes else []
+    for variant in explicit:
+        if any(dict(variant.assignments) == dict(other.assignments) for other in variants):
+            raise ConfigError(f"--variant {variant.name}: listed twice (or also made by --vary)")
+        variants.append(variant)
     with ProgressBars(enabled=not args.quiet) as bars:
         run_sweep(
             config, variants, args.seeds, args.out, reference=reference or None,
@@ -52,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sweep", help="ablation: variants of a config on identical data; mean ± std and paired bootstrap CI table"
     )
     sweep.add_argument("config", type=Path, help="base experiment config (TOML)")
-    sweep.add_argument("--vary", action="append", required=True, metavar="KEY=V1,V2", help=VARY_HELP)
+    sweep.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2", help=VARY_HELP)
+    sweep.add_argument("--variant", action="append", default=[], metavar="'KEY=V; KEY2=V2'", help=VARIANT_HELP)
     sweep.add_argument("--out", type=Path, required=True, help="sweep directory")
     sweep.add_argument("--seeds", type=int, default=1, help="seeds seed..seed+N-1 per variant (shared by variants)")
     sweep.add_argument("--reference", action="append", default=[], metavar="KEY=VALUE",
