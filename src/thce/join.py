@@ -23,7 +23,7 @@ from thce.errors import ConfigError
 from thce.experiment import summarise_seeds
 from thce.io import atomic_write, ensure_dir, read_json, write_json
 from thce.methods import method_settings
-from thce.sweep import ENVIRONMENT_KEYS, FINISHED_FILES, experiment_settings, same_clips
+from thce.sweep import ENVIRONMENT_KEYS, FINISHED_FILES, experiment_settings, finished_run, same_clips
 
 #: The methods a part provides and the folder holding its runs, ``folder/seed_<s>/``.
 Part = tuple[Sequence[str], Path]
@@ -38,7 +38,7 @@ def _owner(stage_key: str, parts: Sequence[Part]) -> int | None:
 
 def _check_part(run_dir: Path, methods: Sequence[str], config: ExperimentConfig) -> dict[str, Any]:
     """The run's results.json, after checking that it is finished and trained ``methods`` as ``config`` would."""
-    if not all((run_dir / name).is_file() for name in (*FINISHED_FILES, "config.toml")):
+    if not finished_run(run_dir, with_config=True):
         raise ConfigError(f"{run_dir}: not a finished run (needs config.toml and {', '.join(FINISHED_FILES)})")
     theirs = experiment_settings(load_config(run_dir / "config.toml"))
     wanted = experiment_settings(config)

@@ -108,8 +108,10 @@ def _share_synthetic_clips(config: ExperimentConfig, run_dir: Path, out_dir: Pat
         logger.warning("sweep: cannot link %s to %s (%s); this run synthesises its own clips", link, target, error)
 
 
-def _finished(run_dir: Path) -> bool:
-    return all((run_dir / name).is_file() for name in FINISHED_FILES)
+def finished_run(run_dir: Path, *, with_config: bool = False) -> bool:
+    """Whether ``run_dir`` holds a finished run's :data:`FINISHED_FILES` (and its config.toml, ``with_config``)."""
+    names = (*FINISHED_FILES, "config.toml") if with_config else FINISHED_FILES
+    return all((run_dir / name).is_file() for name in names)
 
 
 def experiment_settings(config: ExperimentConfig) -> dict[str, Any]:
@@ -140,7 +142,7 @@ def _reference_run_dirs(reference_runs: Path, config: ExperimentConfig, seeds: S
     dirs = {}
     for seed in seeds:
         run_dir = reference_runs / f"seed_{seed}"
-        if not _finished(run_dir) or not (run_dir / "config.toml").is_file():
+        if not finished_run(run_dir, with_config=True):
             raise ConfigError(f"--reference-runs {reference_runs}: no finished run seed_{seed}/ (needs config.toml "
                               f"and {', '.join(FINISHED_FILES)})")  # fmt: skip
         theirs = load_config(run_dir / "config.toml")
@@ -219,7 +221,7 @@ def run_sweep(
             run_dir = out_dir / variant.slug / f"seed_{seed}"
             seed_config = dataclasses.replace(variant_cfg, seed=seed)
             step = f"sweep run {v * len(seed_list) + s + 1}/{total} ({variant.name}, seed {seed})"
-            if _finished(run_dir):
+            if finished_run(run_dir):
                 if load_config(run_dir / "config.toml").to_dict() != seed_config.to_dict():
                     raise ConfigError(
                         f"{run_dir}: finished with another configuration than variant {variant.name} of this sweep; "
