@@ -31,9 +31,10 @@ def run(args: argparse.Namespace) -> int:
     axes = [parse_vary(text) for text in args.vary]
     explicit = [parse_variant(text) for text in args.variant]
     set_keys = {text.split("=", 1)[0].strip() for text in args.overrides}
-    for key in [key for key, _ in axes] + [key for variant in explicit for key, _ in variant.assignments]:
+    varied = [("--vary", key) for key, _ in axes] + [("--variant", k) for v in explicit for k, _ in v.assignments]
+    for flag, key in varied:
         if key in set_keys:
-            raise ConfigError(f"--vary {key}: also given with --set; a key is either fixed or varied")
+            raise ConfigError(f"{flag} {key}: also given with --set; a key is either fixed or varied")
     reference = {}
     for text in args.reference:
         if "=" not in text:
