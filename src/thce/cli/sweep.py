@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     variants = product_variants(axes) if axes else []
     for variant in explicit:
-        if any(dict(variant.assignments) == dict(other.assignments) for other in variants):
+        if any(variant.matches(dict(other.assignments)) and len(variant.assignments) == len(other.assignments)
+               for other in variants):
             raise ConfigError(f"--variant {variant.name}: listed twice (or also made by --vary)")
         variants.append(variant)
     with ProgressBars(enabled=not args.quiet) as bars:
