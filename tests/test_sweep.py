@@ -190,11 +190,16 @@ def test_reference_runs_made_before_the_sweep_are_read_not_run(sweep_dir, tmp_pa
     more = config_from_dict({**config.to_dict(), "methods": ["baseline", "logreg_stats"]})
     with pytest.raises(ConfigError, match="did not run logreg_stats"):
         run_sweep(more, variants, 2, copy, reference={"baseline.l2_normalise": True}, reference_runs=runs)
+    # a table the sweep's methods do not read may differ (a baseline sweep reusing runs of another embedding)
+    for seed in SEEDS:
+        _edit_config(runs / f"seed_{seed}", "embedding", alpha=4.0)
+    assert run_sweep(config, variants, 2, copy, reference={"baseline.l2_normalise": True}, reference_runs=runs,
+                     draws=200)["variants"][1]["runs"] == [str(runs / f"seed_{s}") for s in SEEDS]  # fmt: skip
     # synthetic data of other settings under the same names are other clips: unpaired
     for seed in SEEDS:
         _edit_config(runs / f"seed_{seed}", "synth", ebr_db_range=[-1.0, 1.0])
     assert thce.sweep.same_clips([copy / SLUGS[0] / "seed_3", runs / "seed_3"], "val") is not None
-    with pytest.raises(ConfigError, match="is not the reference variant's"):
+    with pytest.raises(ConfigError, match="is not the reference variant's for baseline"):
         run_sweep(config, variants, 2, copy, reference={"baseline.l2_normalise": True}, reference_runs=runs)
 
 

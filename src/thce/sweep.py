@@ -26,7 +26,8 @@ interrupted one continues after its last completed epoch, without it starts over
 
 Runs you already have. ``reference_runs`` (``thce sweep --reference-runs DIR``) takes the reference variant's runs
 from ``DIR/seed_<s>/`` (e.g. a ``thce experiment --seeds N`` folder) instead of running them; their configuration
-must be the reference variant's up to :data:`ENVIRONMENT_KEYS`, and nothing is written into ``DIR``. Synthetic
+must train the sweep's methods as the reference variant would (up to :data:`ENVIRONMENT_KEYS`; they may have run
+more methods, and other settings of tables those methods do not read), and nothing is written into ``DIR``. Synthetic
 clips made by another run live in another folder, so their paths differ: two runs pair when both configurations
 have the same synthetic data (same ``synth`` and ``data`` settings and seed, which fix every clip) and the same
 clip names relative to each run's clip folder.
@@ -50,7 +51,7 @@ from thce.config import ExperimentConfig, config_from_dict, load_config, save_co
 from thce.errors import ConfigError, DataError
 from thce.experiment import load_test_scores, run_experiment, summarise_seeds
 from thce.io import atomic_write, read_json, write_json
-from thce.methods import method_short_name
+from thce.methods import method_settings, method_short_name
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
 from thce.training.diagnostics import embedding_learning_per_seed
 from thce.progress import ProgressFn
@@ -136,9 +137,11 @@ def experiment_settings(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def _reference_run_dirs(reference_runs: Path, config: ExperimentConfig, seeds: Sequence[int]) -> dict[int, Path]:
-    """``{seed: reference_runs/seed_<s>}``, each a finished run of ``config`` with that seed (up to
-    :data:`ENVIRONMENT_KEYS`; it may have run more methods than ``config.methods``, as methods train independently
-    of each other); a ConfigError naming the folder otherwise."""
+    """``{seed: reference_runs/seed_<s>}``, each a finished run that trained ``config.methods`` as ``config`` with
+    that seed would (:func:`thce.methods.method_settings`, up to :data:`ENVIRONMENT_KEYS`): it may have run more
+    methods, and differ in tables none of ``config.methods`` reads (a baseline-only sweep can reuse runs of another
+    ``embedding.last_epochs``), as methods train independently of each other; a ConfigError naming the folder
+    otherwise."""
     dirs = {}
     for seed in seeds:
         run_dir = reference_runs / f"seed_{seed}"
@@ -146,13 +149,16 @@ def _reference_run_dirs(reference_runs: Path, config: ExperimentConfig, seeds: S
             raise ConfigError(f"--reference-runs {reference_runs}: no finished run seed_{seed}/ (needs config.toml "
                               f"and {', '.join(FINISHED_FILES)})")  # fmt: skip
         theirs = load_config(run_dir / "config.toml")
-        wanted = dataclasses.replace(config, seed=seed, methods=theirs.methods)
-        if experiment_settings(theirs) != experiment_settings(wanted):
-            free = ", ".join(ENVIRONMENT_KEYS)
-            raise ConfigError(f"{run_dir}: its config.toml is not the reference variant's (only {free} may differ)")
         missing = [m for m in config.methods if m not in theirs.methods]
         if missing:
             raise ConfigError(f"{run_dir}: did not run {', '.join(missing)}")
+        theirs_settings = experiment_settings(theirs)
+        wanted_settings = experiment_settings(dataclasses.replace(config, seed=seed))
+        for method in config.methods:
+            if method_settings(theirs_settings, method) != method_settings(wanted_settings, method):
+                free = ", ".join(ENVIRONMENT_KEYS)
+                raise ConfigError(f"{run_dir}: its config.toml is not the reference variant's for {method} (only "
+                                  f"{free} and tables {method} does not read may differ)")  # fmt: skip
         dirs[seed] = run_dir
     return dirs
 
