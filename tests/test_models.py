@@ -256,6 +256,47 @@ def test_checkpoint_rebuilds_a_normalised_cluster_layer():
     torch.testing.assert_close(rebuilt(x), model.eval()(x))
 
 
+def test_lstm_pooling_takes_the_last_the_mean_or_the_max_hidden_state():
+    torch.manual_seed(0)
+    x = torch.randn(3, 12, 8)
+    encoders = {p: LSTMEncoder(8, 6, normalise=False, init="chrono", pooling=p) for p in ("last", "mean", "max")}
+    for encoder in encoders.values():
+        encoder.load_state_dict(encoders["last"].state_dict())
+    with torch.no_grad():
+        cell, state, states = encoders["last"].lstm, None, []
+        for t in range(x.shape[1]):  # the recurrence one step at a time
+            _, state = cell(x[:, t : t + 1], state)
+            states.append(state[0][0])
+        states = torch.stack(states, dim=1)  # (B, T, H)
+        expected = {"last": states[:, -1], "mean": states.mean(dim=1), "max": states.max(dim=1).values}
+        for pooling, encoder in encoders.items():
+            torch.testing.assert_close(encoder(x), expected[pooling])
+    normalised = LSTMEncoder(8, 6, pooling="max")(x)
+    torch.testing.assert_close(normalised.norm(dim=1), torch.ones(3))
+
+
+def test_lstm_pooling_over_time_gives_every_step_a_direct_gradient():
+    """With the last state, a fresh PyTorch-initialised LSTM's embedding ignores a long clip's first frames; the
+    mean over time does not (each state enters the embedding directly)."""
+    for pooling, first_to_last in (("last", 1e-30), ("mean", 1e-2)):
+        torch.manual_seed(0)
+        encoder = LSTMEncoder(8, 16, init="pytorch", pooling=pooling)
+        x = torch.randn(2, 1000, 8, requires_grad=True)
+        encoder(x).pow(2).sum().backward()
+        per_frame = x.grad.abs().sum(dim=(0, 2))
+        ratio = float(per_frame[0] / per_frame[-1])
+        assert (ratio < first_to_last) if pooling == "last" else (ratio > first_to_last)
+
+
+def test_lstm_pooling_is_checked():
+    with pytest.raises(ConfigError, match="model.lstm_pooling: 'attention' is not one of last, mean, max"):
+        ModelConfig(encoder="lstm", lstm_pooling="attention")
+    with pytest.raises(ConfigError, match="model.lstm_pooling"):
+        LSTMEncoder(8, 4, pooling="sum")
+    encoder = build_encoder(ModelConfig(encoder="lstm", lstm_pooling="mean"), frames=20, n_mels=8)
+    assert encoder.pooling == "mean"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (cuDNN's packed LSTM weights)")
 def test_a_copied_lstm_encoder_runs_on_packed_cudnn_weights():
     import copy

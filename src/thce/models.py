@@ -119,6 +119,7 @@ class EmbeddingOutput(nn.Module):
 
 
 LSTM_INITS = ("pytorch", "keras", "chrono")
+LSTM_POOLINGS = ("last", "mean", "max")
 
 
 def init_lstm(lstm: nn.LSTM, scheme: str, *, max_steps: int = 1000, generator: torch.Generator | None = None) -> None:
@@ -161,6 +162,9 @@ class LSTMEncoder(nn.Module):
     """One LSTM layer; embedding = last hidden state, L2-normalised. ``(B, T, F) -> (B, hidden_size)``.
 
     ``init`` chooses the initialisation (:func:`init_lstm`); ``max_steps`` is the sequence length it plans for.
+    ``pooling`` chooses what of the hidden states ``h_1 .. h_T`` becomes the embedding: ``"last"`` (``h_T``, the
+    paper's reading), or their ``"mean"`` or element-wise ``"max"`` over time (not in the paper: every step's state
+    then receives gradient directly, not only through the recurrence).
     """
 
     def __init__(
@@ -173,19 +177,27 @@ class LSTMEncoder(nn.Module):
         centring: str = "fixed",
         init: str = "pytorch",
         max_steps: int = 1000,
+        pooling: str = "last",
     ) -> None:
         super().__init__()
+        if pooling not in LSTM_POOLINGS:
+            raise ConfigError(f"model.lstm_pooling: {pooling!r} is not one of {', '.join(LSTM_POOLINGS)}")
+        self.pooling = pooling
         self.lstm = nn.LSTM(n_mels, hidden_size, batch_first=True)
         init_lstm(self.lstm, init, max_steps=max_steps)
         self.embedding_dim = hidden_size
         self.output = EmbeddingOutput(hidden_size, normalise=normalise, center=center, centring=centring)
 
     def pre_output(self, x: Tensor) -> Tensor:
-        """What :attr:`output` receives: the last hidden state (B, hidden_size)."""
+        """What :attr:`output` receives: the hidden states pooled over time as :attr:`pooling` says (B, hidden_size)."""
         # a deep copy (Proposed1's model, kept while Proposed2 trains on) leaves cuDNN's weights in separate chunks,
         # which it then compacts at every call, with a warning; re-flattening is a no-op when they already are one
         self.lstm.flatten_parameters()
-        _, (h_last, _) = self.lstm(x)
+        states, (h_last, _) = self.lstm(x)  # states: (B, T, hidden_size)
+        if self.pooling == "mean":
+            return states.mean(dim=1)
+        if self.pooling == "max":
+            return states.amax(dim=1)
         return h_last[-1]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -386,6 +398,7 @@ class ModelConfig:
     encoder: str = "cnn"
     lstm_hidden_size: int = 128
     lstm_init: str = "chrono"
+    lstm_pooling: str = "last"
     cnn_channels: tuple[int, int] = (32, 64)
     cnn_kernel: int = 7
     cnn_pools: tuple[tuple[int, int], tuple[int, int]] = ((5, 4), (100, 4))
@@ -423,6 +436,8 @@ class ModelConfig:
             raise ConfigError("model: sizes must be positive integers")
         if self.lstm_init not in LSTM_INITS:
             raise ConfigError(f"model.lstm_init: {self.lstm_init!r} is not one of {', '.join(LSTM_INITS)}")
+        if self.lstm_pooling not in LSTM_POOLINGS:
+            raise ConfigError(f"model.lstm_pooling: {self.lstm_pooling!r} is not one of {', '.join(LSTM_POOLINGS)}")
         if self.cnn_padding not in ("same", "valid"):
             raise ConfigError(f"model.cnn_padding: {self.cnn_padding!r} is not 'same' or 'valid'")
         if self.centring not in CENTRINGS:
@@ -449,7 +464,7 @@ def build_encoder(config: ModelConfig, *, frames: int, n_mels: int, normalise: b
     if config.encoder == "lstm":
         return LSTMEncoder(
             n_mels, config.lstm_hidden_size, normalise=normalise, center=config.center_embedding,
-            centring=config.centring, init=config.lstm_init, max_steps=frames,
+            centring=config.centring, init=config.lstm_init, max_steps=frames, pooling=config.lstm_pooling,
         )  # fmt: skip
     return CNNEncoder(
         frames,
