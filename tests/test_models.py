@@ -12,6 +12,7 @@ from thce.models import (
     LSTMEncoder,
     ModelConfig,
     build_encoder,
+    remove_clip_mean,
 )
 
 
@@ -295,6 +296,33 @@ def test_lstm_pooling_is_checked():
         LSTMEncoder(8, 4, pooling="sum")
     encoder = build_encoder(ModelConfig(encoder="lstm", lstm_pooling="mean"), frames=20, n_mels=8)
     assert encoder.pooling == "mean"
+
+
+def test_remove_clip_mean_takes_each_clips_band_means_over_time():
+    x = torch.tensor([[[1.0, 10.0], [3.0, 10.0], [5.0, 16.0]]])  # (1 clip, 3 frames, 2 bands)
+    expected = torch.tensor([[[-2.0, -2.0], [0.0, -2.0], [2.0, 4.0]]])
+    torch.testing.assert_close(remove_clip_mean(x), expected)
+    torch.testing.assert_close(remove_clip_mean(torch.cat([x, x + 7.0])), torch.cat([expected, expected]))
+
+
+@pytest.mark.parametrize("encoder", ["cnn", "lstm"])
+def test_clip_mean_removal_makes_an_encoder_blind_to_a_recordings_level_and_colour(encoder):
+    """With model.remove_clip_mean a constant offset per band (a louder place, another microphone's response: a
+    gain per band on the energies) does not change the embedding; without it, it does."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 40, 8)
+    colour = torch.linspace(-3.0, 3.0, 8)  # log-energy offset per band
+    for removed in (True, False):
+        config = ModelConfig(encoder=encoder, remove_clip_mean=removed, cnn_pools=((2, 2), (20, 2)))
+        net = build_encoder(config, frames=40, n_mels=8).eval()
+        with torch.no_grad():
+            same = torch.allclose(net(x), net(x + colour), atol=1e-5)
+        assert same == removed
+
+
+def test_clip_mean_removal_is_refused_for_panns():
+    with pytest.raises(ConfigError, match="model.remove_clip_mean: not for a PANNs encoder"):
+        ModelConfig(encoder="panns_cnn14", remove_clip_mean=True)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (cuDNN's packed LSTM weights)")

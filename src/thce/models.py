@@ -60,6 +60,13 @@ CENTRINGS = ("fixed", "batch")
 DROPOUT_PLACEMENTS = ("after_centring", "before_centring")
 
 
+def remove_clip_mean(x: Tensor) -> Tensor:
+    """``x`` minus each clip's mean over time, per band: ``(B, T, F) -> (B, T, F)``. On a log-mel this divides each
+    band's energy by its geometric mean over the clip (cepstral mean normalisation): a recording's stationary colour
+    and level (its place, its microphone) are gone, what changes within the clip (an event) stays."""
+    return x - x.mean(dim=1, keepdim=True)
+
+
 class EmbeddingOutput(nn.Module):
     """The last step of an encoder: optional centring (a batch norm without learnable parameters), optional
     dropout, then L2 normalisation; or the raw output when ``normalise`` is off (the baseline).
@@ -164,7 +171,8 @@ class LSTMEncoder(nn.Module):
     ``init`` chooses the initialisation (:func:`init_lstm`); ``max_steps`` is the sequence length it plans for.
     ``pooling`` chooses what of the hidden states ``h_1 .. h_T`` becomes the embedding: ``"last"`` (``h_T``, the
     paper's reading), or their ``"mean"`` or element-wise ``"max"`` over time (not in the paper: every step's state
-    then receives gradient directly, not only through the recurrence).
+    then receives gradient directly, not only through the recurrence). ``clip_mean``: the input passes
+    :func:`remove_clip_mean` first.
     """
 
     def __init__(
@@ -178,11 +186,13 @@ class LSTMEncoder(nn.Module):
         init: str = "pytorch",
         max_steps: int = 1000,
         pooling: str = "last",
+        clip_mean: bool = False,
     ) -> None:
         super().__init__()
         if pooling not in LSTM_POOLINGS:
             raise ConfigError(f"model.lstm_pooling: {pooling!r} is not one of {', '.join(LSTM_POOLINGS)}")
         self.pooling = pooling
+        self.clip_mean = clip_mean
         self.lstm = nn.LSTM(n_mels, hidden_size, batch_first=True)
         init_lstm(self.lstm, init, max_steps=max_steps)
         self.embedding_dim = hidden_size
@@ -193,7 +203,7 @@ class LSTMEncoder(nn.Module):
         # a deep copy (Proposed1's model, kept while Proposed2 trains on) leaves cuDNN's weights in separate chunks,
         # which it then compacts at every call, with a warning; re-flattening is a no-op when they already are one
         self.lstm.flatten_parameters()
-        states, (h_last, _) = self.lstm(x)  # states: (B, T, hidden_size)
+        states, (h_last, _) = self.lstm(remove_clip_mean(x) if self.clip_mean else x)  # states: (B, T, hidden_size)
         if self.pooling == "mean":
             return states.mean(dim=1)
         if self.pooling == "max":
@@ -210,6 +220,7 @@ class CNNEncoder(nn.Module):
     Pool sizes are (time, mel). ``embedding_dim`` is derived from ``frames`` and ``n_mels`` (512 for 1000 x 64
     with ``same`` padding). With ``dropout_placement = "after_centring"`` and a centred, normalised output, the
     second block's dropout moves after the centring (see :class:`EmbeddingOutput`); the first block's stays.
+    ``clip_mean``: the input passes :func:`remove_clip_mean` first.
     """
 
     def __init__(
@@ -226,8 +237,10 @@ class CNNEncoder(nn.Module):
         centring: str = "fixed",
         dropout_placement: str = "before_centring",
         padding: str = "same",
+        clip_mean: bool = False,
     ) -> None:
         super().__init__()
+        self.clip_mean = clip_mean
         if dropout_placement not in DROPOUT_PLACEMENTS:
             raise ConfigError(
                 f"model.cnn_dropout_placement: {dropout_placement!r} is not one of {', '.join(DROPOUT_PLACEMENTS)}"
@@ -263,7 +276,7 @@ class CNNEncoder(nn.Module):
 
     def pre_output(self, x: Tensor) -> Tensor:
         """What :attr:`output` receives: the flattened feature map (B, embedding_dim)."""
-        x = x.unsqueeze(1)
+        x = (remove_clip_mean(x) if self.clip_mean else x).unsqueeze(1)
         if self.training or any(m.training for m in self.features) or _tracing():
             return self.features(x).flatten(1)  # (exports keep the layers as they are: no value-dependent branch)
         for block in self._blocks():
@@ -399,6 +412,7 @@ class ModelConfig:
     lstm_hidden_size: int = 128
     lstm_init: str = "chrono"
     lstm_pooling: str = "last"
+    remove_clip_mean: bool = False
     cnn_channels: tuple[int, int] = (32, 64)
     cnn_kernel: int = 7
     cnn_pools: tuple[tuple[int, int], tuple[int, int]] = ((5, 4), (100, 4))
@@ -426,6 +440,8 @@ class ModelConfig:
             from thce.pretrained.panns import parse_freeze
 
             parse_freeze(self.freeze, self.encoder)
+            if self.remove_clip_mean:
+                raise ConfigError(f"model.remove_clip_mean: not for a PANNs encoder ({self.encoder} has its own front end)")
         else:
             for name, default in (("pretrained", ""), ("freeze", "none"), ("encoder_learning_rate", None)):
                 if getattr(self, name) != default:
@@ -465,6 +481,7 @@ def build_encoder(config: ModelConfig, *, frames: int, n_mels: int, normalise: b
         return LSTMEncoder(
             n_mels, config.lstm_hidden_size, normalise=normalise, center=config.center_embedding,
             centring=config.centring, init=config.lstm_init, max_steps=frames, pooling=config.lstm_pooling,
+            clip_mean=config.remove_clip_mean,
         )  # fmt: skip
     return CNNEncoder(
         frames,
@@ -478,4 +495,5 @@ def build_encoder(config: ModelConfig, *, frames: int, n_mels: int, normalise: b
         centring=config.centring,
         dropout_placement=config.cnn_dropout_placement,
         padding=config.cnn_padding,
+        clip_mean=config.remove_clip_mean,
     )
