@@ -22,15 +22,16 @@ def stub_run(
     n_mels: int = 32,
     second_pool_frames: int,
     cluster_class: tuple[int, ...],
+    model: dict | None = None,
 ) -> Path:
     """``root/checkpoints/<method>.pt`` with random weights, non-trivial batch-norm statistics, a made-up
     normaliser and validation scores; the model is built by the registry (:mod:`thce.methods`), as training and
-    :func:`thce.checkpoint.build_detector` build it."""
+    :func:`thce.checkpoint.build_detector` build it. ``model``: further ``[model]`` settings."""
     config = config_from_dict(
         {
             "features": {"duration_s": duration_s, "n_mels": n_mels},
             "model": {"encoder": encoder, "cnn_channels": [4, 8], "cnn_pools": [[5, 2], [second_pool_frames, 2]],
-                      "lstm_hidden_size": 8},
+                      "lstm_hidden_size": 8, **(model or {})},
         }
     )
     torch.manual_seed(seed)

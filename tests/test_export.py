@@ -24,17 +24,24 @@ FRAMES, MELS = 100, 32  # 1 s windows
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit")
 
 
-def fake_run(root, *, encoder, method, seed=0):
+def fake_run(root, *, encoder, method, seed=0, model=None):
     """A run directory holding an untrained tiny checkpoint of ``method`` (weights random, BN statistics set)."""
     return stub_run(
         root, encoder=encoder, method=method, seed=seed, duration_s=1.0, n_mels=MELS,
-        second_pool_frames=10, cluster_class=(0, 0, 1, 2, 3),
+        second_pool_frames=10, cluster_class=(0, 0, 1, 2, 3), model=model,
     )
 
 
-@pytest.mark.parametrize("encoder,method", [("cnn", "proposed2"), ("lstm", "baseline")])
-def test_torchscript_parity_for_log_mel_and_raw_audio(tmp_path, encoder, method):
-    run = fake_run(tmp_path / "run", encoder=encoder, method=method)
+# the input's clip mean and the LSTM's pooling over time are part of the exported network
+OPTIONS = {"remove_clip_mean": True, "lstm_pooling": "max"}
+
+
+@pytest.mark.parametrize(
+    "encoder,method,model",
+    [("cnn", "proposed2", None), ("lstm", "baseline", None), ("cnn", "baseline", OPTIONS), ("lstm", "proposed2", OPTIONS)],
+)
+def test_torchscript_parity_for_log_mel_and_raw_audio(tmp_path, encoder, method, model):
+    run = fake_run(tmp_path / "run", encoder=encoder, method=method, model=model)
     loaded = load_run(run, method)
     features = loaded.config.features
     for inputs in ("logmel", "audio"):
@@ -61,12 +68,12 @@ def test_torchscript_parity_for_log_mel_and_raw_audio(tmp_path, encoder, method)
     assert set(meta["eer_thresholds"]) == {"dog", "baby", "gun"}
 
 
-@pytest.mark.parametrize("encoder,method", [("cnn", "proposed2"), ("lstm", "baseline")])
-def test_onnx_parity(tmp_path, encoder, method):
+@pytest.mark.parametrize("encoder,method,model", [("cnn", "proposed2", None), ("lstm", "baseline", OPTIONS)])
+def test_onnx_parity(tmp_path, encoder, method, model):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
-    run = fake_run(tmp_path / "run", encoder=encoder, method=method)
+    run = fake_run(tmp_path / "run", encoder=encoder, method=method, model=model)
     out = tmp_path / "model.onnx"
     result = export_run(run, fmt="onnx", out=out, method=method)
     assert result.max_abs_diff is not None and result.max_abs_diff < PARITY_TOLERANCE
