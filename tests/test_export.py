@@ -38,7 +38,10 @@ OPTIONS = {"remove_clip_mean": True, "lstm_pooling": "max"}
 
 @pytest.mark.parametrize(
     "encoder,method,model",
-    [("cnn", "proposed2", None), ("lstm", "baseline", None), ("cnn", "baseline", OPTIONS), ("lstm", "proposed2", OPTIONS)],
+    [
+        ("cnn", "proposed2", None), ("lstm", "baseline", None),
+        ("cnn", "baseline", OPTIONS), ("lstm", "proposed2", OPTIONS),
+    ],  # fmt: skip
 )
 def test_torchscript_parity_for_log_mel_and_raw_audio(tmp_path, encoder, method, model):
     run = fake_run(tmp_path / "run", encoder=encoder, method=method, model=model)
