@@ -190,11 +190,17 @@ def test_reference_runs_made_before_the_sweep_are_read_not_run(sweep_dir, tmp_pa
     more = config_from_dict({**config.to_dict(), "methods": ["baseline", "logreg_stats"]})
     with pytest.raises(ConfigError, match="did not run logreg_stats"):
         run_sweep(more, variants, 2, copy, reference={"baseline.l2_normalise": True}, reference_runs=runs)
-    # a table the sweep's methods do not read may differ (a baseline sweep reusing runs of another embedding)
+    # a table the sweep's methods do not read may differ (a baseline sweep reusing runs of another embedding),
+    # and the table shows only the sweep's methods, not what else the reference runs trained
     for seed in SEEDS:
         _edit_config(runs / f"seed_{seed}", "embedding", alpha=4.0)
-    assert run_sweep(config, variants, 2, copy, reference={"baseline.l2_normalise": True}, reference_runs=runs,
-                     draws=200)["variants"][1]["runs"] == [str(runs / f"seed_{s}") for s in SEEDS]  # fmt: skip
+        results = json.loads((runs / f"seed_{seed}" / "results.json").read_text())
+        results["methods"]["focal"] = results["methods"]["baseline"]
+        (runs / f"seed_{seed}" / "results.json").write_text(json.dumps(results))
+    summary = run_sweep(config, variants, 2, copy, reference={"baseline.l2_normalise": True}, reference_runs=runs,
+                        draws=200)  # fmt: skip
+    assert summary["variants"][1]["runs"] == [str(runs / f"seed_{s}") for s in SEEDS]
+    assert [list(v["methods"]) for v in summary["variants"]] == [["baseline"], ["baseline"]]
     # synthetic data of other settings under the same names are other clips: unpaired
     for seed in SEEDS:
         _edit_config(runs / f"seed_{seed}", "synth", ebr_db_range=[-1.0, 1.0])

@@ -242,7 +242,7 @@ def run_sweep(
             summarise_seeds(variant_cfg, out_dir / variant.slug, seed_list)
     summary = summarise(
         out_dir, variants, seed_list, reference=ref, draws=draws, confidence=confidence, bootstrap_seed=config.seed,
-        run_dirs=run_dirs,
+        run_dirs=run_dirs, methods=config.methods,
     )  # fmt: skip
     write_json(out_dir / "sweep.json", summary)
     with atomic_write(out_dir / "sweep.md", "w", encoding="utf-8") as handle:
@@ -281,11 +281,15 @@ def summarise(
     confidence: float = 0.95,
     bootstrap_seed: int = 0,
     run_dirs: Mapping[str, Mapping[int, Path]] | None = None,
+    methods: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Read the finished runs ``out_dir/<slug>/seed_<s>/`` and build the sweep table.
 
     ``run_dirs`` gives other folders for some variants (``{slug: {seed: run folder}}``, e.g. reference runs made
-    before the sweep); ``"runs"`` then lists those folders.
+    before the sweep); ``"runs"`` then lists those folders. ``methods``: the methods to tabulate (the sweep's
+    ``config.methods``: reference runs may hold more, trained with settings the sweep did not check, and then
+    neither their rows nor their embedding records belong in the table); ``None``: every method all of a
+    variant's runs have.
 
     Returns:
         ``{"selection", "seeds", "reference", "varied", "classes", "bootstrap", "variants": [{"name", "slug",
@@ -307,7 +311,9 @@ def summarise(
     for variant in variants:
         variant_runs = runs[variant.slug]
         methods_present = [m for m in variant_runs[0]["methods"] if all(m in r["methods"] for r in variant_runs)]
-        methods: dict[str, Any] = {}
+        if methods is not None:
+            methods_present = [m for m in methods_present if m in methods]
+        table: dict[str, Any] = {}
         for method in methods_present:
             val = mean_std_eer([{method: r["methods"][method]["val_eer"]} for r in variant_runs])[method]
             test = mean_std_eer([{method: r["methods"][method]["eer"]} for r in variant_runs])[method]
@@ -325,15 +331,15 @@ def summarise(
                     )  # fmt: skip
                     for split in ("val", "test")
                 }
-            methods[method] = entry
+            table[method] = entry
         entry = {
             "name": variant.name,
             "slug": variant.slug,
             "assignments": dict(variant.assignments),
             "runs": [_shown_path(where[variant.slug][s], out_dir) for s in seeds],
-            "methods": methods,
+            "methods": table,
         }
-        learning = embedding_learning_per_seed(variant_runs)
+        learning = embedding_learning_per_seed(variant_runs) if methods is None or "proposed1" in methods else None
         if learning:
             entry["embedding_learning"] = learning  # per seed (thce.training.diagnostics.embedding_learning)
         entries.append(entry)
