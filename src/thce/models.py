@@ -7,7 +7,9 @@ Our reading of the paper where it is silent (also in README):
 
 - **LSTMEncoder**: one LSTM layer of 128 units; the embedding is the last hidden state ``h_T`` (128-d),
   L2-normalised. ``ModelConfig.lstm_init`` defaults to chrono initialisation (:func:`init_lstm`): with PyTorch's or
-  Keras' the last state of a 1000-frame clip does not depend on its first 990 frames.
+  Keras' the last state of a 1000-frame clip does not depend on its first 990 frames. Departures, off by default
+  (the few-sources configs use them, chosen on validation): ``ModelConfig.lstm_pooling`` (mean or max of the
+  hidden states over time) and ``ModelConfig.remove_clip_mean`` (:func:`remove_clip_mean`, CNN too).
 - **CNNEncoder**: the paper's two convolutional layers: 32 filters 7x7, ReLU, batch norm, 5x4 max-pool
   (time x mel), dropout 0.3; 64 filters 7x7, ReLU, batch norm, 100x4 max-pool, dropout 0.3, with ``same``
   padding: the pool sizes then divide the 1000 x 64 input exactly (1000/5/100 = 2, 64/4/4 = 4) and the map is
