@@ -443,7 +443,9 @@ class ModelConfig:
 
             parse_freeze(self.freeze, self.encoder)
             if self.remove_clip_mean:
-                raise ConfigError(f"model.remove_clip_mean: not for a PANNs encoder ({self.encoder} has its own front end)")
+                raise ConfigError(
+                    f"model.remove_clip_mean: not for a PANNs encoder ({self.encoder} has its own front end)"
+                )
         else:
             for name, default in (("pretrained", ""), ("freeze", "none"), ("encoder_learning_rate", None)):
                 if getattr(self, name) != default:
