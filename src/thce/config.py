@@ -29,7 +29,7 @@ from thce.io import atomic_write
 from thce.methods import PAPER_METHODS, check_methods
 from thce.models import ModelConfig
 from thce.reference import LogRegStatsConfig
-from thce.training.algorithm1 import BaselineConfig, DetectorConfig, EmbeddingConfig
+from thce.training.algorithm1 import AuxiliaryTHCEConfig, BaselineConfig, DetectorConfig, EmbeddingConfig
 from thce.training.engine import TrainConfig
 from thce.training.imbalance import (
     LOSS_CONFIGS,
@@ -103,6 +103,7 @@ class ExperimentConfig:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    proposed2_aux: AuxiliaryTHCEConfig = field(default_factory=AuxiliaryTHCEConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     bce: BCEConfig = field(default_factory=BCEConfig)
     focal: FocalConfig = field(default_factory=FocalConfig)
@@ -132,6 +133,7 @@ class ExperimentConfig:
         self.embedding.validate()
         self.detector.validate("detector")
         self.baseline.validate("baseline")
+        self.proposed2_aux.validate()
         self.augment.validate()
         for method in LOSS_CONFIGS:
             self.loss_config(method).validate()

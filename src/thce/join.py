@@ -22,7 +22,7 @@ from thce.config import ExperimentConfig, load_config, save_config
 from thce.errors import ConfigError
 from thce.experiment import summarise_seeds
 from thce.io import atomic_write, ensure_dir, read_json, write_json
-from thce.methods import method_settings
+from thce.methods import METHODS, method_settings
 from thce.sweep import ENVIRONMENT_KEYS, FINISHED_FILES, experiment_settings, finished_run, same_clips
 
 #: The methods a part provides and the folder holding its runs, ``folder/seed_<s>/``.
@@ -120,8 +120,10 @@ def join_runs(config: ExperimentConfig, parts: Sequence[Part], seeds: Sequence[i
         raise ConfigError(f"the parts must provide each of {', '.join(config.methods)} once; they provide "
                           f"{', '.join(provided) or 'none'}")  # fmt: skip
     for methods, _ in parts:
-        if ("proposed2" in methods) != ("proposed1" in methods) and "proposed2" in provided:
-            raise ConfigError("proposed2 continues proposed1's training: take both from the same runs")
+        for method in methods:
+            starts_from = METHODS[method].requires if method in METHODS else None
+            if starts_from is not None and starts_from not in methods:
+                raise ConfigError(f"{method} continues {starts_from}'s training: take both from the same runs")
     for seed in seeds:
         join_seed(config, parts, seed, out_dir / f"seed_{seed}")
     return summarise_seeds(config, out_dir, list(seeds))

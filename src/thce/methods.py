@@ -29,10 +29,12 @@ from thce.models import ClusterLayer, DetectorHead, EventDetector, ModelConfig, 
 from thce.pretrained.encoder import build_cached_panns_encoder, build_panns_encoder
 from thce.reference import LogRegStatsConfig, run_logreg_stats
 from thce.training.algorithm1 import (
+    AuxiliaryTHCEConfig,
     BaselineConfig,
     DetectorConfig,
     EmbeddingConfig,
     learn_embedding,
+    thce_auxiliary_loss,
     train_baseline,
     train_detector,
 )
@@ -65,6 +67,9 @@ class RunSettings(Protocol):
 
     @property
     def baseline(self) -> BaselineConfig: ...
+
+    @property
+    def proposed2_aux(self) -> AuxiliaryTHCEConfig: ...
 
     @property
     def lmle(self) -> LMLEConfig: ...
@@ -248,14 +253,20 @@ def _train_baseline(run: MethodRun) -> dict[str, Results]:
 
 
 def _train_proposed(run: MethodRun) -> dict[str, Results]:
-    """Algorithm 1: the embedding, then Proposed1 and, when listed, Proposed2 (which continues from Proposed1)."""
+    """Algorithm 1: the embedding, then Proposed1 and, when listed, Proposed2 and proposed2_aux (which continue
+    from Proposed1)."""
     with run.timed("embedding"):
         embedding = learn_embedding(run.new_encoder("proposed1"), run.data, run.config.embedding, run.ctx)
     run.diagnostics[:] = embedding.diagnostics
     with run.timed("detector"):
         model = run.build_detector("proposed1", embedding.encoder, embedding.cluster_layer)
-        end_to_end = "proposed2" in run.config.methods
-        models = train_detector(model, run.data, run.config.detector, run.ctx, end_to_end=end_to_end)
+        methods = run.config.methods
+        auxiliary = None
+        if "proposed2_aux" in methods:
+            auxiliary = thce_auxiliary_loss(embedding, run.config.proposed2_aux.weight)
+        models = train_detector(
+            model, run.data, run.config.detector, run.ctx, end_to_end="proposed2" in methods, auxiliary=auxiliary
+        )
         return {name: run.evaluate(name, trained) for name, trained in models.items()}
 
 
@@ -300,6 +311,9 @@ METHODS: dict[str, Method] = {
                _sigmoid_on_clusters, _train_proposed, sections=("embedding", "detector")),
         Method("proposed2", "THCE embedding, Alg. 1; detector tuned end-to-end", "P2", _always,
                _sigmoid_on_clusters, requires="proposed1", sections=("embedding", "detector")),
+        Method("proposed2_aux", "beyond the paper: P2 with the THCE of Alg. 1's last clustering kept as an "
+               "auxiliary loss", "P2aux", _always, _sigmoid_on_clusters, requires="proposed1",
+               sections=("embedding", "detector", "proposed2_aux")),
         Method("lmle", "LMLE triple-header hinge on quintuplets", "", _always, _sigmoid_on_embedding, _train_lmle,
                sections=("lmle", "detector")),
         _imbalance("bce", "unweighted BCE, Eq. 1"),

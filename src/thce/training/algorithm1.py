@@ -7,6 +7,8 @@
 - :func:`train_detector`: a sigmoid layer of L outputs on the cluster layer; head only with Eq. 2 (Proposed1),
   then end to end with Eq. 2 (Proposed2); each stage stops early on validation and keeps its best model.
 - :func:`train_baseline`: the same encoder with a sigmoid layer on the embedding, end to end with Eq. 2.
+- Beyond the paper: ``proposed2_aux`` tunes Proposed1 end to end like Proposed2 with the last iteration's
+  triple-header CE kept as an auxiliary loss (:class:`AuxiliaryTHCEConfig`, :func:`thce_auxiliary_loss`).
 
 The models are built by the method registry (:mod:`thce.methods`); the stages here train what they are given.
 Head-only stages run on embeddings computed once with the frozen encoder in eval mode (dropout off, batch-norm
@@ -17,6 +19,7 @@ input of the head, and it makes these stages nearly free.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,6 +122,22 @@ class DetectorConfig(StageConfig):
 
 
 @dataclass(frozen=True)
+class AuxiliaryTHCEConfig:
+    """``proposed2_aux`` (beyond the paper): Proposed2's end-to-end stage on the loss Eq. 2 + ``weight`` x Eq. 8,
+    the triple-header CE of Algorithm 1's last clustering, so that tuning for detection keeps the cluster
+    structure the embedding stage learned. Its other settings are ``[detector]``'s (the end-to-end stage's)."""
+
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if not (self.weight > 0 and math.isfinite(self.weight)):
+            raise ConfigError(f"proposed2_aux.weight: must be a number > 0, got {self.weight}")
+
+
+@dataclass(frozen=True)
 class BaselineConfig(StageConfig):
     """The baseline's stage; ``l2_normalise`` keeps the encoder's final L2 normalisation (default: off)."""
 
@@ -131,12 +150,14 @@ class BaselineConfig(StageConfig):
 
 @dataclass
 class EmbeddingResult:
-    """The learned embedding: encoder E, the cluster layer W (Eq. 4) and per-iteration diagnostics."""
+    """The learned embedding: encoder E, the cluster layer W (Eq. 4), the last iteration's clustering and
+    triple-header CE (``loss_fn``, whose cluster layer is W), and per-iteration diagnostics."""
 
     encoder: nn.Module
     cluster_layer: ClusterLayer
     clustering: Clustering
     diagnostics: list[dict[str, Any]]
+    loss_fn: TripleHeaderCrossEntropy
 
 
 @dataclass
@@ -300,10 +321,30 @@ def learn_embedding(
         if on_iteration is not None:
             layer = loss_fn.cluster_layer
             on_iteration(EmbeddingIteration(iteration, encoder, clustering, layer, record, cluster_seconds))
-    return EmbeddingResult(encoder, loss_fn.cluster_layer, clustering, diagnostics)
+    return EmbeddingResult(encoder, loss_fn.cluster_layer, clustering, diagnostics, loss_fn)
 
 
 # ---------------------------------------------------------------------------------- Algorithm 1, step 2
+
+#: ``(h, positions, mix) -> loss``: an extra loss of an end-to-end stage on the cluster-layer outputs ``h`` (B, K)
+#: of the training clips at ``positions``; ``mix`` is the batch's mixup ``(lam, perm)`` or ``None``.
+AuxiliaryLoss = Callable[[Tensor, np.ndarray, "tuple[Tensor, Tensor] | None"], Tensor]
+
+
+def thce_auxiliary_loss(embedding: EmbeddingResult, weight: float) -> AuxiliaryLoss:
+    """``weight`` x Eq. 8 of Algorithm 1's last iteration (its clustering, cluster weights, beta's and normaliser)
+    on the training clips at ``positions``, each in the cluster that clustering gave it; on a mixup batch the
+    mixed loss (each mixed clip counts as its two clips' clusters). ``proposed2_aux``'s auxiliary loss."""
+    loss_fn = embedding.loss_fn
+    assignment = embedding.clustering.assignment
+
+    def loss(h: Tensor, positions: np.ndarray, mix: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        k = assignment[torch.as_tensor(positions, dtype=torch.long)].to(h.device)
+        value = loss_fn.loss_from_h(h, k) if mix is None else loss_fn.mixed_loss_from_h(h, k, *mix)
+        return weight * value
+
+    return loss
+
 
 
 def _bce_weights(data: TrainingData, ctx: RunContext) -> Tensor | None:
@@ -381,10 +422,13 @@ def train_end_to_end(
     *,
     method: str,
     start_trained: bool = False,
+    auxiliary: AuxiliaryLoss | None = None,
 ) -> float:
     """Train the whole model with Eq. 2 (on ``ctx.augment``-ed batches, targets mixed under mixup); early stopping
     on ``stage.selection``. ``start_trained``: the model comes from an earlier stage (Proposed2 from Proposed1), so
-    keeping its starting state is allowed (and warned about). Returns the best validation criterion."""
+    keeping its starting state is allowed (and warned about). ``auxiliary``: a loss on the model's cluster-layer
+    outputs added to Eq. 2 in training (validation and selection stay Eq. 2's); it needs a model with a cluster
+    layer. Returns the best validation criterion."""
     device = ctx.device
     model.to(device)
     weights = _bce_weights(data, ctx)
@@ -395,7 +439,13 @@ def train_end_to_end(
         targets = train_targets[positions]
         if mix is not None:
             targets = mix_targets(targets, *mix)  # Eq. 2 is linear in the target: exactly the mixed loss
-        return weighted_bce(model(x), targets, weights)
+        if auxiliary is None:
+            return weighted_bce(model(x), targets, weights)
+        h = model.features_for_head(model.encoder(x))
+        return weighted_bce(model.head(h), targets, weights) + auxiliary(h, positions, mix)
+
+    if auxiliary is not None and model.cluster_layer is None:
+        raise ValueError(f"{method}: an auxiliary loss on the cluster layer needs a model that has one")
 
     return fit_stage(
         stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
@@ -408,16 +458,29 @@ def train_end_to_end(
 
 
 def train_detector(
-    model: EventDetector, data: TrainingData, stage: DetectorConfig, ctx: RunContext, *, end_to_end: bool
+    model: EventDetector,
+    data: TrainingData,
+    stage: DetectorConfig,
+    ctx: RunContext,
+    *,
+    end_to_end: bool,
+    auxiliary: AuxiliaryLoss | None = None,
 ) -> dict[str, EventDetector]:
     """Algorithm 1, step 2, on ``model``: the learned encoder and cluster layer with an untrained sigmoid layer of L
     outputs. Head only (Proposed1), then end to end (Proposed2, starting from Proposed1). Returns
-    ``{"proposed1": model}`` and, if ``end_to_end``, ``"proposed2"``."""
+    ``{"proposed1": model}`` and, if ``end_to_end``, ``"proposed2"``; with ``auxiliary`` also ``"proposed2_aux"``:
+    Proposed1 tuned end to end like Proposed2 with ``auxiliary`` added to its training loss."""
     train_head_only(model, data, stage, ctx, method="proposed1")
     models = {"proposed1": copy.deepcopy(model)}
     if end_to_end:
         train_end_to_end(model, data, stage, ctx, method="proposed2", start_trained=True)
         models["proposed2"] = model
+    if auxiliary is not None:
+        # its own dropout draws, whether or not Proposed2 trained before it (methods train independently)
+        torch.manual_seed(seeds.derive_seed(ctx.seed, "proposed2_aux"))
+        tuned = copy.deepcopy(models["proposed1"])
+        train_end_to_end(tuned, data, stage, ctx, method="proposed2_aux", start_trained=True, auxiliary=auxiliary)
+        models["proposed2_aux"] = tuned
     return models
 
 
