@@ -334,7 +334,9 @@ AuxiliaryLoss = Callable[[Tensor, np.ndarray, "tuple[Tensor, Tensor] | None"], T
 def thce_auxiliary_loss(embedding: EmbeddingResult, weight: float) -> AuxiliaryLoss:
     """``weight`` x Eq. 8 of Algorithm 1's last iteration (its clustering, cluster weights, beta's and normaliser)
     on the training clips at ``positions``, each in the cluster that clustering gave it; on a mixup batch the
-    mixed loss (each mixed clip counts as its two clips' clusters). ``proposed2_aux``'s auxiliary loss."""
+    mixed loss (each mixed clip counts as its two clips' clusters). ``proposed2_aux``'s auxiliary loss. Under
+    torchrun it is exact with the default ``embedding.loss_normaliser = "fixed"`` (a per-clip mean over a fixed
+    normaliser, like Eq. 2); with ``"batch"`` each rank divides by its own share's sum of weights."""
     loss_fn = embedding.loss_fn
     assignment = embedding.clustering.assignment
 
