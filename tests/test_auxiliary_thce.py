@@ -14,6 +14,7 @@ import torch
 from thce.checkpoint import load_run
 from thce.cli import main
 from thce.config import load_config
+from thce.errors import ConfigError
 from thce.experiment import prepare_data
 from thce.losses import TripleHeaderCrossEntropy
 from thce.methods import build_detector, build_method_encoder
@@ -141,5 +142,5 @@ def test_weight_must_be_positive(tmp_path, capsys):
     assert main(["-q", "experiment", str(write_config(tmp_path, text)), "--out", str(tmp_path / "out")]) == 2
     assert "proposed2_aux.weight: must be a number > 0, got 0.0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-    with pytest.raises(Exception, match="starts from proposed1; list both"):
+    with pytest.raises(ConfigError, match="starts from proposed1; list both"):
         load_config(write_config(tmp_path, tiny_toml(["baseline", "proposed2_aux"], stages=STAGES), name="b.toml"))

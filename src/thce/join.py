@@ -121,7 +121,7 @@ def join_runs(config: ExperimentConfig, parts: Sequence[Part], seeds: Sequence[i
                           f"{', '.join(provided) or 'none'}")  # fmt: skip
     for methods, _ in parts:
         for method in methods:
-            starts_from = METHODS[method].requires if method in METHODS else None
+            starts_from = METHODS[method].requires  # every provided method is one of config.methods: known
             if starts_from is not None and starts_from not in methods:
                 raise ConfigError(f"{method} continues {starts_from}'s training: take both from the same runs")
     for seed in seeds:

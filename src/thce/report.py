@@ -283,8 +283,8 @@ def untuned_notes(results: Mapping[str, Any]) -> list[str]:
     selected = results.get("selected_epochs")
     lines, explained = [], set()
     if isinstance(selected, Mapping):
-        starts = (("proposed2", "Proposed1's"), ("proposed2_aux", "Proposed1's"), ("lmle", "its head-only"))
-        for method, starting in starts:
+        starts = {m.name: "Proposed1's" for m in METHODS.values() if m.requires == "proposed1"}
+        for method, starting in {**starts, "lmle": "its head-only"}.items():
             if selected.get(f"{method}/end-to-end") == 0:
                 explained.add(f"{method}/end-to-end")
                 lines.append(

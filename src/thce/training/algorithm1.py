@@ -154,10 +154,14 @@ class EmbeddingResult:
     triple-header CE (``loss_fn``, whose cluster layer is W), and per-iteration diagnostics."""
 
     encoder: nn.Module
-    cluster_layer: ClusterLayer
     clustering: Clustering
     diagnostics: list[dict[str, Any]]
     loss_fn: TripleHeaderCrossEntropy
+
+    @property
+    def cluster_layer(self) -> ClusterLayer:
+        """W, the cluster layer the last iteration trained (the triple-header CE's)."""
+        return self.loss_fn.cluster_layer
 
 
 @dataclass
@@ -321,7 +325,7 @@ def learn_embedding(
         if on_iteration is not None:
             layer = loss_fn.cluster_layer
             on_iteration(EmbeddingIteration(iteration, encoder, clustering, layer, record, cluster_seconds))
-    return EmbeddingResult(encoder, loss_fn.cluster_layer, clustering, diagnostics, loss_fn)
+    return EmbeddingResult(encoder, clustering, diagnostics, loss_fn)
 
 
 # ---------------------------------------------------------------------------------- Algorithm 1, step 2
@@ -346,7 +350,6 @@ def thce_auxiliary_loss(embedding: EmbeddingResult, weight: float) -> AuxiliaryL
         return weight * value
 
     return loss
-
 
 
 def _bce_weights(data: TrainingData, ctx: RunContext) -> Tensor | None:
@@ -431,6 +434,8 @@ def train_end_to_end(
     keeping its starting state is allowed (and warned about). ``auxiliary``: a loss on the model's cluster-layer
     outputs added to Eq. 2 in training (validation and selection stay Eq. 2's); it needs a model with a cluster
     layer. Returns the best validation criterion."""
+    if auxiliary is not None and model.cluster_layer is None:
+        raise ValueError(f"{method}: an auxiliary loss on the cluster layer needs a model that has one")
     device = ctx.device
     model.to(device)
     weights = _bce_weights(data, ctx)
@@ -445,9 +450,6 @@ def train_end_to_end(
             return weighted_bce(model(x), targets, weights)
         h = model.features_for_head(model.encoder(x))
         return weighted_bce(model.head(h), targets, weights) + auxiliary(h, positions, mix)
-
-    if auxiliary is not None and model.cluster_layer is None:
-        raise ValueError(f"{method}: an auxiliary loss on the cluster layer needs a model that has one")
 
     return fit_stage(
         stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
