@@ -1,6 +1,5 @@
 """benchmarks/compare_methods.py: two methods of the same runs, paired, on validation and test."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,16 +7,9 @@ import numpy as np
 import pytest
 
 from thce.metrics import per_class_eer
+from tests.conftest import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("dog", "gun")
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("compare_methods", ROOT / "benchmarks" / "compare_methods.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _runs(root: Path) -> Path:
@@ -41,7 +33,7 @@ def test_differences_are_the_mean_eer_differences_over_seeds(tmp_path):
     runs = _runs(tmp_path / "runs")
     out = tmp_path / "out" / "cmp.json"
     argv = [str(runs), "--method", "good", "--reference", "poor", "--seeds", "0", "1", "--out", str(out)]
-    assert _bench().main(argv) == 0
+    assert load_benchmark("compare_methods").main(argv) == 0
     result = json.loads(out.read_text())
     assert result["command"].startswith("python benchmarks/compare_methods.py ") and result["seeds"] == [0, 1]
     for split, name in (("val", "val_scores.npz"), ("test", "scores.npz")):
@@ -61,4 +53,4 @@ def test_differences_are_the_mean_eer_differences_over_seeds(tmp_path):
 def test_a_method_the_runs_did_not_score_is_an_error(tmp_path):
     runs = _runs(tmp_path / "runs")
     with pytest.raises(SystemExit, match="did not score missing"):
-        _bench().main([str(runs), "--method", "missing", "--reference", "poor", "--seeds", "0", "1"])
+        load_benchmark("compare_methods").main([str(runs), "--method", "missing", "--reference", "poor", "--seeds", "0", "1"])

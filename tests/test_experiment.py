@@ -1,10 +1,8 @@
 """Whole pipeline on tiny synthetic data: the run directory the CLI leaves behind."""
 
 import csv
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +16,8 @@ from thce.errors import DataError
 from thce.training.data import predict_scores
 from thce.training.engine import RunContext
 
-from tests.conftest import TINY, tiny_toml, write_config
+from tests.conftest import TINY, load_benchmark, tiny_toml, write_config
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +164,7 @@ def test_imbalance_methods_run_in_the_harness(tmp_path):
     assert "ldam_drw" in (out / "report.md").read_text()
 
     # benchmarks/lmle_detector.py on this run: both detectors on LMLE's embedding train and score
-    spec = importlib.util.spec_from_file_location("lmle_detector", ROOT / "benchmarks" / "lmle_detector.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("lmle_detector")
     report = bench.main([str(out), "--out", str(tmp_path / "lmle_detector.json")])
     assert report["lmle_state"] == "lmle-embedding-2.pt"  # the last of epochs 2 / rebuild_every 1
     assert json.loads((tmp_path / "lmle_detector.json").read_text())["overall_eer"] == report["overall_eer"]

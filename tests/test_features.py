@@ -20,6 +20,7 @@ from thce.data.feature_store import FeatureStore, shard_name
 from thce.data.features import cache_key, compute_features
 from thce.data.normaliser import Normaliser
 from thce.errors import DataError
+from tests.conftest import load_benchmark
 
 CFG = LogMelConfig(duration_s=0.5, n_mels=16, sample_rate_hz=8000, n_fft=256)
 
@@ -340,11 +341,6 @@ def test_normaliser_constant_band_is_safe():
 
 
 def test_memory_benchmark_runs_tiny():
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("memory_bench", Path(__file__).parents[1] / "benchmarks" / "memory.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("memory")
     result = module.main(["--sizes", "8", "16"])
     assert set(result["peak_rss_mb"]) == {8, 16} and result["rss_ratio"] > 0

@@ -1,6 +1,5 @@
 """thce.join and benchmarks/seeds_table.py: a multi-seed result joined from runs that trained different methods."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,9 +11,8 @@ from thce.config import load_config
 from thce.errors import ConfigError
 from thce.join import join_runs
 
-from tests.conftest import TINY_STAGES, tiny_toml, write_config
+from tests.conftest import TINY_STAGES, load_benchmark, tiny_toml, write_config
 
-ROOT = Path(__file__).resolve().parents[1]
 STAGES = TINY_STAGES.replace("n_iter = 2", "n_iter = 1")  # one Algorithm 1 iteration: last_epochs is its length
 
 
@@ -76,9 +74,7 @@ def test_a_part_trained_with_other_settings_or_an_incomplete_set_is_refused(runs
 
 
 def test_seeds_table_writes_the_committed_files(runs, tmp_path):
-    spec = importlib.util.spec_from_file_location("seeds_table", ROOT / "benchmarks" / "seeds_table.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("seeds_table")
     argv = [str(runs["config"]), "--name", "tiny-seed3", "--out", str(tmp_path / "joined"), "--seeds", "3",
             "--join", f"baseline={runs['baseline']}", "--join", f"proposed1,proposed2={runs['proposed']}",
             "--dest", str(tmp_path / "sweeps")]  # fmt: skip
@@ -89,7 +85,5 @@ def test_seeds_table_writes_the_committed_files(runs, tmp_path):
     assert set(written["per_seed_overall_eer_test_val"]["3"]["_code"]) == {"baseline", "proposed1, proposed2"}
     assert (tmp_path / "sweeps" / "tiny-seed3.md").read_text().startswith("# thce report: all, seeds 3 (")
     # the table reader of README's sweeps section takes it as a seeds summary
-    spec = importlib.util.spec_from_file_location("sweep_tables", ROOT / "benchmarks" / "sweep_tables.py")
-    tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tables)
+    tables = load_benchmark("sweep_tables")
     assert "tiny-seed3" in tables.seeds_table([("tiny-seed3", written)])

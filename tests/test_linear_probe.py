@@ -1,25 +1,15 @@
 """benchmarks/linear_probe.py: logistic-regression probes of a run's trained representations."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import TINY, write_config
+from tests.conftest import TINY, load_benchmark, write_config
 from thce.checkpoint import load_run
 from thce.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("dog", "gun")
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("linear_probe", ROOT / "benchmarks" / "linear_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _features(informative: bool, scale: float = 1.0) -> tuple[dict, dict]:
@@ -38,7 +28,7 @@ def _features(informative: bool, scale: float = 1.0) -> tuple[dict, dict]:
 
 
 def test_probe_reads_what_the_features_carry():
-    bench = _bench()
+    bench = load_benchmark("linear_probe")
     separable = bench.probe(*_features(True), CLASSES)
     noise = bench.probe(*_features(False), CLASSES)
     assert separable["test"] < 0.1 and separable["val"] < 0.1
@@ -52,7 +42,7 @@ def test_probes_of_a_tiny_run(tmp_path):
     run = tmp_path / "runs" / "seed_3"
     assert main(["-q", "experiment", str(write_config(tmp_path, TINY)), "--out", str(run)]) == 0
     out = tmp_path / "probe.json"
-    assert _bench().main([str(run.parent), "--seeds", "3", "--out", str(out)]) == 0
+    assert load_benchmark("linear_probe").main([str(run.parent), "--seeds", "3", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["command"].startswith("python benchmarks/linear_probe.py ")
     seed = result["per_seed"]["3"]

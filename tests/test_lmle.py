@@ -1,10 +1,8 @@
 """LMLE (Huang et al. 2016): the chunked quintuplet table against a brute-force reference, the triple-header hinge
 (Eq. 2) against hand-computed values, a tiny training run, and the scaling benchmark in its tiny mode."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,8 +23,8 @@ from thce.training.data import TrainingData
 from thce.training.engine import RunContext, TrainConfig
 from thce.training.metrics_log import MetricsLog
 from thce.training.lmle import LMLEConfig, learn_embedding_lmle
+from tests.conftest import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------------- brute force
@@ -260,9 +258,7 @@ def test_learn_embedding_lmle_tiny_run():
 
 
 def test_embedding_scaling_benchmark_tiny(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("embedding_scaling", ROOT / "benchmarks" / "embedding_scaling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("embedding_scaling")
     out = tmp_path / "scaling.png"
     json_path = tmp_path / "scaling.json"
     result = module.main(["--sizes", "64", "128", "--tiny", "--out", str(out), "--json", str(json_path)])

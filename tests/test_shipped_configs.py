@@ -4,7 +4,6 @@ ones on an AudioSet-style folder imported with the command their header gives)."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shlex
@@ -23,8 +22,8 @@ from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
 from thce.data.synth import source_group
 from thce.models import ModelConfig
 from tests.test_readers import SEGMENTS_HEADER, tone
+from tests.conftest import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = packaged_config("demo").parent
 LABELS = ("dog", "baby", "gun", "background")
 RATIOS = ("6:1:2:16", "2:2:1:26")
@@ -375,9 +374,7 @@ def test_few_sources_config_runs_end_to_end_at_tiny_scale(name, tmp_path):
 
 
 def test_paper_configs_benchmark_writes_its_readme_table(tmp_path):
-    spec = importlib.util.spec_from_file_location("paper_configs", ROOT / "benchmarks" / "paper_configs.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("paper_configs")
     assert bench.entry_name("synth-6-1-2-16-lstm", []) == "synth-6-1-2-16-lstm"
     assert bench.entry_name("x", ['model.lstm_init="keras"', "seed=1"]) == 'x@model.lstm_init="keras",seed=1'
     entry = {"wall_s": 198.3, "overall_eer": {"proposed2": 0.3125, "baseline": 0.465, "proposed1": 0.3992},

@@ -1,13 +1,10 @@
 """benchmarks/sweep_tables.py: README's summary of the committed seeds summaries and sweeps."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("sweep_tables", ROOT / "benchmarks" / "sweep_tables.py")
-sweep_tables = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sweep_tables)
+from tests.conftest import load_benchmark
+
+sweep_tables = load_benchmark("sweep_tables")
 
 
 def _ci(d, lo, hi):
