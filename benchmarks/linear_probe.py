@@ -82,9 +82,8 @@ def probe_run(run_dir: Path, methods: list[str]) -> dict[str, Any]:
         with torch.no_grad():
             embedding = {s: embed(model.encoder, data, data.splits[s], ctx, desc=s) for s in SPLITS}
             probes = {"embedding": {s: e.numpy() for s, e in embedding.items()}}
-            if model.cluster_layer is not None:
-                model.cluster_layer.eval()
-                probes["cluster_outputs"] = {s: model.cluster_layer(e).numpy() for s, e in embedding.items()}
+            if model.cluster_layer is not None:  # the head's input: the cluster layer's outputs (load_run: eval mode)
+                probes["cluster_outputs"] = {s: model.features_for_head(e).numpy() for s, e in embedding.items()}
         own = results["methods"][method]
         entry = {"own": {"val": 100 * own["val_eer"]["overall"], "test": 100 * own["eer"]["overall"]}}
         for name, features in probes.items():
