@@ -113,8 +113,15 @@ def test_bad_config_is_a_clear_error(tmp_path, capsys):
 def test_repeats_over_seeds_with_bootstrap(tmp_path):
     config_path = tmp_path / "tiny.toml"
     config_path.write_text(TINY.replace("n_iter = 2", "n_iter = 1").replace("last_epochs = 2", "last_epochs = 1"))
+    alone = tmp_path / "alone"  # seed 4 first in the process; in the --seeds run it follows seed 3
+    assert main(["-q", "experiment", str(config_path), "--out", str(alone), "--set", "seed=4"]) == 0
     out = tmp_path / "seeds"
     assert main(["-q", "experiment", str(config_path), "--out", str(out), "--seeds", "2"]) == 0
+    for name in ("scores.npz", "val_scores.npz"):  # a run's results do not depend on what ran before it
+        with np.load(alone / name) as first, np.load(out / "seed_4" / name) as second:
+            assert sorted(first.files) == sorted(second.files)
+            for key in first.files:
+                np.testing.assert_array_equal(first[key], second[key], err_msg=f"{name}: {key}")
     summary = json.loads((out / "results.json").read_text())
     assert summary["seeds"]["seeds"] == [3, 4]
     per_seed = [json.loads((out / f"seed_{s}" / "results.json").read_text()) for s in (3, 4)]
