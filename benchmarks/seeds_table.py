@@ -33,7 +33,8 @@ from thce.join import join_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "benchmarks" / "results" / "sweeps"
-SUMMARY_KEYS = ("seeds", "eer", "bootstrap", "embedding_learning")  # of the --seeds summary, into the JSON
+#: Of the --seeds summary, into the JSON.
+SUMMARY_KEYS = ("seeds", "eer", "bootstrap", "bootstrap_seeds", "embedding_learning")
 
 
 def _git_head() -> str:

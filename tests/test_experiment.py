@@ -130,10 +130,14 @@ def test_repeats_over_seeds_with_bootstrap(tmp_path):
         stats = summary["seeds"]["eer"][method]["overall"]
         assert stats["mean"] == pytest.approx(np.mean(values))
         assert stats["std"] == pytest.approx(np.std(values, ddof=1))
+    report = (out / "report.md").read_text()
     for method in ("proposed1", "proposed2"):
-        ci = summary["seeds"]["bootstrap"][method]
+        ci, both = summary["seeds"]["bootstrap"][method], summary["seeds"]["bootstrap_seeds"][method]
         assert ci["low"] <= ci["high"] and -1.0 <= ci["difference"] <= 1.0
-    assert "Repeats over seeds" in (out / "report.md").read_text()
+        assert both["difference"] == ci["difference"] and both["low"] <= both["high"]
+        cells = [f"[{100 * c['low']:+.1f}, {100 * c['high']:+.1f}] (95 %)" for c in (ci, both)]
+        assert f"| {100 * ci['difference']:+.1f} | {cells[0]} | {cells[1]} |" in report
+    assert "Repeats over seeds" in report and "| over test clips | over seeds and test clips |" in report
     for method, entry in summary["methods"].items():  # the figure draws what its legend says: pooled + each seed
         assert entry["det"] == summary["seeds"]["det_pooled"][method]
         assert summary["seeds"]["det_per_seed"][method] == [run["methods"][method]["det"] for run in per_seed]

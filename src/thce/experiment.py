@@ -303,10 +303,10 @@ def run_seeds(
     dist: Distributed = SINGLE,
 ) -> dict[str, Any]:
     """Repeat :func:`run_experiment` with seeds ``seed, seed+1, ...`` (each its own data, split and init) in
-    ``out_dir/seed_<s>/``, then summarise in ``out_dir``: mean and std of each EER, and a bootstrap interval over test
-    clips of each method's overall EER difference to the baseline. The summary's ``methods`` hold the mean EERs
-    and the DET curves of all seeds' test scores pooled; ``seeds`` also holds every seed's curves (the figure draws
-    both, :func:`thce.figures.plot_det`)."""
+    ``out_dir/seed_<s>/``, then summarise in ``out_dir``: mean and std of each EER, and bootstrap intervals of each
+    method's overall EER difference to the baseline, over test clips and over seeds and test clips. The summary's
+    ``methods`` hold the mean EERs and the DET curves of all seeds' test scores pooled; ``seeds`` also holds every
+    seed's curves (the figure draws both, :func:`thce.figures.plot_det`)."""
     if seeds < 1:
         raise ValueError(f"run_seeds: seeds must be >= 1, got {seeds}")
     out_dir = Path(out_dir)
@@ -331,15 +331,16 @@ def summarise_seeds(config: ExperimentConfig, out_dir: Path, seed_list: Sequence
     classes = tuple(runs[0]["classes"])
     spread = mean_std_eer([{m: entry["eer"] for m, entry in run["methods"].items()} for run in runs])
     test_sets = [load_test_scores(out_dir / f"seed_{seed}", classes) for seed in seed_list]
-    bootstrap = {}
-    if "baseline" in runs[0]["methods"]:
-        bootstrap = {
-            method: bootstrap_eer_difference(test_sets, method=method, seed=config.seed)
-            for method in runs[0]["methods"]
-            if method != "baseline"
-        }
+    methods = runs[0]["methods"]
+    others = [method for method in methods if method != "baseline"] if "baseline" in methods else []
+    bootstrap = {method: bootstrap_eer_difference(test_sets, method=method, seed=config.seed) for method in others}
     curves = seeds_det_summary(runs, test_sets)  # every seed's DET curves, and all seeds' test scores pooled
     over_seeds = {"seeds": list(seed_list), "eer": spread, "bootstrap": bootstrap, **curves}
+    if len(test_sets) > 1 and others:  # the seeds resampled too: how much other training runs would move it
+        over_seeds["bootstrap_seeds"] = {
+            method: bootstrap_eer_difference(test_sets, method=method, seed=config.seed, resample_seeds=True)
+            for method in others
+        }
     learning = embedding_learning_per_seed(runs)
     if learning:
         over_seeds["embedding_learning"] = learning  # per seed: did Algorithm 1's embedding stage separate classes?

@@ -4,6 +4,11 @@ A method beats the baseline on *this* test set only if the difference survives r
 :func:`bootstrap_eer_difference` resamples clips with replacement (stratified by class, so every class keeps its
 positives) and reports the percentile interval of ``overall EER(method) - overall EER(baseline)``. With several
 seeds (each its own data, split and initialisation), every bootstrap draw averages the per-seed differences.
+
+That interval holds the trained models fixed: it says nothing of how much another training run (another seed,
+or the same seed on another machine, whose rounding sends training elsewhere) would move the difference. With
+``resample_seeds`` each draw also resamples the seeds with replacement (then the clips of each drawn seed): the
+interval of a new set of training runs as well as of new test clips, wider and, with few seeds, coarse.
 """
 
 from __future__ import annotations
@@ -48,11 +53,14 @@ def bootstrap_eer_difference(
     draws: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    resample_seeds: bool = False,
 ) -> dict[str, float]:
     """Percentile bootstrap interval of ``overall EER(method) - overall EER(reference)`` (fractions).
 
     Args:
         test_sets: one per seed; each draw resamples every test set and averages the per-set differences.
+        resample_seeds: each draw first draws ``len(test_sets)`` sets with replacement (two-stage bootstrap: the
+            spread between training runs enters the interval).
         method, reference: keys of ``ScoredTestSet.scores``.
         draws: bootstrap replicates.
         confidence: coverage of the interval.
@@ -75,9 +83,13 @@ def bootstrap_eer_difference(
         return a - b
 
     observed = float(np.mean([difference(ts, np.arange(len(ts.class_index))) for ts in test_sets]))
-    replicates = np.array(
-        [np.mean([difference(ts, _stratified_draw(ts.class_index, rng)) for ts in test_sets]) for _ in range(draws)]
-    )
+
+    def replicate() -> float:
+        n = len(test_sets)
+        drawn = [test_sets[i] for i in rng.integers(n, size=n)] if resample_seeds else test_sets
+        return float(np.mean([difference(ts, _stratified_draw(ts.class_index, rng)) for ts in drawn]))
+
+    replicates = np.array([replicate() for _ in range(draws)])
     tail = (1 - confidence) / 2
     low, high = np.quantile(replicates, [tail, 1 - tail])
     return {"difference": observed, "low": float(low), "high": float(high), "draws": draws, "confidence": confidence}
