@@ -14,7 +14,7 @@ from thce.errors import ConfigError
 from thce.experiment import load_rows
 from thce.metrics import per_class_eer
 from thce.stats import ScoredTestSet, bootstrap_eer_difference
-from thce.sweep import experiment_settings, run_sweep, summarise, sweep_table_markdown, variant_config
+from thce.sweep import ci_cell, experiment_settings, run_sweep, summarise, sweep_table_markdown, variant_config
 from thce.variants import Variant, parse_vary, product_variants
 
 from tests.conftest import tiny_toml
@@ -114,11 +114,17 @@ def test_table_numbers_are_the_runs_numbers(sweep_dir):
             sets.append(ScoredTestSet(a["class_index"], {"v": a["baseline"], "r": b["baseline"]}, classes))
         expected = bootstrap_eer_difference(sets, method="v", reference="r", draws=200, seed=3)
         assert other[split] == pytest.approx(expected)
+        over_seeds = bootstrap_eer_difference(sets, method="v", reference="r", draws=200, seed=3, resample_seeds=True)
+        assert summary["variants"][0]["methods"]["baseline"]["vs_reference_over_seeds"][split] == pytest.approx(
+            over_seeds
+        )
     val_means = [v["methods"]["baseline"]["val_eer"]["overall"]["mean"] for v in summary["variants"]]
     assert summary["best"]["baseline"]["variant"] == summary["variants"][int(np.argmin(val_means))]["name"]
     table = (sweep_dir / "sweep.md").read_text()
     assert "chosen by mean overall EER on validation" in table
     assert "baseline.l2_normalise=true (reference)" in table
+    over = summary["variants"][0]["methods"]["baseline"]["vs_reference_over_seeds"]["val"]
+    assert f"| {ci_cell(other['val'])} | {ci_cell(over)} | {ci_cell(other['test'])} |" in table
 
 
 def test_finished_runs_are_not_redone(sweep_dir, tmp_path, monkeypatch):

@@ -294,12 +294,14 @@ def summarise(
     Returns:
         ``{"selection", "seeds", "reference", "varied", "classes", "bootstrap", "variants": [{"name", "slug",
         "assignments", "runs", "methods": {method: {"val_eer": {class: {"mean", "std"}}, "test_eer": {...},
-        "val_overall": [per seed], "test_overall": [per seed], "vs_reference": {"val": ci, "test": ci}}},
+        "val_overall": [per seed], "test_overall": [per seed], "vs_reference": {"val": ci, "test": ci},
+        "vs_reference_over_seeds": {"val": ci, "test": ci}}},
         "embedding_learning": [per seed]}], "best": {method: {"variant", "slug", "val_eer", "test_eer"}}}``, EERs
         as fractions; ``embedding_learning`` (:func:`thce.training.diagnostics.embedding_learning`) only for
         variants that ran Algorithm 1. ``ci`` is
         :func:`thce.stats.bootstrap_eer_difference`'s dict (variant minus reference, overall EER) for variants
-        other than the reference, or ``{"unpaired": reason}`` when the runs did not score the same clips.
+        other than the reference, or ``{"unpaired": reason}`` when the runs did not score the same clips;
+        ``vs_reference_over_seeds`` (with more than one seed) resamples the seeds as well as the clips.
     """
     out_dir = Path(out_dir)
     where = {v.slug: {s: out_dir / v.slug / f"seed_{s}" for s in seeds} for v in variants}
@@ -324,13 +326,16 @@ def summarise(
                 "test_overall": [r["methods"][method]["eer"]["overall"] for r in variant_runs],
             }
             if variant != reference and all(method in r["methods"] for r in runs[reference.slug]):
+                pairs = [(where[variant.slug][s], where[reference.slug][s]) for s in seeds]
+                settings = {"draws": draws, "confidence": confidence, "seed": bootstrap_seed}
                 entry["vs_reference"] = {
-                    split: _paired_bootstrap(
-                        [(where[variant.slug][s], where[reference.slug][s]) for s in seeds], method, split, classes,
-                        draws=draws, confidence=confidence, seed=bootstrap_seed,
-                    )  # fmt: skip
-                    for split in ("val", "test")
+                    split: _paired_bootstrap(pairs, method, split, classes, **settings) for split in ("val", "test")
                 }
+                if len(seeds) > 1:  # the seeds resampled too (training noise in the interval)
+                    entry["vs_reference_over_seeds"] = {
+                        split: _paired_bootstrap(pairs, method, split, classes, resample_seeds=True, **settings)
+                        for split in ("val", "test")
+                    }
             table[method] = entry
         entry = {
             "name": variant.name,
@@ -481,10 +486,11 @@ def sweep_table_markdown(summary: Mapping[str, Any]) -> str:
         "",
         "Overall EER (%), mean ± std over seeds. Δ = variant − reference (percentage points) with its paired "
         f"bootstrap {100 * confidence:g} % interval ({summary['bootstrap']['draws']} draws over clips, stratified by "
-        f"class, paired by seed and clip). Reference: {summary['reference']}.",
+        f"class, paired by seed and clip); 'seeds too': each draw also resamples the seeds, so the interval holds "
+        f"how much other training runs would move Δ (coarse with few seeds). Reference: {summary['reference']}.",
         "",
-        "| Method | Variant | Val EER | Test EER | Δ val [CI] | Δ test [CI] |",
-        "| :-- | :-- | --: | --: | --: | --: |",
+        "| Method | Variant | Val EER | Test EER | Δ val [CI] | Δ val [CI, seeds too] | Δ test [CI] |",
+        "| :-- | :-- | --: | --: | --: | --: | --: |",
     ]
     methods = list(dict.fromkeys(m for entry in summary["variants"] for m in entry["methods"]))
     for method in methods:
@@ -496,11 +502,11 @@ def sweep_table_markdown(summary: Mapping[str, Any]) -> str:
             marks = [("reference", entry["name"] == summary["reference"]), ("best on val", entry["name"] == best)]
             name = entry["name"] + "".join(f" ({mark})" for mark, on in marks if on)
             val, test = stats["val_eer"]["overall"], stats["test_eer"]["overall"]
-            vs = stats.get("vs_reference", {})
+            vs, over_seeds = stats.get("vs_reference", {}), stats.get("vs_reference_over_seeds", {})
             lines.append(
                 f"| {method_short_name(method)} | {name} | {100 * val['mean']:.1f} ± {100 * val['std']:.1f} | "
                 f"{100 * test['mean']:.1f} ± {100 * test['std']:.1f} | {ci_cell(vs.get('val'))} | "
-                f"{ci_cell(vs.get('test'))} |"
+                f"{ci_cell(over_seeds.get('val'))} | {ci_cell(vs.get('test'))} |"
             )
     learning = [(e["name"], embedding_learning_line(e.get("embedding_learning", []))) for e in summary["variants"]]
     if any(line for _, line in learning):
