@@ -21,14 +21,19 @@ def test_tables_from_a_seeds_summary_and_a_sweep(tmp_path):
                        "bootstrap": {"proposed2": _ci(-0.048, -0.068, -0.030), "proposed1": _ci(0.024, 0.001, 0.045)}}}
     (tmp_path / "cfg-3seeds.json").write_text(json.dumps(seeds))
     learned = [{"class_centroid_accuracy": {"start": a, "end": b}, "chance": 0.25} for a, b in ((0.37, 0.5), (0.5, 0.57))]
-    (tmp_path / "lstm-3seeds.json").write_text(json.dumps({"seeds": {**seeds["seeds"], "embedding_learning": [*learned, None]}}))
-    entry = lambda val, vs=None: {"val_eer": _mean(val), "test_eer": _mean(val), **({"vs_reference": vs} if vs else {})}  # noqa: E731
+    later = {**seeds["seeds"], "embedding_learning": [*learned, None], "bootstrap_seeds": {"proposed2": _ci(-0.048, -0.09, 0.01)}}
+    (tmp_path / "lstm-3seeds.json").write_text(json.dumps({"seeds": later}))
+    def entry(val, vs=None, over_seeds=None):
+        return {"val_eer": _mean(val), "test_eer": _mean(val), **({"vs_reference": vs} if vs else {}),
+                **({"vs_reference_over_seeds": over_seeds} if over_seeds else {})}
+
     sweep = {
         "seeds": [0, 1], "reference": "k=0",
         "variants": [
             {"name": "k=0", "methods": {"proposed1": entry(0.30), "logreg_stats": entry(0.35)}},
             {"name": "k=4", "methods": {
-                "proposed1": entry(0.28, {"val": _ci(-0.02, -0.05, 0.01), "test": _ci(0.01, -0.01, 0.03)}),
+                "proposed1": entry(0.28, {"val": _ci(-0.02, -0.05, 0.01), "test": _ci(0.01, -0.01, 0.03)},
+                                   {"val": _ci(-0.02, -0.07, 0.02)}),
                 "logreg_stats": entry(0.35, {"val": _ci(0.0, 0.0, 0.0), "test": _ci(0.0, 0.0, 0.0)}),
             }},
         ],
@@ -36,15 +41,16 @@ def test_tables_from_a_seeds_summary_and_a_sweep(tmp_path):
     }
     (tmp_path / "cap.json").write_text(json.dumps(sweep))
     text = sweep_tables.section(tmp_path)
-    assert "| `cfg-3seeds` | 0, 1, 2 | 30.0 | 32.6 | 25.5 | 35.9 | -4.8 [-6.8, -3.0] | +2.4 [+0.1, +4.5] | – | – |" in text
-    assert "| `lstm-3seeds` | 0, 1, 2 | 30.0 | 32.6 | 25.5 | 35.9 | -4.8 [-6.8, -3.0] | +2.4 [+0.1, +4.5] | – | " \
-        "0.37-0.50 → 0.50-0.57 (chance 0.25) |" in text
-    assert "| `cap` | 0, 1 | k=4 (vs k=0) | P1 | -2.0 [-5.0, +1.0] | +1.0 [-1.0, +3.0] | variant |" in text
+    # a summary written before the seeds-too interval existed shows "–" there
+    assert "| `cfg-3seeds` | 0, 1, 2 | 30.0 | 32.6 | 25.5 | 35.9 | -4.8 [-6.8, -3.0] | – | +2.4 [+0.1, +4.5] | – | – |" in text
+    assert "| `lstm-3seeds` | 0, 1, 2 | 30.0 | 32.6 | 25.5 | 35.9 | -4.8 [-6.8, -3.0] | -4.8 [-9.0, +1.0] | " \
+        "+2.4 [+0.1, +4.5] | – | 0.37-0.50 → 0.50-0.57 (chance 0.25) |" in text
+    assert "| `cap` | 0, 1 | k=4 (vs k=0) | P1 | -2.0 [-5.0, +1.0] | -2.0 [-7.0, +2.0] | +1.0 [-1.0, +3.0] | variant |" in text
     assert "logreg_stats" not in text.split("Ablations")[1].split("| :-- |")[-1]  # unchanged by the variant: left out
 
     readme = tmp_path / "README.md"
-    readme.write_text(f"head\n{sweep_tables.README_START}\nold\n{sweep_tables.README_END}\ntail\n")
+    readme.write_text(f"head\n{sweep_tables.README_START}\nstale table\n{sweep_tables.README_END}\ntail\n")
     sweep_tables.main(["--sweeps", str(tmp_path), "--readme", str(readme)])
     written = readme.read_text()
-    assert written.startswith("head\n") and written.endswith("tail\n") and "old" not in written
+    assert written.startswith("head\n") and written.endswith("tail\n") and "stale table" not in written
     assert "| `cap` | 0, 1 | k=4 (vs k=0) | P1 |" in written
