@@ -327,15 +327,15 @@ def summarise(
             }
             if variant != reference and all(method in r["methods"] for r in runs[reference.slug]):
                 pairs = [(where[variant.slug][s], where[reference.slug][s]) for s in seeds]
-                settings = {"draws": draws, "confidence": confidence, "seed": bootstrap_seed}
-                entry["vs_reference"] = {
-                    split: _paired_bootstrap(pairs, method, split, classes, **settings) for split in ("val", "test")
+                intervals = {
+                    split: _paired_bootstrap(
+                        pairs, method, split, classes, draws=draws, confidence=confidence, seed=bootstrap_seed
+                    )
+                    for split in ("val", "test")
                 }
+                entry["vs_reference"] = {split: clips for split, (clips, _) in intervals.items()}
                 if len(seeds) > 1:  # the seeds resampled too (training noise in the interval)
-                    entry["vs_reference_over_seeds"] = {
-                        split: _paired_bootstrap(pairs, method, split, classes, resample_seeds=True, **settings)
-                        for split in ("val", "test")
-                    }
+                    entry["vs_reference_over_seeds"] = {split: both for split, (_, both) in intervals.items()}
             table[method] = entry
         entry = {
             "name": variant.name,
@@ -411,22 +411,31 @@ def _paired_bootstrap(
     split: str,
     classes: tuple[str, ...],
     **kwargs: Any,
-) -> dict[str, Any]:
-    """Bootstrap interval of ``overall EER(variant) - overall EER(reference)`` for ``method`` on ``split``, pairing
-    the two runs of each seed (``(variant run, reference run)`` folders) clip by clip; ``{"unpaired": reason}``
-    when they did not score the same clips."""
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Bootstrap intervals of ``overall EER(variant) - overall EER(reference)`` for ``method`` on ``split``, pairing
+    the two runs of each seed (``(variant run, reference run)`` folders) clip by clip: over the clips, and over the
+    seeds and the clips (``None`` with one seed; the scores are read once for both); ``{"unpaired": reason}`` for
+    both when they did not score the same clips."""
     sets = []
     for dirs in run_pairs:
         seed = dirs[0].name.removeprefix("seed_")
         reason = same_clips(dirs, split)
         if reason is not None:
-            return {"unpaired": f"seed {seed}: {reason}"}
+            unpaired = {"unpaired": f"seed {seed}: {reason}"}
+            return unpaired, unpaired
         mine, theirs = (load_test_scores(d, classes, split) for d in dirs)
         if not np.array_equal(mine.class_index, theirs.class_index):
-            return {"unpaired": f"seed {seed}: the two runs' {split} clips differ in class"}
+            unpaired = {"unpaired": f"seed {seed}: the two runs' {split} clips differ in class"}
+            return unpaired, unpaired
         pair = {"variant": mine.scores[method], "reference": theirs.scores[method]}
         sets.append(ScoredTestSet(mine.class_index, pair, classes))
-    return bootstrap_eer_difference(sets, method="variant", reference="reference", **kwargs)
+    clips = bootstrap_eer_difference(sets, method="variant", reference="reference", **kwargs)
+    over_seeds = (
+        bootstrap_eer_difference(sets, method="variant", reference="reference", resample_seeds=True, **kwargs)
+        if len(sets) > 1
+        else None
+    )
+    return clips, over_seeds
 
 
 def best_on_validation(entries: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
