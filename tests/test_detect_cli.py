@@ -152,3 +152,42 @@ def test_detect_folder_with_a_bad_file_writes_pages(tmp_path, folder, capsys):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count('<section class="file"') == 2 and "<audio" in done.stdout
+
+
+class _NotATensor:
+    """A class a pickled checkpoint of another program may hold (refused by ``weights_only``)."""
+
+
+def _damaged_checkpoints(good: bytes, folder):
+    """``{case: checkpoint path}``: a good checkpoint cut short, another program's pickle, a tensor, one lacking a
+    key of its ``meta`` and one whose validation scores do not fit its classes."""
+    import copy
+    import io
+
+    import torch
+
+    payload = torch.load(io.BytesIO(good), weights_only=True)
+    no_scores, bad_scores = copy.deepcopy(payload), copy.deepcopy(payload)
+    del no_scores["meta"]["val_scores"]
+    bad_scores["meta"]["val_scores"] = [0.1, 0.2, 0.3, 0.4, 0.5]
+    cases = {"truncated": good[: len(good) // 2], "pickle": {"weights": _NotATensor()}, "tensor": torch.zeros(3),
+             "no-val-scores": no_scores, "bad-val-scores": bad_scores}  # fmt: skip
+    paths = {}
+    for name, content in cases.items():
+        path = folder / name / "checkpoints" / "proposed2.pt"
+        path.parent.mkdir(parents=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            torch.save(content, path)
+        paths[name] = path
+    return paths
+
+
+def test_damaged_checkpoints_give_one_line_naming_the_file(tmp_path, folder, capsys):
+    run = tiny_run(tmp_path / "run")
+    good = (run / "checkpoints" / "proposed2.pt").read_bytes()
+    for name, path in _damaged_checkpoints(good, tmp_path / "damaged").items():
+        assert main(["-q", "detect", str(path.parents[1]), str(folder / "a.wav")]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith(f"thce: error: {path}: not a thce checkpoint") and err.count("\n") == 1, (name, err)

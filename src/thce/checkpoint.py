@@ -4,6 +4,7 @@ validation scores for thresholds). Written atomically; read with ``torch.load(we
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 from thce import methods
 from thce.config import ExperimentConfig, config_from_dict
 from thce.data.normaliser import Normaliser
-from thce.errors import DataError
+from thce.errors import ConfigError, DataError
 from thce.io import atomic_write
 from thce.models import ClusterLayer, EventDetector
 from thce.rundir import checkpoint_path
@@ -92,29 +93,52 @@ def build_detector(
 
 
 def load_checkpoint(path: str | Path) -> LoadedDetector:
-    """Read a checkpoint written by :func:`save_checkpoint` (safely: ``weights_only=True``)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (safely: ``weights_only=True``).
+
+    Raises:
+        DataError: one line naming ``path``: missing, unreadable, truncated, holding Python objects other than
+            tensors (refused, never unpickled), or lacking what a thce checkpoint holds.
+    """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
+        raise DataError(f"{path}: checkpoint not found" if not path.exists() else f"{path}: not a file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message is many lines long; what matters is that it was refused
+        raise DataError(f"{path}: not a thce checkpoint (it holds Python objects other than tensors and plain "
+                        "values, which thce does not unpickle)") from None  # fmt: skip
+    except PermissionError as error:
+        raise DataError(f"{path}: cannot read the checkpoint ({error.strerror or error})") from None
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError) as error:  # truncated, not a zip, ...
+        raise DataError(f"{path}: not a thce checkpoint or damaged ({_describe(error)})") from None
+    try:
         meta = payload["meta"]
         config = config_from_dict(meta["config"], source=f"{path} (config)")
+        if not (isinstance(meta["classes"], (list, tuple)) and all(isinstance(c, str) for c in meta["classes"])):
+            raise TypeError(f"classes: expected a list of names, got {meta['classes']!r}")
         classes = tuple(meta["classes"])
         model = build_detector(
             config, payload["state_dict"], len(classes), meta["method"], meta["train_class_counts"]
         )
-    except (KeyError, TypeError, RuntimeError, EOFError, ValueError) as error:
-        raise DataError(f"{path}: not a thce checkpoint or damaged ({type(error).__name__}: {error})") from None
-    return LoadedDetector(
-        model=model,
-        config=config,
-        classes=classes,
-        normaliser=Normaliser.from_dict(meta["normaliser"]),
-        method=meta["method"],
-        val_scores=np.asarray(meta["val_scores"], dtype=np.float32).reshape(-1, len(classes)),
-        val_class_index=np.asarray(meta["val_class_index"], dtype=np.int64),
-    )
+        return LoadedDetector(
+            model=model,
+            config=config,
+            classes=classes,
+            normaliser=Normaliser.from_dict(meta["normaliser"]),
+            method=meta["method"],
+            val_scores=np.asarray(meta["val_scores"], dtype=np.float32).reshape(-1, len(classes)),
+            val_class_index=np.asarray(meta["val_class_index"], dtype=np.int64),
+        )
+    except ConfigError:
+        raise  # names the file already (source)
+    except (KeyError, TypeError, IndexError, AttributeError, RuntimeError, ValueError) as error:
+        raise DataError(f"{path}: not a thce checkpoint or damaged ({_describe(error)})") from None
+
+
+def _describe(error: BaseException) -> str:
+    """``"KeyError: 'meta'"``: the error's type and the first line of its message (torch's run over many lines)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def load_run(run_dir: str | Path, method: str = "proposed2") -> LoadedDetector:
