@@ -68,6 +68,13 @@ def test_errors_name_the_key(tmp_path, text, message):
     assert str(tmp_path / "c.toml") in str(error.value)
 
 
+def test_a_config_not_in_utf8_names_the_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_bytes("seed = 0  # caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: cannot read the config ('utf-8' codec")):
+        load_config(path)
+
+
 def test_overrides_and_round_trip(tmp_path):
     config = load_config(None, ["embedding.alpha=8", "model.encoder=lstm", "data.classes=['dog', 'gun']", "seed=4"])
     assert config.embedding.alpha == 8.0 and config.model.encoder == "lstm"

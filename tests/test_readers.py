@@ -316,6 +316,27 @@ def test_esc50(esc50, tmp_path):
     assert [r.extra["fold"] for r in read_manifest(out)] == ["1", "1", "2", "3", "4"]
 
 
+def test_text_inputs_not_in_utf8_are_one_line_naming_the_file(esc50, tmp_path, capsys):
+    """A manifest, an ESC-50 meta file or a segment CSV saved in another encoding (e.g. Latin-1 from a spreadsheet)
+    is a one-line error naming it, exit status 2, not a UnicodeDecodeError traceback."""
+    latin = "caf\u00e9".encode("latin-1")
+    manifest = tmp_path / "hand.csv"
+    manifest.write_bytes(b"path,label\nclip.wav," + latin + b"\n")
+    segments = tmp_path / "segments.csv"
+    segments.write_bytes(SEGMENTS_HEADER.encode() + b'abc, 0.000, 10.000, "/m/0bt9lr" # ' + latin + b"\n")
+    meta = esc50 / "meta" / "esc50.csv"
+    meta.write_bytes(meta.read_bytes().replace(b"siren", latin))
+    for argv, named in (
+        (["manifest", str(manifest)], manifest),
+        (["audioset", str(segments), "--audio-dir", str(tmp_path)], segments),
+        (["esc50", str(esc50)], meta),
+    ):
+        assert main(["data", "import", *argv, "--out", str(tmp_path / "out.csv")]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"thce: error: {named}: cannot read") and "utf-8" in err and err.count("\n") == 1
+    assert not (tmp_path / "out.csv").exists()
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Folder per class
 

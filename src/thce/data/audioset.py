@@ -21,6 +21,7 @@ opus, mp3 (preferred in that order when a name exists with several). A segment w
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -144,11 +145,11 @@ def parse_segments(csv_path: str | os.PathLike) -> tuple[list[AudioSetSegment], 
     csv_path = Path(csv_path)
     segments: list[AudioSetSegment] = []
     malformed: list[Skipped] = []
-    try:
-        handle = csv_path.open(newline="", encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"{csv_path}: cannot read segment CSV ({exc})") from exc
-    with handle:
+    try:  # any readable file, a pipe too (<(zcat segments.csv.gz))
+        text = csv_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{csv_path}: cannot read the segment CSV ({exc})") from None
+    with io.StringIO(text, newline="") as handle:
         for line_no, fields in enumerate(csv.reader(handle, skipinitialspace=True), start=1):
             if not fields or not "".join(fields).strip() or fields[0].lstrip().startswith("#"):
                 continue

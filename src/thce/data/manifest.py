@@ -16,13 +16,14 @@ and unknown labels, and :func:`check_split_coverage` names every class without c
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from thce.errors import DataError
-from thce.io import atomic_write, ensure_dir
+from thce.io import atomic_write, ensure_dir, read_text
 
 COLUMNS = ("path", "label", "split", "group")
 #: The splits a manifest row may name, in this order everywhere (experiment, splits, mixing, readers).
@@ -53,7 +54,8 @@ def read_manifest(csv_path: str | os.PathLike) -> list[ManifestRow]:
     # are not resolved otherwise (messages and skipped.csv keep the paths the user has)
     root = (csv_path.resolve() if csv_path.is_symlink() else Path(os.path.abspath(csv_path))).parent
     rows: list[ManifestRow] = []
-    with csv_path.open(newline="", encoding="utf-8") as handle:
+    text = read_text(csv_path, what="manifest")  # not UTF-8, unreadable: one line naming it
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in ("path", "label") if c not in (reader.fieldnames or [])]
         if missing:

@@ -16,6 +16,7 @@ With ``strict=True`` a reader raises :class:`~thce.errors.DataError` at the firs
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 from thce.audio.read import AUDIO_EXTENSIONS, probe_audio
 from thce.data.manifest import ManifestRow, Skipped, describe_skipped, read_manifest, screen_rows
 from thce.errors import ConfigError, DataError
+from thce.io import read_text
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +184,7 @@ def read_esc50(
         for label, cats in validate_label_map(dict(label_map or ESC50_LABELS), source="ESC-50 label map").items()
         for cat in cats
     }
-    with meta.open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(read_text(meta, what="ESC-50 meta file"), newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in ("filename", "fold", "category") if c not in (reader.fieldnames or [])]
         if missing:
