@@ -181,3 +181,17 @@ def test_cli_mix_and_errors(sources, tmp_path, capsys):
     assert "broken.wav" in capsys.readouterr().err
     with pytest.raises(DataError, match="no usable background"):
         make_mixtures(sources / "events", sources / "events", tmp_path / "x", config=MixConfig(duration_s=60.0))
+
+
+def test_cli_mix_out_that_cannot_be_a_folder_is_one_line(sources, tmp_path, capsys):
+    """--out a file, or under one: exit status 2 and one line naming it (was a NotADirectoryError traceback after
+    every source had been read)."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine\n")
+    for out in (blocker, blocker / "mix"):
+        argv = ["-q", "data", "mix", "--events", str(sources / "events"), "--backgrounds",
+                str(sources / "backgrounds"), "--out", str(out), "--count", "2", "--duration-s", "2"]  # fmt: skip
+        assert main(argv) == 2, out
+        err = capsys.readouterr().err
+        assert err.startswith(f"thce: error: {out}: cannot write there") and err.count("\n") == 1, err
+    assert blocker.read_text() == "mine\n"

@@ -381,6 +381,8 @@ def test_sweep_usage_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
         (["--vary", "embedding.alpha=8,16", "--variant", "embedding.alpha=8.0"], "listed twice (or also made by"),
         (["--variant", "embedding.alpha=8", "--set", "embedding.alpha=4"], "also given with --set"),
         (["--variant", "seed=3"], "use --seeds"),
+        (["--vary", "embedding.alpha=8,16", "--out", str(config)], f"{config}: cannot write there: it is a file"),
+        (["--vary", "embedding.alpha=8,16", "--out", str(config / "sweep")], f"{config} is a file, not a directory"),
     ):
         assert main([*base, *extra]) == 2, extra
         err = capsys.readouterr().err

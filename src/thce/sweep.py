@@ -50,7 +50,7 @@ import numpy as np
 from thce.config import ExperimentConfig, config_from_dict, load_config, save_config
 from thce.errors import ConfigError, DataError
 from thce.experiment import load_test_scores, run_experiment, summarise_seeds
-from thce.io import atomic_write, read_json, write_json
+from thce.io import atomic_write, ensure_dir, read_json, write_json
 from thce.methods import method_settings, method_short_name
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
 from thce.training.diagnostics import embedding_learning_per_seed
@@ -216,7 +216,7 @@ def run_sweep(
     run_dirs: dict[str, dict[int, Path]] = {}
     if reference_runs is not None:
         run_dirs[ref.slug] = _reference_run_dirs(Path(reference_runs), configs[variants.index(ref)], seed_list)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir)
     save_config(config, out_dir / "config.toml")
     total = len(variants) * len(seed_list)
     for v, (variant, variant_cfg) in enumerate(zip(variants, configs)):

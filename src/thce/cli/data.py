@@ -79,6 +79,9 @@ def run_import(args: argparse.Namespace) -> int:
 def run_mix(args: argparse.Namespace) -> int:
     from thce.data.manifest import write_skipped
     from thce.data.mix import MixConfig, make_mixtures
+    from thce.io import check_output_path
+
+    check_output_path(args.out, directory=True)  # an unwritable --out: one line naming it, before the sources are read
 
     fractions = None if args.no_split else _floats(args.split_fractions, "--split-fractions")
     if fractions is not None and len(fractions) != 3:

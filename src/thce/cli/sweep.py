@@ -21,11 +21,13 @@ VARIANT_HELP = (
 
 def run(args: argparse.Namespace) -> int:
     from thce.config import load_config
+    from thce.io import check_output_path
     from thce.sweep import run_sweep
     from thce.variants import parse_value, parse_variant, parse_vary, product_variants
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("thce sweep runs its variants one after another in one process; do not use torchrun")
+    check_output_path(args.out, directory=True)  # an unwritable --out: one line naming it, before any work
     if not args.vary and not args.variant:
         raise ConfigError("give the variants to run: --vary KEY=V1,V2 and/or --variant 'KEY=V; KEY2=V2'")
     axes = [parse_vary(text) for text in args.vary]

@@ -39,7 +39,7 @@ from thce.data.manifest import SPLITS, ManifestRow, Skipped, write_manifest
 from thce.data.readers import index_audio_files, read_folder
 from thce.data.splits import largest_remainder
 from thce.errors import AudioError, ConfigError, DataError
-from thce.io import atomic_write, write_json
+from thce.io import atomic_write, ensure_dir, write_json
 from thce.progress import ProgressFn
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ def make_mixtures(
 
     plans = _plan(events, backgrounds, config)
     audio_dir = out_dir / "audio"
-    audio_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(audio_dir)
     fingerprint = _fingerprint(config, events, backgrounds)
     reuse = _read_fingerprint(out_dir) == fingerprint
     write_json(out_dir / _FINGERPRINT, {"fingerprint": fingerprint, "config": config.to_dict()})
