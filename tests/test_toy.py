@@ -94,3 +94,27 @@ def test_small_run_separates_classes_and_red_forms_its_4_clusters():
     assert result.snapshots[0].measures["nearest_centroid_accuracy"] < 0.9
     assert result.snapshots[-1].train_embedding.shape == (600, 3)
     assert np.allclose(np.linalg.norm(result.snapshots[-1].train_embedding, axis=1), 1.0, atol=1e-5)
+
+
+def test_cli_leaves_files_it_did_not_write_alone(tmp_path, capsys):
+    run = tmp_path / "run"  # a thce experiment run: the toy's metrics.csv would replace the run's
+    run.mkdir()
+    (run / "config.toml").write_text("seed = 0\n")
+    (run / "metrics.csv").write_text("method,stage\nbaseline,end-to-end\n")
+    assert main(["-q", "toy", "--out", str(run), "--tiny", "--overwrite"]) == 2
+    assert "holds a thce run (config.toml)" in capsys.readouterr().err
+    assert (run / "metrics.csv").read_text() == "method,stage\nbaseline,end-to-end\n"
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name, text in (("metrics.csv", "a,b\n1,2\n"), ("toy.json", '{"mine": 1}'), ("toy.png", "not a picture")):
+        (mine / name).write_text(text)
+        assert main(["-q", "toy", "--out", str(mine), "--tiny"]) == 2
+        assert f"{mine / name}: exists and is not" in capsys.readouterr().err
+        assert (mine / name).read_text() == text
+        (mine / name).unlink()
+
+    (mine / "metrics.csv").write_text("a,b\n1,2\n")
+    assert main(["-q", "toy", "--out", str(mine), "--tiny", "--overwrite"]) == 0
+    assert main(["-q", "toy", "--out", str(mine), "--tiny", "--seed", "1"]) == 0  # its own outputs: replaced
+    assert json.loads((mine / "toy.json").read_text())["config"]["seed"] == 1

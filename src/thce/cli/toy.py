@@ -19,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from thce.io import check_output_path, ensure_dir
 
     check_output_path(args.out, directory=True)  # an unwritable --out: one line naming it, before any work
+    _check_not_others(args.out, overwrite=args.overwrite)
     from thce.toy import ToyConfig, run_toy, write_toy
     from thce.training.metrics_log import MetricsLog
 
@@ -59,6 +60,54 @@ def run(args: argparse.Namespace) -> int:
     return 1 if args.check and not verdict["passed"] else 0
 
 
+def _check_not_others(out: Path, *, overwrite: bool) -> None:
+    """Before any work: refuse an ``out`` that holds a ``thce experiment`` run (the toy's metrics.csv would replace
+    the run's) or a toy.json, toy.png or metrics.csv that the toy did not write (unless ``overwrite``)."""
+    from thce.io import refuse_other_kind
+    from thce.rundir import RUN_MARKERS, seed_dirs
+
+    if not out.is_dir():
+        return
+    found = [name for name in RUN_MARKERS if name != "metrics.csv" and (out / name).exists()]
+    found += [p.name + "/" for p in seed_dirs(out)]
+    if found:
+        raise ConfigError(f"{out}: holds a thce run ({', '.join(found)}); the toy writes metrics.csv there: "
+                          "choose another --out")  # fmt: skip
+    for name, looks_ours, what in (
+        ("toy.json", _toy_json, "the toy's toy.json"),
+        ("toy.png", _png, "a PNG picture"),
+        ("metrics.csv", _toy_metrics, "the toy's metrics.csv"),
+    ):
+        refuse_other_kind(out / name, looks_ours=looks_ours, what=what, overwrite=overwrite)
+
+
+def _toy_json(path: Path) -> bool:
+    import json
+
+    from thce.io import read_text
+
+    record = json.loads(read_text(path, what="toy.json"))
+    return isinstance(record, dict) and str(record.get("experiment", "")).startswith("toy example")
+
+
+def _png(path: Path) -> bool:
+    from thce.io import read_head
+
+    return read_head(path, 8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _toy_metrics(path: Path) -> bool:
+    """metrics.csv with MetricsLog's header whose rows are all the toy's (an experiment's has other methods)."""
+    import csv
+
+    from thce.io import read_text
+    from thce.toy import METHOD
+    from thce.training.metrics_log import MetricsLog
+
+    rows = list(csv.reader(read_text(path, what="metrics.csv").splitlines()))
+    return bool(rows) and tuple(rows[0]) == MetricsLog.COLUMNS and all(not r or r[0] == METHOD for r in rows[1:])
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     toy = subparsers.add_parser(
         "toy",
@@ -68,6 +117,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(measures per iteration) and metrics.csv (per epoch) into --out.",
     )
     toy.add_argument("--out", type=Path, required=True, help="output folder")
+    toy.add_argument("--overwrite", action="store_true",
+                     help="replace a toy.json, toy.png or metrics.csv in --out that the toy did not write")
     toy.add_argument("--tiny", action="store_true", help="a few-second run (300 samples, 2 short iterations)")
     toy.add_argument("--check", action="store_true", help="exit with status 1 when the acceptance criteria fail")
     toy.add_argument("--seed", type=int, help="seed for data, initialisation and training (default 0)")
