@@ -396,6 +396,17 @@ def test_sweep_usage_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
                   1, tmp_path / "slugs")
 
 
+def test_a_users_config_toml_in_out_is_not_replaced(tmp_path, capsys):
+    folder = tmp_path / "mine"  # the user keeps the config being swept in the folder given as --out
+    folder.mkdir()
+    config = folder / "config.toml"
+    config.write_text("# my notes\n" + TINY)
+    assert main(["sweep", str(config), "--out", str(folder), "--vary", "embedding.alpha=8,16"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"thce: error: {config}: exists and is not a sweep's; not overwritten") and err.count("\n") == 1
+    assert config.read_text() == "# my notes\n" + TINY and sorted(p.name for p in folder.iterdir()) == ["config.toml"]
+
+
 def test_an_unset_setting_that_falls_back_compares_as_what_it_falls_back_to(sweep_dir):
     config = load_config(sweep_dir / "config.toml")
     table = config.to_dict()

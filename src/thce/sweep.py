@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from thce.config import ExperimentConfig, config_from_dict, load_config, save_config
-from thce.errors import ConfigError, DataError
+from thce.errors import ConfigError, DataError, OutputError
 from thce.experiment import load_test_scores, run_experiment, summarise_seeds
 from thce.io import atomic_write, ensure_dir, read_json, write_json
 from thce.methods import method_settings, method_short_name
@@ -216,6 +216,7 @@ def run_sweep(
     run_dirs: dict[str, dict[int, Path]] = {}
     if reference_runs is not None:
         run_dirs[ref.slug] = _reference_run_dirs(Path(reference_runs), configs[variants.index(ref)], seed_list)
+    _check_config_destination(out_dir)
     ensure_dir(out_dir)
     save_config(config, out_dir / "config.toml")
     total = len(variants) * len(seed_list)
@@ -269,6 +270,19 @@ def _load_results(run_dir: Path) -> dict[str, Any]:
         if "val_eer" not in entry:
             raise DataError(f"{run_dir}/results.json: no val_eer for {method} (made by an older thce); rerun it")
     return results
+
+
+def _check_config_destination(out_dir: Path) -> None:
+    """Refuse, before any work, to replace a ``config.toml`` in ``out_dir`` unless the folder holds a sweep
+    (``sweep.json``, ``data/`` or ``<variant>/seed_<s>/``): the sweep writes its resolved base config there, and a
+    user's own file (often the very config being swept, comments and all) would be lost."""
+    path = out_dir / "config.toml"
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    if (out_dir / "sweep.json").is_file() or (out_dir / "data").is_dir() or any(out_dir.glob("*/seed_*/")):
+        return
+    raise OutputError(f"{path}: exists and is not a sweep's; not overwritten (the sweep writes its resolved config "
+                      "there: choose another --out)")  # fmt: skip
 
 
 def summarise(
