@@ -56,6 +56,10 @@ def _seeds_run(case: Path, shared: Path) -> None:
     _file(case / "seeds" / "results.json", "{}\n")
 
 
+def _config_in_folder(case: Path, shared: Path) -> None:
+    _file(case / "mine" / "config.toml", "# my notes\n" + DEMO_CONFIG.read_text())  # the user keeps it there
+
+
 def _blocker(case: Path, shared: Path) -> None:
     _file(case / "somefile", "a regular file in the way\n")
 
@@ -94,6 +98,16 @@ CASES: dict[str, Case] = {
         ["experiment", str(DEMO_CONFIG), "--out", "{case}/run", "--resume", "--overwrite"], ["choose one"],
         _finished_run,
     ),
+    "experiment-config-is-outs-config-toml": Case(
+        ["experiment", "{case}/mine/config.toml", "--out", "{case}/mine", "--overwrite"],
+        ["{case}/mine/config.toml", "writes its resolved config"], _config_in_folder,
+    ),
+    "sweep-over-a-users-config-toml": Case(
+        ["sweep", "{case}/mine/config.toml", "--out", "{case}/mine", "--vary", "embedding.alpha=8,16"],
+        ["{case}/mine/config.toml", "not overwritten"], _config_in_folder,
+    ),
+    "toy-over-a-finished-run": Case(["toy", "--tiny", "--out", "{case}/run"], ["{case}/run", "holds a thce run"],
+                                    _finished_run),
     # item 3: formats from extensions, files of another kind
     "detect-out-xlsx": Case(["detect", RUN, AUDIO, "--out", "{case}/ev.xlsx"], ["{case}/ev.xlsx", "'.xlsx'"]),
     "detect-over-a-users-tsv": Case(

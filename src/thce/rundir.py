@@ -19,11 +19,16 @@ def seed_dirs(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
-def check_new_run(out_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to start a run in a directory that holds one (finished or not) unless ``resume`` or ``overwrite``.
+def check_new_run(
+    out_dir: str | Path, *, resume: bool, overwrite: bool, config_path: str | Path | None = None
+) -> None:
+    """Refuse to start a run in a directory that holds one (finished or not) unless ``resume`` or ``overwrite``,
+    and to take ``config_path`` from ``out_dir/config.toml`` where no run is (the run writes its resolved config
+    there, which would replace the user's file).
 
     Raises:
-        ConfigError: both flags, or a run found without either (the message says which flag does what).
+        ConfigError: both flags, a run found without either (the message says which flag does what), or the
+            config read from where the run writes its own.
         OutputError: ``out_dir`` cannot be written (not a directory, read-only, ...).
     """
     from thce.io import check_output_path
@@ -32,6 +37,12 @@ def check_new_run(out_dir: str | Path, *, resume: bool, overwrite: bool) -> None
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite: choose one (continue the run in the directory, or replace it)")
     check_output_path(out_dir, directory=True)
+    written = out_dir / "config.toml"
+    if config_path is not None and written.is_file() and Path(config_path).is_file():
+        run_there = [n for n in RUN_MARKERS if n != "config.toml" and (out_dir / n).exists()] or seed_dirs(out_dir)
+        if written.samefile(config_path) and not run_there:
+            raise ConfigError(f"{config_path}: is where the run in {out_dir} writes its resolved config, which would "
+                              "replace it; copy the config elsewhere or choose another --out")  # fmt: skip
     if resume or overwrite or not out_dir.is_dir():
         return
     found = [name for name in RUN_MARKERS if (out_dir / name).exists()]

@@ -34,7 +34,7 @@ def run(
     if seeds < 1:
         raise ThceError(f"--seeds: must be >= 1, got {seeds}")
     if os.environ.get("RANK", "0") == "0":  # at once, before torch is imported (other torchrun ranks: rank 0 does)
-        check_new_run(out, resume=resume, overwrite=overwrite)
+        check_new_run(out, resume=resume, overwrite=overwrite, config_path=config_path)
     from thce.config import load_config
     from thce.devices import check_device
     from thce.distributed import init_distributed, shutdown
