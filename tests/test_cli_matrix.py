@@ -106,6 +106,23 @@ CASES: dict[str, Case] = {
         ["sweep", "{case}/mine/config.toml", "--out", "{case}/mine", "--vary", "embedding.alpha=8,16"],
         ["{case}/mine/config.toml", "not overwritten"], _config_in_folder,
     ),
+    "import-manifest-into-itself": Case(
+        ["data", "import", "manifest", "{case}/m.csv", "--out", "{case}/m.csv", "--overwrite"],
+        ["{case}/m.csv", "is also an input"], lambda case, shared: _file(case / "m.csv", "path,label\nx.wav,dog\n"),
+    ),
+    "import-over-a-users-csv": Case(
+        ["data", "import", "folder", "{shared}/folder", "--out", "{case}/notes.csv"],
+        ["{case}/notes.csv", "not a thce manifest", "--overwrite"], lambda case, shared: _file(case / "notes.csv"),
+    ),
+    "import-over-a-users-skipped-csv": Case(
+        ["data", "import", "folder", "{shared}/folder", "--out", "{case}/m.csv"],
+        ["{case}/m.skipped.csv", "not a thce list of skipped clips"], lambda case, shared: _file(case / "m.skipped.csv"),
+    ),
+    "mix-over-a-users-manifest": Case(
+        ["data", "mix", "--events", "{shared}/folder", "--backgrounds", "{shared}/folder", "--out", "{case}/mine",
+         "--count", "2", "--duration-s", "1"],
+        ["{case}/mine/manifest.csv", "not a thce manifest"], lambda case, shared: _file(case / "mine" / "manifest.csv"),
+    ),
     "toy-over-a-finished-run": Case(["toy", "--tiny", "--out", "{case}/run"], ["{case}/run", "holds a thce run"],
                                     _finished_run),
     # item 3: formats from extensions, files of another kind

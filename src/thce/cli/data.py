@@ -45,10 +45,43 @@ def skipped_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.skipped.csv")
 
 
+def _thce_manifest(path: Path) -> bool:
+    from thce.data.manifest import COLUMNS
+    from thce.io import read_head
+
+    return read_head(path, 256).startswith(",".join(COLUMNS).encode())
+
+
+def _thce_skipped(path: Path) -> bool:
+    from thce.data.manifest import SKIPPED_COLUMNS
+    from thce.io import read_head
+
+    return read_head(path, 256).startswith(",".join(SKIPPED_COLUMNS).encode())
+
+
+def check_manifest_outputs(manifest: Path, skipped: Path, *, inputs: list[Path], overwrite: bool) -> None:
+    """Before any work: the manifest and skipped list can be written, neither is one of ``inputs`` (a manifest
+    checked into itself), and neither replaces a file that is not a thce manifest / skipped list (unless
+    ``overwrite``). Raises :class:`ConfigError` or :class:`~thce.errors.OutputError` naming the file."""
+    from thce.io import check_output_path, refuse_other_kind
+
+    for out, looks_ours, what in ((manifest, _thce_manifest, "a thce manifest"),
+                                  (skipped, _thce_skipped, "a thce list of skipped clips")):  # fmt: skip
+        check_output_path(out)
+        if out.is_file() and any(source.is_file() and out.samefile(source) for source in inputs):
+            raise ConfigError(f"{out}: is also an input of the import; write to another file")
+        refuse_other_kind(out, looks_ours=looks_ours, what=what, overwrite=overwrite)
+
+
 def run_import(args: argparse.Namespace) -> int:
     from thce.data import audioset, readers
     from thce.data.manifest import write_manifest, write_skipped
 
+    inputs = {"audioset": lambda: list(args.segments), "esc50": lambda: [args.root / "meta" / "esc50.csv"],
+              "folder": lambda: [], "manifest": lambda: [args.manifest]}[args.format]()  # fmt: skip
+    if getattr(args, "label_map", None):
+        inputs.append(args.label_map)
+    check_manifest_outputs(args.out, skipped_path(args.out), inputs=inputs, overwrite=args.overwrite)
     label_map = readers.load_label_map(args.label_map) if getattr(args, "label_map", None) else None
     if args.format == "audioset":
         ontology = audioset.load_ontology(args.ontology) if args.ontology else None
@@ -82,6 +115,7 @@ def run_mix(args: argparse.Namespace) -> int:
     from thce.io import check_output_path
 
     check_output_path(args.out, directory=True)  # an unwritable --out: one line naming it, before the sources are read
+    check_manifest_outputs(args.out / "manifest.csv", args.out / "skipped.csv", inputs=[], overwrite=args.overwrite)
 
     fractions = None if args.no_split else _floats(args.split_fractions, "--split-fractions")
     if fractions is not None and len(fractions) != 3:
@@ -118,6 +152,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
         p.add_argument("--strict", action="store_true", help="stop at the first bad input instead of skipping it")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace an --out (or its .skipped.csv) that is not a manifest thce wrote")
         p.set_defaults(func=run_import)
 
     audioset = formats.add_parser("audioset", help="AudioSet segment CSVs + a folder of downloaded clips")
@@ -166,4 +202,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mix.add_argument("--classes", help="event classes to use, comma-separated (default: every folder)")
     mix.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     mix.add_argument("--strict", action="store_true", help="stop at the first unusable source file")
+    mix.add_argument("--overwrite", action="store_true",
+                     help="replace a manifest.csv or skipped.csv in --out that thce did not write")
     mix.set_defaults(func=run_mix)
