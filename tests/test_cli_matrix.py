@@ -123,6 +123,10 @@ CASES: dict[str, Case] = {
          "--count", "2", "--duration-s", "1"],
         ["{case}/mine/manifest.csv", "not a thce manifest"], lambda case, shared: _file(case / "mine" / "manifest.csv"),
     ),
+    "detect-skip-list-over-a-users-file": Case(
+        ["detect", RUN, AUDIO, "--out", "{case}/ev.tsv", "--skip-bad"], ["{case}/ev.skipped.tsv", "not a thce skip list"],
+        lambda case, shared: _file(case / "ev.skipped.tsv"),
+    ),
     "toy-over-a-finished-run": Case(["toy", "--tiny", "--out", "{case}/run"], ["{case}/run", "holds a thce run"],
                                     _finished_run),
     # item 3: formats from extensions, files of another kind

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from thce.cli.progress import ProgressBars
 
+SKIP_LIST_HEADER = "file\treason\n"  # the first line of ``--skip-bad``'s list beside --out
+
 
 def _scores_dir(args: argparse.Namespace) -> Path | None:
     """``--scores``, else next to a regular ``--out`` file (``events.tsv`` -> ``events.scores/``), else none (no
@@ -22,6 +24,22 @@ def _scores_dir(args: argparse.Namespace) -> Path | None:
     if args.out is None or writes_through(args.out):
         return None
     return args.out.with_name(args.out.stem + ".scores")
+
+
+def _skip_list(args: argparse.Namespace) -> Path | None:
+    """Where ``--skip-bad`` lists the files it left out: beside a regular ``--out`` file (``events.tsv`` ->
+    ``events.skipped.tsv``); none without ``--skip-bad`` or a regular ``--out``."""
+    from thce.outputs import writes_through
+
+    if not args.skip_bad or args.out is None or writes_through(args.out):
+        return None
+    return args.out.with_name(args.out.stem + ".skipped.tsv")
+
+
+def _skip_list_file(path: Path) -> bool:
+    from thce.io import read_head
+
+    return read_head(path, 64).startswith(SKIP_LIST_HEADER.encode())
 
 
 def _check_scores_dir(folder: Path, names: list[str], overwrite: bool) -> None:
@@ -43,6 +61,12 @@ def run_detect(args: argparse.Namespace) -> int:
     # mistakes fail at once, before torch is imported and features computed: --out, the inputs, the run, the device
     if args.out is not None:
         check_events_out(args.out, overwrite=args.overwrite)
+    skip_list = _skip_list(args)
+    if skip_list is not None:
+        from thce.io import check_output_path, refuse_other_kind
+
+        check_output_path(skip_list)
+        refuse_other_kind(skip_list, looks_ours=_skip_list_file, what="a thce skip list", overwrite=args.overwrite)
     paths = expand_inputs([str(p) for p in args.audio])
     scores_dir = _scores_dir(args)
     if scores_dir is not None:
@@ -102,8 +126,7 @@ def run_detect(args: argparse.Namespace) -> int:
 
         write_audio_index(scores_dir, [f["file"] for f in result.files])
         lines.append(f"Scores: {scores_dir}/ (one onset, offset, <class>... table per file)")
-    if result.skipped and args.out is not None and scores_dir is not None:  # a regular --out: a file beside it
-        skip_list = args.out.with_name(args.out.stem + ".skipped.tsv")
+    if result.skipped and skip_list is not None:
         _write_skipped(skip_list, result.skipped)
         lines.append(f"Skip list: {skip_list}")
     if plots is not None:
@@ -124,7 +147,7 @@ def _write_skipped(path: Path, skipped: list[dict[str, str]]) -> None:
     from thce.io import atomic_write
 
     with atomic_write(path, "w", encoding="utf-8", newline="") as handle:
-        handle.write("file\treason\n")
+        handle.write(SKIP_LIST_HEADER)
         for s in skipped:
             handle.write(f"{s['file']}\t{s['reason']}\n")
 
