@@ -117,3 +117,6 @@ def test_export_errors_and_cli(tmp_path, capsys):
     assert "Parity with PyTorch: max abs difference" in printed and (tmp_path / "m.pt").is_file()
     assert main(["export", str(run), "--format", "torchscript", "--method", "baseline", "--out", str(tmp_path / "b.pt")]) == 2
     assert "no checkpoint for method 'baseline'" in capsys.readouterr().err
+    (run / "checkpoints" / "baseline.pt").mkdir()  # a folder of that name is not a checkpoint
+    assert main(["export", str(run), "--method", "baseline", "--out", str(tmp_path / "b.pt")]) == 2
+    assert f"{run / 'checkpoints' / 'baseline.pt'}: not a file" in capsys.readouterr().err

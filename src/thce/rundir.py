@@ -69,6 +69,8 @@ def checkpoint_path(run_dir: str | Path, method: str) -> Path:
     path = run_dir / "checkpoints" / f"{method}.pt"
     if path.is_file():
         return path
+    if path.exists():
+        raise DataError(f"{path}: not a file (a checkpoint is the file `thce experiment` saved there)")
     if not run_dir.exists():
         raise DataError(f"{run_dir}: no such run directory (expected the --out folder of `thce experiment`)")
     if not run_dir.is_dir():
@@ -82,7 +84,7 @@ def checkpoint_path(run_dir: str | Path, method: str) -> Path:
     if not (run_dir / "checkpoints").is_dir():
         raise DataError(f"{run_dir}: no checkpoints/ folder (expected a run directory of `thce experiment`, "
                         f"which saves checkpoints/<method>.pt)")  # fmt: skip
-    available = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
+    available = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt") if p.is_file())
     if not available:
         raise DataError(f"{path}: not found; {run_dir / 'checkpoints'} holds no checkpoint yet (the run stopped "
                         f"before a method finished: continue it with `thce experiment ... --out {run_dir} --resume`)")
