@@ -111,6 +111,9 @@ def load_checkpoint(path: str | Path) -> LoadedDetector:
         raise DataError(f"{path}: cannot read the checkpoint ({error.strerror or error})") from None
     except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError) as error:  # truncated, not a zip, ...
         raise DataError(f"{path}: not a thce checkpoint or damaged ({_describe(error)})") from None
+    if not isinstance(payload, dict):  # e.g. a bare tensor (indexing it with a string only warns, then fails)
+        raise DataError(f"{path}: not a thce checkpoint (it holds a {type(payload).__name__}, not a dict of weights "
+                        "and metadata)")  # fmt: skip
     try:
         meta = payload["meta"]
         config = config_from_dict(meta["config"], source=f"{path} (config)")
