@@ -20,7 +20,15 @@ import numpy as np
 
 from thce.errors import ConfigError
 from thce.events import DetectionResult, Event
-from thce.io import atomic_write, check_output_path, ensure_dir, read_head, refuse_other_kind
+from thce.io import (
+    PNG_SIGNATURE,
+    atomic_write,
+    check_output_path,
+    ensure_dir,
+    read_head,
+    refuse_other_kind,
+    starts_with,
+)
 
 if TYPE_CHECKING:
     from thce.detect import FileDetection
@@ -28,10 +36,6 @@ if TYPE_CHECKING:
 GENERATOR = '<meta name="generator" content="thce detect --plots">'
 PLOT_RATE_HZ = 16000
 MAX_COLUMNS = 2000
-
-
-def _is_png(path: Path) -> bool:
-    return read_head(path, 8) == b"\x89PNG\r\n\x1a\n"
 
 
 def _is_our_page(path: Path) -> bool:
@@ -51,7 +55,7 @@ def check_plots_dir(
         name = Path(p).stem + ".png"
         if names.setdefault(name, os.fspath(p)) != os.fspath(p):
             raise ConfigError(f"{p} and {names[name]} would both be drawn as {folder / name}: rename one")
-        refuse_other_kind(folder / name, looks_ours=_is_png, what="a PNG picture", overwrite=overwrite)
+        refuse_other_kind(folder / name, looks_ours=starts_with(PNG_SIGNATURE), what="a PNG picture", overwrite=overwrite)
     refuse_other_kind(folder / "index.html", looks_ours=_is_our_page, what="a thce detection page", overwrite=overwrite)
     return DetectionPages(folder, reference or {})
 

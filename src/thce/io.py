@@ -164,6 +164,15 @@ def read_head(path: Path, size: int = 4096) -> bytes:
         return handle.read(size)
 
 
+def starts_with(prefix: bytes) -> Callable[[Path], bool]:
+    """A ``looks_ours`` for :func:`refuse_other_kind`: the file begins with ``prefix`` (a header, a magic number)."""
+    return lambda path: read_head(path, len(prefix)) == prefix
+
+
+#: The first bytes of every PNG file.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
     """Write ``path``: a regular file (or a new one) through a temporary file beside it, fsynced and renamed over it

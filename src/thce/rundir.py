@@ -19,6 +19,12 @@ def seed_dirs(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
+def run_markers(out_dir: Path, *, ignore: tuple[str, ...] = ()) -> list[str]:
+    """What in ``out_dir`` shows a run started there (:data:`RUN_MARKERS` but ``ignore``, ``seed_N/`` folders)."""
+    found = [name for name in RUN_MARKERS if name not in ignore and (out_dir / name).exists()]
+    return found + [p.name + "/" for p in seed_dirs(out_dir)]
+
+
 def check_new_run(
     out_dir: str | Path, *, resume: bool, overwrite: bool, config_path: str | Path | None = None
 ) -> None:
@@ -39,14 +45,12 @@ def check_new_run(
     check_output_path(out_dir, directory=True)
     written = out_dir / "config.toml"
     if config_path is not None and written.is_file() and Path(config_path).is_file():
-        run_there = [n for n in RUN_MARKERS if n != "config.toml" and (out_dir / n).exists()] or seed_dirs(out_dir)
-        if written.samefile(config_path) and not run_there:
+        if written.samefile(config_path) and not run_markers(out_dir, ignore=("config.toml",)):
             raise ConfigError(f"{config_path}: is where the run in {out_dir} writes its resolved config, which would "
                               "replace it; copy the config elsewhere or choose another --out")  # fmt: skip
     if resume or overwrite or not out_dir.is_dir():
         return
-    found = [name for name in RUN_MARKERS if (out_dir / name).exists()]
-    found += [p.name + "/" for p in seed_dirs(out_dir)]
+    found = run_markers(out_dir)
     if found:
         raise ConfigError(
             f"{out_dir}: holds a run ({', '.join(found)}); pass --resume to continue it, --overwrite to replace it, "

@@ -45,43 +45,40 @@ def skipped_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.skipped.csv")
 
 
-def _thce_manifest(path: Path) -> bool:
-    from thce.data.manifest import COLUMNS
-    from thce.io import read_head
-
-    return read_head(path, 256).startswith(",".join(COLUMNS).encode())
-
-
-def _thce_skipped(path: Path) -> bool:
-    from thce.data.manifest import SKIPPED_COLUMNS
-    from thce.io import read_head
-
-    return read_head(path, 256).startswith(",".join(SKIPPED_COLUMNS).encode())
-
-
 def check_manifest_outputs(manifest: Path, skipped: Path, *, inputs: list[Path], overwrite: bool) -> None:
     """Before any work: the manifest and skipped list can be written, neither is one of ``inputs`` (a manifest
     checked into itself), and neither replaces a file that is not a thce manifest / skipped list (unless
     ``overwrite``). Raises :class:`ConfigError` or :class:`~thce.errors.OutputError` naming the file."""
-    from thce.io import check_output_path, refuse_other_kind
+    from thce.data.manifest import COLUMNS, SKIPPED_COLUMNS
+    from thce.io import check_output_path, refuse_other_kind, starts_with
 
-    for out, looks_ours, what in ((manifest, _thce_manifest, "a thce manifest"),
-                                  (skipped, _thce_skipped, "a thce list of skipped clips")):  # fmt: skip
+    for out, columns, what in ((manifest, COLUMNS, "a thce manifest"),
+                               (skipped, SKIPPED_COLUMNS, "a thce list of skipped clips")):  # fmt: skip
+        looks_ours = starts_with(",".join(columns).encode())
         check_output_path(out)
         if out.is_file() and any(source.is_file() and out.samefile(source) for source in inputs):
             raise ConfigError(f"{out}: is also an input of the import; write to another file")
         refuse_other_kind(out, looks_ours=looks_ours, what=what, overwrite=overwrite)
 
 
+def _import_inputs(args: argparse.Namespace) -> list[Path]:
+    """The files an import reads besides audio (none may be its output)."""
+    if args.format == "audioset":
+        inputs = list(args.segments)
+    elif args.format == "esc50":
+        inputs = [args.root / "meta" / "esc50.csv"]
+    elif args.format == "manifest":
+        inputs = [args.manifest]
+    else:
+        inputs = []
+    return inputs + ([args.label_map] if getattr(args, "label_map", None) else [])
+
+
 def run_import(args: argparse.Namespace) -> int:
     from thce.data import audioset, readers
     from thce.data.manifest import write_manifest, write_skipped
 
-    inputs = {"audioset": lambda: list(args.segments), "esc50": lambda: [args.root / "meta" / "esc50.csv"],
-              "folder": lambda: [], "manifest": lambda: [args.manifest]}[args.format]()  # fmt: skip
-    if getattr(args, "label_map", None):
-        inputs.append(args.label_map)
-    check_manifest_outputs(args.out, skipped_path(args.out), inputs=inputs, overwrite=args.overwrite)
+    check_manifest_outputs(args.out, skipped_path(args.out), inputs=_import_inputs(args), overwrite=args.overwrite)
     label_map = readers.load_label_map(args.label_map) if getattr(args, "label_map", None) else None
     if args.format == "audioset":
         ontology = audioset.load_ontology(args.ontology) if args.ontology else None

@@ -36,12 +36,6 @@ def _skip_list(args: argparse.Namespace) -> Path | None:
     return args.out.with_name(args.out.stem + ".skipped.tsv")
 
 
-def _skip_list_file(path: Path) -> bool:
-    from thce.io import read_head
-
-    return read_head(path, 64).startswith(SKIP_LIST_HEADER.encode())
-
-
 def _check_scores_dir(folder: Path, names: list[str], overwrite: bool) -> None:
     """Before any work: ``folder`` can hold the tables, and none of them would replace a file of another kind."""
     from thce.io import check_output_path, refuse_other_kind
@@ -63,10 +57,11 @@ def run_detect(args: argparse.Namespace) -> int:
         check_events_out(args.out, overwrite=args.overwrite)
     skip_list = _skip_list(args)
     if skip_list is not None:
-        from thce.io import check_output_path, refuse_other_kind
+        from thce.io import check_output_path, refuse_other_kind, starts_with
 
         check_output_path(skip_list)
-        refuse_other_kind(skip_list, looks_ours=_skip_list_file, what="a thce skip list", overwrite=args.overwrite)
+        refuse_other_kind(skip_list, looks_ours=starts_with(SKIP_LIST_HEADER.encode()), what="a thce skip list",
+                          overwrite=args.overwrite)  # fmt: skip
     paths = expand_inputs([str(p) for p in args.audio])
     scores_dir = _scores_dir(args)
     if scores_dir is not None:

@@ -63,19 +63,18 @@ def run(args: argparse.Namespace) -> int:
 def _check_not_others(out: Path, *, overwrite: bool) -> None:
     """Before any work: refuse an ``out`` that holds a ``thce experiment`` run (the toy's metrics.csv would replace
     the run's) or a toy.json, toy.png or metrics.csv that the toy did not write (unless ``overwrite``)."""
-    from thce.io import refuse_other_kind
-    from thce.rundir import RUN_MARKERS, seed_dirs
+    from thce.io import PNG_SIGNATURE, refuse_other_kind, starts_with
+    from thce.rundir import run_markers
 
     if not out.is_dir():
         return
-    found = [name for name in RUN_MARKERS if name != "metrics.csv" and (out / name).exists()]
-    found += [p.name + "/" for p in seed_dirs(out)]
+    found = run_markers(out, ignore=("metrics.csv",))
     if found:
         raise ConfigError(f"{out}: holds a thce run ({', '.join(found)}); the toy writes metrics.csv there: "
                           "choose another --out")  # fmt: skip
     for name, looks_ours, what in (
         ("toy.json", _toy_json, "the toy's toy.json"),
-        ("toy.png", _png, "a PNG picture"),
+        ("toy.png", starts_with(PNG_SIGNATURE), "a PNG picture"),
         ("metrics.csv", _toy_metrics, "the toy's metrics.csv"),
     ):
         refuse_other_kind(out / name, looks_ours=looks_ours, what=what, overwrite=overwrite)
@@ -88,12 +87,6 @@ def _toy_json(path: Path) -> bool:
 
     record = json.loads(read_text(path, what="toy.json"))
     return isinstance(record, dict) and str(record.get("experiment", "")).startswith("toy example")
-
-
-def _png(path: Path) -> bool:
-    from thce.io import read_head
-
-    return read_head(path, 8) == b"\x89PNG\r\n\x1a\n"
 
 
 def _toy_metrics(path: Path) -> bool:
