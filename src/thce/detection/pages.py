@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from thce.errors import ConfigError
-from thce.events import DetectionResult, Event
+from thce.detection.events import DetectionResult, Event
 from thce.io import (
     PNG_SIGNATURE,
     atomic_write,
@@ -31,7 +31,7 @@ from thce.io import (
 )
 
 if TYPE_CHECKING:
-    from thce.detect import FileDetection
+    from thce.detection.detect import FileDetection
 
 GENERATOR = '<meta name="generator" content="thce detect --plots">'
 PLOT_RATE_HZ = 16000
