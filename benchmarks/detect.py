@@ -88,7 +88,8 @@ def child(run_dir: str, audio: str, mode: str) -> None:
 
     from thce.allocator import reuse_freed_memory
     from thce.checkpoint import load_run
-    from thce.detection.detect import DetectConfig, detect_files
+    from thce.detection.config import DetectConfig
+    from thce.detection.detect import detect_files
 
     reuse_freed_memory()  # as `thce detect` sets the allocator at start-up
     from thce.detection.inference import ModelScorer

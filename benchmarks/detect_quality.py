@@ -183,7 +183,8 @@ def main() -> None:
         return
     from thce.allocator import reuse_freed_memory
     from thce.checkpoint import load_run
-    from thce.detection.detect import DetectConfig, FileScores, detect_in_scores, detect_run
+    from thce.detection.config import DetectConfig
+    from thce.detection.detect import FileScores, detect_in_scores, detect_run
     from thce.machine import describe_machine
     from thce.rundir import checkpoint_path
     from thce.detection.tables import write_table

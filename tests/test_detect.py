@@ -17,8 +17,8 @@ from tests.stub_runs import stub_run
 from thce.audio.read import StreamResampler, load_audio, stream_audio
 from thce.checkpoint import load_run
 from thce.cli import main
+from thce.detection.config import DetectConfig
 from thce.detection.detect import (
-    DetectConfig,
     detect_files,
     num_windows,
     score_file,

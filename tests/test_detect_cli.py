@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ import soundfile as sf
 
 from tests.stub_runs import stub_run
 from thce.cli import main
+from thce.detection import DetectConfig, DetectionOutputs, EventRules, run_detection
 from thce.errors import ConfigError, DataError
 from thce.detection.events import read_event_list
 from thce.detection.inputs import expand_inputs
@@ -107,6 +109,36 @@ def test_detect_folder_skip_bad_scores_and_events(tmp_path, folder, capsys):
     (scores / "a.tsv").write_text("my notes\n")
     assert main(["-q", "detect", str(run), str(folder / "a.wav"), "--out", str(out)]) == 2
     assert "not overwritten" in capsys.readouterr().err
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_library_entry_point_writes_what_the_command_writes(tmp_path, folder, capsys):
+    run = tiny_run(tmp_path / "run")
+    reference = tmp_path / "ref.txt"
+    reference.write_text("a.wav\t1.0\t2.5\tdog\n")
+    cli, lib = tmp_path / "cli", tmp_path / "lib"  # the same depth: the pages link the audio by relative paths
+    assert main(["-q", "detect", str(run), str(folder), "--skip-bad", "--hop-s", "0.5", "--min-gap-s", "1",
+                 "--plots", str(cli / "pages"), "--reference", str(reference), "--out", str(cli / "ev.json")]) == 0
+    printed = capsys.readouterr().out
+    outputs = DetectionOutputs.beside(lib / "ev.json", skip_bad=True, plots=lib / "pages", reference=reference)
+    config = DetectConfig(hop_s=0.5, events=EventRules(min_gap_s=1.0))
+    found = run_detection(run, [folder], outputs=outputs, config=config, skip_bad=True)
+    written = _files(lib)
+    assert sorted(written) == ["ev.json", "ev.scores/a.tsv", "ev.scores/audio_files.json", "ev.scores/b.tsv",
+                               "ev.skipped.tsv", "pages/a.png", "pages/b.png", "pages/index.html"]  # fmt: skip
+    assert written == _files(cli)
+    assert printed == "\n".join([*found.summary(), f"Events: {cli / 'ev.json'}"]).replace(str(lib), str(cli)) + "\n"
+    # without --out: the event list on stdout, the summary on stderr; nothing written beside it
+    capsys.readouterr()  # the library's log line about bad.wav
+    assert main(["-q", "detect", str(run), str(folder / "a.wav"), "--hop-s", "0.5"]) == 0
+    shown = capsys.readouterr()
+    stream = io.StringIO()
+    found = run_detection(run, [folder / "a.wav"], outputs=DetectionOutputs.beside(stream), config=DetectConfig(0.5))
+    assert stream.getvalue() == shown.out and shown.err == "\n".join(found.summary()) + "\n"
+    assert found.scores is None and found.skip_list is None and found.pages is None
 
 
 def test_events_command_errors(tmp_path, capsys):

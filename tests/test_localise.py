@@ -7,7 +7,7 @@ import pytest
 
 from thce.detection.detect import FileScores, scores_to_events
 from thce.errors import ConfigError
-from thce.detection.localise import curve_to_events, frame_edges, median_filter_frames, score_curve
+from thce.detection.localise import EventRules, curve_to_events, frame_edges, median_filter_frames, score_curve
 
 WINDOW = 2.0
 
@@ -21,7 +21,8 @@ def fscores(column, *, hop_s=1.0, support_s=(0.0, WINDOW), duration_s=None, sile
 
 
 def events(column, threshold=0.5, **kw):
-    post = {k: kw.pop(k) for k in ("median_filter_s", "min_event_s", "min_gap_s", "agreement") if k in kw}
+    post = {k: kw.pop(k) for k in ("median_filter_s", "agreement") if k in kw}
+    post["events"] = EventRules(**{k: kw.pop(k) for k in ("min_event_s", "min_gap_s") if k in kw})
     post.setdefault("median_filter_s", 0)
     post.setdefault("agreement", 1.0)  # all windows must agree (the strict rule); other fractions tested below
     return [(e.onset_s, e.offset_s) for e in scores_to_events(fscores(column, **kw), np.array([threshold]), **post)]
@@ -141,6 +142,15 @@ def test_silent_windows_veto_their_frames_and_scores_and_classes():
     found = scores_to_events(fs, np.array([0.5, 0.95]), median_filter_s=0, agreement=1.0)
     assert [(e.label, e.onset_s, e.offset_s) for e in found] == [("c0", 6.0, 9.0)]
     assert found[0].score == 1.0
+
+
+def test_events_are_rounded_after_sorting_by_exact_times():
+    # onsets 1/3 s apart round to 0.333 and 0.667; scores to 6 decimals; order by onset, then label
+    edges = np.array([0.0, 1 / 3, 2 / 3, 1.0])
+    curve = np.array([[0.0, 0.0], [0.0, 0.123456789], [0.9, 0.9]], np.float32)
+    found = curve_to_events(edges, curve, np.array([0.5, 0.1]), ["b", "a"])
+    assert found == [(0.333, 1.0, "a", 0.9), (0.667, 1.0, "b", 0.9)]
+    assert all(isinstance(value, float) for event in found for value in (event[0], event[1], event[3]))
 
 
 def test_curve_to_events_checks_shapes():

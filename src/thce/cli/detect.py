@@ -8,143 +8,41 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from thce.cli.progress import ProgressBars
 
-SKIP_LIST_HEADER = "file\treason\n"  # the first line of ``--skip-bad``'s list beside --out
-
-
-def _scores_dir(args: argparse.Namespace) -> Path | None:
-    """``--scores``, else next to a regular ``--out`` file (``events.tsv`` -> ``events.scores/``), else none (no
-    ``--out``, or ``--out`` a device or pipe such as ``/dev/null``)."""
-    from thce.detection.outputs import writes_through
-
-    if args.scores is not None:
-        return args.scores
-    if args.out is None or writes_through(args.out):
-        return None
-    return args.out.with_name(args.out.stem + ".scores")
-
-
-def _skip_list(args: argparse.Namespace) -> Path | None:
-    """Where ``--skip-bad`` lists the files it left out: beside a regular ``--out`` file (``events.tsv`` ->
-    ``events.skipped.tsv``); none without ``--skip-bad`` or a regular ``--out``."""
-    from thce.detection.outputs import writes_through
-
-    if not args.skip_bad or args.out is None or writes_through(args.out):
-        return None
-    return args.out.with_name(args.out.stem + ".skipped.tsv")
-
-
-def _check_scores_dir(folder: Path, names: list[str], overwrite: bool) -> None:
-    """Before any work: ``folder`` can hold the tables, and none of them would replace a file of another kind."""
-    from thce.io import check_output_path, refuse_other_kind
-    from thce.detection.tables import looks_like_table
-
-    check_output_path(folder, directory=True)
-    for name in names:
-        refuse_other_kind(folder / name, looks_ours=looks_like_table, what="a score table", overwrite=overwrite)
+if TYPE_CHECKING:
+    from thce.detection.localise import EventRules
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from thce.detection.inputs import expand_inputs
-    from thce.detection.outputs import check_events_out
-    from thce.rundir import checkpoint_path
-    from thce.detection.tables import check_unique_stems, table_name
+    from thce.detection import DetectConfig, DetectionOutputs, run_detection
 
-    # mistakes fail at once, before torch is imported and features computed: --out, the inputs, the run, the device
-    if args.out is not None:
-        check_events_out(args.out, overwrite=args.overwrite)
-    skip_list = _skip_list(args)
-    if skip_list is not None:
-        from thce.io import check_output_path, refuse_other_kind, starts_with
-
-        check_output_path(skip_list)
-        refuse_other_kind(skip_list, looks_ours=starts_with(SKIP_LIST_HEADER.encode()), what="a thce skip list",
-                          overwrite=args.overwrite)  # fmt: skip
-    paths = expand_inputs([str(p) for p in args.audio])
-    scores_dir = _scores_dir(args)
-    if scores_dir is not None:
-        check_unique_stems(paths)
-        _check_scores_dir(scores_dir, [table_name(p) for p in paths], args.overwrite)
-    plots = None
-    if args.plots is not None:
-        from thce.detection.pages import check_plots_dir
-
-        reference = None
-        if args.reference is not None:
-            from thce.detection.events import read_event_list
-
-            reference = {}
-            for e in read_event_list(args.reference).events:
-                reference.setdefault(e.file, []).append(e)
-        plots = check_plots_dir(args.plots, paths, overwrite=args.overwrite, reference=reference)
-    checkpoint_path(args.run_dir, args.method)
-    from thce.detection.detect import DetectConfig, FileDetection, detect_run
-    from thce.detection.events import write_event_tsv, write_events
-    from thce.devices import check_device
-    from thce.io import ensure_dir
-
-    check_device(args.device, source="--device")
+    outputs = DetectionOutputs.beside(
+        sys.stdout if args.out is None else args.out, scores=args.scores, skip_bad=args.skip_bad, plots=args.plots,
+        reference=args.reference, overwrite=args.overwrite,
+    )  # fmt: skip
     config = DetectConfig(
         hop_s=args.hop_s, threshold=args.threshold, median_filter_s=args.median_filter_s, batch_size=args.batch_size,
-        min_event_s=args.min_event_s, min_gap_s=args.min_gap_s, agreement=args.agreement,
-    )
-    config.validate()
-
-    def on_file(found: FileDetection) -> None:
-        if scores_dir is not None:
-            from thce.detection.tables import write_table
-
-            ensure_dir(scores_dir)
-            write_table(scores_dir / table_name(found.scores.path), found.edges, found.curve, found.scores.classes)
-        if plots is not None:
-            plots.add(found)
-
+        events=_event_rules(args), agreement=args.agreement,
+    )  # fmt: skip
     with ProgressBars(enabled=not args.quiet) as bars:
-        result = detect_run(
-            args.run_dir, paths, method=args.method, config=config, device=args.device, progress=bars,
-            skip_bad=args.skip_bad, on_file=on_file,
-        )
-    thresholds = ", ".join(f"{name} {value:.3f}" for name, value in result.thresholds.items())
-    summary = (
-        f"{len(result.events)} events in {len(result.files)} file(s); window {result.settings['window_s']:g} s, "
-        f"hop {result.settings['hop_s']:g} s, median filter {result.settings['median_filter_frames']} frame(s); "
-        f"thresholds ({args.threshold}): {thresholds}"
-    )
-    lines = [summary]
-    if result.skipped:
-        lines.append(f"Skipped {len(result.skipped)} file(s) that could not be read:")
-        lines += [f"  {s['file']}: {s['reason']}" for s in result.skipped]
-    if scores_dir is not None and result.files:
-        from thce.detection.tables import write_audio_index
-
-        write_audio_index(scores_dir, [f["file"] for f in result.files])
-        lines.append(f"Scores: {scores_dir}/ (one onset, offset, <class>... table per file)")
-    if result.skipped and skip_list is not None:
-        _write_skipped(skip_list, result.skipped)
-        lines.append(f"Skip list: {skip_list}")
-    if plots is not None:
-        lines.append(f"Pages: {plots.finish(result)}")
-    if args.out is None:
-        buffer = io.StringIO()
-        write_event_tsv(buffer, result)
-        sys.stdout.write(buffer.getvalue())
-        print("\n".join(lines), file=sys.stderr)
-    else:
-        write_events(args.out, result)
-        print("\n".join(lines))
-        print(f"Events: {args.out}")
+        found = run_detection(
+            args.run_dir, args.audio, outputs=outputs, method=args.method, config=config, device=args.device,
+            skip_bad=args.skip_bad, progress=bars,
+        )  # fmt: skip
+    _print_summary(found.summary(), args.out)
     return 0
 
 
-def _write_skipped(path: Path, skipped: list[dict[str, str]]) -> None:
-    from thce.io import atomic_write
-
-    with atomic_write(path, "w", encoding="utf-8", newline="") as handle:
-        handle.write(SKIP_LIST_HEADER)
-        for s in skipped:
-            handle.write(f"{s['file']}\t{s['reason']}\n")
+def _print_summary(lines: list[str], out: Path | None) -> None:
+    """What a command found: on stderr after an event list on stdout; else on stdout, naming the ``out`` file."""
+    if out is None:
+        print("\n".join(lines), file=sys.stderr)
+    else:
+        print("\n".join(lines))
+        print(f"Events: {out}")
 
 
 def run_events(args: argparse.Namespace) -> int:
@@ -156,16 +54,14 @@ def run_events(args: argparse.Namespace) -> int:
     from thce.detection.events import write_event_tsv, write_events
     from thce.detection.tables import events_from_tables
 
-    result = events_from_tables(args.scores, args.threshold, min_event_s=args.min_event_s, min_gap_s=args.min_gap_s)
-    summary = f"{len(result.events)} events in {len(result.files)} file(s) from {args.scores}"
+    result = events_from_tables(args.scores, args.threshold, _event_rules(args))
     if args.out is None:
         buffer = io.StringIO()
         write_event_tsv(buffer, result)
         sys.stdout.write(buffer.getvalue())
-        print(summary, file=sys.stderr)
     else:
         write_events(args.out, result)
-        print(f"{summary}\nEvents: {args.out}")
+    _print_summary([f"{len(result.events)} events in {len(result.files)} file(s) from {args.scores}"], args.out)
     return 0
 
 
@@ -224,6 +120,24 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The flags of :class:`thce.detection.localise.EventRules` (``thce detect`` and ``thce events``): field -> help.
+EVENT_RULE_FLAGS = {
+    "min_event_s": "drop events shorter than this, seconds (after merging; default 0: keep all)",
+    "min_gap_s": "merge events of one class less than this apart, seconds (default 0)",
+}
+
+
+def _add_event_rules(parser: argparse.ArgumentParser) -> None:
+    for name, text in EVENT_RULE_FLAGS.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=0.0, help=text)
+
+
+def _event_rules(args: argparse.Namespace) -> EventRules:
+    from thce.detection.localise import EventRules
+
+    return EventRules(**{name: getattr(args, name) for name in EVENT_RULE_FLAGS})
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     det = subparsers.add_parser(
         "detect",
@@ -243,10 +157,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "false-alarm rate at most 1%%), or a number for every class")
     det.add_argument("--median-filter-s", type=float, default=None,
                      help="median filter over window decisions, seconds (default: a quarter of the window; 0: off)")
-    det.add_argument("--min-event-s", type=float, default=0.0,
-                     help="drop events shorter than this, seconds (after merging; default 0: keep all)")
-    det.add_argument("--min-gap-s", type=float, default=0.0,
-                     help="merge events of one class less than this apart, seconds (default 0)")
+    _add_event_rules(det)
     det.add_argument("--agreement", type=float, default=0.5,
                      help="fraction of the windows hearing a moment that must detect a class for it to be part of "
                           "an event (default 0.5; 1: all, the tightest onsets for a model that fires on any part "
@@ -280,8 +191,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evs.add_argument("scores", type=Path, help="a folder of score tables or one table")
     evs.add_argument("--threshold", required=True,
                      help="a number for every class, or CLASS=NUMBER,... naming every class")
-    evs.add_argument("--min-event-s", type=float, default=0.0, help="drop events shorter than this, seconds")
-    evs.add_argument("--min-gap-s", type=float, default=0.0, help="merge events of one class closer than this")
+    _add_event_rules(evs)
     evs.add_argument("--out", type=Path, default=None,
                      help="events file (.json or .tsv/.csv/.txt); default: the event list on stdout")
     evs.add_argument("--overwrite", action="store_true", help="replace an existing --out of another kind")

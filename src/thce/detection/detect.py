@@ -32,8 +32,8 @@ reads them, :mod:`thce.detection.metrics` evaluates them (DCASE 2017 task 2).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,60 +45,17 @@ import numpy as np
 from thce.allocator import release_free_memory
 from thce.audio.read import SILENCE_PEAK, AudioInfo, audio_info, resampled_length, stream_audio
 from thce.errors import AudioError, ConfigError
+from thce.detection.config import DetectConfig
 from thce.detection.events import DetectionResult, Event
 from thce.detection.inference import ModelScorer, WindowScorer
 from thce.progress import ProgressFn
-from thce.detection.localise import check_post_processing, curve_to_events, median_filter_curve, median_filter_frames, score_curve
-from thce.detection.thresholds import class_thresholds, parse_threshold_rule
+from thce.detection.localise import EventRules, curve_to_events, median_filter_curve, median_filter_frames, score_curve
+from thce.detection.thresholds import class_thresholds
 
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class DetectConfig:
-    """How to slide over recordings and turn scores into events.
-
-    Attributes:
-        hop_s: seconds between window starts; ``None`` = half the window (50 % overlap). At most one window.
-        threshold: ``"eer"``, ``"far:<rate>"`` (e.g. ``"far:0.01"``) or a number, see :mod:`thce.detection.thresholds`.
-        median_filter_s: median filter length over per-window decisions, seconds; ``None`` = a quarter of the
-            window's support, ``0`` = off.
-        batch_size: windows handed to the scorer at once (memory ~ batch_size x window); the model itself runs
-            in cache-sized passes (:class:`thce.detection.inference.ModelScorer`).
-        block_s: seconds of the file read per block (memory ~ block_s x channels).
-        min_event_s: events shorter than this are dropped (after merging), seconds; 0 = keep all.
-        min_gap_s: events of one class less than this apart are merged, seconds; 0 = only touching runs.
-        agreement: fraction of the windows hearing a frame that must detect (:func:`thce.detection.localise.score_curve`).
-    """
-
-    hop_s: float | None = None
-    threshold: str = "eer"
-    median_filter_s: float | None = None
-    batch_size: int = 16
-    block_s: float = 10.0
-    min_event_s: float = 0.0
-    min_gap_s: float = 0.0
-    agreement: float = 0.5
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first bad value."""
-        for name in ("hop_s", "median_filter_s"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0):
-                raise ConfigError(f"detect {name}: expected a non-negative number or None, got {value!r}")
-        if self.hop_s is not None and self.hop_s <= 0:
-            raise ConfigError(f"detect hop_s: expected a positive number of seconds, got {self.hop_s!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(f"detect batch_size: expected a positive integer, got {self.batch_size!r}")
-        if not isinstance(self.block_s, (int, float)) or not self.block_s > 0:
-            raise ConfigError(f"detect block_s: expected a positive number of seconds, got {self.block_s!r}")
-        parse_threshold_rule(self.threshold)
-        check_post_processing(self.min_event_s, self.min_gap_s)
-        if not isinstance(self.agreement, (int, float)) or not 0.0 < self.agreement <= 1.0:
-            raise ConfigError(f"detect agreement: expected a fraction in (0, 1], got {self.agreement!r}")
 
 
 # --------------------------------------------------------------------------------------------------- windows
@@ -319,8 +276,7 @@ def scores_to_events(
     thresholds: np.ndarray,
     *,
     median_filter_s: float | None = None,
-    min_event_s: float = 0.0,
-    min_gap_s: float = 0.0,
+    events: EventRules = EventRules(),
     agreement: float = 0.5,
 ) -> list[Event]:
     """Window scores -> score over time -> events (the rule in :mod:`thce.detection.localise`).
@@ -328,14 +284,13 @@ def scores_to_events(
     Args:
         file_scores: from :func:`score_file`.
         thresholds: ``(L,)``, a frame is active for class ``l`` iff its score ``>= thresholds[l]``.
-        median_filter_s, min_event_s, min_gap_s: see :class:`DetectConfig`.
+        median_filter_s, events, agreement: see :class:`DetectConfig`.
 
     Returns:
         Events sorted by onset, then label; times rounded to milliseconds; each at least one hop long (or the file).
     """
     return detect_in_scores(
-        file_scores, thresholds, median_filter_s=median_filter_s, min_event_s=min_event_s, min_gap_s=min_gap_s,
-        agreement=agreement,
+        file_scores, thresholds, median_filter_s=median_filter_s, events=events, agreement=agreement
     ).events
 
 
@@ -344,8 +299,7 @@ def detect_in_scores(
     thresholds: np.ndarray,
     *,
     median_filter_s: float | None = None,
-    min_event_s: float = 0.0,
-    min_gap_s: float = 0.0,
+    events: EventRules = EventRules(),
     agreement: float = 0.5,
 ) -> FileDetection:
     """:func:`scores_to_events` keeping the score over time (for saving and plotting)."""
@@ -358,9 +312,8 @@ def detect_in_scores(
         agreement=agreement,
     )
     curve = median_filter_curve(curve, median_filter_frames(median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s))
-    found = curve_to_events(edges, curve, thresholds, fs.classes, min_event_s=min_event_s, min_gap_s=min_gap_s)
-    events = [Event(fs.path, round(on, 3), round(off, 3), label, round(sc, 6)) for on, off, label, sc in found]
-    return FileDetection(fs, edges, curve, events, thresholds)
+    found = [Event(fs.path, *event) for event in curve_to_events(edges, curve, thresholds, fs.classes, events)]
+    return FileDetection(fs, edges, curve, found, thresholds)
 
 
 # ---------------------------------------------------------------------------------------------------- detect
@@ -429,8 +382,7 @@ def detect_files(
         done_s += duration_s
         kernel = median_filter_frames(config.median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s)
         found = detect_in_scores(
-            fs, thresholds, median_filter_s=config.median_filter_s, min_event_s=config.min_event_s,
-            min_gap_s=config.min_gap_s, agreement=config.agreement,
+            fs, thresholds, median_filter_s=config.median_filter_s, events=config.events, agreement=config.agreement
         )
         files.append({"file": fs.path, "duration_s": round(fs.duration_s, 6), "windows": int(fs.scores.shape[0])})
         quiet = int(fs.silent.sum()) if fs.silent is not None else 0
@@ -450,8 +402,7 @@ def detect_files(
         "hop_s": hop / scorer.sample_rate_hz,
         "support_s": [round(float(v), 6) for v in scorer.support_s],
         "median_filter_frames": kernel,
-        "min_event_s": config.min_event_s,
-        "min_gap_s": config.min_gap_s,
+        **dataclasses.asdict(config.events),
         "agreement": config.agreement,
         "threshold_rule": str(config.threshold),
         "sample_rate_hz": scorer.sample_rate_hz,

@@ -27,16 +27,18 @@ scene with a small trained CNN (2 s windows, 8 events), ``a = 1`` kept 1 event a
 
 **Events** (:func:`curve_to_events`), per class: optional median filter over the score curve (``median_filter_s``;
 a median of scores thresholded is a majority vote of the frame decisions), runs of frames with score >= the class
-threshold, events of one class less than ``min_gap_s`` apart merged, events shorter than ``min_event_s`` dropped.
-Each event's score is the highest frame score in it. The curve after the median filter is what ``thce detect``
-saves (:mod:`thce.detection.tables`), so thresholding the saved table (``thce events``, sed_scores_eval) gives the
-same events.
+threshold, events of one class less than ``min_gap_s`` apart merged, events shorter than ``min_event_s`` dropped
+(:class:`EventRules`). Each event's score is the highest frame score in it. The curve after the median filter is what
+``thce detect`` saves (:mod:`thce.detection.tables`), so thresholding the saved table (``thce events``,
+sed_scores_eval) gives the same events.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -147,11 +149,24 @@ def runs(active: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b) - 1) for a, b in zip(change[::2], change[1::2])]
 
 
-def check_post_processing(min_event_s: float, min_gap_s: float) -> None:
-    """Raise :class:`ConfigError` for a negative or non-finite ``min_event_s`` / ``min_gap_s``."""
-    for name, value in (("min_event_s", min_event_s), ("min_gap_s", min_gap_s)):
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ConfigError(f"{name}: expected a non-negative number of seconds, got {value!r}")
+@dataclass(frozen=True)
+class EventRules:
+    """How runs of active frames become events (the post-processing after the threshold, :func:`curve_to_events`);
+    ``thce detect`` and ``thce events`` take these settings from the same flags.
+
+    Attributes:
+        min_event_s: events shorter than this are dropped (after merging), seconds; 0 = keep all.
+        min_gap_s: events of one class less than this apart are merged, seconds; 0 = only touching runs.
+    """
+
+    min_event_s: float = 0.0
+    min_gap_s: float = 0.0
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for a negative or non-finite setting."""
+        for name, value in dataclasses.asdict(self).items():
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name}: expected a non-negative number of seconds, got {value!r}")
 
 
 def curve_to_events(
@@ -159,17 +174,16 @@ def curve_to_events(
     curve: np.ndarray,
     thresholds: np.ndarray,
     classes: Sequence[str],
-    *,
-    min_event_s: float = 0.0,
-    min_gap_s: float = 0.0,
+    rules: EventRules = EventRules(),
 ) -> list[tuple[float, float, str, float]]:
-    """Events ``(onset_s, offset_s, label, score)`` from a (median-filtered) score curve, sorted by onset, label.
+    """Events ``(onset_s, offset_s, label, score)`` from a (median-filtered) score curve, sorted by onset, label;
+    times rounded to milliseconds, scores to 6 decimals (as event lists hold them).
 
     A frame is active for class ``l`` iff ``curve[:, l] >= thresholds[l]``; runs of active frames are events;
-    same-class events less than ``min_gap_s`` apart are merged (the merged score is the higher); events shorter than
-    ``min_event_s`` are then dropped. Every event is at least one frame long.
+    same-class events less than ``rules.min_gap_s`` apart are merged (the merged score is the higher); events
+    shorter than ``rules.min_event_s`` are then dropped. Every event is at least one frame long.
     """
-    check_post_processing(min_event_s, min_gap_s)
+    rules.validate()
     thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if curve.ndim != 2 or thresholds.shape != (curve.shape[1],) or len(classes) != curve.shape[1]:
         raise ValueError(f"curve {curve.shape}, thresholds {thresholds.shape}, {len(classes)} classes disagree")
@@ -183,10 +197,10 @@ def curve_to_events(
         for first, last in runs(values >= thresholds[column]):
             onset, offset = float(edges[first]), float(edges[last + 1])
             score = float(values[first : last + 1].max())
-            if found and onset - found[-1][1] < min_gap_s - eps:
+            if found and onset - found[-1][1] < rules.min_gap_s - eps:
                 found[-1][1], found[-1][2] = offset, max(found[-1][2], score)
             else:
                 found.append([onset, offset, score])
-        events += [(on, off, label, sc) for on, off, sc in found if off - on >= min_event_s - eps]
-    events.sort(key=lambda e: (e[0], e[2]))
-    return events
+        events += [(on, off, label, sc) for on, off, sc in found if off - on >= rules.min_event_s - eps]
+    events.sort(key=lambda e: (e[0], e[2]))  # before rounding: the order of the exact times
+    return [(round(on, 3), round(off, 3), label, round(sc, 6)) for on, off, label, sc in events]

@@ -10,6 +10,7 @@ so threshold-independent metrics (PSDS, collar-based curves) run on a folder of 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ import numpy as np
 from thce.errors import ConfigError, DataError
 from thce.detection.events import DetectionResult, Event
 from thce.io import atomic_write, read_head
-from thce.detection.localise import curve_to_events
+from thce.detection.localise import EventRules, curve_to_events
 
 SCORE_SUFFIX = ".tsv"
 
@@ -157,9 +158,7 @@ def _audio_names(folder: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in index.items()} if isinstance(index, dict) else {}
 
 
-def events_from_tables(
-    source: str | os.PathLike, threshold: str, *, min_event_s: float = 0.0, min_gap_s: float = 0.0
-) -> DetectionResult:
+def events_from_tables(source: str | os.PathLike, threshold: str, rules: EventRules = EventRules()) -> DetectionResult:
     """Threshold saved score tables into events (the rule of :func:`thce.detection.localise.curve_to_events`); files are
     named as ``thce detect`` was given them (its :data:`AUDIO_INDEX`), else by the table's stem."""
     files, events = [], []
@@ -175,14 +174,11 @@ def events_from_tables(
             raise DataError(f"{path}: classes {', '.join(table_classes)} differ from {', '.join(classes)}")
         name = names.get(path.name, path.stem)
         files.append({"file": name, "duration_s": round(float(edges[-1]), 6), "frames": int(curve.shape[0])})
-        for on, off, label, sc in curve_to_events(
-            edges, curve, thresholds, classes, min_event_s=min_event_s, min_gap_s=min_gap_s
-        ):
-            events.append(Event(name, round(on, 3), round(off, 3), label, round(sc, 6)))
+        events += [Event(name, *event) for event in curve_to_events(edges, curve, thresholds, classes, rules)]
     assert thresholds is not None
     return DetectionResult(
         files=files,
         events=events,
         thresholds={c: float(t) for c, t in zip(classes, thresholds)},
-        settings={"scores": os.fspath(source), "min_event_s": min_event_s, "min_gap_s": min_gap_s},
+        settings={"scores": os.fspath(source), **dataclasses.asdict(rules)},
     )
