@@ -33,7 +33,7 @@ def child(encoder: str, clips: int, epochs: int, batch: int) -> None:
     from thce.config import ExperimentConfig
     from thce.distributed import init_distributed, shutdown
     from thce.methods import build_detector, build_method_encoder
-    from thce.models import ModelConfig
+    from thce.encoders import ModelConfig
     from thce.training.algorithm1 import train_baseline
     from thce.training.data import TrainingData
     from thce.training.engine import MetricsLog, RunContext, StageConfig, TrainConfig

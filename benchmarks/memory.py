@@ -31,7 +31,7 @@ def _epoch(cache_parent: str, wav_list: str, encoder: str) -> None:
     from thce.data.features import compute_features
     from thce.data.normaliser import Normaliser
     from thce.methods import build_detector, build_method_encoder
-    from thce.models import ModelConfig
+    from thce.encoders import ModelConfig
     from thce.training.algorithm1 import BaselineConfig, train_baseline
     from thce.training.data import TrainingData
     from thce.training.engine import RunContext, TrainConfig

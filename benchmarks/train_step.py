@@ -24,7 +24,8 @@ import torch
 from thce.cluster import clusters_per_class
 from thce.losses import TripleHeaderCrossEntropy, weighted_bce
 from thce.machine import describe_machine
-from thce.models import DetectorHead, ModelConfig, build_encoder
+from thce.encoders import ModelConfig, build_encoder
+from thce.models import DetectorHead
 
 
 def bench_encoder(

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from thce.encoders import ModelConfig, build_encoder
 from thce.errors import ConfigError
 from thce.models import (
     CNNEncoder,
@@ -10,8 +11,6 @@ from thce.models import (
     DetectorHead,
     EventDetector,
     LSTMEncoder,
-    ModelConfig,
-    build_encoder,
     remove_clip_mean,
 )
 
@@ -153,6 +152,24 @@ def test_bad_model_config():
         build_encoder(ModelConfig(), frames=200, n_mels=64)
     with pytest.raises(ConfigError, match="model.encoder"):
         build_encoder(ModelConfig(encoder="gru"), frames=1000, n_mels=64)
+
+
+def test_one_factory_builds_every_encoder():
+    from thce.encoders import ENCODERS
+    from thce.pretrained import CachedPannsEncoder, PannsEncoder
+
+    assert list(ENCODERS)[:2] == ["cnn", "lstm"] and "panns_cnn10" in ENCODERS
+    built = {
+        name: build_encoder(ModelConfig(encoder=name, cnn_pools=((2, 2), (10, 2))), frames=20, n_mels=64)
+        for name in ("cnn", "lstm", "panns_cnn10")
+    }
+    assert [type(e) for e in built.values()] == [CNNEncoder, LSTMEncoder, PannsEncoder]
+    assert built["panns_cnn10"].embedding_dim == 512
+    frozen = ModelConfig(encoder="panns_cnn10", freeze="all")
+    assert frozen.cached_embeddings and ENCODERS["panns_cnn10"].normalises_inputs
+    assert isinstance(build_encoder(frozen, frames=20, n_mels=64, cached=True), CachedPannsEncoder)
+    with pytest.raises(ConfigError, match="model.freeze: only for a PANNs encoder"):
+        ModelConfig(encoder="cnn", freeze="all")
 
 
 def test_centring_is_calibrated_before_the_first_clustering():

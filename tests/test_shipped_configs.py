@@ -20,7 +20,7 @@ from thce.errors import DataError
 from thce.data.manifest import ManifestRow
 from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
 from thce.data.synth import source_group
-from thce.models import ModelConfig
+from thce.encoders import ModelConfig
 from tests.test_readers import SEGMENTS_HEADER, tone
 from tests.conftest import load_benchmark
 

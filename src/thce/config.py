@@ -3,7 +3,7 @@
 A config file has top-level ``seed`` and ``methods`` and one table per section (``[data]``, ``[synth]``,
 ``[features]``, ``[model]``, ``[train]``, ``[embedding]``, ``[detector]``, ``[baseline]``, one per other method).
 Components own their config dataclass (``LogMelConfig`` in :mod:`thce.audio`, ``ModelConfig`` in
-:mod:`thce.models`, each stage's next to its trainer in :mod:`thce.training`, ...); this module composes them and
+:mod:`thce.encoders`, each stage's next to its trainer in :mod:`thce.training`, ...); this module composes them and
 checks ``methods`` against the registry :mod:`thce.methods`. Every key is documented in README.md
 ("Configuration").
 """
@@ -27,7 +27,7 @@ from thce.data.synth import SynthConfig
 from thce.errors import ConfigError
 from thce.io import atomic_write
 from thce.methods import PAPER_METHODS, check_methods
-from thce.models import ModelConfig
+from thce.encoders import ModelConfig
 from thce.reference import LogRegStatsConfig
 from thce.training.algorithm1 import AuxiliaryTHCEConfig, BaselineConfig, DetectorConfig, EmbeddingConfig
 from thce.training.engine import TrainConfig
@@ -142,13 +142,12 @@ class ExperimentConfig:
 
     def _check_panns(self) -> None:
         """A PANNs encoder: ``[features]`` is its own front end; frozen, its inputs are cached embeddings."""
-        if not self.model.is_panns:
+        own_features = self.model.kind.features
+        if own_features is None:
             if self.features.front_end != "paper":
                 raise ConfigError(f"features.front_end: {self.features.front_end!r} is for a PANNs model.encoder")
             return
-        from thce.pretrained.panns import logmel_config
-
-        own = logmel_config(self.model.encoder, duration_s=self.features.duration_s)
+        own = own_features(self.model.encoder, self.features.duration_s)
         if self.features != own:
             names = [f.name for f in dataclasses.fields(own)]
             wrong = next(name for name in names if getattr(own, name) != getattr(self.features, name))

@@ -1,7 +1,7 @@
 """One experiment, end to end: clips -> splits -> cached features -> each method -> scores -> EER -> report.
 
-Writes the run directory of DESIGN.md: ``config.toml`` (resolved), ``checkpoints/``, ``metrics.csv`` (per epoch),
-``results.json``, ``report.md``, ``det.png``.
+Writes the run directory (docs/design.md, "Data flow"): ``config.toml`` (resolved), ``checkpoints/``, ``metrics.csv``
+(per epoch), ``results.json``, ``report.md``, ``det.png``.
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ def load_rows(
 def prepare_data(
     config: ExperimentConfig, out_dir: Path, progress: ProgressFn | None = None, *, write_files: bool = True
 ) -> PreparedData:
-    """Rows -> cached log-mel features -> :class:`TrainingData` normalised with training-split statistics (with a
-    PANNs encoder's features: not normalised, an identity :class:`Normaliser`, the encoder's bn0 does it).
+    """Rows -> cached log-mel features -> :class:`TrainingData` normalised with training-split statistics (with an
+    encoder that standardises its inputs itself, as PANNs' bn0 does: an identity :class:`Normaliser`).
 
     ``write_files=False`` (ranks other than 0, after rank 0 prepared the data) leaves ``skipped.csv`` alone."""
     skipped: list[Skipped] = []
@@ -125,7 +125,7 @@ def prepare_data(
     splits = {s: usable[np.array([rows[i].split == s for i in usable], dtype=bool)] for s in SPLITS}
     kept = [rows[i] for i in usable]
     check_split_coverage(kept, config.data.classes)  # a class may have lost its last clips of a split
-    if config.features.front_end == "panns":  # the PANNs encoder's bn0 normalises its features: ours is identity
+    if config.model.kind.normalises_inputs:  # e.g. PANNs' bn0: the encoder standardises its features itself
         normaliser = Normaliser(np.zeros(config.features.n_mels), np.ones(config.features.n_mels))
     else:
         normaliser = Normaliser.fit(store, splits["train"])
@@ -162,11 +162,9 @@ def evaluate_and_save(
 
 def whole_model(model: EventDetector, config: ExperimentConfig, method: str) -> EventDetector:
     """``model`` as detect and export run it: a detector trained on a frozen encoder's cached embeddings
-    (:class:`thce.pretrained.panns.CachedPannsEncoder`) gets the whole network back (weights of
-    ``model.pretrained``, the trained centring); any other model as it is."""
-    from thce.pretrained.encoder import CachedPannsEncoder
-
-    if not isinstance(model.encoder, CachedPannsEncoder):
+    (:attr:`thce.encoders.ModelConfig.cached_embeddings`, e.g. :class:`thce.pretrained.encoder.CachedPannsEncoder`)
+    gets the whole network back (weights of ``model.pretrained``, the trained centring); any other model as it is."""
+    if not config.model.cached_embeddings:
         return model
     with torch.random.fork_rng(devices=[]):  # the run's random state stays as it was
         torch.manual_seed(config.seed)  # without model.pretrained: the initialisation the embeddings came from
@@ -235,7 +233,7 @@ def run_experiment(
         train=config.train, seed=config.seed, log=MetricsLog(metrics_path if dist.is_main else None),
         progress=progress if dist.is_main else None, resume_dir=resume_dir, dist=dist, augment=config.augment,
     )  # fmt: skip
-    if config.model.freeze == "all":  # a fixed encoder: every method trains on its embeddings, computed once
+    if config.model.cached_embeddings:  # a fixed encoder: every method trains on its embeddings, computed once
         from thce.pretrained.frozen import frozen_training_data
 
         frozen = frozen_training_data(prepared.data, prepared.store, model=config.model, seed=config.seed, ctx=ctx)

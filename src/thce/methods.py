@@ -25,8 +25,8 @@ from torch import nn
 
 from thce.audio import LogMelConfig
 from thce.errors import ConfigError
-from thce.models import ClusterLayer, DetectorHead, EventDetector, ModelConfig, build_encoder
-from thce.pretrained.encoder import build_cached_panns_encoder, build_panns_encoder
+from thce.encoders import ModelConfig, build_encoder
+from thce.models import ClusterLayer, DetectorHead, EventDetector
 from thce.reference import LogRegStatsConfig, run_logreg_stats
 from thce.training.algorithm1 import (
     AuxiliaryTHCEConfig,
@@ -112,7 +112,7 @@ class MethodRun:
         With a fully frozen PANNs encoder (``model.freeze = "all"``) the part of it that trains on cached embeddings
         (the data's features then are those embeddings: :mod:`thce.pretrained.frozen`)."""
         torch.manual_seed(self.config.seed)
-        return build_method_encoder(self.config, method, cached=self.config.model.freeze == "all")
+        return build_method_encoder(self.config, method, cached=self.config.model.cached_embeddings)
 
     def build_detector(
         self, method: str, encoder: nn.Module, cluster_layer: ClusterLayer | None = None
@@ -206,18 +206,15 @@ def _loss_head(
 
 def build_method_encoder(config: RunSettings, method: str, *, cached: bool = False) -> nn.Module:
     """A fresh encoder of ``config.model`` for ``config.features``' inputs, L2-normalised as ``method`` wants.
-    ``cached``: with a fully frozen PANNs encoder, only its part after the cached embeddings (training's view)."""
+    ``cached``: with a fully frozen encoder, only its part after the cached embeddings (training's view)."""
     normalised = METHODS[method].l2_normalised
     if normalised is None:
         raise ValueError(f"{method} is not a network: it has no encoder")
-    if cached:
-        return build_cached_panns_encoder(config.model, normalise=normalised(config))
-    if config.model.is_panns:
-        return build_panns_encoder(
-            config.model, normalise=normalised(config), sample_rate_hz=config.features.sample_rate_hz
-        )
     features = config.features
-    return build_encoder(config.model, frames=features.num_frames, n_mels=features.n_mels, normalise=normalised(config))
+    return build_encoder(
+        config.model, frames=features.num_frames, n_mels=features.n_mels, sample_rate_hz=features.sample_rate_hz,
+        normalise=normalised(config), cached=cached,
+    )  # fmt: skip
 
 
 def build_detector(

@@ -6,12 +6,13 @@ as, on cached embeddings: :mod:`thce.pretrained.frozen`). The networks themselve
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from thce.errors import ConfigError
-from thce.models import EmbeddingOutput, ModelConfig
+from thce.models import EmbeddingOutput
 from thce.pretrained.checkpoints import load_panns_checkpoint
 from thce.pretrained.panns import PannsCnn, PannsVariant, panns_variant, parse_freeze
 
@@ -139,7 +140,27 @@ class CachedPannsEncoder(nn.Module):
 # Built from a config
 
 
-def build_panns_encoder(config: ModelConfig, *, normalise: bool = True, sample_rate_hz: int | None = None) -> nn.Module:
+class PannsSettings(Protocol):
+    """The ``[model]`` settings a PANNs encoder is built from (:class:`thce.encoders.ModelConfig`, which builds
+    encoders through :func:`thce.encoders.build_encoder`, has them; this module sits below it)."""
+
+    @property
+    def encoder(self) -> str: ...
+    @property
+    def pretrained(self) -> str: ...
+    @property
+    def freeze(self) -> str: ...
+    @property
+    def encoder_learning_rate(self) -> float | None: ...
+    @property
+    def center_embedding(self) -> bool: ...
+    @property
+    def centring(self) -> str: ...
+
+
+def build_panns_encoder(
+    config: PannsSettings, *, normalise: bool = True, sample_rate_hz: int | None = None
+) -> nn.Module:
     """A :class:`thce.pretrained.PannsEncoder` of ``config``: the checkpoint ``config.pretrained`` loaded (checked
     against the variant and, if given, the features' ``sample_rate_hz``; :class:`ConfigError` / ``DataError``
     otherwise), ``config.freeze`` applied, ``config.encoder_learning_rate`` attached."""
@@ -152,7 +173,7 @@ def build_panns_encoder(config: ModelConfig, *, normalise: bool = True, sample_r
     return encoder
 
 
-def build_cached_panns_encoder(config: ModelConfig, *, normalise: bool = True) -> nn.Module:
+def build_cached_panns_encoder(config: PannsSettings, *, normalise: bool = True) -> nn.Module:
     """What a fully frozen PANNs encoder (``model.freeze = "all"``) trains as: a
     :class:`thce.pretrained.panns.CachedPannsEncoder` on cached embeddings; no weights to load."""
     return CachedPannsEncoder(

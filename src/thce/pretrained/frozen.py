@@ -31,7 +31,7 @@ import torch
 
 from thce.data.feature_store import FeatureStore
 from thce.errors import DataError
-from thce.models import ModelConfig
+from thce.encoders import ModelConfig
 from thce.pretrained.encoder import build_panns_encoder
 from thce.pretrained.panns import panns_variant
 from thce.training.data import TrainingData
