@@ -113,3 +113,19 @@ def test_atomic_write_gives_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_dotted_keys_are_set_by_one_function_for_set_and_for_sweep_variants():
+    from thce.config import merge_overrides
+    from thce.sweep import variant_config
+    from thce.variants import Variant
+
+    assert merge_overrides({"train": {"batch_size": 4}}, ["train.epochs=3", "new.key=x"]) == {
+        "train": {"batch_size": 4, "epochs": 3}, "new": {"key": "x"}
+    }
+    with pytest.raises(ConfigError, match=r"^--set 'seed.x=2': 'seed' is not a table$"):
+        merge_overrides({"seed": 1}, ["seed.x=2"])
+    config = ExperimentConfig()
+    assert variant_config(config, Variant.of({"embedding.alpha": 8.0})).embedding.alpha == 8.0
+    with pytest.raises(ConfigError, match=r"^variant .*: 'methods' is not a table$"):
+        variant_config(config, Variant.of({"methods.x": 1}))

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,13 +256,19 @@ def merge_overrides(table: dict[str, Any], overrides: list[str]) -> dict[str, An
         path, value = _parse_override(text)
         if tuple(path) in PATH_KEYS:
             value = _absolute(value, os.getcwd())
-        node = merged
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {text!r}: {part!r} is not a table")
-        node[path[-1]] = value
+        set_dotted_key(merged, path, value, where=f"--set {text!r}")
     return merged
+
+
+def set_dotted_key(table: dict[str, Any], path: Sequence[str], value: Any, *, where: str) -> None:
+    """``table[path[0]][path[1]]... = value`` in a raw config table, creating missing tables; a
+    :class:`ConfigError` starting with ``where`` when a part of ``path`` is not a table."""
+    node = table
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: {part!r} is not a table")
+    node[path[-1]] = value
 
 
 def _error_key(message: str) -> str | None:

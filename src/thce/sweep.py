@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from thce.config import ExperimentConfig, config_from_dict, load_config, save_config
+from thce.config import ExperimentConfig, config_from_dict, load_config, save_config, set_dotted_key
 from thce.errors import ConfigError, DataError, OutputError
 from thce.experiment import load_test_scores, run_experiment, summarise_seeds
 from thce.io import atomic_write, ensure_dir, read_json, write_json
@@ -77,13 +77,7 @@ def variant_config(config: ExperimentConfig, variant: Variant) -> ExperimentConf
     for key, value in variant.assignments:
         if key == "seed":
             raise ConfigError(f"variant {variant.name}: the seed is the repeat axis of a sweep, not a variant key")
-        *parents, last = key.split(".")
-        node = table
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"variant {variant.name}: {part!r} is not a table")
-        node[last] = value
+        set_dotted_key(table, key.split("."), value, where=f"variant {variant.name}")
     return config_from_dict(table, source=f"variant {variant.name}")
 
 

@@ -13,8 +13,6 @@ from pathlib import Path
 from thce.cli.progress import ProgressBars
 from thce.errors import ConfigError
 
-FORMATS = ("audioset", "esc50", "folder", "manifest")
-
 
 def _classes(text: str | None) -> list[str] | None:
     if text is None:

@@ -41,12 +41,11 @@ from thce.audio.logmel import LogMel, LogMelConfig
 from thce.errors import ConfigError, ThceError
 from thce.detection.inference import AudioScores, logmel_scores
 from thce.io import atomic_write, output_error, write_json
-from thce.detection.outputs import EXPORT_FORMATS, check_export_out
+from thce.detection.outputs import check_export_out
 from thce.detection.thresholds import class_thresholds
 
 log = logging.getLogger(__name__)
 
-FORMATS = EXPORT_FORMATS
 INPUTS = ("logmel", "audio")
 #: Largest accepted absolute difference between exported and PyTorch scores.
 PARITY_TOLERANCE = 1e-4
