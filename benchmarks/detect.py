@@ -10,8 +10,8 @@ Prints JSON:
 - ``model_only_rtf_*``: the model alone on the log-mel of the same file's first windows, computed beforehand
   (at most 200; in the batches detection uses, ``model_batch_*``), and ``model_only_rtf_*_random_input`` the same
   on standard-normal input (does the input change the model's speed?);
-  ``overhead_ratio_*`` = model-only RTF / whole-path RTF. Detection computes only the frames a window's output depends on (``thce.detection.inference.receptive_field``), so for a model that
-  sees the whole window the ratio is at most ~1 and for one that sees part of it it can exceed 1;
+  ``overhead_ratio_*`` = model-only RTF / whole-path RTF. Detection computes only the frames a window's output
+  depends on (``thce.detection.inference.receptive_field``), so for a model that sees the whole window the ratio is at most ~1 and for one that sees part of it it can exceed 1;
 - ``peak_rss_mb``: peak resident memory of the detecting process on 10 and 60 minutes of audio (goal: flat), and
   of a process that only loads the model (what detection adds is the difference);
 - ``machine``: CPU, cores, torch threads, versions.

@@ -24,11 +24,11 @@ from thce.detection.detect import (
     score_file,
     sliding_windows,
 )
-from thce.errors import AudioError, ConfigError, DataError
-from thce.detection.metrics import evaluate_events
 from thce.detection.events import DetectionResult, Event, EventList, read_event_list, write_events
 from thce.detection.inference import ModelScorer, receptive_field
+from thce.detection.metrics import evaluate_events
 from thce.detection.thresholds import class_thresholds, far_threshold
+from thce.errors import AudioError, ConfigError, DataError
 from thce.metrics import eer_threshold
 from thce.models import CNNEncoder, DetectorHead, EventDetector, LSTMEncoder
 
@@ -211,9 +211,9 @@ def test_each_file_is_opened_and_diagnosed_once(tmp_path, caplog):
 
 
 def test_a_detector_that_fires_only_on_whole_events_finds_none(tmp_path):
-    """The localisation rule (thce.detection.localise) reads a firing window as "the event is somewhere in my support": a
-    detector that fires only when a whole event is inside leaves every frame heard by a window that does not fire,
-    so it yields no events (documented limitation; the rule is tested on synthetic scores in test_localise.py)."""
+    """The localisation rule (thce.detection.localise) reads a firing window as "the event is somewhere in my
+    support": a detector that fires only when a whole event is inside leaves every frame heard by a window that does
+    not fire, so it yields no events (documented limitation; the rule is tested on synthetic scores in test_localise.py)."""
     path = write_tone_file(tmp_path / "tones.wav")
     strict = DetectConfig(hop_s=0.1, batch_size=32, agreement=1.0)
     assert detect_files([path], ToneStub("whole"), np.full(3, 0.5), config=strict).events == []

@@ -12,10 +12,10 @@ import soundfile as sf
 from tests.stub_runs import stub_run
 from thce.cli import main
 from thce.detection import DetectConfig, DetectionOutputs, EventRules, run_detection
-from thce.errors import ConfigError, DataError
 from thce.detection.events import read_event_list
 from thce.detection.inputs import expand_inputs
 from thce.detection.tables import events_from_tables, parse_thresholds, read_table, write_table
+from thce.errors import ConfigError, DataError
 
 SR = 16000
 

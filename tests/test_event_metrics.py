@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from thce.detection.metrics import evaluate_events, evaluate_segments, segments_markdown
 from thce.detection.events import Event, EventList
+from thce.detection.metrics import evaluate_events, evaluate_segments, segments_markdown
 
 
 def elist(*events, files=()):

@@ -1,4 +1,5 @@
-"""Window scores -> score over time -> events (thce.detection.localise, thce.detection.detect.scores_to_events) on synthetic scores."""
+"""Window scores -> score over time -> events (thce.detection.localise, thce.detection.detect.scores_to_events) on
+synthetic scores."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 
 from thce.detection.detect import FileScores, scores_to_events
-from thce.errors import ConfigError
 from thce.detection.localise import EventRules, curve_to_events, frame_edges, median_filter_frames, score_curve
+from thce.errors import ConfigError
 
 WINDOW = 2.0
 

@@ -25,10 +25,10 @@ from thce.audio import LogMelConfig
 from thce.augment import AugmentConfig
 from thce.config_reader import read_table
 from thce.data.synth import SynthConfig
+from thce.encoders import ModelConfig
 from thce.errors import ConfigError
 from thce.io import atomic_write
 from thce.methods import PAPER_METHODS, check_methods
-from thce.encoders import ModelConfig
 from thce.reference import LogRegStatsConfig
 from thce.training.algorithm1 import AuxiliaryTHCEConfig, BaselineConfig, DetectorConfig, EmbeddingConfig
 from thce.training.engine import TrainConfig

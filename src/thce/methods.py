@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from thce.audio import LogMelConfig
-from thce.errors import ConfigError
 from thce.encoders import ModelConfig, build_encoder
+from thce.errors import ConfigError
 from thce.models import ClusterLayer, DetectorHead, EventDetector
 from thce.reference import LogRegStatsConfig, run_logreg_stats
 from thce.training.algorithm1 import (

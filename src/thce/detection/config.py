@@ -20,14 +20,16 @@ class DetectConfig:
 
     Attributes:
         hop_s: seconds between window starts; ``None`` = half the window (50 % overlap). At most one window.
-        threshold: ``"eer"``, ``"far:<rate>"`` (e.g. ``"far:0.01"``) or a number, see :mod:`thce.detection.thresholds`.
+        threshold: ``"eer"``, ``"far:<rate>"`` (e.g. ``"far:0.01"``) or a number, see
+            :mod:`thce.detection.thresholds`.
         median_filter_s: median filter length over per-window decisions, seconds; ``None`` = a quarter of the
             window's support, ``0`` = off.
         batch_size: windows handed to the scorer at once (memory ~ batch_size x window); the model itself runs
             in cache-sized passes (:class:`thce.detection.inference.ModelScorer`).
         block_s: seconds of the file read per block (memory ~ block_s x channels).
         events: how runs of detecting frames become events (shortest event, gap merged; :class:`EventRules`).
-        agreement: fraction of the windows hearing a frame that must detect (:func:`thce.detection.localise.score_curve`).
+        agreement: fraction of the windows hearing a frame that must detect
+            (:func:`thce.detection.localise.score_curve`).
     """
 
     hop_s: float | None = None

@@ -4,7 +4,8 @@ Detection, one file at a time, in constant memory (the audio is never read whole
 
     file blocks (``block_s`` each) -> mono -> resampled to the model's rate    (thce.audio.read.stream_audio)
       -> windows of the training clip length (``features.duration_s``) every ``hop_s``
-      -> log-mel -> training normalisation -> model -> scores in [0, 1] (windows, L)    (thce.detection.inference.ModelScorer)
+      -> log-mel -> training normalisation -> model -> scores in [0, 1] (windows, L)
+                                                                    (thce.detection.inference.ModelScorer)
       -> score over time (frames one hop long) -> median filter -> per-class threshold (chosen on the validation
          split) -> runs of frames -> merge gaps < min_gap_s, drop events < min_event_s -> events
 
@@ -16,18 +17,19 @@ block, one window and one batch of windows are held, plus ``L`` floats per windo
   rounding); the tests check that the window scores do not depend on the block size. The last window is zero-padded
   past the end of the file (as training clips shorter than ``duration_s`` were); a file shorter than one window is
   an :class:`~thce.errors.AudioError` (not padded: a model's scores on mostly-padding windows are not calibrated).
-- **Thresholds** (:mod:`thce.detection.thresholds`): ``"eer"`` (default) is each class's EER threshold on the checkpoint's
-  validation scores (one-vs-all, :func:`thce.metrics.eer_threshold`); ``"far:0.01"`` is the lowest threshold whose
-  false-alarm rate on the validation negatives is at most 1 %; a number is used for every class.
-- **Localisation** (:func:`scores_to_events`, the rule in :mod:`thce.detection.localise`). Window scores become a score
-  over time at hop resolution (each frame's score is the lowest of the windows whose support hears it), optionally
+- **Thresholds** (:mod:`thce.detection.thresholds`): ``"eer"`` (default) is each class's EER threshold on the
+  checkpoint's validation scores (one-vs-all, :func:`thce.metrics.eer_threshold`); ``"far:0.01"`` is the lowest
+  threshold whose false-alarm rate on the validation negatives is at most 1 %; a number is used for every class.
+- **Localisation** (:func:`scores_to_events`, the rule in :mod:`thce.detection.localise`). Window scores become a
+  score over time at hop resolution (each frame's score is the lowest of the windows whose support hears it), optionally
   median-filtered, then runs of frames at or above the class threshold are events; events of a class closer than
   ``min_gap_s`` are merged and events shorter than ``min_event_s`` dropped. Every event is at least one hop long
   and a longer run of detecting windows never gives a shorter event. Localisation error is under one hop plus
   the model's own blur: use a hop well below the 0.5 s DCASE collar for onset-accurate lists.
 
-Events are :class:`thce.detection.events.Event` in a :class:`thce.detection.events.DetectionResult`; :mod:`thce.detection.events` writes and
-reads them, :mod:`thce.detection.metrics` evaluates them (DCASE 2017 task 2).
+Events are :class:`thce.detection.events.Event` in a :class:`thce.detection.events.DetectionResult`;
+:mod:`thce.detection.events` writes and reads them, :mod:`thce.detection.metrics` evaluates them (DCASE 2017 task 2).
+The settings are :class:`thce.detection.config.DetectConfig`.
 """
 
 from __future__ import annotations
@@ -44,13 +46,13 @@ import numpy as np
 
 from thce.allocator import release_free_memory
 from thce.audio.read import SILENCE_PEAK, AudioInfo, audio_info, resampled_length, stream_audio
-from thce.errors import AudioError, ConfigError
 from thce.detection.config import DetectConfig
 from thce.detection.events import DetectionResult, Event
 from thce.detection.inference import ModelScorer, WindowScorer
-from thce.progress import ProgressFn
 from thce.detection.localise import EventRules, curve_to_events, median_filter_curve, median_filter_frames, score_curve
 from thce.detection.thresholds import class_thresholds
+from thce.errors import AudioError, ConfigError
+from thce.progress import ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +260,8 @@ class FileDetection:
 
     Attributes:
         scores: the window scores (:class:`FileScores`).
-        edges: ``(F + 1,)`` frame boundaries, seconds (frames one hop long, :func:`thce.detection.localise.frame_edges`).
+        edges: ``(F + 1,)`` frame boundaries, seconds (frames one hop long,
+            :func:`thce.detection.localise.frame_edges`).
         curve: ``(F, L)`` the score over time after the median filter: what is thresholded and saved.
         events: the file's events.
         thresholds: ``(L,)`` the class thresholds applied.

@@ -1,7 +1,7 @@
 """Export a trained detector for deployment: ONNX or TorchScript, checked against PyTorch.
 
-What the exported model computes is :class:`thce.detection.inference.LogMelScores`, the module ``thce detect`` scores windows
-with (normalisation is *inside*, so a deployment needs only the log-mel front end):
+What the exported model computes is :class:`thce.detection.inference.LogMelScores`, the module ``thce detect``
+scores windows with (normalisation is *inside*, so a deployment needs only the log-mel front end):
 
 - ``inputs="logmel"`` (ONNX and TorchScript): ``logmel`` float32 ``(batch, frames, n_mels)``, natural-log mel
   energies exactly as :class:`thce.audio.LogMel` computes them for one window of the training clip length (1000 x
@@ -38,11 +38,11 @@ import torch
 from torch import Tensor, nn
 
 from thce.audio.logmel import LogMel, LogMelConfig
-from thce.errors import ConfigError, ThceError
 from thce.detection.inference import AudioScores, logmel_scores
-from thce.io import atomic_write, output_error, write_json
 from thce.detection.outputs import check_export_out
 from thce.detection.thresholds import class_thresholds
+from thce.errors import ConfigError, ThceError
+from thce.io import atomic_write, output_error, write_json
 
 log = logging.getLogger(__name__)
 

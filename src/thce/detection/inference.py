@@ -2,8 +2,8 @@
 scores in [0, 1] (:class:`LogMelScores`).
 
 :func:`thce.detection.detect.detect_files` scores windows of audio through :class:`ModelScorer` (log-mel, then
-:class:`LogMelScores`), and :mod:`thce.detection.export` exports :class:`LogMelScores` (or :class:`AudioScores`, the log-mel
-in front): what is exported is by construction what detection runs. :func:`receptive_field` finds the frames of a
+:class:`LogMelScores`), and :mod:`thce.detection.export` exports :class:`LogMelScores` (or :class:`AudioScores`, the
+log-mel in front): what is exported is by construction what detection runs. :func:`receptive_field` finds the frames of a
 window the network can see; :class:`ModelScorer` feeds it only those, in cache-sized batches.
 """
 

@@ -2,8 +2,8 @@
 
 **Score over time.** Time is cut into frames one hop long: frame ``j`` is ``[j*hop, (j+1)*hop)`` (the last one ends
 at the end of the file). A window *hears* a frame when the frame's centre lies in the window's support (the part
-of the window the model's output depends on, :func:`thce.detection.inference.receptive_field`). A frame's score for a class
-is the **lowest** score of the windows that hear it: a frame is part of an event at threshold ``t`` only when every
+of the window the model's output depends on, :func:`thce.detection.inference.receptive_field`). A frame's score for
+a class is the **lowest** score of the windows that hear it: a frame is part of an event at threshold ``t`` only when every
 window that hears it detects the class. Frames before the first support or after the last one are heard by the
 first (last) window alone, so files shorter than two windows and events at the start or end of a file are handled
 by the same rule. Digital-silence windows (which training rejects as clips) score ``-inf`` and so veto the frames they

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from thce.errors import ConfigError
 from thce.detection.events import DetectionResult, Event
+from thce.errors import ConfigError
 from thce.io import (
     PNG_SIGNATURE,
     atomic_write,

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from thce.errors import ConfigError, DataError
 from thce.detection.events import DetectionResult, Event
-from thce.io import atomic_write, read_head
 from thce.detection.localise import EventRules, curve_to_events
+from thce.errors import ConfigError, DataError
+from thce.io import atomic_write, read_head
 
 SCORE_SUFFIX = ".tsv"
 
