@@ -64,10 +64,13 @@ class EventMatch:
     hits: tuple[tuple[int, int], ...]
     substitutions: tuple[tuple[int, int], ...]
 
-    def rates(self) -> dict[str, float | None]:
-        """``error_rate``, ``f_score``, ``precision``, ``recall`` of these events (fractions; None: undefined)."""
-        tp, subs = len(self.hits), len(self.substitutions)
-        return _rates(self.n_ref, self.n_sys, tp, subs, self.n_ref - tp - subs, self.n_sys - tp - subs)
+
+def pooled_rates(matches: Sequence[EventMatch]) -> dict[str, float | None]:
+    """``error_rate``, ``f_score``, ``precision``, ``recall`` of the events of one or more files together, as
+    :func:`evaluate_events` gives them overall (fractions; None: undefined)."""
+    n_ref, n_sys = sum(m.n_ref for m in matches), sum(m.n_sys for m in matches)
+    tp, subs = sum(len(m.hits) for m in matches), sum(len(m.substitutions) for m in matches)
+    return _rates(n_ref, n_sys, tp, subs, n_ref - tp - subs, n_sys - tp - subs)
 
 
 def match_events(

@@ -75,9 +75,7 @@ def run_detect(args: argparse.Namespace) -> int:
         if args.reference is not None:
             from thce.events import read_event_list
 
-            reference = {}
-            for e in read_event_list(args.reference).events:
-                reference.setdefault(e.file, []).append(e)
+            reference = read_event_list(args.reference)
         plots = check_plots_dir(args.plots, paths, overwrite=args.overwrite, reference=reference)
     checkpoint_path(args.run_dir, args.method)
     from thce.detect import DetectConfig, FileDetection, detect_run
