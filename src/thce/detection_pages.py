@@ -57,7 +57,8 @@ PANEL_S = 120.0
 PANEL_COLUMNS = 1200
 _HOP = 256  # STFT hop at PLOT_RATE_HZ, samples
 _FIGURE_WIDTH_IN, _DPI = 13.0, 96  # pictures 1,248 pixels wide
-_RANGE_DECADES = (2.0, 7.0)  # the spectrogram's colours span 20 to 70 dB of power
+_RANGE_DECADES = (2.0, 7.0)
+_CROSS = {"marker": "x", "color": "black", "markersize": 7, "markeredgewidth": 1.8, "linestyle": "none"}  # the spectrogram's colours span 20 to 70 dB of power
 
 
 def _is_our_page(path: Path) -> bool:
@@ -361,6 +362,7 @@ class _PanelPicture:
         ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0, frameon=False)
 
     def _lanes(self, ax: Axes) -> None:
+        from matplotlib.lines import Line2D
         from matplotlib.patches import Patch
 
         with_reference = self.reference is not None
@@ -375,11 +377,16 @@ class _PanelPicture:
                      else {"facecolor": "white", "hatch": "xxx"})  # fmt: skip
             ax.broken_barh([(e.onset_s, max(e.offset_s - e.onset_s, 0.0))], (y + 0.15, 0.7),
                            edgecolor=self.colour(e.label), linewidth=1.2, **style)  # fmt: skip
+            if not matched and with_reference:
+                crosses.append((e.onset_s, y + 0.5))
 
+        crosses: list[tuple[float, float]] = []  # at the onsets of missed and false alarms
         for i, e in enumerate(self.events):
             draw(e, lane_y(e.label, False), i in self.est_hit)
         for i, e in enumerate(self.reference or []):
             draw(e, lane_y(e.label, True), i in self.ref_hit)
+        if crosses:  # visible on an event a few pixels wide, where the hatching is not
+            ax.plot(*zip(*crosses), **_CROSS)
         ticks = []
         for label in self.lanes:
             ticks.append((lane_y(label, False) + 0.5, f"{label} detected" if with_reference else label))
@@ -392,11 +399,13 @@ class _PanelPicture:
         ax.tick_params(axis="y", length=0)
         if with_reference:
             handles = [
-                Patch(facecolor="0.45", edgecolor="0.45", label="matched"),
-                Patch(facecolor="white", edgecolor="0.45", hatch="xxx", label="missed /\nfalse alarm"),
+                Patch(facecolor="0.45", edgecolor="0.45"),
+                (Patch(facecolor="white", edgecolor="0.45", hatch="xxx"),
+                 Line2D([], [], **_CROSS)),
             ]
-            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0,
-                      frameon=False, title=f"onset ±{1000 * self.collar_s:.0f} ms")  # fmt: skip
+            ax.legend(handles=handles, labels=["matched", "missed /\nfalse alarm"], loc="upper left",
+                      bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0, frameon=False,
+                      title=f"onset ±{1000 * self.collar_s:.0f} ms")  # fmt: skip
 
     def _time_axis(self, ax: Axes) -> None:
         from matplotlib.ticker import AutoMinorLocator, FuncFormatter, MaxNLocator
@@ -441,9 +450,11 @@ function seek(id, t) {
   audio.preload = 'auto';
   audio.load();
 }
-function follow(hash) {
+function follow(hash, scroll) {
   const m = /^#(f[0-9]+)@([0-9.]+)$/.exec(hash);
-  if (m) seek(m[1], parseFloat(m[2]));
+  if (!m) return;
+  seek(m[1], parseFloat(m[2]));
+  if (scroll) document.getElementById(m[1]).scrollIntoView();
 }
 document.addEventListener('click', (ev) => {
   const link = ev.target.closest('a.seek');
@@ -462,8 +473,8 @@ document.addEventListener('click', (ev) => {
   history.replaceState(null, '', hash);
   follow(hash);
 });
-window.addEventListener('hashchange', () => follow(location.hash));
-follow(location.hash);
+window.addEventListener('hashchange', () => follow(location.hash, true));
+follow(location.hash, true);
 """
 
 
