@@ -10,7 +10,7 @@ Prints JSON:
 - ``model_only_rtf_*``: the model alone on the log-mel of the same file's first windows, computed beforehand
   (at most 200; in the batches detection uses, ``model_batch_*``), and ``model_only_rtf_*_random_input`` the same
   on standard-normal input (does the input change the model's speed?);
-  ``overhead_ratio_*`` = model-only RTF / whole-path RTF. Detection computes only the frames a window's output depends on (``thce.inference.receptive_field``), so for a model that
+  ``overhead_ratio_*`` = model-only RTF / whole-path RTF. Detection computes only the frames a window's output depends on (``thce.detection.inference.receptive_field``), so for a model that
   sees the whole window the ratio is at most ~1 and for one that sees part of it it can exceed 1;
 - ``peak_rss_mb``: peak resident memory of the detecting process on 10 and 60 minutes of audio (goal: flat), and
   of a process that only loads the model (what detection adds is the difference);
@@ -88,11 +88,11 @@ def child(run_dir: str, audio: str, mode: str) -> None:
 
     from thce.allocator import reuse_freed_memory
     from thce.checkpoint import load_run
-    from thce.detect import DetectConfig, detect_files
+    from thce.detection.detect import DetectConfig, detect_files
 
     reuse_freed_memory()  # as `thce detect` sets the allocator at start-up
-    from thce.inference import ModelScorer
-    from thce.thresholds import class_thresholds
+    from thce.detection.inference import ModelScorer
+    from thce.detection.thresholds import class_thresholds
 
     loaded = load_run(run_dir, "baseline")
     scorer = ModelScorer(loaded)

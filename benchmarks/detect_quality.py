@@ -109,7 +109,7 @@ def stats(values):
 def threshold_free_figures(work: Path) -> dict | str:
     """PSDS 1/2 and the best collar-based F of ``work/scores`` against ``work/reference.tsv`` (the eval extra)."""
     try:
-        from thce.score_eval import threshold_free
+        from thce.detection.threshold_free import threshold_free
 
         free = threshold_free(work / "scores", work / "reference.tsv")
     except Exception as error:  # the eval extra is optional
@@ -138,8 +138,8 @@ def recording(work: Path, name: str, classes: list[str], seed: int, minutes: int
 
 def quality(truth: list, duration: float, events: list, name: str) -> dict:
     """Event-based (0.5 s onset collar) and segment-based (1 s) figures, boundary errors and recall per EBR."""
-    from thce.event_metrics import evaluate_events, evaluate_segments
-    from thce.events import Event, EventList
+    from thce.detection.metrics import evaluate_events, evaluate_segments
+    from thce.detection.events import Event, EventList
 
     reference = EventList((name,), tuple(Event(name, on, off, label) for on, off, label, _ in truth))
     estimated = EventList((name,), tuple(e._replace(file=name) for e in events))
@@ -183,11 +183,11 @@ def main() -> None:
         return
     from thce.allocator import reuse_freed_memory
     from thce.checkpoint import load_run
-    from thce.detect import DetectConfig, FileScores, detect_in_scores, detect_run
+    from thce.detection.detect import DetectConfig, FileScores, detect_in_scores, detect_run
     from thce.machine import describe_machine
     from thce.rundir import checkpoint_path
-    from thce.score_tables import write_table
-    from thce.thresholds import class_thresholds
+    from thce.detection.tables import write_table
+    from thce.detection.thresholds import class_thresholds
 
     reuse_freed_memory()  # as `thce detect` sets the allocator at start-up
     work = args.work or Path(tempfile.mkdtemp(prefix="detect_quality_"))

@@ -17,7 +17,7 @@ from tests.stub_runs import stub_run
 from thce.audio.read import StreamResampler, load_audio, stream_audio
 from thce.checkpoint import load_run
 from thce.cli import main
-from thce.detect import (
+from thce.detection.detect import (
     DetectConfig,
     detect_files,
     num_windows,
@@ -25,10 +25,10 @@ from thce.detect import (
     sliding_windows,
 )
 from thce.errors import AudioError, ConfigError, DataError
-from thce.event_metrics import evaluate_events
-from thce.events import DetectionResult, Event, EventList, read_event_list, write_events
-from thce.inference import ModelScorer, receptive_field
-from thce.thresholds import class_thresholds, far_threshold
+from thce.detection.metrics import evaluate_events
+from thce.detection.events import DetectionResult, Event, EventList, read_event_list, write_events
+from thce.detection.inference import ModelScorer, receptive_field
+from thce.detection.thresholds import class_thresholds, far_threshold
 from thce.metrics import eer_threshold
 from thce.models import CNNEncoder, DetectorHead, EventDetector, LSTMEncoder
 
@@ -211,7 +211,7 @@ def test_each_file_is_opened_and_diagnosed_once(tmp_path, caplog):
 
 
 def test_a_detector_that_fires_only_on_whole_events_finds_none(tmp_path):
-    """The localisation rule (thce.localise) reads a firing window as "the event is somewhere in my support": a
+    """The localisation rule (thce.detection.localise) reads a firing window as "the event is somewhere in my support": a
     detector that fires only when a whole event is inside leaves every frame heard by a window that does not fire,
     so it yields no events (documented limitation; the rule is tested on synthetic scores in test_localise.py)."""
     path = write_tone_file(tmp_path / "tones.wav")

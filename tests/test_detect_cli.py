@@ -12,9 +12,9 @@ import soundfile as sf
 from tests.stub_runs import stub_run
 from thce.cli import main
 from thce.errors import ConfigError, DataError
-from thce.events import read_event_list
-from thce.inputs import expand_inputs
-from thce.score_tables import events_from_tables, parse_thresholds, read_table, write_table
+from thce.detection.events import read_event_list
+from thce.detection.inputs import expand_inputs
+from thce.detection.tables import events_from_tables, parse_thresholds, read_table, write_table
 
 SR = 16000
 

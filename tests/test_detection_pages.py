@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from thce.detect import FileScores, detect_in_scores
-from thce.detection_pages import check_plots_dir, panel_spans, picture_names
+from thce.detection.detect import FileScores, detect_in_scores
+from thce.detection.events import DetectionResult, Event, EventList
+from thce.detection.metrics import evaluate_events
+from thce.detection.pages import check_plots_dir, panel_spans, picture_names
 from thce.errors import ConfigError, OutputError
-from thce.event_metrics import evaluate_events
-from thce.events import DetectionResult, Event, EventList
 
 SR = 16000
 CLASSES = ("dog", "baby", "gun")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from thce.event_metrics import evaluate_events, evaluate_segments, segments_markdown
-from thce.events import Event, EventList
+from thce.detection.metrics import evaluate_events, evaluate_segments, segments_markdown
+from thce.detection.events import Event, EventList
 
 
 def elist(*events, files=()):
@@ -99,8 +99,8 @@ def test_class_average_counts_a_class_without_estimates_as_f_zero():
 
 def test_threshold_free_metrics_of_saved_scores(tmp_path):
     pytest.importorskip("sed_scores_eval", reason="the eval extra is not installed (pip install 'thce[eval]')")
-    from thce.score_eval import threshold_free
-    from thce.score_tables import write_table
+    from thce.detection.threshold_free import threshold_free
+    from thce.detection.tables import write_table
 
     truth = {"a": [(2.0, 4.0, "dog"), (10.0, 11.0, "baby")], "b": [(5.0, 8.0, "baby")]}
     rows = []

@@ -15,9 +15,9 @@ import thce
 from tests.stub_runs import stub_run
 from thce.checkpoint import load_run
 from thce.cli import main
-from thce.inference import ModelScorer
+from thce.detection.inference import ModelScorer
 from thce.errors import ConfigError
-from thce.export import PARITY_TOLERANCE, example_inputs, export_run, scoring_module
+from thce.detection.export import PARITY_TOLERANCE, example_inputs, export_run, scoring_module
 
 FRAMES, MELS = 100, 32  # 1 s windows
 # TorchScript is deprecated upstream (torch.jit.load warns) but is what deployments without Python still load.

@@ -1,13 +1,13 @@
-"""Window scores -> score over time -> events (thce.localise, thce.detect.scores_to_events) on synthetic scores."""
+"""Window scores -> score over time -> events (thce.detection.localise, thce.detection.detect.scores_to_events) on synthetic scores."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from thce.detect import FileScores, scores_to_events
+from thce.detection.detect import FileScores, scores_to_events
 from thce.errors import ConfigError
-from thce.localise import curve_to_events, frame_edges, median_filter_frames, score_curve
+from thce.detection.localise import curve_to_events, frame_edges, median_filter_frames, score_curve
 
 WINDOW = 2.0
 

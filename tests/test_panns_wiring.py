@@ -21,8 +21,8 @@ from thce.config import config_from_dict, load_config
 from thce.data.feature_store import FORMAT_VERSION
 from thce.data.features import FeatureCacheInfo
 from thce.errors import ConfigError, DataError
-from thce.export import PARITY_TOLERANCE, example_inputs, export_run, scoring_module
-from thce.inference import ModelScorer
+from thce.detection.export import PARITY_TOLERANCE, example_inputs, export_run, scoring_module
+from thce.detection.inference import ModelScorer
 from thce.pretrained import Cnn10, PannsCnn, build_panns_encoder, logmel_config
 from thce.training.engine import learning_rate_groups
 

@@ -17,7 +17,7 @@ SKIP_LIST_HEADER = "file\treason\n"  # the first line of ``--skip-bad``'s list b
 def _scores_dir(args: argparse.Namespace) -> Path | None:
     """``--scores``, else next to a regular ``--out`` file (``events.tsv`` -> ``events.scores/``), else none (no
     ``--out``, or ``--out`` a device or pipe such as ``/dev/null``)."""
-    from thce.outputs import writes_through
+    from thce.detection.outputs import writes_through
 
     if args.scores is not None:
         return args.scores
@@ -29,7 +29,7 @@ def _scores_dir(args: argparse.Namespace) -> Path | None:
 def _skip_list(args: argparse.Namespace) -> Path | None:
     """Where ``--skip-bad`` lists the files it left out: beside a regular ``--out`` file (``events.tsv`` ->
     ``events.skipped.tsv``); none without ``--skip-bad`` or a regular ``--out``."""
-    from thce.outputs import writes_through
+    from thce.detection.outputs import writes_through
 
     if not args.skip_bad or args.out is None or writes_through(args.out):
         return None
@@ -39,7 +39,7 @@ def _skip_list(args: argparse.Namespace) -> Path | None:
 def _check_scores_dir(folder: Path, names: list[str], overwrite: bool) -> None:
     """Before any work: ``folder`` can hold the tables, and none of them would replace a file of another kind."""
     from thce.io import check_output_path, refuse_other_kind
-    from thce.score_tables import looks_like_table
+    from thce.detection.tables import looks_like_table
 
     check_output_path(folder, directory=True)
     for name in names:
@@ -47,10 +47,10 @@ def _check_scores_dir(folder: Path, names: list[str], overwrite: bool) -> None:
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from thce.inputs import expand_inputs
-    from thce.outputs import check_events_out
+    from thce.detection.inputs import expand_inputs
+    from thce.detection.outputs import check_events_out
     from thce.rundir import checkpoint_path
-    from thce.score_tables import check_unique_stems, table_name
+    from thce.detection.tables import check_unique_stems, table_name
 
     # mistakes fail at once, before torch is imported and features computed: --out, the inputs, the run, the device
     if args.out is not None:
@@ -69,17 +69,17 @@ def run_detect(args: argparse.Namespace) -> int:
         _check_scores_dir(scores_dir, [table_name(p) for p in paths], args.overwrite)
     plots = None
     if args.plots is not None:
-        from thce.detection_pages import check_plots_dir
+        from thce.detection.pages import check_plots_dir
 
         reference = None
         if args.reference is not None:
-            from thce.events import read_event_list
+            from thce.detection.events import read_event_list
 
             reference = read_event_list(args.reference)
         plots = check_plots_dir(args.plots, paths, overwrite=args.overwrite, reference=reference)
     checkpoint_path(args.run_dir, args.method)
-    from thce.detect import DetectConfig, FileDetection, detect_run
-    from thce.events import write_event_tsv, write_events
+    from thce.detection.detect import DetectConfig, FileDetection, detect_run
+    from thce.detection.events import write_event_tsv, write_events
     from thce.devices import check_device
     from thce.io import ensure_dir
 
@@ -92,7 +92,7 @@ def run_detect(args: argparse.Namespace) -> int:
 
     def on_file(found: FileDetection) -> None:
         if scores_dir is not None:
-            from thce.score_tables import write_table
+            from thce.detection.tables import write_table
 
             ensure_dir(scores_dir)
             write_table(scores_dir / table_name(found.scores.path), found.edges, found.curve, found.scores.classes)
@@ -115,7 +115,7 @@ def run_detect(args: argparse.Namespace) -> int:
         lines.append(f"Skipped {len(result.skipped)} file(s) that could not be read:")
         lines += [f"  {s['file']}: {s['reason']}" for s in result.skipped]
     if scores_dir is not None and result.files:
-        from thce.score_tables import write_audio_index
+        from thce.detection.tables import write_audio_index
 
         write_audio_index(scores_dir, [f["file"] for f in result.files])
         lines.append(f"Scores: {scores_dir}/ (one onset, offset, <class>... table per file)")
@@ -147,12 +147,12 @@ def _write_skipped(path: Path, skipped: list[dict[str, str]]) -> None:
 
 def run_events(args: argparse.Namespace) -> int:
     """``thce events SCORES --threshold ...``: saved score tables -> events, without the model."""
-    from thce.outputs import check_events_out
+    from thce.detection.outputs import check_events_out
 
     if args.out is not None:
         check_events_out(args.out, overwrite=args.overwrite)
-    from thce.events import write_event_tsv, write_events
-    from thce.score_tables import events_from_tables
+    from thce.detection.events import write_event_tsv, write_events
+    from thce.detection.tables import events_from_tables
 
     result = events_from_tables(args.scores, args.threshold, min_event_s=args.min_event_s, min_gap_s=args.min_gap_s)
     summary = f"{len(result.events)} events in {len(result.files)} file(s) from {args.scores}"
@@ -179,8 +179,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None:  # before the lists are read and scored
         check_output_path(args.out)
         refuse_other_kind(args.out, looks_ours=_json_object, what="a JSON file", overwrite=args.overwrite)
-    from thce.event_metrics import evaluate_events, evaluate_segments, evaluation_markdown, segments_markdown
-    from thce.events import read_event_list
+    from thce.detection.metrics import evaluate_events, evaluate_segments, evaluation_markdown, segments_markdown
+    from thce.detection.events import read_event_list
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     reference, estimated = read_event_list(args.reference), read_event_list(args.estimated)
@@ -190,7 +190,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print()
     print(segments_markdown(result["segment_based"]))
     if args.scores is not None:
-        from thce.score_eval import threshold_free
+        from thce.detection.threshold_free import threshold_free
 
         result["threshold_free"] = threshold_free(args.scores, args.reference)
         print()
@@ -202,12 +202,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from thce.outputs import check_export_out
+    from thce.detection.outputs import check_export_out
     from thce.rundir import checkpoint_path
 
     check_export_out(args.out, args.format, overwrite=args.overwrite)  # before torch is imported
     checkpoint_path(args.run_dir, args.method)
-    from thce.export import export_run
+    from thce.detection.export import export_run
 
     result = export_run(
         args.run_dir, fmt=args.format, out=args.out, method=args.method, inputs=args.input, overwrite=args.overwrite

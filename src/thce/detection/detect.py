@@ -4,7 +4,7 @@ Detection, one file at a time, in constant memory (the audio is never read whole
 
     file blocks (``block_s`` each) -> mono -> resampled to the model's rate    (thce.audio.read.stream_audio)
       -> windows of the training clip length (``features.duration_s``) every ``hop_s``
-      -> log-mel -> training normalisation -> model -> scores in [0, 1] (windows, L)    (thce.inference.ModelScorer)
+      -> log-mel -> training normalisation -> model -> scores in [0, 1] (windows, L)    (thce.detection.inference.ModelScorer)
       -> score over time (frames one hop long) -> median filter -> per-class threshold (chosen on the validation
          split) -> runs of frames -> merge gaps < min_gap_s, drop events < min_event_s -> events
 
@@ -16,18 +16,18 @@ block, one window and one batch of windows are held, plus ``L`` floats per windo
   rounding); the tests check that the window scores do not depend on the block size. The last window is zero-padded
   past the end of the file (as training clips shorter than ``duration_s`` were); a file shorter than one window is
   an :class:`~thce.errors.AudioError` (not padded: a model's scores on mostly-padding windows are not calibrated).
-- **Thresholds** (:mod:`thce.thresholds`): ``"eer"`` (default) is each class's EER threshold on the checkpoint's
+- **Thresholds** (:mod:`thce.detection.thresholds`): ``"eer"`` (default) is each class's EER threshold on the checkpoint's
   validation scores (one-vs-all, :func:`thce.metrics.eer_threshold`); ``"far:0.01"`` is the lowest threshold whose
   false-alarm rate on the validation negatives is at most 1 %; a number is used for every class.
-- **Localisation** (:func:`scores_to_events`, the rule in :mod:`thce.localise`). Window scores become a score
+- **Localisation** (:func:`scores_to_events`, the rule in :mod:`thce.detection.localise`). Window scores become a score
   over time at hop resolution (each frame's score is the lowest of the windows whose support hears it), optionally
   median-filtered, then runs of frames at or above the class threshold are events; events of a class closer than
   ``min_gap_s`` are merged and events shorter than ``min_event_s`` dropped. Every event is at least one hop long
   and a longer run of detecting windows never gives a shorter event. Localisation error is under one hop plus
   the model's own blur: use a hop well below the 0.5 s DCASE collar for onset-accurate lists.
 
-Events are :class:`thce.events.Event` in a :class:`thce.events.DetectionResult`; :mod:`thce.events` writes and
-reads them, :mod:`thce.event_metrics` evaluates them (DCASE 2017 task 2).
+Events are :class:`thce.detection.events.Event` in a :class:`thce.detection.events.DetectionResult`; :mod:`thce.detection.events` writes and
+reads them, :mod:`thce.detection.metrics` evaluates them (DCASE 2017 task 2).
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ import numpy as np
 from thce.allocator import release_free_memory
 from thce.audio.read import SILENCE_PEAK, AudioInfo, audio_info, resampled_length, stream_audio
 from thce.errors import AudioError, ConfigError
-from thce.events import DetectionResult, Event
-from thce.inference import ModelScorer, WindowScorer
+from thce.detection.events import DetectionResult, Event
+from thce.detection.inference import ModelScorer, WindowScorer
 from thce.progress import ProgressFn
-from thce.localise import check_post_processing, curve_to_events, median_filter_curve, median_filter_frames, score_curve
-from thce.thresholds import class_thresholds, parse_threshold_rule
+from thce.detection.localise import check_post_processing, curve_to_events, median_filter_curve, median_filter_frames, score_curve
+from thce.detection.thresholds import class_thresholds, parse_threshold_rule
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +63,15 @@ class DetectConfig:
 
     Attributes:
         hop_s: seconds between window starts; ``None`` = half the window (50 % overlap). At most one window.
-        threshold: ``"eer"``, ``"far:<rate>"`` (e.g. ``"far:0.01"``) or a number, see :mod:`thce.thresholds`.
+        threshold: ``"eer"``, ``"far:<rate>"`` (e.g. ``"far:0.01"``) or a number, see :mod:`thce.detection.thresholds`.
         median_filter_s: median filter length over per-window decisions, seconds; ``None`` = a quarter of the
             window's support, ``0`` = off.
         batch_size: windows handed to the scorer at once (memory ~ batch_size x window); the model itself runs
-            in cache-sized passes (:class:`thce.inference.ModelScorer`).
+            in cache-sized passes (:class:`thce.detection.inference.ModelScorer`).
         block_s: seconds of the file read per block (memory ~ block_s x channels).
         min_event_s: events shorter than this are dropped (after merging), seconds; 0 = keep all.
         min_gap_s: events of one class less than this apart are merged, seconds; 0 = only touching runs.
-        agreement: fraction of the windows hearing a frame that must detect (:func:`thce.localise.score_curve`).
+        agreement: fraction of the windows hearing a frame that must detect (:func:`thce.detection.localise.score_curve`).
     """
 
     hop_s: float | None = None
@@ -301,7 +301,7 @@ class FileDetection:
 
     Attributes:
         scores: the window scores (:class:`FileScores`).
-        edges: ``(F + 1,)`` frame boundaries, seconds (frames one hop long, :func:`thce.localise.frame_edges`).
+        edges: ``(F + 1,)`` frame boundaries, seconds (frames one hop long, :func:`thce.detection.localise.frame_edges`).
         curve: ``(F, L)`` the score over time after the median filter: what is thresholded and saved.
         events: the file's events.
         thresholds: ``(L,)`` the class thresholds applied.
@@ -323,7 +323,7 @@ def scores_to_events(
     min_gap_s: float = 0.0,
     agreement: float = 0.5,
 ) -> list[Event]:
-    """Window scores -> score over time -> events (the rule in :mod:`thce.localise`).
+    """Window scores -> score over time -> events (the rule in :mod:`thce.detection.localise`).
 
     Args:
         file_scores: from :func:`score_file`.

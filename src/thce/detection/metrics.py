@@ -4,7 +4,7 @@ as ``sed_eval.sound_event.SegmentBasedMetrics(time_resolution=1.0)``), and DCASE
 ``sed_eval.sound_event.EventBasedMetrics(t_collar=0.5, evaluate_onset=True, evaluate_offset=False)`` does (maximum bipartite matching of same-label events whose onsets are within the collar;
 left-over pairs within the collar are substitutions). sed_eval itself is not a dependency: its dcase_util no longer
 imports on current setuptools (``pkg_resources``); the tests pin our numbers to sed_eval's on fixed examples, and
-on random cases where the ``eval`` extra is installed. Threshold-free metrics of saved scores: :mod:`thce.score_eval`.
+on random cases where the ``eval`` extra is installed. Threshold-free metrics of saved scores: :mod:`thce.detection.threshold_free`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from thce.errors import DataError
-from thce.events import Event, EventList
+from thce.detection.events import Event, EventList
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ as wide as the page): ``DIR/<stem>.png`` for a file of one panel, ``DIR/<stem>.0
 longer one. A panel shows the spectrogram (log power, 0-8 kHz, colours from the panel's background, its 30th
 percentile, to its loudest 0.1 %), each class's score over time with its threshold (dashed), and a lane of detected
 events per class; with a reference (``--reference``), a lane of the class's reference events under it, events
-matched within the 500 ms onset collar (:func:`thce.event_metrics.match_events`, the matching of
+matched within the 500 ms onset collar (:func:`thce.detection.metrics.match_events`, the matching of
 ``thce evaluate-events``) filled, missed ones and false alarms crossed.
 
 ``DIR/index.html``: the counts (files, events, skipped files) and, with a reference, the event-based F-score of every
@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from thce.detection.events import DetectionResult, Event, EventList
+from thce.detection.metrics import DCASE_COLLAR_S, EventMatch, match_events, pooled_rates
 from thce.errors import ConfigError
-from thce.event_metrics import DCASE_COLLAR_S, EventMatch, match_events, pooled_rates
-from thce.events import DetectionResult, Event, EventList
 from thce.io import (
     PNG_SIGNATURE,
     atomic_write,
@@ -47,7 +47,7 @@ from thce.io import (
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from thce.detect import FileDetection
+    from thce.detection.detect import FileDetection
 
 GENERATOR = '<meta name="generator" content="thce detect --plots">'
 PLOT_RATE_HZ = 16000

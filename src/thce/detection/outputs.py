@@ -34,7 +34,7 @@ def _detection_json(path: Path) -> bool:
 
 
 def _event_tsv(path: Path) -> bool:
-    from thce.events import TSV_COLUMNS  # only when a file is there to recognise
+    from thce.detection.events import TSV_COLUMNS  # only when a file is there to recognise
 
     return read_head(path).startswith("\t".join(TSV_COLUMNS).encode())
 

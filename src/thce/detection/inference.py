@@ -1,8 +1,8 @@
 """Scores of a trained detector, one path for every use: raw log-mel -> training normalisation -> network -> class
 scores in [0, 1] (:class:`LogMelScores`).
 
-:func:`thce.detect.detect_files` scores windows of audio through :class:`ModelScorer` (log-mel, then
-:class:`LogMelScores`), and :mod:`thce.export` exports :class:`LogMelScores` (or :class:`AudioScores`, the log-mel
+:func:`thce.detection.detect.detect_files` scores windows of audio through :class:`ModelScorer` (log-mel, then
+:class:`LogMelScores`), and :mod:`thce.detection.export` exports :class:`LogMelScores` (or :class:`AudioScores`, the log-mel
 in front): what is exported is by construction what detection runs. :func:`receptive_field` finds the frames of a
 window the network can see; :class:`ModelScorer` feeds it only those, in cache-sized batches.
 """
@@ -158,7 +158,7 @@ def cache_friendly_batch(model: torch.nn.Module, *, frames: int, n_mels: int, li
 
 class ModelScorer:
     """A trained detector as a :class:`WindowScorer`: raw windows -> log-mel -> :class:`LogMelScores` (the module
-    :mod:`thce.export` exports), in ``torch.inference_mode``.
+    :mod:`thce.detection.export` exports), in ``torch.inference_mode``.
 
     Two exact shortcuts, both checked against the plain path on random audio when the scorer is built (and dropped
     if the scores differ by more than 1e-6):

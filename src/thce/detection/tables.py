@@ -2,7 +2,7 @@
 
 A table is a tab-separated file ``<audio stem>.tsv`` with the header ``onset<TAB>offset<TAB><class>...`` and one row
 per frame (one hop long; rows contiguous from 0 to the end of the file), the values being the score over time that
-``thce detect`` thresholds (:mod:`thce.localise`, after the median filter). This is the format
+``thce detect`` thresholds (:mod:`thce.detection.localise`, after the median filter). This is the format
 ``sed_scores_eval.io.read_sed_scores`` reads (frames of digital silence hold ``-inf``: no threshold detects them),
 so threshold-independent metrics (PSDS, collar-based curves) run on a folder of them, and
 :func:`events_from_tables` (``thce events``) re-thresholds them without the model.
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from thce.errors import ConfigError, DataError
-from thce.events import DetectionResult, Event
+from thce.detection.events import DetectionResult, Event
 from thce.io import atomic_write, read_head
-from thce.localise import curve_to_events
+from thce.detection.localise import curve_to_events
 
 SCORE_SUFFIX = ".tsv"
 
@@ -160,7 +160,7 @@ def _audio_names(folder: Path) -> dict[str, str]:
 def events_from_tables(
     source: str | os.PathLike, threshold: str, *, min_event_s: float = 0.0, min_gap_s: float = 0.0
 ) -> DetectionResult:
-    """Threshold saved score tables into events (the rule of :func:`thce.localise.curve_to_events`); files are
+    """Threshold saved score tables into events (the rule of :func:`thce.detection.localise.curve_to_events`); files are
     named as ``thce detect`` was given them (its :data:`AUDIO_INDEX`), else by the table's stem."""
     files, events = [], []
     thresholds: np.ndarray | None = None

@@ -2,7 +2,7 @@
 
 **Score over time.** Time is cut into frames one hop long: frame ``j`` is ``[j*hop, (j+1)*hop)`` (the last one ends
 at the end of the file). A window *hears* a frame when the frame's centre lies in the window's support (the part
-of the window the model's output depends on, :func:`thce.inference.receptive_field`). A frame's score for a class
+of the window the model's output depends on, :func:`thce.detection.inference.receptive_field`). A frame's score for a class
 is the **lowest** score of the windows that hear it: a frame is part of an event at threshold ``t`` only when every
 window that hears it detects the class. Frames before the first support or after the last one are heard by the
 first (last) window alone, so files shorter than two windows and events at the start or end of a file are handled
@@ -29,7 +29,7 @@ scene with a small trained CNN (2 s windows, 8 events), ``a = 1`` kept 1 event a
 a median of scores thresholded is a majority vote of the frame decisions), runs of frames with score >= the class
 threshold, events of one class less than ``min_gap_s`` apart merged, events shorter than ``min_event_s`` dropped.
 Each event's score is the highest frame score in it. The curve after the median filter is what ``thce detect``
-saves (:mod:`thce.score_tables`), so thresholding the saved table (``thce events``, sed_scores_eval) gives the
+saves (:mod:`thce.detection.tables`), so thresholding the saved table (``thce events``, sed_scores_eval) gives the
 same events.
 """
 

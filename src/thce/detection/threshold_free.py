@@ -1,6 +1,6 @@
 """Threshold-independent evaluation of saved scores through sed_scores_eval (the optional ``eval`` extra).
 
-From ``thce detect``'s score tables (:mod:`thce.score_tables`) and a reference event list:
+From ``thce detect``'s score tables (:mod:`thce.detection.tables`) and a reference event list:
 
 - **PSDS** (Ebbers et al. 2022's intersection-based PSD-ROC, as in DCASE 2021-2023 task 4) in its two usual
   scenarios: 1 (DTC = GTC = 0.7, alpha_st = 1: localisation matters) and 2 (DTC = GTC = 0.1, cross-trigger
@@ -42,7 +42,7 @@ def load_scores(scores: str | os.PathLike) -> tuple[dict[str, Any], dict[str, fl
     sse = _require()
     from sed_scores_eval.base_modules.scores import create_score_dataframe
 
-    from thce.score_tables import read_table, table_paths
+    from thce.detection.tables import read_table, table_paths
 
     frames, durations, classes = {}, {}, ()
     for path in table_paths(scores):
@@ -66,7 +66,7 @@ def threshold_free(scores: str | os.PathLike, reference: str | os.PathLike) -> d
     _require()
     from sed_scores_eval import collar_based, intersection_based
 
-    from thce.events import read_event_list
+    from thce.detection.events import read_event_list
 
     frames, durations, classes = load_scores(scores)
     listed = read_event_list(reference)

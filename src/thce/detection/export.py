@@ -1,6 +1,6 @@
 """Export a trained detector for deployment: ONNX or TorchScript, checked against PyTorch.
 
-What the exported model computes is :class:`thce.inference.LogMelScores`, the module ``thce detect`` scores windows
+What the exported model computes is :class:`thce.detection.inference.LogMelScores`, the module ``thce detect`` scores windows
 with (normalisation is *inside*, so a deployment needs only the log-mel front end):
 
 - ``inputs="logmel"`` (ONNX and TorchScript): ``logmel`` float32 ``(batch, frames, n_mels)``, natural-log mel
@@ -39,10 +39,10 @@ from torch import Tensor, nn
 
 from thce.audio.logmel import LogMel, LogMelConfig
 from thce.errors import ConfigError, ThceError
-from thce.inference import AudioScores, logmel_scores
+from thce.detection.inference import AudioScores, logmel_scores
 from thce.io import atomic_write, output_error, write_json
-from thce.outputs import EXPORT_FORMATS, check_export_out
-from thce.thresholds import class_thresholds
+from thce.detection.outputs import EXPORT_FORMATS, check_export_out
+from thce.detection.thresholds import class_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ class ExportResult:
 
 def scoring_module(loaded: Any, *, inputs: str = "logmel") -> nn.Module:
     """The eval-mode module to export for a :class:`thce.checkpoint.LoadedDetector` (see the module docstring):
-    :class:`thce.inference.LogMelScores`, the module detection scores windows with, with the log-mel in front
-    (:class:`thce.inference.AudioScores`) for ``inputs="audio"``."""
+    :class:`thce.detection.inference.LogMelScores`, the module detection scores windows with, with the log-mel in front
+    (:class:`thce.detection.inference.AudioScores`) for ``inputs="audio"``."""
     if inputs not in INPUTS:
         raise ConfigError(f"inputs: expected one of {', '.join(INPUTS)}, got {inputs!r}")
     scores = logmel_scores(loaded)
