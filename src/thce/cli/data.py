@@ -61,6 +61,17 @@ def check_manifest_outputs(manifest: Path, skipped: Path, *, inputs: list[Path],
         refuse_other_kind(out, looks_ours=looks_ours, what=what, overwrite=overwrite)
 
 
+def check_events_output(events: Path, *, overwrite: bool) -> None:
+    """Before any work: the event list (``events.tsv``) can be written and does not replace a file that is not one
+    thce wrote (unless ``overwrite``)."""
+    from thce.data.strong import EVENTS_HEADER
+    from thce.io import check_output_path, refuse_other_kind, starts_with
+
+    check_output_path(events)
+    header = ("\t".join(EVENTS_HEADER) + "\n").encode()
+    refuse_other_kind(events, looks_ours=starts_with(header), what="a thce event list", overwrite=overwrite)
+
+
 def _import_inputs(args: argparse.Namespace) -> list[Path]:
     """The files an import reads besides audio (none may be its output)."""
     if args.format == "audioset":
@@ -113,6 +124,7 @@ def run_mix(args: argparse.Namespace) -> int:
 
     check_output_path(args.out, directory=True)  # an unwritable --out: one line naming it, before the sources are read
     check_manifest_outputs(args.out / "manifest.csv", args.out / "skipped.csv", inputs=[], overwrite=args.overwrite)
+    check_events_output(args.out / "events.tsv", overwrite=args.overwrite)
 
     fractions = None if args.no_split else _floats(args.split_fractions, "--split-fractions")
     if fractions is not None and len(fractions) != 3:
@@ -120,7 +132,7 @@ def run_mix(args: argparse.Namespace) -> int:
     config = MixConfig(
         num_mixtures=args.count, duration_s=args.duration_s, sample_rate_hz=args.sample_rate_hz,
         ebr_db=_floats(args.ebr_db, "--ebr-db"), event_probability=args.event_probability, max_peak=args.max_peak,
-        split_fractions=fractions, seed=args.seed,  # type: ignore[arg-type]
+        split_fractions=fractions, seed=args.seed, events_per_mixture=args.events_per_mixture,  # type: ignore[arg-type]
     )  # fmt: skip
     with ProgressBars(enabled=not args.quiet) as bars:
         result = make_mixtures(
@@ -187,7 +199,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     mix.add_argument("--events", type=Path, required=True, help="isolated events, one folder per class")
     mix.add_argument("--backgrounds", type=Path, required=True, help="background recordings (>= --duration-s)")
-    mix.add_argument("--out", type=Path, required=True, help="output folder (audio/, manifest.csv, skipped.csv)")
+    mix.add_argument("--out", type=Path, required=True,
+                     help="output folder (audio/, manifest.csv, events.tsv, skipped.csv)")
     mix.add_argument("--count", type=int, default=100, help="number of mixtures (default 100)")
     mix.add_argument("--duration-s", type=float, default=10.0, help="mixture length (default 10)")
     mix.add_argument("--sample-rate-hz", type=int, default=16000, help="output rate (default 16000)")
@@ -198,7 +211,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mix.add_argument("--no-split", action="store_true", help="leave the split column empty")
     mix.add_argument("--classes", help="event classes to use, comma-separated (default: every folder)")
     mix.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    mix.add_argument("--events-per-mixture", type=int, default=1,
+                     help="events in a mixture that has any, of one class, not overlapping (default 1, as DCASE 2017)")
     mix.add_argument("--strict", action="store_true", help="stop at the first unusable source file")
     mix.add_argument("--overwrite", action="store_true",
-                     help="replace a manifest.csv or skipped.csv in --out that thce did not write")
+                     help="replace a manifest.csv, events.tsv or skipped.csv in --out that thce did not write")
     mix.set_defaults(func=run_mix)
