@@ -30,8 +30,9 @@ frame, the pooled frames' centres lie half an input hop (5 ms) earlier than this
 200 ms / 500 ms collars. :func:`frame_class` turns targets into one class per frame.
 
 The synthetic scenes (:func:`thce.data.synth.generate_scenes`) and ``thce data mix`` write ``events.tsv`` with
-:func:`write_strong_labels`; the readers of DCASE 2017 Task 2 and AudioSet's strong labels are in
-:mod:`thce.data.strong_readers`.
+:func:`write_strong_labels`; ``thce data import dcase2017`` (:mod:`thce.data.dcase2017`) and ``audioset-strong``
+(:func:`thce.data.audioset.read_audioset_strong`) read the data sets that have strong labels; :mod:`thce.data.remix`
+pastes events cut by their frame targets into other clips.
 """
 
 from __future__ import annotations
