@@ -177,6 +177,17 @@ def run_mix(args: argparse.Namespace) -> int:
     return 0
 
 
+def audioset_options(p: argparse.ArgumentParser, *, test_file: str) -> None:
+    """The options of both AudioSet imports: where the clips are, the label map, the ontology, the split."""
+    p.add_argument("--audio-dir", type=Path, required=True,
+                   help="folder of downloaded clips (YTID.wav, YTID_START.wav, YTID_START_END.flac, ...)")
+    p.add_argument("--label-map", type=Path,
+                   help="JSON/TOML {label: [MIDs]} (default dog=/m/0bt9lr, baby=/t/dd00002, gun=/m/032s66)")
+    p.add_argument("--ontology", type=Path, help="AudioSet ontology.json, to add descendants of mapped MIDs")
+    p.add_argument("--split", default="", choices=["", "train", "val", "test"],
+                   help=f"split for every row (e.g. test for {test_file}); default: by seed later")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="import data sets into a manifest; make DCASE-style mixtures")
     sub = data.add_subparsers(dest="data_command", required=True)
@@ -196,13 +207,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     audioset = formats.add_parser("audioset", help="AudioSet segment CSVs + a folder of downloaded clips")
     audioset.add_argument("segments", type=Path, nargs="+", help="segment CSV(s), e.g. balanced_train_segments.csv")
-    audioset.add_argument("--audio-dir", type=Path, required=True,
-                          help="folder of downloaded clips (YTID.wav, YTID_START.wav, YTID_START_END.flac, ...)")
-    audioset.add_argument("--label-map", type=Path,
-                          help="JSON/TOML {label: [MIDs]} (default dog=/m/0bt9lr, baby=/t/dd00002, gun=/m/032s66)")
-    audioset.add_argument("--ontology", type=Path, help="AudioSet ontology.json, to add descendants of mapped MIDs")
-    audioset.add_argument("--split", default="", choices=["", "train", "val", "test"],
-                          help="split for every row (e.g. test for eval_segments.csv); default: by seed later")
+    audioset_options(audioset, test_file="eval_segments.csv")
     common(audioset)
 
     strong = formats.add_parser(
@@ -212,13 +217,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "is background; a clip with events of two classes is excluded.",
     )  # fmt: skip
     strong.add_argument("tsv", type=Path, nargs="+", help="strong-label TSV(s), e.g. audioset_train_strong.tsv")
-    strong.add_argument("--audio-dir", type=Path, required=True,
-                        help="folder of downloaded clips (YTID.wav, YTID_START.wav, YTID_START_END.flac, ...)")
-    strong.add_argument("--label-map", type=Path,
-                        help="JSON/TOML {label: [MIDs]} (default dog=/m/0bt9lr, baby=/t/dd00002, gun=/m/032s66)")
-    strong.add_argument("--ontology", type=Path, help="AudioSet ontology.json, to add descendants of mapped MIDs")
-    strong.add_argument("--split", default="", choices=["", "train", "val", "test"],
-                        help="split for every row (e.g. test for audioset_eval_strong.tsv); default: by seed later")
+    audioset_options(strong, test_file="audioset_eval_strong.tsv")
     common(strong)
 
     dcase = formats.add_parser(

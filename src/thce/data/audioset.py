@@ -223,13 +223,8 @@ def read_audioset(
         DataError: ``audio_dir`` is not a folder, a CSV cannot be read, or (``strict``) a bad row.
         ConfigError: bad label map or split.
     """
-    if split and split not in SPLITS:
-        raise ConfigError(f"split {split!r} is not one of {', '.join(SPLITS)} or empty")
-    audio_dir = Path(audio_dir)
-    if not audio_dir.is_dir():
-        raise DataError(f"{audio_dir}: audio folder not found")
+    clips = _SegmentClips(audio_dir, split)
     mid_label = audioset_mid_labels(label_map, ontology)
-    clips = _SegmentClips(index_audio_files(audio_dir), split)
     result = clips.result
     for csv_path in segment_csvs:
         segments, malformed = parse_segments(csv_path)
@@ -243,15 +238,21 @@ def read_audioset(
         result.skipped += malformed
         for seg in segments:
             clips.add(seg.ytid, seg.start_s, seg.end_s, {mid_label[m] for m in seg.mids if m in mid_label}, seg.source)
-    return clips.finish(audio_dir, strict)
+    return clips.finish(strict)
 
 
 class _SegmentClips:
     """The clips of AudioSet segments as they are added: the downloaded file found, duplicates skipped, segments
     with two target classes excluded, the others counted; :meth:`finish` checks the outcome."""
 
-    def __init__(self, files: Mapping[str, Path], split: str) -> None:
-        self.files, self.split = files, split
+    def __init__(self, audio_dir: str | os.PathLike, split: str) -> None:
+        """Raises: ConfigError (a bad split), DataError (``audio_dir`` is not a folder)."""
+        if split and split not in SPLITS:
+            raise ConfigError(f"split {split!r} is not one of {', '.join(SPLITS)} or empty")
+        self.audio_dir = Path(audio_dir)
+        if not self.audio_dir.is_dir():
+            raise DataError(f"{self.audio_dir}: audio folder not found")
+        self.files, self.split = index_audio_files(self.audio_dir), split
         self.result = ImportResult(rows=[])
         self.counts = Counter({"segments": 0, "multi_target": 0, "not_downloaded": 0, "duplicate": 0, "malformed": 0})
         self.seen: dict[tuple[str, float], str] = {}
@@ -284,7 +285,8 @@ class _SegmentClips:
         self.result.rows.append(row)
         return row
 
-    def finish(self, audio_dir: Path, strict: bool) -> ImportResult:
+    def finish(self, strict: bool) -> ImportResult:
+        audio_dir = self.audio_dir
         counts = self.counts
         counts["imported"] = len(self.result.rows)
         self.result.counts = dict(counts)
@@ -417,13 +419,8 @@ def read_audioset_strong(
         DataError: ``audio_dir`` is not a folder, a TSV cannot be read or has no segment, or (``strict``) a bad line.
         ConfigError: bad label map or split.
     """
-    if split and split not in SPLITS:
-        raise ConfigError(f"split {split!r} is not one of {', '.join(SPLITS)} or empty")
-    audio_dir = Path(audio_dir)
-    if not audio_dir.is_dir():
-        raise DataError(f"{audio_dir}: audio folder not found")
+    clips = _SegmentClips(audio_dir, split)
     mid_label = audioset_mid_labels(label_map, ontology)
-    clips = _SegmentClips(index_audio_files(audio_dir), split)
     strong: StrongLabels = {}
     for tsv_path in tsv_paths:
         segments, malformed = parse_strong_segments(tsv_path)
@@ -443,6 +440,6 @@ def read_audioset_strong(
                 strong[row.path] = merge_events(mapped)
                 clips.counts["events"] += len(strong[row.path])
     clips.result.strong = strong
-    return clips.finish(audio_dir, strict)
+    return clips.finish(strict)
 
 
