@@ -14,6 +14,7 @@ from thce.data.manifest import ManifestRow, read_manifest, write_manifest
 from thce.data.mix import MixConfig, make_mixtures
 from thce.data.strong import (
     StrongEvent,
+    clip_frame_targets,
     frame_class,
     frame_targets,
     read_strong_labels,
@@ -49,6 +50,15 @@ def test_frame_targets_at_10_ms_over_a_10_s_clip():
     got = frame_targets([(2.003, 2.5, "dog")], ["dog"], 1000, 0.01)
     # centres 2.005, ..., 2.495: frames 200..249
     assert np.flatnonzero(got[:, 0]).tolist() == list(range(200, 250))
+
+
+def test_clip_frame_targets_marks_weak_clips(tmp_path):
+    rows = [ManifestRow(tmp_path / "a.wav", "dog"), ManifestRow(tmp_path / "b.wav"),
+            ManifestRow(tmp_path / "c.wav", "gun")]  # fmt: skip
+    labels = {tmp_path / "a.wav": (StrongEvent(0.1, 0.3, "dog"),), tmp_path / "b.wav": ()}
+    targets, strong = clip_frame_targets(rows, labels, ["dog", "gun"], 4, 0.1)
+    assert targets.shape == (3, 4, 2) and strong.tolist() == [True, True, False]
+    assert targets[0, :, 0].tolist() == [0, 1, 1, 0] and targets[1:].sum() == 0
 
 
 def test_frame_class_picks_the_first_class_where_two_overlap():
@@ -141,7 +151,7 @@ def test_manifest_columns_give_one_event_per_row(tmp_path):
     plain = write_manifest([ManifestRow(tmp_path / "a.wav", "dog"), ManifestRow(tmp_path / "b.wav")],
                            tmp_path / "plain" / "manifest.csv")  # fmt: skip
     assert read_strong_labels(plain) == {tmp_path / "b.wav": ()}
-    for extra, message in [({"onset_s": "1", "offset_s": ""}, "onset_s and offset_s must both be given or both be empty"),
+    for extra, message in [({"onset_s": "1", "offset_s": ""}, "onset_s and offset_s must both be given or both be"),
                            ({"onset_s": "3", "offset_s": "1"}, "expected 0 <= onset < offset")]:  # fmt: skip
         bad = write_manifest([ManifestRow(tmp_path / "b.wav"), ManifestRow(tmp_path / "a.wav", "dog", extra=extra)],
                              tmp_path / "bad" / "manifest.csv")  # fmt: skip

@@ -1,5 +1,6 @@
-"""AudioSet: segment CSVs plus a folder of locally downloaded clips -> manifest rows (:class:`~thce.data.readers.ImportResult`);
-its strong-label TSVs (:func:`read_audioset_strong`) the same with the events' times (``ImportResult.strong``).
+"""AudioSet: segment CSVs plus a folder of locally downloaded clips -> manifest rows (:class:`~thce.data.readers.ImportResult`).
+
+Its strong-label TSVs: :func:`read_audioset_strong`, the same with the events' times (``ImportResult.strong``).
 
 Labels are mapped from AudioSet MIDs, with their ontology descendants, to ours (:data:`AUDIOSET_LABELS`, or a label
 map, see :func:`thce.data.readers.load_label_map`); clips with two target events are excluded and counted, clips

@@ -27,7 +27,8 @@ Frame targets (:func:`frame_targets`): output frame ``i`` covers ``[i * hop, (i 
 for class ``c`` iff its centre ``(i + 0.5) * hop`` lies in ``[onset, offset)`` of an event of ``c``. With log-mel
 frames centred on ``t * 10 ms`` (:mod:`thce.audio.logmel`) and an encoder pooling ``s`` input frames into one output
 frame, the pooled frames' centres lie half an input hop (5 ms) earlier than this rule's: negligible against DCASE's
-200 ms / 500 ms collars. :func:`frame_class` turns targets into one class per frame.
+200 ms / 500 ms collars. :func:`clip_frame_targets` makes them for a list of clips (with which are strong);
+:func:`frame_class` turns targets into one class per frame.
 
 The synthetic scenes (:func:`thce.data.synth.generate_scenes`) and ``thce data mix`` write ``events.tsv`` with
 :func:`write_strong_labels`; ``thce data import dcase2017`` (:mod:`thce.data.dcase2017`) and ``audioset-strong``
@@ -255,6 +256,27 @@ def frame_targets(
         if stop > first:
             targets[first:stop, column[label]] = 1
     return targets
+
+
+def clip_frame_targets(
+    rows: Sequence[ManifestRow], labels: Mapping[Path, Sequence[StrongEvent]], classes: Sequence[str],
+    num_frames: int, frame_hop_s: float,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Frame targets of many clips: ``(targets, strong)``, ``targets`` ``(len(rows), num_frames, len(classes))``
+    uint8 by :func:`frame_targets`, ``strong`` ``(len(rows),)`` bool, False for a clip that is weak only (absent from
+    ``labels``; its targets are all zero and must be masked or filled by the caller).
+
+    Raises:
+        DataError: an event's label is not one of ``classes``.
+    """
+    targets = np.zeros((len(rows), num_frames, len(classes)), dtype=np.uint8)
+    strong = np.zeros(len(rows), dtype=bool)
+    for i, row in enumerate(rows):
+        events = labels.get(Path(row.path))
+        if events is not None:
+            targets[i] = frame_targets(events, classes, num_frames, frame_hop_s)
+            strong[i] = True
+    return targets, strong
 
 
 def frame_class(targets: np.ndarray) -> np.ndarray:
