@@ -22,7 +22,7 @@ from thce.data.strong import (
 )
 from thce.data.synth import SynthConfig, generate_scenes
 from thce.errors import DataError
-from thce.events import read_event_list
+from thce.detection.events import read_event_list
 from tests.test_mix import sources  # noqa: F401  (the fixture: isolated events and background recordings)
 
 

@@ -4,7 +4,7 @@
 The data set's meta files, found anywhere under the folders given (``data/mixture_data/<set>/<hash>/meta/``):
 
 - event lists ``event_list_<set>_<class>.csv``: tab-separated ``mixture file, onset, offset, class``, a mixture
-  without its class's event listed alone (read with :func:`thce.events.read_event_list`);
+  without its class's event listed alone (read with :func:`thce.detection.events.read_event_list`);
 - mixture recipes ``mixture_recipes_<set>_<class>.yaml`` (the generator's): per mixture ``mixture_audio_filename``,
   ``event_present``, and when present ``event_class``, ``event_start_in_mixture_seconds``, ``event_length_seconds``,
   ``event_path``; ``bg_path`` and ``ebr`` always. Preferred over the event list of the same set and class: they
@@ -38,7 +38,7 @@ from thce.data.manifest import SPLITS, ManifestRow, Skipped
 from thce.data.readers import ImportResult, absolute, index_audio_files, validate_label_map
 from thce.data.strong import StrongEvent, StrongLabels
 from thce.errors import ConfigError, DataError
-from thce.events import read_event_list
+from thce.detection.events import read_event_list
 from thce.io import read_text
 
 log = logging.getLogger(__name__)
