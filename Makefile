@@ -5,14 +5,17 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 TESTING := $(VENV)/.installed-test
 DEMO_OUT ?= runs/demo
+# Where pip has no local CPU wheel of torch: TORCH_INDEX=https://download.pytorch.org/whl/cpu (PyTorch's CPU wheels;
+# a plain `pip install torch==2.13.0` would pull the multi-GB CUDA build)
+TORCH_INDEX ?=
 
 .PHONY: demo test bench clean
 
 $(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first and exact: pip then finds the CPU wheel on this machine's disk
-	$(BIN)/pip install --quiet torch==2.13.0
+	# torch first and exact: pip then finds the CPU wheel on this machine's disk (or on TORCH_INDEX)
+	$(BIN)/pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -e .
 	touch $(RUNTIME)
 

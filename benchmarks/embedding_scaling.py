@@ -520,7 +520,7 @@ README_START, README_END = "<!-- embedding-scaling:start -->", "<!-- embedding-s
 
 
 def readme_section(result: dict[str, Any], source: Path) -> str:
-    """Markdown for README: where the figures come from, the summary sentences and a table per I."""
+    """Markdown for docs/benchmarks.md: where the figures come from, the summary sentences and a table per I."""
     sizes, ratios, phases = result["sizes"], result["ratios"], result["phases"]
     machine = result.get("machine", {})
     lines = [
@@ -630,9 +630,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("embedding_scaling.png"))
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON to this file")
     parser.add_argument("--readme", type=Path, default=None,
-                        help="write the figures between the embedding-scaling markers of this README")  # fmt: skip
+                        help="write the figures between the embedding-scaling markers of this page (docs/benchmarks.md)")  # fmt: skip
     parser.add_argument("--from-json", type=Path, default=None,
-                        help="do not measure: read this earlier result (with --readme: only rewrite README)")  # fmt: skip
+                        help="do not measure: read this earlier result (with --readme: only rewrite that page)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.from_json is not None:
         result = json.loads(args.from_json.read_text())

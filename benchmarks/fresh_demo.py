@@ -4,7 +4,7 @@
 
 Clones the committed HEAD of the repository into a temporary folder, runs `make demo` there, and writes JSON with
 the wall time, the exit status, the machine and the date. The run directory is copied to --keep if given, so that
-`thce report KEEP --readme README.md --timing OUT` can quote both.
+`thce report KEEP --readme docs/results.md --timing OUT` can quote both.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python benchmarks/paper_configs.py [--configs synth-6-1-2-16-cnn ...] [--runs runs/paper-configs]
                                        [--out benchmarks/results/paper_configs.json] [--keep-data]
-                                       [--set KEY=VALUE ...] [--readme README.md]
+                                       [--set KEY=VALUE ...] [--readme docs/results.md]
 
 Each config (``configs/NAME.toml``, default: every ``synth-*.toml``) runs as a user would run it,
 ``thce -q experiment configs/NAME.toml --out RUNS/NAME``, in a subprocess, one after the other. Per config the JSON
@@ -103,15 +103,15 @@ def run_config(name: str, runs: Path, keep_data: bool, overrides: list[str] = ()
 README_START, README_END = "<!-- paper-configs:start -->", "<!-- paper-configs:end -->"
 
 
-def readme_table(result: dict[str, Any], source: Path) -> str:
-    """Markdown: per entry the date it was measured, the wall time with the load average after it (the machine may
+def readme_table(result: dict[str, Any], source: Path, page: Path = Path("docs/results.md")) -> str:
+    """Markdown for ``page`` (the file it is written into, quoted in the command that rewrites it): per entry the date it was measured, the wall time with the load average after it (the machine may
     have been shared), the overall EER of every method and the epoch Proposed2's tuning kept."""
     entries = result["configs"]
     methods = sorted({m for entry in entries.values() for m in entry.get("overall_eer", {})},
                      key=lambda m: (m not in ("baseline", "proposed1", "proposed2"), m))
     short = {"baseline": "B", "proposed1": "P1", "proposed2": "P2"}
     lines = [
-        f"Written by `python benchmarks/paper_configs.py ... --readme README.md` from `{shown(source)}` "
+        f"Written by `python benchmarks/paper_configs.py ... --readme {shown(page)}` from `{shown(source)}` "
         "(2-core CPU; overall EER in %, unweighted mean over the classes).",
         "",
         "| config | measured | wall s (load) | " + " | ".join(short.get(m, m) for m in methods)
@@ -134,7 +134,7 @@ def write_readme_table(readme: Path, result: dict[str, Any], source: Path) -> No
     """Replace the table between the paper-configs markers of ``readme`` (atomically)."""
     from thce.io import rewrite_section
 
-    rewrite_section(readme, readme_table(result, source), start=README_START, end=README_END)
+    rewrite_section(readme, readme_table(result, source, readme.resolve()), start=README_START, end=README_END)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "paper_configs.json")
     parser.add_argument("--keep-data", action="store_true", help="keep each run's audio and feature cache")
     parser.add_argument("--readme", type=Path, default=None,
-                        help="also write the table of all entries between the paper-configs markers of this file")
+                        help="also write the table of all entries between the paper-configs markers of this file "
+                             "(docs/results.md)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every config run (entries are then named NAME@KEY=VALUE)")
     args = parser.parse_args(argv)

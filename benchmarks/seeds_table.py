@@ -1,5 +1,5 @@
-"""Commit a config's multi-seed result as ``benchmarks/results/sweeps/NAME.{json,md}`` (README's "Configs over
-seeds" table reads them: ``python benchmarks/sweep_tables.py --readme README.md``).
+"""Commit a config's multi-seed result as ``benchmarks/results/sweeps/NAME.{json,md}`` (docs/results.md's "Configs over
+seeds" table reads them: ``python benchmarks/sweep_tables.py --readme docs/results.md``).
 
 From a finished ``thce experiment CONFIG --seeds N --out RUNS`` folder:
 

@@ -1,4 +1,4 @@
-"""README's summary of the committed multi-seed tables in ``benchmarks/results/sweeps/``.
+"""docs/results.md's summary of the committed multi-seed tables in ``benchmarks/results/sweeps/``.
 
 Two kinds of file there, told apart by their keys:
 
@@ -12,7 +12,7 @@ Two kinds of file there, told apart by their keys:
 
 Writes both tables between the sweeps markers of ``--readme`` (nothing else of the file changes):
 
-    python benchmarks/sweep_tables.py --readme README.md
+    python benchmarks/sweep_tables.py --readme docs/results.md
 """
 
 from __future__ import annotations
@@ -97,15 +97,17 @@ def sweep_table(files: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def section(directory: Path) -> str:
-    """The README section: the seeds table, then the sweep table, from every JSON file of ``directory``."""
+def section(directory: Path, page: Path = ROOT / "docs" / "results.md") -> str:
+    """The section of ``page`` (quoted in the command that rewrites it): the seeds table, then the sweep table, from
+    every JSON file of ``directory``."""
     seeds, sweeps = [], []
     for path in sorted(directory.glob("*.json")):
         doc = json.loads(path.read_text())
         (sweeps if "variants" in doc else seeds).append((path.stem, doc))
     source = directory.relative_to(ROOT) if directory.is_relative_to(ROOT) else directory
+    page = page.relative_to(ROOT) if page.is_relative_to(ROOT) else page
     return "\n".join([
-        f"Written by `python benchmarks/sweep_tables.py --readme README.md` from `{source}/*.json` (overall EER in %, "
+        f"Written by `python benchmarks/sweep_tables.py --readme {page}` from `{source}/*.json` (overall EER in %, "
         "unweighted mean over the classes; test clips unless marked val; each file's .md has the per-class tables "
         "and the commands).",
         "",
@@ -126,9 +128,9 @@ def section(directory: Path) -> str:
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweeps", type=Path, default=SWEEPS, help="folder of the committed tables")
-    parser.add_argument("--readme", type=Path, default=None, help="write between the sweeps markers of this file")
+    parser.add_argument("--readme", type=Path, default=None, help="write between the sweeps markers of this file (docs/results.md)")
     args = parser.parse_args(argv)
-    text = section(args.sweeps.resolve())
+    text = section(args.sweeps.resolve(), *([args.readme.resolve()] if args.readme is not None else []))
     if args.readme is not None:
         rewrite_section(args.readme, text, start=README_START, end=README_END)
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -167,6 +168,10 @@ def test_detect_folder_with_a_bad_file_writes_pages(tmp_path, folder, capsys):
     page = (plots / "index.html").read_text()
     assert page.count('<section class="file"') == 2 and page.count("<audio controls") == 2
     assert 'src="../audio/a.wav"' in page and 'id="skipped"' in page and "bad.wav" in page
+    assert page.index("1 file skipped") < page.index('<section class="file"')  # counted at the top
+    # the reference lists a.wav only: its event F and the dog event (hit or missed); b.flac "not in the reference"
+    assert 'id="total-f">' in page and "not in the reference" in page
+    assert re.search(r'<tr class="(hit|missed)"><td class="mark l">[^<]+</td><td class="l">dog</td>', page)
     assert (tmp_path / "ev.scores" / "a.tsv").exists() and (tmp_path / "ev.skipped.tsv").exists()
     # a user's file in the way is not replaced
     (plots / "index.html").write_text("<html>my page</html>")

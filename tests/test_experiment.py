@@ -190,7 +190,7 @@ def test_report_command_rewrites_readme_section(run_dir, tmp_path, capsys):
     assert main(["report", str(run_dir), "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert "STALE TABLE" not in text and "| Overall |" in text and text.endswith("tail\n")
-    assert f"thce report {run_dir} --readme README.md" in text
+    assert f"thce report {run_dir} --readme {readme}" in text  # the command that rewrites this very file
     readme.write_text("no markers")
     assert main(["report", str(run_dir), "--readme", str(readme)]) == 2
     assert "no '<!-- results:start -->'" in capsys.readouterr().err

@@ -84,6 +84,6 @@ def test_seeds_table_writes_the_committed_files(runs, tmp_path):
     assert written["seeds"]["seeds"] == [3] and set(written["per_seed_overall_eer_test_val"]) == {"3"}
     assert set(written["per_seed_overall_eer_test_val"]["3"]["_code"]) == {"baseline", "proposed1, proposed2"}
     assert (tmp_path / "sweeps" / "tiny-seed3.md").read_text().startswith("# thce report: all, seeds 3 (")
-    # the table reader of README's sweeps section takes it as a seeds summary
+    # the table reader of docs/results.md's sweeps section takes it as a seeds summary
     tables = load_benchmark("sweep_tables")
     assert "tiny-seed3" in tables.seeds_table([("tiny-seed3", written)])

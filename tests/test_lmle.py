@@ -280,7 +280,7 @@ def test_embedding_scaling_benchmark_tiny(tmp_path, capsys):
     assert 0 < machine["cpu_over_wall"] <= 1.5
     printed = json.loads(capsys.readouterr().out)
     assert printed["ratio_at_max"] == result["ratio_at_max"] and json.loads(json_path.read_text()) == printed
-    # README's section, written from the saved JSON without measuring again
+    # docs/benchmarks.md's section, written from the saved JSON without measuring again
     readme = tmp_path / "README.md"
     readme.write_text(f"top\n{module.README_START}\nold\n{module.README_END}\nbottom\n")
     assert module.main(["--from-json", str(json_path), "--readme", str(readme)]) == printed

@@ -131,6 +131,39 @@ def test_plot_det_tolerates_missing_and_degenerate_curves(results: dict[str, Any
         plot_det(bad, tmp_path / "bad.png")
 
 
+def _colour_pixels(fig: Any, ax: Any, colour: str) -> int:
+    """How many pixels inside ``ax`` of the drawn ``fig`` are close to ``colour``."""
+    from matplotlib.colors import to_rgb
+
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(float) / 255.0
+    box = ax.get_window_extent()
+    height = image.shape[0]
+    inside = image[int(height - box.y1) : int(height - box.y0), int(box.x0) : int(box.x1)]
+    return int((np.abs(inside - np.array(to_rgb(colour))).max(axis=2) < 0.12).sum())
+
+
+def test_det_identical_curves_stay_visible_legends_outside(results: dict[str, Any]) -> None:
+    from thce.figures import det_figure
+
+    results["methods"]["proposed2"]["det"] = copy.deepcopy(results["methods"]["proposed1"]["det"])  # P1 == P2
+    results["methods"]["proposed1"]["det"]["gun"] = {"far": [0.0], "mr": [0.0]}  # one point, the same for both
+    results["methods"]["proposed2"]["det"]["gun"] = {"far": [0.0], "mr": [0.0]}
+    fig = det_figure(results)
+    for ax in fig.axes:
+        ax.get_legend().set_visible(False)
+    for ax in fig.axes:  # P1 (C1) shows beside P2 (C2) drawn over it, in the curves and at a lone point
+        assert _colour_pixels(fig, ax, "C1") > 20 and _colour_pixels(fig, ax, "C2") > 20, ax.get_title()
+    for ax in fig.axes:
+        ax.get_legend().set_visible(True)
+        legend = ax.get_legend().get_window_extent()
+        assert legend.y1 < ax.get_window_extent().y0  # under the panel, off the curves
+        labels = ax.get_xticklabels()
+        boxes = [t.get_window_extent() for t in labels]
+        assert all(t.get_rotation() == 0 for t in labels)
+        assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))  # tick labels do not touch
+
+
 def test_write_report(results: dict[str, Any], tmp_path: Path) -> None:
     results["methods"]["ldam"] = {"eer": {"dog": 0.3, "baby": 0.3, "gun": 0.3, "overall": 0.3},
                                   "det": {"gun": {"far": [0.5, 0.0], "mr": [0.0, 0.6]}}}

@@ -33,7 +33,8 @@ UNRATIOED = {"paper-cnn": ("", "cnn"), "paper-lstm": ("", "lstm")}  # the manife
 CPU = {f"synth-{r.replace(':', '-')}-{e}": (r, e) for r in RATIOS for e in ENCODERS}
 FEW = {f"synth-few-sources-{e}": e for e in ENCODERS}  # the 2:2:1:26 CPU configs on few source recordings
 PANNS = {"panns-2-2-1-26": "gpu", "panns-synth-2-2-1-26": "cpu"}  # issue 17: a PANNs encoder, fine-tuned / frozen
-SHIPPED = {"demo", *GPU, *UNRATIOED, *CPU, *FEW, *PANNS}
+QUICK = "quick"  # issue 32: README's smoke run, every stage on a few 2 s clips
+SHIPPED = {"demo", *GPU, *UNRATIOED, *CPU, *FEW, *PANNS, QUICK}
 
 # Tiny scale: 1 s clips, a small network, one epoch per stage (only sizes change, never what a config means).
 TINY_MODEL = [
@@ -112,7 +113,41 @@ def test_config_loads_and_runs_the_papers_methods(name):
     # every report also shows what the ten-line non-deep reference does on the same split (issue 12)
     assert config.methods == ("baseline", "proposed1", "proposed2", "logreg_stats")
     assert (config.features.n_mels, config.features.frame_length_ms, config.features.hop_ms) == (64, 25.0, 10.0)
-    assert config.features.duration_s == 10.0 and config.data.classes == ("dog", "baby", "gun")
+    assert config.data.classes == ("dog", "baby", "gun")
+    assert config.features.duration_s == (2.0 if name == QUICK else 10.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The quick config: README's smoke run (sized for time only)
+
+
+def test_quick_config_runs_every_stage_on_short_clips():
+    """Every stage trains at least an epoch (Algorithm 1 re-clusters once), the CNN's pools fit the 2 s clips, the
+    data are a few clips at 2:2:1:26 with every class in validation and test, and the header says what it is."""
+    config = load_config(shipped(QUICK))
+    embedding, frames = config.embedding, round(1000 * config.features.duration_s / config.features.hop_ms)
+    assert embedding.n_iter >= 2 and min(embedding.epochs, embedding.last_epochs, embedding.head_only_epochs) >= 1
+    assert min(config.detector.max_epochs, config.detector.head_only_max_epochs, config.baseline.max_epochs) >= 1
+    assert config.synth.duration_s == config.features.duration_s
+    assert frames == math.prod(time for time, _ in config.model.cnn_pools)  # one time step left, no frame dropped
+    counts = config.synth.counts
+    assert holds_ratio(counts, parse_ratio("2:2:1:26")) and sum(counts.values()) <= 200
+    assert min(counts.values()) * config.data.split_fractions[1] >= 1  # every class in validation (early stopping)
+    assert set(config.synth.test_counts) == set(LABELS) and min(config.synth.test_counts.values()) >= 1
+    assert "smoke run" in " ".join(header_lines(QUICK)) and "EERs mean nothing" in " ".join(header_lines(QUICK))
+    assert header_command(QUICK, "experiment") == ["experiment", "configs/quick.toml", "--out", "runs/quick"]
+
+
+@pytest.mark.slow
+def test_quick_config_runs_end_to_end_at_tiny_scale(tmp_path):
+    """Its own counts and schedule, 1 s clips and a small network: every method ends with an EER."""
+    out = tmp_path / QUICK
+    overrides = ["synth.duration_s=1.0", *TINY_MODEL]
+    argv = ["-q", "experiment", str(shipped(QUICK)), "--out", str(out), *[a for o in overrides for a in ("--set", o)]]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"baseline", "proposed1", "proposed2", "logreg_stats"}
+    assert all(math.isfinite(m["eer"]["overall"]) for m in results["methods"].values())
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -130,7 +165,7 @@ def test_gpu_config_holds_the_papers_settings(name):
     assert config.detector.patience == 10 and config.baseline.patience == 10
     assert config.data.split_fractions == (0.7, 0.2, 0.1)  # the paper's partition
     assert config.data.ratio == ratio and config.model.encoder == encoder
-    assert config.model == ModelConfig(encoder=encoder)  # the paper's CNN / LSTM (README: how we read the paper)
+    assert config.model == ModelConfig(encoder=encoder)  # the paper's CNN / LSTM (docs/method.md)
     assert config.data.source == "manifest"
     assert config.ldam_drw.drw_epoch == round(0.8 * config.baseline.max_epochs)
 
@@ -243,7 +278,7 @@ def test_cpu_config_realises_its_ratio(name):
 
 def test_cpu_configs_share_all_but_counts_and_schedule():
     """The four differ in counts (the ratio) and, between encoders, in batch size and epochs; not otherwise. The
-    last iteration's length and clip-mean removal are chosen per config on validation (README sweeps; a config not
+    last iteration's length and clip-mean removal are chosen per config on validation (docs/results.md sweeps; a config not
     measured keeps the paper's plain log-mel)."""
     dicts = {name: load_config(shipped(name)).to_dict() for name in CPU}
     with_clip_mean_removed = [name for name, d in sorted(dicts.items()) if d["model"]["remove_clip_mean"]]
@@ -301,7 +336,7 @@ def test_cpu_config_runs_end_to_end_at_tiny_scale(name, tmp_path):
 # Few source recordings (issue 12): the 2:2:1:26 CPU configs with clips cut from a handful of sources per class
 
 
-# departures from the paper's encoder that validation chose on few sources (README's sweeps section)
+# departures from the paper's encoder that validation chose on few sources (docs/results.md's sweeps)
 FEW_SOURCES_MODEL = {
     "synth-few-sources-cnn": {},  # clip-mean removal as its twin (chosen on validation there too)
     "synth-few-sources-lstm": {"lstm_pooling": "max"},  # clip-mean removal as its twin

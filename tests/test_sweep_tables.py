@@ -1,4 +1,4 @@
-"""benchmarks/sweep_tables.py: README's summary of the committed seeds summaries and sweeps."""
+"""benchmarks/sweep_tables.py: docs/results.md's summary of the committed seeds summaries and sweeps."""
 
 import json
 

@@ -165,7 +165,7 @@ class ExperimentConfig:
                 )
             fixed = [m for m in self.methods if m in ("lmle", "logreg_stats")]
             if fixed:
-                raise ConfigError(f"methods: {', '.join(fixed)} not with model.freeze = 'all' (see README)")
+                raise ConfigError(f"methods: {', '.join(fixed)} not with model.freeze = 'all' (see docs/panns.md)")
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)

@@ -52,7 +52,7 @@ class EncoderKind:
 class ModelConfig:
     """Encoder choice and sizes. ``encoder`` is ``"cnn"``, ``"lstm"`` or a PANNs network (:data:`PANNS_ENCODERS`).
 
-    PANNs only (README, "Start from PANNs"): ``pretrained``: the official checkpoint file to start from (``""``:
+    PANNs only (docs/panns.md): ``pretrained``: the official checkpoint file to start from (``""``:
     random initialisation; a relative path is taken from the config file's folder); ``freeze``: ``"none"``,
     ``"all"`` or ``"up_to:<module>"`` (e.g. ``"up_to:conv_block4"``); ``encoder_learning_rate``: the encoder's
     learning rate when fine-tuning (``None``: ``train.learning_rate``). A PANNs encoder sets ``[features]`` to its

@@ -25,9 +25,17 @@ __all__ = ["DET_TICKS_PERCENT", "det_figure", "plot_det", "plot_embedding_diagno
 
 logger = logging.getLogger(__name__)
 
-#: Tick positions of the DET axes, in percent; rates of exactly 0 and 100 % are drawn beyond them, at ticks
-#: labelled "0" and "100" (:data:`_RATE_EDGE`).
-DET_TICKS_PERCENT: tuple[float, ...] = (0.1, 0.5, 1, 2, 5, 10, 20, 40, 60, 80, 95, 99, 99.9)
+#: Labelled ticks of the DET axes, in percent, spaced so that their labels do not touch; rates of exactly 0 and
+#: 100 % are drawn beyond them, at ticks labelled "0" and "100" (:data:`_RATE_EDGE`).
+DET_TICKS_PERCENT: tuple[float, ...] = (0.1, 1, 5, 20, 50, 80, 95, 99, 99.9)
+#: Unlabelled ticks between them (a lighter grid).
+DET_MINOR_TICKS_PERCENT: tuple[float, ...] = (0.5, 2, 10, 30, 40, 60, 70, 90, 98, 99.5)
+#: How the methods' curves differ besides colour, in the order of the results: (line style, width, marker). Wider
+#: lines are drawn first, so two identical curves (P1 == P2) show as a thin line inside a wide one, their markers
+#: at different places along it (and concentric where a curve is a single point).
+_METHOD_STYLES: tuple[tuple[str, float, str], ...] = (
+    ("-", 3.4, "o"), ("--", 2.4, "s"), (":", 1.8, "^"), ("-.", 1.4, "D"), ("-", 1.0, "v"), ("--", 1.0, "P"),
+)
 
 _RATE_CLIP = 1e-4  # other rates are clipped to [_RATE_CLIP, 1 - _RATE_CLIP] before the probit (0.01 %)
 _RATE_EDGE = 1e-5  # where 0 and 100 % are drawn: beyond every clipped rate, so never mistaken for 0.1 / 99.9 %
@@ -93,8 +101,9 @@ def plot_det(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
 
     Rates are mapped through the standard normal quantile function, ticks labelled in percent (0.1 ... 99.9 %);
     rates of exactly 0 and 100 % are drawn at the axis ends, labelled "0" and "100", other rates clipped to
-    [0.01, 99.99] %. Each legend entry gives the method's EER for that class; the dashed diagonal is FAR = MR, where
-    the EER is read. Each panel says how many positive and negative test clips its curves rest on. Methods without
+    [0.01, 99.99] %. Each method has its own colour, line style, width and marker (:data:`_METHOD_STYLES`), so
+    that identical curves stay visible. Each panel's legend, under it, gives the method's EER for that class; the
+    dashed diagonal is FAR = MR, where the EER is read. Each panel says how many positive and negative test clips its curves rest on. Methods without
     a DET entry for a class are left out of its panel.
 
     A ``--seeds`` summary (``results["seeds"]`` with ``det_per_seed``, see :func:`seeds_det_summary`) draws every
@@ -123,15 +132,18 @@ def det_figure(results: Mapping[str, Any]) -> Figure:
     n = len(classes)
     ncols = n if n <= 4 else 3
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(4.4 * ncols, 4.6 * nrows), layout="compressed")  # compressed: fixed-aspect panels
+    legend_in = 0.35 + 0.21 * len(methods)  # the legends go under the panels, off the curves
+    fig = Figure(figsize=(4.4 * ncols, (4.7 + legend_in) * nrows), layout="compressed")  # compressed: fixed aspect
     FigureCanvasAgg(fig)
     lo, hi = _probit(0.0)[()], _probit(1.0)[()]
     margin = 0.04 * (hi - lo)
     ticks = [lo, *_probit(np.array(DET_TICKS_PERCENT) / 100.0), hi]
     labels = ["0", *(_tick_label(p) for p in DET_TICKS_PERCENT), "100"]
+    minor = _probit(np.array(DET_MINOR_TICKS_PERCENT) / 100.0)
     seeds = results.get("seeds") if isinstance(results.get("seeds"), Mapping) else {}
     per_seed, pooled_eer = seeds.get("det_per_seed") or {}, seeds.get("eer_pooled") or {}
     colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    styles = {m: _METHOD_STYLES[i % len(_METHOD_STYLES)] for i, m in enumerate(methods)}
     for index, name in enumerate(classes):
         ax = fig.add_subplot(nrows, ncols, index + 1)
         ax.plot([lo, hi], [lo, hi], linestyle="--", color="0.6", linewidth=0.8)
@@ -153,22 +165,38 @@ def det_figure(results: Mapping[str, Any]) -> Figure:
                 label += f", pooled {percent(pooled)}%)" if pooled is not None else ")"
             else:
                 label = method_short_name(method) + (f" (EER {percent(eer)}%)" if eer is not None else "")
-            style = {"marker": "o", "markersize": 3} if far.size == 1 else {}
-            ax.plot(_probit(far), _probit(mr), label=label, linewidth=1.6, color=colours[method], **style)
+            ax.plot(_probit(far), _probit(mr), label=label, color=colours[method], **_curve_style(styles[method], far.size))
         ax.set_xlim(lo - margin, hi + margin)
         ax.set_ylim(lo - margin, hi + margin)
-        ax.set_xticks(ticks, labels, rotation=90, fontsize="small")
+        ax.set_xticks(ticks, labels, fontsize="small")
         ax.set_yticks(ticks, labels, fontsize="small")
+        ax.set_xticks(minor, minor=True)
+        ax.set_yticks(minor, minor=True)
         ax.set_aspect("equal")
-        ax.grid(True, color="0.9", linewidth=0.6)
+        ax.grid(True, which="major", color="0.85", linewidth=0.6)
+        ax.grid(True, which="minor", color="0.94", linewidth=0.5)
         counts = _panel_counts(results, name)
         pooled_note = f", {len(seeds.get('seeds', []))} seeds pooled" if per_seed else ""
         ax.set_title(name if counts is None else f"{name}  (n+ = {counts[0]}, n- = {counts[1]}{pooled_note})")
         ax.set_xlabel("False alarm rate (%)")
         ax.set_ylabel("Miss rate (%)")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper right", fontsize="small")
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize="small", frameon=False,
+                      handlelength=3.0)  # fmt: skip
     return fig
+
+
+def _curve_style(style: tuple[str, float, str], points: int) -> dict[str, Any]:
+    """Matplotlib keywords of a method's curve of ``points`` points: its line style and width, hollow markers
+    spaced along the line (offset per style, so that identical curves' markers do not cover each other; on every
+    point of a curve of a few), larger under thinner lines."""
+    linestyle, width, marker = style
+    rank = [s[0:2] for s in _METHOD_STYLES].index((linestyle, width))
+    return {
+        "linestyle": linestyle, "linewidth": width, "zorder": 2 + rank * 0.1, "marker": marker,
+        "markersize": max(4.0, 9.0 - 1.5 * rank), "markerfacecolor": "none", "markeredgewidth": 1.4,
+        "markevery": (0.04 + 0.05 * rank, 0.22) if points > 6 else None,
+    }  # fmt: skip
 
 
 def _det_arrays(curve: Mapping[str, Any], method: str, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@ W (Eq. 4) and the sigmoid detector head.
 
 Input features are log-mel matrices ``x`` of shape ``(batch, frames, mels)`` (1000 x 64 for 10 s clips).
 
-Our reading of the paper where it is silent (also in README):
+Our reading of the paper where it is silent (also in docs/method.md):
 
 - **LSTMEncoder**: one LSTM layer of 128 units; the embedding is the last hidden state ``h_T`` (128-d),
   L2-normalised. ``ModelConfig.lstm_init`` defaults to chrono initialisation (:func:`init_lstm`): with PyTorch's or
@@ -35,7 +35,7 @@ Our reading of the paper where it is silent (also in README):
   target). The proposed model puts it on the cluster layer's output ``h`` (Fig. 2, "without discarding the
   dense layer of Eq. (4)"); the baseline puts it directly on the encoder's output, by default *without* the L2
   normalisation (the constraint belongs to the embedding method; a sigmoid layer on a unit vector has logits
-  bounded by ``||w||`` and learns far slower, which would handicap the baseline: see README).
+  bounded by ``||w||`` and learns far slower, which would handicap the baseline: see docs/method.md).
 """
 
 from __future__ import annotations

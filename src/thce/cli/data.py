@@ -13,6 +13,9 @@ from pathlib import Path
 from thce.cli.progress import ProgressBars
 from thce.errors import ConfigError
 
+#: Formats with strong labels: their import also writes ``events.tsv`` beside the manifest.
+STRONG_FORMATS = ("audioset-strong", "dcase2017")
+
 
 def _classes(text: str | None) -> list[str] | None:
     if text is None:
@@ -59,10 +62,27 @@ def check_manifest_outputs(manifest: Path, skipped: Path, *, inputs: list[Path],
         refuse_other_kind(out, looks_ours=looks_ours, what=what, overwrite=overwrite)
 
 
+def check_events_output(events: Path, *, overwrite: bool) -> None:
+    """Before any work: the event list (``events.tsv``) can be written and does not replace a file that is not one
+    thce wrote (unless ``overwrite``)."""
+    from thce.data.strong import EVENTS_HEADER
+    from thce.io import check_output_path, refuse_other_kind, starts_with
+
+    check_output_path(events)
+    header = ("\t".join(EVENTS_HEADER) + "\n").encode()
+    refuse_other_kind(events, looks_ours=starts_with(header), what="a thce event list", overwrite=overwrite)
+
+
 def _import_inputs(args: argparse.Namespace) -> list[Path]:
     """The files an import reads besides audio (none may be its output)."""
     if args.format == "audioset":
         inputs = list(args.segments)
+    elif args.format == "audioset-strong":
+        inputs = list(args.tsv)
+    elif args.format == "dcase2017":
+        from thce.data.dcase2017 import find_dcase2017_meta
+
+        inputs = list(find_dcase2017_meta(args.roots).values())
     elif args.format == "esc50":
         inputs = [args.root / "meta" / "esc50.csv"]
     elif args.format == "manifest":
@@ -76,9 +96,28 @@ def run_import(args: argparse.Namespace) -> int:
     from thce.data import audioset, readers
     from thce.data.manifest import write_manifest, write_skipped
 
-    check_manifest_outputs(args.out, skipped_path(args.out), inputs=_import_inputs(args), overwrite=args.overwrite)
+    from thce.data.strong import EVENTS_FILE, write_strong_labels
+
+    inputs = _import_inputs(args)
+    check_manifest_outputs(args.out, skipped_path(args.out), inputs=inputs, overwrite=args.overwrite)
+    events_out = args.out.parent / EVENTS_FILE
+    if args.format in STRONG_FORMATS:
+        if any(source.is_file() and events_out.is_file() and events_out.samefile(source) for source in inputs):
+            raise ConfigError(f"{events_out}: is also an input of the import; write the manifest to another folder")
+        check_events_output(events_out, overwrite=args.overwrite)
     label_map = readers.load_label_map(args.label_map) if getattr(args, "label_map", None) else None
-    if args.format == "audioset":
+    if args.format == "audioset-strong":
+        ontology = audioset.load_ontology(args.ontology) if args.ontology else None
+        result = audioset.read_audioset_strong(
+            args.tsv, args.audio_dir, label_map=label_map, ontology=ontology, split=args.split, strict=args.strict
+        )
+    elif args.format == "dcase2017":
+        from thce.data.dcase2017 import read_dcase2017_task2
+
+        result = read_dcase2017_task2(
+            args.roots, devtest_split=args.devtest, label_map=label_map, strict=args.strict
+        )
+    elif args.format == "audioset":
         ontology = audioset.load_ontology(args.ontology) if args.ontology else None
         result = audioset.read_audioset(
             args.segments, args.audio_dir, label_map=label_map, ontology=ontology, split=args.split,
@@ -93,6 +132,8 @@ def run_import(args: argparse.Namespace) -> int:
             args.manifest, classes=_classes(args.classes), check_audio=args.check_audio, strict=args.strict
         )
     write_manifest(result.rows, args.out)
+    if result.strong is not None:
+        write_strong_labels(events_out, result.rows, result.strong)
     listed = write_skipped(result.left_out, skipped_path(args.out))
     counts = ", ".join(f"{label} {n}" for label, n in result.label_counts().items()) or "none"
     print(f"{args.out}: {_count(len(result.rows), 'clip')} ({counts})")
@@ -111,6 +152,7 @@ def run_mix(args: argparse.Namespace) -> int:
 
     check_output_path(args.out, directory=True)  # an unwritable --out: one line naming it, before the sources are read
     check_manifest_outputs(args.out / "manifest.csv", args.out / "skipped.csv", inputs=[], overwrite=args.overwrite)
+    check_events_output(args.out / "events.tsv", overwrite=args.overwrite)
 
     fractions = None if args.no_split else _floats(args.split_fractions, "--split-fractions")
     if fractions is not None and len(fractions) != 3:
@@ -118,7 +160,7 @@ def run_mix(args: argparse.Namespace) -> int:
     config = MixConfig(
         num_mixtures=args.count, duration_s=args.duration_s, sample_rate_hz=args.sample_rate_hz,
         ebr_db=_floats(args.ebr_db, "--ebr-db"), event_probability=args.event_probability, max_peak=args.max_peak,
-        split_fractions=fractions, seed=args.seed,  # type: ignore[arg-type]
+        split_fractions=fractions, seed=args.seed, events_per_mixture=args.events_per_mixture,  # type: ignore[arg-type]
     )  # fmt: skip
     with ProgressBars(enabled=not args.quiet) as bars:
         result = make_mixtures(
@@ -132,6 +174,17 @@ def run_mix(args: argparse.Namespace) -> int:
     if result.skipped:
         print(f"{len(result.skipped)} sources or mixtures skipped: listed in {listed}")
     return 0
+
+
+def audioset_options(p: argparse.ArgumentParser, *, test_file: str) -> None:
+    """The options of both AudioSet imports: where the clips are, the label map, the ontology, the split."""
+    p.add_argument("--audio-dir", type=Path, required=True,
+                   help="folder of downloaded clips (YTID.wav, YTID_START.wav, YTID_START_END.flac, ...)")
+    p.add_argument("--label-map", type=Path,
+                   help="JSON/TOML {label: [MIDs]} (default dog=/m/0bt9lr, baby=/t/dd00002, gun=/m/032s66)")
+    p.add_argument("--ontology", type=Path, help="AudioSet ontology.json, to add descendants of mapped MIDs")
+    p.add_argument("--split", default="", choices=["", "train", "val", "test"],
+                   help=f"split for every row (e.g. test for {test_file}); default: by seed later")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -153,14 +206,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     audioset = formats.add_parser("audioset", help="AudioSet segment CSVs + a folder of downloaded clips")
     audioset.add_argument("segments", type=Path, nargs="+", help="segment CSV(s), e.g. balanced_train_segments.csv")
-    audioset.add_argument("--audio-dir", type=Path, required=True,
-                          help="folder of downloaded clips (YTID.wav, YTID_START.wav, YTID_START_END.flac, ...)")
-    audioset.add_argument("--label-map", type=Path,
-                          help="JSON/TOML {label: [MIDs]} (default dog=/m/0bt9lr, baby=/t/dd00002, gun=/m/032s66)")
-    audioset.add_argument("--ontology", type=Path, help="AudioSet ontology.json, to add descendants of mapped MIDs")
-    audioset.add_argument("--split", default="", choices=["", "train", "val", "test"],
-                          help="split for every row (e.g. test for eval_segments.csv); default: by seed later")
+    audioset_options(audioset, test_file="eval_segments.csv")
     common(audioset)
+
+    strong = formats.add_parser(
+        "audioset-strong", help="AudioSet strong-label TSV(s) + a folder of downloaded clips (writes events.tsv too)",
+        description="AudioSet's strong labels (segment_id, start_time_seconds, end_time_seconds, label) as a manifest "
+        "and its event list events.tsv beside it. Events of unmapped MIDs are dropped; a clip without mapped events "
+        "is background; a clip with events of two classes is excluded.",
+    )  # fmt: skip
+    strong.add_argument("tsv", type=Path, nargs="+", help="strong-label TSV(s), e.g. audioset_train_strong.tsv")
+    audioset_options(strong, test_file="audioset_eval_strong.tsv")
+    common(strong)
+
+    dcase = formats.add_parser(
+        "dcase2017", help="DCASE 2017 Task 2 (TUT Rare Sound Events 2017) mixtures (writes events.tsv too)",
+        description="DCASE 2017 Task 2 mixtures as a manifest and its event list events.tsv beside it, from the "
+        "event lists (event_list_<set>_<class>.csv) or mixture recipes (mixture_recipes_<set>_<class>.yaml, "
+        "preferred: they name the background recording, the group) found under ROOT, with the mixtures' audio. "
+        "devtrain -> train, devtest -> --devtest, evaltest -> test.",
+    )  # fmt: skip
+    dcase.add_argument("roots", type=Path, nargs="+", metavar="ROOT",
+                       help="data set folder(s), e.g. TUT-rare-sound-events-2017-development/data")
+    dcase.add_argument("--devtest", default="test", choices=["val", "test"],
+                       help="split of the devtest mixtures (default test; val when evaltest is the test set)")
+    dcase.add_argument("--label-map", type=Path,
+                       help='JSON/TOML {label: [DCASE classes]}, e.g. baby = ["babycry"] (default: DCASE\'s names; '
+                       "events of unmapped classes are dropped)")
+    common(dcase)
 
     esc = formats.add_parser("esc50", help="ESC-50 (meta/esc50.csv, audio/)")
     esc.add_argument("root", type=Path, help="the ESC-50 folder")
@@ -185,7 +258,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     mix.add_argument("--events", type=Path, required=True, help="isolated events, one folder per class")
     mix.add_argument("--backgrounds", type=Path, required=True, help="background recordings (>= --duration-s)")
-    mix.add_argument("--out", type=Path, required=True, help="output folder (audio/, manifest.csv, skipped.csv)")
+    mix.add_argument("--out", type=Path, required=True,
+                     help="output folder (audio/, manifest.csv, events.tsv, skipped.csv)")
     mix.add_argument("--count", type=int, default=100, help="number of mixtures (default 100)")
     mix.add_argument("--duration-s", type=float, default=10.0, help="mixture length (default 10)")
     mix.add_argument("--sample-rate-hz", type=int, default=16000, help="output rate (default 16000)")
@@ -196,7 +270,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mix.add_argument("--no-split", action="store_true", help="leave the split column empty")
     mix.add_argument("--classes", help="event classes to use, comma-separated (default: every folder)")
     mix.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    mix.add_argument("--events-per-mixture", type=int, default=1,
+                     help="events in a mixture that has any, of one class, not overlapping (default 1, as DCASE 2017)")
     mix.add_argument("--strict", action="store_true", help="stop at the first unusable source file")
     mix.add_argument("--overwrite", action="store_true",
-                     help="replace a manifest.csv or skipped.csv in --out that thce did not write")
+                     help="replace a manifest.csv, events.tsv or skipped.csv in --out that thce did not write")
     mix.set_defaults(func=run_mix)

@@ -169,11 +169,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="folder for the score tables (onset, offset, <class>... per file; the sed_scores_eval "
                           "format); default: next to --out (events.tsv -> events.scores/), none without --out")
     det.add_argument("--plots", type=Path, default=None,
-                     help="folder for a picture per file (spectrogram, scores, events) and an index.html with "
-                          "audio players and event tables")
+                     help="folder for pictures of each file (spectrogram, scores, events; a file longer than 2 "
+                          "minutes as panels of 2 minutes) and an index.html with audio players and event tables")
     det.add_argument("--reference", type=Path, default=None,
-                     help="reference events to draw under the detected ones in --plots (any list that "
-                          "evaluate-events reads)")
+                     help="reference events for --plots (any list that evaluate-events reads): drawn under the "
+                          "detected ones, each marked hit, missed or false alarm (onsets within 500 ms), with each "
+                          "file's event-based F-score")
     det.add_argument("--device", default="cpu", help="torch device (default cpu)")
     det.add_argument("--out", type=Path, default=None,
                      help="events file: .json, or a tab-separated DCASE event list (.csv/.tsv/.txt); default: "

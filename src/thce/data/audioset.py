@@ -1,5 +1,7 @@
 """AudioSet: segment CSVs plus a folder of locally downloaded clips -> manifest rows (:class:`~thce.data.readers.ImportResult`).
 
+Its strong-label TSVs: :func:`read_audioset_strong`, the same with the events' times (``ImportResult.strong``).
+
 Labels are mapped from AudioSet MIDs, with their ontology descendants, to ours (:data:`AUDIOSET_LABELS`, or a label
 map, see :func:`thce.data.readers.load_label_map`); clips with two target events are excluded and counted, clips
 with none are background.
@@ -24,6 +26,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +35,7 @@ from pathlib import Path
 
 from thce.data.manifest import SPLITS, ManifestRow, Skipped
 from thce.data.readers import ImportResult, absolute, index_audio_files, validate_label_map
+from thce.data.strong import StrongEvent, StrongLabels
 from thce.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -220,16 +224,9 @@ def read_audioset(
         DataError: ``audio_dir`` is not a folder, a CSV cannot be read, or (``strict``) a bad row.
         ConfigError: bad label map or split.
     """
-    if split and split not in SPLITS:
-        raise ConfigError(f"split {split!r} is not one of {', '.join(SPLITS)} or empty")
-    audio_dir = Path(audio_dir)
-    if not audio_dir.is_dir():
-        raise DataError(f"{audio_dir}: audio folder not found")
+    clips = _SegmentClips(audio_dir, split)
     mid_label = audioset_mid_labels(label_map, ontology)
-    files = index_audio_files(audio_dir)
-    result = ImportResult(rows=[])
-    counts = Counter({"segments": 0, "multi_target": 0, "not_downloaded": 0, "duplicate": 0, "malformed": 0})
-    seen: dict[tuple[str, float], str] = {}
+    result = clips.result
     for csv_path in segment_csvs:
         segments, malformed = parse_segments(csv_path)
         if not segments:
@@ -238,44 +235,212 @@ def read_audioset(
                 f"{csv_path}: not an AudioSet segment list ({why}; expected rows YTID, start_seconds, end_seconds, "
                 '"mid,mid" as in balanced_train_segments.csv)'
             )
-        counts["malformed"] += len(malformed)
+        clips.counts["malformed"] += len(malformed)
         result.skipped += malformed
         for seg in segments:
-            counts["segments"] += 1
-            targets = sorted({mid_label[m] for m in seg.mids if m in mid_label})
-            path = next((files[s] for s in audioset_file_stems(seg.ytid, seg.start_s, seg.end_s) if s in files), None)
-            shown = str(path) if path else f"{seg.ytid}_{seg.start_s:g}"
-            key = (seg.ytid, round(seg.start_s, 3))
-            if key in seen:
-                counts["duplicate"] += 1
-                result.skipped.append(Skipped(shown, f"duplicate segment (first listed at {seen[key]})", seg.source))
-                continue
-            seen[key] = seg.source
-            if len(targets) > 1:
-                counts["multi_target"] += 1
-                if path is not None:
-                    result.excluded.append(Skipped(
-                        shown, f"{len(targets)} target events ({', '.join(targets)}): excluded, one event per clip",
-                        seg.source,
-                    ))  # fmt: skip
-                continue
-            if path is None:
-                counts["not_downloaded"] += 1
-                continue
-            extra = {"ytid": seg.ytid, "start_s": f"{seg.start_s:.3f}", "end_s": f"{seg.end_s:.3f}"}
-            label = targets[0] if targets else ""
-            result.rows.append(ManifestRow(path=absolute(path), label=label, split=split, group=seg.ytid, extra=extra))
-    counts["imported"] = len(result.rows)
-    result.counts = dict(counts)
-    if counts["not_downloaded"]:
-        log.info("AudioSet: %d of %d segments have no file in %s", counts["not_downloaded"], counts["segments"],
-                 audio_dir)  # fmt: skip
-    if not result.rows and counts["not_downloaded"] == counts["segments"]:
-        raise DataError(
-            f"{audio_dir}: none of the {counts['segments']} segments listed has a file here (names tried for "
-            "YTID, START: YTID.wav, YTID_START.wav, YTID_START_END.flac, ..., see `thce data import audioset -h`)"
-        )
-    result.finish(strict, str(audio_dir))
-    return result
+            clips.add(seg.ytid, seg.start_s, seg.end_s, {mid_label[m] for m in seg.mids if m in mid_label}, seg.source)
+    return clips.finish(strict)
+
+
+class _SegmentClips:
+    """The clips of AudioSet segments as they are added: the downloaded file found, duplicates skipped, segments
+    with two target classes excluded, the others counted; :meth:`finish` checks the outcome."""
+
+    def __init__(self, audio_dir: str | os.PathLike, split: str) -> None:
+        """Raises: ConfigError (a bad split), DataError (``audio_dir`` is not a folder)."""
+        if split and split not in SPLITS:
+            raise ConfigError(f"split {split!r} is not one of {', '.join(SPLITS)} or empty")
+        self.audio_dir = Path(audio_dir)
+        if not self.audio_dir.is_dir():
+            raise DataError(f"{self.audio_dir}: audio folder not found")
+        self.files, self.split = index_audio_files(self.audio_dir), split
+        self.result = ImportResult(rows=[])
+        self.counts = Counter({"segments": 0, "multi_target": 0, "not_downloaded": 0, "duplicate": 0, "malformed": 0})
+        self.seen: dict[tuple[str, float], str] = {}
+
+    def add(self, ytid: str, start_s: float, end_s: float, classes: set[str], source: str) -> ManifestRow | None:
+        """The row of a segment whose events are of ``classes`` (ours), or None (left out, counted, maybe listed)."""
+        self.counts["segments"] += 1
+        targets = sorted(classes)
+        path = next((self.files[s] for s in audioset_file_stems(ytid, start_s, end_s) if s in self.files), None)
+        shown = str(path) if path else f"{ytid}_{start_s:g}"
+        key = (ytid, round(start_s, 3))
+        if key in self.seen:
+            self.counts["duplicate"] += 1
+            self.result.skipped.append(Skipped(shown, f"duplicate segment (first listed at {self.seen[key]})", source))
+            return None
+        self.seen[key] = source
+        if len(targets) > 1:
+            self.counts["multi_target"] += 1
+            if path is not None:
+                self.result.excluded.append(Skipped(
+                    shown, f"{len(targets)} target events ({', '.join(targets)}): excluded, one event per clip", source,
+                ))  # fmt: skip
+            return None
+        if path is None:
+            self.counts["not_downloaded"] += 1
+            return None
+        extra = {"ytid": ytid, "start_s": f"{start_s:.3f}", "end_s": f"{end_s:.3f}"}
+        label = targets[0] if targets else ""
+        row = ManifestRow(path=absolute(path), label=label, split=self.split, group=ytid, extra=extra)
+        self.result.rows.append(row)
+        return row
+
+    def finish(self, strict: bool) -> ImportResult:
+        audio_dir = self.audio_dir
+        counts = self.counts
+        counts["imported"] = len(self.result.rows)
+        self.result.counts = dict(counts)
+        if counts["not_downloaded"]:
+            log.info("AudioSet: %d of %d segments have no file in %s", counts["not_downloaded"], counts["segments"],
+                     audio_dir)  # fmt: skip
+        if not self.result.rows and counts["not_downloaded"] == counts["segments"]:
+            raise DataError(
+                f"{audio_dir}: none of the {counts['segments']} segments listed has a file here (names tried for "
+                "YTID, START: YTID.wav, YTID_START.wav, YTID_START_END.flac, ..., see `thce data import audioset -h`)"
+            )
+        self.result.finish(strict, str(audio_dir))
+        return self.result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# AudioSet strong labels
+
+#: AudioSet's strong-label segments are 10 s long (the end used to find a clip's file by its name).
+STRONG_SEGMENT_S = 10.0
+
+
+@dataclass(frozen=True)
+class StrongSegment:
+    """The events of one segment of a strong-label TSV: ``(onset_s, offset_s, mid)`` from the segment's start."""
+
+    ytid: str
+    start_s: float
+    events: tuple[tuple[float, float, str], ...]
+    source: str  # "file.tsv:line" of its first line
+
+
+def parse_strong_segments(tsv_path: str | os.PathLike) -> tuple[list[StrongSegment], list[Skipped]]:
+    """Segments of an AudioSet strong-label TSV (``segment_id<TAB>start_time_seconds<TAB>end_time_seconds<TAB>label``
+    with a header line; ``segment_id`` = ``YTID_<start in ms>``, label a MID), in first-seen order. A fifth column
+    (``present``, as in the framed eval file) keeps only ``PRESENT`` lines.
+
+    Returns:
+        ``(segments, malformed)``: a segment with a malformed line is left out whole, as :class:`Skipped` naming the
+        file and line (its other lines would give it incomplete labels).
+
+    Raises:
+        DataError: the file cannot be read.
+    """
+    tsv_path = Path(tsv_path)
+    try:
+        text = tsv_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{tsv_path}: cannot read the strong-label TSV ({exc})") from None
+    events: dict[str, list[tuple[float, float, str]]] = {}
+    first_line: dict[str, str] = {}
+    bad: dict[str, Skipped] = {}
+    first = True
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = [f.strip() for f in line.split("\t")]
+        header, first = first and len(fields) >= 4 and not any(ch.isdigit() for ch in fields[1]), False
+        if header:
+            continue  # segment_id, start_time_seconds, ...
+        where = f"{tsv_path.name}:{line_no}"
+        segment = fields[0]
+        first_line.setdefault(segment, where)
+        events.setdefault(segment, [])
+        if len(fields) >= 5 and fields[4].upper() != "PRESENT":
+            continue
+        ytid, _, start_ms = segment.rpartition("_")
+        problem = None
+        if len(fields) < 4:
+            problem = f"malformed line {line.strip()!r:.80} (expected segment_id, start, end, label)"
+        elif not ytid or not start_ms.isdigit():
+            problem = f"segment id {segment!r} is not YTID_<start in ms>"
+        else:
+            try:
+                onset, offset = float(fields[1]), float(fields[2])
+            except ValueError:
+                onset = offset = math.nan
+            if not (math.isfinite(onset) and math.isfinite(offset)) or onset < 0 or offset <= onset or not fields[3]:
+                problem = f"event {fields[1]!r} .. {fields[2]!r} {fields[3]!r} (expected 0 <= start < end and a label)"
+            else:
+                events[segment].append((onset, offset, fields[3]))
+        if problem and segment not in bad:
+            bad[segment] = Skipped(segment, problem, where)
+    segments = [
+        StrongSegment(seg.rpartition("_")[0], int(seg.rpartition("_")[2]) / 1000.0, tuple(found), first_line[seg])
+        for seg, found in events.items()
+        if seg not in bad
+    ]
+    return segments, list(bad.values())
+
+
+def merge_events(events: Iterable[tuple[float, float, str]]) -> tuple[StrongEvent, ...]:
+    """Events of one clip with the overlapping or touching ones of a class joined (a Dog and a Bark label over the
+    same bark become one event), sorted by onset.
+
+    >>> merge_events([(1.0, 2.0, "dog"), (1.5, 3.0, "dog"), (4.0, 5.0, "dog")])
+    (StrongEvent(onset_s=1.0, offset_s=3.0, label='dog'), StrongEvent(onset_s=4.0, offset_s=5.0, label='dog'))
+    """
+    merged: list[StrongEvent] = []
+    for onset, offset, label in sorted(events, key=lambda e: (e[2], e[0], e[1])):
+        last = merged[-1] if merged else None
+        if last is not None and last.label == label and onset <= last.offset_s:
+            merged[-1] = StrongEvent(last.onset_s, max(last.offset_s, offset), label)
+        else:
+            merged.append(StrongEvent(onset, offset, label))
+    return tuple(sorted(merged))
+
+
+def read_audioset_strong(
+    tsv_paths: Sequence[str | os.PathLike],
+    audio_dir: str | os.PathLike,
+    *,
+    label_map: Mapping[str, Sequence[str]] | None = None,
+    ontology: Mapping[str, Sequence[str]] | None = None,
+    split: str = "",
+    strict: bool = False,
+) -> ImportResult:
+    """AudioSet segments of strong-label TSVs (e.g. ``audioset_train_strong.tsv``) that have a local audio file, as
+    manifest rows with strong labels.
+
+    MIDs are mapped to our labels as in :func:`read_audioset` (descendants included); events of other MIDs are
+    dropped; a segment with no mapped event is background (``()``), one with events of two of our classes is
+    excluded (one class per clip); overlapping events of a class are merged (:func:`merge_events`). Files are found
+    as :func:`read_audioset` finds them, for a segment of :data:`STRONG_SEGMENT_S` from the id's start.
+
+    Returns:
+        :class:`ImportResult` with ``strong``; rows and counts as :func:`read_audioset`'s, plus ``events``.
+
+    Raises:
+        DataError: ``audio_dir`` is not a folder, a TSV cannot be read or has no segment, or (``strict``) a bad line.
+        ConfigError: bad label map or split.
+    """
+    clips = _SegmentClips(audio_dir, split)
+    mid_label = audioset_mid_labels(label_map, ontology)
+    strong: StrongLabels = {}
+    for tsv_path in tsv_paths:
+        segments, malformed = parse_strong_segments(tsv_path)
+        if not segments:
+            why = f"{malformed[0].source}: {malformed[0].problem}" if malformed else "no lines"
+            raise DataError(
+                f"{tsv_path}: not an AudioSet strong-label TSV ({why}; expected lines segment_id<TAB>"
+                "start_time_seconds<TAB>end_time_seconds<TAB>label as in audioset_train_strong.tsv)"
+            )
+        clips.counts["malformed"] += len(malformed)
+        clips.result.skipped += malformed
+        for seg in segments:
+            mapped = [(on, off, mid_label[mid]) for on, off, mid in seg.events if mid in mid_label]
+            end_s = seg.start_s + STRONG_SEGMENT_S
+            row = clips.add(seg.ytid, seg.start_s, end_s, {label for _, _, label in mapped}, seg.source)
+            if row is not None:
+                strong[row.path] = merge_events(mapped)
+                clips.counts["events"] += len(strong[row.path])
+    clips.result.strong = strong
+    return clips.finish(strict)
 
 

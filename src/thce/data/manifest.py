@@ -41,6 +41,13 @@ class ManifestRow:
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
+def manifest_root(csv_path: str | os.PathLike) -> Path:
+    """The folder a manifest's relative paths start from: the CSV's folder, its target's when the CSV is a symbolic
+    link; not resolved otherwise (messages and skipped.csv keep the paths the user has)."""
+    csv_path = Path(csv_path)
+    return (csv_path.resolve() if csv_path.is_symlink() else Path(os.path.abspath(csv_path))).parent
+
+
 def read_manifest(csv_path: str | os.PathLike) -> list[ManifestRow]:
     """Read and validate a manifest CSV; paths are resolved against the CSV's folder.
 
@@ -50,9 +57,7 @@ def read_manifest(csv_path: str | os.PathLike) -> list[ManifestRow]:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: manifest not found")
-    # paths are relative to the folder the CSV lies in: its target's when the CSV is a symbolic link; names
-    # are not resolved otherwise (messages and skipped.csv keep the paths the user has)
-    root = (csv_path.resolve() if csv_path.is_symlink() else Path(os.path.abspath(csv_path))).parent
+    root = manifest_root(csv_path)
     rows: list[ManifestRow] = []
     text = read_text(csv_path, what="manifest")  # not UTF-8, unreadable: one line naming it
     with io.StringIO(text, newline="") as handle:

@@ -6,16 +6,22 @@ Recipe (as the DCASE 2017 Task 2 "rare sound events" generator, one event class 
 - with probability ``event_probability`` it holds one event: a class drawn uniformly from those with events, an
   event file of that class drawn uniformly, placed at an onset drawn uniformly so that it lies fully inside the
   mixture (an event longer than the mixture is cropped to it, onset 0);
-- the event is scaled to an event-to-background ratio (EBR) drawn from ``ebr_db`` (default -6, 0, 6 dB), defined as
-  ``20 log10(RMS(event) / RMS(background under the event))``, both over the event's extent;
+- with ``events_per_mixture = k > 1`` such a mixture holds k events of its one class (files drawn independently,
+  repeats possible), placed without overlap: the free time (duration minus the events' lengths) is cut at k uniform
+  points, so the events keep their drawn order with random gaps; events that do not fit together are dropped from
+  the end (DCASE 2017 Task 2 has k = 1, the default);
+- each event is scaled to an event-to-background ratio (EBR) drawn from ``ebr_db`` (default -6, 0, 6 dB), defined
+  as ``20 log10(RMS(event) / RMS(background under the event))``, both over the event's extent;
 - anti-clipping: a mixture whose peak exceeds ``max_peak`` is scaled down as a whole (which keeps the EBR);
 - everything is drawn from a generator seeded by ``(seed, mixture index)``: same seed, same mixtures.
 
 Sources are split before mixing (``split_fractions``, default 70/20/10 by seed): each background recording and each
 event file is used by one split only, so no source straddles splits; a mixture's ``group`` is its background
-recording. Output: ``out_dir/audio/mix_00000.wav`` ... (16-bit PCM) and ``out_dir/manifest.csv`` with the columns
-``path,label,split,group`` and ``onset_s,offset_s,ebr_db,event_file,background_file,background_offset_s`` (empty
-onset/offset for background-only mixtures). A rerun with the same inputs and config renders only missing files.
+recording. Output: ``out_dir/audio/mix_00000.wav`` ... (16-bit PCM), ``out_dir/manifest.csv`` with the columns
+``path,label,split,group`` and ``onset_s,offset_s,ebr_db,event_file,background_file,background_offset_s`` (those of
+the mixture's first event; empty for background-only mixtures), and ``out_dir/events.tsv``, every event's onset and
+offset (the strong labels, :mod:`thce.data.strong`). A rerun with the same inputs and config renders only missing
+files.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from thce.audio.read import AUDIO_EXTENSIONS, audio_info, load_audio
 from thce.data.manifest import SPLITS, ManifestRow, Skipped, write_manifest
 from thce.data.readers import index_audio_files, read_folder
 from thce.data.splits import largest_remainder
+from thce.data.strong import EVENTS_FILE, StrongEvent, StrongLabels, write_strong_labels
 from thce.errors import AudioError, ConfigError, DataError
 from thce.io import atomic_write, ensure_dir, write_json
 from thce.progress import ProgressFn
@@ -61,6 +68,7 @@ class MixConfig:
         split_fractions: (train, val, test) fractions of the sources and mixtures; ``None``: no split (the
             manifest's split column is left empty).
         seed: random seed.
+        events_per_mixture: events in a mixture that has any, all of its class, without overlap (module docstring).
     """
 
     num_mixtures: int = 100
@@ -71,6 +79,7 @@ class MixConfig:
     max_peak: float = 0.99
     split_fractions: tuple[float, float, float] | None = (0.7, 0.2, 0.1)
     seed: int = 0
+    events_per_mixture: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_mixtures, int) or self.num_mixtures < 1:
@@ -81,6 +90,10 @@ class MixConfig:
             raise ConfigError(f"MixConfig.sample_rate_hz: expected a positive integer, got {self.sample_rate_hz!r}")
         if not self.ebr_db or not all(math.isfinite(x) for x in self.ebr_db):
             raise ConfigError(f"MixConfig.ebr_db: expected one or more finite values in dB, got {self.ebr_db!r}")
+        if not isinstance(self.events_per_mixture, int) or self.events_per_mixture < 1:
+            raise ConfigError(
+                f"MixConfig.events_per_mixture: expected a positive integer, got {self.events_per_mixture!r}"
+            )
         if not 0.0 <= self.event_probability <= 1.0:
             raise ConfigError(f"MixConfig.event_probability: expected a value in [0, 1], got {self.event_probability}")
         if not 0.0 < self.max_peak <= 1.0:
@@ -115,7 +128,7 @@ def mix_event(
     background: np.ndarray, event: np.ndarray | None, *, onset: int = 0, ebr_db: float = 0.0, max_peak: float = 0.99
 ) -> MixedClip:
     """Add ``event`` to ``background`` at sample ``onset`` with ``20 log10(RMS(event) / RMS(background under the
-    event)) = ebr_db``; scale the sum down to ``max_peak`` if it would clip.
+    event)) = ebr_db``; scale the sum down to ``max_peak`` if it would clip (:func:`mix_events` with one event).
 
     If the background under the event is silent, the RMS of the whole background is used instead.
 
@@ -128,9 +141,24 @@ def mix_event(
     >>> round(float(20 * np.log10(rms(out.event[20:30]) / rms(out.background[20:30]))), 6)
     6.0
     """
+    return mix_events(background, [] if event is None else [(event, onset, ebr_db)], max_peak=max_peak)
+
+
+def mix_events(
+    background: np.ndarray, events: Sequence[tuple[np.ndarray, int, float]], *, max_peak: float = 0.99
+) -> MixedClip:
+    """Add each ``(event, onset sample, ebr_db)`` of ``events`` to ``background``, each at its EBR against the
+    background under it (as :func:`mix_event`); ``MixedClip.event`` is their sum. Then scale down to ``max_peak``.
+
+    Raises:
+        DataError: an event is silent, or the background is silent where it matters.
+        ValueError: an event does not fit at its onset.
+    """
     background = np.asarray(background, dtype=np.float64)
     scaled = np.zeros_like(background)
-    if event is not None and event.size:
+    for event, onset, ebr_db in events:
+        if not event.size:
+            continue
         event = np.asarray(event, dtype=np.float64)
         end = onset + event.size
         if onset < 0 or end > background.size:
@@ -141,7 +169,7 @@ def mix_event(
         b_rms = rms(background[onset:end]) or rms(background)
         if b_rms == 0.0:
             raise DataError("background is digital silence")
-        scaled[onset:end] = event * (10.0 ** (ebr_db / 20.0) * b_rms / e_rms)
+        scaled[onset:end] += event * (10.0 ** (ebr_db / 20.0) * b_rms / e_rms)
     mixture = background + scaled
     peak = float(np.abs(mixture).max()) if mixture.size else 0.0
     scale = max_peak / peak if peak > max_peak else 1.0
@@ -157,6 +185,16 @@ class MixResult:
     rows: list[ManifestRow]
     manifest: Path
     skipped: list[Skipped] = field(default_factory=list)
+    events: Path | None = None  # events.tsv
+
+
+class _Placed(NamedTuple):
+    """An event of a mixture: the file, its onset and length in the mixture (samples) and its EBR."""
+
+    file: Path
+    onset: int
+    samples: int
+    ebr_db: float
 
 
 @dataclass(frozen=True)
@@ -166,10 +204,7 @@ class _Plan:
     background: Path
     background_offset_s: float
     label: str = ""
-    event: Path | None = None
-    onset: int = 0  # samples
-    event_samples: int = 0
-    ebr_db: float | None = None
+    events: tuple[_Placed, ...] = ()  # by onset
 
 
 def _partition(items: list[Any], fractions: Sequence[float] | None, rng: np.random.Generator) -> dict[str, list[Any]]:
@@ -270,6 +305,7 @@ def make_mixtures(
     reuse = _read_fingerprint(out_dir) == fingerprint
     write_json(out_dir / _FINGERPRINT, {"fingerprint": fingerprint, "config": config.to_dict()})
     rows: list[ManifestRow] = []
+    strong: StrongLabels = {}
     for done, plan in enumerate(plans, start=1):
         path = audio_dir / f"mix_{plan.index:05d}.wav"
         if not (reuse and _complete_wav(path, config)):
@@ -281,11 +317,16 @@ def make_mixtures(
                 skipped.append(Skipped(str(path), f"not made: {exc}", "mix"))
                 continue
         rows.append(_row(plan, path, config, Path(backgrounds_dir)))
+        rate = config.sample_rate_hz
+        strong[rows[-1].path] = tuple(
+            StrongEvent(e.onset / rate, (e.onset + e.samples) / rate, plan.label) for e in plan.events
+        )
         if progress is not None:
             progress("mix", done, len(plans))
     manifest = write_manifest(rows, out_dir / "manifest.csv")
+    events_file = write_strong_labels(out_dir / EVENTS_FILE, rows, strong)
     log.info("mix: %d mixtures in %s (%d with an event)", len(rows), out_dir, sum(bool(r.label) for r in rows))
-    return MixResult(rows=rows, manifest=manifest, skipped=skipped)
+    return MixResult(rows=rows, manifest=manifest, skipped=skipped, events=events_file)
 
 
 def _plan(
@@ -315,14 +356,27 @@ def _plan(
             if labels and r.random() < config.event_probability:
                 label = labels[int(r.integers(len(labels)))]
                 files = ev_split[label][split]
-                ev_path, ev_samples = files[int(r.integers(len(files)))]
-                ebr = float(config.ebr_db[int(r.integers(len(config.ebr_db)))])
-                onset = int(r.integers(0, config.num_samples - ev_samples + 1))
-                plans.append(_Plan(index, split, bg_path, bg_offset, label, ev_path, onset, ev_samples, ebr))
+                drawn = []
+                for _ in range(config.events_per_mixture):
+                    ev_path, ev_samples = files[int(r.integers(len(files)))]
+                    drawn.append((ev_path, ev_samples, float(config.ebr_db[int(r.integers(len(config.ebr_db)))])))
+                while len(drawn) > 1 and sum(samples for _, samples, _ in drawn) > config.num_samples:
+                    drawn.pop()  # too long together: the last drawn go
+                placed = _place([samples for _, samples, _ in drawn], config.num_samples, r)
+                events = tuple(_Placed(p, onset, n, ebr) for (p, n, ebr), onset in zip(drawn, placed))
+                plans.append(_Plan(index, split, bg_path, bg_offset, label, events))
             else:
                 plans.append(_Plan(index, split, bg_path, bg_offset))
             index += 1
     return plans
+
+
+def _place(lengths: Sequence[int], total: int, rng: np.random.Generator) -> list[int]:
+    """Onsets (samples) of events of ``lengths`` in this order, without overlap, inside ``total`` samples: the free
+    time is cut at ``len(lengths)`` uniform points (one event: an onset uniform in ``[0, total - length]``)."""
+    free = total - sum(lengths)
+    cuts = sorted(int(rng.integers(0, free + 1)) for _ in lengths)
+    return [cut + sum(lengths[:j]) for j, cut in enumerate(cuts)]
 
 
 def _render(plan: _Plan, path: Path, config: MixConfig) -> None:
@@ -330,13 +384,13 @@ def _render(plan: _Plan, path: Path, config: MixConfig) -> None:
     rate = config.sample_rate_hz
     background = load_audio(plan.background, sample_rate_hz=rate, duration_s=config.duration_s,
                             offset_s=plan.background_offset_s)  # fmt: skip
-    event = None
-    if plan.event is not None:
-        event = load_audio(plan.event, sample_rate_hz=rate, duration_s=None)[: plan.event_samples]
+    events = [
+        (load_audio(e.file, sample_rate_hz=rate, duration_s=None)[: e.samples], e.onset, e.ebr_db) for e in plan.events
+    ]
     try:
-        clip = mix_event(background, event, onset=plan.onset, ebr_db=plan.ebr_db or 0.0, max_peak=config.max_peak)
+        clip = mix_events(background, events, max_peak=config.max_peak)
     except DataError as exc:
-        source = plan.background if "background" in str(exc) else plan.event
+        source = plan.background if "background" in str(exc) or not plan.events else plan.events[0].file
         raise DataError(f"{source}: {exc}") from exc
     with atomic_write(path, "wb") as handle:
         sf.write(handle, clip.mixture, rate, format="WAV", subtype="PCM_16")
@@ -348,12 +402,12 @@ def _row(plan: _Plan, path: Path, config: MixConfig, backgrounds_dir: Path) -> M
         group = plan.background.resolve().relative_to(backgrounds_dir.resolve()).as_posix()
     except ValueError:
         group = plan.background.name
-    has_event = plan.event is not None
+    first = plan.events[0] if plan.events else None
     extra = {
-        "onset_s": f"{plan.onset / rate:.3f}" if has_event else "",
-        "offset_s": f"{(plan.onset + plan.event_samples) / rate:.3f}" if has_event else "",
-        "ebr_db": f"{plan.ebr_db:g}" if has_event and plan.ebr_db is not None else "",
-        "event_file": str(plan.event) if has_event else "",
+        "onset_s": f"{first.onset / rate:.3f}" if first else "",
+        "offset_s": f"{(first.onset + first.samples) / rate:.3f}" if first else "",
+        "ebr_db": f"{first.ebr_db:g}" if first else "",
+        "event_file": str(first.file) if first else "",
         "background_file": str(plan.background),
         "background_offset_s": f"{plan.background_offset_s:.3f}",
     }
@@ -367,8 +421,11 @@ def _fingerprint(
         st = path.stat()
         return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
+    recipe = config.to_dict()
+    if recipe["events_per_mixture"] == 1:
+        del recipe["events_per_mixture"]  # the default: mixtures made before it existed are still valid
     payload = {
-        "config": config.to_dict(),
+        "config": recipe,
         "events": {label: [stat(p) for p, _ in files] for label, files in sorted(events.items())},
         "backgrounds": [stat(p) for p, _ in backgrounds],
     }

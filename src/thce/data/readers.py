@@ -1,7 +1,9 @@
 """Dataset readers: each turns a data set as it lies on disk into manifest rows (:mod:`thce.data.manifest`).
 
 - :func:`thce.data.audioset.read_audioset` (its own module): AudioSet segment CSVs plus a folder of downloaded
-  clips, labels mapped from AudioSet MIDs with their ontology descendants.
+  clips, labels mapped from AudioSet MIDs with their ontology descendants; :func:`~thce.data.audioset.
+  read_audioset_strong` the same from AudioSet's strong-label TSVs, with the events' times.
+- :func:`thce.data.dcase2017.read_dcase2017_task2` (its own module): DCASE 2017 Task 2's mixtures with their events.
 - :func:`read_esc50`: ESC-50 (``meta/esc50.csv``, ``audio/``); ``dog`` and ``crying_baby`` become ``dog`` and
   ``baby``, every other category background; folds kept in a ``fold`` column.
 - :func:`read_folder`: one folder per class (``root/<label>/**/*.{wav,flac,ogg,mp3}``; ``background`` is background).
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from thce.audio.read import AUDIO_EXTENSIONS, probe_audio
 from thce.data.manifest import ManifestRow, Skipped, describe_skipped, read_manifest, screen_rows
+from thce.data.strong import StrongLabels
 from thce.errors import ConfigError, DataError
 from thce.io import read_text
 
@@ -47,12 +50,15 @@ class ImportResult:
         skipped: clips left out because of a problem with them (missing file, duplicate, unknown label, ...).
         excluded: clips left out by design (e.g. AudioSet clips with two target events).
         counts: reader-specific tallies, e.g. ``{"segments": 120, "multi_target": 3, "not_downloaded": 40}``.
+        strong: the rows' strong labels (:mod:`thce.data.strong`) from readers of data sets that have them (written
+            as ``events.tsv`` beside the manifest), else ``None``.
     """
 
     rows: list[ManifestRow]
     skipped: list[Skipped] = field(default_factory=list)
     excluded: list[Skipped] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    strong: StrongLabels | None = None
 
     def label_counts(self) -> dict[str, int]:
         """Rows per label (``"background"`` for the empty label), sorted by name."""

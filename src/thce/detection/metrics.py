@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,56 @@ def _rates(n_ref: float, n_sys: float, tp: float, subs: float, fn: float, fp: fl
         "precision": ratio(tp, n_sys),
         "recall": ratio(tp, n_ref),
     }
+
+
+@dataclass(frozen=True)
+class EventMatch:
+    """How one file's reference and estimated events pair up, as :func:`evaluate_events` counts them.
+
+    Attributes:
+        n_ref, n_sys: how many reference and estimated events.
+        hits: ``(reference index, estimated index)`` pairs of the same label whose onsets are within the collar (a
+            maximum matching): the true positives.
+        substitutions: left-over pairs within the collar of other labels (sed_eval's greedy order).
+    """
+
+    n_ref: int
+    n_sys: int
+    hits: tuple[tuple[int, int], ...]
+    substitutions: tuple[tuple[int, int], ...]
+
+
+def pooled_rates(matches: Sequence[EventMatch]) -> dict[str, float | None]:
+    """``error_rate``, ``f_score``, ``precision``, ``recall`` of the events of one or more files together, as
+    :func:`evaluate_events` gives them overall (fractions; None: undefined)."""
+    n_ref, n_sys = sum(m.n_ref for m in matches), sum(m.n_sys for m in matches)
+    tp, subs = sum(len(m.hits) for m in matches), sum(len(m.substitutions) for m in matches)
+    return _rates(n_ref, n_sys, tp, subs, n_ref - tp - subs, n_sys - tp - subs)
+
+
+def match_events(
+    reference: Sequence[Event], estimated: Sequence[Event], *, collar_s: float = DCASE_COLLAR_S
+) -> EventMatch:
+    """Pair one file's reference and estimated events (onset only, ``collar_s`` collar): the matching behind
+    :func:`evaluate_events`, for showing which event was hit, missed or a false alarm."""
+    ref_on = np.array([e.onset_s for e in reference], dtype=np.float64)
+    est_on = np.array([e.onset_s for e in estimated], dtype=np.float64)
+    eps = 1e-9  # onsets read back from millisecond text
+    near = np.abs(ref_on[:, None] - est_on[None, :]) <= collar_s + eps
+    same = np.array([[r.label == s.label for s in estimated] for r in reference], dtype=bool).reshape(near.shape)
+    hits = _max_matching(near & same)
+    ref_done = np.zeros(len(reference), dtype=bool)
+    est_done = np.zeros(len(estimated), dtype=bool)
+    for r, s in hits:
+        ref_done[r] = est_done[s] = True
+    substitutions = []
+    for r in np.flatnonzero(~ref_done):  # sed_eval: greedy over left-overs, reference order
+        for s in np.flatnonzero(~est_done):
+            if near[r, s]:
+                est_done[s] = True
+                substitutions.append((int(r), int(s)))
+                break
+    return EventMatch(len(reference), len(estimated), tuple(hits), tuple(substitutions))
 
 
 def evaluate_events(
@@ -102,44 +153,28 @@ def evaluate_events(
         ref_by_file.setdefault(e.file, []).append(e)
     for e in estimated.events:
         est_by_file.setdefault(e.file, []).append(e)
-    eps = 1e-9  # onsets read back from millisecond text
     overall = {"n_ref": 0, "n_sys": 0, "tp": 0, "substitutions": 0, "deletions": 0, "insertions": 0}
     per_class = {label: {"n_ref": 0, "n_sys": 0, "tp": 0, "deletions": 0, "insertions": 0} for label in labels}
     for name in files:
         ref = [e for e in ref_by_file.get(name, []) if e.label in per_class]
         est = [e for e in est_by_file.get(name, []) if e.label in per_class]
-        ref_on = np.array([e.onset_s for e in ref], dtype=np.float64)
-        est_on = np.array([e.onset_s for e in est], dtype=np.float64)
-        near = np.abs(ref_on[:, None] - est_on[None, :]) <= collar_s + eps
-        same = np.array([[r.label == s.label for s in est] for r in ref], dtype=bool).reshape(near.shape)
-        matched = _max_matching(near & same)
-        ref_done = np.zeros(len(ref), dtype=bool)
-        est_done = np.zeros(len(est), dtype=bool)
-        for r, s in matched:
-            ref_done[r] = est_done[s] = True
-        subs = 0
-        for r in np.flatnonzero(~ref_done):  # sed_eval: greedy over left-overs, reference order
-            for s in np.flatnonzero(~est_done):
-                if near[r, s]:
-                    est_done[s] = True
-                    subs += 1
-                    break
-        tp = len(matched)
+        match = match_events(ref, est, collar_s=collar_s)
+        tp, subs = len(match.hits), len(match.substitutions)
         overall["n_ref"] += len(ref)
         overall["n_sys"] += len(est)
         overall["tp"] += tp
         overall["substitutions"] += subs
         overall["deletions"] += len(ref) - tp - subs
         overall["insertions"] += len(est) - tp - subs
-        for label, counts in per_class.items():
-            r_idx = [i for i, e in enumerate(ref) if e.label == label]
-            s_idx = [i for i, e in enumerate(est) if e.label == label]
-            tp_c = len(_max_matching(near[np.ix_(r_idx, s_idx)])) if r_idx and s_idx else 0
-            counts["n_ref"] += len(r_idx)
-            counts["n_sys"] += len(s_idx)
+        for label, counts in per_class.items():  # same-label hits only: the class's own maximum matching
+            n_ref_c = sum(e.label == label for e in ref)
+            n_sys_c = sum(e.label == label for e in est)
+            tp_c = sum(ref[r].label == label for r, _ in match.hits)
+            counts["n_ref"] += n_ref_c
+            counts["n_sys"] += n_sys_c
             counts["tp"] += tp_c
-            counts["deletions"] += len(r_idx) - tp_c
-            counts["insertions"] += len(s_idx) - tp_c
+            counts["deletions"] += n_ref_c - tp_c
+            counts["insertions"] += n_sys_c - tp_c
     o = overall
     result_overall: dict[str, Any] = dict(o)
     result_overall.update(_rates(o["n_ref"], o["n_sys"], o["tp"], o["substitutions"], o["deletions"], o["insertions"]))

@@ -23,7 +23,7 @@ from thce.progress import ProgressFn
 
 if TYPE_CHECKING:
     from thce.detection.detect import FileDetection
-    from thce.detection.events import DetectionResult, Event
+    from thce.detection.events import DetectionResult
     from thce.detection.pages import DetectionPages
 
 #: The first line of the list of files ``skip_bad`` left out (``<events stem>.skipped.tsv``): ``file<TAB>reason``.
@@ -111,16 +111,6 @@ class DetectionRun:
         return lines
 
 
-def _group_by_file(path: Path) -> dict[str, list[Event]]:
-    """The events of the list at ``path``, by file."""
-    from thce.detection.events import read_event_list
-
-    by_file: dict[str, list[Event]] = {}
-    for event in read_event_list(path).events:
-        by_file.setdefault(event.file, []).append(event)
-    return by_file
-
-
 def _check_event_outputs(outputs: DetectionOutputs) -> None:
     """Before any work: the event list and the skip list can be written and replace no file of another kind."""
     if isinstance(outputs.events, Path):
@@ -144,9 +134,10 @@ def _check_per_file_outputs(outputs: DetectionOutputs, paths: Sequence[str]) -> 
                               overwrite=outputs.overwrite)  # fmt: skip
     if outputs.plots is None:
         return None
+    from thce.detection.events import read_event_list
     from thce.detection.pages import check_plots_dir
 
-    reference = None if outputs.reference is None else _group_by_file(outputs.reference)
+    reference = None if outputs.reference is None else read_event_list(outputs.reference)
     return check_plots_dir(outputs.plots, paths, overwrite=outputs.overwrite, reference=reference)
 
 

@@ -1,7 +1,8 @@
 """Built-in synthetic scenes: the data of the demo and of the tests.
 
 Deterministic 10 s scenes at 16 kHz, written as 16-bit PCM WAV files plus a manifest CSV
-(``path,label,split,group,offset_s,onset_s``; see :mod:`thce.data.manifest`).
+(``path,label,split,group,offset_s,onset_s``; see :mod:`thce.data.manifest`) and its event list ``events.tsv`` (the
+strong labels, see :mod:`thce.data.strong`).
 
 Every clip has a *background*, a random mix of
 
@@ -63,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from thce.data.manifest import ManifestRow, write_manifest
+from thce.data.strong import EVENTS_FILE, StrongEvent, StrongLabels, write_strong_labels
 from thce.data.synth.background import BED_TRAITS, make_background
 from thce.data.synth.config import (
     BACKGROUND,
@@ -172,7 +174,8 @@ def generate_scenes(
     *,
     progress: ProgressFn | None = None,
 ) -> Path:
-    """Write ``out_dir/audio/<label>/<label>_<idx>.wav`` (16-bit PCM) and ``out_dir/manifest.csv``.
+    """Write ``out_dir/audio/<label>/<label>_<idx>.wav`` (16-bit PCM), ``out_dir/manifest.csv`` and its event list
+    ``out_dir/events.tsv`` (one event per event clip, see :mod:`thce.data.strong`).
 
     Resumable: a WAV that already exists with the right size is kept (its onset and offset are recomputed from the
     seed, cheaply). ``out_dir/synth.json`` records the duration, rate, EBR range and seed; if they differ from
@@ -216,6 +219,7 @@ def generate_scenes(
     plan = [(False, label, index) for label in LABELS for index in range(config.counts.get(label, 0))]
     plan += [(True, label, index) for label in LABELS for index in range(config.test_counts.get(label, 0))]
     rows: list[ManifestRow] = []
+    strong: StrongLabels = {}
     written = 0
     for done, (test, label, index) in enumerate(plan, start=1):
         cid = ("test_" if test else "") + clip_id(label, index)
@@ -239,9 +243,12 @@ def generate_scenes(
                 extra={"onset_s": _fmt_time(onset_s), "offset_s": _fmt_time(offset_s)},
             )
         )
+        events = () if onset_s is None or offset_s is None else (StrongEvent(onset_s, offset_s, rows[-1].label),)
+        strong[path] = events
         if progress is not None:
             progress("synthesise scenes", done, len(plan))
     manifest = write_manifest(rows, out_dir / "manifest.csv")
+    write_strong_labels(out_dir / EVENTS_FILE, rows, strong)
     log.info("synthetic scenes in %s: %d clips, %d written, %d kept", out_dir, len(plan), written, len(plan) - written)
     return manifest
 
