@@ -4,12 +4,20 @@ recordings."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
+import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from thce.cli.progress import ProgressBars
+
+if TYPE_CHECKING:
+    from thce.detection.events import EventList
+
+logger = logging.getLogger(__name__)
 
 SKIP_LIST_HEADER = "file\treason\n"  # the first line of ``--skip-bad``'s list beside --out
 
@@ -36,14 +44,49 @@ def _skip_list(args: argparse.Namespace) -> Path | None:
     return args.out.with_name(args.out.stem + ".skipped.tsv")
 
 
-def _check_scores_dir(folder: Path, names: list[str], overwrite: bool) -> None:
-    """Before any work: ``folder`` can hold the tables, and none of them would replace a file of another kind."""
-    from thce.io import check_output_path, refuse_other_kind
+def _check_scores_dir(folder: Path, names: list[str], overwrite: bool, inputs: list[Path]) -> None:
+    """Before any work: ``folder`` can hold the tables, and none of them is an input or would replace a file of
+    another kind."""
+    from thce.io import check_output_file, check_output_path
     from thce.detection.tables import looks_like_table
 
     check_output_path(folder, directory=True)
     for name in names:
-        refuse_other_kind(folder / name, looks_ours=looks_like_table, what="a score table", overwrite=overwrite)
+        check_output_file(folder / name, looks_ours=looks_like_table, what="a score table", overwrite=overwrite,
+                          inputs=inputs)  # fmt: skip
+
+
+def _read_reference(args: argparse.Namespace, paths: list[str]) -> EventList | None:
+    """``--reference``'s events, for the pages; a warning (and ``None``) where they cannot be used: without
+    ``--plots``, or naming none of the inputs."""
+    if args.reference is None:
+        return None
+    if args.plots is None:
+        logger.warning("--reference %s: ignored without --plots (it is drawn in the pages; to score the events, "
+                       "run thce evaluate-events)", args.reference)  # fmt: skip
+        return None
+    from thce.detection.events import read_event_list
+
+    reference = read_event_list(args.reference)
+    if not {Path(p).name for p in paths} & set(reference.all_files):
+        logger.warning("--reference %s: names none of the %d input file(s) (files are matched by base name), so "
+                       "no reference is drawn", args.reference, len(paths))  # fmt: skip
+    return reference
+
+
+def _held(folders: list[Path | None]) -> contextlib.ExitStack:
+    """The output folders locked for this process (:func:`thce.locks.folder_lock`), released when the stack is."""
+    from thce.locks import folder_lock
+
+    stack = contextlib.ExitStack()
+    try:
+        for folder in folders:
+            if folder is not None:
+                stack.enter_context(folder_lock(folder))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
 
 
 def run_detect(args: argparse.Namespace) -> int:
@@ -53,35 +96,41 @@ def run_detect(args: argparse.Namespace) -> int:
     from thce.detection.tables import check_unique_stems, table_name
 
     # mistakes fail at once, before torch is imported and features computed: --out, the inputs, the run, the device
+    inputs = [args.reference] if args.reference is not None else []
     if args.out is not None:
-        check_events_out(args.out, overwrite=args.overwrite)
+        check_events_out(args.out, overwrite=args.overwrite, inputs=inputs)
     skip_list = _skip_list(args)
     if skip_list is not None:
-        from thce.io import check_output_path, refuse_other_kind, starts_with
+        from thce.io import check_output_file, starts_with
 
-        check_output_path(skip_list)
-        refuse_other_kind(skip_list, looks_ours=starts_with(SKIP_LIST_HEADER.encode()), what="a thce skip list",
-                          overwrite=args.overwrite)  # fmt: skip
+        check_output_file(skip_list, looks_ours=starts_with(SKIP_LIST_HEADER.encode()), what="a thce skip list",
+                          overwrite=args.overwrite, inputs=inputs)  # fmt: skip
     paths = expand_inputs([str(p) for p in args.audio])
+    inputs += [Path(p) for p in paths]
     scores_dir = _scores_dir(args)
     if scores_dir is not None:
         check_unique_stems(paths)
-        _check_scores_dir(scores_dir, [table_name(p) for p in paths], args.overwrite)
+        _check_scores_dir(scores_dir, [table_name(p) for p in paths], args.overwrite, inputs)
+    reference = _read_reference(args, paths)
     plots = None
     if args.plots is not None:
         from thce.detection.pages import check_plots_dir
 
-        reference = None
-        if args.reference is not None:
-            from thce.detection.events import read_event_list
-
-            reference = read_event_list(args.reference)
         plots = check_plots_dir(args.plots, paths, overwrite=args.overwrite, reference=reference)
     checkpoint_path(args.run_dir, args.method)
+    with _held([scores_dir, args.plots]):  # one process writes these folders at a time
+        return _detect(args, paths, scores_dir, skip_list, plots)
+
+
+def _detect(
+    args: argparse.Namespace, paths: list[str], scores_dir: Path | None, skip_list: Path | None, plots: Any
+) -> int:
+    """``thce detect`` after its checks, in the output folders this process holds."""
     from thce.detection.detect import DetectConfig, FileDetection, detect_run
     from thce.detection.events import write_event_tsv, write_events
     from thce.devices import check_device
     from thce.io import ensure_dir
+    from thce.detection.tables import table_name
 
     check_device(args.device, source="--device")
     config = DetectConfig(
@@ -104,7 +153,8 @@ def run_detect(args: argparse.Namespace) -> int:
             args.run_dir, paths, method=args.method, config=config, device=args.device, progress=bars,
             skip_bad=args.skip_bad, on_file=on_file,
         )
-    thresholds = ", ".join(f"{name} {value:.3f}" for name, value in result.thresholds.items())
+    # every digit a float needs: `thce events --threshold` with the printed values finds the same events
+    thresholds = ", ".join(f"{name} {float(value)!r}" for name, value in result.thresholds.items())
     summary = (
         f"{len(result.events)} events in {len(result.files)} file(s); window {result.settings['window_s']:g} s, "
         f"hop {result.settings['hop_s']:g} s, median filter {result.settings['median_filter_frames']} frame(s); "
@@ -150,7 +200,8 @@ def run_events(args: argparse.Namespace) -> int:
     from thce.detection.outputs import check_events_out
 
     if args.out is not None:
-        check_events_out(args.out, overwrite=args.overwrite)
+        tables = sorted(args.scores.iterdir()) if args.scores.is_dir() else [args.scores]
+        check_events_out(args.out, overwrite=args.overwrite, inputs=tables)
     from thce.detection.events import write_event_tsv, write_events
     from thce.detection.tables import events_from_tables
 
@@ -167,18 +218,28 @@ def run_events(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_object(path: Path) -> bool:
-    from thce.io import read_head
+def _metrics_json(path: Path) -> bool:
+    """What ``thce evaluate-events --out`` writes: a JSON object with the event- and segment-based metrics."""
+    from thce.io import read_text
 
-    return read_head(path).lstrip().startswith(b"{")
+    found = json.loads(read_text(path, what="metrics file"))
+    return isinstance(found, dict) and {"metric", "collar_s", "overall", "segment_based"} <= found.keys()
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from thce.io import check_output_path, refuse_other_kind, write_json
+    from thce.errors import ConfigError
+    from thce.io import check_output_file, write_json
 
-    if args.out is not None:  # before the lists are read and scored
-        check_output_path(args.out)
-        refuse_other_kind(args.out, looks_ours=_json_object, what="a JSON file", overwrite=args.overwrite)
+    if not args.collar_s >= 0:  # before the lists are read and scored
+        raise ConfigError(f"--collar-s: expected a non-negative number of seconds, got {args.collar_s:g}")
+    if not args.segment_s > 0:
+        raise ConfigError(f"--segment-s: expected a positive number of seconds, got {args.segment_s:g}")
+    if args.out is not None:
+        inputs = [args.reference, args.estimated]
+        if args.scores is not None:
+            inputs += sorted(args.scores.iterdir()) if args.scores.is_dir() else [args.scores]
+        check_output_file(args.out, looks_ours=_metrics_json, what="the metrics of thce evaluate-events",
+                          overwrite=args.overwrite, inputs=inputs)  # fmt: skip
     from thce.detection.metrics import evaluate_events, evaluate_segments, evaluation_markdown, segments_markdown
     from thce.detection.events import read_event_list
 
@@ -205,8 +266,8 @@ def run_export(args: argparse.Namespace) -> int:
     from thce.detection.outputs import check_export_out
     from thce.rundir import checkpoint_path
 
-    check_export_out(args.out, args.format, overwrite=args.overwrite)  # before torch is imported
-    checkpoint_path(args.run_dir, args.method)
+    checkpoint = checkpoint_path(args.run_dir, args.method)
+    check_export_out(args.out, args.format, overwrite=args.overwrite, inputs=[checkpoint])  # before torch is imported
     from thce.detection.export import export_run
 
     result = export_run(
@@ -304,7 +365,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="also threshold-independent metrics (PSDS, collar-based F-score) from thce detect's saved "
                          "score tables; needs the eval extra: pip install 'thce[eval]'")
     ev.add_argument("--out", type=Path, default=None, help="also write the metrics as JSON")
-    ev.add_argument("--overwrite", action="store_true", help="replace an existing --out file that is not JSON")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="replace an existing --out file that thce evaluate-events did not write")
     ev.set_defaults(func=run_evaluate)
 
     ex = subparsers.add_parser(
