@@ -11,7 +11,8 @@ shared machine falls on every variant alike:
   as three 1000-frame passes (a 32 x 3000 x 64 first-block map does not stay in the caches; 1000 frames do).
 
 Variants: ``clip_cnn`` (the named baseline: the paper's clip CNN, thce.models.CNNEncoder), the paper-sized frame CNN
-and CRNN, smaller CNNs (channels / kernel), the LSTM with both strides (``lstm_states``: inference only, its
+and CRNN, the CNN with its blocks pooling first (``cnn_block_order = "pool_first"``), a smaller CNN (16 / 32
+channels, 5x5: ``cnn_small``; pooling first too: ``cnn_fast``, ``crnn_fast``), the LSTM with both strides (``lstm_states``: inference only, its
 training step took minutes) and the DCASE 2017 Task 2 baseline MLP. ``uptime`` is recorded before and after: the
 machine may be shared, and contention slows multi-threaded runs (and the recurrent ones most) far more than single
 ones.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import time
@@ -40,15 +42,16 @@ from thce.models import DetectorHead, ModelConfig, build_encoder
 
 CLIP_S, FRAMES, MELS, EVENTS = 30.0, 3000, 64, 3
 SMALL = {"cnn_channels": (16, 32), "cnn_kernel": 5}
+FAST = {**SMALL, "cnn_block_order": "pool_first"}
 #: name -> frame_model options (``None``: the clip-level CNN baseline)
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "clip_cnn": None,
     "cnn": {},
-    "cnn_k5": {"cnn_kernel": 5},
+    "cnn_pool_first": {"cnn_block_order": "pool_first"},
     "cnn_small": SMALL,
-    "cnn_small_k3": {"cnn_channels": (16, 32), "cnn_kernel": 3},
+    "cnn_fast": FAST,
     "crnn": {"encoder": "crnn"},
-    "crnn_small": {"encoder": "crnn", **SMALL},
+    "crnn_fast": {"encoder": "crnn", **FAST},
     "lstm": {"encoder": "lstm"},
     "lstm_states": {"encoder": "lstm", "lstm_stride_by": "states"},
     "dcase2017_mlp": {"encoder": "dcase2017_mlp"},
@@ -62,6 +65,34 @@ def build(options: dict[str, Any] | None) -> nn.Module:
         return build_encoder(ModelConfig(), frames=FRAMES, n_mels=MELS)
     config = FrameModelConfig(**options)
     return build_frame_encoder(config, n_mels=MELS, normalise=config.encoder != "dcase2017_mlp")
+
+
+def macs_per_clip(encoder: nn.Module) -> int:
+    """Multiply-accumulates of one eval-mode pass over a 30 s clip in the convolutions, dense and recurrent layers
+    (the work that does not depend on the machine's load)."""
+    total = 0
+
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            total += output.numel() * module.in_channels * math.prod(module.kernel_size) // module.groups
+        elif isinstance(module, nn.Linear):
+            total += output.numel() * module.in_features
+        elif isinstance(module, (nn.LSTM, nn.GRU)):
+            gates = 4 if isinstance(module, nn.LSTM) else 3
+            steps = inputs[0].shape[0] * inputs[0].shape[1]
+            directions = 2 if module.bidirectional else 1
+            total += steps * directions * gates * module.hidden_size * (module.input_size + module.hidden_size)
+
+    counted = (nn.Conv2d, nn.Linear, nn.LSTM, nn.GRU)
+    handles = [m.register_forward_hook(hook) for m in encoder.modules() if isinstance(m, counted)]
+    try:
+        with torch.inference_mode():
+            encoder.eval()(torch.zeros(1, FRAMES, MELS))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
 
 
 def uptime() -> str:
@@ -107,6 +138,7 @@ def run(threads: int, *, batch: int, steps: int, reps: int, variants: list[str])
             "embedding_dim": encoder.embedding_dim,
             "frame_stride": getattr(encoder, "frame_stride", None),
             "parameters": sum(p.numel() for p in encoder.parameters()),
+            "mmacs_per_clip": round(macs_per_clip(encoder) / 1e6, 1),
             "options": VARIANTS[name],
         }
     # training: one warm-up step, then ``steps`` rounds over the variants

@@ -102,6 +102,28 @@ def test_cnn_defaults_are_the_papers_blocks_with_time_pooled_once():
     assert small.frame_stride == 10 and small(torch.randn(1, 1000, MELS)).shape == (1, 100, 32 * 4)
 
 
+def test_pool_first_blocks_equal_the_papers_order_in_eval_mode():
+    torch.manual_seed(0)
+    paper = FrameCNNEncoder(channels=(8, 16))
+    fast = FrameCNNEncoder(channels=(8, 16), block_order="pool_first")
+    kinds = [type(m).__name__ for m in fast.features]
+    assert kinds == ["Conv2d", "MaxPool2d", "ReLU", "BatchNorm2d", "Dropout"] * 2
+    with torch.no_grad():
+        for norm in (m for m in paper.features if isinstance(m, torch.nn.BatchNorm2d)):
+            norm.running_mean.normal_()
+            norm.running_var.uniform_(0.5, 2.0)
+            norm.weight.uniform_(0.1, 2.0)
+        for kind in (torch.nn.Conv2d, torch.nn.BatchNorm2d):  # the same layers at other indices
+            pairs = zip(*([m for m in net.features if isinstance(m, kind)] for net in (paper, fast)))
+            for source, target in pairs:
+                target.load_state_dict(source.state_dict())
+    x = torch.randn(2, 100, MELS)
+    torch.testing.assert_close(fast.eval()(x), paper.eval()(x))
+    # in training the batch norm sees the pooled map: other statistics, other numbers
+    assert not torch.allclose(fast.train().pre_output(x), paper.train().pre_output(x))
+    assert FrameModelConfig(cnn_block_order="pool_first").cnn_block_order == "pool_first"
+
+
 def test_lstm_stack_and_states_strides():
     torch.manual_seed(0)
     x = torch.randn(2, 103, MELS)
@@ -284,6 +306,7 @@ def test_dcase2017_settings_for_the_training_side():
         ({"cnn_pools": ((5, 4), (0, 4))}, "frame_model.cnn_pools"),
         ({"cnn_dropout": 1.0}, "frame_model.cnn_dropout"),
         ({"centring": "moving"}, "frame_model.centring"),
+        ({"cnn_block_order": "relu_last"}, "frame_model.cnn_block_order"),
         ({"lstm_stride_by": "max"}, "frame_model.lstm_stride_by"),
         ({"lstm_init": "xavier"}, "frame_model.lstm_init"),
         ({"mlp_hidden": ()}, "frame_model.mlp_hidden"),
@@ -310,8 +333,8 @@ def test_config_reads_from_a_table_and_strides():
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_torchscript_export_of_a_frame_detector(tmp_path, name):
-    from thce.export import export_torchscript, run_exported
-    from thce.inference import LogMelScores
+    from thce.detection.export import export_torchscript, run_exported
+    from thce.detection.inference import LogMelScores
 
     net = encoder(name, normalise=name != "dcase2017_mlp")
     head = DetectorHead(net.embedding_dim, 3)
@@ -329,8 +352,8 @@ def test_onnx_export_of_a_frame_cnn_with_cluster_layer(tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
-    from thce.export import export_onnx, run_exported
-    from thce.inference import LogMelScores
+    from thce.detection.export import export_onnx, run_exported
+    from thce.detection.inference import LogMelScores
 
     net = encoder("cnn")
     cluster_class = torch.tensor([0, 1, 2, 3, 3])
