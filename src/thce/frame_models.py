@@ -2,8 +2,9 @@
 Task 2 baseline as a reference model.
 
 Every frame encoder maps normalised log-mel ``x`` ``(B, T, F)`` to per-frame embeddings ``(B, T', D)`` with
-``T' = T // frame_stride`` (trailing ``T % frame_stride`` input frames are dropped, as a max-pool drops them; output
-frame ``j`` stands for input frames ``[j * frame_stride, (j + 1) * frame_stride)``; at the 10 ms hop, stride 5 gives
+``T' = T // frame_stride`` (the trailing ``T % frame_stride`` input frames get no output frame of their own: the CNN's
+max-pool drops them, though its convolutions still see them, the LSTM drops them before it starts; output frame
+``j`` stands for input frames ``[j * frame_stride, (j + 1) * frame_stride)``; at the 10 ms hop, stride 5 gives
 50 ms frames, a tenth of DCASE's 500 ms onset collar). Each has ``embedding_dim`` (D), ``frame_stride``,
 ``pre_output(x) -> (B, T', D)`` (what its :class:`~thce.models.EmbeddingOutput` receives; centring counts every frame
 as one row, see ``EmbeddingOutput.calibrate``) and ``output``, the EmbeddingOutput (L2 normalisation per frame unless
@@ -21,6 +22,12 @@ as one row, see ``EmbeddingOutput.calibrate``) and ``output``, the EmbeddingOutp
 
 :class:`FrameModelConfig` (the ``[frame_model]`` table) and :func:`build_frame_encoder` build any of them by name from
 :data:`FRAME_ENCODERS`.
+
+Export (:mod:`thce.detection.export`): ``LogMelScores`` around a frame detector traces (TorchScript) and exports to
+ONNX with its number of frames fixed and the batch dynamic, as clip detectors do (tests/test_frame_models.py). A
+dynamic time axis also exports for ``cnn`` and ``dcase2017_mlp``; ``crnn``'s GRU does not get through the ONNX
+exporter's decomposition with one, and ``lstm``'s graph then fails on lengths that are not a multiple of
+``frame_stride``.
 """
 
 from __future__ import annotations
