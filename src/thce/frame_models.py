@@ -73,8 +73,8 @@ class FrameCNNEncoder(CNNEncoder):
     ``"pool_first"`` (conv, max-pool, ReLU, batch norm, dropout). ReLU commutes with the max exactly; the batch norm
     then normalises the pooled map (its statistics are the pooled map's, and a negative scale no longer turns the max
     into a min): the same numbers as ``"paper"`` in eval mode for equal weights and non-negative scales, and
-    training runs ReLU, batch norm and dropout on a map 20x smaller: 1.6x (paper sizes) to 1.7x (16 / 32 channels)
-    more clips/s (benchmarks/frame_models.py). In eval mode ``"paper"`` pools first too, exactly (``_pooled_first``).
+    training runs ReLU, batch norm and dropout on a map 20x smaller, which is most of a training step's time on a
+    CPU (benchmarks/frame_models.py measures both orders). In eval mode ``"paper"`` pools first too, exactly (``_pooled_first``).
     """
 
     def __init__(
