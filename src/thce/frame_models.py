@@ -316,10 +316,10 @@ class DCASE2017MLPEncoder(nn.Module):
         self,
         n_mels: int = 64,
         *,
-        context_frames: int = 5,
+        context_frames: int = DCASE2017_TASK2.context_frames,
         context_dilation: int = 2,
-        hidden: tuple[int, ...] = (50, 50),
-        dropout: float = 0.2,
+        hidden: tuple[int, ...] = DCASE2017_TASK2.hidden_units,
+        dropout: float = DCASE2017_TASK2.dropout,
         init: str = "keras_uniform",
         normalise: bool = False,
         center: bool = False,
@@ -402,10 +402,10 @@ class FrameModelConfig:
     lstm_init: str = "chrono"
     lstm_max_steps: int = 200
     lstm_stride_by: str = "stack"
-    mlp_context_frames: int = 5
+    mlp_context_frames: int = DCASE2017_TASK2.context_frames
     mlp_context_dilation: int = 2
-    mlp_hidden: tuple[int, ...] = (50, 50)
-    mlp_dropout: float = 0.2
+    mlp_hidden: tuple[int, ...] = DCASE2017_TASK2.hidden_units
+    mlp_dropout: float = DCASE2017_TASK2.dropout
     mlp_init: str = "keras_uniform"
     center_embedding: bool = True
     centring: str = "batch"
