@@ -23,7 +23,9 @@ import pytest
 import soundfile as sf
 import torch
 
+from tests.conftest import tiny_toml
 from tests.stub_runs import stub_run
+from thce.io import PNG_SIGNATURE
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 DEMO_CONFIG = SRC / "thce" / "configs" / "demo.toml"
@@ -72,6 +74,45 @@ def _torch_save_model(case: Path, shared: Path) -> None:
 def _results(text: str):
     def make(case: Path, shared: Path) -> None:
         _file(case / "run" / "results.json", text)
+
+    return make
+
+
+def _users_png(folder: str, name: str):
+    """A picture the user made (a PNG, but not one thce drew) at ``case/folder/name``."""
+
+    def make(case: Path, shared: Path) -> None:
+        _file(case / folder / name, PNG_SIGNATURE + b"\x00\x00\x00\rIHDR my own picture")
+
+    return make
+
+
+def _checkpoint_copied_as(method: str):
+    """``case/run/checkpoints/<method>.pt``: the shared run's proposed2 checkpoint copied in under another name."""
+
+    def make(case: Path, shared: Path) -> None:
+        _file(case / "run" / "checkpoints" / f"{method}.pt", (shared / "run/checkpoints/proposed2.pt").read_bytes())
+
+    return make
+
+
+def _logreg_stats_run(case: Path, shared: Path) -> None:
+    """A finished run whose only method, logreg_stats, saves no network."""
+    _file(case / "run" / "results.json", json.dumps({"classes": ["dog"], "methods": {"logreg_stats": {}}}))
+    _file(case / "run" / "checkpoints" / "logreg_stats.json", "{}\n")
+    _file(case / "run" / "config.toml", 'methods = ["logreg_stats"]\n')
+
+
+def _bad_label_manifest(case: Path, shared: Path) -> None:
+    """A strict config whose manifest has a label outside its classes: the run stops while reading the data."""
+    _file(case / "m.csv", f"path,label\n{shared / 'clip.wav'},dog\n{shared / 'folder/dog/dog.wav'},cat\n")
+    _file(case / "strict.toml", tiny_toml(["baseline"]) + '[data]\nsource = "manifest"\nmanifest = "m.csv"\n'
+          'classes = ["dog"]\nstrict = true\n')
+
+
+def _copy_of_reference(name: str):
+    def make(case: Path, shared: Path) -> None:
+        _file(case / name, (shared / "ref.tsv").read_bytes())
 
     return make
 
@@ -145,7 +186,8 @@ CASES: dict[str, Case] = {
     ),
     "evaluate-over-a-users-file": Case(
         ["evaluate-events", "{shared}/ref.tsv", "{shared}/ref.tsv", "--out", "{case}/notes.txt"],
-        ["{case}/notes.txt", "not a JSON file", "--overwrite"], lambda case, shared: _file(case / "notes.txt"),
+        ["{case}/notes.txt", "not the metrics of thce evaluate-events", "--overwrite"],
+        lambda case, shared: _file(case / "notes.txt"),
     ),
     # item 4: devices checked before any work
     "detect-device-mps": Case(["detect", RUN, AUDIO, "--device", "mps"], ["--device 'mps'", "available here: cpu"]),
@@ -188,6 +230,68 @@ CASES: dict[str, Case] = {
         _seeds_run,
     ),
     "detect-on-a-missing-run": Case(["detect", "{case}/nowhere", AUDIO], ["{case}/nowhere", "no such run directory"]),
+    # issue 32: nothing thce did not write is replaced without --overwrite; an input is never an output
+    "evaluate-out-over-a-runs-results-json": Case(
+        ["evaluate-events", "{shared}/ref.tsv", "{shared}/ref.tsv", "--out", "{case}/run/results.json"],
+        ["{case}/run/results.json", "not the metrics of thce evaluate-events", "--overwrite"], _finished_run,
+    ),
+    "evaluate-out-over-a-users-metrics-json": Case(
+        ["evaluate-events", "{shared}/ref.tsv", "{shared}/ref.tsv", "--out", "{case}/metrics.json"],
+        ["{case}/metrics.json", "not the metrics of thce evaluate-events"],
+        lambda case, shared: _file(case / "metrics.json", '{"accuracy": 0.9}\n'),
+    ),
+    "evaluate-out-is-its-estimated-list": Case(
+        ["evaluate-events", "{shared}/ref.tsv", "{case}/est.tsv", "--out", "{case}/est.tsv", "--overwrite"],
+        ["{case}/est.tsv", "is also an input"], _copy_of_reference("est.tsv"),
+    ),
+    "detect-out-is-its-reference": Case(
+        ["detect", RUN, AUDIO, "--plots", "{case}/pages", "--reference", "{case}/ref.tsv", "--out", "{case}/ref.tsv",
+         "--overwrite"],
+        ["{case}/ref.tsv", "is also an input"], _copy_of_reference("ref.tsv"),
+    ),
+    "export-out-is-its-checkpoint": Case(
+        ["export", "{case}/run", "--format", "torchscript", "--out", "{case}/run/checkpoints/proposed2.pt",
+         "--overwrite"],
+        ["{case}/run/checkpoints/proposed2.pt", "is also an input"], _checkpoint_copied_as("proposed2"),
+    ),
+    "toy-over-a-users-png": Case(
+        ["toy", "--tiny", "--out", "{case}/toy"], ["{case}/toy/toy.png", "not a picture thce drew", "--overwrite"],
+        _users_png("toy", "toy.png"),
+    ),
+    "detect-plots-over-a-users-png": Case(
+        ["detect", RUN, AUDIO, "--plots", "{case}/pages"], ["{case}/pages/clip.png", "not a picture thce drew"],
+        _users_png("pages", "clip.png"),
+    ),
+    # issue 32: a checkpoint's recorded method is the one asked for
+    "detect-checkpoint-of-another-method": Case(
+        ["detect", "{case}/run", AUDIO, "--method", "baseline"],
+        ["{case}/run/checkpoints/baseline.pt", "holds a proposed2 checkpoint", "not baseline"],
+        _checkpoint_copied_as("baseline"),
+    ),
+    "export-checkpoint-of-another-method": Case(
+        ["export", "{case}/run", "--method", "baseline", "--out", "{case}/model.onnx"],
+        ["{case}/run/checkpoints/baseline.pt", "holds a proposed2 checkpoint", "not baseline"],
+        _checkpoint_copied_as("baseline"),
+    ),
+    # issue 32: one clear line instead of a traceback or a misleading one
+    "evaluate-negative-collar": Case(
+        ["evaluate-events", "{shared}/ref.tsv", "{shared}/ref.tsv", "--collar-s", "-1"], ["--collar-s", "non-negative"]
+    ),
+    "evaluate-zero-segment": Case(
+        ["evaluate-events", "{shared}/ref.tsv", "{shared}/ref.tsv", "--segment-s", "0"], ["--segment-s", "positive"]
+    ),
+    "evaluate-estimated-file-not-in-reference": Case(
+        ["evaluate-events", "{shared}/ref.tsv", "{case}/est.tsv"], ["{case}/est.tsv", "other.wav is not in"],
+        lambda case, shared: _file(case / "est.tsv", "filename\tonset\toffset\tevent_label\nother.wav\t0.5\t1\tdog\n"),
+    ),
+    "detect-on-a-run-without-a-network": Case(
+        ["detect", "{case}/run", AUDIO], ["{case}/run", "without training a network", "logreg_stats"], _logreg_stats_run
+    ),
+    # issue 32: a run stopped by its data leaves nothing that blocks the corrected rerun (the folder is as before)
+    "experiment-stopped-by-a-label-outside-the-classes": Case(
+        ["experiment", "{case}/strict.toml", "--out", "{case}/run"], ["dog.wav", "unknown label 'cat'"],
+        _bad_label_manifest,
+    ),
     "detect-missing-method": Case(
         ["detect", RUN, AUDIO, "--method", "lmle"], ["checkpoints/lmle.pt", "this run has: proposed2"]
     ),

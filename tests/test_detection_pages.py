@@ -136,7 +136,7 @@ def test_picture_names_unique_and_a_users_png_kept(tmp_path):
         check_plots_dir(tmp_path / "pages", [a, b])
     (tmp_path / "pages").mkdir()
     (tmp_path / "pages" / "rec.02.png").write_text("my notes")
-    with pytest.raises(OutputError, match=r"rec\.02\.png: exists and is not a PNG picture"):
+    with pytest.raises(OutputError, match=r"rec\.02\.png: exists and is not a picture thce drew"):
         check_plots_dir(tmp_path / "pages", [a])
 
 

@@ -42,8 +42,8 @@ def _imports(path: Path, package: str, known: set[str]) -> set[str]:
 #: those below; the longest name that contains a module places it. ``thce.frame_models`` is placed before it exists.
 #: ``thce.detection.events`` (the event-list format) is data too: the strong-label readers read reference events.
 LAYERS = (
-    ("base", ("thce", "thce.errors", "thce.io", "thce.progress", "thce.seeds", "thce.allocator", "thce.distributed",
-              "thce.config_reader", "thce.devices", "thce.machine")),
+    ("base", ("thce", "thce.errors", "thce.io", "thce.locks", "thce.progress", "thce.seeds", "thce.allocator",
+              "thce.distributed", "thce.config_reader", "thce.devices", "thce.machine")),
     ("signals and data", ("thce.audio", "thce.data", "thce.augment", "thce.metrics", "thce.stats", "thce.sampling",
                           "thce.results", "thce.detection.events")),
     ("networks and losses", ("thce.models", "thce.frame_models", "thce.pretrained", "thce.encoders", "thce.losses",

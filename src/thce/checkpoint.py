@@ -145,5 +145,11 @@ def _describe(error: BaseException) -> str:
 
 
 def load_run(run_dir: str | Path, method: str = "proposed2") -> LoadedDetector:
-    """The detector of ``method`` from a run directory (``RUN_DIR/checkpoints/METHOD.pt``)."""
-    return load_checkpoint(checkpoint_path(run_dir, method))
+    """The detector of ``method`` from a run directory (``RUN_DIR/checkpoints/METHOD.pt``); a :class:`DataError`
+    if the checkpoint there records another method (a file copied in under another name)."""
+    path = checkpoint_path(run_dir, method)
+    loaded = load_checkpoint(path)
+    if loaded.method != method:
+        raise DataError(f"{path}: holds a {loaded.method} checkpoint (its recorded method), not {method}; was it "
+                        f"copied in under another name? Use --method {loaded.method} or the run's own file")  # fmt: skip
+    return loaded

@@ -1,7 +1,7 @@
 """One experiment, end to end: clips -> splits -> cached features -> each method -> scores -> EER -> report.
 
-Writes the run directory (docs/design.md, "Data flow"): ``config.toml`` (resolved), ``checkpoints/``, ``metrics.csv``
-(per epoch), ``results.json``, ``report.md``, ``det.png``.
+Writes the run directory whose layout :mod:`thce.rundir` owns: ``config.toml`` (resolved), ``checkpoints/``,
+``metrics.csv`` (per epoch), ``results.json``, ``report.md``, ``det.png``.
 """
 
 from __future__ import annotations
@@ -37,14 +37,26 @@ from thce.data.synth import generate_scenes
 from thce.distributed import SINGLE, Distributed
 from thce.errors import ConfigError, DataError
 from thce.checkpoint import save_checkpoint
-from thce.io import atomic_write, ensure_dir, read_json, write_json
+from thce.io import atomic_write, read_json, write_json
 from thce.metrics import per_class_det_points, per_class_eer
 from thce.methods import MethodRun, build_method_encoder, trainers
 from thce.models import EventDetector
 from thce.machine import run_provenance
 from thce.figures import seeds_det_summary
 from thce.report import write_report
-from thce.rundir import check_new_run, clear_run_outputs
+from thce.rundir import (
+    CHECKPOINTS,
+    CLIPS,
+    CONFIG,
+    METRICS,
+    RESULTS,
+    RESUME,
+    SCORES,
+    SKIPPED,
+    VAL_SCORES,
+    clear_run_outputs,
+    open_run,
+)
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
 from thce.training.data import TrainingData, predict_scores
 from thce.training.diagnostics import embedding_learning_per_seed
@@ -118,9 +130,9 @@ def prepare_data(
     )  # fmt: skip
     skipped += store.skipped
     if write_files:
-        write_skipped(skipped, out_dir / "skipped.csv")
+        write_skipped(skipped, out_dir / SKIPPED)
     if skipped and write_files:
-        logger.warning("%s; listed in %s", describe_skipped(skipped), out_dir / "skipped.csv")
+        logger.warning("%s; listed in %s", describe_skipped(skipped), out_dir / SKIPPED)
     usable = usable_indices(store)  # clips whose audio decoded; class_index stays indexed by store position
     splits = {s: usable[np.array([rows[i].split == s for i in usable], dtype=bool)] for s in SPLITS}
     kept = [rows[i] for i in usable]
@@ -143,7 +155,7 @@ def evaluate_and_save(
     val_scores = predict_scores(model, data, val, ctx)
     if ctx.dist.is_main:
         save_checkpoint(
-            out_dir / "checkpoints" / f"{method}.pt", whole_model(model, config, method),
+            out_dir / CHECKPOINTS / f"{method}.pt", whole_model(model, config, method),
             config=portable_config(config), method=method, classes=data.classes,
             normaliser=prepared.normaliser, val_scores=val_scores, val_class_index=data.class_index[val],
             train_class_counts=data.class_counts("train"),
@@ -181,7 +193,7 @@ def portable_config(config: ExperimentConfig) -> ExperimentConfig:
 
 
 def _check_resumable(config: ExperimentConfig, out_dir: Path) -> None:
-    saved = out_dir / "config.toml"
+    saved = out_dir / CONFIG
     if saved.is_file() and load_config(saved).to_dict() != config.to_dict():
         raise ConfigError(
             f"{saved}: the run in {out_dir} used another configuration; resume it with that config "
@@ -207,25 +219,36 @@ def run_experiment(
     Returns the results dict also written to ``results.json``.
     """
     out_dir = Path(out_dir)
-    resume_dir = out_dir / "checkpoints" / "resume"
-    metrics_path = out_dir / "metrics.csv"
+    if not dist.is_main:  # rank 0 holds the folder
+        return _run_experiment(config, out_dir, progress=progress, resume=resume, dist=dist)
+    with open_run(out_dir, resume=resume, overwrite=overwrite):
+        return _run_experiment(config, out_dir, progress=progress, resume=resume, dist=dist)
+
+
+def _run_experiment(
+    config: ExperimentConfig, out_dir: Path, *, progress: ProgressFn | None, resume: bool, dist: Distributed
+) -> dict[str, Any]:
+    """:func:`run_experiment` in a folder this process holds (rank 0) or that rank 0 holds (other ranks)."""
+    resume_dir = out_dir / RESUME
+    metrics_path = out_dir / METRICS
     if dist.is_main:
-        check_new_run(out_dir, resume=resume, overwrite=overwrite)
-        ensure_dir(out_dir)
         if resume:
             _check_resumable(config, out_dir)
-        else:
+        else:  # with overwrite: no stale checkpoint or result of the old run is left
             shutil.rmtree(resume_dir, ignore_errors=True)
             metrics_path.unlink(missing_ok=True)
-            clear_run_outputs(out_dir)  # with overwrite: no stale checkpoint or result of the old run is left
-        resume_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, out_dir / "config.toml")
+            clear_run_outputs(out_dir)
+            if (out_dir / CONFIG).is_file():  # the replaced run's config goes at once, with its results
+                save_config(config, out_dir / CONFIG)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     timing: dict[str, float] = {}
     start = time.perf_counter()
     if dist.is_main:
         prepared = prepare_data(config, out_dir, progress)
+        # only now the run exists: bad data or an unknown label stop it above, leaving nothing that marks a run
+        resume_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, out_dir / CONFIG)
     dist.barrier()  # the synthetic clips and the feature cache exist: the other ranks only read them
     if not dist.is_main:
         prepared = prepare_data(config, out_dir, write_files=False)
@@ -245,7 +268,7 @@ def run_experiment(
         return evaluate_and_save(model, method, prepared, config, ctx, out_dir)
 
     run = MethodRun(
-        config, data, ctx, evaluate, checkpoint_dir=out_dir / "checkpoints" if dist.is_main else None, timing=timing
+        config, data, ctx, evaluate, checkpoint_dir=out_dir / CHECKPOINTS if dist.is_main else None, timing=timing
     )
     methods: dict[str, Any] = {}
     for train in trainers(config.methods):  # the registry's order; every method from the same initial encoder
@@ -269,12 +292,12 @@ def run_experiment(
         results["world_size"] = dist.world_size
     if not dist.is_main:
         return results
-    with atomic_write(out_dir / "val_scores.npz", "wb") as handle:
+    with atomic_write(out_dir / VAL_SCORES, "wb") as handle:
         np.savez(handle, class_index=data.class_index[data.splits["val"]], **val_scores)
-    with atomic_write(out_dir / "scores.npz", "wb") as handle:
+    with atomic_write(out_dir / SCORES, "wb") as handle:
         np.savez(handle, class_index=data.class_index[data.splits["test"]], **test_scores)
-    write_json(out_dir / "clips.json", scored_clips(prepared))
-    write_json(out_dir / "results.json", results)
+    write_json(out_dir / CLIPS, scored_clips(prepared))
+    write_json(out_dir / RESULTS, results)
     write_report(out_dir, results)
     return results
 
@@ -282,7 +305,7 @@ def run_experiment(
 def load_test_scores(run_dir: Path, classes: tuple[str, ...], split: str = "test") -> ScoredTestSet:
     """The scores a run saved for its test split (``scores.npz``), or with ``split="val"`` for its validation split
     (``val_scores.npz``)."""
-    with np.load(run_dir / ("val_scores.npz" if split == "val" else "scores.npz")) as archive:
+    with np.load(run_dir / (VAL_SCORES if split == "val" else SCORES)) as archive:
         return ScoredTestSet(
             class_index=archive["class_index"],
             scores={k: archive[k] for k in archive.files if k != "class_index"},
@@ -308,24 +331,28 @@ def run_seeds(
     if seeds < 1:
         raise ValueError(f"run_seeds: seeds must be >= 1, got {seeds}")
     out_dir = Path(out_dir)
-    if dist.is_main:
-        check_new_run(out_dir, resume=resume, overwrite=overwrite)
     seed_list = [config.seed + k for k in range(seeds)]
-    for seed in seed_list:
-        seed_config = dataclasses.replace(config, seed=seed)
-        run_experiment(
-            seed_config, out_dir / f"seed_{seed}", progress=progress, resume=resume, overwrite=overwrite, dist=dist
-        )
+
+    def run_each() -> None:
+        for seed in seed_list:
+            seed_config = dataclasses.replace(config, seed=seed)
+            run_experiment(
+                seed_config, out_dir / f"seed_{seed}", progress=progress, resume=resume, overwrite=overwrite, dist=dist
+            )
+
     if not dist.is_main:
+        run_each()
         return {}
-    return summarise_seeds(config, out_dir, seed_list)
+    with open_run(out_dir, resume=resume, overwrite=overwrite):
+        run_each()
+        return summarise_seeds(config, out_dir, seed_list)
 
 
 def summarise_seeds(config: ExperimentConfig, out_dir: Path, seed_list: Sequence[int]) -> dict[str, Any]:
     """The ``--seeds`` summary of the finished runs ``out_dir/seed_<s>/`` (their results.json and scores.npz),
     written to ``out_dir`` (results.json, config.toml, report.md, det.png): what :func:`run_seeds` ends with, and
     what ``thce sweep`` writes for each variant, so ``thce report`` reads either."""
-    runs = [read_json(out_dir / f"seed_{seed}" / "results.json", what="run results") for seed in seed_list]
+    runs = [read_json(out_dir / f"seed_{seed}" / RESULTS, what="run results") for seed in seed_list]
     classes = tuple(runs[0]["classes"])
     spread = mean_std_eer([{m: entry["eer"] for m, entry in run["methods"].items()} for run in runs])
     test_sets = [load_test_scores(out_dir / f"seed_{seed}", classes) for seed in seed_list]
@@ -352,8 +379,8 @@ def summarise_seeds(config: ExperimentConfig, out_dir: Path, seed_list: Sequence
         "seeds": over_seeds,
         "provenance": runs[0]["provenance"],
     }
-    save_config(config, out_dir / "config.toml")
-    write_json(out_dir / "results.json", summary)
+    save_config(config, out_dir / CONFIG)
+    write_json(out_dir / RESULTS, summary)
     write_report(out_dir, summary)
     return summary
 

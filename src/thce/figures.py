@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
-from thce.io import atomic_write
+from thce.io import PNG_METADATA, atomic_write
 from thce.methods import method_short_name
 from thce.results import eer_value, percent, results_classes_and_methods
 
@@ -121,7 +121,8 @@ def plot_det(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
     fig = det_figure(results)
     with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120, bbox_inches="tight", pad_inches=0.15)
+        fig.savefig(handle, format="png", dpi=120, bbox_inches="tight", pad_inches=0.15,
+                    metadata=PNG_METADATA)  # fmt: skip
     logger.info("wrote DET curves of %d method(s) x %d class(es) to %s", len(methods), len(classes), path)
     return path
 
@@ -262,5 +263,5 @@ def plot_embedding_diagnostics(diagnostics: Sequence[Mapping[str, Any]], path: s
         ax.set_xticks(iterations)
         ax.grid(True, color="0.9", linewidth=0.6)
     with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
+        fig.savefig(handle, format="png", dpi=110, metadata=PNG_METADATA)
     return path

@@ -13,7 +13,7 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -158,6 +158,38 @@ def refuse_other_kind(
         raise OutputError(f"{path}: exists and is not {what}; not overwritten (pass --overwrite to replace it)")
 
 
+def check_output_file(
+    path: str | os.PathLike,
+    *,
+    looks_ours: Callable[[Path], bool],
+    what: str,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike] = (),
+) -> Path:
+    """The one rule for every file thce writes, checked before any work: ``path`` can be written
+    (:func:`check_output_path`); it is none of ``inputs`` (the files the command reads: refused even with
+    ``overwrite``); and an existing file is replaced only if ``looks_ours`` recognises it as ``what`` thce writes
+    there (by its content or a marker), or with ``overwrite`` (:func:`refuse_other_kind`)."""
+    path = check_output_path(path)
+    refuse_input(path, inputs)
+    refuse_other_kind(path, looks_ours=looks_ours, what=what, overwrite=overwrite)
+    return path
+
+
+def refuse_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
+    """An :class:`OutputError` if the output ``path`` is the same file as one of ``inputs`` (links followed)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    for source in inputs:
+        try:
+            same = Path(source).is_file() and path.samefile(source)
+        except OSError:
+            same = False
+        if same:
+            raise OutputError(f"{path}: is also an input of this command ({source}); write to another file")
+
+
 def read_head(path: Path, size: int = 4096) -> bytes:
     """The first ``size`` bytes of a file (for recognising what kind of file it is)."""
     with open(path, "rb") as handle:
@@ -171,6 +203,14 @@ def starts_with(prefix: bytes) -> Callable[[Path], bool]:
 
 #: The first bytes of every PNG file.
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: ``savefig(..., metadata=PNG_METADATA)``: the tEXt chunk by which :func:`thce_png` knows a picture thce drew.
+PNG_METADATA = {"Software": "thce"}
+
+
+def thce_png(path: Path) -> bool:
+    """A PNG that thce drew (its ``Software`` tEXt chunk, :data:`PNG_METADATA`, comes before the image data)."""
+    head = read_head(path, 4096)
+    return head.startswith(PNG_SIGNATURE) and b"tEXtSoftware\x00thce" in head
 
 
 @contextmanager

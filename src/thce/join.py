@@ -22,8 +22,20 @@ from thce.config import ExperimentConfig, load_config, save_config
 from thce.errors import ConfigError
 from thce.experiment import summarise_seeds
 from thce.io import atomic_write, ensure_dir, read_json, write_json
+from thce.locks import folder_lock
 from thce.methods import METHODS, method_settings
-from thce.sweep import ENVIRONMENT_KEYS, FINISHED_FILES, experiment_settings, finished_run, same_clips
+from thce.rundir import (
+    CLIPS,
+    CONFIG,
+    ENVIRONMENT_KEYS,
+    FINISHED_FILES,
+    RESULTS,
+    SCORES,
+    VAL_SCORES,
+    experiment_settings,
+    finished_run,
+    same_clips,
+)
 
 #: The methods a part provides and the folder holding its runs, ``folder/seed_<s>/``.
 Part = tuple[Sequence[str], Path]
@@ -40,14 +52,14 @@ def _check_part(run_dir: Path, methods: Sequence[str], config: ExperimentConfig)
     """The run's results.json, after checking that it is finished and trained ``methods`` as ``config`` would."""
     if not finished_run(run_dir, with_config=True):
         raise ConfigError(f"{run_dir}: not a finished run (needs config.toml and {', '.join(FINISHED_FILES)})")
-    theirs = experiment_settings(load_config(run_dir / "config.toml"))
+    theirs = experiment_settings(load_config(run_dir / CONFIG))
     wanted = experiment_settings(config)
     for method in methods:
         if method_settings(theirs, method) != method_settings(wanted, method):
             free = ", ".join(ENVIRONMENT_KEYS)
             raise ConfigError(f"{run_dir}: its config.toml trains {method} with other settings than the config's "
                               f"(only {free} and other methods' tables may differ)")  # fmt: skip
-    results = read_json(run_dir / "results.json", what="run results")
+    results = read_json(run_dir / RESULTS, what="run results")
     missing = [m for m in methods if m not in results.get("methods", {})]
     if missing:
         raise ConfigError(f"{run_dir}: has no results of {', '.join(missing)}")
@@ -69,7 +81,7 @@ def join_seed(config: ExperimentConfig, parts: Sequence[Part], seed: int, run_di
             raise ConfigError(f"seed {seed}: the runs differ in {key}: {', '.join(str(s) for s in sources)}")
     by_method = {m: i for i, (methods, _) in enumerate(parts) for m in methods}
     ensure_dir(run_dir)
-    for name in ("scores.npz", "val_scores.npz"):
+    for name in (SCORES, VAL_SCORES):
         loaded = [np.load(source / name) for source in sources]
         if any(not np.array_equal(z["class_index"], loaded[0]["class_index"]) for z in loaded[1:]):
             raise ConfigError(f"seed {seed}: the runs' {name} hold other clips")
@@ -77,8 +89,8 @@ def join_seed(config: ExperimentConfig, parts: Sequence[Part], seed: int, run_di
         arrays.update({m: loaded[by_method[m]][m] for m in config.methods})
         with atomic_write(run_dir / name, "wb") as handle:
             np.savez(handle, **arrays)
-    with atomic_write(run_dir / "clips.json", "w") as handle:
-        handle.write((sources[0] / "clips.json").read_text())
+    with atomic_write(run_dir / CLIPS, "w") as handle:
+        handle.write((sources[0] / CLIPS).read_text())
     proposed = by_method.get("proposed1")
 
     def owned(key: str, entries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
@@ -104,8 +116,8 @@ def join_seed(config: ExperimentConfig, parts: Sequence[Part], seed: int, run_di
     }
     if proposed is not None and "embedding_diagnostics" in results[proposed]:
         joined["embedding_diagnostics"] = results[proposed]["embedding_diagnostics"]
-    save_config(config, run_dir / "config.toml")
-    write_json(run_dir / "results.json", joined)
+    save_config(config, run_dir / CONFIG)
+    write_json(run_dir / RESULTS, joined)
     return joined
 
 
@@ -124,6 +136,7 @@ def join_runs(config: ExperimentConfig, parts: Sequence[Part], seeds: Sequence[i
             starts_from = METHODS[method].requires  # every provided method is one of config.methods: known
             if starts_from is not None and starts_from not in methods:
                 raise ConfigError(f"{method} continues {starts_from}'s training: take both from the same runs")
-    for seed in seeds:
-        join_seed(config, parts, seed, out_dir / f"seed_{seed}")
-    return summarise_seeds(config, out_dir, list(seeds))
+    with folder_lock(out_dir):
+        for seed in seeds:
+            join_seed(config, parts, seed, out_dir / f"seed_{seed}")
+        return summarise_seeds(config, out_dir, list(seeds))

@@ -105,17 +105,21 @@ class EmbeddingOutput(nn.Module):
     @torch.no_grad()
     def calibrate(self, pre_centring: list[Tensor]) -> None:
         """Set the centring statistics to the mean and (biased, as batch norm) variance of ``pre_centring``, a list
-        of (n, D) batches of what this layer receives (computed in eval mode by the caller)."""
+        of (n, D) batches of what this layer receives (computed in eval mode by the caller); (B, T', D) batches of a
+        frame encoder count each frame as a row."""
         if self.center is None:
             return
-        x = torch.cat([b.float() for b in pre_centring])
+        x = torch.cat([b.float().reshape(-1, b.shape[-1]) for b in pre_centring])  # frame encoders' (B, T', D) as rows
         self.center.running_mean.copy_(x.mean(dim=0))
         self.center.running_var.copy_(x.var(dim=0, unbiased=len(x) > 1))
         self.center.num_batches_tracked.fill_(1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, D) -> (B, D); a frame encoder's (B, T', D) -> (B, T', D), each frame a row (one centring for all)."""
         if not self.normalise:
             return x
+        if x.ndim > 2:
+            return self(x.reshape(-1, x.shape[-1])).reshape(x.shape)
         if self.center is not None:
             x = self.center(x)
         if self.dropout is not None:
@@ -274,12 +278,16 @@ class CNNEncoder(nn.Module):
 
     def pre_output(self, x: Tensor) -> Tensor:
         """What :attr:`output` receives: the flattened feature map (B, embedding_dim)."""
+        return self.feature_maps(x).flatten(1)
+
+    def feature_maps(self, x: Tensor) -> Tensor:
+        """The last block's output ``(B, channels[-1], T // prod(time pools), n_mels // prod(mel pools))``."""
         x = (remove_clip_mean(x) if self.clip_mean else x).unsqueeze(1)
         if self.training or any(m.training for m in self.features) or _tracing():
-            return self.features(x).flatten(1)  # (exports keep the layers as they are: no value-dependent branch)
+            return self.features(x)  # (exports keep the layers as they are: no value-dependent branch)
         for block in self._blocks():
             x = _pooled_first(x, *block)
-        return x.flatten(1)
+        return x
 
     def _blocks(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d]]:
         """(conv, batch norm, max-pool) of each block of :attr:`features` (ReLU and dropout are implied)."""

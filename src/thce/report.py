@@ -29,6 +29,7 @@ from thce.figures import plot_det, plot_embedding_diagnostics
 from thce.io import atomic_write
 from thce.methods import METHODS, method_short_name
 from thce.results import eer_value, percent, results_classes_and_methods
+from thce.rundir import DET_FIGURE, EMBEDDING_FIGURE, REPORT
 
 __all__ = ["counts_table_markdown", "eer_table_markdown", "write_report"]
 
@@ -357,7 +358,7 @@ def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict
     classes, methods = results_classes_and_methods(results)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    det_path = plot_det(results, run_dir / "det.png")
+    det_path = plot_det(results, run_dir / DET_FIGURE)
     parts = [
         f"# thce report: {run_dir.name}",
         "",
@@ -398,7 +399,7 @@ def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict
         parts.append("")
     diagnostics = results.get("embedding_diagnostics")
     if isinstance(diagnostics, Sequence) and diagnostics and not isinstance(diagnostics, str):
-        embedding_path = plot_embedding_diagnostics(diagnostics, run_dir / "embedding.png")
+        embedding_path = plot_embedding_diagnostics(diagnostics, run_dir / EMBEDDING_FIGURE)
         parts += [
             "## Embedding (Algorithm 1, per iteration)",
             "",
@@ -426,7 +427,7 @@ def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict
         f"![DET curves]({det_path.name})",
         "",
     ]
-    report_path = run_dir / "report.md"
+    report_path = run_dir / REPORT
     with atomic_write(report_path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(parts))
     logger.info("wrote %s", report_path)

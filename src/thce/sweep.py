@@ -50,23 +50,25 @@ import numpy as np
 from thce.config import ExperimentConfig, config_from_dict, load_config, save_config, set_dotted_key
 from thce.errors import ConfigError, DataError, OutputError
 from thce.experiment import load_test_scores, run_experiment, summarise_seeds
-from thce.io import atomic_write, ensure_dir, read_json, write_json
+from thce.io import atomic_write, read_json, write_json
 from thce.methods import method_settings, method_short_name
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
 from thce.training.diagnostics import embedding_learning_per_seed
 from thce.progress import ProgressFn
 from thce.report import embedding_learning_line
+from thce.locks import folder_lock
+from thce.rundir import (
+    CONFIG,
+    ENVIRONMENT_KEYS,
+    FINISHED_FILES,
+    RESULTS,
+    experiment_settings,
+    finished_run,
+    same_clips,
+)
 from thce.variants import Variant, toml_value
 
 logger = logging.getLogger(__name__)
-
-#: Files of a finished run (``results.json`` is written last of them).
-FINISHED_FILES = ("val_scores.npz", "scores.npz", "clips.json", "results.json")
-
-#: Config keys that say where and how fast a run computes, not what: runs that differ only in them are the same
-#: experiment (a sweep points ``data.cache_dir`` at its shared cache; parallel lanes set ``train.num_threads``).
-ENVIRONMENT_KEYS = ("data.cache_dir", "train.num_threads")
-
 
 # ----------------------------------------------------------------------------------------------- configs
 
@@ -103,33 +105,6 @@ def _share_synthetic_clips(config: ExperimentConfig, run_dir: Path, out_dir: Pat
         logger.warning("sweep: cannot link %s to %s (%s); this run synthesises its own clips", link, target, error)
 
 
-def finished_run(run_dir: Path, *, with_config: bool = False) -> bool:
-    """Whether ``run_dir`` holds a finished run's :data:`FINISHED_FILES` (and its config.toml, ``with_config``)."""
-    names = (*FINISHED_FILES, "config.toml") if with_config else FINISHED_FILES
-    return all((run_dir / name).is_file() for name in names)
-
-
-def experiment_settings(config: ExperimentConfig) -> dict[str, Any]:
-    """The config as a dict without :data:`ENVIRONMENT_KEYS`: equal for runs of the same experiment. An unset
-    setting that falls back to another reads as that one (a stage's ``learning_rate`` as ``train.learning_rate``,
-    ``detector.head_only_selection`` as ``detector.selection``), so a run made before such a key was varied matches
-    the variant that sets it to the value the run trained with."""
-    table = config.to_dict()
-    for key in ENVIRONMENT_KEYS:
-        section, name = key.split(".")
-        table.get(section, {}).pop(name, None)
-    run_rate = table["train"]["learning_rate"]
-    for section, values in table.items():
-        if section in ("train", "model") or not isinstance(values, dict):
-            continue  # model.encoder_learning_rate: None means the stage's rate, not train's
-        for name, value in values.items():
-            if name.endswith("learning_rate") and value is None:
-                values[name] = run_rate
-    if table["detector"].get("head_only_selection") is None:
-        table["detector"]["head_only_selection"] = table["detector"]["selection"]
-    return table
-
-
 def _reference_run_dirs(reference_runs: Path, config: ExperimentConfig, seeds: Sequence[int]) -> dict[int, Path]:
     """``{seed: reference_runs/seed_<s>}``, each a finished run that trained ``config.methods`` as ``config`` with
     that seed would (:func:`thce.methods.method_settings`, up to :data:`ENVIRONMENT_KEYS`): it may have run more
@@ -142,7 +117,7 @@ def _reference_run_dirs(reference_runs: Path, config: ExperimentConfig, seeds: S
         if not finished_run(run_dir, with_config=True):
             raise ConfigError(f"--reference-runs {reference_runs}: no finished run seed_{seed}/ (needs config.toml "
                               f"and {', '.join(FINISHED_FILES)})")  # fmt: skip
-        theirs = load_config(run_dir / "config.toml")
+        theirs = load_config(run_dir / CONFIG)
         missing = [m for m in config.methods if m not in theirs.methods]
         if missing:
             raise ConfigError(f"{run_dir}: did not run {', '.join(missing)}")
@@ -196,8 +171,9 @@ def run_sweep(
     if not variants:
         raise ConfigError("sweep: no variants")
     out_dir = Path(out_dir)
-    if not config.data.cache_dir:
-        config = dataclasses.replace(config, data=dataclasses.replace(config.data, cache_dir=str(out_dir / "cache")))
+    if not config.data.cache_dir:  # absolute: the runs' config.toml must read the same from any working directory
+        cache_dir = os.path.abspath(out_dir / "cache")
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, cache_dir=cache_dir))
     by_slug: dict[str, Variant] = {}
     for variant in variants:
         if variant.slug in by_slug:
@@ -210,38 +186,36 @@ def run_sweep(
     run_dirs: dict[str, dict[int, Path]] = {}
     if reference_runs is not None:
         run_dirs[ref.slug] = _reference_run_dirs(Path(reference_runs), configs[variants.index(ref)], seed_list)
-    _check_config_destination(out_dir)
-    ensure_dir(out_dir)
-    save_config(config, out_dir / "config.toml")
-    total = len(variants) * len(seed_list)
-    for v, (variant, variant_cfg) in enumerate(zip(variants, configs)):
-        if variant.slug in run_dirs:
-            logger.info("sweep: %s from %s (not run)", variant.name, reference_runs)
-            continue
-        for s, seed in enumerate(seed_list):
-            run_dir = out_dir / variant.slug / f"seed_{seed}"
-            seed_config = dataclasses.replace(variant_cfg, seed=seed)
-            step = f"sweep run {v * len(seed_list) + s + 1}/{total} ({variant.name}, seed {seed})"
-            if finished_run(run_dir):
-                if load_config(run_dir / "config.toml").to_dict() != seed_config.to_dict():
-                    raise ConfigError(
-                        f"{run_dir}: finished with another configuration than variant {variant.name} of this sweep; "
-                        "use a new --out"
-                    )
-                logger.info("%s: finished before, kept", step)
+    with folder_lock(out_dir):  # one process per sweep folder; each run locks its own folder too
+        _check_config_destination(out_dir)
+        save_config(config, out_dir / CONFIG)
+        total = len(variants) * len(seed_list)
+        for v, (variant, variant_cfg) in enumerate(zip(variants, configs)):
+            if variant.slug in run_dirs:
+                logger.info("sweep: %s from %s (not run)", variant.name, reference_runs)
                 continue
-            logger.info("%s: %s", step, "resuming" if resume and run_dir.exists() else "running")
-            _share_synthetic_clips(seed_config, run_dir, out_dir)
-            run_experiment(seed_config, run_dir, progress=progress, resume=resume)
-        if len(seed_list) > 1:  # the variant's folder is then a `--seeds` run: `thce report` reads it
-            summarise_seeds(variant_cfg, out_dir / variant.slug, seed_list)
-    summary = summarise(
-        out_dir, variants, seed_list, reference=ref, draws=draws, confidence=confidence, bootstrap_seed=config.seed,
-        run_dirs=run_dirs, methods=config.methods,
-    )  # fmt: skip
-    write_json(out_dir / "sweep.json", summary)
-    with atomic_write(out_dir / "sweep.md", "w", encoding="utf-8") as handle:
-        handle.write(sweep_table_markdown(summary))
+            for s, seed in enumerate(seed_list):
+                run_dir = out_dir / variant.slug / f"seed_{seed}"
+                seed_config = dataclasses.replace(variant_cfg, seed=seed)
+                step = f"sweep run {v * len(seed_list) + s + 1}/{total} ({variant.name}, seed {seed})"
+                if finished_run(run_dir):
+                    if load_config(run_dir / CONFIG).to_dict() != seed_config.to_dict():
+                        raise ConfigError(f"{run_dir}: finished with another configuration than variant "
+                                          f"{variant.name} of this sweep; use a new --out")  # fmt: skip
+                    logger.info("%s: finished before, kept", step)
+                    continue
+                logger.info("%s: %s", step, "resuming" if resume and run_dir.exists() else "running")
+                _share_synthetic_clips(seed_config, run_dir, out_dir)
+                run_experiment(seed_config, run_dir, progress=progress, resume=resume)
+            if len(seed_list) > 1:  # the variant's folder is then a `--seeds` run: `thce report` reads it
+                summarise_seeds(variant_cfg, out_dir / variant.slug, seed_list)
+        summary = summarise(
+            out_dir, variants, seed_list, reference=ref, draws=draws, confidence=confidence,
+            bootstrap_seed=config.seed, run_dirs=run_dirs, methods=config.methods,
+        )  # fmt: skip
+        write_json(out_dir / "sweep.json", summary)
+        with atomic_write(out_dir / "sweep.md", "w", encoding="utf-8") as handle:
+            handle.write(sweep_table_markdown(summary))
     return summary
 
 
@@ -259,7 +233,7 @@ def pick_reference(variants: Sequence[Variant], reference: Mapping[str, Any] | V
 
 
 def _load_results(run_dir: Path) -> dict[str, Any]:
-    results = read_json(run_dir / "results.json", what="run results")
+    results = read_json(run_dir / RESULTS, what="run results")
     for method, entry in results["methods"].items():
         if "val_eer" not in entry:
             raise DataError(f"{run_dir}/results.json: no val_eer for {method} (made by an older thce); rerun it")
@@ -270,7 +244,7 @@ def _check_config_destination(out_dir: Path) -> None:
     """Refuse, before any work, to replace a ``config.toml`` in ``out_dir`` unless the folder holds a sweep
     (``sweep.json``, ``data/`` or ``<variant>/seed_<s>/``): the sweep writes its resolved base config there, and a
     user's own file (often the very config being swept, comments and all) would be lost."""
-    path = out_dir / "config.toml"
+    path = out_dir / CONFIG
     if not path.is_file() or path.stat().st_size == 0:
         return
     if (out_dir / "sweep.json").is_file() or (out_dir / "data").is_dir() or any(out_dir.glob("*/seed_*/")):
@@ -374,43 +348,6 @@ def _shown_path(run_dir: Path, out_dir: Path) -> str:
         return run_dir.relative_to(out_dir).as_posix()
     except ValueError:
         return str(run_dir)
-
-
-def same_clips(run_dirs: Sequence[Path], split: str) -> str | None:
-    """``None`` when the runs scored the same ``split`` clips in the same order, else why not (one line).
-
-    Equal paths in ``clips.json`` are the same clips. Synthetic clips written by different runs have different
-    paths; they are the same clips when the runs' configs (``config.toml``) have the same synthetic data -- equal
-    ``synth`` and ``data`` settings (the cache folder aside) and seed -- and the names relative to each run's clip
-    folder (the common folder of its clips) agree.
-    """
-    clips = [read_json(d / "clips.json", what="clip list") for d in run_dirs]
-    if all(c[split] == clips[0][split] for c in clips[1:]):
-        return None
-    different = f"the runs scored different {split} clips (clips.json)"
-    configs = [d / "config.toml" for d in run_dirs]
-    if not all(path.is_file() for path in configs):
-        return different
-    data = [_synthetic_data(load_config(path)) for path in configs]
-    if data[0] is None or any(d != data[0] for d in data[1:]):
-        return different
-    relative = [_relative_clips(c, split) for c in clips]
-    return None if all(r == relative[0] for r in relative[1:]) else different
-
-
-def _synthetic_data(config: ExperimentConfig) -> dict[str, Any] | None:
-    """What fixes a run's synthetic clips (``synth`` and ``data`` settings, seed); ``None`` for real data."""
-    if config.data.source != "synth":
-        return None
-    table = experiment_settings(config)
-    return {"seed": table["seed"], "synth": table["synth"], "data": table["data"]}
-
-
-def _relative_clips(clips: Mapping[str, Sequence[str]], split: str) -> list[str]:
-    """The ``split`` paths of a ``clips.json`` relative to the common folder of all its paths."""
-    every = [p for paths in clips.values() for p in paths]
-    root = os.path.commonpath(every) if len(every) > 1 else os.path.dirname(every[0]) if every else ""
-    return [os.path.relpath(p, root) for p in clips[split]]
 
 
 def _paired_bootstrap(

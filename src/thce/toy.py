@@ -375,6 +375,8 @@ def plot_toy(result: ToyResult, path: str | Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from thce.io import PNG_METADATA
+
     path = Path(path)
     panels = result.snapshots
     cols = min(len(panels), 3)
@@ -413,7 +415,7 @@ def plot_toy(result: ToyResult, path: str | Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=110, metadata=PNG_METADATA)  # marked as ours: `thce toy` replaces only such a toy.png
     tmp.replace(path)
     return path
 

@@ -7,6 +7,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from typing import Any
 
 from tqdm import tqdm
@@ -34,6 +35,7 @@ def _setup_logging(verbose: int, quiet: bool = False) -> None:
     root.handlers[:] = [handler]
     root.propagate = False
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    _route_warnings(handler, verbose)
     train = logging.getLogger("thce.training")
     if verbose == 0 and not quiet:  # per-epoch lines are the heartbeat of long runs
         train.setLevel(logging.INFO)
@@ -41,6 +43,21 @@ def _setup_logging(verbose: int, quiet: bool = False) -> None:
         train.setLevel(logging.WARNING)
     else:
         train.setLevel(logging.NOTSET)
+
+
+def _route_warnings(handler: logging.Handler, verbose: int) -> None:
+    """Python warnings come from other packages (thce's own are log lines): pkg_resources' deprecation from the eval
+    extra, matplotlib's missing glyphs for non-Latin file names, ... They are for developers: shown as log lines
+    with ``-v``, kept out of the terminal otherwise. ``python -W`` / ``PYTHONWARNINGS`` still decide if given."""
+    if sys.warnoptions:
+        return
+    if verbose:
+        logging.captureWarnings(True)
+        captured = logging.getLogger("py.warnings")
+        captured.handlers[:] = [handler]
+        captured.propagate = False
+    else:
+        warnings.simplefilter("ignore")
 
 
 def _add_output_flags(parser: argparse.ArgumentParser, *, top: bool) -> None:

@@ -50,7 +50,8 @@ def run_events(args: argparse.Namespace) -> int:
     from thce.detection.outputs import check_events_out
 
     if args.out is not None:
-        check_events_out(args.out, overwrite=args.overwrite)
+        tables = sorted(args.scores.iterdir()) if args.scores.is_dir() else [args.scores]
+        check_events_out(args.out, overwrite=args.overwrite, inputs=tables)
     from thce.detection.events import write_event_tsv, write_events
     from thce.detection.tables import events_from_tables
 
@@ -65,18 +66,28 @@ def run_events(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_object(path: Path) -> bool:
-    from thce.io import read_head
+def _metrics_json(path: Path) -> bool:
+    """What ``thce evaluate-events --out`` writes: a JSON object with the event- and segment-based metrics."""
+    from thce.io import read_text
 
-    return read_head(path).lstrip().startswith(b"{")
+    found = json.loads(read_text(path, what="metrics file"))
+    return isinstance(found, dict) and {"metric", "collar_s", "overall", "segment_based"} <= found.keys()
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from thce.io import check_output_path, refuse_other_kind, write_json
+    from thce.errors import ConfigError
+    from thce.io import check_output_file, write_json
 
-    if args.out is not None:  # before the lists are read and scored
-        check_output_path(args.out)
-        refuse_other_kind(args.out, looks_ours=_json_object, what="a JSON file", overwrite=args.overwrite)
+    if not args.collar_s >= 0:  # before the lists are read and scored
+        raise ConfigError(f"--collar-s: expected a non-negative number of seconds, got {args.collar_s:g}")
+    if not args.segment_s > 0:
+        raise ConfigError(f"--segment-s: expected a positive number of seconds, got {args.segment_s:g}")
+    if args.out is not None:
+        inputs = [args.reference, args.estimated]
+        if args.scores is not None:
+            inputs += sorted(args.scores.iterdir()) if args.scores.is_dir() else [args.scores]
+        check_output_file(args.out, looks_ours=_metrics_json, what="the metrics of thce evaluate-events",
+                          overwrite=args.overwrite, inputs=inputs)  # fmt: skip
     from thce.detection.metrics import evaluate_events, evaluate_segments, evaluation_markdown, segments_markdown
     from thce.detection.events import read_event_list
 
@@ -103,8 +114,8 @@ def run_export(args: argparse.Namespace) -> int:
     from thce.detection.outputs import check_export_out
     from thce.rundir import checkpoint_path
 
-    check_export_out(args.out, args.format, overwrite=args.overwrite)  # before torch is imported
-    checkpoint_path(args.run_dir, args.method)
+    checkpoint = checkpoint_path(args.run_dir, args.method)
+    check_export_out(args.out, args.format, overwrite=args.overwrite, inputs=[checkpoint])  # before torch is imported
     from thce.detection.export import export_run
 
     result = export_run(
@@ -216,7 +227,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="also threshold-independent metrics (PSDS, collar-based F-score) from thce detect's saved "
                          "score tables; needs the eval extra: pip install 'thce[eval]'")
     ev.add_argument("--out", type=Path, default=None, help="also write the metrics as JSON")
-    ev.add_argument("--overwrite", action="store_true", help="replace an existing --out file that is not JSON")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="replace an existing --out file that thce evaluate-events did not write")
     ev.set_defaults(func=run_evaluate)
 
     ex = subparsers.add_parser(

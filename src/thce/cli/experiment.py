@@ -29,12 +29,20 @@ def run(
     resume: bool = False,
     overwrite: bool = False,
 ) -> int:
-    from thce.rundir import check_new_run
+    from thce.rundir import open_run
 
     if seeds < 1:
         raise ThceError(f"--seeds: must be >= 1, got {seeds}")
-    if os.environ.get("RANK", "0") == "0":  # at once, before torch is imported (other torchrun ranks: rank 0 does)
-        check_new_run(out, resume=resume, overwrite=overwrite, config_path=config_path)
+    if os.environ.get("RANK", "0") != "0":  # other torchrun ranks: rank 0 holds the folder
+        return _run(config_path, out, overrides, quiet, seeds, resume, overwrite)
+    # at once, before torch is imported: a second process, or a run in the way, is refused
+    with open_run(out, resume=resume, overwrite=overwrite, config_path=config_path):
+        return _run(config_path, out, overrides, quiet, seeds, resume, overwrite)
+
+
+def _run(
+    config_path: Path, out: Path, overrides: list[str], quiet: bool, seeds: int, resume: bool, overwrite: bool
+) -> int:
     from thce.config import load_config
     from thce.devices import check_device
     from thce.distributed import init_distributed, shutdown
@@ -69,9 +77,9 @@ def run(
 def _listing(run_dir: Path) -> str:
     """What the run directory holds at its top level, in the order a user looks for it (``seed_N/`` folders of a
     ``--seeds`` run summarised as one entry)."""
-    order = ("results.json", "report.md", "det.png", "embedding.png", "metrics.csv", "config.toml", "scores.npz",
-             "checkpoints", "skipped.csv")  # fmt: skip
-    shown = [f"{name}/" if (run_dir / name).is_dir() else name for name in order if (run_dir / name).exists()]
+    from thce.rundir import LISTING
+
+    shown = [f"{name}/" if (run_dir / name).is_dir() else name for name in LISTING if (run_dir / name).exists()]
     seeds = sorted(p.name for p in run_dir.glob("seed_*") if p.is_dir())
     if seeds:
         shown.append(f"{seeds[0]}/ .. {seeds[-1]}/ (one run each)" if len(seeds) > 1 else f"{seeds[0]}/")

@@ -81,7 +81,9 @@ def read_timing(path: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    results_path = args.run_dir / "results.json"
+    from thce.rundir import RESULTS
+
+    results_path = args.run_dir / RESULTS
     if not results_path.is_file():
         raise DataError(f"{results_path}: not found (is {args.run_dir} a run directory?)")
     results = read_json(results_path, what="results file")

@@ -16,10 +16,19 @@ _EMBEDDING_OVERRIDES = {"iterations": "n_iter", "epochs": "epochs", "last_epochs
 
 
 def run(args: argparse.Namespace) -> int:
-    from thce.io import check_output_path, ensure_dir
+    from thce.io import check_output_path
+    from thce.locks import folder_lock
 
     check_output_path(args.out, directory=True)  # an unwritable --out: one line naming it, before any work
-    _check_not_others(args.out, overwrite=args.overwrite)
+    with folder_lock(args.out):  # one process writes the folder at a time
+        _check_not_others(args.out, overwrite=args.overwrite)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """``thce toy`` after its checks, in the folder this process holds."""
+    from thce.io import ensure_dir
+    from thce.rundir import METRICS
     from thce.toy import ToyConfig, run_toy, write_toy
     from thce.training.metrics_log import MetricsLog
 
@@ -36,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "verbose", 0) == 0:  # the toy takes seconds: no per-epoch heartbeat unless -v
         logging.getLogger("thce.training").setLevel(logging.WARNING)
     out: Path = ensure_dir(args.out)
-    (out / "metrics.csv").unlink(missing_ok=True)
+    (out / METRICS).unlink(missing_ok=True)
     with ProgressBars(enabled=not args.quiet) as bars:
-        result = run_toy(config, log=MetricsLog(out / "metrics.csv"), progress=bars)
+        result = run_toy(config, log=MetricsLog(out / METRICS), progress=bars)
     paths = write_toy(result, out)
 
     print("iteration  accuracy  balanced  Eq.3(train)  red purity  red cluster sizes")
@@ -56,28 +65,28 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"acceptance: {'PASS' if verdict['passed'] else 'FAIL'} ({result.seconds:.1f} s, config: "
           f"{'tiny' if args.tiny else 'default'}, seed {config.seed})")  # fmt: skip
-    print(f"wrote {paths['figure']}, {paths['json']}, {out / 'metrics.csv'}")
+    print(f"wrote {paths['figure']}, {paths['json']}, {out / METRICS}")
     return 1 if args.check and not verdict["passed"] else 0
 
 
 def _check_not_others(out: Path, *, overwrite: bool) -> None:
     """Before any work: refuse an ``out`` that holds a ``thce experiment`` run (the toy's metrics.csv would replace
     the run's) or a toy.json, toy.png or metrics.csv that the toy did not write (unless ``overwrite``)."""
-    from thce.io import PNG_SIGNATURE, refuse_other_kind, starts_with
-    from thce.rundir import run_markers
+    from thce.io import check_output_file, thce_png
+    from thce.rundir import METRICS, run_markers
 
     if not out.is_dir():
         return
-    found = run_markers(out, ignore=("metrics.csv",))
+    found = run_markers(out, ignore=(METRICS,))
     if found:
         raise ConfigError(f"{out}: holds a thce run ({', '.join(found)}); the toy writes metrics.csv there: "
                           "choose another --out")  # fmt: skip
     for name, looks_ours, what in (
         ("toy.json", _toy_json, "the toy's toy.json"),
-        ("toy.png", starts_with(PNG_SIGNATURE), "a PNG picture"),
-        ("metrics.csv", _toy_metrics, "the toy's metrics.csv"),
+        ("toy.png", thce_png, "a picture thce drew"),
+        (METRICS, _toy_metrics, "the toy's metrics.csv"),
     ):
-        refuse_other_kind(out / name, looks_ours=looks_ours, what=what, overwrite=overwrite)
+        check_output_file(out / name, looks_ours=looks_ours, what=what, overwrite=overwrite)
 
 
 def _toy_json(path: Path) -> bool:

@@ -130,7 +130,7 @@ def evaluate_events(
     only_ref = [f for f in ref_files if f not in set(est_files)]
     only_est = [f for f in est_files if f not in set(ref_files)]
     if est_files and ref_files and len(only_est) == len(est_files):
-        theirs = f"its file {est_files[0]} is" if len(est_files) == 1 else f"none of its {len(est_files)} files is"
+        theirs = f"its file {est_files[0]} is not" if len(est_files) == 1 else f"none of its {len(est_files)} files is"
         raise DataError(
             f"{est_name}: {theirs} in {ref_name} ({_names(ref_files)}); files are matched by base name: is it the "
             "reference of these recordings?"

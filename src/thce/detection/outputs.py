@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import stat
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from thce.errors import ConfigError, OutputError
-from thce.io import check_output_path, read_head, refuse_other_kind
+from thce.io import check_output_file, check_output_path, read_head
 
 #: Extensions of ``thce detect --out`` and the format each gets (anything else is refused).
 EVENT_SUFFIXES = {".json": "json", ".tsv": "tsv", ".csv": "tsv", ".txt": "tsv"}
@@ -39,9 +39,10 @@ def _event_tsv(path: Path) -> bool:
     return read_head(path).startswith("\t".join(TSV_COLUMNS).encode())
 
 
-def check_events_out(path: str | Path, *, overwrite: bool = False) -> str:
+def check_events_out(path: str | Path, *, overwrite: bool = False, inputs: Iterable[str | Path] = ()) -> str:
     """Before any work: ``path`` can be written, its extension names a format ``thce detect`` writes (any name for a
-    device or FIFO), and it is not a file of another kind (unless ``overwrite``). Returns ``json`` or ``tsv``."""
+    device or FIFO), it is none of ``inputs`` and not a file of another kind (unless ``overwrite``,
+    :func:`thce.io.check_output_file`). Returns ``json`` or ``tsv``."""
     path = Path(path)
     check_output_path(path)
     kind = EVENT_SUFFIXES.get(path.suffix.lower())
@@ -51,10 +52,11 @@ def check_events_out(path: str | Path, *, overwrite: bool = False) -> str:
             f"(detection JSON) or .tsv, .csv, .txt (tab-separated event list)"
         )
     if kind == "json":
-        refuse_other_kind(path, looks_ours=_detection_json, what="a thce detection JSON", overwrite=overwrite)
+        check_output_file(path, looks_ours=_detection_json, what="a thce detection JSON", overwrite=overwrite,
+                          inputs=inputs)  # fmt: skip
         return "json"
     what = "a thce event list (header filename, onset, offset, event_label, score)"
-    refuse_other_kind(path, looks_ours=_event_tsv, what=what, overwrite=overwrite)
+    check_output_file(path, looks_ours=_event_tsv, what=what, overwrite=overwrite, inputs=inputs)
     return "tsv"
 
 
@@ -98,15 +100,17 @@ def _export_metadata(path: Path) -> bool:
     return head.startswith(b"{") and b'"format"' in head and b'"method"' in head
 
 
-def check_export_out(out: str | Path, fmt: str | None, *, overwrite: bool = False) -> str:
-    """Before any work: the format (:func:`infer_export_format`), and that ``out`` and ``<out>.json`` can be written
-    and hold nothing but an earlier export of that format (unless ``overwrite``). Returns the format."""
+def check_export_out(
+    out: str | Path, fmt: str | None, *, overwrite: bool = False, inputs: Iterable[str | Path] = ()
+) -> str:
+    """Before any work: the format (:func:`infer_export_format`), and that ``out`` and ``<out>.json`` can be written,
+    are none of ``inputs`` (the checkpoint) and hold nothing but an earlier export of that format (unless
+    ``overwrite``). Returns the format."""
     out = Path(out)
     fmt = infer_export_format(out, fmt)
     looks: Callable[[Path], bool] = _torchscript if fmt == "torchscript" else _onnx
     for path, looks_ours, what in (
         (out, looks, f"a {fmt} model"), (out.with_name(out.name + ".json"), _export_metadata, "thce export metadata")
     ):
-        check_output_path(path)
-        refuse_other_kind(path, looks_ours=looks_ours, what=what, overwrite=overwrite)
+        check_output_file(path, looks_ours=looks_ours, what=what, overwrite=overwrite, inputs=inputs)
     return fmt

@@ -34,15 +34,7 @@ import numpy as np
 from thce.detection.events import DetectionResult, Event, EventList
 from thce.detection.metrics import DCASE_COLLAR_S, EventMatch, match_events, pooled_rates
 from thce.errors import ConfigError
-from thce.io import (
-    PNG_SIGNATURE,
-    atomic_write,
-    check_output_path,
-    ensure_dir,
-    read_head,
-    refuse_other_kind,
-    starts_with,
-)
+from thce.io import atomic_write, check_output_file, check_output_path, ensure_dir, read_head, thce_png
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -94,8 +86,9 @@ def _duration_s(path: str | os.PathLike) -> float:
     return info.frames / info.sample_rate_hz
 
 
-def _refuse_other_picture(path: Path, overwrite: bool) -> None:
-    refuse_other_kind(path, looks_ours=starts_with(PNG_SIGNATURE), what="a PNG picture", overwrite=overwrite)
+def _refuse_other_picture(path: Path, overwrite: bool, inputs: Sequence[str | os.PathLike] = ()) -> None:
+    """Replace only a picture thce drew (its PNG marker, :func:`thce.io.thce_png`), never an input."""
+    check_output_file(path, looks_ours=thce_png, what="a picture thce drew", overwrite=overwrite, inputs=inputs)
 
 
 def check_plots_dir(
@@ -115,8 +108,9 @@ def check_plots_dir(
         for name in picture_names(p, _duration_s(p), panel_s):
             if names.setdefault(name, os.fspath(p)) != os.fspath(p):
                 raise ConfigError(f"{p} and {names[name]} would both be drawn as {folder / name}: rename one")
-            _refuse_other_picture(folder / name, overwrite)
-    refuse_other_kind(folder / "index.html", looks_ours=_is_our_page, what="a thce detection page", overwrite=overwrite)
+            _refuse_other_picture(folder / name, overwrite, paths)
+    check_output_file(folder / "index.html", looks_ours=_is_our_page, what="a thce detection page",
+                      overwrite=overwrite, inputs=paths)  # fmt: skip
     return DetectionPages(folder, reference, checked=set(names), overwrite=overwrite, panel_s=panel_s)
 
 

@@ -9,7 +9,9 @@ so that a wrong path fails at once.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,13 +20,15 @@ from typing import TYPE_CHECKING, TextIO
 
 from thce.detection.config import DetectConfig
 from thce.detection.outputs import check_events_out, writes_through
-from thce.io import atomic_write, check_output_path, ensure_dir, refuse_other_kind, starts_with
+from thce.io import atomic_write, check_output_file, check_output_path, ensure_dir, starts_with
 from thce.progress import ProgressFn
 
 if TYPE_CHECKING:
     from thce.detection.detect import FileDetection
-    from thce.detection.events import DetectionResult
+    from thce.detection.events import DetectionResult, EventList
     from thce.detection.pages import DetectionPages
+
+logger = logging.getLogger(__name__)
 
 #: The first line of the list of files ``skip_bad`` left out (``<events stem>.skipped.tsv``): ``file<TAB>reason``.
 SKIP_LIST_HEADER = "file\treason\n"
@@ -93,7 +97,8 @@ class DetectionRun:
     def summary(self) -> list[str]:
         """Lines saying what was found, what was skipped and where the files beside the event list are."""
         result, settings = self.result, self.result.settings
-        thresholds = ", ".join(f"{name} {value:.3f}" for name, value in result.thresholds.items())
+        # every digit a float needs: `thce events --threshold` with the printed values finds the same events
+        thresholds = ", ".join(f"{name} {float(value)!r}" for name, value in result.thresholds.items())
         lines = [
             f"{len(result.events)} events in {len(result.files)} file(s); window {settings['window_s']:g} s, "
             f"hop {settings['hop_s']:g} s, median filter {settings['median_filter_frames']} frame(s); "
@@ -111,34 +116,66 @@ class DetectionRun:
         return lines
 
 
-def _check_event_outputs(outputs: DetectionOutputs) -> None:
-    """Before any work: the event list and the skip list can be written and replace no file of another kind."""
+def _check_event_outputs(outputs: DetectionOutputs, inputs: list[Path]) -> None:
+    """Before any work: the event list and the skip list can be written, are none of ``inputs`` and replace no file
+    of another kind (:func:`thce.io.check_output_file`)."""
     if isinstance(outputs.events, Path):
-        check_events_out(outputs.events, overwrite=outputs.overwrite)
+        check_events_out(outputs.events, overwrite=outputs.overwrite, inputs=inputs)
     if outputs.skip_list is not None:
-        check_output_path(outputs.skip_list)
-        refuse_other_kind(outputs.skip_list, looks_ours=starts_with(SKIP_LIST_HEADER.encode()),
-                          what="a thce skip list", overwrite=outputs.overwrite)  # fmt: skip
+        check_output_file(outputs.skip_list, looks_ours=starts_with(SKIP_LIST_HEADER.encode()),
+                          what="a thce skip list", overwrite=outputs.overwrite, inputs=inputs)  # fmt: skip
 
 
-def _check_per_file_outputs(outputs: DetectionOutputs, paths: Sequence[str]) -> DetectionPages | None:
-    """Before any work: the score tables and pages of ``paths`` can be written and replace no file of another kind;
-    returns the page writer (``outputs.plots``)."""
+def _read_reference(outputs: DetectionOutputs, paths: list[str]) -> EventList | None:
+    """The reference events for the pages; a warning (and ``None``) where they cannot be used: without ``plots``,
+    or naming none of the inputs."""
+    if outputs.reference is None:
+        return None
+    if outputs.plots is None:
+        logger.warning("--reference %s: ignored without --plots (it is drawn in the pages; to score the events, "
+                       "run thce evaluate-events)", outputs.reference)  # fmt: skip
+        return None
+    from thce.detection.events import read_event_list
+
+    reference = read_event_list(outputs.reference)
+    if not {Path(p).name for p in paths} & set(reference.all_files):
+        logger.warning("--reference %s: names none of the %d input file(s) (files are matched by base name), so "
+                       "no reference is drawn", outputs.reference, len(paths))  # fmt: skip
+    return reference
+
+
+def _check_per_file_outputs(outputs: DetectionOutputs, paths: list[str], inputs: list[Path]) -> DetectionPages | None:
+    """Before any work: the score tables and pages of ``paths`` can be written, are none of ``inputs`` and replace
+    no file of another kind; returns the page writer (``outputs.plots``)."""
     from thce.detection.tables import check_unique_stems, looks_like_table, table_name
 
     if outputs.scores is not None:
         check_unique_stems(paths)
         check_output_path(outputs.scores, directory=True)
         for name in (table_name(p) for p in paths):
-            refuse_other_kind(outputs.scores / name, looks_ours=looks_like_table, what="a score table",
-                              overwrite=outputs.overwrite)  # fmt: skip
+            check_output_file(outputs.scores / name, looks_ours=looks_like_table, what="a score table",
+                              overwrite=outputs.overwrite, inputs=inputs)  # fmt: skip
+    reference = _read_reference(outputs, paths)
     if outputs.plots is None:
         return None
-    from thce.detection.events import read_event_list
     from thce.detection.pages import check_plots_dir
 
-    reference = None if outputs.reference is None else read_event_list(outputs.reference)
     return check_plots_dir(outputs.plots, paths, overwrite=outputs.overwrite, reference=reference)
+
+
+def _held(folders: list[Path | None]) -> contextlib.ExitStack:
+    """The output folders locked for this process (:func:`thce.locks.folder_lock`), released when the stack is."""
+    from thce.locks import folder_lock
+
+    stack = contextlib.ExitStack()
+    try:
+        for folder in folders:
+            if folder is not None:
+                stack.enter_context(folder_lock(folder))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
 
 
 def _write_skip_list(path: Path, skipped: list[dict[str, str]]) -> None:
@@ -150,7 +187,7 @@ def _write_skip_list(path: Path, skipped: list[dict[str, str]]) -> None:
 
 def run_detection(
     run_dir: str | os.PathLike,
-    inputs: Sequence[str | os.PathLike],
+    audio: Sequence[str | os.PathLike],
     *,
     outputs: DetectionOutputs,
     method: str = "proposed2",
@@ -159,21 +196,41 @@ def run_detection(
     skip_bad: bool = False,
     progress: ProgressFn | None = None,
 ) -> DetectionRun:
-    """Detect events in ``inputs`` (files, folders, globs: :func:`thce.detection.inputs.expand_inputs`) with the
+    """Detect events in ``audio`` (files, folders, globs: :func:`thce.detection.inputs.expand_inputs`) with the
     ``method`` checkpoint of ``run_dir`` and write ``outputs``, as ``thce detect`` does.
 
-    Every mistake (an output that cannot be written or would replace a file of another kind, inputs matching
-    nothing, no checkpoint, an unusable device, bad settings) raises a :class:`~thce.errors.ThceError` before torch
-    is imported and any file is read. ``skip_bad``: leave out unreadable inputs (listed in
+    Every mistake (an output that cannot be written, is one of the inputs or would replace a file of another kind,
+    audio matching nothing, no checkpoint, the output folders held by another process, an unusable device, bad
+    settings) raises a :class:`~thce.errors.ThceError` before any file is read. ``skip_bad``: leave out unreadable inputs (listed in
     :attr:`DetectionOutputs.skip_list`) instead of stopping.
     """
-    _check_event_outputs(outputs)  # before torch is imported (thce.audio imports it)
+    inputs = [Path(outputs.reference)] if outputs.reference is not None else []  # never written over
+    _check_event_outputs(outputs, inputs)  # before torch is imported (thce.audio imports it)
     from thce.detection.inputs import expand_inputs
     from thce.rundir import checkpoint_path
 
-    paths = expand_inputs([os.fspath(p) for p in inputs])
-    pages = _check_per_file_outputs(outputs, paths)
+    paths = expand_inputs([os.fspath(p) for p in audio])
+    inputs += [Path(p) for p in paths]
+    pages = _check_per_file_outputs(outputs, paths, inputs)
     checkpoint_path(run_dir, method)
+    with _held([outputs.scores, outputs.plots]):  # one process writes these folders at a time
+        return _detect(run_dir, paths, outputs, pages, method=method, config=config, device=device,
+                       skip_bad=skip_bad, progress=progress)  # fmt: skip
+
+
+def _detect(
+    run_dir: str | os.PathLike,
+    paths: list[str],
+    outputs: DetectionOutputs,
+    pages: DetectionPages | None,
+    *,
+    method: str,
+    config: DetectConfig | None,
+    device: str,
+    skip_bad: bool,
+    progress: ProgressFn | None,
+) -> DetectionRun:
+    """:func:`run_detection` after its checks, in the output folders this process holds."""
     from thce.detection.detect import detect_run
     from thce.detection.events import write_event_tsv, write_events
     from thce.detection.tables import table_name, write_audio_index, write_table
