@@ -35,12 +35,17 @@ class FeatureArray(Protocol):
 class TrainingData:
     """The clips a run trains and evaluates on.
 
+    The items a loss sees are the clips (the paper's setting), or, with ``frame_targets`` (strong labels), the
+    output frames of every clip: targets, item classes and class counts are then per frame, and the encoder must
+    give one embedding per output frame, ``(n, frames_out, D)``.
+
     Attributes:
         features: (N, frames, mels) raw features, indexable by index arrays (memory-mapped cache or ndarray).
         class_index: (N,) class of each clip: ``0..L-1`` for the events in ``classes``, ``L`` for background.
         splits: split name (train/val/test) -> sorted clip indices.
         classes: the L event names, in output order.
         normalise: raw features -> normalised float32 (training-split mean and std); identity if ``None``.
+        frame_targets: (N, frames_out, L) 0/1 targets of every output frame (strong labels), or ``None``.
     """
 
     features: FeatureArray
@@ -48,6 +53,12 @@ class TrainingData:
     splits: dict[str, np.ndarray]
     classes: tuple[str, ...]
     normalise: Callable[[np.ndarray], np.ndarray] | None = None
+    frame_targets: np.ndarray | None = None
+
+    @property
+    def frame_level(self) -> bool:
+        """Whether the items are output frames (strong labels) rather than clips."""
+        return self.frame_targets is not None
 
     @property
     def num_events(self) -> int:
@@ -68,13 +79,39 @@ class TrainingData:
         return torch.from_numpy(out)
 
     def targets(self, indices: np.ndarray) -> Tensor:
-        """(n, L) multi-hot targets: one-hot for an event clip, all zeros for background."""
+        """(n, L) multi-hot targets: one-hot for an event clip, all zeros for background; with frame targets
+        (n, frames_out, L)."""
+        if self.frame_targets is not None:
+            return torch.from_numpy(np.asarray(self.frame_targets[indices], dtype=np.float32))
         classes = torch.as_tensor(self.class_index[indices], dtype=torch.long)
         return nn.functional.one_hot(classes, self.num_classes)[:, : self.num_events].float()
 
+    def item_class(self, indices: np.ndarray) -> np.ndarray:
+        """The class of every item of the clips ``indices``: (n,) for clips, (n, frames_out) for frames, with
+        ``0..L-1`` an event and ``L`` background. A frame where events of several classes overlap counts as the
+        first of them in ``classes`` (clustering needs one class per item; the BCE targets keep every class)."""
+        if self.frame_targets is None:
+            return self.class_index[indices]
+        return frame_classes(np.asarray(self.frame_targets[indices]))
+
     def class_counts(self, split: str) -> np.ndarray:
-        """(L + 1,) clips per class in ``split`` (background last)."""
-        return np.bincount(self.class_index[self.splits[split]], minlength=self.num_classes)
+        """(L + 1,) items per class in ``split`` (background last): clips, or frames with frame targets."""
+        return np.bincount(self.item_class(self.splits[split]).reshape(-1), minlength=self.num_classes)
+
+
+def frame_classes(targets: np.ndarray) -> np.ndarray:
+    """(..., L) 0/1 targets -> (...,) class per frame: the first active class, ``L`` where none is active.
+
+    >>> frame_classes(np.array([[0, 0], [1, 1], [0, 1]])).tolist()
+    [2, 0, 1]
+    """
+    active = np.asarray(targets) > 0
+    return np.where(active.any(axis=-1), active.argmax(axis=-1), active.shape[-1])
+
+
+def item_rows(x: Tensor) -> Tensor:
+    """Items as rows: (n, D) stays, (n, frames_out, D) -> (n * frames_out, D)."""
+    return x.reshape(-1, x.shape[-1])
 
 
 def _chunks(n: int, size: int) -> Iterator[np.ndarray]:
@@ -156,8 +193,9 @@ def predict_scores(model: EventDetector, data: TrainingData, indices: np.ndarray
 
 def detection_validation(scores: np.ndarray, data: TrainingData, loss: float) -> dict[str, float]:
     """Validation values of a detector: its loss and the mean over classes of the EER and ROC AUC of its
-    validation ``scores`` (n_val, L)."""
-    class_index = data.class_index[data.splits["val"]]
+    validation ``scores`` (n_val, L), or (n_val, frames_out, L) over every frame."""
+    class_index = data.item_class(data.splits["val"]).reshape(-1)
+    scores = scores.reshape(-1, scores.shape[-1])
     return {
         "val_loss": loss,
         "val_eer": per_class_eer(scores=scores, class_index=class_index, classes=data.classes)["overall"],

@@ -1,0 +1,166 @@
+"""Algorithm 1 and the baseline over frames (strong labels): the training stages treat every output frame as an
+item when ``TrainingData.frame_targets`` is set. Where every clip is one frame, the frame-level run is the
+clip-level run, number for number."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from thce.models import ClusterLayer, DetectorHead, EventDetector, LSTMEncoder, l2_normalise
+from thce.training.algorithm1 import EmbeddingConfig, DetectorConfig, learn_embedding, train_baseline, train_detector
+from thce.training.data import TrainingData, frame_classes, predict_scores
+from thce.training.engine import RunContext, StageConfig, TrainConfig
+from thce.training.metrics_log import MetricsLog
+
+CLASSES = ("dog", "baby", "gun")
+
+
+class OneFrame(nn.Module):
+    """A clip encoder's embedding as the only frame of the clip: (B, T, F) -> (B, 1, D)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.embedding_dim = encoder.embedding_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.encoder(x).unsqueeze(1)
+
+
+class PerFrame(nn.Module):
+    """A tiny frame encoder: one linear map per input frame, L2-normalised. (B, T, F) -> (B, T, D)."""
+
+    def __init__(self, n_mels: int, dim: int = 8) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_mels, dim)
+        self.embedding_dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return l2_normalise(torch.tanh(self.linear(x)))
+
+
+def clip_data(seed: int = 0) -> TrainingData:
+    rng = np.random.default_rng(seed)
+    counts = [8, 8, 4, 52]
+    class_index = np.repeat(np.arange(4), counts)
+    rng.shuffle(class_index)
+    means = rng.normal(size=(4, 1, 6)).astype(np.float32)
+    features = (means[class_index] + rng.normal(size=(len(class_index), 5, 6))).astype(np.float32)
+    order = rng.permutation(len(class_index))
+    splits = {"train": np.sort(order[:56]), "val": np.sort(order[56:])}
+    return TrainingData(features=features, class_index=class_index, splits=splits, classes=CLASSES)
+
+
+def as_one_frame(data: TrainingData) -> TrainingData:
+    """The same clips with strong labels of one frame per clip (the clip's label over the whole clip)."""
+    targets = np.eye(4, dtype=np.uint8)[data.class_index][:, None, :3]
+    return TrainingData(data.features, data.class_index, data.splits, data.classes, frame_targets=targets)
+
+
+def context(seed: int = 0) -> RunContext:
+    return RunContext(train=TrainConfig(batch_size=16), seed=seed, log=MetricsLog())
+
+
+EMBEDDING = EmbeddingConfig(n_iter=2, epochs=2, last_epochs=2, head_only_epochs=1, kmeans_max_iter=20)
+DETECTOR = DetectorConfig(max_epochs=2, head_only_max_epochs=2, patience=5)
+
+
+def train_all(data: TrainingData, wrap) -> tuple[dict, MetricsLog, nn.Module]:
+    """Algorithm 1 then the detectors, and the baseline, on ``data`` with the LSTM wrapped by ``wrap``."""
+    torch.manual_seed(0)
+    ctx = context()
+    result = learn_embedding(wrap(LSTMEncoder(n_mels=6, hidden_size=8)), data, EMBEDDING, ctx)
+    model = EventDetector(result.encoder, DetectorHead(result.cluster_layer.num_clusters, 3), result.cluster_layer)
+    models = train_detector(model, data, DETECTOR, ctx, end_to_end=True)
+    torch.manual_seed(1)
+    baseline = EventDetector(wrap(LSTMEncoder(n_mels=6, hidden_size=8, normalise=False)), DetectorHead(8, 3))
+    models["baseline"] = train_baseline(baseline, data, StageConfig(max_epochs=2, patience=5), ctx)
+    return models, ctx.log, result
+
+
+def test_frame_level_training_equals_clip_level_when_every_clip_is_one_frame():
+    clips = clip_data()
+    frames = as_one_frame(clips)
+    clip_models, clip_log, clip_result = train_all(clips, lambda e: e)
+    frame_models, frame_log, frame_result = train_all(frames, OneFrame)
+    # the same clustering, the same losses epoch by epoch (THCE and Eq. 2), the same scores
+    assert torch.equal(clip_result.clustering.assignment, frame_result.clustering.assignment)
+    keys = ("method", "stage", "iteration", "epoch", "train_loss", "val_loss", "eq3_train", "eq3_val")
+    assert [[r.get(k) for k in keys] for r in clip_log.rows] == [[r.get(k) for k in keys] for r in frame_log.rows]
+    assert len(clip_log.rows) > 10
+    ctx = context()
+    for name in ("proposed1", "proposed2", "baseline"):
+        clip_scores = predict_scores(clip_models[name], clips, clips.splits["val"], ctx)
+        frame_scores = predict_scores(frame_models[name], frames, frames.splits["val"], ctx)
+        assert frame_scores.shape == (len(clips.splits["val"]), 1, 3)
+        np.testing.assert_array_equal(clip_scores, frame_scores[:, 0])
+
+
+def strong_data(seed: int = 0) -> TrainingData:
+    """Clips of 12 frames; an event of the clip's class over frames 4-7 (a louder band), background elsewhere."""
+    rng = np.random.default_rng(seed)
+    class_index = np.repeat(np.arange(4), [10, 10, 6, 30])
+    rng.shuffle(class_index)
+    n, frames, mels = len(class_index), 12, 6
+    features = rng.normal(size=(n, frames, mels)).astype(np.float32)
+    targets = np.zeros((n, frames, 3), dtype=np.uint8)
+    for i, c in enumerate(class_index):
+        if c < 3:
+            features[i, 4:8, c] += 3.0
+            targets[i, 4:8, c] = 1
+    order = rng.permutation(n)
+    splits = {"train": np.sort(order[:40]), "val": np.sort(order[40:])}
+    return TrainingData(features, class_index, splits, CLASSES, frame_targets=targets)
+
+
+def test_frame_level_items_counts_and_targets():
+    data = strong_data()
+    train = data.splits["train"]
+    assert data.frame_level
+    assert data.targets(train).shape == (40, 12, 3)
+    assert data.item_class(train).shape == (40, 12)
+    counts = data.class_counts("train")
+    assert counts.sum() == 40 * 12  # every frame counted once
+    expected = [4 * int((data.class_index[train] == c).sum()) for c in range(3)]
+    assert counts[:3].tolist() == expected
+    assert frame_classes(np.array([[0, 1, 1], [0, 0, 0]])).tolist() == [1, 3]
+
+
+def test_frame_level_algorithm1_clusters_frames_and_learns_where_events_are():
+    data = strong_data()
+    torch.manual_seed(0)
+    ctx = context()
+    config = EmbeddingConfig(n_iter=1, epochs=3, last_epochs=3, head_only_epochs=1, kmeans_max_iter=20)
+    result = learn_embedding(PerFrame(6), data, config, ctx)
+    counts = data.class_counts("train")
+    # the K_c rule on frame counts: floor(I_c / min I_c') clusters per class, over frames
+    assert result.clustering.clusters_per_class.tolist() == (counts // counts.min()).tolist()
+    assert result.clustering.assignment.shape == (40 * 12,)
+    rows = [r for r in ctx.log.rows if r["stage"] == "embedding"]
+    assert rows and all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in rows)
+    model = EventDetector(result.encoder, DetectorHead(result.cluster_layer.num_clusters, 3), result.cluster_layer)
+    models = train_detector(model, data, DetectorConfig(max_epochs=20, head_only_max_epochs=40, patience=40), ctx, end_to_end=True)
+    scores = predict_scores(models["proposed2"], data, data.splits["val"], ctx)
+    truth = data.targets(data.splits["val"]).numpy()
+    assert scores.shape == truth.shape
+    # event frames score higher than background frames of the same class output (a learnt, frame-level detector)
+    for c in range(3):
+        positive, negative = scores[..., c][truth[..., c] == 1], scores[..., c][truth[..., c] == 0]
+        assert positive.mean() > negative.mean() + 0.2, c
+
+
+def test_frame_level_weighted_bce_counts_frames():
+    from thce.training.algorithm1 import _bce_weights
+
+    data = strong_data()
+    weights = _bce_weights(data, context())
+    counts = data.class_counts("train")
+    total = counts.sum()
+    expected = (total - counts[:3]).mean() / counts[:3]
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-6)
