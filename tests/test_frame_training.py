@@ -164,3 +164,31 @@ def test_frame_level_weighted_bce_counts_frames():
     total = counts.sum()
     expected = (total - counts[:3]).mean() / counts[:3]
     np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------ frame scores -> events
+
+
+def test_clip_events_and_post_processing_chosen_on_validation():
+    from thce.frame_events import PostProcessing, choose_post_processing, clip_events, evaluate_clips, reference_list
+
+    hop = 0.05
+    rng = np.random.default_rng(0)
+    names = [f"clip_{i}.wav" for i in range(6)]
+    truth = {name: [(1.0 + i * 0.5, 1.6 + i * 0.5, "dog")] for i, name in enumerate(names[:4])}  # two clips without
+    scores = rng.uniform(0.0, 0.35, size=(6, 100, 1)).astype(np.float32)
+    for i in range(4):
+        on = int(round((1.0 + i * 0.5) / hop))
+        scores[i, on : on + 12, 0] = 0.7
+        scores[i, on + 5, 0] = 0.2  # a one-frame dip: without a median filter the event splits in two
+    scores[5, 50, 0] = 0.9  # a one-frame spike: an insertion without a median filter
+    reference = reference_list(names, truth)
+    raw = PostProcessing({"dog": 0.5}, {"dog": 0.0})
+    events = clip_events("clip_0.wav", scores[0], hop, ["dog"], raw)
+    assert [(round(e.onset_s, 2), round(e.offset_s, 2)) for e in events] == [(1.0, 1.25), (1.3, 1.6)]
+    assert evaluate_clips(names, scores, reference, hop, ["dog"], raw)["class_wise"]["dog"]["insertions"] == 5
+    post, f = choose_post_processing(names, scores, reference, hop, ["dog"])
+    assert f["dog"] == 1.0
+    assert post.median_filter_s["dog"] >= 0.15 and 0.35 <= post.thresholds["dog"] <= 0.7
+    result = evaluate_clips(names, scores, reference, hop, ["dog"], post)
+    assert result["overall"]["f_score"] == 1.0 and result["overall"]["error_rate"] == 0.0
