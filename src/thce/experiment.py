@@ -33,6 +33,7 @@ from thce.data.manifest import (
     write_skipped,
 )
 from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
+from thce.data.strong import StrongLabels, frame_targets, read_strong_labels
 from thce.data.synth import generate_scenes
 from thce.distributed import SINGLE, Distributed
 from thce.errors import ConfigError, DataError
@@ -43,6 +44,7 @@ from thce.methods import MethodRun, build_method_encoder, trainers
 from thce.models import EventDetector
 from thce.machine import run_provenance
 from thce.figures import seeds_det_summary
+from thce.frame_events import choose_post_processing, evaluate_clips, reference_list
 from thce.report import write_report
 from thce.rundir import (
     CHECKPOINTS,
@@ -76,6 +78,17 @@ class PreparedData:
     store: FeatureStore
     normaliser: Normaliser
     skipped: list[Skipped] = dataclasses.field(default_factory=list)
+    strong: StrongLabels | None = None  # frame-level runs: every clip's events (data.strong_labels)
+    frame_hop_s: float = 0.0  # frame-level runs: seconds per output frame
+
+
+def run_manifest(config: ExperimentConfig, out_dir: Path, progress: ProgressFn | None = None) -> Path:
+    """The run's manifest: the synthetic scenes' (generated into ``out_dir/data`` if not there yet), or the
+    config's ``data.manifest``."""
+    if config.data.source == "synth":
+        synth = dataclasses.replace(config.synth, seed=config.seed)
+        return generate_scenes(synth, out_dir / "data", progress=progress)
+    return Path(config.data.manifest)
 
 
 def load_rows(
@@ -83,16 +96,15 @@ def load_rows(
     out_dir: Path,
     progress: ProgressFn | None = None,
     skipped: list[Skipped] | None = None,
+    *,
+    manifest: Path | None = None,
 ) -> list[ManifestRow]:
-    """The manifest rows of the run, with every split filled (and train/val re-ratioed if configured).
+    """The manifest rows of the run (``manifest``: :func:`run_manifest`'s, found if ``None``), with every split
+    filled (and train/val re-ratioed if configured).
 
     Rows with a problem (missing file, unknown label, duplicate, ...) are dropped and appended to ``skipped``;
     with ``data.strict`` the first problems stop the run instead."""
-    if config.data.source == "synth":
-        synth = dataclasses.replace(config.synth, seed=config.seed)
-        manifest = generate_scenes(synth, out_dir / "data", progress=progress)
-    else:
-        manifest = Path(config.data.manifest)
+    manifest = run_manifest(config, out_dir, progress) if manifest is None else manifest
     rows, bad = screen_rows(
         read_manifest(manifest), classes=config.data.classes, source=Path(manifest).name, strict=config.data.strict
     )
@@ -119,7 +131,8 @@ def prepare_data(
 
     ``write_files=False`` (ranks other than 0, after rank 0 prepared the data) leaves ``skipped.csv`` alone."""
     skipped: list[Skipped] = []
-    rows = load_rows(config, out_dir, progress, skipped)
+    manifest = run_manifest(config, out_dir, progress)
+    rows = load_rows(config, out_dir, progress, skipped, manifest=manifest)
     check_split_coverage(rows, config.data.classes)
     class_of = {name: i for i, name in enumerate(config.data.classes)}
     class_index = np.array([class_of.get(row.label, len(config.data.classes)) for row in rows], dtype=np.int64)
@@ -141,8 +154,18 @@ def prepare_data(
         normaliser = Normaliser(np.zeros(config.features.n_mels), np.ones(config.features.n_mels))
     else:
         normaliser = Normaliser.fit(store, splits["train"])
-    data = TrainingData(store, class_index, splits, tuple(config.data.classes), normaliser)
-    return PreparedData(data, kept, store, normaliser, skipped)
+    if not config.data.strong_labels:
+        data = TrainingData(store, class_index, splits, tuple(config.data.classes), normaliser)
+        return PreparedData(data, kept, store, normaliser, skipped)
+    strong = read_strong_labels(manifest, events_path=config.data.events or None)
+    stride = config.frame_model.stride
+    hop_s = stride * config.features.hop_ms / 1000.0
+    targets = np.stack([
+        frame_targets(strong.get(row.path, ()), config.data.classes, config.features.num_frames // stride, hop_s)
+        for row in rows
+    ])  # fmt: skip
+    data = TrainingData(store, class_index, splits, tuple(config.data.classes), normaliser, frame_targets=targets)
+    return PreparedData(data, kept, store, normaliser, skipped, strong=strong, frame_hop_s=hop_s)
 
 
 def evaluate_and_save(
@@ -157,11 +180,14 @@ def evaluate_and_save(
         save_checkpoint(
             out_dir / CHECKPOINTS / f"{method}.pt", whole_model(model, config, method),
             config=portable_config(config), method=method, classes=data.classes,
-            normaliser=prepared.normaliser, val_scores=val_scores, val_class_index=data.class_index[val],
+            normaliser=prepared.normaliser, val_scores=val_scores.reshape(-1, val_scores.shape[-1]),
+            val_class_index=data.item_class(val).reshape(-1),
             train_class_counts=data.class_counts("train"),
         )  # fmt: skip
     test = data.splits["test"]
     scores = predict_scores(model, data, test, ctx)
+    if data.frame_level:
+        return _frame_results(scores, val_scores, prepared)
     labels = data.class_index[test]
     return {
         "eer": per_class_eer(scores=scores, class_index=labels, classes=data.classes),
@@ -169,6 +195,34 @@ def evaluate_and_save(
         "det": per_class_det_points(scores=scores, class_index=labels, classes=data.classes),
         "test_scores": scores,
         "val_scores": val_scores,
+    }
+
+
+def _frame_results(scores: np.ndarray, val_scores: np.ndarray, prepared: PreparedData) -> dict[str, Any]:
+    """A frame-level method's results: EER and DET over frames (every output frame an item), and the event-based
+    metrics of DCASE 2017 Task 2 on the test clips with the post-processing chosen on validation (per class:
+    threshold and median filter maximising validation event F). Scores are saved flattened, one row per frame."""
+    data, hop_s = prepared.data, prepared.frame_hop_s
+    paths = prepared.store.paths
+    per_split: dict[str, Any] = {}
+    for split, split_scores in (("val", val_scores), ("test", scores)):
+        names = [str(paths[i]) for i in data.splits[split]]
+        events = {name: prepared.strong.get(Path(name), ()) for name in names} if prepared.strong else {}
+        per_split[split] = (names, split_scores, reference_list(names, events))
+    post, val_f = choose_post_processing(*per_split["val"], hop_s, data.classes)
+    names, _, reference = per_split["test"]
+    flat = {split: s.reshape(-1, s.shape[-1]) for split, s in (("val", val_scores), ("test", scores))}
+    frame_class = {split: data.item_class(data.splits[split]).reshape(-1) for split in ("val", "test")}
+    return {
+        "eer": per_class_eer(scores=flat["test"], class_index=frame_class["test"], classes=data.classes),
+        "val_eer": per_class_eer(scores=flat["val"], class_index=frame_class["val"], classes=data.classes),
+        "det": per_class_det_points(scores=flat["test"], class_index=frame_class["test"], classes=data.classes),
+        "events": evaluate_clips(names, scores, reference, hop_s, data.classes, post),
+        "val_event_f": val_f,
+        "post_processing": post.to_dict(),
+        "frame_hop_s": hop_s,
+        "test_scores": flat["test"],
+        "val_scores": flat["val"],
     }
 
 
@@ -295,9 +349,9 @@ def _run_experiment(
     if not dist.is_main:
         return results
     with atomic_write(out_dir / VAL_SCORES, "wb") as handle:
-        np.savez(handle, class_index=data.class_index[data.splits["val"]], **val_scores)
+        np.savez(handle, class_index=data.item_class(data.splits["val"]).reshape(-1), **val_scores)
     with atomic_write(out_dir / SCORES, "wb") as handle:
-        np.savez(handle, class_index=data.class_index[data.splits["test"]], **test_scores)
+        np.savez(handle, class_index=data.item_class(data.splits["test"]).reshape(-1), **test_scores)
     write_json(out_dir / CLIPS, scored_clips(prepared))
     write_json(out_dir / RESULTS, results)
     write_report(out_dir, results)

@@ -31,7 +31,7 @@ from thce.methods import METHODS, method_short_name
 from thce.results import eer_value, percent, results_classes_and_methods
 from thce.rundir import DET_FIGURE, EMBEDDING_FIGURE, REPORT
 
-__all__ = ["counts_table_markdown", "eer_table_markdown", "write_report"]
+__all__ = ["counts_table_markdown", "eer_table_markdown", "event_table_markdown", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,48 @@ def eer_table_markdown(results: Mapping[str, Any]) -> str:
             legend.append(f"{m}: {description}")
     if legend:
         lines += ["", "; ".join(legend)]
+    return "\n".join(lines) + "\n"
+
+
+def event_table_markdown(results: Mapping[str, Any]) -> str:
+    """Event-based F-score and error rate of a frame-level run's methods (DCASE 2017 Task 2: onset within the
+    collar, the post-processing of each method chosen on validation): a row per class, the class average (Task 2's
+    ranking metric) and the overall counts. ``""`` when no method has event results (a clip-level run).
+
+    >>> ev = {"collar_s": 0.5, "class_wise": {"dog": {"f_score": 0.9, "error_rate": 0.2}},
+    ...       "class_average": {"f_score": 0.9, "error_rate": 0.2}, "overall": {"f_score": 0.9, "error_rate": 0.2}}
+    >>> print(event_table_markdown({"classes": ["dog"], "methods": {"proposed2": {"eer": {}, "events": ev}}}))
+    Event-based F-score (%) / error rate on the test clips (DCASE 2017 Task 2: onset within 0.5 s), thresholds and median filter chosen per class on validation event F.
+    <BLANKLINE>
+    | Class | P2 |
+    | :-- | --: |
+    | dog | 90.0 / 0.20 |
+    | Class average | 90.0 / 0.20 |
+    | Overall | 90.0 / 0.20 |
+    <BLANKLINE>
+    """
+    classes, methods = results_classes_and_methods(results)
+    names = [m for m in methods if isinstance(methods[m].get("events"), Mapping)]
+    if not names:
+        return ""
+    collar = methods[names[0]]["events"].get("collar_s", 0.5)
+
+    def cell(entry: Any) -> str:
+        if not isinstance(entry, Mapping) or entry.get("f_score") is None or entry.get("error_rate") is None:
+            return "–"
+        return f"{100 * entry['f_score']:.1f} / {entry['error_rate']:.2f}"
+
+    lines = [
+        f"Event-based F-score (%) / error rate on the test clips (DCASE 2017 Task 2: onset within {collar:g} s), "
+        "thresholds and median filter chosen per class on validation event F.",
+        "",
+        "| Class | " + " | ".join(method_short_name(m) for m in names) + " |",
+        "| :-- | " + " | ".join("--:" for _ in names) + " |",
+    ]
+    rows = [(c, lambda ev, c=c: ev["class_wise"].get(c)) for c in classes]
+    rows += [("Class average", lambda ev: ev.get("class_average")), ("Overall", lambda ev: ev.get("overall"))]
+    for label, pick in rows:
+        lines.append(f"| {label} | " + " | ".join(cell(pick(methods[m]["events"])) for m in names) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -368,6 +410,10 @@ def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict
         "",
         eer_table_markdown(results),
     ]
+    events = event_table_markdown(results)
+    if events:  # a frame-level run: its EERs are over frames, its events come first
+        parts[-1:] = ["Over every output frame of the test clips (a frame-level run).", "", parts[-1]]
+        parts[-5:-5] = ["## Events", "", events]
     parts += untuned_notes(results)
     if isinstance(results.get("seeds"), Mapping):
         parts += ["## Repeats over seeds", "", seeds_table_markdown(results)]

@@ -146,6 +146,16 @@ class BaselineConfig(StageConfig):
     l2_normalise: bool = False
 
 
+@dataclass(frozen=True)
+class DCASE2017BaselineConfig(StageConfig):
+    """The DCASE 2017 Task 2 baseline's stage, as published: up to 200 epochs, patience 10, Adam at 0.001
+    (``thce.frame_models.DCASE2017_TASK2``); model selection on the validation loss (it monitored binary accuracy)."""
+
+    section: ClassVar[str] = "dcase2017_baseline"
+    max_epochs: int = 200
+    patience: int = 10
+
+
 # ---------------------------------------------------------------------------------- Algorithm 1, step 1
 
 
@@ -446,17 +456,18 @@ def train_end_to_end(
     method: str,
     start_trained: bool = False,
     auxiliary: AuxiliaryLoss | None = None,
+    weighted: bool = True,
 ) -> float:
     """Train the whole model with Eq. 2 (on ``ctx.augment``-ed batches, targets mixed under mixup); early stopping
     on ``stage.selection``. ``start_trained``: the model comes from an earlier stage (Proposed2 from Proposed1), so
     keeping its starting state is allowed (and warned about). ``auxiliary``: a loss on the model's cluster-layer
     outputs added to Eq. 2 in training (validation and selection stay Eq. 2's); it needs a model with a cluster
-    layer. Returns the best validation criterion."""
+    layer. ``weighted=False``: Eq. 1 (unweighted BCE) instead of Eq. 2. Returns the best validation criterion."""
     if auxiliary is not None and model.cluster_layer is None:
         raise ValueError(f"{method}: an auxiliary loss on the cluster layer needs a model that has one")
     device = ctx.device
     model.to(device)
-    weights = _bce_weights(data, ctx)
+    weights = _bce_weights(data, ctx) if weighted else None
     train_idx = data.splits["train"]
     train_targets = data.targets(train_idx).to(device)
 
