@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from thce.models import ClusterLayer, DetectorHead, EventDetector, LSTMEncoder, l2_normalise
 from thce.training.algorithm1 import EmbeddingConfig, DetectorConfig, learn_embedding, train_baseline, train_detector
-from thce.training.data import TrainingData, frame_classes, predict_scores
+from thce.training.data import TrainingData, predict_scores
 from thce.training.engine import RunContext, StageConfig, TrainConfig
 from thce.training.metrics_log import MetricsLog
 
@@ -129,7 +129,6 @@ def test_frame_level_items_counts_and_targets():
     assert counts.sum() == 40 * 12  # every frame counted once
     expected = [4 * int((data.class_index[train] == c).sum()) for c in range(3)]
     assert counts[:3].tolist() == expected
-    assert frame_classes(np.array([[0, 1, 1], [0, 0, 0]])).tolist() == [1, 3]
 
 
 def test_frame_level_algorithm1_clusters_frames_and_learns_where_events_are():
@@ -170,7 +169,7 @@ def test_frame_level_weighted_bce_counts_frames():
 
 
 def test_clip_events_and_post_processing_chosen_on_validation():
-    from thce.frame_events import PostProcessing, choose_post_processing, clip_events, evaluate_clips, reference_list
+    from thce.detection.frame_events import PostProcessing, choose_post_processing, clip_events, evaluate_clips, reference_list
 
     hop = 0.05
     rng = np.random.default_rng(0)

@@ -44,12 +44,14 @@ from thce.methods import MethodRun, build_method_encoder, trainers
 from thce.models import EventDetector
 from thce.machine import run_provenance
 from thce.figures import seeds_det_summary
-from thce.frame_events import choose_post_processing, evaluate_clips, reference_list
+from thce.detection.frame_events import choose_post_processing, clip_counts, detect_clips, reference_list
+from thce.detection.metrics import evaluate_events
 from thce.report import write_report
 from thce.rundir import (
     CHECKPOINTS,
     CLIPS,
     CONFIG,
+    EVENT_COUNTS,
     METRICS,
     RESULTS,
     RESUME,
@@ -59,7 +61,7 @@ from thce.rundir import (
     clear_run_outputs,
     open_run,
 )
-from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
+from thce.stats import ScoredTestSet, bootstrap_eer_difference, bootstrap_event_f_difference, mean_std_eer
 from thce.training.data import TrainingData, predict_scores
 from thce.training.diagnostics import embedding_learning_per_seed
 from thce.progress import ProgressFn
@@ -67,6 +69,7 @@ from thce.training.engine import RunContext
 from thce.training.metrics_log import MetricsLog
 
 logger = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -211,13 +214,15 @@ def _frame_results(scores: np.ndarray, val_scores: np.ndarray, prepared: Prepare
         per_split[split] = (names, split_scores, reference_list(names, events))
     post, val_f = choose_post_processing(*per_split["val"], hop_s, data.classes)
     names, _, reference = per_split["test"]
+    detected = detect_clips(names, scores, hop_s, data.classes, post)
     flat = {split: s.reshape(-1, s.shape[-1]) for split, s in (("val", val_scores), ("test", scores))}
     frame_class = {split: data.item_class(data.splits[split]).reshape(-1) for split in ("val", "test")}
     return {
         "eer": per_class_eer(scores=flat["test"], class_index=frame_class["test"], classes=data.classes),
         "val_eer": per_class_eer(scores=flat["val"], class_index=frame_class["val"], classes=data.classes),
         "det": per_class_det_points(scores=flat["test"], class_index=frame_class["test"], classes=data.classes),
-        "events": evaluate_clips(names, scores, reference, hop_s, data.classes, post),
+        "events": evaluate_events(reference, detected, classes=data.classes),
+        "event_counts": clip_counts(names, detected, reference, data.classes),
         "val_event_f": val_f,
         "post_processing": post.to_dict(),
         "frame_hop_s": hop_s,
@@ -332,6 +337,7 @@ def _run_experiment(
     diagnostics = run.diagnostics
     test_scores = {name: entry.pop("test_scores") for name, entry in methods.items()}
     val_scores = {name: entry.pop("val_scores") for name, entry in methods.items()}
+    event_counts = {name: entry.pop("event_counts") for name, entry in methods.items() if "event_counts" in entry}
     results = {
         "classes": list(data.classes),
         "methods": methods,
@@ -352,6 +358,9 @@ def _run_experiment(
         np.savez(handle, class_index=data.item_class(data.splits["val"]).reshape(-1), **val_scores)
     with atomic_write(out_dir / SCORES, "wb") as handle:
         np.savez(handle, class_index=data.item_class(data.splits["test"]).reshape(-1), **test_scores)
+    if event_counts:  # frame-level runs: per test clip and class (tp, n_ref, n_sys), for bootstraps over clips
+        with atomic_write(out_dir / EVENT_COUNTS, "wb") as handle:
+            np.savez(handle, **event_counts)
     write_json(out_dir / CLIPS, scored_clips(prepared))
     write_json(out_dir / RESULTS, results)
     write_report(out_dir, results)
@@ -422,6 +431,8 @@ def summarise_seeds(config: ExperimentConfig, out_dir: Path, seed_list: Sequence
             method: bootstrap_eer_difference(test_sets, method=method, seed=config.seed, resample_seeds=True)
             for method in others
         }
+    if all("events" in entry for entry in methods.values()):  # frame-level runs: the event figures over seeds
+        over_seeds["events"] = _events_over_seeds(runs, out_dir, seed_list, others, config.seed)
     learning = embedding_learning_per_seed(runs)
     if learning:
         over_seeds["embedding_learning"] = learning  # per seed: did Algorithm 1's embedding stage separate classes?
@@ -438,6 +449,38 @@ def summarise_seeds(config: ExperimentConfig, out_dir: Path, seed_list: Sequence
     save_config(config, out_dir / CONFIG)
     write_json(out_dir / RESULTS, summary)
     write_report(out_dir, summary)
+    return summary
+
+
+def _events_over_seeds(
+    runs: Sequence[dict[str, Any]], out_dir: Path, seed_list: Sequence[int], others: Sequence[str], seed: int
+) -> dict[str, Any]:
+    """Frame-level runs over seeds: mean and std of each method's event-based F and ER (class average, overall,
+    per class), and bootstrap intervals of each method's class-average F minus the baseline's over test clips and,
+    with several seeds, over seeds and clips."""
+    figures = []
+    for run in runs:
+        per_method = {}
+        for method, entry in run["methods"].items():
+            events = entry["events"]
+            per_method[method] = {
+                "f_class_average": events["class_average"]["f_score"],
+                "er_class_average": events["class_average"]["error_rate"],
+                "f_overall": events["overall"]["f_score"],
+                "er_overall": events["overall"]["error_rate"],
+                **{f"f_{label}": row["f_score"] for label, row in events["class_wise"].items()},
+            }
+        figures.append(per_method)
+    counts = []
+    for s in seed_list:
+        with np.load(out_dir / f"seed_{s}" / EVENT_COUNTS) as archive:
+            counts.append({method: archive[method] for method in archive.files})
+    summary: dict[str, Any] = {"figures": mean_std_eer(figures)}
+    summary["bootstrap_f"] = {m: bootstrap_event_f_difference(counts, method=m, seed=seed) for m in others}
+    if len(counts) > 1:
+        summary["bootstrap_f_seeds"] = {
+            m: bootstrap_event_f_difference(counts, method=m, seed=seed, resample_seeds=True) for m in others
+        }
     return summary
 
 

@@ -252,10 +252,54 @@ def seeds_table_markdown(results: Mapping[str, Any]) -> str:
                 f"| {method_short_name(method)} | {100 * ci['difference']:+.1f} | {_interval_cell(ci)} | "
                 f"{_interval_cell(both) if both else '–'} |"
             )
+    events = repeats.get("events")
+    if isinstance(events, Mapping):
+        lines += ["", *seeds_events_markdown(classes, methods, events, len(repeats["seeds"]))]
     learning = embedding_learning_line(repeats.get("embedding_learning", []))
     if learning:
         lines += ["", learning]
     return "\n".join(lines) + "\n"
+
+
+def seeds_events_markdown(
+    classes: Sequence[str], methods: Sequence[str], events: Mapping[str, Any], n_seeds: int
+) -> list[str]:
+    """A frame-level run over seeds: event-based F and ER (mean ± std) and the intervals of each method's
+    class-average F minus the baseline's (``results["seeds"]["events"]``, written by ``thce.experiment``)."""
+    figures = events["figures"]
+    rows = [("f_class_average", "F class average (%)", 100, ".1f"), ("er_class_average", "ER class average", 1, ".2f"),
+            ("f_overall", "F overall (%)", 100, ".1f"), ("er_overall", "ER overall", 1, ".2f"),
+            *[(f"f_{c}", f"F {c} (%)", 100, ".1f") for c in classes]]  # fmt: skip
+    lines = [
+        f"Event-based figures on the test clips over {n_seeds} seeds (DCASE 2017 Task 2, onset collar 0.5 s): "
+        "mean ± std.",
+        "",
+        "| Figure | " + " | ".join(method_short_name(m) for m in methods) + " |",
+        "| :-- |" + " --: |" * len(methods),
+    ]
+    for key, label, scale, form in rows:
+        cells = []
+        for method in methods:
+            value = figures.get(method, {}).get(key)
+            ok = value is not None and value["mean"] == value["mean"]
+            cells.append(f"{scale * value['mean']:{form}} ± {scale * value['std']:{form}}" if ok else "–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    clips, both = events.get("bootstrap_f", {}), events.get("bootstrap_f_seeds", {})
+    if clips:
+        lines += [
+            "",
+            "Class-average event F minus the baseline's (percentage points), bootstrap intervals over the test clips "
+            "and over the seeds and test clips:",
+            "",
+            "| Method | difference | over test clips | over seeds and test clips |",
+            "| :-- | --: | --: | --: |",
+        ]
+        for method, ci in clips.items():
+            lines.append(
+                f"| {method_short_name(method)} | {100 * ci['difference']:+.1f} | {_interval_cell(ci)} | "
+                f"{_interval_cell(both[method]) if method in both else '–'} |"
+            )
+    return lines
 
 
 def _interval_cell(ci: Mapping[str, Any]) -> str:

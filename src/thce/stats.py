@@ -21,6 +21,14 @@ import numpy as np
 from thce.metrics import per_class_eer
 
 
+def _percentile_interval(observed: float, replicates: np.ndarray, confidence: float) -> dict[str, float]:
+    """``{"difference", "low", "high", "draws", "confidence"}``: the percentile interval of ``replicates``."""
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(replicates, [tail, 1 - tail])
+    return {"difference": observed, "low": float(low), "high": float(high), "draws": len(replicates),
+            "confidence": confidence}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ScoredTestSet:
     """Scores of every method on one test set.
@@ -89,10 +97,58 @@ def bootstrap_eer_difference(
         drawn = [test_sets[i] for i in rng.integers(n, size=n)] if resample_seeds else test_sets
         return float(np.mean([difference(ts, _stratified_draw(ts.class_index, rng)) for ts in drawn]))
 
-    replicates = np.array([replicate() for _ in range(draws)])
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(replicates, [tail, 1 - tail])
-    return {"difference": observed, "low": float(low), "high": float(high), "draws": draws, "confidence": confidence}
+    return _percentile_interval(observed, np.array([replicate() for _ in range(draws)]), confidence)
+
+
+def class_average_f(counts: np.ndarray) -> float:
+    """DCASE 2017 Task 2's ranking figure from summed counts ``(L, 3)`` (or ``(n, L, 3)``, summed over clips):
+    the mean over classes with reference events of ``2 tp / (n_ref + n_sys)``; NaN when no class has any.
+
+    >>> class_average_f(np.array([[3, 4, 4], [1, 2, 0], [0, 0, 1]]))
+    0.875
+    """
+    totals = counts.sum(axis=0) if counts.ndim == 3 else counts
+    tp, n_ref, n_sys = totals[:, 0], totals[:, 1], totals[:, 2]
+    scored = n_ref > 0
+    if not scored.any():
+        return float("nan")
+    return float(np.mean(2.0 * tp[scored] / (n_ref[scored] + n_sys[scored])))
+
+
+def bootstrap_event_f_difference(
+    counts: Sequence[Mapping[str, np.ndarray]],
+    *,
+    method: str,
+    reference: str = "baseline",
+    draws: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    resample_seeds: bool = False,
+) -> dict[str, float]:
+    """Percentile bootstrap interval of ``class-average event F(method) - (reference)`` (fractions; DCASE 2017
+    Task 2's ranking figure), resampling test clips with replacement (events are counted per clip, so a clip is
+    the unit) and, with ``resample_seeds``, the seeds first, as :func:`bootstrap_eer_difference` does.
+
+    Args:
+        counts: one per seed: method -> per-clip counts ``(n_clips, L, 3)`` (true positives, reference events,
+            detected events; :func:`thce.detection.frame_events.clip_counts`), the clips in the same order for
+            every method.
+    """
+    if not counts:
+        raise ValueError("bootstrap_event_f_difference: need the counts of at least one seed")
+    rng = np.random.default_rng(seed)
+
+    def difference(run: Mapping[str, np.ndarray], index: np.ndarray) -> float:
+        return class_average_f(run[method][index]) - class_average_f(run[reference][index])
+
+    observed = float(np.mean([difference(run, np.arange(len(run[method]))) for run in counts]))
+
+    def replicate() -> float:
+        n = len(counts)
+        drawn = [counts[i] for i in rng.integers(n, size=n)] if resample_seeds else counts
+        return float(np.nanmean([difference(run, rng.integers(len(run[method]), size=len(run[method]))) for run in drawn]))
+
+    return _percentile_interval(observed, np.array([replicate() for _ in range(draws)]), confidence)
 
 
 def mean_std_eer(per_seed: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:

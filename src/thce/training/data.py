@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from thce.augment import BatchAugmenter, band_std_of
+from thce.data.strong import frame_class
 from thce.metrics import per_class_auc, per_class_eer
 from thce.models import EmbeddingOutput, EventDetector
 from thce.training.engine import RunContext
@@ -92,21 +93,11 @@ class TrainingData:
         first of them in ``classes`` (clustering needs one class per item; the BCE targets keep every class)."""
         if self.frame_targets is None:
             return self.class_index[indices]
-        return frame_classes(np.asarray(self.frame_targets[indices]))
+        return frame_class(np.asarray(self.frame_targets[indices]))
 
     def class_counts(self, split: str) -> np.ndarray:
         """(L + 1,) items per class in ``split`` (background last): clips, or frames with frame targets."""
         return np.bincount(self.item_class(self.splits[split]).reshape(-1), minlength=self.num_classes)
-
-
-def frame_classes(targets: np.ndarray) -> np.ndarray:
-    """(..., L) 0/1 targets -> (...,) class per frame: the first active class, ``L`` where none is active.
-
-    >>> frame_classes(np.array([[0, 0], [1, 1], [0, 1]])).tolist()
-    [2, 0, 1]
-    """
-    active = np.asarray(targets) > 0
-    return np.where(active.any(axis=-1), active.argmax(axis=-1), active.shape[-1])
 
 
 def item_rows(x: Tensor) -> Tensor:

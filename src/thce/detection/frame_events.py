@@ -1,7 +1,7 @@
 """Frame scores of clips -> events, and the post-processing a frame-level run chooses on validation.
 
 A frame-level model scores every output frame of a clip, ``(frames_out, L)`` with frame ``j`` covering
-``[j * hop_s, (j + 1) * hop_s)``. Events come from :mod:`thce.localise`'s one rule (median filter, per-class
+``[j * hop_s, (j + 1) * hop_s)``. Events come from :mod:`thce.detection.localise`'s one rule (median filter, per-class
 threshold, merge gaps, drop short events). :func:`choose_post_processing` picks, per class, the threshold and the
 median-filter length that maximise that class's event-based F on the validation clips (DCASE 2017 Task 2's metric:
 onset within a 500 ms collar), not the EER: what a user of the detector wants is events. Each class's F depends
@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from thce.event_metrics import DCASE_COLLAR_S, evaluate_events
-from thce.events import Event, EventList
-from thce.localise import curve_to_events, frame_edges, median_filter_curve
+from thce.detection.metrics import DCASE_COLLAR_S, evaluate_events
+from thce.detection.events import Event, EventList
+from thce.detection.localise import curve_to_events, frame_edges, median_filter_curve
 
 #: What :func:`choose_post_processing` tries: thresholds on the sigmoid scores and median-filter lengths (s).
 THRESHOLD_GRID = tuple(round(float(t), 2) for t in np.arange(0.05, 0.951, 0.05))
@@ -124,3 +124,30 @@ def choose_post_processing(
                     best = (f, median_s, threshold)
         best_f[label], chosen_m[label], chosen_t[label] = best
     return PostProcessing(chosen_t, chosen_m), best_f
+
+
+def clip_counts(
+    names: Sequence[str], detected: EventList, reference: EventList, classes: Sequence[str], *,
+    collar_s: float = DCASE_COLLAR_S,
+) -> np.ndarray:  # fmt: skip
+    """Per clip and class the event-based counts ``(n_clips, L, 3)``: true positives, reference events, detected
+    events (int64). Summed over any set of clips they give that set's class-wise F (``2 tp / (n_ref + n_sys)``) and
+    error rate (``(n_ref + n_sys - 2 tp) / n_ref``): what a bootstrap over clips resamples."""
+    counts = np.zeros((len(names), len(classes), 3), dtype=np.int64)
+    by_file_ref: dict[str, list[Event]] = {}
+    by_file_est: dict[str, list[Event]] = {}
+    for e in reference.events:
+        by_file_ref.setdefault(e.file, []).append(e)
+    for e in detected.events:
+        by_file_est.setdefault(e.file, []).append(e)
+    for i, name in enumerate(Path(n).name for n in names):
+        ref, est = by_file_ref.get(name, []), by_file_est.get(name, [])
+        if not ref and not est:
+            continue
+        result = evaluate_events(EventList((name,), tuple(ref)), EventList((name,), tuple(est)), collar_s=collar_s,
+                                 classes=classes)  # fmt: skip
+        for c, label in enumerate(classes):
+            row = result["class_wise"][label]
+            counts[i, c] = (row["tp"], row["n_ref"], row["n_sys"])
+    return counts
+
