@@ -191,3 +191,48 @@ def test_clip_events_and_post_processing_chosen_on_validation():
     assert post.median_filter_s["dog"] >= 0.15 and 0.35 <= post.thresholds["dog"] <= 0.7
     result = evaluate_clips(names, scores, reference, hop, ["dog"], post)
     assert result["overall"]["f_score"] == 1.0 and result["overall"]["error_rate"] == 0.0
+
+
+# ------------------------------------------------------------------------ frame-level detection on a recording
+
+
+class LoudFrames:
+    """A stand-in frame-level model: scores each 50 ms output frame of a window by its loudness (1 where a tone
+    burst plays, 0 in the quiet noise), as a frame-level run's scorer does (``frame_hop_s``; ``(B, T', L)``)."""
+
+    classes = ("dog",)
+    sample_rate_hz = 8000
+    window_samples = 8000 * 4  # 4 s windows
+    support_s = (0.0, 4.0)
+    frame_hop_s = 0.05
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        hop = int(self.frame_hop_s * self.sample_rate_hz)
+        frames = windows[:, : windows.shape[1] // hop * hop].reshape(len(windows), -1, hop)
+        return (np.sqrt((frames**2).mean(axis=2)) > 0.1).astype(np.float32)[..., None]
+
+
+def test_frame_level_detection_finds_known_onsets_within_the_collar(tmp_path):
+    import soundfile as sf
+
+    from thce.detection.detect import DetectConfig, detect_files
+
+    rate, rng = 8000, np.random.default_rng(0)
+    audio = 0.01 * rng.standard_normal(rate * 21).astype(np.float32)
+    onsets = [1.3, 5.05, 9.72, 14.4, 18.9]
+    for onset in onsets:
+        start = int(onset * rate)
+        t = np.arange(int(0.6 * rate)) / rate
+        audio[start : start + len(t)] += 0.5 * np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    path = tmp_path / "scene.wav"
+    sf.write(path, audio, rate)
+    scorer = LoudFrames()
+    for hop_s in (2.0, 1.0, 4.0):  # any hop of whole frames; windows overlap or not
+        result = detect_files([path], scorer, np.array([0.5]), config=DetectConfig(hop_s=hop_s),
+                              frame_median_filter_s=[0.15])  # fmt: skip
+        found = [e.onset_s for e in result.events]
+        assert len(found) == len(onsets), (hop_s, found)
+        assert max(abs(a - b) for a, b in zip(found, onsets)) <= 0.05, (hop_s, found)
+        assert all(abs(e.offset_s - e.onset_s - 0.6) <= 0.1 for e in result.events)
+    with pytest.raises(Exception, match="whole frames"):
+        detect_files([path], scorer, np.array([0.5]), config=DetectConfig(hop_s=0.33))

@@ -175,30 +175,34 @@ def evaluate_and_save(
     model: EventDetector, method: str, prepared: PreparedData, config: ExperimentConfig, ctx: RunContext, out_dir: Path
 ) -> dict[str, Any]:
     """Score the validation split (``val_eer``, for choosing settings) and the test split (``eer``, DET), and save
-    (rank 0) a self-contained checkpoint with the validation scores."""
+    (rank 0) a self-contained checkpoint with the validation scores (and, for a frame-level run, the frame hop and
+    the post-processing chosen on validation)."""
     data = prepared.data
-    val = data.splits["val"]
+    val, test = data.splits["val"], data.splits["test"]
     val_scores = predict_scores(model, data, val, ctx)
+    scores = predict_scores(model, data, test, ctx)
+    frames = None
+    if data.frame_level:
+        results = _frame_results(scores, val_scores, prepared)
+        frames = {"hop_s": prepared.frame_hop_s, "post_processing": results["post_processing"]}
+    else:
+        labels = data.class_index[test]
+        results = {
+            "eer": per_class_eer(scores=scores, class_index=labels, classes=data.classes),
+            "val_eer": per_class_eer(scores=val_scores, class_index=data.class_index[val], classes=data.classes),
+            "det": per_class_det_points(scores=scores, class_index=labels, classes=data.classes),
+            "test_scores": scores,
+            "val_scores": val_scores,
+        }
     if ctx.dist.is_main:
         save_checkpoint(
             out_dir / CHECKPOINTS / f"{method}.pt", whole_model(model, config, method),
             config=portable_config(config), method=method, classes=data.classes,
             normaliser=prepared.normaliser, val_scores=val_scores.reshape(-1, val_scores.shape[-1]),
-            val_class_index=data.item_class(val).reshape(-1),
-            train_class_counts=data.class_counts("train"),
+            val_class_index=data.item_class(val).reshape(-1), train_class_counts=data.class_counts("train"),
+            frames=frames,
         )  # fmt: skip
-    test = data.splits["test"]
-    scores = predict_scores(model, data, test, ctx)
-    if data.frame_level:
-        return _frame_results(scores, val_scores, prepared)
-    labels = data.class_index[test]
-    return {
-        "eer": per_class_eer(scores=scores, class_index=labels, classes=data.classes),
-        "val_eer": per_class_eer(scores=val_scores, class_index=data.class_index[val], classes=data.classes),
-        "det": per_class_det_points(scores=scores, class_index=labels, classes=data.classes),
-        "test_scores": scores,
-        "val_scores": val_scores,
-    }
+    return results
 
 
 def _frame_results(scores: np.ndarray, val_scores: np.ndarray, prepared: PreparedData) -> dict[str, Any]:
