@@ -236,3 +236,43 @@ def test_frame_level_detection_finds_known_onsets_within_the_collar(tmp_path):
         assert all(abs(e.offset_s - e.onset_s - 0.6) <= 0.1 for e in result.events)
     with pytest.raises(Exception, match="whole frames"):
         detect_files([path], scorer, np.array([0.5]), config=DetectConfig(hop_s=0.33))
+
+
+def test_event_remixing_in_the_detector_stage_is_seeded_and_changes_the_training_clips():
+    from thce.augment import AugmentConfig
+    from thce.training.algorithm1 import train_end_to_end
+    from thce.training.data import RemixedTraining
+
+    data = strong_data()
+    ctx = RunContext(train=TrainConfig(batch_size=16), seed=0, log=MetricsLog(), augment=AugmentConfig(remix_events=2))
+    remixed = RemixedTraining(data, ctx, "baseline")
+    clean_positive = remixed.targets.sum()
+    remixed.start_epoch(0)
+    first = (remixed.features.copy(), remixed.targets.copy())
+    assert remixed.targets.sum() > clean_positive  # events were pasted, their frames labelled
+    assert (remixed.targets >= remixed.clean_targets).all()  # the clips' own events keep their labels
+    remixed.start_epoch(1)
+    assert not np.array_equal(first[1], remixed.targets)  # another epoch, another draw
+    remixed.start_epoch(0)
+    np.testing.assert_array_equal(first[0], remixed.features)  # the same epoch, the same draw
+
+    def losses(augment: AugmentConfig) -> list[float]:
+        torch.manual_seed(1)
+        run = RunContext(train=TrainConfig(batch_size=16), seed=0, log=MetricsLog(), augment=augment)
+        model = EventDetector(PerFrame(6), DetectorHead(8, 3))
+        train_end_to_end(model, data, StageConfig(max_epochs=3, patience=5), run, method="baseline")
+        return [r["train_loss"] for r in run.log.rows]
+
+    with_remix = losses(AugmentConfig(remix_events=1))
+    assert with_remix == losses(AugmentConfig(remix_events=1))
+    assert with_remix != losses(AugmentConfig())
+
+
+def test_remixing_needs_strong_labels():
+    from thce.config import load_config
+    from thce.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="remix_events=1: needs strong labels"):
+        load_config(None, ["augment.remix_events=1"])
+    config = load_config(None, ["augment.remix_events=1", "data.strong_labels=true"])
+    assert config.augment.remix_events == 1

@@ -194,6 +194,8 @@ class ExperimentConfig:
         clip's frames have no one cluster) or circular time shifts (they move events away from their labels), and
         without a PANNs ``model.encoder``."""
         if not self.data.strong_labels:
+            if self.augment.remix_events:
+                raise ConfigError("augment.remix_events: needs strong labels (data.strong_labels = true)")
             clip_only = [m for m in self.methods if m in FRAME_METHODS and m not in PAPER_METHODS]
             if clip_only:
                 raise ConfigError(f"methods: {', '.join(clip_only)} needs frame labels (data.strong_labels = true)")

@@ -38,6 +38,7 @@ from thce.losses import TripleHeaderCrossEntropy, bce_class_weights, eq3_orderin
 from thce.models import ClusterLayer, EventDetector
 from thce.sampling import balanced_sampling_order
 from thce.training.data import (
+    RemixedTraining,
     TrainingData,
     calibrate_centring,
     calibration_indices,
@@ -458,7 +459,8 @@ def train_end_to_end(
     auxiliary: AuxiliaryLoss | None = None,
     weighted: bool = True,
 ) -> float:
-    """Train the whole model with Eq. 2 (on ``ctx.augment``-ed batches, targets mixed under mixup); early stopping
+    """Train the whole model with Eq. 2 (on ``ctx.augment``-ed batches, targets mixed under mixup; a frame-level
+    run's clips with events re-mixed every epoch under ``augment.remix_events``); early stopping
     on ``stage.selection``. ``start_trained``: the model comes from an earlier stage (Proposed2 from Proposed1), so
     keeping its starting state is allowed (and warned about). ``auxiliary``: a loss on the model's cluster-layer
     outputs added to Eq. 2 in training (validation and selection stay Eq. 2's); it needs a model with a cluster
@@ -470,9 +472,13 @@ def train_end_to_end(
     weights = _bce_weights(data, ctx) if weighted else None
     train_idx = data.splits["train"]
     train_targets = data.targets(train_idx).to(device)
+    load, on_epoch_start = feature_loader(data, train_idx), None
+    remixed = RemixedTraining(data, ctx, method) if ctx.augment.remix_events and data.frame_level else None
+    if remixed is not None:  # events re-mixed into the training clips every epoch
+        load, on_epoch_start = remixed.load, remixed.start_epoch
 
     def step(positions: np.ndarray, x: Tensor, mix: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        targets = train_targets[positions]
+        targets = train_targets[positions] if remixed is None else remixed.batch_targets(positions).to(device)
         if mix is not None:
             targets = mix_targets(targets, *mix)  # Eq. 2 is linear in the target: exactly the mixed loss
         if auxiliary is None:
@@ -482,7 +488,7 @@ def train_end_to_end(
 
     return fit_stage(
         stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
-        train_step=step, load=feature_loader(data, train_idx),
+        train_step=step, load=load, on_epoch_start=on_epoch_start,
         num_train=len(train_idx), val_loss=_bce_validation(model, data, weights, ctx), epochs=stage.max_epochs,
         patience=stage.patience, ctx=ctx, data_parallel=True, selection=stage.selection,
         start_trained=start_trained, epoch_order=_balanced_order(data, ctx), augmenter=make_augmenter(data, ctx),

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from thce import seeds
 from thce.augment import BatchAugmenter, band_std_of
+from thce.data.remix import EventBank, remix
 from thce.data.strong import frame_class
 from thce.metrics import per_class_auc, per_class_eer
 from thce.models import EmbeddingOutput, EventDetector
@@ -204,3 +206,45 @@ def make_augmenter(data: TrainingData, ctx: RunContext) -> BatchAugmenter | None
     if not ctx.augment.enabled:
         return None
     return BatchAugmenter(ctx.augment, band_std_of(data.normalise)).to(ctx.device)
+
+
+class RemixedTraining:
+    """The training clips of a frame-level detector stage with events re-mixed every epoch (``augment.remix_events``,
+    :func:`thce.data.remix.remix`): events cut from the training clips pasted into each training clip at random
+    onsets and event-to-background ratios, the frame targets updated to match. Deterministic under the run's seed
+    (each epoch's draw is named after the method and the epoch, so a resumed stage draws what it would have).
+
+    Holds the training clips' raw features twice in float16 (as cached, and the epoch's remix): mind the memory on
+    large data sets."""
+
+    def __init__(self, data: TrainingData, ctx: RunContext, method: str) -> None:
+        if data.frame_targets is None:
+            raise ValueError("RemixedTraining: needs frame targets (a frame-level run)")
+        self.data, self.ctx, self.method = data, ctx, method
+        train = data.splits["train"]
+        self.raw = np.asarray(data.features[train], dtype=np.float32)
+        self.clean_targets = np.asarray(data.frame_targets[train])
+        self.stride = self.raw.shape[1] // self.clean_targets.shape[1]
+        self.bank = EventBank.from_clips(self.raw, self.clean_targets, frame_stride=self.stride)
+        self.features = self.raw.astype(np.float16)
+        self.targets = self.clean_targets
+
+    def start_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s (0-based) remix of every training clip."""
+        augment = self.ctx.augment
+        rng = np.random.default_rng(seeds.derive_seed(self.ctx.seed, "remix", self.method, epoch))
+        features, self.targets = remix(
+            self.raw, self.clean_targets, self.bank, rng, ebr_db_range=tuple(augment.remix_ebr_db),
+            frame_stride=self.stride, events_per_clip=augment.remix_events,
+        )  # fmt: skip
+        self.features = features.astype(np.float16)
+
+    def load(self, positions: np.ndarray) -> Tensor:
+        """Normalised features (n, frames, mels) of the training clips at ``positions`` in this epoch's remix."""
+        x = self.features[positions].astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(x if self.data.normalise is None else self.data.normalise(x),
+                                                     dtype=np.float32))  # fmt: skip
+
+    def batch_targets(self, positions: np.ndarray) -> Tensor:
+        """(n, frames_out, L) targets of the training clips at ``positions`` in this epoch's remix."""
+        return torch.from_numpy(np.asarray(self.targets[positions], dtype=np.float32))
