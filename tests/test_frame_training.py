@@ -276,3 +276,78 @@ def test_remixing_needs_strong_labels():
         load_config(None, ["augment.remix_events=1"])
     config = load_config(None, ["augment.remix_events=1", "data.strong_labels=true"])
     assert config.augment.remix_events == 1
+
+
+# ------------------------------------------------------------------------------------- a frame-level run, whole
+
+FRAME_RUN = """seed = 5
+methods = ["baseline", "proposed1", "proposed2", "dcase2017_baseline"]
+[data]
+strong_labels = true
+split_fractions = [0.5, 0.25, 0.25]
+[synth]
+counts = {dog = 8, baby = 8, gun = 8, background = 8}
+duration_s = 2.0
+[features]
+duration_s = 2.0
+n_mels = 16
+[frame_model]
+cnn_channels = [4, 8]
+cnn_kernel = 3
+cnn_pools = [[5, 2], [1, 2]]
+[train]
+batch_size = 8
+[embedding]
+n_iter = 1
+epochs = 1
+last_epochs = 1
+head_only_epochs = 1
+[detector]
+max_epochs = 1
+head_only_max_epochs = 2
+patience = 2
+[baseline]
+max_epochs = 1
+patience = 2
+[dcase2017_baseline]
+max_epochs = 1
+patience = 2
+"""
+
+
+def test_frame_level_run_over_seeds_then_detect(tmp_path, capsys):
+    import json
+
+    from thce.checkpoint import load_run
+    from thce.cli import main
+
+    config = tmp_path / "frames.toml"
+    config.write_text(FRAME_RUN)
+    run = tmp_path / "run"
+    assert main(["experiment", str(config), "--out", str(run), "--seeds", "2", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "Event-based figures on the test clips over 2 seeds" in printed
+    assert "Class-average event F minus the baseline's" in printed
+    summary = json.loads((run / "results.json").read_text())
+    events = summary["seeds"]["events"]
+    assert set(events["figures"]) == {"baseline", "proposed1", "proposed2", "dcase2017_baseline"}
+    assert set(events["bootstrap_f_seeds"]) == {"proposed1", "proposed2", "dcase2017_baseline"}
+    seed_run = run / "seed_5"
+    results = json.loads((seed_run / "results.json").read_text())
+    entry = results["methods"]["proposed2"]
+    assert entry["frame_hop_s"] == 0.05 and set(entry["post_processing"]["thresholds"]) == {"dog", "baby", "gun"}
+    test_clips = json.loads((seed_run / "clips.json").read_text())["test"]
+    with np.load(seed_run / "scores.npz") as scores, np.load(seed_run / "event_counts.npz") as counts:
+        assert scores["proposed2"].shape == (len(test_clips) * 40, 3)  # 2 s at 50 ms: 40 frames per clip
+        assert counts["proposed2"].shape == (len(test_clips), 3, 3)
+        # every test clip's reference events are counted once, whatever the method found
+        assert counts["proposed2"][..., 1].sum() == entry["events"]["overall"]["n_ref"]
+    loaded = load_run(seed_run, "proposed2")
+    assert loaded.frames["hop_s"] == 0.05 and loaded.val_scores.shape[1] == 3
+    out = tmp_path / "events.tsv"
+    assert main(["detect", str(seed_run), *test_clips[:2], "--out", str(out), "-q"]) == 0
+    assert "thresholds (auto)" in capsys.readouterr().out
+    chosen = entry["post_processing"]["thresholds"]
+    saved = json.loads(json.dumps(chosen))
+    assert out.read_text().startswith("filename\tonset\toffset\tevent_label")
+    assert saved == chosen

@@ -243,15 +243,8 @@ def seeds_table_markdown(results: Mapping[str, Any]) -> str:
             "(the trained models held fixed), and over the seeds and test clips (the training runs resampled too, "
             "so it also holds how much other runs would move the difference; coarse with few seeds):",
             "",
-            "| Method | difference | over test clips | over seeds and test clips |",
-            "| :-- | --: | --: | --: |",
+            *_interval_table(bootstrap, over_runs),
         ]
-        for method, ci in bootstrap.items():
-            both = over_runs.get(method)
-            lines.append(
-                f"| {method_short_name(method)} | {100 * ci['difference']:+.1f} | {_interval_cell(ci)} | "
-                f"{_interval_cell(both) if both else '–'} |"
-            )
     events = repeats.get("events")
     if isinstance(events, Mapping):
         lines += ["", *seeds_events_markdown(classes, methods, events, len(repeats["seeds"]))]
@@ -291,14 +284,21 @@ def seeds_events_markdown(
             "Class-average event F minus the baseline's (percentage points), bootstrap intervals over the test clips "
             "and over the seeds and test clips:",
             "",
-            "| Method | difference | over test clips | over seeds and test clips |",
-            "| :-- | --: | --: | --: |",
+            *_interval_table(clips, both),
         ]
-        for method, ci in clips.items():
-            lines.append(
-                f"| {method_short_name(method)} | {100 * ci['difference']:+.1f} | {_interval_cell(ci)} | "
-                f"{_interval_cell(both[method]) if method in both else '–'} |"
-            )
+    return lines
+
+
+def _interval_table(over_clips: Mapping[str, Any], over_seeds: Mapping[str, Any]) -> list[str]:
+    """A row per method: its difference to the baseline (percentage points), its interval over the test clips and,
+    where computed, over the seeds and test clips (:mod:`thce.stats`)."""
+    lines = ["| Method | difference | over test clips | over seeds and test clips |", "| :-- | --: | --: | --: |"]
+    for method, ci in over_clips.items():
+        both = over_seeds.get(method)
+        lines.append(
+            f"| {method_short_name(method)} | {100 * ci['difference']:+.1f} | {_interval_cell(ci)} | "
+            f"{_interval_cell(both) if both else '–'} |"
+        )
     return lines
 
 

@@ -13,8 +13,9 @@ interval of a new set of training runs as well as of new test clips, wider and, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -80,9 +81,6 @@ def bootstrap_eer_difference(
     """
     if not test_sets:
         raise ValueError("bootstrap_eer_difference: need at least one test set")
-    if not 0 < confidence < 1:
-        raise ValueError(f"bootstrap_eer_difference: confidence must be in (0, 1), got {confidence}")
-    rng = np.random.default_rng(seed)
 
     def difference(ts: ScoredTestSet, index: np.ndarray) -> float:
         labels = ts.class_index[index]
@@ -90,12 +88,35 @@ def bootstrap_eer_difference(
         b = per_class_eer(scores=ts.scores[reference][index], class_index=labels, classes=ts.classes)["overall"]
         return a - b
 
-    observed = float(np.mean([difference(ts, np.arange(len(ts.class_index))) for ts in test_sets]))
+    return _bootstrap_difference(
+        test_sets, difference, lambda ts: len(ts.class_index), lambda ts, rng: _stratified_draw(ts.class_index, rng),
+        draws=draws, confidence=confidence, seed=seed, resample_seeds=resample_seeds,
+    )  # fmt: skip
+
+
+def _bootstrap_difference(
+    sets: Sequence[Any],
+    difference: Callable[[Any, np.ndarray], float],
+    size: Callable[[Any], int],
+    draw: Callable[[Any, np.random.Generator], np.ndarray],
+    *,
+    draws: int,
+    confidence: float,
+    seed: int,
+    resample_seeds: bool,
+) -> dict[str, float]:
+    """The percentile interval of the mean over ``sets`` (one per seed) of ``difference(set, index)``: observed on
+    every item (``arange(size(set))``), then per draw on ``draw(set, rng)``'s resample of every set, or with
+    ``resample_seeds`` of ``len(sets)`` sets drawn with replacement first (NaN differences left out of a mean)."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"bootstrap: confidence must be in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    observed = float(np.mean([difference(one, np.arange(size(one))) for one in sets]))
 
     def replicate() -> float:
-        n = len(test_sets)
-        drawn = [test_sets[i] for i in rng.integers(n, size=n)] if resample_seeds else test_sets
-        return float(np.mean([difference(ts, _stratified_draw(ts.class_index, rng)) for ts in drawn]))
+        n = len(sets)
+        drawn = [sets[i] for i in rng.integers(n, size=n)] if resample_seeds else sets
+        return float(np.nanmean([difference(one, draw(one, rng)) for one in drawn]))
 
     return _percentile_interval(observed, np.array([replicate() for _ in range(draws)]), confidence)
 
@@ -136,19 +157,15 @@ def bootstrap_event_f_difference(
     """
     if not counts:
         raise ValueError("bootstrap_event_f_difference: need the counts of at least one seed")
-    rng = np.random.default_rng(seed)
 
     def difference(run: Mapping[str, np.ndarray], index: np.ndarray) -> float:
         return class_average_f(run[method][index]) - class_average_f(run[reference][index])
 
-    observed = float(np.mean([difference(run, np.arange(len(run[method]))) for run in counts]))
-
-    def replicate() -> float:
-        n = len(counts)
-        drawn = [counts[i] for i in rng.integers(n, size=n)] if resample_seeds else counts
-        return float(np.nanmean([difference(run, rng.integers(len(run[method]), size=len(run[method]))) for run in drawn]))
-
-    return _percentile_interval(observed, np.array([replicate() for _ in range(draws)]), confidence)
+    return _bootstrap_difference(
+        counts, difference, lambda run: len(run[method]),
+        lambda run, rng: rng.integers(len(run[method]), size=len(run[method])),
+        draws=draws, confidence=confidence, seed=seed, resample_seeds=resample_seeds,
+    )  # fmt: skip
 
 
 def mean_std_eer(per_seed: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
