@@ -3,12 +3,16 @@
 ``TINY`` is the three paper methods on 49 two-second clips with a small CNN; :func:`tiny_toml` gives its variants
 (other methods, other stage tables, other clip counts) so that test files do not each carry a copy of the config.
 Test modules import these names (``from tests.conftest import TINY, tiny_toml``).
+
+Under pytest-xdist (``make test`` runs ``-n 2``) each worker computes on one thread (OMP_NUM_THREADS=1, also for the
+processes the tests start): two workers of two threads each on two cores run slower than one thread each.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -20,6 +24,11 @@ import torch
 from thce.allocator import reuse_freed_memory
 
 reuse_freed_memory()  # the allocator as the CLI sets it: the tests' training runs take about half the time
+
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ... in a worker; "" without xdist
+if XDIST_WORKER:
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # for the processes the tests start
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
