@@ -6,15 +6,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.conftest import TINY
 from thce.cli import main
+from thce.data.feature_pool import one_torch_thread
 
 CONFIG = TINY.replace("epochs = 1\n", "epochs = 2\n").replace("last_epochs = 2", "last_epochs = 3")
 WITH_LMLE = CONFIG.replace("seed = 3\n", 'seed = 3\nmethods = ["baseline", "proposed1", "proposed2", "lmle"]\n') + (
@@ -46,17 +45,6 @@ def _kill_when(path_glob: str, run_dir: Path, config: Path, launcher: tuple[str,
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """torch on one thread, as the killed subprocess (OMP_NUM_THREADS=1): same arithmetic, same results."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Callable[[str], Path]:
     """The uninterrupted run of a config text, trained once for every test that kills a run of that config."""
@@ -66,7 +54,7 @@ def uninterrupted(tmp_path_factory) -> Callable[[str], Path]:
         if config_text not in runs:
             root = tmp_path_factory.mktemp("uninterrupted")
             (root / "tiny.toml").write_text(config_text)
-            with _one_thread():
+            with one_torch_thread():
                 assert main(["-q", "experiment", str(root / "tiny.toml"), "--out", str(root / "reference")]) == 0
             runs[config_text] = root / "reference"
         return runs[config_text]
@@ -92,7 +80,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, monkeypatch, uninte
     killed = tmp_path / "killed"
     _kill_when(stage_file, killed, config)
     assert not (killed / "results.json").exists()
-    with _one_thread():
+    with one_torch_thread():
         assert main(["-q", "experiment", str(config), "--out", str(killed), "--resume"]) == 0
     assert _comparable(killed) == _comparable(reference)
     reference_rows = (reference / "metrics.csv").read_text().splitlines()
