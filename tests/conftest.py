@@ -40,7 +40,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 #: Makefile turns off xdist's own reordering, by number of tests, which left the long few-test files to the last).
 #: A file missing here only costs time.
 LONGEST_FILES = (
-    "test_distributed.py", "test_shipped_configs.py", "test_resume.py", "test_cli_matrix.py", "test_experiment.py",
+    "test_distributed.py", "test_shipped_configs.py", "test_resume.py", "test_frame_training.py", "test_cli_safety.py",
+    "test_cli_matrix.py", "test_experiment.py",
     "test_panns_wiring.py", "test_cli_input_matrix.py", "test_features.py", "test_sweep.py", "test_join.py",
     "test_auxiliary_thce.py", "test_export.py", "test_models.py", "test_reference.py",
 )  # fmt: skip
