@@ -27,8 +27,12 @@ $(TESTING): $(RUNTIME)
 demo: $(RUNTIME)
 	$(BIN)/thce demo --out $(DEMO_OUT) --overwrite
 
+# two pytest-xdist workers (one torch thread each, tests/conftest.py); a test file's tests stay on one worker, so
+# a file's module fixtures are built once; the longest files first (conftest LONGEST_FILES), in that order.
+# TEST_WORKERS=0: one process, as plain `pytest` runs
+TEST_WORKERS ?= 2
 test: $(TESTING)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 bench: $(TESTING)
 	$(BIN)/python benchmarks/train_step.py

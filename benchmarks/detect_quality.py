@@ -14,6 +14,10 @@
    thresholds, agreement 0.5, default median filter). Per setting: event-based ER/F (onset, 0.5 s
    collar), segment-based ER/F (1 s), onset and offset errors of the detected events matched to references (same
    label, onset within the collar; greedy, nearest first), recall per EBR.
+   A frame-level run (``data.strong_labels``) scores frames directly: its grid is the threshold rule (``events``,
+   the per-class thresholds the run chose on validation event F, and eer/far:0.05/far:0.01 on its validation
+   frames) x median filter (the run's per-class choice, or off); detect's default is ``events`` with the run's
+   median filters, and ``--hop-s`` defaults to detect's (half a window).
 4. PSDS 1/2 and the best collar-based F of the test recording's saved score table at detect's default (when
    sed_scores_eval is installed: the ``eval`` extra; or afterwards with ``--add-threshold-free``).
 
@@ -167,7 +171,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=None, help="a trained run directory (default: train one)")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "synth-2-2-1-26-cnn.toml")
     parser.add_argument("--minutes", type=int, default=30)
-    parser.add_argument("--hop-s", type=float, default=0.5)
+    parser.add_argument("--hop-s", type=float, default=None,
+                        help="detect's hop (default: 0.5 s, or half a window for a frame-level run)")
     parser.add_argument("--seed", type=int, default=1616, help="test recording's seed; validation uses seed + 1")
     parser.add_argument("--work", type=Path, default=None, help="keep the work here (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "detect_quality.json")
@@ -184,7 +189,7 @@ def main() -> None:
     from thce.allocator import reuse_freed_memory
     from thce.checkpoint import load_run
     from thce.detection.config import DetectConfig
-    from thce.detection.detect import FileScores, detect_in_scores, detect_run
+    from thce.detection.detect import FileScores, detect_in_scores, detect_run, run_thresholds
     from thce.machine import describe_machine
     from thce.rundir import checkpoint_path
     from thce.detection.tables import write_table
@@ -204,6 +209,8 @@ def main() -> None:
         report["train_wall_s"] = round(time.perf_counter() - start, 1)
     loaded = load_run(run, "proposed2")
     classes = list(loaded.classes)
+    frame_level = loaded.frames is not None
+    hop_s = args.hop_s if args.hop_s is not None else (None if frame_level else 0.5)
     found: dict = {}
     walls: dict = {}
     truths: dict = {}
@@ -212,7 +219,7 @@ def main() -> None:
         audio, truth, duration = recording(work, name, classes, seed, args.minutes)
         truths[name] = (truth, duration, audio.name)
         cached = work / f"{name}-window-scores.npz"  # the model's window scores: a rerun skips the model
-        cache_key = json.dumps([str(model_file.resolve()), model_file.stat().st_mtime_ns, args.hop_s, audio.stat().st_size])
+        cache_key = json.dumps([str(model_file.resolve()), model_file.stat().st_mtime_ns, hop_s, audio.stat().st_size])
         if cached.is_file():
             with np.load(cached) as saved:
                 if str(saved["key"]) == cache_key:
@@ -222,32 +229,37 @@ def main() -> None:
                     walls[name] = float(saved["wall_s"])
                     continue
         start = time.perf_counter()
-        detect_run(run, [audio], config=DetectConfig(hop_s=args.hop_s),
+        detect_run(run, [audio], config=DetectConfig(hop_s=hop_s),
                    on_file=lambda d, name=name: found.__setitem__(name, d.scores))  # fmt: skip
         walls[name] = time.perf_counter() - start
         fs = found[name]
         meta = {"path": fs.path, "classes": list(fs.classes), "hop_s": fs.hop_s, "window_s": fs.window_s,
-                "support_s": list(fs.support_s), "duration_s": fs.duration_s}  # fmt: skip
+                "support_s": list(fs.support_s), "duration_s": fs.duration_s, "frame_hop_s": fs.frame_hop_s}  # fmt: skip
         np.savez(cached, key=cache_key, meta=json.dumps(meta), scores=fs.scores, silent=fs.silent, wall_s=walls[name])
     report["hop_s"], report["window_s"] = found["test"].hop_s, found["test"].window_s
+    report["frame_level"] = frame_level
     rules = {rule: class_thresholds(val_scores=loaded.val_scores, val_class_index=loaded.val_class_index,
                                     classes=classes, rule=rule) for rule in THRESHOLD_RULES}  # fmt: skip
+    chosen_medians = None
+    if frame_level:
+        rules["events"], chosen_medians = run_thresholds(loaded, "events")
     report["thresholds"] = {rule: dict(zip(classes, np.round(t, 4).tolist())) for rule, t in rules.items()}
 
     def post_process(name: str, rule: str, agreement: float, median_filter_s: float | None):
         truth, duration, file = truths[name]
-        detection = detect_in_scores(found[name], rules[rule], agreement=agreement, median_filter_s=median_filter_s)
+        median = chosen_medians if frame_level and median_filter_s is None else median_filter_s
+        detection = detect_in_scores(found[name], rules[rule], agreement=agreement, median_filter_s=median)
         return detection, quality(truth, duration, detection.events, file)
 
     # post-processing chosen on the validation recording (event-based F), reported on the test recording
     grid = {}
-    for rule in THRESHOLD_RULES:
-        for agreement in AGREEMENTS:
+    for rule in (("events", *THRESHOLD_RULES) if frame_level else THRESHOLD_RULES):
+        for agreement in ((0.5,) if frame_level else AGREEMENTS):  # frame scores: no windows to agree
             for median in MEDIAN_FILTERS_S:
                 key = f"threshold={rule},agreement={agreement:g},median_filter_s={'default' if median is None else f'{median:g}'}"
                 grid[key] = {name: post_process(name, rule, agreement, median)[1] for name in ("validation", "test")}
     chosen = max(grid, key=lambda k: grid[k]["validation"]["event_based"]["f_score"])  # ties: the first (grid order)
-    default = "threshold=eer,agreement=0.5,median_filter_s=default"
+    default = f"threshold={'events' if frame_level else 'eer'},agreement=0.5,median_filter_s=default"
     truth, duration, _ = truths["test"]
     report.update({
         "audio_minutes": round(duration / 60, 2), "reference_events": len(truth),
@@ -259,7 +271,7 @@ def main() -> None:
         "grid_segment_f": {k: {n: v[n]["segment_based"]["f_score"] for n in v} for k, v in grid.items()},
         "grid_detected_events": {k: {n: v[n]["detected_events"] for n in v} for k, v in grid.items()},
     })  # fmt: skip
-    detection, _ = post_process("test", "eer", 0.5, None)  # the default's score table, for the threshold-free figures
+    detection, _ = post_process("test", "events" if frame_level else "eer", 0.5, None)  # the default's score table
     (work / "scores").mkdir(exist_ok=True)
     write_table(work / "scores" / "test.tsv", detection.edges, detection.curve, detection.scores.classes)
     lines = [f"test.wav\t{on:.3f}\t{off:.3f}\t{label}\n" for on, off, label, _ in truth]

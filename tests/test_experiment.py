@@ -21,12 +21,9 @@ from tests.conftest import TINY, load_benchmark, tiny_toml, write_config
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("run")
-    config_path = write_config(root)
-    out = root / "out"
-    assert main(["-q", "experiment", str(config_path), "--out", str(out)]) == 0
-    return out
+def run_dir(tiny_run):
+    """The run of TINY the CLI left behind (shared with other test files: read only)."""
+    return tiny_run
 
 
 def test_run_directory_contents(run_dir):

@@ -5,9 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import TINY, load_benchmark, write_config
+from tests.conftest import load_benchmark
 from thce.checkpoint import load_run
-from thce.cli import main
 
 CLASSES = ("dog", "gun")
 
@@ -38,9 +37,8 @@ def test_probe_reads_what_the_features_carry():
     assert rescaled["test"] == pytest.approx(separable["test"], abs=0.02) and rescaled["c"] == separable["c"]
 
 
-def test_probes_of_a_tiny_run(tmp_path):
-    run = tmp_path / "runs" / "seed_3"
-    assert main(["-q", "experiment", str(write_config(tmp_path, TINY)), "--out", str(run)]) == 0
+def test_probes_of_a_tiny_run(tiny_run, tmp_path):
+    run = tiny_run  # .../runs/seed_3: TINY's seed
     out = tmp_path / "probe.json"
     assert load_benchmark("linear_probe").main([str(run.parent), "--seeds", "3", "--out", str(out)]) == 0
     result = json.loads(out.read_text())

@@ -6,12 +6,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TINY
 from thce.cli import main
+from thce.data.feature_pool import one_torch_thread
 
 CONFIG = TINY.replace("epochs = 1\n", "epochs = 2\n").replace("last_epochs = 2", "last_epochs = 3")
 WITH_LMLE = CONFIG.replace("seed = 3\n", 'seed = 3\nmethods = ["baseline", "proposed1", "proposed2", "lmle"]\n') + (
@@ -43,6 +45,23 @@ def _kill_when(path_glob: str, run_dir: Path, config: Path, launcher: tuple[str,
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Callable[[str], Path]:
+    """The uninterrupted run of a config text, trained once for every test that kills a run of that config."""
+    runs: dict[str, Path] = {}
+
+    def reference(config_text: str) -> Path:
+        if config_text not in runs:
+            root = tmp_path_factory.mktemp("uninterrupted")
+            (root / "tiny.toml").write_text(config_text)
+            with one_torch_thread():
+                assert main(["-q", "experiment", str(root / "tiny.toml"), "--out", str(root / "reference")]) == 0
+            runs[config_text] = root / "reference"
+        return runs[config_text]
+
+    return reference
+
+
 @pytest.mark.parametrize(
     "stage_file, config_text",
     [
@@ -53,23 +72,16 @@ def _kill_when(path_glob: str, run_dir: Path, config: Path, launcher: tuple[str,
         ("lmle-end-to-end.pt", WITH_LMLE),
     ],
 )
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path, monkeypatch, stage_file, config_text):
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, monkeypatch, uninterrupted, stage_file, config_text):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the subprocess runs with one thread too: same arithmetic, same results
-    try:
-        config = tmp_path / "tiny.toml"
-        config.write_text(config_text)
-        reference = tmp_path / "reference"
-        assert main(["-q", "experiment", str(config), "--out", str(reference)]) == 0
-        killed = tmp_path / "killed"
-        _kill_when(stage_file, killed, config)
-        assert not (killed / "results.json").exists()
+    reference = uninterrupted(config_text)
+    config = tmp_path / "tiny.toml"
+    config.write_text(config_text)
+    killed = tmp_path / "killed"
+    _kill_when(stage_file, killed, config)
+    assert not (killed / "results.json").exists()
+    with one_torch_thread():
         assert main(["-q", "experiment", str(config), "--out", str(killed), "--resume"]) == 0
-    finally:
-        torch.set_num_threads(threads)
     assert _comparable(killed) == _comparable(reference)
     reference_rows = (reference / "metrics.csv").read_text().splitlines()
     killed_rows = (killed / "metrics.csv").read_text().splitlines()

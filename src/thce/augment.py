@@ -83,6 +83,9 @@ class AugmentConfig:
     ``time_masks`` / ``time_mask_frames``: SpecAugment time masks per clip and their maximum width in frames.
     ``mixup_alpha``: Beta(alpha, alpha) of mixup within the batch (0: off).
     ``mixup_embedding``: mixup in the THCE embedding stage: ``"off"`` or ``"mix"`` (mixed cluster targets).
+    ``remix_events``: frame-level runs (strong labels) only: events cut from the training clips pasted into each
+    training clip per epoch of the detector stages (:mod:`thce.data.remix`; 0: off), at an event-to-background
+    ratio drawn uniformly from ``remix_ebr_db`` (dB). Not in the THCE embedding stage, whose clusters are fixed.
 
     A zero count or a zero width turns that mask off; ``mixup_alpha = 0`` turns mixup off everywhere (then
     ``mixup_embedding`` has no effect), so a sweep can vary each key on its own.
@@ -96,6 +99,8 @@ class AugmentConfig:
     time_mask_frames: int = 0
     mixup_alpha: float = 0.0
     mixup_embedding: str = "off"
+    remix_events: int = 0
+    remix_ebr_db: tuple[float, float] = (-6.0, 6.0)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -108,6 +113,11 @@ class AugmentConfig:
                 raise ConfigError(f"augment.{name}: must be >= 0, got {getattr(self, name)}")
         if not (math.isfinite(self.mixup_alpha) and self.mixup_alpha >= 0):
             raise ConfigError(f"augment.mixup_alpha: must be a finite number >= 0 (0: off), got {self.mixup_alpha}")
+        if self.remix_events < 0:
+            raise ConfigError(f"augment.remix_events: must be >= 0 (0: off), got {self.remix_events}")
+        low, high = self.remix_ebr_db
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise ConfigError(f"augment.remix_ebr_db: expected [low, high] dB with low <= high, got {list(self.remix_ebr_db)}")
         if self.mixup_embedding not in MIXUP_EMBEDDING:
             raise ConfigError(
                 f"augment.mixup_embedding: must be one of {MIXUP_EMBEDDING}, got {self.mixup_embedding!r}"
@@ -138,7 +148,8 @@ class AugmentConfig:
 
     @property
     def enabled(self) -> bool:
-        """Anything at all is on; ``False`` means training is exactly as without augmentation."""
+        """Any batch augmentation is on (``remix_events`` works on whole epochs, see :mod:`thce.data.remix`);
+        ``False`` means the batches are exactly as without augmentation."""
         return self.input_enabled or self.mixup
 
     def describe(self) -> str:

@@ -31,8 +31,11 @@ class LoadedDetector:
         classes: the L event names.
         normaliser: the training split's per-band mean and std.
         method: the method (a network of :data:`thce.methods.METHODS`: baseline, proposed1, lmle, focal, ...).
-        val_scores: (n_val, L) sigmoid scores on the validation split, for choosing thresholds.
-        val_class_index: (n_val,) class of each validation clip (L = background).
+        val_scores: (n_val, L) sigmoid scores on the validation split, for choosing thresholds (a frame-level
+            run: one row per output frame of the validation clips).
+        val_class_index: (n_val,) class of each validation clip (L = background), or of each frame.
+        frames: a frame-level run's ``{"hop_s": seconds per output frame, "post_processing": per-class thresholds
+            and median filters chosen on validation event F}``; ``None`` for a clip-level run.
     """
 
     model: EventDetector
@@ -42,6 +45,7 @@ class LoadedDetector:
     method: str
     val_scores: np.ndarray
     val_class_index: np.ndarray
+    frames: dict[str, Any] | None = None
 
 
 def save_checkpoint(
@@ -55,10 +59,12 @@ def save_checkpoint(
     val_scores: np.ndarray,
     val_class_index: np.ndarray,
     train_class_counts: np.ndarray,
+    frames: dict[str, Any] | None = None,
 ) -> Path:
     """Write the state dict and plain metadata (lists, numbers, strings) atomically.
 
-    ``train_class_counts`` (L + 1,) rebuilds the losses of :mod:`thce.losses.imbalance` that score outputs."""
+    ``train_class_counts`` (L + 1,) rebuilds the losses of :mod:`thce.losses.imbalance` that score outputs.
+    ``frames``: a frame-level run's frame hop and post-processing (:attr:`LoadedDetector.frames`)."""
     meta = {
         "format": 1,
         "method": method,
@@ -69,6 +75,8 @@ def save_checkpoint(
         "val_class_index": np.asarray(val_class_index, dtype=np.int64).tolist(),
         "train_class_counts": np.asarray(train_class_counts, dtype=np.int64).tolist(),
     }
+    if frames is not None:
+        meta["frames"] = frames
     with atomic_write(path, "wb") as handle:
         torch.save({"state_dict": model.state_dict(), "meta": meta}, handle)
     return path
@@ -131,11 +139,28 @@ def load_checkpoint(path: str | Path) -> LoadedDetector:
             method=meta["method"],
             val_scores=np.asarray(meta["val_scores"], dtype=np.float32).reshape(-1, len(classes)),
             val_class_index=np.asarray(meta["val_class_index"], dtype=np.int64),
+            frames=_frames_meta(meta.get("frames"), classes),
         )
     except ConfigError:
         raise  # names the file already (source)
     except (KeyError, TypeError, IndexError, AttributeError, RuntimeError, ValueError) as error:
         raise DataError(f"{path}: not a thce checkpoint or damaged ({_describe(error)})") from None
+
+
+def _frames_meta(frames: Any, classes: tuple[str, ...]) -> dict[str, Any] | None:
+    """A frame-level checkpoint's ``frames`` entry, checked: a positive ``hop_s`` and a threshold and a median
+    filter for every class (TypeError/KeyError otherwise, reported as a damaged checkpoint)."""
+    if frames is None:
+        return None
+    hop_s = float(frames["hop_s"])
+    post = frames["post_processing"]
+    if not hop_s > 0:
+        raise ValueError(f"frames.hop_s: expected a positive number, got {hop_s}")
+    for key in ("thresholds", "median_filter_s"):
+        missing = [c for c in classes if c not in post[key]]
+        if missing:
+            raise KeyError(f"frames.post_processing.{key} lacks {', '.join(missing)}")
+    return {"hop_s": hop_s, "post_processing": post}
 
 
 def _describe(error: BaseException) -> str:

@@ -27,10 +27,17 @@ from thce.config_reader import read_table
 from thce.data.synth import SynthConfig
 from thce.encoders import ModelConfig
 from thce.errors import ConfigError
+from thce.frame_models import FrameModelConfig
 from thce.io import atomic_write
-from thce.methods import PAPER_METHODS, check_methods
+from thce.methods import FRAME_METHODS, PAPER_METHODS, check_methods
 from thce.reference import LogRegStatsConfig
-from thce.training.algorithm1 import AuxiliaryTHCEConfig, BaselineConfig, DetectorConfig, EmbeddingConfig
+from thce.training.algorithm1 import (
+    AuxiliaryTHCEConfig,
+    BaselineConfig,
+    DCASE2017BaselineConfig,
+    DetectorConfig,
+    EmbeddingConfig,
+)
 from thce.training.engine import TrainConfig
 from thce.training.imbalance import (
     LOSS_CONFIGS,
@@ -57,6 +64,9 @@ class DataConfig:
     ``ratio``: optional re-ratio of train and val, e.g. ``"2:2:1:26"`` (classes in order, then background);
     the test split is left untouched, as in the paper. ``ratio_shrink``: if not empty, only these labels are
     subsampled to the ratio (``["dog", "gun"]``: the paper's 2:2:1:26); by default every label may be.
+    ``strong_labels``: train and evaluate at the frame level on the clips' event onsets and offsets
+    (:mod:`thce.data.strong`; the encoder is ``[frame_model]``'s); ``events``: their event list (``""``:
+    ``events.tsv`` beside the manifest, else the manifest's ``onset_s,offset_s`` columns).
     """
 
     source: str = "synth"
@@ -68,6 +78,8 @@ class DataConfig:
     cache_dir: str = ""
     feature_workers: int = 0
     strict: bool = False
+    strong_labels: bool = False
+    events: str = ""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -100,6 +112,7 @@ class ExperimentConfig:
     synth: SynthConfig = field(default_factory=lambda: SynthConfig.from_ratio(PAPER_RATIO_2_2_1_26, unit=4))
     features: LogMelConfig = field(default_factory=LogMelConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    frame_model: FrameModelConfig = field(default_factory=FrameModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -115,6 +128,12 @@ class ExperimentConfig:
     softtriple: SoftTripleConfig = field(default_factory=SoftTripleConfig)
     lmle: LMLEConfig = field(default_factory=LMLEConfig)
     logreg_stats: LogRegStatsConfig = field(default_factory=LogRegStatsConfig)
+    dcase2017_baseline: DCASE2017BaselineConfig = field(default_factory=DCASE2017BaselineConfig)
+
+    @property
+    def strong_labels(self) -> bool:
+        """Whether the run trains and evaluates over frames (``data.strong_labels``)."""
+        return self.data.strong_labels
 
     def loss_config(self, method: str) -> LossConfig:
         """The config table of an imbalance method (``focal``, ``ldam_drw``, ...)."""
@@ -129,7 +148,9 @@ class ExperimentConfig:
         self.synth.validate()
         self.features.validate()
         self.model.validate()
+        self.frame_model.validate()
         self._check_panns()
+        self._check_frames()
         self.train.validate()
         self.embedding.validate()
         self.detector.validate("detector")
@@ -140,6 +161,7 @@ class ExperimentConfig:
             self.loss_config(method).validate()
         self.lmle.validate()
         self.logreg_stats.validate()
+        self.dcase2017_baseline.validate("dcase2017_baseline")
 
     def _check_panns(self) -> None:
         """A PANNs encoder: ``[features]`` is its own front end; frozen, its inputs are cached embeddings."""
@@ -166,6 +188,30 @@ class ExperimentConfig:
             fixed = [m for m in self.methods if m in ("lmle", "logreg_stats")]
             if fixed:
                 raise ConfigError(f"methods: {', '.join(fixed)} not with model.freeze = 'all' (see docs/panns.md)")
+
+    def _check_frames(self) -> None:
+        """Frame-level runs (``data.strong_labels``): the methods that train over frames, without mixup (a mixed
+        clip's frames have no one cluster) or circular time shifts (they move events away from their labels), and
+        without a PANNs ``model.encoder``."""
+        if not self.data.strong_labels:
+            if self.augment.remix_events:
+                raise ConfigError("augment.remix_events: needs strong labels (data.strong_labels = true)")
+            clip_only = [m for m in self.methods if m in FRAME_METHODS and m not in PAPER_METHODS]
+            if clip_only:
+                raise ConfigError(f"methods: {', '.join(clip_only)} needs frame labels (data.strong_labels = true)")
+            return
+        other = [m for m in self.methods if m not in FRAME_METHODS]
+        if other:
+            raise ConfigError(
+                f"methods: {', '.join(other)} not with data.strong_labels = true (frame-level methods: "
+                f"{', '.join(FRAME_METHODS)})"
+            )
+        if self.augment.mixup_alpha > 0:
+            raise ConfigError("augment.mixup_alpha: not with data.strong_labels = true (it mixes clips, not frames)")
+        if self.augment.time_shift:
+            raise ConfigError("augment.time_shift: not with data.strong_labels = true (it moves events off their labels)")
+        if self.model.is_panns:
+            raise ConfigError(f"model.encoder: {self.model.encoder} has no frame-level version; [frame_model] is used")
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
@@ -225,7 +271,9 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
 
 #: Config keys holding file or folder paths: relative ones are resolved against the config file's folder when read
 #: from a file, against the current directory when given with ``--set``.
-PATH_KEYS: tuple[tuple[str, ...], ...] = (("data", "manifest"), ("data", "cache_dir"), ("model", "pretrained"))
+PATH_KEYS: tuple[tuple[str, ...], ...] = (
+    ("data", "manifest"), ("data", "events"), ("data", "cache_dir"), ("model", "pretrained"),
+)
 
 
 def _absolute(value: Any, base: str | os.PathLike) -> Any:

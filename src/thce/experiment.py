@@ -33,6 +33,7 @@ from thce.data.manifest import (
     write_skipped,
 )
 from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
+from thce.data.strong import StrongLabels, frame_targets, read_strong_labels
 from thce.data.synth import generate_scenes
 from thce.distributed import SINGLE, Distributed
 from thce.errors import ConfigError, DataError
@@ -43,11 +44,14 @@ from thce.methods import MethodRun, build_method_encoder, trainers
 from thce.models import EventDetector
 from thce.machine import run_provenance
 from thce.figures import seeds_det_summary
+from thce.detection.frame_events import choose_post_processing, clip_counts, detect_clips, reference_list
+from thce.detection.metrics import evaluate_events
 from thce.report import write_report
 from thce.rundir import (
     CHECKPOINTS,
     CLIPS,
     CONFIG,
+    EVENT_COUNTS,
     METRICS,
     RESULTS,
     RESUME,
@@ -57,7 +61,7 @@ from thce.rundir import (
     clear_run_outputs,
     open_run,
 )
-from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
+from thce.stats import ScoredTestSet, bootstrap_eer_difference, bootstrap_event_f_difference, mean_std_eer
 from thce.training.data import TrainingData, predict_scores
 from thce.training.diagnostics import embedding_learning_per_seed
 from thce.progress import ProgressFn
@@ -65,6 +69,7 @@ from thce.training.engine import RunContext
 from thce.training.metrics_log import MetricsLog
 
 logger = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -76,6 +81,17 @@ class PreparedData:
     store: FeatureStore
     normaliser: Normaliser
     skipped: list[Skipped] = dataclasses.field(default_factory=list)
+    strong: StrongLabels | None = None  # frame-level runs: every clip's events (data.strong_labels)
+    frame_hop_s: float = 0.0  # frame-level runs: seconds per output frame
+
+
+def run_manifest(config: ExperimentConfig, out_dir: Path, progress: ProgressFn | None = None) -> Path:
+    """The run's manifest: the synthetic scenes' (generated into ``out_dir/data`` if not there yet), or the
+    config's ``data.manifest``."""
+    if config.data.source == "synth":
+        synth = dataclasses.replace(config.synth, seed=config.seed)
+        return generate_scenes(synth, out_dir / "data", progress=progress)
+    return Path(config.data.manifest)
 
 
 def load_rows(
@@ -83,16 +99,15 @@ def load_rows(
     out_dir: Path,
     progress: ProgressFn | None = None,
     skipped: list[Skipped] | None = None,
+    *,
+    manifest: Path | None = None,
 ) -> list[ManifestRow]:
-    """The manifest rows of the run, with every split filled (and train/val re-ratioed if configured).
+    """The manifest rows of the run (``manifest``: :func:`run_manifest`'s, found if ``None``), with every split
+    filled (and train/val re-ratioed if configured).
 
     Rows with a problem (missing file, unknown label, duplicate, ...) are dropped and appended to ``skipped``;
     with ``data.strict`` the first problems stop the run instead."""
-    if config.data.source == "synth":
-        synth = dataclasses.replace(config.synth, seed=config.seed)
-        manifest = generate_scenes(synth, out_dir / "data", progress=progress)
-    else:
-        manifest = Path(config.data.manifest)
+    manifest = run_manifest(config, out_dir, progress) if manifest is None else manifest
     rows, bad = screen_rows(
         read_manifest(manifest), classes=config.data.classes, source=Path(manifest).name, strict=config.data.strict
     )
@@ -119,7 +134,8 @@ def prepare_data(
 
     ``write_files=False`` (ranks other than 0, after rank 0 prepared the data) leaves ``skipped.csv`` alone."""
     skipped: list[Skipped] = []
-    rows = load_rows(config, out_dir, progress, skipped)
+    manifest = run_manifest(config, out_dir, progress)
+    rows = load_rows(config, out_dir, progress, skipped, manifest=manifest)
     check_split_coverage(rows, config.data.classes)
     class_of = {name: i for i, name in enumerate(config.data.classes)}
     class_index = np.array([class_of.get(row.label, len(config.data.classes)) for row in rows], dtype=np.int64)
@@ -141,34 +157,81 @@ def prepare_data(
         normaliser = Normaliser(np.zeros(config.features.n_mels), np.ones(config.features.n_mels))
     else:
         normaliser = Normaliser.fit(store, splits["train"])
-    data = TrainingData(store, class_index, splits, tuple(config.data.classes), normaliser)
-    return PreparedData(data, kept, store, normaliser, skipped)
+    if not config.data.strong_labels:
+        data = TrainingData(store, class_index, splits, tuple(config.data.classes), normaliser)
+        return PreparedData(data, kept, store, normaliser, skipped)
+    strong = read_strong_labels(manifest, events_path=config.data.events or None)
+    stride = config.frame_model.stride
+    hop_s = stride * config.features.hop_ms / 1000.0
+    targets = np.stack([
+        frame_targets(strong.get(row.path, ()), config.data.classes, config.features.num_frames // stride, hop_s)
+        for row in rows
+    ])  # fmt: skip
+    data = TrainingData(store, class_index, splits, tuple(config.data.classes), normaliser, frame_targets=targets)
+    return PreparedData(data, kept, store, normaliser, skipped, strong=strong, frame_hop_s=hop_s)
 
 
 def evaluate_and_save(
     model: EventDetector, method: str, prepared: PreparedData, config: ExperimentConfig, ctx: RunContext, out_dir: Path
 ) -> dict[str, Any]:
     """Score the validation split (``val_eer``, for choosing settings) and the test split (``eer``, DET), and save
-    (rank 0) a self-contained checkpoint with the validation scores."""
+    (rank 0) a self-contained checkpoint with the validation scores (and, for a frame-level run, the frame hop and
+    the post-processing chosen on validation)."""
     data = prepared.data
-    val = data.splits["val"]
+    val, test = data.splits["val"], data.splits["test"]
     val_scores = predict_scores(model, data, val, ctx)
+    scores = predict_scores(model, data, test, ctx)
+    frames = None
+    if data.frame_level:
+        results = _frame_results(scores, val_scores, prepared)
+        frames = {"hop_s": prepared.frame_hop_s, "post_processing": results["post_processing"]}
+    else:
+        labels = data.class_index[test]
+        results = {
+            "eer": per_class_eer(scores=scores, class_index=labels, classes=data.classes),
+            "val_eer": per_class_eer(scores=val_scores, class_index=data.class_index[val], classes=data.classes),
+            "det": per_class_det_points(scores=scores, class_index=labels, classes=data.classes),
+            "test_scores": scores,
+            "val_scores": val_scores,
+        }
     if ctx.dist.is_main:
         save_checkpoint(
             out_dir / CHECKPOINTS / f"{method}.pt", whole_model(model, config, method),
             config=portable_config(config), method=method, classes=data.classes,
-            normaliser=prepared.normaliser, val_scores=val_scores, val_class_index=data.class_index[val],
-            train_class_counts=data.class_counts("train"),
+            normaliser=prepared.normaliser, val_scores=val_scores.reshape(-1, val_scores.shape[-1]),
+            val_class_index=data.item_class(val).reshape(-1), train_class_counts=data.class_counts("train"),
+            frames=frames,
         )  # fmt: skip
-    test = data.splits["test"]
-    scores = predict_scores(model, data, test, ctx)
-    labels = data.class_index[test]
+    return results
+
+
+def _frame_results(scores: np.ndarray, val_scores: np.ndarray, prepared: PreparedData) -> dict[str, Any]:
+    """A frame-level method's results: EER and DET over frames (every output frame an item), and the event-based
+    metrics of DCASE 2017 Task 2 on the test clips with the post-processing chosen on validation (per class:
+    threshold and median filter maximising validation event F). Scores are saved flattened, one row per frame."""
+    data, hop_s = prepared.data, prepared.frame_hop_s
+    paths = prepared.store.paths
+    per_split: dict[str, Any] = {}
+    for split, split_scores in (("val", val_scores), ("test", scores)):
+        names = [str(paths[i]) for i in data.splits[split]]
+        events = {name: prepared.strong.get(Path(name), ()) for name in names} if prepared.strong else {}
+        per_split[split] = (names, split_scores, reference_list(names, events))
+    post, val_f = choose_post_processing(*per_split["val"], hop_s, data.classes)
+    names, _, reference = per_split["test"]
+    detected = detect_clips(names, scores, hop_s, data.classes, post)
+    flat = {split: s.reshape(-1, s.shape[-1]) for split, s in (("val", val_scores), ("test", scores))}
+    frame_class = {split: data.item_class(data.splits[split]).reshape(-1) for split in ("val", "test")}
     return {
-        "eer": per_class_eer(scores=scores, class_index=labels, classes=data.classes),
-        "val_eer": per_class_eer(scores=val_scores, class_index=data.class_index[val], classes=data.classes),
-        "det": per_class_det_points(scores=scores, class_index=labels, classes=data.classes),
-        "test_scores": scores,
-        "val_scores": val_scores,
+        "eer": per_class_eer(scores=flat["test"], class_index=frame_class["test"], classes=data.classes),
+        "val_eer": per_class_eer(scores=flat["val"], class_index=frame_class["val"], classes=data.classes),
+        "det": per_class_det_points(scores=flat["test"], class_index=frame_class["test"], classes=data.classes),
+        "events": evaluate_events(reference, detected, classes=data.classes),
+        "event_counts": clip_counts(names, detected, reference, data.classes),
+        "val_event_f": val_f,
+        "post_processing": post.to_dict(),
+        "frame_hop_s": hop_s,
+        "test_scores": flat["test"],
+        "val_scores": flat["val"],
     }
 
 
@@ -276,6 +339,7 @@ def _run_experiment(
     diagnostics = run.diagnostics
     test_scores = {name: entry.pop("test_scores") for name, entry in methods.items()}
     val_scores = {name: entry.pop("val_scores") for name, entry in methods.items()}
+    event_counts = {name: entry.pop("event_counts") for name, entry in methods.items() if "event_counts" in entry}
     results = {
         "classes": list(data.classes),
         "methods": methods,
@@ -293,9 +357,12 @@ def _run_experiment(
     if not dist.is_main:
         return results
     with atomic_write(out_dir / VAL_SCORES, "wb") as handle:
-        np.savez(handle, class_index=data.class_index[data.splits["val"]], **val_scores)
+        np.savez(handle, class_index=data.item_class(data.splits["val"]).reshape(-1), **val_scores)
     with atomic_write(out_dir / SCORES, "wb") as handle:
-        np.savez(handle, class_index=data.class_index[data.splits["test"]], **test_scores)
+        np.savez(handle, class_index=data.item_class(data.splits["test"]).reshape(-1), **test_scores)
+    if event_counts:  # frame-level runs: per test clip and class (tp, n_ref, n_sys), for bootstraps over clips
+        with atomic_write(out_dir / EVENT_COUNTS, "wb") as handle:
+            np.savez(handle, **event_counts)
     write_json(out_dir / CLIPS, scored_clips(prepared))
     write_json(out_dir / RESULTS, results)
     write_report(out_dir, results)
@@ -366,6 +433,8 @@ def summarise_seeds(config: ExperimentConfig, out_dir: Path, seed_list: Sequence
             method: bootstrap_eer_difference(test_sets, method=method, seed=config.seed, resample_seeds=True)
             for method in others
         }
+    if all("events" in entry for entry in methods.values()):  # frame-level runs: the event figures over seeds
+        over_seeds["events"] = _events_over_seeds(runs, out_dir, seed_list, others, config.seed)
     learning = embedding_learning_per_seed(runs)
     if learning:
         over_seeds["embedding_learning"] = learning  # per seed: did Algorithm 1's embedding stage separate classes?
@@ -382,6 +451,38 @@ def summarise_seeds(config: ExperimentConfig, out_dir: Path, seed_list: Sequence
     save_config(config, out_dir / CONFIG)
     write_json(out_dir / RESULTS, summary)
     write_report(out_dir, summary)
+    return summary
+
+
+def _events_over_seeds(
+    runs: Sequence[dict[str, Any]], out_dir: Path, seed_list: Sequence[int], others: Sequence[str], seed: int
+) -> dict[str, Any]:
+    """Frame-level runs over seeds: mean and std of each method's event-based F and ER (class average, overall,
+    per class), and bootstrap intervals of each method's class-average F minus the baseline's over test clips and,
+    with several seeds, over seeds and clips."""
+    figures = []
+    for run in runs:
+        per_method = {}
+        for method, entry in run["methods"].items():
+            events = entry["events"]
+            per_method[method] = {
+                "f_class_average": events["class_average"]["f_score"],
+                "er_class_average": events["class_average"]["error_rate"],
+                "f_overall": events["overall"]["f_score"],
+                "er_overall": events["overall"]["error_rate"],
+                **{f"f_{label}": row["f_score"] for label, row in events["class_wise"].items()},
+            }
+        figures.append(per_method)
+    counts = []
+    for s in seed_list:
+        with np.load(out_dir / f"seed_{s}" / EVENT_COUNTS) as archive:
+            counts.append({method: archive[method] for method in archive.files})
+    summary: dict[str, Any] = {"figures": mean_std_eer(figures)}
+    summary["bootstrap_f"] = {m: bootstrap_event_f_difference(counts, method=m, seed=seed) for m in others}
+    if len(counts) > 1:
+        summary["bootstrap_f_seeds"] = {
+            m: bootstrap_event_f_difference(counts, method=m, seed=seed, resample_seeds=True) for m in others
+        }
     return summary
 
 

@@ -526,3 +526,23 @@ def build_frame_encoder(config: FrameModelConfig, *, n_mels: int, normalise: boo
     normalisation (and centring), as for the clip baseline (and always for the DCASE 2017 reference)."""
     config.validate()
     return FRAME_ENCODERS[config.encoder](config, n_mels, normalise)
+
+
+class FramePooling(nn.Module):
+    """An encoder's per-frame outputs averaged over non-overlapping groups of ``stride`` frames:
+    ``(B, T, D) -> (B, T // stride, D)`` (a last partial group is dropped), so that a model scoring every input
+    frame (the DCASE 2017 baseline) scores the output frames of a run whose targets are at ``stride``."""
+
+    def __init__(self, encoder: nn.Module, stride: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.stride = stride
+        self.embedding_dim = encoder.embedding_dim
+        self.frame_stride = getattr(encoder, "frame_stride", 1) * stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        frames = self.encoder(x)
+        if self.stride == 1:
+            return frames
+        kept = frames.shape[1] // self.stride * self.stride
+        return frames[:, :kept].unflatten(1, (-1, self.stride)).mean(dim=2)

@@ -13,6 +13,7 @@ This module reads a run's configuration through :class:`RunSettings` (the attrib
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,17 +27,20 @@ from torch import nn
 from thce.audio import LogMelConfig
 from thce.encoders import ModelConfig, build_encoder
 from thce.errors import ConfigError
+from thce.frame_models import FrameModelConfig, FramePooling, build_dcase2017_detector, build_frame_encoder
 from thce.models import ClusterLayer, DetectorHead, EventDetector
 from thce.reference import LogRegStatsConfig, run_logreg_stats
 from thce.training.algorithm1 import (
     AuxiliaryTHCEConfig,
     BaselineConfig,
+    DCASE2017BaselineConfig,
     DetectorConfig,
     EmbeddingConfig,
     learn_embedding,
     thce_auxiliary_loss,
     train_baseline,
     train_detector,
+    train_end_to_end,
 )
 from thce.training.data import TrainingData
 from thce.training.engine import RunContext
@@ -58,6 +62,15 @@ class RunSettings(Protocol):
 
     @property
     def model(self) -> ModelConfig: ...
+
+    @property
+    def frame_model(self) -> FrameModelConfig: ...
+
+    @property
+    def strong_labels(self) -> bool: ...
+
+    @property
+    def dcase2017_baseline(self) -> DCASE2017BaselineConfig: ...
 
     @property
     def embedding(self) -> EmbeddingConfig: ...
@@ -210,6 +223,11 @@ def build_method_encoder(config: RunSettings, method: str, *, cached: bool = Fal
     normalised = METHODS[method].l2_normalised
     if normalised is None:
         raise ValueError(f"{method} is not a network: it has no encoder")
+    if config.strong_labels and not cached:  # a frame-level run: one embedding per output frame ([frame_model])
+        frame_model = config.frame_model
+        if method == "dcase2017_baseline":
+            frame_model = dataclasses.replace(frame_model, encoder="dcase2017_mlp", frame_stride=None)
+        return build_frame_encoder(frame_model, n_mels=config.features.n_mels, normalise=normalised(config))
     features = config.features
     return build_encoder(
         config.model, frames=features.num_frames, n_mels=features.n_mels, sample_rate_hz=features.sample_rate_hz,
@@ -291,6 +309,27 @@ def _imbalance(name: str, description: str) -> Method:
     )
 
 
+def _dcase2017_detector(
+    config: RunSettings, method: str, encoder: nn.Module, num_events: int, counts: np.ndarray, cluster_layer: Any
+) -> EventDetector:
+    """The DCASE 2017 Task 2 baseline's output layer (one sigmoid per class, its published initialiser), on its
+    hidden layers averaged over each of the run's output frames (it scores every input frame; the run's targets
+    and evaluation are at ``frame_model``'s stride, e.g. 50 ms)."""
+    return build_dcase2017_detector(
+        config.features.n_mels, num_events, encoder=FramePooling(encoder, config.frame_model.stride)
+    )
+
+
+def _train_dcase2017_baseline(run: MethodRun) -> dict[str, Results]:
+    """The DCASE 2017 Task 2 baseline: its MLP on log-mel frames with context, unweighted BCE (Eq. 1) over frames,
+    early stopping as ``[dcase2017_baseline]`` says."""
+    with run.timed("dcase2017_baseline"):
+        model = run.build_detector("dcase2017_baseline", run.new_encoder("dcase2017_baseline"))
+        train_end_to_end(model, run.data, run.config.dcase2017_baseline, run.ctx, method="dcase2017_baseline",
+                         weighted=False)  # fmt: skip
+        return {"dcase2017_baseline": run.evaluate("dcase2017_baseline", model)}
+
+
 def _train_logreg_stats(run: MethodRun) -> dict[str, Results]:
     with run.timed("logreg_stats"):
         return {"logreg_stats": run_logreg_stats(run.data, run.config.logreg_stats, run.checkpoint_dir)}
@@ -320,6 +359,9 @@ METHODS: dict[str, Method] = {
         _imbalance("logit_adjusted", "logit-adjusted softmax CE"),
         _imbalance("ldam_drw", "label-distribution-aware margin loss, deferred re-weighting"),
         _imbalance("softtriple", "SoftTriple loss"),
+        Method("dcase2017_baseline", "the DCASE 2017 Task 2 baseline: MLP on log-mel frames with context, "
+               "unweighted BCE (frame-level runs only)", "DCASE17", lambda config: False, _dcase2017_detector,
+               _train_dcase2017_baseline, sections=("dcase2017_baseline",)),
         Method("logreg_stats", "not deep: per-band mean and std of the normalised log-mel, balanced logistic "
                "regression, C on val", train=_train_logreg_stats, sections=("logreg_stats",)),
     )
@@ -327,6 +369,8 @@ METHODS: dict[str, Method] = {
 
 #: The paper's methods (Tables 1 and 2), the default of a config's ``methods``.
 PAPER_METHODS = ("baseline", "proposed1", "proposed2")
+#: The methods a frame-level run (``data.strong_labels``) trains: the paper's over frames, and the field's reference.
+FRAME_METHODS = (*PAPER_METHODS, "dcase2017_baseline")
 
 
 def check_methods(names: Iterable[str]) -> None:

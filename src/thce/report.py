@@ -31,7 +31,7 @@ from thce.methods import METHODS, method_short_name
 from thce.results import eer_value, percent, results_classes_and_methods
 from thce.rundir import DET_FIGURE, EMBEDDING_FIGURE, REPORT
 
-__all__ = ["counts_table_markdown", "eer_table_markdown", "write_report"]
+__all__ = ["counts_table_markdown", "eer_table_markdown", "event_table_markdown", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,48 @@ def eer_table_markdown(results: Mapping[str, Any]) -> str:
             legend.append(f"{m}: {description}")
     if legend:
         lines += ["", "; ".join(legend)]
+    return "\n".join(lines) + "\n"
+
+
+def event_table_markdown(results: Mapping[str, Any]) -> str:
+    """Event-based F-score and error rate of a frame-level run's methods (DCASE 2017 Task 2: onset within the
+    collar, the post-processing of each method chosen on validation): a row per class, the class average (Task 2's
+    ranking metric) and the overall counts. ``""`` when no method has event results (a clip-level run).
+
+    >>> ev = {"collar_s": 0.5, "class_wise": {"dog": {"f_score": 0.9, "error_rate": 0.2}},
+    ...       "class_average": {"f_score": 0.9, "error_rate": 0.2}, "overall": {"f_score": 0.9, "error_rate": 0.2}}
+    >>> print(event_table_markdown({"classes": ["dog"], "methods": {"proposed2": {"eer": {}, "events": ev}}}))
+    Event-based F-score (%) / error rate on the test clips (DCASE 2017 Task 2: onset within 0.5 s), thresholds and median filter chosen per class on validation event F.
+    <BLANKLINE>
+    | Class | P2 |
+    | :-- | --: |
+    | dog | 90.0 / 0.20 |
+    | Class average | 90.0 / 0.20 |
+    | Overall | 90.0 / 0.20 |
+    <BLANKLINE>
+    """
+    classes, methods = results_classes_and_methods(results)
+    names = [m for m in methods if isinstance(methods[m].get("events"), Mapping)]
+    if not names:
+        return ""
+    collar = methods[names[0]]["events"].get("collar_s", 0.5)
+
+    def cell(entry: Any) -> str:
+        if not isinstance(entry, Mapping) or entry.get("f_score") is None or entry.get("error_rate") is None:
+            return "–"
+        return f"{100 * entry['f_score']:.1f} / {entry['error_rate']:.2f}"
+
+    lines = [
+        f"Event-based F-score (%) / error rate on the test clips (DCASE 2017 Task 2: onset within {collar:g} s), "
+        "thresholds and median filter chosen per class on validation event F.",
+        "",
+        "| Class | " + " | ".join(method_short_name(m) for m in names) + " |",
+        "| :-- | " + " | ".join("--:" for _ in names) + " |",
+    ]
+    rows = [(c, lambda ev, c=c: ev["class_wise"].get(c)) for c in classes]
+    rows += [("Class average", lambda ev: ev.get("class_average")), ("Overall", lambda ev: ev.get("overall"))]
+    for label, pick in rows:
+        lines.append(f"| {label} | " + " | ".join(cell(pick(methods[m]["events"])) for m in names) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -201,19 +243,63 @@ def seeds_table_markdown(results: Mapping[str, Any]) -> str:
             "(the trained models held fixed), and over the seeds and test clips (the training runs resampled too, "
             "so it also holds how much other runs would move the difference; coarse with few seeds):",
             "",
-            "| Method | difference | over test clips | over seeds and test clips |",
-            "| :-- | --: | --: | --: |",
+            *_interval_table(bootstrap, over_runs),
         ]
-        for method, ci in bootstrap.items():
-            both = over_runs.get(method)
-            lines.append(
-                f"| {method_short_name(method)} | {100 * ci['difference']:+.1f} | {_interval_cell(ci)} | "
-                f"{_interval_cell(both) if both else '–'} |"
-            )
+    events = repeats.get("events")
+    if isinstance(events, Mapping):
+        lines += ["", *seeds_events_markdown(classes, methods, events, len(repeats["seeds"]))]
     learning = embedding_learning_line(repeats.get("embedding_learning", []))
     if learning:
         lines += ["", learning]
     return "\n".join(lines) + "\n"
+
+
+def seeds_events_markdown(
+    classes: Sequence[str], methods: Sequence[str], events: Mapping[str, Any], n_seeds: int
+) -> list[str]:
+    """A frame-level run over seeds: event-based F and ER (mean ± std) and the intervals of each method's
+    class-average F minus the baseline's (``results["seeds"]["events"]``, written by ``thce.experiment``)."""
+    figures = events["figures"]
+    rows = [("f_class_average", "F class average (%)", 100, ".1f"), ("er_class_average", "ER class average", 1, ".2f"),
+            ("f_overall", "F overall (%)", 100, ".1f"), ("er_overall", "ER overall", 1, ".2f"),
+            *[(f"f_{c}", f"F {c} (%)", 100, ".1f") for c in classes]]  # fmt: skip
+    lines = [
+        f"Event-based figures on the test clips over {n_seeds} seeds (DCASE 2017 Task 2, onset collar 0.5 s): "
+        "mean ± std.",
+        "",
+        "| Figure | " + " | ".join(method_short_name(m) for m in methods) + " |",
+        "| :-- |" + " --: |" * len(methods),
+    ]
+    for key, label, scale, form in rows:
+        cells = []
+        for method in methods:
+            value = figures.get(method, {}).get(key)
+            ok = value is not None and value["mean"] == value["mean"]
+            cells.append(f"{scale * value['mean']:{form}} ± {scale * value['std']:{form}}" if ok else "–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    clips, both = events.get("bootstrap_f", {}), events.get("bootstrap_f_seeds", {})
+    if clips:
+        lines += [
+            "",
+            "Class-average event F minus the baseline's (percentage points), bootstrap intervals over the test clips "
+            "and over the seeds and test clips:",
+            "",
+            *_interval_table(clips, both),
+        ]
+    return lines
+
+
+def _interval_table(over_clips: Mapping[str, Any], over_seeds: Mapping[str, Any]) -> list[str]:
+    """A row per method: its difference to the baseline (percentage points), its interval over the test clips and,
+    where computed, over the seeds and test clips (:mod:`thce.stats`)."""
+    lines = ["| Method | difference | over test clips | over seeds and test clips |", "| :-- | --: | --: | --: |"]
+    for method, ci in over_clips.items():
+        both = over_seeds.get(method)
+        lines.append(
+            f"| {method_short_name(method)} | {100 * ci['difference']:+.1f} | {_interval_cell(ci)} | "
+            f"{_interval_cell(both) if both else '–'} |"
+        )
+    return lines
 
 
 def _interval_cell(ci: Mapping[str, Any]) -> str:
@@ -368,6 +454,10 @@ def write_report(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> dict
         "",
         eer_table_markdown(results),
     ]
+    events = event_table_markdown(results)
+    if events:  # a frame-level run: its EERs are over frames, its events come first
+        parts[-1:] = ["Over every output frame of the test clips (a frame-level run).", "", parts[-1]]
+        parts[-5:-5] = ["## Events", "", events]
     parts += untuned_notes(results)
     if isinstance(results.get("seeds"), Mapping):
         parts += ["## Repeats over seeds", "", seeds_table_markdown(results)]

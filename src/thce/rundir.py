@@ -41,11 +41,13 @@ REPORT = "report.md"
 DET_FIGURE = "det.png"
 EMBEDDING_FIGURE = "embedding.png"
 SKIPPED = "skipped.csv"
+#: A frame-level run's per-clip event counts of its test clips (:func:`thce.detection.frame_events.clip_counts`).
+EVENT_COUNTS = "event_counts.npz"
 
 #: What a run directory holds once a run started in it (``seed_N/``: a ``--seeds`` run).
 RUN_MARKERS = (RESULTS, CHECKPOINTS, METRICS, CONFIG)
 #: What a new run replaces, with ``overwrite`` (``checkpoints/*.pt`` too; caches and synthetic data are kept).
-RUN_OUTPUTS = (RESULTS, SCORES, VAL_SCORES, CLIPS, REPORT, DET_FIGURE, EMBEDDING_FIGURE, SKIPPED)
+RUN_OUTPUTS = (RESULTS, SCORES, VAL_SCORES, EVENT_COUNTS, CLIPS, REPORT, DET_FIGURE, EMBEDDING_FIGURE, SKIPPED)
 #: Files of a finished run (``results.json`` is written last of them).
 FINISHED_FILES = (VAL_SCORES, SCORES, CLIPS, RESULTS)
 #: What a user looks for in a run directory, in that order (``thce experiment`` lists them at the end).

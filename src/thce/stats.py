@@ -13,12 +13,21 @@ interval of a new set of training runs as well as of new test clips, wider and, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from thce.metrics import per_class_eer
+
+
+def _percentile_interval(observed: float, replicates: np.ndarray, confidence: float) -> dict[str, float]:
+    """``{"difference", "low", "high", "draws", "confidence"}``: the percentile interval of ``replicates``."""
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(replicates, [tail, 1 - tail])
+    return {"difference": observed, "low": float(low), "high": float(high), "draws": len(replicates),
+            "confidence": confidence}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,9 +81,6 @@ def bootstrap_eer_difference(
     """
     if not test_sets:
         raise ValueError("bootstrap_eer_difference: need at least one test set")
-    if not 0 < confidence < 1:
-        raise ValueError(f"bootstrap_eer_difference: confidence must be in (0, 1), got {confidence}")
-    rng = np.random.default_rng(seed)
 
     def difference(ts: ScoredTestSet, index: np.ndarray) -> float:
         labels = ts.class_index[index]
@@ -82,17 +88,84 @@ def bootstrap_eer_difference(
         b = per_class_eer(scores=ts.scores[reference][index], class_index=labels, classes=ts.classes)["overall"]
         return a - b
 
-    observed = float(np.mean([difference(ts, np.arange(len(ts.class_index))) for ts in test_sets]))
+    return _bootstrap_difference(
+        test_sets, difference, lambda ts: len(ts.class_index), lambda ts, rng: _stratified_draw(ts.class_index, rng),
+        draws=draws, confidence=confidence, seed=seed, resample_seeds=resample_seeds,
+    )  # fmt: skip
+
+
+def _bootstrap_difference(
+    sets: Sequence[Any],
+    difference: Callable[[Any, np.ndarray], float],
+    size: Callable[[Any], int],
+    draw: Callable[[Any, np.random.Generator], np.ndarray],
+    *,
+    draws: int,
+    confidence: float,
+    seed: int,
+    resample_seeds: bool,
+) -> dict[str, float]:
+    """The percentile interval of the mean over ``sets`` (one per seed) of ``difference(set, index)``: observed on
+    every item (``arange(size(set))``), then per draw on ``draw(set, rng)``'s resample of every set, or with
+    ``resample_seeds`` of ``len(sets)`` sets drawn with replacement first (NaN differences left out of a mean)."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"bootstrap: confidence must be in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    observed = float(np.mean([difference(one, np.arange(size(one))) for one in sets]))
 
     def replicate() -> float:
-        n = len(test_sets)
-        drawn = [test_sets[i] for i in rng.integers(n, size=n)] if resample_seeds else test_sets
-        return float(np.mean([difference(ts, _stratified_draw(ts.class_index, rng)) for ts in drawn]))
+        n = len(sets)
+        drawn = [sets[i] for i in rng.integers(n, size=n)] if resample_seeds else sets
+        return float(np.nanmean([difference(one, draw(one, rng)) for one in drawn]))
 
-    replicates = np.array([replicate() for _ in range(draws)])
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(replicates, [tail, 1 - tail])
-    return {"difference": observed, "low": float(low), "high": float(high), "draws": draws, "confidence": confidence}
+    return _percentile_interval(observed, np.array([replicate() for _ in range(draws)]), confidence)
+
+
+def class_average_f(counts: np.ndarray) -> float:
+    """DCASE 2017 Task 2's ranking figure from summed counts ``(L, 3)`` (or ``(n, L, 3)``, summed over clips):
+    the mean over classes with reference events of ``2 tp / (n_ref + n_sys)``; NaN when no class has any.
+
+    >>> class_average_f(np.array([[3, 4, 4], [1, 2, 0], [0, 0, 1]]))
+    0.875
+    """
+    totals = counts.sum(axis=0) if counts.ndim == 3 else counts
+    tp, n_ref, n_sys = totals[:, 0], totals[:, 1], totals[:, 2]
+    scored = n_ref > 0
+    if not scored.any():
+        return float("nan")
+    return float(np.mean(2.0 * tp[scored] / (n_ref[scored] + n_sys[scored])))
+
+
+def bootstrap_event_f_difference(
+    counts: Sequence[Mapping[str, np.ndarray]],
+    *,
+    method: str,
+    reference: str = "baseline",
+    draws: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    resample_seeds: bool = False,
+) -> dict[str, float]:
+    """Percentile bootstrap interval of ``class-average event F(method) - (reference)`` (fractions; DCASE 2017
+    Task 2's ranking figure), resampling test clips with replacement (events are counted per clip, so a clip is
+    the unit) and, with ``resample_seeds``, the seeds first, as :func:`bootstrap_eer_difference` does.
+
+    Args:
+        counts: one per seed: method -> per-clip counts ``(n_clips, L, 3)`` (true positives, reference events,
+            detected events; :func:`thce.detection.frame_events.clip_counts`), the clips in the same order for
+            every method.
+    """
+    if not counts:
+        raise ValueError("bootstrap_event_f_difference: need the counts of at least one seed")
+
+    def difference(run: Mapping[str, np.ndarray], index: np.ndarray) -> float:
+        return class_average_f(run[method][index]) - class_average_f(run[reference][index])
+
+    return _bootstrap_difference(
+        counts, difference, lambda run: len(run[method]),
+        lambda run, rng: rng.integers(len(run[method]), size=len(run[method])),
+        draws=draws, confidence=confidence, seed=seed, resample_seeds=resample_seeds,
+    )  # fmt: skip
 
 
 def mean_std_eer(per_seed: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:

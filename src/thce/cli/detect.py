@@ -163,11 +163,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     det.add_argument("--method", default="proposed2", help="checkpoint to use: baseline, proposed1, proposed2")
     det.add_argument("--hop-s", type=float, default=None,
                      help="seconds between windows (default: half the window; smaller = finer onsets, slower)")
-    det.add_argument("--threshold", default="eer",
-                     help="per-class threshold from the validation split: eer (default), far:RATE (e.g. far:0.01: "
-                          "false-alarm rate at most 1%%), or a number for every class")
+    det.add_argument("--threshold", default="auto",
+                     help="per-class threshold from the validation split: auto (default: events for a frame-level "
+                          "run, else eer), eer, events (a frame-level run's thresholds chosen on validation event F), "
+                          "far:RATE (e.g. far:0.01: false-alarm rate at most 1%%), or a number for every class")
     det.add_argument("--median-filter-s", type=float, default=None,
-                     help="median filter over window decisions, seconds (default: a quarter of the window; 0: off)")
+                     help="median filter over window decisions, seconds (default: a quarter of the window; a "
+                          "frame-level run: each class's chosen on validation; 0: off)")
     _add_event_rules(det)
     det.add_argument("--agreement", type=float, default=0.5,
                      help="fraction of the windows hearing a moment that must detect a class for it to be part of "

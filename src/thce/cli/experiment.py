@@ -47,7 +47,7 @@ def _run(
     from thce.devices import check_device
     from thce.distributed import init_distributed, shutdown
     from thce.experiment import run_experiment, run_seeds
-    from thce.report import eer_table_markdown, seeds_table_markdown
+    from thce.report import eer_table_markdown, event_table_markdown, seeds_table_markdown
 
     config = load_config(config_path, overrides)
     device_set = any(o.split("=", 1)[0].strip() == "train.device" for o in overrides)
@@ -68,6 +68,9 @@ def _run(
     if not dist.is_main:
         return 0
     print(eer_table_markdown(results))
+    events = event_table_markdown(results)
+    if events:
+        print(events)
     if seeds > 1:
         print(seeds_table_markdown(results))
     print(f"\nRun directory: {out} ({_listing(Path(out))})")

@@ -20,7 +20,8 @@ class DetectConfig:
 
     Attributes:
         hop_s: seconds between window starts; ``None`` = half the window (50 % overlap). At most one window.
-        threshold: ``"eer"``, ``"far:<rate>"`` (e.g. ``"far:0.01"``) or a number, see
+        threshold: ``"auto"`` (a frame-level run's thresholds chosen on validation event F, else ``"eer"``),
+            ``"eer"``, ``"events"``, ``"far:<rate>"`` (e.g. ``"far:0.01"``) or a number, see
             :mod:`thce.detection.thresholds`.
         median_filter_s: median filter length over per-window decisions, seconds; ``None`` = a quarter of the
             window's support, ``0`` = off.
@@ -33,7 +34,7 @@ class DetectConfig:
     """
 
     hop_s: float | None = None
-    threshold: str = "eer"
+    threshold: str = "auto"
     median_filter_s: float | None = None
     batch_size: int = 16
     block_s: float = 10.0

@@ -49,15 +49,19 @@ from thce.audio.read import SILENCE_PEAK, AudioInfo, audio_info, resampled_lengt
 from thce.detection.config import DetectConfig
 from thce.detection.events import DetectionResult, Event
 from thce.detection.inference import ModelScorer, WindowScorer
-from thce.detection.localise import EventRules, curve_to_events, median_filter_curve, median_filter_frames, score_curve
-from thce.detection.thresholds import class_thresholds
+from thce.detection.localise import (
+    EventRules,
+    curve_to_events,
+    median_filter_curve,
+    median_filter_frames,
+    score_curve,
+    stitch_frames,
+)
+from thce.detection.thresholds import class_thresholds, parse_threshold_rule, resolve_threshold_rule
 from thce.errors import AudioError, ConfigError
 from thce.progress import ProgressFn
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------- configuration
 
 
 # --------------------------------------------------------------------------------------------------- windows
@@ -126,7 +130,8 @@ class FileScores:
 
     Attributes:
         path: the file as given.
-        scores: ``(K, L)`` float32, row ``k`` for the window starting at ``k * hop_s``.
+        scores: ``(K, L)`` float32, row ``k`` for the window starting at ``k * hop_s``; a frame-level model's
+            ``(K, T', L)``: the scores of each window's output frames, ``frame_hop_s`` apart.
         classes: the L class names.
         hop_s, window_s: window spacing and length, seconds (at the model's rate: ``hop_samples / rate``).
         support_s: ``(start, stop)`` part of a window the model sees, seconds from the window's start.
@@ -143,6 +148,7 @@ class FileScores:
     support_s: tuple[float, float]
     duration_s: float
     silent: np.ndarray | None = None
+    frame_hop_s: float | None = None
 
     @property
     def starts_s(self) -> np.ndarray:
@@ -219,8 +225,8 @@ def score_file(
     def flush() -> None:
         nonlocal done, filled
         scores = np.asarray(scorer(batch[:filled]), dtype=np.float32)
-        if scores.shape != (filled, len(scorer.classes)):
-            raise ValueError(f"scorer returned shape {scores.shape}, expected {(filled, len(scorer.classes))}")
+        if scores.shape[0] != filled or scores.shape[-1] != len(scorer.classes) or scores.ndim not in (2, 3):
+            raise ValueError(f"scorer returned shape {scores.shape}, expected ({filled}, [frames,] {len(scorer.classes)})")
         out.append(scores)
         done += filled
         filled = 0
@@ -248,6 +254,7 @@ def score_file(
         support_s=tuple(scorer.support_s),
         duration_s=info.duration_s,
         silent=np.array(silent, dtype=bool),
+        frame_hop_s=getattr(scorer, "frame_hop_s", None),
     )
 
 
@@ -301,22 +308,48 @@ def detect_in_scores(
     file_scores: FileScores,
     thresholds: np.ndarray,
     *,
-    median_filter_s: float | None = None,
+    median_filter_s: float | Sequence[float] | None = None,
     events: EventRules = EventRules(),
     agreement: float = 0.5,
 ) -> FileDetection:
-    """:func:`scores_to_events` keeping the score over time (for saving and plotting)."""
+    """:func:`scores_to_events` keeping the score over time (for saving and plotting).
+
+    A frame-level model's scores (``file_scores.frame_hop_s`` set) give the score over time directly: each frame of
+    the file scores the mean of the windows covering it (:func:`thce.detection.localise.stitch_frames`); digital
+    silence windows veto their frames, as for window scores. ``median_filter_s`` may then be one length per class
+    (those chosen on validation); ``agreement`` is for window scores only."""
     fs = file_scores
     thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if thresholds.shape != (len(fs.classes),):
         raise ValueError(f"thresholds: expected shape ({len(fs.classes)},), got {thresholds.shape}")
-    edges, curve = score_curve(
-        fs.scores, hop_s=fs.hop_s, support_s=fs.support_s, duration_s=fs.duration_s, silent=fs.silent,
-        agreement=agreement,
-    )
-    curve = median_filter_curve(curve, median_filter_frames(median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s))
+    if fs.frame_hop_s is None:
+        edges, curve = score_curve(
+            fs.scores, hop_s=fs.hop_s, support_s=fs.support_s, duration_s=fs.duration_s, silent=fs.silent,
+            agreement=agreement,
+        )
+        curve = median_filter_curve(curve, median_filter_frames(median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s))
+    else:
+        edges, curve = _frame_curve(fs, median_filter_s)
     found = [Event(fs.path, *event) for event in curve_to_events(edges, curve, thresholds, fs.classes, events)]
     return FileDetection(fs, edges, curve, found, thresholds)
+
+
+def _frame_curve(fs: FileScores, median_filter_s: float | Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """A frame-level model's window scores -> the file's frame curve, silent windows' frames at -inf, median-filtered
+    per class (``None``: off; one number: every class)."""
+    assert fs.frame_hop_s is not None
+    scores = fs.scores
+    if fs.silent is not None and fs.silent.any():
+        scores = scores.copy()
+        scores[fs.silent] = -np.inf
+    edges, curve = stitch_frames(scores, hop_s=fs.hop_s, frame_hop_s=fs.frame_hop_s, duration_s=fs.duration_s)
+    lengths = [0.0] * len(fs.classes) if median_filter_s is None else median_filter_s
+    if isinstance(lengths, (int, float)):
+        lengths = [float(lengths)] * len(fs.classes)
+    for column, seconds in enumerate(lengths):
+        kernel = median_filter_frames(seconds, hop_s=fs.frame_hop_s, support_s=(0.0, 0.0))
+        curve[:, column] = median_filter_curve(curve[:, column : column + 1], kernel)[:, 0]
+    return edges, curve
 
 
 # ---------------------------------------------------------------------------------------------------- detect
@@ -333,8 +366,12 @@ def detect_files(
     progress: ProgressFn | None = None,
     skip_bad: bool = False,
     on_file: FileFn | None = None,
+    frame_median_filter_s: Sequence[float] | None = None,
 ) -> DetectionResult:
     """Detect events in each file.
+
+    ``frame_median_filter_s``: a frame-level model's per-class median filters (those chosen on validation), used
+    where ``config.median_filter_s`` is ``None``.
 
     Every file is checked (readable, one window long) before any is scored. Without ``skip_bad`` the first bad
     file stops everything; with it, bad files (at the check or while being read) are left out and listed in
@@ -383,9 +420,15 @@ def detect_files(
             done_s += duration_s
             continue
         done_s += duration_s
-        kernel = median_filter_frames(config.median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s)
+        median: float | Sequence[float] | None = config.median_filter_s
+        if fs.frame_hop_s is not None:
+            median = frame_median_filter_s if median is None else median
+            kernel = [median_filter_frames(m, hop_s=fs.frame_hop_s, support_s=(0.0, 0.0))
+                      for m in (median if isinstance(median, Sequence) else [median or 0.0] * len(fs.classes))]  # fmt: skip
+        else:
+            kernel = median_filter_frames(config.median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s)
         found = detect_in_scores(
-            fs, thresholds, median_filter_s=config.median_filter_s, events=config.events, agreement=config.agreement
+            fs, thresholds, median_filter_s=median, events=config.events, agreement=config.agreement
         )
         files.append({"file": fs.path, "duration_s": round(fs.duration_s, 6), "windows": int(fs.scores.shape[0])})
         quiet = int(fs.silent.sum()) if fs.silent is not None else 0
@@ -419,6 +462,21 @@ def detect_files(
     )
 
 
+def run_thresholds(loaded: Any, rule: str | float) -> tuple[np.ndarray, list[float] | None]:
+    """A checkpoint's per-class thresholds for ``rule`` (``"auto"``: the post-processing chosen on validation event F
+    for a frame-level run, the EER threshold otherwise) and, for a frame-level run, its per-class median filters."""
+    frames = loaded.frames
+    rule = resolve_threshold_rule(rule, frame_level=frames is not None)
+    medians = None if frames is None else [float(frames["post_processing"]["median_filter_s"][c]) for c in loaded.classes]
+    if parse_threshold_rule(rule)[0] == "events":
+        chosen = frames["post_processing"]["thresholds"]
+        return np.array([float(chosen[c]) for c in loaded.classes], dtype=np.float64), medians
+    thresholds = class_thresholds(
+        val_scores=loaded.val_scores, val_class_index=loaded.val_class_index, classes=loaded.classes, rule=rule
+    )
+    return thresholds, medians
+
+
 def detect_run(
     run_dir: str | os.PathLike,
     paths: Sequence[str | os.PathLike],
@@ -438,12 +496,10 @@ def detect_run(
     config.validate()
     loaded = load_run(run_dir, method)
     scorer = ModelScorer(loaded, device=device)
-    thresholds = class_thresholds(
-        val_scores=loaded.val_scores, val_class_index=loaded.val_class_index, classes=loaded.classes,
-        rule=config.threshold,
-    )
+    thresholds, medians = run_thresholds(loaded, config.threshold)
     result = detect_files(
-        paths, scorer, thresholds, config=config, progress=progress, skip_bad=skip_bad, on_file=on_file
+        paths, scorer, thresholds, config=config, progress=progress, skip_bad=skip_bad, on_file=on_file,
+        frame_median_filter_s=medians,
     )
     result.settings = {"run_dir": os.fspath(run_dir), "method": method, **result.settings}
     return result

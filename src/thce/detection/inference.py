@@ -194,6 +194,9 @@ class ModelScorer:
         else:
             self.model_batch = max_batch
         self.scores = logmel_scores(loaded).to(self.device)
+        frames = getattr(loaded, "frames", None)
+        #: a frame-level model's seconds per output frame (its scores are ``(B, T', L)``), else None
+        self.frame_hop_s: float | None = None if frames is None else float(frames["hop_s"])
         self.logmel = LogMel(cfg).to(self.device)
         # frames [0, stop) are computed from samples before (stop - 1) * hop + n_fft / 2 (centred frames)
         self.crop_frames: int | None = None
@@ -222,6 +225,6 @@ class ModelScorer:
         return torch.cat(out).numpy()
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
-        """``(B, window_samples)`` float32 -> ``(B, L)`` float32 scores in [0, 1]."""
+        """``(B, window_samples)`` float32 -> ``(B, L)`` float32 scores in [0, 1] (a frame-level model: ``(B, T', L)``)."""
         audio = torch.as_tensor(np.asarray(windows, dtype=np.float32))
         return self._score(audio, crop=True, batch=self.model_batch)

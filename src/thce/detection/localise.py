@@ -176,8 +176,21 @@ def curve_to_events(
     classes: Sequence[str],
     rules: EventRules = EventRules(),
 ) -> list[tuple[float, float, str, float]]:
+    """:func:`exact_events` as event lists hold them: times rounded to milliseconds, scores to 6 decimals (after
+    sorting by the exact times)."""
+    found = exact_events(edges, curve, thresholds, classes, rules)
+    return [(round(on, 3), round(off, 3), label, round(sc, 6)) for on, off, label, sc in found]
+
+
+def exact_events(
+    edges: np.ndarray,
+    curve: np.ndarray,
+    thresholds: np.ndarray,
+    classes: Sequence[str],
+    rules: EventRules = EventRules(),
+) -> list[tuple[float, float, str, float]]:
     """Events ``(onset_s, offset_s, label, score)`` from a (median-filtered) score curve, sorted by onset, label;
-    times rounded to milliseconds, scores to 6 decimals (as event lists hold them).
+    times and scores as computed (frame-level runs choose their post-processing on these).
 
     A frame is active for class ``l`` iff ``curve[:, l] >= thresholds[l]``; runs of active frames are events;
     same-class events less than ``rules.min_gap_s`` apart are merged (the merged score is the higher); events
@@ -202,5 +215,37 @@ def curve_to_events(
             else:
                 found.append([onset, offset, score])
         events += [(on, off, label, sc) for on, off, sc in found if off - on >= rules.min_event_s - eps]
-    events.sort(key=lambda e: (e[0], e[2]))  # before rounding: the order of the exact times
-    return [(round(on, 3), round(off, 3), label, round(sc, 6)) for on, off, label, sc in events]
+    events.sort(key=lambda e: (e[0], e[2]))
+    return events
+
+
+def stitch_frames(
+    window_frames: np.ndarray, *, hop_s: float, frame_hop_s: float, duration_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A frame-level model's scores of overlapping windows -> one score per frame of the file.
+
+    ``window_frames`` ``(K, T', L)``: window ``k`` starts at ``k * hop_s`` and its frame ``j`` covers
+    ``[k * hop_s + j * frame_hop_s, ... + frame_hop_s)``; ``hop_s`` must be a whole number of frames. A frame of the
+    file scores the mean of the windows that cover it (every frame of the file is covered: the windows reach its
+    end). Returns ``(edges (F + 1,), curve (F, L))`` with frames ``frame_hop_s`` long, the last cut at the file's end.
+
+    >>> w = np.array([[[0.0], [1.0]], [[3.0], [5.0]]])  # 2 windows of 2 frames, one frame apart
+    >>> edges, curve = stitch_frames(w, hop_s=0.5, frame_hop_s=0.5, duration_s=1.5)
+    >>> edges.tolist(), curve[:, 0].tolist()
+    ([0.0, 0.5, 1.0, 1.5], [0.0, 2.0, 5.0])
+    """
+    steps = hop_s / frame_hop_s
+    if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
+        raise ConfigError(f"hop_s {hop_s:g}: a frame-level model needs a hop of whole frames ({frame_hop_s:g} s each)")
+    steps = int(round(steps))
+    windows, per_window, classes = window_frames.shape
+    edges = frame_edges(duration_s, frame_hop_s)
+    total = len(edges) - 1
+    sums = np.zeros((max(total, (windows - 1) * steps + per_window), classes), dtype=np.float64)
+    counts = np.zeros(len(sums), dtype=np.int64)
+    for k in range(windows):
+        sums[k * steps : k * steps + per_window] += window_frames[k]
+        counts[k * steps : k * steps + per_window] += 1
+    if (counts[:total] == 0).any():
+        raise ValueError("stitch_frames: the windows do not cover every frame of the file")
+    return edges, (sums[:total] / counts[:total, None]).astype(np.float32)

@@ -17,15 +17,17 @@ from thce.errors import ConfigError, DataError
 
 
 def parse_threshold_rule(rule: str | float) -> tuple[str, float]:
-    """``"eer"`` -> ("eer", nan); ``"far:0.01"`` -> ("far", 0.01); ``"0.5"`` or 0.5 -> ("fixed", 0.5)."""
+    """``"eer"`` -> ("eer", nan); ``"far:0.01"`` -> ("far", 0.01); ``"0.5"`` or 0.5 -> ("fixed", 0.5); ``"events"``
+    -> ("events", nan): a frame-level run's thresholds chosen on validation event F; ``"auto"`` -> ("auto", nan):
+    ``"events"`` for a frame-level run, ``"eer"`` for a clip-level one (:func:`resolve_threshold_rule`)."""
     if isinstance(rule, (int, float)) and not isinstance(rule, bool):
         text = str(rule)
     elif isinstance(rule, str):
         text = rule.strip().lower()
     else:
-        raise ConfigError(f"threshold: expected 'eer', 'far:RATE' or a number, got {rule!r}")
-    if text == "eer":
-        return "eer", math.nan
+        raise ConfigError(f"threshold: expected 'eer', 'events', 'far:RATE' or a number, got {rule!r}")
+    if text in ("eer", "events", "auto"):
+        return text, math.nan
     if text.startswith("far:"):
         try:
             rate = float(text[4:])
@@ -37,7 +39,9 @@ def parse_threshold_rule(rule: str | float) -> tuple[str, float]:
     try:
         value = float(text)
     except ValueError:
-        raise ConfigError(f"threshold {rule!r}: expected 'eer', 'far:RATE' (e.g. far:0.01) or a number") from None
+        raise ConfigError(
+            f"threshold {rule!r}: expected 'eer', 'events', 'auto', 'far:RATE' (e.g. far:0.01) or a number"
+        ) from None
     if not math.isfinite(value):
         raise ConfigError(f"threshold {rule!r}: expected a finite number")
     return "fixed", value
@@ -59,6 +63,22 @@ def far_threshold(negative_scores: np.ndarray, target_far: float) -> float:
     return float(np.nextafter(neg[allowed], np.inf))
 
 
+def resolve_threshold_rule(rule: str | float, *, frame_level: bool) -> str | float:
+    """``"auto"`` -> ``"events"`` for a frame-level run, ``"eer"`` otherwise; ``"events"`` for a clip-level run is a
+    :class:`ConfigError`; any other rule as given.
+
+    >>> resolve_threshold_rule("auto", frame_level=True), resolve_threshold_rule("far:0.01", frame_level=False)
+    ('events', 'far:0.01')
+    """
+    kind, _ = parse_threshold_rule(rule)
+    if kind == "auto":
+        return "events" if frame_level else "eer"
+    if kind == "events" and not frame_level:
+        raise ConfigError("threshold 'events': only for a frame-level run (data.strong_labels), whose checkpoint holds "
+                          "thresholds chosen on validation event F; use eer, far:RATE or a number")  # fmt: skip
+    return rule
+
+
 def class_thresholds(
     *, val_scores: np.ndarray, val_class_index: np.ndarray, classes: Sequence[str], rule: str | float = "eer"
 ) -> np.ndarray:
@@ -76,6 +96,8 @@ def class_thresholds(
     from thce.metrics import eer_threshold  # scipy.stats: most of a second to import, only for this rule
 
     kind, value = parse_threshold_rule(rule)
+    if kind in ("events", "auto"):
+        raise ValueError(f"class_thresholds: rule {rule!r} is resolved from the checkpoint, not from scores")
     scores = np.asarray(val_scores, dtype=np.float64)
     index = np.asarray(val_class_index)
     out = np.empty(len(classes), dtype=np.float64)

@@ -38,6 +38,7 @@ from thce.losses import TripleHeaderCrossEntropy, bce_class_weights, eq3_orderin
 from thce.models import ClusterLayer, EventDetector
 from thce.sampling import balanced_sampling_order
 from thce.training.data import (
+    RemixedTraining,
     TrainingData,
     calibrate_centring,
     calibration_indices,
@@ -45,6 +46,7 @@ from thce.training.data import (
     embed,
     feature_loader,
     has_centring,
+    item_rows,
     make_augmenter,
 )
 from thce.training.diagnostics import cluster_diagnostics, embedding_diagnostics, same_clip_cosine
@@ -145,6 +147,16 @@ class BaselineConfig(StageConfig):
     l2_normalise: bool = False
 
 
+@dataclass(frozen=True)
+class DCASE2017BaselineConfig(StageConfig):
+    """The DCASE 2017 Task 2 baseline's stage, as published: up to 200 epochs, patience 10, Adam at 0.001
+    (``thce.frame_models.DCASE2017_TASK2``); model selection on the validation loss (it monitored binary accuracy)."""
+
+    section: ClassVar[str] = "dcase2017_baseline"
+    max_epochs: int = 200
+    patience: int = 10
+
+
 # ---------------------------------------------------------------------------------- Algorithm 1, step 1
 
 
@@ -201,7 +213,7 @@ class _Eq3Tally:
         self.sums = {"eq3": 0.0}
 
     def add(self, h: Tensor, cluster_index: Tensor, cluster_class: Tensor) -> None:
-        n = len(cluster_index)
+        n = cluster_index.numel()
         self.sums["eq3"] += eq3_ordering(h.detach(), cluster_index, cluster_class)["eq3"] * n
         self.total += n
 
@@ -212,6 +224,16 @@ class _Eq3Tally:
         ))  # fmt: skip
         self.total, self.sums["eq3"] = 0, 0.0
         return held / total if total else float("nan")
+
+
+def _probe_rows(embedding: Tensor, item_class: Tensor, limit: int = 4096) -> tuple[Tensor, Tensor]:
+    """The validation items the embedding diagnostics measure (their cost is quadratic): every clip, or for
+    frames (``embedding`` (n, T', D)) at most ``limit`` frames spread evenly over the split."""
+    if embedding.dim() == 2:
+        return embedding, item_class
+    rows = item_rows(embedding)
+    keep = torch.as_tensor(np.linspace(0, len(rows) - 1, min(limit, len(rows))).astype(np.int64))
+    return rows[keep], item_class.reshape(-1)[keep.to(item_class.device)]
 
 
 def learn_embedding(
@@ -231,12 +253,15 @@ def learn_embedding(
     separate classes (:func:`~thce.training.diagnostics.embedding_diagnostics`) and the same-clip cosine of two
     train-mode passes (:func:`~thce.training.diagnostics.same_clip_cosine`). ``on_iteration`` is called after
     each iteration with an :class:`EmbeddingIteration` (the toy example measures the embedding there).
+
+    With frame targets (``data.frame_level``) the samples are output frames: each class's training frames are
+    clustered (the K_c rule on frame counts) and Eq. 8 averages over a batch's frames.
     """
     device = ctx.device
     encoder.to(device)
     train_idx, val_idx = data.splits["train"], data.splits["val"]
-    train_class = torch.as_tensor(data.class_index[train_idx], dtype=torch.long)
-    val_class = torch.as_tensor(data.class_index[val_idx], dtype=torch.long, device=device)
+    train_class = torch.as_tensor(data.item_class(train_idx), dtype=torch.long)  # (n,) clips or (n, T') frames
+    val_class = torch.as_tensor(data.item_class(val_idx), dtype=torch.long, device=device).reshape(-1)
     probe_idx = val_idx[np.linspace(0, len(val_idx) - 1, min(64, len(val_idx))).astype(int)]
     calibration = calibration_indices(data)
     diagnostics: list[dict[str, Any]] = []
@@ -245,7 +270,7 @@ def learn_embedding(
         train_emb = embed(encoder, data, train_idx, ctx, f"{method} embed it {iteration}")
         start = time.perf_counter()
         clustering = cluster_per_class(
-            train_emb, train_class, num_classes=data.num_classes, seed=seeds.derive_seed(ctx.seed, "kmeans", method, iteration),
+            item_rows(train_emb), train_class.reshape(-1), num_classes=data.num_classes, seed=seeds.derive_seed(ctx.seed, "kmeans", method, iteration),
             balanced=config.balanced_clusters, max_iter=config.kmeans_max_iter,
             max_clusters_per_class=config.max_clusters_per_class, dist=ctx.dist,
         )  # fmt: skip
@@ -253,13 +278,15 @@ def learn_embedding(
         val_emb = embed(encoder, data, val_idx, ctx, f"{method} val")
         record: dict[str, Any] = {
             "iteration": iteration,
-            **cluster_diagnostics(clustering, train_emb),
+            **cluster_diagnostics(clustering, item_rows(train_emb)),
             "at_clustering": {
-                **embedding_diagnostics(val_emb, val_class, clustering.centroids, clustering.cluster_class, data.num_classes),
+                **embedding_diagnostics(
+                    *_probe_rows(val_emb, val_class), clustering.centroids, clustering.cluster_class, data.num_classes
+                ),
                 "same_clip_cosine": same_clip_cosine(encoder, data, probe_idx, ctx),
             },
         }  # fmt: skip
-        assignment = clustering.assignment.to(device)
+        assignment = clustering.assignment.reshape(train_class.shape).to(device)  # cluster of every item
         loss_fn = TripleHeaderCrossEntropy.from_centroids(
             clustering.centroids, clustering.cluster_class, alpha=config.alpha, beta_same=config.beta_same,
             beta_other=config.beta_other, weighted=config.cluster_weights, normalise_w=config.normalise_w,
@@ -272,6 +299,8 @@ def learn_embedding(
 
         def step(h: Tensor, positions: np.ndarray, mix: tuple[Tensor, Tensor] | None = None) -> Tensor:
             k = assignment[positions]
+            if k.dim() > 1:  # frames: each one an item of Eq. 8 (mixup is refused for frame-level runs)
+                h, k = item_rows(h), k.reshape(-1)
             if mix is None or bool((mix[0] == 1).all()):
                 tally.add(h, k, cluster_class)
                 return loss_fn.loss_from_h(h, k)
@@ -282,7 +311,7 @@ def learn_embedding(
                 calibrate_centring(encoder, data, calibration, ctx)
             with torch.no_grad():
                 latest_val["embedding"] = embed(encoder, data, val_idx, ctx, f"{method} val")
-                h_val = loss_fn.cluster_layer(latest_val["embedding"].to(device))
+                h_val = loss_fn.cluster_layer(item_rows(latest_val["embedding"]).to(device))
                 k_val = assign_to_own_class(h_val, val_class, cluster_class)
                 fractions = eq3_ordering(h_val, k_val, cluster_class)
                 last.update(
@@ -317,7 +346,7 @@ def learn_embedding(
         record["after_training"] = {
             **dict(last),
             **embedding_diagnostics(
-                latest_val["embedding"], val_class, loss_fn.cluster_layer.weight.detach(), cluster_class, data.num_classes
+                *_probe_rows(latest_val["embedding"], val_class), loss_fn.cluster_layer.weight.detach(), cluster_class, data.num_classes
             ),
             "same_clip_cosine": same_clip_cosine(encoder, data, probe_idx, ctx),
         }  # fmt: skip
@@ -428,22 +457,28 @@ def train_end_to_end(
     method: str,
     start_trained: bool = False,
     auxiliary: AuxiliaryLoss | None = None,
+    weighted: bool = True,
 ) -> float:
-    """Train the whole model with Eq. 2 (on ``ctx.augment``-ed batches, targets mixed under mixup); early stopping
+    """Train the whole model with Eq. 2 (on ``ctx.augment``-ed batches, targets mixed under mixup; a frame-level
+    run's clips with events re-mixed every epoch under ``augment.remix_events``); early stopping
     on ``stage.selection``. ``start_trained``: the model comes from an earlier stage (Proposed2 from Proposed1), so
     keeping its starting state is allowed (and warned about). ``auxiliary``: a loss on the model's cluster-layer
     outputs added to Eq. 2 in training (validation and selection stay Eq. 2's); it needs a model with a cluster
-    layer. Returns the best validation criterion."""
+    layer. ``weighted=False``: Eq. 1 (unweighted BCE) instead of Eq. 2. Returns the best validation criterion."""
     if auxiliary is not None and model.cluster_layer is None:
         raise ValueError(f"{method}: an auxiliary loss on the cluster layer needs a model that has one")
     device = ctx.device
     model.to(device)
-    weights = _bce_weights(data, ctx)
+    weights = _bce_weights(data, ctx) if weighted else None
     train_idx = data.splits["train"]
     train_targets = data.targets(train_idx).to(device)
+    load, on_epoch_start = feature_loader(data, train_idx), None
+    remixed = RemixedTraining(data, ctx, method) if ctx.augment.remix_events and data.frame_level else None
+    if remixed is not None:  # events re-mixed into the training clips every epoch
+        load, on_epoch_start = remixed.load, remixed.start_epoch
 
     def step(positions: np.ndarray, x: Tensor, mix: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        targets = train_targets[positions]
+        targets = train_targets[positions] if remixed is None else remixed.batch_targets(positions).to(device)
         if mix is not None:
             targets = mix_targets(targets, *mix)  # Eq. 2 is linear in the target: exactly the mixed loss
         if auxiliary is None:
@@ -453,7 +488,7 @@ def train_end_to_end(
 
     return fit_stage(
         stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
-        train_step=step, load=feature_loader(data, train_idx),
+        train_step=step, load=load, on_epoch_start=on_epoch_start,
         num_train=len(train_idx), val_loss=_bce_validation(model, data, weights, ctx), epochs=stage.max_epochs,
         patience=stage.patience, ctx=ctx, data_parallel=True, selection=stage.selection,
         start_trained=start_trained, epoch_order=_balanced_order(data, ctx), augmenter=make_augmenter(data, ctx),

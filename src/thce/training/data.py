@@ -17,7 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from thce import seeds
 from thce.augment import BatchAugmenter, band_std_of
+from thce.data.remix import EventBank, remix
+from thce.data.strong import frame_class
 from thce.metrics import per_class_auc, per_class_eer
 from thce.models import EmbeddingOutput, EventDetector
 from thce.training.engine import RunContext
@@ -35,12 +38,17 @@ class FeatureArray(Protocol):
 class TrainingData:
     """The clips a run trains and evaluates on.
 
+    The items a loss sees are the clips (the paper's setting), or, with ``frame_targets`` (strong labels), the
+    output frames of every clip: targets, item classes and class counts are then per frame, and the encoder must
+    give one embedding per output frame, ``(n, frames_out, D)``.
+
     Attributes:
         features: (N, frames, mels) raw features, indexable by index arrays (memory-mapped cache or ndarray).
         class_index: (N,) class of each clip: ``0..L-1`` for the events in ``classes``, ``L`` for background.
         splits: split name (train/val/test) -> sorted clip indices.
         classes: the L event names, in output order.
         normalise: raw features -> normalised float32 (training-split mean and std); identity if ``None``.
+        frame_targets: (N, frames_out, L) 0/1 targets of every output frame (strong labels), or ``None``.
     """
 
     features: FeatureArray
@@ -48,6 +56,12 @@ class TrainingData:
     splits: dict[str, np.ndarray]
     classes: tuple[str, ...]
     normalise: Callable[[np.ndarray], np.ndarray] | None = None
+    frame_targets: np.ndarray | None = None
+
+    @property
+    def frame_level(self) -> bool:
+        """Whether the items are output frames (strong labels) rather than clips."""
+        return self.frame_targets is not None
 
     @property
     def num_events(self) -> int:
@@ -68,13 +82,29 @@ class TrainingData:
         return torch.from_numpy(out)
 
     def targets(self, indices: np.ndarray) -> Tensor:
-        """(n, L) multi-hot targets: one-hot for an event clip, all zeros for background."""
+        """(n, L) multi-hot targets: one-hot for an event clip, all zeros for background; with frame targets
+        (n, frames_out, L)."""
+        if self.frame_targets is not None:
+            return torch.from_numpy(np.asarray(self.frame_targets[indices], dtype=np.float32))
         classes = torch.as_tensor(self.class_index[indices], dtype=torch.long)
         return nn.functional.one_hot(classes, self.num_classes)[:, : self.num_events].float()
 
+    def item_class(self, indices: np.ndarray) -> np.ndarray:
+        """The class of every item of the clips ``indices``: (n,) for clips, (n, frames_out) for frames, with
+        ``0..L-1`` an event and ``L`` background. A frame where events of several classes overlap counts as the
+        first of them in ``classes`` (clustering needs one class per item; the BCE targets keep every class)."""
+        if self.frame_targets is None:
+            return self.class_index[indices]
+        return frame_class(np.asarray(self.frame_targets[indices]))
+
     def class_counts(self, split: str) -> np.ndarray:
-        """(L + 1,) clips per class in ``split`` (background last)."""
-        return np.bincount(self.class_index[self.splits[split]], minlength=self.num_classes)
+        """(L + 1,) items per class in ``split`` (background last): clips, or frames with frame targets."""
+        return np.bincount(self.item_class(self.splits[split]).reshape(-1), minlength=self.num_classes)
+
+
+def item_rows(x: Tensor) -> Tensor:
+    """Items as rows: (n, D) stays, (n, frames_out, D) -> (n * frames_out, D)."""
+    return x.reshape(-1, x.shape[-1])
 
 
 def _chunks(n: int, size: int) -> Iterator[np.ndarray]:
@@ -156,8 +186,9 @@ def predict_scores(model: EventDetector, data: TrainingData, indices: np.ndarray
 
 def detection_validation(scores: np.ndarray, data: TrainingData, loss: float) -> dict[str, float]:
     """Validation values of a detector: its loss and the mean over classes of the EER and ROC AUC of its
-    validation ``scores`` (n_val, L)."""
-    class_index = data.class_index[data.splits["val"]]
+    validation ``scores`` (n_val, L), or (n_val, frames_out, L) over every frame."""
+    class_index = data.item_class(data.splits["val"]).reshape(-1)
+    scores = scores.reshape(-1, scores.shape[-1])
     return {
         "val_loss": loss,
         "val_eer": per_class_eer(scores=scores, class_index=class_index, classes=data.classes)["overall"],
@@ -175,3 +206,45 @@ def make_augmenter(data: TrainingData, ctx: RunContext) -> BatchAugmenter | None
     if not ctx.augment.enabled:
         return None
     return BatchAugmenter(ctx.augment, band_std_of(data.normalise)).to(ctx.device)
+
+
+class RemixedTraining:
+    """The training clips of a frame-level detector stage with events re-mixed every epoch (``augment.remix_events``,
+    :func:`thce.data.remix.remix`): events cut from the training clips pasted into each training clip at random
+    onsets and event-to-background ratios, the frame targets updated to match. Deterministic under the run's seed
+    (each epoch's draw is named after the method and the epoch, so a resumed stage draws what it would have).
+
+    Holds the training clips' raw features twice in float16 (as cached, and the epoch's remix): mind the memory on
+    large data sets."""
+
+    def __init__(self, data: TrainingData, ctx: RunContext, method: str) -> None:
+        if data.frame_targets is None:
+            raise ValueError("RemixedTraining: needs frame targets (a frame-level run)")
+        self.data, self.ctx, self.method = data, ctx, method
+        train = data.splits["train"]
+        self.raw = np.asarray(data.features[train], dtype=np.float32)
+        self.clean_targets = np.asarray(data.frame_targets[train])
+        self.stride = self.raw.shape[1] // self.clean_targets.shape[1]
+        self.bank = EventBank.from_clips(self.raw, self.clean_targets, frame_stride=self.stride)
+        self.features = self.raw.astype(np.float16)
+        self.targets = self.clean_targets
+
+    def start_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s (0-based) remix of every training clip."""
+        augment = self.ctx.augment
+        rng = np.random.default_rng(seeds.derive_seed(self.ctx.seed, "remix", self.method, epoch))
+        features, self.targets = remix(
+            self.raw, self.clean_targets, self.bank, rng, ebr_db_range=tuple(augment.remix_ebr_db),
+            frame_stride=self.stride, events_per_clip=augment.remix_events,
+        )  # fmt: skip
+        self.features = features.astype(np.float16)
+
+    def load(self, positions: np.ndarray) -> Tensor:
+        """Normalised features (n, frames, mels) of the training clips at ``positions`` in this epoch's remix."""
+        x = self.features[positions].astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(x if self.data.normalise is None else self.data.normalise(x),
+                                                     dtype=np.float32))  # fmt: skip
+
+    def batch_targets(self, positions: np.ndarray) -> Tensor:
+        """(n, frames_out, L) targets of the training clips at ``positions`` in this epoch's remix."""
+        return torch.from_numpy(np.asarray(self.targets[positions], dtype=np.float32))

@@ -31,7 +31,7 @@ def same_clip_cosine(encoder: nn.Module, data: TrainingData, indices: np.ndarray
     encoder.load_state_dict(state)
     encoder.train(was_training)
     torch.set_rng_state(rng)
-    return float(nn.functional.cosine_similarity(first, second, dim=1).mean())
+    return float(nn.functional.cosine_similarity(first, second, dim=-1).mean())  # clips (n, D) or frames (n, T, D)
 
 
 def _balanced_accuracy(predicted: Tensor, truth: Tensor, num_classes: int) -> float:

@@ -1,0 +1,353 @@
+"""Algorithm 1 and the baseline over frames (strong labels): the training stages treat every output frame as an
+item when ``TrainingData.frame_targets`` is set. Where every clip is one frame, the frame-level run is the
+clip-level run, number for number."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from thce.models import ClusterLayer, DetectorHead, EventDetector, LSTMEncoder, l2_normalise
+from thce.training.algorithm1 import EmbeddingConfig, DetectorConfig, learn_embedding, train_baseline, train_detector
+from thce.training.data import TrainingData, predict_scores
+from thce.training.engine import RunContext, StageConfig, TrainConfig
+from thce.training.metrics_log import MetricsLog
+
+CLASSES = ("dog", "baby", "gun")
+
+
+class OneFrame(nn.Module):
+    """A clip encoder's embedding as the only frame of the clip: (B, T, F) -> (B, 1, D)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.embedding_dim = encoder.embedding_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.encoder(x).unsqueeze(1)
+
+
+class PerFrame(nn.Module):
+    """A tiny frame encoder: one linear map per input frame, L2-normalised. (B, T, F) -> (B, T, D)."""
+
+    def __init__(self, n_mels: int, dim: int = 8) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_mels, dim)
+        self.embedding_dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return l2_normalise(torch.tanh(self.linear(x)))
+
+
+def clip_data(seed: int = 0) -> TrainingData:
+    rng = np.random.default_rng(seed)
+    counts = [8, 8, 4, 52]
+    class_index = np.repeat(np.arange(4), counts)
+    rng.shuffle(class_index)
+    means = rng.normal(size=(4, 1, 6)).astype(np.float32)
+    features = (means[class_index] + rng.normal(size=(len(class_index), 5, 6))).astype(np.float32)
+    order = rng.permutation(len(class_index))
+    splits = {"train": np.sort(order[:56]), "val": np.sort(order[56:])}
+    return TrainingData(features=features, class_index=class_index, splits=splits, classes=CLASSES)
+
+
+def as_one_frame(data: TrainingData) -> TrainingData:
+    """The same clips with strong labels of one frame per clip (the clip's label over the whole clip)."""
+    targets = np.eye(4, dtype=np.uint8)[data.class_index][:, None, :3]
+    return TrainingData(data.features, data.class_index, data.splits, data.classes, frame_targets=targets)
+
+
+def context(seed: int = 0) -> RunContext:
+    return RunContext(train=TrainConfig(batch_size=16), seed=seed, log=MetricsLog())
+
+
+EMBEDDING = EmbeddingConfig(n_iter=2, epochs=2, last_epochs=2, head_only_epochs=1, kmeans_max_iter=20)
+DETECTOR = DetectorConfig(max_epochs=2, head_only_max_epochs=2, patience=5)
+
+
+def train_all(data: TrainingData, wrap) -> tuple[dict, MetricsLog, nn.Module]:
+    """Algorithm 1 then the detectors, and the baseline, on ``data`` with the LSTM wrapped by ``wrap``."""
+    torch.manual_seed(0)
+    ctx = context()
+    result = learn_embedding(wrap(LSTMEncoder(n_mels=6, hidden_size=8)), data, EMBEDDING, ctx)
+    model = EventDetector(result.encoder, DetectorHead(result.cluster_layer.num_clusters, 3), result.cluster_layer)
+    models = train_detector(model, data, DETECTOR, ctx, end_to_end=True)
+    torch.manual_seed(1)
+    baseline = EventDetector(wrap(LSTMEncoder(n_mels=6, hidden_size=8, normalise=False)), DetectorHead(8, 3))
+    models["baseline"] = train_baseline(baseline, data, StageConfig(max_epochs=2, patience=5), ctx)
+    return models, ctx.log, result
+
+
+def test_frame_level_training_equals_clip_level_when_every_clip_is_one_frame():
+    clips = clip_data()
+    frames = as_one_frame(clips)
+    clip_models, clip_log, clip_result = train_all(clips, lambda e: e)
+    frame_models, frame_log, frame_result = train_all(frames, OneFrame)
+    # the same clustering, the same losses epoch by epoch (THCE and Eq. 2), the same scores
+    assert torch.equal(clip_result.clustering.assignment, frame_result.clustering.assignment)
+    keys = ("method", "stage", "iteration", "epoch", "train_loss", "val_loss", "eq3_train", "eq3_val")
+    assert [[r.get(k) for k in keys] for r in clip_log.rows] == [[r.get(k) for k in keys] for r in frame_log.rows]
+    assert len(clip_log.rows) > 10
+    ctx = context()
+    for name in ("proposed1", "proposed2", "baseline"):
+        clip_scores = predict_scores(clip_models[name], clips, clips.splits["val"], ctx)
+        frame_scores = predict_scores(frame_models[name], frames, frames.splits["val"], ctx)
+        assert frame_scores.shape == (len(clips.splits["val"]), 1, 3)
+        np.testing.assert_array_equal(clip_scores, frame_scores[:, 0])
+
+
+def strong_data(seed: int = 0) -> TrainingData:
+    """Clips of 12 frames; an event of the clip's class over frames 4-7 (a louder band), background elsewhere."""
+    rng = np.random.default_rng(seed)
+    class_index = np.repeat(np.arange(4), [10, 10, 6, 30])
+    rng.shuffle(class_index)
+    n, frames, mels = len(class_index), 12, 6
+    features = rng.normal(size=(n, frames, mels)).astype(np.float32)
+    targets = np.zeros((n, frames, 3), dtype=np.uint8)
+    for i, c in enumerate(class_index):
+        if c < 3:
+            features[i, 4:8, c] += 3.0
+            targets[i, 4:8, c] = 1
+    order = rng.permutation(n)
+    splits = {"train": np.sort(order[:40]), "val": np.sort(order[40:])}
+    return TrainingData(features, class_index, splits, CLASSES, frame_targets=targets)
+
+
+def test_frame_level_items_counts_and_targets():
+    data = strong_data()
+    train = data.splits["train"]
+    assert data.frame_level
+    assert data.targets(train).shape == (40, 12, 3)
+    assert data.item_class(train).shape == (40, 12)
+    counts = data.class_counts("train")
+    assert counts.sum() == 40 * 12  # every frame counted once
+    expected = [4 * int((data.class_index[train] == c).sum()) for c in range(3)]
+    assert counts[:3].tolist() == expected
+
+
+def test_frame_level_algorithm1_clusters_frames_and_learns_where_events_are():
+    data = strong_data()
+    torch.manual_seed(0)
+    ctx = context()
+    config = EmbeddingConfig(n_iter=1, epochs=3, last_epochs=3, head_only_epochs=1, kmeans_max_iter=20)
+    result = learn_embedding(PerFrame(6), data, config, ctx)
+    counts = data.class_counts("train")
+    # the K_c rule on frame counts: floor(I_c / min I_c') clusters per class, over frames
+    assert result.clustering.clusters_per_class.tolist() == (counts // counts.min()).tolist()
+    assert result.clustering.assignment.shape == (40 * 12,)
+    rows = [r for r in ctx.log.rows if r["stage"] == "embedding"]
+    assert rows and all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in rows)
+    model = EventDetector(result.encoder, DetectorHead(result.cluster_layer.num_clusters, 3), result.cluster_layer)
+    models = train_detector(model, data, DetectorConfig(max_epochs=20, head_only_max_epochs=40, patience=40), ctx, end_to_end=True)
+    scores = predict_scores(models["proposed2"], data, data.splits["val"], ctx)
+    truth = data.targets(data.splits["val"]).numpy()
+    assert scores.shape == truth.shape
+    # event frames score higher than background frames of the same class output (a learnt, frame-level detector)
+    for c in range(3):
+        positive, negative = scores[..., c][truth[..., c] == 1], scores[..., c][truth[..., c] == 0]
+        assert positive.mean() > negative.mean() + 0.2, c
+
+
+def test_frame_level_weighted_bce_counts_frames():
+    from thce.training.algorithm1 import _bce_weights
+
+    data = strong_data()
+    weights = _bce_weights(data, context())
+    counts = data.class_counts("train")
+    total = counts.sum()
+    expected = (total - counts[:3]).mean() / counts[:3]
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------ frame scores -> events
+
+
+def test_clip_events_and_post_processing_chosen_on_validation():
+    from thce.detection.frame_events import PostProcessing, choose_post_processing, clip_events, evaluate_clips, reference_list
+
+    hop = 0.05
+    rng = np.random.default_rng(0)
+    names = [f"clip_{i}.wav" for i in range(6)]
+    truth = {name: [(1.0 + i * 0.5, 1.6 + i * 0.5, "dog")] for i, name in enumerate(names[:4])}  # two clips without
+    scores = rng.uniform(0.0, 0.35, size=(6, 100, 1)).astype(np.float32)
+    for i in range(4):
+        on = int(round((1.0 + i * 0.5) / hop))
+        scores[i, on : on + 12, 0] = 0.7
+        scores[i, on + 5, 0] = 0.2  # a one-frame dip: without a median filter the event splits in two
+    scores[5, 50, 0] = 0.9  # a one-frame spike: an insertion without a median filter
+    reference = reference_list(names, truth)
+    raw = PostProcessing({"dog": 0.5}, {"dog": 0.0})
+    events = clip_events("clip_0.wav", scores[0], hop, ["dog"], raw)
+    assert [(round(e.onset_s, 2), round(e.offset_s, 2)) for e in events] == [(1.0, 1.25), (1.3, 1.6)]
+    assert evaluate_clips(names, scores, reference, hop, ["dog"], raw)["class_wise"]["dog"]["insertions"] == 5
+    post, f = choose_post_processing(names, scores, reference, hop, ["dog"])
+    assert f["dog"] == 1.0
+    assert post.median_filter_s["dog"] >= 0.15 and 0.35 <= post.thresholds["dog"] <= 0.7
+    result = evaluate_clips(names, scores, reference, hop, ["dog"], post)
+    assert result["overall"]["f_score"] == 1.0 and result["overall"]["error_rate"] == 0.0
+
+
+# ------------------------------------------------------------------------ frame-level detection on a recording
+
+
+class LoudFrames:
+    """A stand-in frame-level model: scores each 50 ms output frame of a window by its loudness (1 where a tone
+    burst plays, 0 in the quiet noise), as a frame-level run's scorer does (``frame_hop_s``; ``(B, T', L)``)."""
+
+    classes = ("dog",)
+    sample_rate_hz = 8000
+    window_samples = 8000 * 4  # 4 s windows
+    support_s = (0.0, 4.0)
+    frame_hop_s = 0.05
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        hop = int(self.frame_hop_s * self.sample_rate_hz)
+        frames = windows[:, : windows.shape[1] // hop * hop].reshape(len(windows), -1, hop)
+        return (np.sqrt((frames**2).mean(axis=2)) > 0.1).astype(np.float32)[..., None]
+
+
+def test_frame_level_detection_finds_known_onsets_within_the_collar(tmp_path):
+    import soundfile as sf
+
+    from thce.detection.detect import DetectConfig, detect_files
+
+    rate, rng = 8000, np.random.default_rng(0)
+    audio = 0.01 * rng.standard_normal(rate * 21).astype(np.float32)
+    onsets = [1.3, 5.05, 9.72, 14.4, 18.9]
+    for onset in onsets:
+        start = int(onset * rate)
+        t = np.arange(int(0.6 * rate)) / rate
+        audio[start : start + len(t)] += 0.5 * np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    path = tmp_path / "scene.wav"
+    sf.write(path, audio, rate)
+    scorer = LoudFrames()
+    for hop_s in (2.0, 1.0, 4.0):  # any hop of whole frames; windows overlap or not
+        result = detect_files([path], scorer, np.array([0.5]), config=DetectConfig(hop_s=hop_s),
+                              frame_median_filter_s=[0.15])  # fmt: skip
+        found = [e.onset_s for e in result.events]
+        assert len(found) == len(onsets), (hop_s, found)
+        assert max(abs(a - b) for a, b in zip(found, onsets)) <= 0.05, (hop_s, found)
+        assert all(abs(e.offset_s - e.onset_s - 0.6) <= 0.1 for e in result.events)
+    with pytest.raises(Exception, match="whole frames"):
+        detect_files([path], scorer, np.array([0.5]), config=DetectConfig(hop_s=0.33))
+
+
+def test_event_remixing_in_the_detector_stage_is_seeded_and_changes_the_training_clips():
+    from thce.augment import AugmentConfig
+    from thce.training.algorithm1 import train_end_to_end
+    from thce.training.data import RemixedTraining
+
+    data = strong_data()
+    ctx = RunContext(train=TrainConfig(batch_size=16), seed=0, log=MetricsLog(), augment=AugmentConfig(remix_events=2))
+    remixed = RemixedTraining(data, ctx, "baseline")
+    clean_positive = remixed.targets.sum()
+    remixed.start_epoch(0)
+    first = (remixed.features.copy(), remixed.targets.copy())
+    assert remixed.targets.sum() > clean_positive  # events were pasted, their frames labelled
+    assert (remixed.targets >= remixed.clean_targets).all()  # the clips' own events keep their labels
+    remixed.start_epoch(1)
+    assert not np.array_equal(first[1], remixed.targets)  # another epoch, another draw
+    remixed.start_epoch(0)
+    np.testing.assert_array_equal(first[0], remixed.features)  # the same epoch, the same draw
+
+    def losses(augment: AugmentConfig) -> list[float]:
+        torch.manual_seed(1)
+        run = RunContext(train=TrainConfig(batch_size=16), seed=0, log=MetricsLog(), augment=augment)
+        model = EventDetector(PerFrame(6), DetectorHead(8, 3))
+        train_end_to_end(model, data, StageConfig(max_epochs=3, patience=5), run, method="baseline")
+        return [r["train_loss"] for r in run.log.rows]
+
+    with_remix = losses(AugmentConfig(remix_events=1))
+    assert with_remix == losses(AugmentConfig(remix_events=1))
+    assert with_remix != losses(AugmentConfig())
+
+
+def test_remixing_needs_strong_labels():
+    from thce.config import load_config
+    from thce.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="remix_events=1: needs strong labels"):
+        load_config(None, ["augment.remix_events=1"])
+    config = load_config(None, ["augment.remix_events=1", "data.strong_labels=true"])
+    assert config.augment.remix_events == 1
+
+
+# ------------------------------------------------------------------------------------- a frame-level run, whole
+
+FRAME_RUN = """seed = 5
+methods = ["baseline", "proposed1", "proposed2", "dcase2017_baseline"]
+[data]
+strong_labels = true
+split_fractions = [0.5, 0.25, 0.25]
+[synth]
+counts = {dog = 8, baby = 8, gun = 8, background = 8}
+duration_s = 2.0
+[features]
+duration_s = 2.0
+n_mels = 16
+[frame_model]
+cnn_channels = [4, 8]
+cnn_kernel = 3
+cnn_pools = [[5, 2], [1, 2]]
+[train]
+batch_size = 8
+[embedding]
+n_iter = 1
+epochs = 1
+last_epochs = 1
+head_only_epochs = 1
+[detector]
+max_epochs = 1
+head_only_max_epochs = 2
+patience = 2
+[baseline]
+max_epochs = 1
+patience = 2
+[dcase2017_baseline]
+max_epochs = 1
+patience = 2
+"""
+
+
+def test_frame_level_run_over_seeds_then_detect(tmp_path, capsys):
+    import json
+
+    from thce.checkpoint import load_run
+    from thce.cli import main
+
+    config = tmp_path / "frames.toml"
+    config.write_text(FRAME_RUN)
+    run = tmp_path / "run"
+    assert main(["experiment", str(config), "--out", str(run), "--seeds", "2", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "Event-based figures on the test clips over 2 seeds" in printed
+    assert "Class-average event F minus the baseline's" in printed
+    summary = json.loads((run / "results.json").read_text())
+    events = summary["seeds"]["events"]
+    assert set(events["figures"]) == {"baseline", "proposed1", "proposed2", "dcase2017_baseline"}
+    assert set(events["bootstrap_f_seeds"]) == {"proposed1", "proposed2", "dcase2017_baseline"}
+    seed_run = run / "seed_5"
+    results = json.loads((seed_run / "results.json").read_text())
+    entry = results["methods"]["proposed2"]
+    assert entry["frame_hop_s"] == 0.05 and set(entry["post_processing"]["thresholds"]) == {"dog", "baby", "gun"}
+    test_clips = json.loads((seed_run / "clips.json").read_text())["test"]
+    with np.load(seed_run / "scores.npz") as scores, np.load(seed_run / "event_counts.npz") as counts:
+        assert scores["proposed2"].shape == (len(test_clips) * 40, 3)  # 2 s at 50 ms: 40 frames per clip
+        assert counts["proposed2"].shape == (len(test_clips), 3, 3)
+        # every test clip's reference events are counted once, whatever the method found
+        assert counts["proposed2"][..., 1].sum() == entry["events"]["overall"]["n_ref"]
+    loaded = load_run(seed_run, "proposed2")
+    assert loaded.frames["hop_s"] == 0.05 and loaded.val_scores.shape[1] == 3
+    out = tmp_path / "events.tsv"
+    assert main(["detect", str(seed_run), *test_clips[:2], "--out", str(out), "-q"]) == 0
+    assert "thresholds (auto)" in capsys.readouterr().out
+    chosen = entry["post_processing"]["thresholds"]
+    saved = json.loads(json.dumps(chosen))
+    assert out.read_text().startswith("filename\tonset\toffset\tevent_label")
+    assert saved == chosen
