@@ -25,7 +25,7 @@ from thce.audio import LogMelConfig
 from thce.augment import AugmentConfig
 from thce.config_reader import read_table
 from thce.data.synth import SynthConfig
-from thce.encoders import ModelConfig
+from thce.encoders import PANNS_ENCODERS, ModelConfig
 from thce.errors import ConfigError
 from thce.frame_models import FrameModelConfig
 from thce.io import atomic_write
@@ -210,7 +210,7 @@ class ExperimentConfig:
             raise ConfigError("augment.mixup_alpha: not with data.strong_labels = true (it mixes clips, not frames)")
         if self.augment.time_shift:
             raise ConfigError("augment.time_shift: not with data.strong_labels = true (it moves events off their labels)")
-        if self.model.is_panns:
+        if self.model.encoder in PANNS_ENCODERS:
             raise ConfigError(f"model.encoder: {self.model.encoder} has no frame-level version; [frame_model] is used")
 
     def to_dict(self) -> dict[str, Any]:
