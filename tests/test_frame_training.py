@@ -346,7 +346,7 @@ def test_frame_level_run_over_seeds_then_detect(tmp_path, capsys):
     assert loaded.frames["hop_s"] == 0.05 and loaded.val_scores.shape[1] == 3
     out = tmp_path / "events.tsv"
     assert main(["detect", str(seed_run), *test_clips[:2], "--out", str(out), "-q"]) == 0
-    assert "thresholds (auto)" in capsys.readouterr().out
+    assert "thresholds (events)" in capsys.readouterr().out  # "auto" for a frame-level run
     chosen = entry["post_processing"]["thresholds"]
     saved = json.loads(json.dumps(chosen))
     assert out.read_text().startswith("filename\tonset\toffset\tevent_label")

@@ -501,5 +501,6 @@ def detect_run(
         paths, scorer, thresholds, config=config, progress=progress, skip_bad=skip_bad, on_file=on_file,
         frame_median_filter_s=medians,
     )
-    result.settings = {"run_dir": os.fspath(run_dir), "method": method, **result.settings}
+    rule = resolve_threshold_rule(config.threshold, frame_level=loaded.frames is not None)  # what "auto" became
+    result.settings = {"run_dir": os.fspath(run_dir), "method": method, **result.settings, "threshold_rule": str(rule)}
     return result
