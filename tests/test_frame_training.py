@@ -348,3 +348,8 @@ def test_frame_level_run_over_seeds_then_detect(tmp_path, capsys):
     assert main(["detect", str(seed_run), *test_clips[:2], "--out", str(out), "-q"]) == 0
     assert "thresholds (events)" in capsys.readouterr().out  # "auto" for a frame-level run
     assert out.read_text().startswith("filename\tonset\toffset\tevent_label")
+    exported = tmp_path / "model.pt"
+    assert main(["export", str(seed_run), "--out", str(exported), "-q"]) == 0
+    metadata = json.loads(exported.with_name("model.pt.json").read_text())
+    assert metadata["output"]["shape"] == ["batch", 40, 3]  # a score per 50 ms frame of a 2 s window
+    assert metadata["frames"]["post_processing"] == entry["post_processing"]

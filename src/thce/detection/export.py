@@ -299,6 +299,15 @@ def export_run(
         "eer_thresholds": eer_thresholds,
         "parity_max_abs_diff": max_abs_diff,
     }
+    if loaded.frames is not None:  # a frame-level run: a score per output frame, and what validation chose for events
+        hop_s = loaded.frames["hop_s"]
+        frames_out = round(features.duration_s / hop_s)
+        metadata["output"] = {
+            "name": "scores", "shape": ["batch", frames_out, len(loaded.classes)], "dtype": "float32",
+            "description": f"sigmoid score per class of each output frame ({hop_s:g} s each, from the window's start), "
+            "in [0, 1]",
+        }  # fmt: skip
+        metadata["frames"] = {"hop_s": hop_s, "post_processing": loaded.frames["post_processing"]}
     metadata_path = write_json(out.with_name(out.name + ".json"), metadata)
     log.info("exported %s %s to %s (parity %s)", method, fmt, out, max_abs_diff)
     return ExportResult(out, metadata_path, inputs, max_abs_diff, metadata)
