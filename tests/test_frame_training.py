@@ -348,6 +348,12 @@ def test_frame_level_run_over_seeds_then_detect(tmp_path, capsys):
     assert main(["detect", str(seed_run), *test_clips[:2], "--out", str(out), "-q"]) == 0
     assert "thresholds (events)" in capsys.readouterr().out  # "auto" for a frame-level run
     assert out.read_text().startswith("filename\tonset\toffset\tevent_label")
+    from tests.conftest import load_benchmark
+
+    again = load_benchmark("frame_post_processing").run_figures(seed_run)  # the choice redone from the saved scores
+    assert set(again) == set(results["methods"])
+    assert again["proposed2"]["post_processing"] == entry["post_processing"]  # same grids, same validation scores
+    assert again["proposed2"]["class_average"] == entry["events"]["class_average"]
     exported = tmp_path / "model.pt"
     assert main(["export", str(seed_run), "--out", str(exported), "-q"]) == 0
     metadata = json.loads(exported.with_name("model.pt.json").read_text())

@@ -1,0 +1,71 @@
+"""A finished frame-level run's event figures with the post-processing chosen again on its validation clips.
+
+Reads RUN_DIR's saved frame scores (``val_scores.npz``, ``scores.npz``: one row per output frame, clips in
+``clips.json``'s order) and the clips' strong labels (the run's manifest and ``events.tsv``), chooses each method's
+per-class threshold and median filter on validation event F with the grids of :mod:`thce.detection.frame_events`
+(as the run did, with the grids of today's code), and reports DCASE 2017 Task 2's event-based F and error rate on the
+test clips: what a change of the grids would have given, without retraining. With ``--seeds`` the run's
+``seed_N/`` folders, each on its own.
+
+Usage: ``python benchmarks/frame_post_processing.py RUN_DIR [--out JSON]`` (prints JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_figures(run: Path) -> dict:
+    from thce.config import load_config
+    from thce.data.strong import read_strong_labels
+    from thce.detection.frame_events import choose_post_processing, detect_clips, reference_list
+    from thce.detection.metrics import evaluate_events
+    from thce.experiment import run_manifest
+
+    config = load_config(run / "config.toml")
+    classes = tuple(config.data.classes)
+    strong = read_strong_labels(run_manifest(config, run), events_path=config.data.events or None)
+    clips = json.loads((run / "clips.json").read_text())
+    hop_s = config.frame_model.stride * config.features.hop_ms / 1000.0
+    split_scores, references = {}, {}
+    for split, name in (("val", "val_scores.npz"), ("test", "scores.npz")):
+        names = clips[split]
+        references[split] = reference_list(names, {n: strong.get(Path(n), ()) for n in names})
+        with np.load(run / name) as archive:
+            split_scores[split] = {m: archive[m].reshape(len(names), -1, len(classes)) for m in archive.files
+                                   if m != "class_index"}  # fmt: skip
+    out = {}
+    for method, val in split_scores["val"].items():
+        post, val_f = choose_post_processing(clips["val"], val, references["val"], hop_s, classes)
+        test = split_scores["test"][method]
+        events = evaluate_events(references["test"], detect_clips(clips["test"], test, hop_s, classes, post),
+                                 classes=classes)  # fmt: skip
+        out[method] = {"post_processing": post.to_dict(), "val_f": val_f, "class_average": events["class_average"],
+                       "overall": {k: events["overall"][k] for k in ("f_score", "error_rate", "insertions",
+                                                                     "deletions")}}  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    runs = sorted(args.run.glob("seed_*")) or [args.run]
+    report = {"command": "python benchmarks/frame_post_processing.py " + " ".join(sys.argv[1:]),
+              "runs": {run.name: run_figures(run) for run in runs}}  # fmt: skip
+    text = json.dumps(report, indent=2, default=float)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
