@@ -168,8 +168,10 @@ def test_frame_level_weighted_bce_counts_frames():
 # ------------------------------------------------------------------------------ frame scores -> events
 
 
-def test_clip_events_and_post_processing_chosen_on_validation():
-    from thce.detection.frame_events import PostProcessing, choose_post_processing, clip_events, evaluate_clips, reference_list
+def test_clip_events_and_post_processing_chosen_on_validation(caplog):
+    from thce.detection.frame_events import (
+        PostProcessing, choose_post_processing, clip_counts, clip_events, detect_clips, evaluate_clips, reference_list,
+    )
 
     hop = 0.05
     rng = np.random.default_rng(0)
@@ -186,7 +188,12 @@ def test_clip_events_and_post_processing_chosen_on_validation():
     events = clip_events("clip_0.wav", scores[0], hop, ["dog"], raw)
     assert [(round(e.onset_s, 2), round(e.offset_s, 2)) for e in events] == [(1.0, 1.25), (1.3, 1.6)]
     assert evaluate_clips(names, scores, reference, hop, ["dog"], raw)["class_wise"]["dog"]["insertions"] == 5
-    post, f = choose_post_processing(names, scores, reference, hop, ["dog"])
+    with caplog.at_level("WARNING"):
+        post, f = choose_post_processing(names, scores, reference, hop, ["dog"])
+        detected = detect_clips(names, scores, hop, ["dog"], post)
+        counts = clip_counts(names, detected, reference, ["dog", "gun"])
+    assert not caplog.records  # clip by clip, class by class: no note per call on labels absent from a side
+    assert counts[:, 0, 1].tolist() == [1, 1, 1, 1, 0, 0] and counts[..., 1, :].sum() == 0
     assert f["dog"] == 1.0
     assert post.median_filter_s["dog"] >= 0.15 and 0.35 <= post.thresholds["dog"] <= 0.7
     result = evaluate_clips(names, scores, reference, hop, ["dog"], post)
