@@ -337,6 +337,7 @@ def test_frame_level_run_over_seeds_then_detect(tmp_path, capsys):
     assert "Class-average event F minus the baseline's" in printed
     summary = json.loads((run / "results.json").read_text())
     events = summary["seeds"]["events"]
+    assert summary["seeds"]["bootstrap"] == {}  # no EER intervals over frames: the event-F ones are over clips
     assert set(events["figures"]) == {"baseline", "proposed1", "proposed2", "dcase2017_baseline"}
     assert set(events["bootstrap_f_seeds"]) == {"proposed1", "proposed2", "dcase2017_baseline"}
     seed_run = run / "seed_5"

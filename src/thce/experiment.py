@@ -425,15 +425,19 @@ def summarise_seeds(config: ExperimentConfig, out_dir: Path, seed_list: Sequence
     test_sets = [load_test_scores(out_dir / f"seed_{seed}", classes) for seed in seed_list]
     methods = runs[0]["methods"]
     others = [method for method in methods if method != "baseline"] if "baseline" in methods else []
-    bootstrap = {method: bootstrap_eer_difference(test_sets, method=method, seed=config.seed) for method in others}
+    frame_level = all("events" in entry for entry in methods.values())
+    # EER intervals resample clips; a frame-level run's score rows are frames, which are neither independent nor few
+    # (1000 draws over 10^5 frames took tens of minutes): its intervals are over clips, of event F (below)
+    eer_others = [] if frame_level else others
+    bootstrap = {method: bootstrap_eer_difference(test_sets, method=method, seed=config.seed) for method in eer_others}
     curves = seeds_det_summary(runs, test_sets)  # every seed's DET curves, and all seeds' test scores pooled
     over_seeds = {"seeds": list(seed_list), "eer": spread, "bootstrap": bootstrap, **curves}
-    if len(test_sets) > 1 and others:  # the seeds resampled too: how much other training runs would move it
+    if len(test_sets) > 1 and eer_others:  # the seeds resampled too: how much other training runs would move it
         over_seeds["bootstrap_seeds"] = {
             method: bootstrap_eer_difference(test_sets, method=method, seed=config.seed, resample_seeds=True)
-            for method in others
+            for method in eer_others
         }
-    if all("events" in entry for entry in methods.values()):  # frame-level runs: the event figures over seeds
+    if frame_level:  # the event figures over seeds, intervals over test clips and seeds
         over_seeds["events"] = _events_over_seeds(runs, out_dir, seed_list, others, config.seed)
     learning = embedding_learning_per_seed(runs)
     if learning:
