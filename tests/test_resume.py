@@ -1,5 +1,7 @@
 """A run killed with SIGKILL mid-stage resumes and ends with the results of an uninterrupted run."""
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -14,6 +16,7 @@ import pytest
 from tests.conftest import TINY
 from thce.cli import main
 from thce.data.feature_pool import one_torch_thread
+from thce.locks import LOCK_NAME
 
 CONFIG = TINY.replace("epochs = 1\n", "epochs = 2\n").replace("last_epochs = 2", "last_epochs = 3")
 WITH_LMLE = CONFIG.replace("seed = 3\n", 'seed = 3\nmethods = ["baseline", "proposed1", "proposed2", "lmle"]\n') + (
@@ -38,11 +41,50 @@ def _kill_when(path_glob: str, run_dir: Path, config: Path, launcher: tuple[str,
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         if list((run_dir / "checkpoints" / "resume").glob(path_glob)):
+            workers = _descendants(proc.pid)  # torchrun starts its workers in sessions of their own
             os.killpg(proc.pid, signal.SIGKILL)
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             break
         time.sleep(0.05)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    _wait_until_unlocked(run_dir / LOCK_NAME)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (Linux /proc), children before their own children."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _wait_until_unlocked(lock_path: Path, timeout_s: float = 60.0) -> None:
+    """Wait until no process holds ``lock_path``'s flock: a launcher's workers (torchrun's ranks) are its
+    grandchildren, still dying when ``wait`` on the launcher returns, and a resume started then is refused."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            fd = os.open(lock_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.05)
+        finally:
+            os.close(fd)
+    raise AssertionError(f"{lock_path} still held {timeout_s} s after the kill")
 
 
 @pytest.fixture(scope="module")
