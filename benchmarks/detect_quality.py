@@ -190,6 +190,7 @@ def main() -> None:
     from thce.checkpoint import load_run
     from thce.detection.config import DetectConfig
     from thce.detection.detect import FileScores, detect_in_scores, detect_run, run_thresholds
+    from thce.detection.localise import EventRules
     from thce.machine import describe_machine
     from thce.rundir import checkpoint_path
     from thce.detection.tables import write_table
@@ -240,15 +241,19 @@ def main() -> None:
     report["frame_level"] = frame_level
     rules = {rule: class_thresholds(val_scores=loaded.val_scores, val_class_index=loaded.val_class_index,
                                     classes=classes, rule=rule) for rule in THRESHOLD_RULES}  # fmt: skip
-    chosen_medians = None
+    chosen = None
     if frame_level:
-        rules["events"], chosen_medians = run_thresholds(loaded, "events")
+        rules["events"], chosen = run_thresholds(loaded, "events")
     report["thresholds"] = {rule: dict(zip(classes, np.round(t, 4).tolist())) for rule, t in rules.items()}
 
     def post_process(name: str, rule: str, agreement: float, median_filter_s: float | None):
         truth, duration, file = truths[name]
-        median = chosen_medians if frame_level and median_filter_s is None else median_filter_s
-        detection = detect_in_scores(found[name], rules[rule], agreement=agreement, median_filter_s=median)
+        median, events = median_filter_s, EventRules()
+        if chosen is not None and median_filter_s is None:  # the run's own post-processing, chosen on validation
+            median = [chosen.median_filter_s[c] for c in classes]
+            events = [chosen.rules(c) for c in classes]
+        detection = detect_in_scores(found[name], rules[rule], agreement=agreement, median_filter_s=median,
+                                     events=events)  # fmt: skip
         return detection, quality(truth, duration, detection.events, file)
 
     # post-processing chosen on the validation recording (event-based F), reported on the test recording

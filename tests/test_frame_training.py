@@ -224,6 +224,7 @@ def test_frame_level_detection_finds_known_onsets_within_the_collar(tmp_path):
     import soundfile as sf
 
     from thce.detection.detect import DetectConfig, detect_files
+    from thce.detection.frame_events import PostProcessing
 
     rate, rng = 8000, np.random.default_rng(0)
     audio = 0.01 * rng.standard_normal(rate * 21).astype(np.float32)
@@ -237,11 +238,19 @@ def test_frame_level_detection_finds_known_onsets_within_the_collar(tmp_path):
     scorer = LoudFrames()
     for hop_s in (2.0, 1.0, 4.0):  # any hop of whole frames; windows overlap or not
         result = detect_files([path], scorer, np.array([0.5]), config=DetectConfig(hop_s=hop_s),
-                              frame_median_filter_s=[0.15])  # fmt: skip
+                              frame_post=PostProcessing({"dog": 0.5}, {"dog": 0.15}))  # fmt: skip
         found = [e.onset_s for e in result.events]
         assert len(found) == len(onsets), (hop_s, found)
         assert max(abs(a - b) for a, b in zip(found, onsets)) <= 0.05, (hop_s, found)
         assert all(abs(e.offset_s - e.onset_s - 0.6) <= 0.1 for e in result.events)
+    # the run's rules apply per class where the user gives none: a 4 s minimum gap merges the first two and the last two (gaps 3.15 and 3.9 s; the others 4.07, 4.08)
+    merged = PostProcessing({"dog": 0.5}, {"dog": 0.15}, min_gap_s={"dog": 4.0})
+    result = detect_files([path], scorer, np.array([0.5]), config=DetectConfig(hop_s=2.0), frame_post=merged)
+    assert len(result.events) == 3 and result.settings["min_gap_s"] == {"dog": 4.0}
+    from thce.detection.localise import EventRules
+
+    given = DetectConfig(hop_s=2.0, events=EventRules(min_gap_s=0.5))  # the user's flags replace the run's rules
+    assert len(detect_files([path], scorer, np.array([0.5]), config=given, frame_post=merged).events) == 5
     with pytest.raises(Exception, match="whole frames"):
         detect_files([path], scorer, np.array([0.5]), config=DetectConfig(hop_s=0.33))
 

@@ -53,9 +53,10 @@ def run_events(args: argparse.Namespace) -> int:
         tables = sorted(args.scores.iterdir()) if args.scores.is_dir() else [args.scores]
         check_events_out(args.out, overwrite=args.overwrite, inputs=tables)
     from thce.detection.events import write_event_tsv, write_events
+    from thce.detection.localise import EventRules
     from thce.detection.tables import events_from_tables
 
-    result = events_from_tables(args.scores, args.threshold, _event_rules(args))
+    result = events_from_tables(args.scores, args.threshold, _event_rules(args) or EventRules())
     if args.out is None:
         buffer = io.StringIO()
         write_event_tsv(buffer, result)
@@ -133,20 +134,29 @@ def run_export(args: argparse.Namespace) -> int:
 
 #: The flags of :class:`thce.detection.localise.EventRules` (``thce detect`` and ``thce events``): field -> help.
 EVENT_RULE_FLAGS = {
-    "min_event_s": "drop events shorter than this, seconds (after merging; default 0: keep all)",
-    "min_gap_s": "merge events of one class less than this apart, seconds (default 0)",
+    "min_event_s": "drop events shorter than this, seconds (after merging)",
+    "min_gap_s": "merge events of one class less than this apart, seconds",
+}
+#: What the rules are when neither flag is given.
+_RULE_DEFAULTS = {
+    "detect": "default: a frame-level run's per-class values chosen on validation, else 0; either flag sets both "
+    "rules for every class, the other at 0",
+    "events": "default 0",
 }
 
 
-def _add_event_rules(parser: argparse.ArgumentParser) -> None:
+def _add_event_rules(parser: argparse.ArgumentParser, command: str) -> None:
     for name, text in EVENT_RULE_FLAGS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=float, default=0.0, help=text)
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=None,
+                            help=f"{text} ({_RULE_DEFAULTS[command]})")  # fmt: skip
 
 
-def _event_rules(args: argparse.Namespace) -> EventRules:
+def _event_rules(args: argparse.Namespace) -> EventRules | None:
+    """The rules the flags give; ``None`` when neither flag is given."""
     from thce.detection.localise import EventRules
 
-    return EventRules(**{name: getattr(args, name) for name in EVENT_RULE_FLAGS})
+    given = {name: getattr(args, name) for name in EVENT_RULE_FLAGS if getattr(args, name) is not None}
+    return EventRules(**given) if given else None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -170,7 +180,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     det.add_argument("--median-filter-s", type=float, default=None,
                      help="median filter over window decisions, seconds (default: a quarter of the window; a "
                           "frame-level run: each class's chosen on validation; 0: off)")
-    _add_event_rules(det)
+    _add_event_rules(det, "detect")
     det.add_argument("--agreement", type=float, default=0.5,
                      help="fraction of the windows hearing a moment that must detect a class for it to be part of "
                           "an event (default 0.5; 1: all, the tightest onsets for a model that fires on any part "
@@ -205,7 +215,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evs.add_argument("scores", type=Path, help="a folder of score tables or one table")
     evs.add_argument("--threshold", required=True,
                      help="a number for every class, or CLASS=NUMBER,... naming every class")
-    _add_event_rules(evs)
+    _add_event_rules(evs, "events")
     evs.add_argument("--out", type=Path, default=None,
                      help="events file (.json or .tsv/.csv/.txt); default: the event list on stdout")
     evs.add_argument("--overwrite", action="store_true", help="replace an existing --out of another kind")

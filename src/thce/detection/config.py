@@ -28,7 +28,8 @@ class DetectConfig:
         batch_size: windows handed to the scorer at once (memory ~ batch_size x window); the model itself runs
             in cache-sized passes (:class:`thce.detection.inference.ModelScorer`).
         block_s: seconds of the file read per block (memory ~ block_s x channels).
-        events: how runs of detecting frames become events (shortest event, gap merged; :class:`EventRules`).
+        events: how runs of detecting frames become events (shortest event, gap merged; :class:`EventRules`);
+            ``None``: a frame-level run's per-class rules chosen on validation, else none (0, 0).
         agreement: fraction of the windows hearing a frame that must detect
             (:func:`thce.detection.localise.score_curve`).
     """
@@ -38,7 +39,7 @@ class DetectConfig:
     median_filter_s: float | None = None
     batch_size: int = 16
     block_s: float = 10.0
-    events: EventRules = EventRules()
+    events: EventRules | None = None
     agreement: float = 0.5
 
     def validate(self) -> None:
@@ -54,6 +55,7 @@ class DetectConfig:
         if not isinstance(self.block_s, (int, float)) or not self.block_s > 0:
             raise ConfigError(f"detect block_s: expected a positive number of seconds, got {self.block_s!r}")
         parse_threshold_rule(self.threshold)
-        self.events.validate()
+        if self.events is not None:
+            self.events.validate()
         if not isinstance(self.agreement, (int, float)) or not 0.0 < self.agreement <= 1.0:
             raise ConfigError(f"detect agreement: expected a fraction in (0, 1], got {self.agreement!r}")

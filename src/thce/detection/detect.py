@@ -48,6 +48,7 @@ from thce.allocator import release_free_memory
 from thce.audio.read import SILENCE_PEAK, AudioInfo, audio_info, resampled_length, stream_audio
 from thce.detection.config import DetectConfig
 from thce.detection.events import DetectionResult, Event
+from thce.detection.frame_events import PostProcessing
 from thce.detection.inference import ModelScorer, WindowScorer
 from thce.detection.localise import (
     EventRules,
@@ -309,15 +310,15 @@ def detect_in_scores(
     thresholds: np.ndarray,
     *,
     median_filter_s: float | Sequence[float] | None = None,
-    events: EventRules = EventRules(),
+    events: EventRules | Sequence[EventRules] = EventRules(),
     agreement: float = 0.5,
 ) -> FileDetection:
     """:func:`scores_to_events` keeping the score over time (for saving and plotting).
 
     A frame-level model's scores (``file_scores.frame_hop_s`` set) give the score over time directly: each frame of
     the file scores the mean of the windows covering it (:func:`thce.detection.localise.stitch_frames`); digital
-    silence windows veto their frames, as for window scores. ``median_filter_s`` may then be one length per class
-    (those chosen on validation); ``agreement`` is for window scores only."""
+    silence windows veto their frames, as for window scores. ``median_filter_s`` and ``events`` may then be one per
+    class (those chosen on validation); ``agreement`` is for window scores only."""
     fs = file_scores
     thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if thresholds.shape != (len(fs.classes),):
@@ -366,12 +367,13 @@ def detect_files(
     progress: ProgressFn | None = None,
     skip_bad: bool = False,
     on_file: FileFn | None = None,
-    frame_median_filter_s: Sequence[float] | None = None,
+    frame_post: PostProcessing | None = None,
 ) -> DetectionResult:
     """Detect events in each file.
 
-    ``frame_median_filter_s``: a frame-level model's per-class median filters (those chosen on validation), used
-    where ``config.median_filter_s`` is ``None``.
+    ``frame_post``: a frame-level model's post-processing chosen on validation; its per-class median filters are
+    used where ``config.median_filter_s`` is ``None``, its per-class gap and length rules where ``config.events``
+    is ``None``.
 
     Every file is checked (readable, one window long) before any is scored. Without ``skip_bad`` the first bad
     file stops everything; with it, bad files (at the check or while being read) are left out and listed in
@@ -399,6 +401,7 @@ def detect_files(
     files: list[dict[str, Any]] = []
     events: list[Event] = []
     kernel = 1
+    rules: EventRules | list[EventRules] = config.events or EventRules()
     done_s = 0.0
     for i, (path, info) in enumerate(good, start=1):
         desc, duration_s = f"detect [{i}/{len(good)}] {Path(path).name}", info.duration_s
@@ -421,15 +424,17 @@ def detect_files(
             continue
         done_s += duration_s
         median: float | Sequence[float] | None = config.median_filter_s
+        rules = config.events or EventRules()
         if fs.frame_hop_s is not None:
-            median = frame_median_filter_s if median is None else median
+            if median is None and frame_post is not None:
+                median = [frame_post.median_filter_s[c] for c in fs.classes]
+            if config.events is None and frame_post is not None:
+                rules = [frame_post.rules(c) for c in fs.classes]
             kernel = [median_filter_frames(m, hop_s=fs.frame_hop_s, support_s=(0.0, 0.0))
                       for m in (median if isinstance(median, Sequence) else [median or 0.0] * len(fs.classes))]  # fmt: skip
         else:
             kernel = median_filter_frames(config.median_filter_s, hop_s=fs.hop_s, support_s=fs.support_s)
-        found = detect_in_scores(
-            fs, thresholds, median_filter_s=median, events=config.events, agreement=config.agreement
-        )
+        found = detect_in_scores(fs, thresholds, median_filter_s=median, events=rules, agreement=config.agreement)
         files.append({"file": fs.path, "duration_s": round(fs.duration_s, 6), "windows": int(fs.scores.shape[0])})
         quiet = int(fs.silent.sum()) if fs.silent is not None else 0
         if quiet:
@@ -448,7 +453,7 @@ def detect_files(
         "hop_s": hop / scorer.sample_rate_hz,
         "support_s": [round(float(v), 6) for v in scorer.support_s],
         "median_filter_frames": kernel,
-        **dataclasses.asdict(config.events),
+        **_rules_settings(rules, scorer.classes),
         "agreement": config.agreement,
         "threshold_rule": str(config.threshold),
         "sample_rate_hz": scorer.sample_rate_hz,
@@ -462,19 +467,26 @@ def detect_files(
     )
 
 
-def run_thresholds(loaded: Any, rule: str | float) -> tuple[np.ndarray, list[float] | None]:
+def run_thresholds(loaded: Any, rule: str | float) -> tuple[np.ndarray, PostProcessing | None]:
     """A checkpoint's per-class thresholds for ``rule`` (``"auto"``: the post-processing chosen on validation event F
-    for a frame-level run, the EER threshold otherwise) and, for a frame-level run, its per-class median filters."""
+    for a frame-level run, the EER threshold otherwise) and, for a frame-level run, its whole post-processing."""
     frames = loaded.frames
     rule = resolve_threshold_rule(rule, frame_level=frames is not None)
-    medians = None if frames is None else [float(frames["post_processing"]["median_filter_s"][c]) for c in loaded.classes]
+    post = None if frames is None else PostProcessing.from_dict(frames["post_processing"], loaded.classes)
     if parse_threshold_rule(rule)[0] == "events":
-        chosen = frames["post_processing"]["thresholds"]
-        return np.array([float(chosen[c]) for c in loaded.classes], dtype=np.float64), medians
+        assert post is not None  # resolve_threshold_rule refuses "events" for a clip-level run
+        return np.array([post.thresholds[c] for c in loaded.classes], dtype=np.float64), post
     thresholds = class_thresholds(
         val_scores=loaded.val_scores, val_class_index=loaded.val_class_index, classes=loaded.classes, rule=rule
     )
-    return thresholds, medians
+    return thresholds, post
+
+
+def _rules_settings(rules: EventRules | Sequence[EventRules], classes: Sequence[str]) -> dict[str, Any]:
+    """``min_event_s`` and ``min_gap_s`` as detect's settings record them: one number, or one per class."""
+    if isinstance(rules, EventRules):
+        return dataclasses.asdict(rules)
+    return {key: {c: getattr(r, key) for c, r in zip(classes, rules)} for key in ("min_event_s", "min_gap_s")}
 
 
 def detect_run(
@@ -496,10 +508,10 @@ def detect_run(
     config.validate()
     loaded = load_run(run_dir, method)
     scorer = ModelScorer(loaded, device=device)
-    thresholds, medians = run_thresholds(loaded, config.threshold)
+    thresholds, post = run_thresholds(loaded, config.threshold)
     result = detect_files(
         paths, scorer, thresholds, config=config, progress=progress, skip_bad=skip_bad, on_file=on_file,
-        frame_median_filter_s=medians,
+        frame_post=post,
     )
     rule = resolve_threshold_rule(config.threshold, frame_level=loaded.frames is not None)  # what "auto" became
     result.settings = {"run_dir": os.fspath(run_dir), "method": method, **result.settings, "threshold_rule": str(rule)}

@@ -174,7 +174,7 @@ def curve_to_events(
     curve: np.ndarray,
     thresholds: np.ndarray,
     classes: Sequence[str],
-    rules: EventRules = EventRules(),
+    rules: EventRules | Sequence[EventRules] = EventRules(),
 ) -> list[tuple[float, float, str, float]]:
     """:func:`exact_events` as event lists hold them: times rounded to milliseconds, scores to 6 decimals (after
     sorting by the exact times)."""
@@ -187,16 +187,21 @@ def exact_events(
     curve: np.ndarray,
     thresholds: np.ndarray,
     classes: Sequence[str],
-    rules: EventRules = EventRules(),
+    rules: EventRules | Sequence[EventRules] = EventRules(),
 ) -> list[tuple[float, float, str, float]]:
     """Events ``(onset_s, offset_s, label, score)`` from a (median-filtered) score curve, sorted by onset, label;
     times and scores as computed (frame-level runs choose their post-processing on these).
 
     A frame is active for class ``l`` iff ``curve[:, l] >= thresholds[l]``; runs of active frames are events;
     same-class events less than ``rules.min_gap_s`` apart are merged (the merged score is the higher); events
-    shorter than ``rules.min_event_s`` are then dropped. Every event is at least one frame long.
+    shorter than ``rules.min_event_s`` are then dropped. Every event is at least one frame long. ``rules`` may be
+    one per class (a frame-level run's, chosen on validation).
     """
-    rules.validate()
+    per_class = [rules] * len(classes) if isinstance(rules, EventRules) else list(rules)
+    if len(per_class) != len(classes):
+        raise ValueError(f"{len(per_class)} event rules for {len(classes)} classes")
+    for rule in per_class:
+        rule.validate()
     thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if curve.ndim != 2 or thresholds.shape != (curve.shape[1],) or len(classes) != curve.shape[1]:
         raise ValueError(f"curve {curve.shape}, thresholds {thresholds.shape}, {len(classes)} classes disagree")
@@ -204,17 +209,17 @@ def exact_events(
         raise ValueError(f"edges: expected {curve.shape[0] + 1} boundaries, got {edges.shape}")
     events: list[tuple[float, float, str, float]] = []
     eps = 1e-9
-    for column, label in enumerate(classes):
+    for column, (label, rule) in enumerate(zip(classes, per_class)):
         found: list[list[float]] = []
         values = curve[:, column].astype(np.float64)
         for first, last in runs(values >= thresholds[column]):
             onset, offset = float(edges[first]), float(edges[last + 1])
             score = float(values[first : last + 1].max())
-            if found and onset - found[-1][1] < rules.min_gap_s - eps:
+            if found and onset - found[-1][1] < rule.min_gap_s - eps:
                 found[-1][1], found[-1][2] = offset, max(found[-1][2], score)
             else:
                 found.append([onset, offset, score])
-        events += [(on, off, label, sc) for on, off, sc in found if off - on >= rules.min_event_s - eps]
+        events += [(on, off, label, sc) for on, off, sc in found if off - on >= rule.min_event_s - eps]
     events.sort(key=lambda e: (e[0], e[2]))
     return events
 
