@@ -149,7 +149,7 @@ def test_repeats_over_seeds_with_bootstrap(tmp_path):
 
 def test_imbalance_methods_run_in_the_harness(tmp_path):
     """Every alternative method trains on the same features and splits; checkpoints reload and score alike."""
-    from thce.training.imbalance import LOSS_CONFIGS
+    from thce.losses.imbalance import LOSS_CONFIGS
 
     config_path = tmp_path / "tiny.toml"
     methods = ["baseline", "lmle", *LOSS_CONFIGS]

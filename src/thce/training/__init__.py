@@ -7,7 +7,7 @@
 - :mod:`thce.training.algorithm1`: the paper's Algorithm 1 (Proposed1, Proposed2) and the baseline;
 - :mod:`thce.training.diagnostics`: how well an embedding separates classes, per Algorithm 1 iteration;
 - :mod:`thce.training.lmle`: LMLE's embedding stage and detector;
-- :mod:`thce.training.imbalance`: the field's imbalance methods (their configs and trainer).
+- :mod:`thce.training.imbalance`: the trainer of the field's imbalance losses (:mod:`thce.losses.imbalance`).
 
 Which method trains how, and with which model, is the registry :mod:`thce.methods`.
 """
