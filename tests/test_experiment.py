@@ -239,10 +239,10 @@ def test_each_stage_trains_at_its_own_learning_rate(tmp_path, monkeypatch):
     selections: dict[tuple[str, str], str] = {}
 
     def wrap(fit):
-        def recording(**kwargs):
-            rates[kwargs["method"], kwargs["stage"]] = kwargs.get("learning_rate")
-            selections[kwargs["method"], kwargs["stage"]] = kwargs.get("selection", "val_loss")
-            return fit(**kwargs)
+        def recording(stage, ctx):
+            rates[stage.method, stage.name] = stage.schedule.learning_rate
+            selections[stage.method, stage.name] = stage.selection.criterion
+            return fit(stage, ctx)
 
         return recording
 

@@ -10,8 +10,8 @@ import torch
 from thce.losses.imbalance import ImbalanceLoss
 from thce.models import EventDetector
 from thce.sampling import weighted_sampling_order
-from thce.training.data import TrainingData, detection_validation, embed, feature_loader, make_augmenter
-from thce.training.engine import RunContext, StageConfig, fit_stage
+from thce.training.data import TrainingData, detection_validation, embed, training_clips
+from thce.training.engine import Learner, RunContext, Selection, Stage, StageConfig, fit_stage
 
 # ----------------------------------------------------------------------------------------------- training
 
@@ -44,12 +44,12 @@ def train_with_imbalance_loss(
             loss = loss_fn(outputs, val_class).item()
             return detection_validation(model.detection_scores(outputs).float().cpu().numpy(), data, loss)
 
-    fit_stage(
-        stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
-        train_step=lambda p, x, mix=None: loss_fn(model(x), train_class[p]), load=feature_loader(data, train_idx),
-        num_train=len(train_idx), val_loss=validation, epochs=stage.max_epochs, patience=stage.patience, ctx=ctx,
-        epoch_order=epoch_order, on_epoch_start=loss_fn.set_epoch, learning_rate=stage.learning_rate,
-        selection=stage.selection, augmenter=make_augmenter(data, ctx), mixup=False,  # mixup: BCE and THCE stages only
-        data_parallel=True, batch_weight=lambda p: loss_fn.batch_weight(train_class[p]),
+    learner = Learner(
+        model, lambda p, x, mix=None: loss_fn(model(x), train_class[p]), data_parallel=True,
+        batch_weight=lambda p: loss_fn.batch_weight(train_class[p]),
     )  # fmt: skip
+    # mixup off: only the BCE and THCE stages mix their targets
+    clips = training_clips(data, ctx, epoch_order=epoch_order, on_epoch_start=loss_fn.set_epoch, mixup=False)
+    fit_stage(Stage(method=method, name="end-to-end", learner=learner, data=clips, schedule=stage.schedule(),
+                    selection=Selection(validation, stage.selection)), ctx)  # fmt: skip
     return model
