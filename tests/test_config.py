@@ -59,6 +59,12 @@ def test_paper_configs_hold_the_papers_settings():
         ("[data]\nsplit_fractions = [0.5, 0.2, 0.2]\n", "summing to 1"),
         ("[synth]\ncounts = {cat = 3}\n", "unknown label 'cat'"),
         ("seed = 1.5\n", "seed: expected an integer"),
+        ("[focal]\ngama = 1.0\n", "unknown config key 'focal.gama'; did you mean 'gamma'?"),
+        ("[focl]\ngamma = 1.0\n", "unknown config key 'focl'; did you mean 'focal'?"),
+        ("focal = 3\n", "focal: expected a table, got 3"),
+        ("[ldam_drw]\ndrw_epoch = -1\n", "ldam_drw.drw_epoch: must be >= 0, got -1"),
+        ("[focal]\nalpha = 'x'\n", "focal.alpha: expected a number, got 'x'"),
+        ("[losses]\nfocal = {gamma = 1.0}\n", "unknown config key 'losses'"),
         ("this is not toml", "not valid TOML"),
     ],
 )
@@ -87,7 +93,10 @@ def test_overrides_and_round_trip(tmp_path):
 
 def _keys(cls, prefix=""):
     for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(f.type) or (isinstance(f.type, str) and f.type.endswith("Config")):
+        if cls is ExperimentConfig and f.name == "losses":  # each loss's table: [focal], [ldam_drw], ...
+            for name, settings in ExperimentConfig().losses.items():
+                yield from _keys(type(settings), f"{name}.")
+        elif dataclasses.is_dataclass(f.type) or (isinstance(f.type, str) and f.type.endswith("Config")):
             sub = type(getattr(ExperimentConfig(), f.name))
             yield from _keys(sub, f"{f.name}.")
         else:
@@ -129,3 +138,40 @@ def test_dotted_keys_are_set_by_one_function_for_set_and_for_sweep_variants():
     assert variant_config(config, Variant.of({"embedding.alpha": 8.0})).embedding.alpha == 8.0
     with pytest.raises(ConfigError, match=r"^variant .*: 'methods' is not a table$"):
         variant_config(config, Variant.of({"methods.x": 1}))
+
+
+def test_a_loss_is_its_class_its_settings_and_one_registry_entry(tmp_path, monkeypatch):
+    """Issue 31: a loss added to LOSS_CONFIGS has its own table read into its settings (errors naming the table and
+    the key), written back to config.toml and read again, and is a method of its own, without a field of
+    ExperimentConfig or an entry of the methods' registry written by hand."""
+    from thce.losses.imbalance import LOSS_CONFIGS, BinaryCrossEntropy, LossConfig
+    from thce.methods import _imbalance
+
+    class ScaledBCE(BinaryCrossEntropy):
+        method = "scaled_bce"
+        description = "BCE times a constant"
+
+    @dataclasses.dataclass(frozen=True)
+    class ScaledBCEConfig(LossConfig):
+        loss = ScaledBCE
+        scale: float = 1.0
+
+        def validate(self) -> None:
+            if self.scale <= 0:
+                raise ConfigError(f"scaled_bce.scale: must be > 0, got {self.scale}")
+
+    monkeypatch.setitem(LOSS_CONFIGS, "scaled_bce", ScaledBCEConfig)
+    config = load_config(_write(tmp_path, "[scaled_bce]\nscale = 2\n[focal]\ngamma = 1.0\n"))
+    assert config.loss_config("scaled_bce") == ScaledBCEConfig(scale=2.0)
+    assert config.loss_config("focal").gamma == 1.0 and config.loss_config("bce") == LOSS_CONFIGS["bce"]()
+    save_config(config, tmp_path / "saved.toml")
+    assert "[scaled_bce]\nscale = 2.0\n" in (tmp_path / "saved.toml").read_text()
+    assert load_config(tmp_path / "saved.toml") == config
+    with pytest.raises(ConfigError, match=re.escape("unknown config key 'scaled_bce.scael'; did you mean 'scale'?")):
+        load_config(_write(tmp_path, "[scaled_bce]\nscael = 2\n"))
+    with pytest.raises(ConfigError, match=re.escape("--set scaled_bce.scale=0: must be > 0, got 0.0")):
+        load_config(None, ["scaled_bce.scale=0"])
+    method = _imbalance(ScaledBCEConfig)
+    assert (method.name, method.description, method.sections) == (
+        "scaled_bce", "BCE times a constant", ("baseline", "scaled_bce"),
+    )  # fmt: skip

@@ -149,7 +149,7 @@ def test_repeats_over_seeds_with_bootstrap(tmp_path):
 
 def test_imbalance_methods_run_in_the_harness(tmp_path):
     """Every alternative method trains on the same features and splits; checkpoints reload and score alike."""
-    from thce.training.imbalance import LOSS_CONFIGS
+    from thce.losses.imbalance import LOSS_CONFIGS
 
     config_path = tmp_path / "tiny.toml"
     methods = ["baseline", "lmle", *LOSS_CONFIGS]
@@ -239,10 +239,10 @@ def test_each_stage_trains_at_its_own_learning_rate(tmp_path, monkeypatch):
     selections: dict[tuple[str, str], str] = {}
 
     def wrap(fit):
-        def recording(**kwargs):
-            rates[kwargs["method"], kwargs["stage"]] = kwargs.get("learning_rate")
-            selections[kwargs["method"], kwargs["stage"]] = kwargs.get("selection", "val_loss")
-            return fit(**kwargs)
+        def recording(stage, ctx):
+            rates[stage.method, stage.name] = stage.schedule.learning_rate
+            selections[stage.method, stage.name] = stage.selection.criterion
+            return fit(stage, ctx)
 
         return recording
 

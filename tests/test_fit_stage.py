@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from thce.report import untuned_notes
-from thce.training.engine import RunContext, TrainConfig, fit_stage
+from thce.training.engine import EpochData, Learner, RunContext, Schedule, Selection, Stage, TrainConfig, fit_stage
 from thce.training.metrics_log import MetricsLog
 
 
@@ -30,11 +30,11 @@ def _fit(val_losses: list, *, patience: int, epochs: int = 10, resume_dir: Path 
     def step(positions) -> torch.Tensor:
         return -module.weight.sum()  # Adam's first steps move the weight by ~lr: +1 per step
 
-    result = fit_stage(
-        stage="end-to-end", method=method, module=module, parameters=list(module.parameters()),
-        train_step=step, num_train=4, val_loss=val_loss, epochs=epochs, patience=patience, ctx=ctx,
-        start_trained=start_trained, selection=selection, learning_rate=learning_rate,
-    )
+    result = fit_stage(Stage(
+        method=method, name="end-to-end", learner=Learner(module, step), data=EpochData(4),
+        schedule=Schedule(epochs, learning_rate, patience),
+        selection=Selection(val_loss, selection, start_trained=start_trained),
+    ), ctx)  # fmt: skip
     return module, result, ctx.log, weights_at_val
 
 
@@ -115,11 +115,10 @@ def test_selection_summary_gives_the_kept_epoch_its_validation_and_the_best_of_e
         {"val_loss": 1.1, "val_eer": 0.32, "val_auc": 0.70},
     ]
     module = nn.Linear(1, 1, bias=False)
-    fit_stage(
-        stage="end-to-end", method="baseline", module=module, parameters=list(module.parameters()),
-        train_step=lambda p: module.weight.sum(), num_train=4, val_loss=lambda: values.pop(0), epochs=10, patience=2,
-        ctx=RunContext(train=TrainConfig(batch_size=4), log=log),
-    )  # fmt: skip
+    fit_stage(Stage(
+        method="baseline", name="end-to-end", learner=Learner(module, lambda p: module.weight.sum()),
+        data=EpochData(4), schedule=Schedule(10, patience=2), selection=Selection(lambda: values.pop(0)),
+    ), RunContext(train=TrainConfig(batch_size=4), log=log))  # fmt: skip
     summary = MetricsLog(tmp_path / "metrics.csv")  # a resumed process reads the epochs from the file
     summary.select("baseline", "end-to-end", "", 2, "val_loss")
     for entry in (log.selection_summary()["baseline/end-to-end"], summary.selection_summary()["baseline/end-to-end"]):
@@ -137,3 +136,13 @@ def test_selection_summary_of_a_kept_start_and_its_report_line(tmp_path):
     assert (entry["kept_epoch"], entry["epochs_run"], entry["kept"]) == (0, 3, None)  # epoch 0 is not a logged row
     lines = selection_table_markdown({"proposed2/end-to-end": entry})
     assert lines[2] == "| proposed2/end-to-end | val_loss | 0 (3) | – | – | – | – |"
+
+
+def test_a_selection_criterion_is_checked_and_parameters_default_to_the_modules():
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        Selection(lambda: 0.0, "val_f1")
+    module = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    assert Learner(module, lambda p: module(p)).optimised() == list(module.parameters())
+    assert Learner(module, lambda p: module(p), parameters=module[1].parameters()).optimised() == [
+        module[1].weight, module[1].bias,
+    ]  # fmt: skip

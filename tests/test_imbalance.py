@@ -8,6 +8,7 @@ import torch
 
 from thce.errors import ConfigError
 from thce.losses.imbalance import (
+    LOSS_CONFIGS,
     BinaryCrossEntropy,
     ClassBalancedLoss,
     LDAMLoss,
@@ -18,9 +19,9 @@ from thce.losses.imbalance import (
     SoftTripleLoss,
     class_balanced_weights,
     class_index_targets,
+    loss_config,
 )
 from thce.sampling import balanced_sampling_order, balanced_sampling_weights
-from thce.training.imbalance import LOSS_CONFIGS, loss_config
 
 COUNTS = [4, 1, 20]  # two events (the second with a single sample) and background
 DTYPES = [torch.float32, torch.float64]

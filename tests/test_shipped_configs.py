@@ -168,7 +168,7 @@ def test_gpu_config_holds_the_papers_settings(name):
     assert config.data.ratio == ratio and config.model.encoder == encoder
     assert config.model == ModelConfig(encoder=encoder)  # the paper's CNN / LSTM (docs/method.md)
     assert config.data.source == "manifest"
-    assert config.ldam_drw.drw_epoch == round(0.8 * config.baseline.max_epochs)
+    assert config.loss_config("ldam_drw").drw_epoch == round(0.8 * config.baseline.max_epochs)
 
 
 def test_gpu_configs_differ_only_in_ratio_and_encoder():
@@ -304,7 +304,7 @@ def test_cpu_config_schedule(name):
     assert config.embedding.n_iter >= 2 and config.embedding.last_epochs > config.embedding.epochs >= 1
     for stage in (config.detector, config.baseline):
         assert stage.max_epochs >= 2 * stage.patience
-    assert config.ldam_drw.drw_epoch == round(0.8 * config.baseline.max_epochs)
+    assert config.loss_config("ldam_drw").drw_epoch == round(0.8 * config.baseline.max_epochs)
     assert config.train.batch_size == 16 and config.train.num_threads == (1 if CPU[name][1] == "lstm" else 0)
     assert config.train.device == "cpu"
 

@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 
 import thce.sweep
+import thce.sweep.running
 from thce.cli import main
 from thce.config import config_from_dict, load_config, save_config
 from thce.errors import ConfigError
 from thce.experiment import load_rows
 from thce.metrics import per_class_eer
 from thce.stats import ScoredTestSet, bootstrap_eer_difference
-from thce.sweep import ci_cell, experiment_settings, run_sweep, summarise, sweep_table_markdown, variant_config
+from thce.rundir import experiment_settings, same_clips
+from thce.sweep import ci_cell, run_sweep, summarise, sweep_table_markdown, variant_config
 from thce.variants import Variant, parse_vary, product_variants
 
 from tests.conftest import tiny_toml
@@ -131,13 +133,13 @@ def test_finished_runs_are_not_redone(sweep_dir, tmp_path, monkeypatch):
     copy = tmp_path / "copy"
     shutil.copytree(sweep_dir, copy, symlinks=True)
     calls = []
-    real = thce.sweep.run_experiment
+    real = thce.sweep.running.run_experiment
 
     def counting(config, out_dir, **kwargs):
         calls.append((Path(out_dir).relative_to(copy).as_posix(), kwargs["resume"]))
         return real(config, out_dir, **kwargs)
 
-    monkeypatch.setattr(thce.sweep, "run_experiment", counting)
+    monkeypatch.setattr(thce.sweep.running, "run_experiment", counting)
     config = load_config(sweep_dir / "config.toml")  # the base config, its cache_dir the original's
     variants = product_variants([parse_vary(VARY)])
     before = json.loads((sweep_dir / "sweep.json").read_text())
@@ -180,7 +182,7 @@ def test_reference_runs_made_before_the_sweep_are_read_not_run(sweep_dir, tmp_pa
     runs = _move_reference_runs(copy)
     before_files = sorted(p.relative_to(runs).as_posix() for p in runs.rglob("*"))
     calls = []
-    monkeypatch.setattr(thce.sweep, "run_experiment", lambda config, out_dir, **kw: calls.append(out_dir))
+    monkeypatch.setattr(thce.sweep.running, "run_experiment", lambda config, out_dir, **kw: calls.append(out_dir))
     config = load_config(sweep_dir / "config.toml")
     variants = product_variants([parse_vary(VARY)])
     summary = run_sweep(config, variants, 2, copy, reference={"baseline.l2_normalise": True}, reference_runs=runs,
@@ -210,7 +212,7 @@ def test_reference_runs_made_before_the_sweep_are_read_not_run(sweep_dir, tmp_pa
     # synthetic data of other settings under the same names are other clips: unpaired
     for seed in SEEDS:
         _edit_config(runs / f"seed_{seed}", "synth", ebr_db_range=[-1.0, 1.0])
-    assert thce.sweep.same_clips([copy / SLUGS[0] / "seed_3", runs / "seed_3"], "val") is not None
+    assert same_clips([copy / SLUGS[0] / "seed_3", runs / "seed_3"], "val") is not None
     with pytest.raises(ConfigError, match="is not the reference variant's for baseline"):
         run_sweep(config, variants, 2, copy, reference={"baseline.l2_normalise": True}, reference_runs=runs)
 

@@ -23,12 +23,13 @@ import tomli_w
 
 from thce.audio import LogMelConfig
 from thce.augment import AugmentConfig
-from thce.config_reader import read_table
+from thce.config_reader import check_keys, read_table
 from thce.data.synth import SynthConfig
 from thce.encoders import PANNS_ENCODERS, ModelConfig
 from thce.errors import ConfigError
 from thce.frame_models import FrameModelConfig
 from thce.io import atomic_write
+from thce.losses.imbalance import LOSS_CONFIGS, LossConfig, loss_config
 from thce.methods import FRAME_METHODS, PAPER_METHODS, check_methods
 from thce.reference import LogRegStatsConfig
 from thce.training.algorithm1 import (
@@ -39,17 +40,6 @@ from thce.training.algorithm1 import (
     EmbeddingConfig,
 )
 from thce.training.engine import TrainConfig
-from thce.training.imbalance import (
-    LOSS_CONFIGS,
-    BCEConfig,
-    ClassBalancedConfig,
-    FocalConfig,
-    LDAMConfig,
-    LogitAdjustedConfig,
-    LossConfig,
-    OversamplingConfig,
-    SoftTripleConfig,
-)
 from thce.training.lmle import LMLEConfig
 # The paper's second setting (Table 2): dog:baby:gun:background.
 PAPER_RATIO_2_2_1_26 = {"dog": 2, "baby": 2, "gun": 1, "background": 26}
@@ -119,13 +109,8 @@ class ExperimentConfig:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     proposed2_aux: AuxiliaryTHCEConfig = field(default_factory=AuxiliaryTHCEConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    bce: BCEConfig = field(default_factory=BCEConfig)
-    focal: FocalConfig = field(default_factory=FocalConfig)
-    class_balanced: ClassBalancedConfig = field(default_factory=ClassBalancedConfig)
-    oversampling: OversamplingConfig = field(default_factory=OversamplingConfig)
-    logit_adjusted: LogitAdjustedConfig = field(default_factory=LogitAdjustedConfig)
-    ldam_drw: LDAMConfig = field(default_factory=LDAMConfig)
-    softtriple: SoftTripleConfig = field(default_factory=SoftTripleConfig)
+    #: each imbalance loss's settings by name (its ``[name]`` table; :data:`thce.losses.imbalance.LOSS_CONFIGS`)
+    losses: dict[str, LossConfig] = field(default_factory=dict)
     lmle: LMLEConfig = field(default_factory=LMLEConfig)
     logreg_stats: LogRegStatsConfig = field(default_factory=LogRegStatsConfig)
     dcase2017_baseline: DCASE2017BaselineConfig = field(default_factory=DCASE2017BaselineConfig)
@@ -136,10 +121,19 @@ class ExperimentConfig:
         return self.data.strong_labels
 
     def loss_config(self, method: str) -> LossConfig:
-        """The config table of an imbalance method (``focal``, ``ldam_drw``, ...)."""
-        return getattr(self, method)
+        """The settings of an imbalance method (``focal``, ``ldam_drw``, ...): its ``[method]`` table."""
+        return self.losses[method]
 
     def __post_init__(self) -> None:
+        unknown = [name for name in self.losses if name not in LOSS_CONFIGS]
+        if unknown:
+            raise ConfigError(f"losses: {unknown} are not among the imbalance losses {', '.join(LOSS_CONFIGS)}")
+        wrong = [name for name, settings in self.losses.items() if not isinstance(settings, LOSS_CONFIGS[name])]
+        if wrong:
+            raise ConfigError(f"losses: the settings of {wrong[0]} must be a {LOSS_CONFIGS[wrong[0]].__name__}")
+        # every loss, in the registry's order (config.toml's), with its defaults where not given
+        every = {name: self.losses.get(name, settings()) for name, settings in LOSS_CONFIGS.items()}
+        object.__setattr__(self, "losses", every)
         self.validate()
 
     def validate(self) -> None:
@@ -157,8 +151,8 @@ class ExperimentConfig:
         self.baseline.validate("baseline")
         self.proposed2_aux.validate()
         self.augment.validate()
-        for method in LOSS_CONFIGS:
-            self.loss_config(method).validate()
+        for settings in self.losses.values():
+            settings.validate()
         self.lmle.validate()
         self.logreg_stats.validate()
         self.dcase2017_baseline.validate("dcase2017_baseline")
@@ -214,7 +208,14 @@ class ExperimentConfig:
             raise ConfigError(f"model.encoder: {self.model.encoder} has no frame-level version; [frame_model] is used")
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)
+        """The config as plain tables, as in a config file: each loss's settings its own table (``focal``, ...)."""
+        table: dict[str, Any] = {}
+        for key, value in _to_plain(self).items():
+            if key == "losses":
+                table.update(value)
+            else:
+                table[key] = value
+        return table
 
 
 def follow_encoder_features(table: dict[str, Any]) -> dict[str, Any]:
@@ -342,14 +343,28 @@ def _blamed_override(message: str, overrides: list[str]) -> str | None:
     return None
 
 
+def _read_experiment(table: dict[str, Any]) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from a raw config table: each imbalance loss's table (``[focal]``, ...) read
+    into its settings (:data:`thce.losses.imbalance.LOSS_CONFIGS`), every other table into its field."""
+    tables = [f.name for f in dataclasses.fields(ExperimentConfig) if f.name != "losses"]
+    check_keys(ExperimentConfig, table, keys=[*tables, *LOSS_CONFIGS])
+    losses = {}
+    for name in LOSS_CONFIGS:
+        values = table.get(name, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"{name}: expected a table, got {values!r}")
+        losses[name] = loss_config(name, **values)
+    rest = {key: value for key, value in table.items() if key not in LOSS_CONFIGS}
+    return dataclasses.replace(read_table(ExperimentConfig, rest), losses=losses)
+
+
 def config_from_dict(
     table: dict[str, Any], *, source: str = "config", overrides: list[str] | None = None
 ) -> ExperimentConfig:
     """Build and validate an :class:`ExperimentConfig`; ``source`` prefixes error messages (the file name), or the
     ``--set KEY=VALUE`` flag among ``overrides`` (already merged into ``table``) that set the offending key."""
     try:
-        config = read_table(ExperimentConfig, follow_encoder_features(table))
-        config.validate()
+        config = _read_experiment(follow_encoder_features(table))
     except (ConfigError, TypeError, ValueError) as error:
         message = str(error)
         flag = _blamed_override(message, overrides or [])

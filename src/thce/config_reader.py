@@ -4,7 +4,7 @@ Every config is a frozen dataclass validated on construction (``__post_init__`` 
 turns a table into one, with one-line errors that name the key with its section: an unknown key (with the closest
 known one), a missing required key, a value of the wrong type. :func:`thce.config.load_config` reads whole
 experiment files through it; ``LogMelConfig.from_dict``, ``SynthConfig.from_dict`` and
-:func:`thce.training.imbalance.loss_config` read one section each.
+:func:`thce.losses.imbalance.loss_config` read one section each.
 
 >>> from dataclasses import dataclass
 >>> @dataclass(frozen=True)
@@ -38,10 +38,13 @@ def _full(section: str, key: str) -> str:
     return f"{section}.{key}" if section else key
 
 
-def check_keys(cls: type, table: Mapping[str, Any], section: str = "") -> None:
+def check_keys(
+    cls: type, table: Mapping[str, Any], section: str = "", *, keys: collections.abc.Iterable[str] | None = None
+) -> None:
     """Raise :class:`ConfigError` for the first key of ``table`` that is not a field of the dataclass ``cls``
-    (naming ``section.key`` and the closest field) or for a field without a default that ``table`` lacks."""
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    (naming ``section.key`` and the closest field) or for a field without a default that ``table`` lacks. ``keys``:
+    the keys ``table`` may hold when they are not ``cls``'s fields (tables its caller reads into one field)."""
+    names = [f.name for f in dataclasses.fields(cls) if f.init] if keys is None else list(keys)
     for key in table:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)

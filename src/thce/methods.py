@@ -28,6 +28,7 @@ from thce.audio import LogMelConfig
 from thce.encoders import ModelConfig, build_encoder
 from thce.errors import ConfigError
 from thce.frame_models import FrameModelConfig, FramePooling, build_dcase2017_detector, build_frame_encoder
+from thce.losses.imbalance import LOSS_CONFIGS, LossConfig
 from thce.models import ClusterLayer, DetectorHead, EventDetector
 from thce.reference import LogRegStatsConfig, run_logreg_stats
 from thce.training.algorithm1 import (
@@ -44,7 +45,7 @@ from thce.training.algorithm1 import (
 )
 from thce.training.data import TrainingData
 from thce.training.engine import RunContext
-from thce.training.imbalance import LossConfig, train_with_imbalance_loss
+from thce.training.imbalance import train_with_imbalance_loss
 from thce.training.lmle import LMLEConfig, learn_embedding_lmle, train_lmle_detector
 
 
@@ -294,9 +295,10 @@ def _train_lmle(run: MethodRun) -> dict[str, Results]:
         return {"lmle": run.evaluate("lmle", model)}
 
 
-def _imbalance(name: str, description: str) -> Method:
-    """An imbalance method of :mod:`thce.training.imbalance`: the baseline's encoder and ``[baseline]`` stage
-    settings, the head and loss of its ``[name]`` table."""
+def _imbalance(settings: type[LossConfig]) -> Method:
+    """The method of an imbalance loss of :data:`thce.losses.imbalance.LOSS_CONFIGS` (named after it, described by
+    it): the baseline's encoder and ``[baseline]`` stage settings, the head and loss of its own table."""
+    name = settings.loss.method
 
     def train(run: MethodRun) -> dict[str, Results]:
         with run.timed(name):
@@ -305,8 +307,9 @@ def _imbalance(name: str, description: str) -> Method:
             return {name: run.evaluate(name, model)}
 
     return Method(
-        name, description, l2_normalised=_as_baseline, detector=_loss_head, train=train, sections=("baseline", name)
-    )
+        name, settings.loss.description, l2_normalised=_as_baseline, detector=_loss_head, train=train,
+        sections=("baseline", name),
+    )  # fmt: skip
 
 
 def _dcase2017_detector(
@@ -352,13 +355,7 @@ METHODS: dict[str, Method] = {
                sections=("embedding", "detector", "proposed2_aux")),
         Method("lmle", "LMLE triple-header hinge on quintuplets", "", _always, _sigmoid_on_embedding, _train_lmle,
                sections=("lmle", "detector")),
-        _imbalance("bce", "unweighted BCE, Eq. 1"),
-        _imbalance("focal", "focal loss"),
-        _imbalance("class_balanced", "class-balanced loss (effective number of samples)"),
-        _imbalance("oversampling", "class-balanced oversampling, softmax CE"),
-        _imbalance("logit_adjusted", "logit-adjusted softmax CE"),
-        _imbalance("ldam_drw", "label-distribution-aware margin loss, deferred re-weighting"),
-        _imbalance("softtriple", "SoftTriple loss"),
+        *(_imbalance(settings) for settings in LOSS_CONFIGS.values()),  # the field's losses, in their registry's order
         Method("dcase2017_baseline", "the DCASE 2017 Task 2 baseline: MLP on log-mel frames with context, "
                "unweighted BCE (frame-level runs only)", "DCASE17", lambda config: False, _dcase2017_detector,
                _train_dcase2017_baseline, sections=("dcase2017_baseline",)),

@@ -1,7 +1,8 @@
 """The field's imbalance losses, each a loss on ``(outputs, targets)`` usable in one training step.
 
 Every method is a small :class:`torch.nn.Module` (learnable weights inside when it has them) built from the
-training split's class counts, directly or by its config dataclass (:mod:`thce.training.imbalance`)::
+training split's class counts, directly or by its settings, the frozen dataclass beside it whose fields are the keys
+of its ``[method]`` config table::
 
     counts = data.class_counts("train")                 # (L + 1,), background last
     loss_fn = LDAMLoss(counts, drw_epoch=40)             # or loss_config("ldam_drw", drw_epoch=40).build(counts)
@@ -33,32 +34,51 @@ method             class                     outputs      reference (defaults)
 ``ldam_drw``       LDAMLoss                  C, cosine    Cao et al. 2019 (max margin 0.5, s 30, DRW)
 ``softtriple``     SoftTripleLoss            embedding    Qian et al. 2019 (K 10, la 20, gamma 0.1, ...)
 =================  ========================  ===========  ===========================================
+
+**Adding a loss** is this module only: its class (``method``, the name of its table and of its method in runs;
+``description``, for the legend of tables; ``reference``), its settings beside it (a frozen :class:`LossConfig`
+dataclass: ``loss``, one field per key with the reference default, ``validate``, ``build``) and one entry in
+:data:`LOSS_CONFIGS`. :mod:`thce.methods` makes it a method (trained by :mod:`thce.training.imbalance` with
+``[baseline]``'s stage settings) and :mod:`thce.config` reads its ``[method]`` table into its settings.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from thce.config_reader import read_table
+from thce.errors import ConfigError
 from thce.sampling import Counts, balanced_sampling_weights
 
 __all__ = [
+    "BCEConfig",
     "BinaryCrossEntropy",
     "CB_KINDS",
+    "ClassBalancedConfig",
     "ClassBalancedLoss",
     "FOCAL_REDUCTIONS",
+    "FocalConfig",
     "ImbalanceLoss",
+    "LDAMConfig",
     "LDAMLoss",
+    "LOSS_CONFIGS",
+    "LogitAdjustedConfig",
     "LogitAdjustedLoss",
+    "LossConfig",
     "NormedLinear",
     "OversampledCrossEntropy",
+    "OversamplingConfig",
     "SigmoidFocalLoss",
+    "SoftTripleConfig",
     "SoftTripleLoss",
+    "loss_config",
     "check_counts",
     "class_balanced_weights",
     "class_index_targets",
@@ -153,13 +173,15 @@ class ImbalanceLoss(nn.Module):
     ``set_epoch`` and ``sampling_weights`` (both no-ops unless the method needs them).
 
     Attributes:
-        method: registry name (``LOSS_CONFIGS`` key).
+        method: registry name (``LOSS_CONFIGS`` key), its config table and its method in runs.
+        description: what it is, for the legend under the EER table.
         reference: the paper the method follows.
         num_events: L.
         num_outputs: width of the outputs the loss expects (L for sigmoid methods, C = L + 1 for softmax ones).
     """
 
     method: ClassVar[str] = ""
+    description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
 
     def __init__(self, num_events: int) -> None:
@@ -229,6 +251,35 @@ def _softmax_event_scores(logits: Tensor, num_events: int) -> Tensor:
     return torch.softmax(logits, dim=1)[:, :num_events]
 
 
+class LossConfig:
+    """Base of each loss's settings, a frozen dataclass beside its loss whose fields are the keys of the loss's
+    ``[method]`` table: ``loss`` (the class it builds), ``validate``, ``build``, ``to_dict``."""
+
+    loss: ClassVar[type[ImbalanceLoss]]
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def method(self) -> str:
+        """The registry name of its loss (``focal``, ``ldam_drw``, ...): its table and its method in runs."""
+        return self.loss.method
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for a bad value (the loss constructors repeat the checks as ValueError)."""
+
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> ImbalanceLoss:
+        raise NotImplementedError  # pragma: no cover
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        return {"method": self.method, **values}
+
+
+def _num_events(class_counts: Counts, who: str) -> int:
+    return len(check_counts(class_counts, who=who, positive=False)) - 1
+
+
 # ----------------------------------------------------------------------------------------- sigmoid methods
 
 
@@ -240,6 +291,7 @@ class BinaryCrossEntropy(ImbalanceLoss):
     """
 
     method = "bce"
+    description = "unweighted BCE, Eq. 1"
     reference = "Eq. 1 of the paper (binary cross-entropy, no class weights)"
 
     @property
@@ -253,6 +305,16 @@ class BinaryCrossEntropy(ImbalanceLoss):
     def scores(self, logits: Tensor) -> Tensor:
         self._check_scores_input(logits)
         return torch.sigmoid(logits)
+
+
+@dataclass(frozen=True)
+class BCEConfig(LossConfig):
+    """Unweighted BCE (the paper's Eq. 1); no parameters."""
+
+    loss: ClassVar[type[ImbalanceLoss]] = BinaryCrossEntropy
+
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> BinaryCrossEntropy:
+        return BinaryCrossEntropy(_num_events(class_counts, "BCEConfig"))
 
 
 FOCAL_REDUCTIONS = ("positives", "mean", "sum", "none")
@@ -287,6 +349,7 @@ class SigmoidFocalLoss(ImbalanceLoss):
     """
 
     method = "focal"
+    description = "focal loss"
     reference = "Lin et al. 2017, Focal loss for dense object detection, Eq. 5"
 
     def __init__(
@@ -332,6 +395,31 @@ class SigmoidFocalLoss(ImbalanceLoss):
         return f"num_events={self.num_events}, gamma={self.gamma}, alpha={self.alpha}, reduction={self.reduction!r}"
 
 
+@dataclass(frozen=True)
+class FocalConfig(LossConfig):
+    """Sigmoid focal loss (Lin et al. 2017): ``gamma`` 2, ``alpha`` 0.25 (None: no alpha), ``reduction``
+    ``"positives"`` (sum / number of positives, the reference), ``"mean"`` or ``"sum"``."""
+
+    loss: ClassVar[type[ImbalanceLoss]] = SigmoidFocalLoss
+    gamma: float = 2.0
+    alpha: float | None = 0.25
+    reduction: str = "positives"
+
+    def validate(self) -> None:
+        if self.gamma < 0:
+            raise ConfigError(f"focal.gamma: must be >= 0, got {self.gamma}")
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"focal.alpha: must be in [0, 1], got {self.alpha}")
+        if self.reduction not in FOCAL_REDUCTIONS[:3]:
+            raise ConfigError(f"focal.reduction: must be one of {FOCAL_REDUCTIONS[:3]}, got {self.reduction!r}")
+
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> SigmoidFocalLoss:
+        self.validate()
+        return SigmoidFocalLoss(
+            _num_events(class_counts, "FocalConfig"), gamma=self.gamma, alpha=self.alpha, reduction=self.reduction
+        )
+
+
 # ----------------------------------------------------------------------------------------- softmax methods
 
 CB_KINDS = ("softmax", "sigmoid", "focal")
@@ -354,6 +442,7 @@ class ClassBalancedLoss(ImbalanceLoss):
     """
 
     method = "class_balanced"
+    description = "class-balanced loss (effective number of samples)"
     reference = "Cui et al. 2019, Class-balanced loss based on effective number of samples, Eq. 2"
 
     def __init__(
@@ -388,6 +477,29 @@ class ClassBalancedLoss(ImbalanceLoss):
         return f"num_events={self.num_events}, beta={self.beta}, kind={self.kind!r}, gamma={self.gamma}"
 
 
+@dataclass(frozen=True)
+class ClassBalancedConfig(LossConfig):
+    """Class-balanced loss (Cui et al. 2019): ``beta`` 0.9999, ``kind`` softmax / sigmoid / focal, ``gamma`` (focal
+    only; reference code default 1.0)."""
+
+    loss: ClassVar[type[ImbalanceLoss]] = ClassBalancedLoss
+    beta: float = 0.9999
+    kind: str = "softmax"
+    gamma: float = 1.0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.beta < 1.0:
+            raise ConfigError(f"class_balanced.beta: must be in [0, 1), got {self.beta}")
+        if self.kind not in CB_KINDS:
+            raise ConfigError(f"class_balanced.kind: must be one of {CB_KINDS}, got {self.kind!r}")
+        if self.gamma < 0:
+            raise ConfigError(f"class_balanced.gamma: must be >= 0, got {self.gamma}")
+
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> ClassBalancedLoss:
+        self.validate()
+        return ClassBalancedLoss(class_counts, beta=self.beta, kind=self.kind, gamma=self.gamma)
+
+
 class OversampledCrossEntropy(ImbalanceLoss):
     """Class-balanced oversampling with plain softmax cross-entropy over C = L + 1 classes.
 
@@ -399,6 +511,7 @@ class OversampledCrossEntropy(ImbalanceLoss):
     """
 
     method = "oversampling"
+    description = "class-balanced oversampling, softmax CE"
     reference = "Buda et al. 2018 / Kang et al. 2020, class-balanced sampling (q = 0) with cross-entropy"
 
     def __init__(self, class_counts: Counts) -> None:
@@ -416,6 +529,16 @@ class OversampledCrossEntropy(ImbalanceLoss):
         return _softmax_event_scores(logits, self.num_events)
 
 
+@dataclass(frozen=True)
+class OversamplingConfig(LossConfig):
+    """Class-balanced oversampling with plain cross-entropy; no parameters (use ``loss.sampling_weights``)."""
+
+    loss: ClassVar[type[ImbalanceLoss]] = OversampledCrossEntropy
+
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> OversampledCrossEntropy:
+        return OversampledCrossEntropy(class_counts)
+
+
 class LogitAdjustedLoss(ImbalanceLoss):
     """Logit-adjusted softmax cross-entropy (Menon et al., "Long-tail learning via logit adjustment", ICLR 2021,
     Eq. 10): ``CE(softmax(z + tau * log pi), y)`` with ``pi`` the training-split class priors (reference tau = 1).
@@ -425,6 +548,7 @@ class LogitAdjustedLoss(ImbalanceLoss):
     """
 
     method = "logit_adjusted"
+    description = "logit-adjusted softmax CE"
     reference = "Menon et al. 2021, Long-tail learning via logit adjustment, Eq. 10"
 
     def __init__(self, class_counts: Counts, *, tau: float = 1.0) -> None:
@@ -445,6 +569,22 @@ class LogitAdjustedLoss(ImbalanceLoss):
         return f"num_events={self.num_events}, tau={self.tau}"
 
 
+@dataclass(frozen=True)
+class LogitAdjustedConfig(LossConfig):
+    """Logit-adjusted loss (Menon et al. 2021): ``tau`` 1."""
+
+    loss: ClassVar[type[ImbalanceLoss]] = LogitAdjustedLoss
+    tau: float = 1.0
+
+    def validate(self) -> None:
+        if self.tau < 0:
+            raise ConfigError(f"logit_adjusted.tau: must be >= 0, got {self.tau}")
+
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> LogitAdjustedLoss:
+        self.validate()
+        return LogitAdjustedLoss(class_counts, tau=self.tau)
+
+
 class LDAMLoss(ImbalanceLoss):
     """Label-distribution-aware margin loss with deferred re-weighting (Cao et al., NeurIPS 2019, Eq. 13 and
     Algorithm 1).
@@ -461,6 +601,7 @@ class LDAMLoss(ImbalanceLoss):
     """
 
     method = "ldam_drw"
+    description = "label-distribution-aware margin loss, deferred re-weighting"
     reference = "Cao et al. 2019, Learning imbalanced datasets with label-distribution-aware margin loss, Eq. 13, DRW"
 
     def __init__(
@@ -520,6 +661,32 @@ class LDAMLoss(ImbalanceLoss):
         )
 
 
+@dataclass(frozen=True)
+class LDAMConfig(LossConfig):
+    """LDAM-DRW (Cao et al. 2019): ``max_margin`` 0.5, ``s`` 30, ``drw_epoch`` 160 (0-based; reference: of 200
+    epochs, i.e. the last 20%; set it to ~0.8 x your epochs; None: never re-weight), ``drw_beta`` 0.9999."""
+
+    loss: ClassVar[type[ImbalanceLoss]] = LDAMLoss
+    max_margin: float = 0.5
+    s: float = 30.0
+    drw_epoch: int | None = 160
+    drw_beta: float = 0.9999
+
+    def validate(self) -> None:
+        if self.max_margin <= 0 or self.s <= 0:
+            raise ConfigError(f"ldam_drw: max_margin and s must be > 0, got {self.max_margin}, {self.s}")
+        if self.drw_epoch is not None and self.drw_epoch < 0:
+            raise ConfigError(f"ldam_drw.drw_epoch: must be >= 0, got {self.drw_epoch}")
+        if not 0.0 <= self.drw_beta < 1.0:
+            raise ConfigError(f"ldam_drw.drw_beta: must be in [0, 1), got {self.drw_beta}")
+
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> LDAMLoss:
+        self.validate()
+        return LDAMLoss(
+            class_counts, max_margin=self.max_margin, s=self.s, drw_epoch=self.drw_epoch, drw_beta=self.drw_beta
+        )
+
+
 # ----------------------------------------------------------------------------------------- embedding method
 
 
@@ -539,6 +706,7 @@ class SoftTripleLoss(ImbalanceLoss):
     """
 
     method = "softtriple"
+    description = "SoftTriple loss"
     reference = "Qian et al. 2019, SoftTriple loss: deep metric learning without triplet sampling, Eq. 8"
 
     def __init__(
@@ -609,3 +777,62 @@ class SoftTripleLoss(ImbalanceLoss):
             f"num_events={self.num_events}, embedding_dim={self.embedding_dim}, K={self.K}, la={self.la}, "
             f"gamma={self.gamma}, tau={self.tau}, margin={self.margin}"
         )
+
+
+@dataclass(frozen=True)
+class SoftTripleConfig(LossConfig):
+    """SoftTriple (Qian et al. 2019): ``centers_per_class`` 10, ``la`` 20, ``gamma`` 0.1, ``tau`` 0.2,
+    ``margin`` 0.01. ``build`` needs ``embedding_dim``."""
+
+    loss: ClassVar[type[ImbalanceLoss]] = SoftTripleLoss
+    centers_per_class: int = 10
+    la: float = 20.0
+    gamma: float = 0.1
+    tau: float = 0.2
+    margin: float = 0.01
+
+    def validate(self) -> None:
+        if self.centers_per_class < 1:
+            raise ConfigError(f"softtriple.centers_per_class: must be >= 1, got {self.centers_per_class}")
+        if self.la <= 0 or self.gamma <= 0 or self.tau < 0:
+            raise ConfigError(f"softtriple: need la > 0, gamma > 0, tau >= 0; got {self.la}, {self.gamma}, {self.tau}")
+
+    def build(self, class_counts: Counts, *, embedding_dim: int | None = None) -> SoftTripleLoss:
+        self.validate()
+        if embedding_dim is None:
+            raise ValueError("SoftTripleConfig.build: embedding_dim is required (the loss owns its centres)")
+        return SoftTripleLoss(
+            class_counts, embedding_dim, centers_per_class=self.centers_per_class, la=self.la, gamma=self.gamma,
+            tau=self.tau, margin=self.margin,
+        )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------- registry
+
+#: The registry of imbalance losses, one entry each: name -> its settings (whose ``loss`` is the class). Runs train
+#: them in this order; each is a method of :data:`thce.methods.METHODS` and its ``[name]`` table is read into its
+#: settings by :func:`thce.config.load_config`.
+LOSS_CONFIGS: dict[str, type[LossConfig]] = {
+    settings.loss.method: settings
+    for settings in (
+        BCEConfig,
+        FocalConfig,
+        ClassBalancedConfig,
+        OversamplingConfig,
+        LogitAdjustedConfig,
+        LDAMConfig,
+        SoftTripleConfig,
+    )
+}
+
+
+def loss_config(method: str, **values: Any) -> LossConfig:
+    """The settings of ``method`` (a ``LOSS_CONFIGS`` key) from ``values`` (its table; missing keys: the defaults),
+    validated; errors name ``method.key``.
+
+    >>> loss_config("ldam_drw", drw_epoch=40)
+    LDAMConfig(max_margin=0.5, s=30.0, drw_epoch=40, drw_beta=0.9999)
+    """
+    if method not in LOSS_CONFIGS:
+        raise ConfigError(f"unknown imbalance method {method!r}; known: {', '.join(LOSS_CONFIGS)}")
+    return read_table(LOSS_CONFIGS[method], values, method)

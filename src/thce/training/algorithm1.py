@@ -22,7 +22,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -44,13 +44,24 @@ from thce.training.data import (
     calibration_indices,
     detection_validation,
     embed,
-    feature_loader,
     has_centring,
     item_rows,
-    make_augmenter,
+    training_clips,
 )
 from thce.training.diagnostics import cluster_diagnostics, embedding_diagnostics, same_clip_cosine
-from thce.training.engine import SELECTIONS, RunContext, StageConfig, Validation, check_learning_rate, fit_stage
+from thce.training.engine import (
+    SELECTIONS,
+    EpochData,
+    Learner,
+    RunContext,
+    Schedule,
+    Selection,
+    Stage,
+    StageConfig,
+    Validation,
+    check_learning_rate,
+    fit_stage,
+)
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
@@ -320,27 +331,26 @@ def learn_embedding(
                 )  # fmt: skip
                 return loss_fn.loss_from_h(h_val, k_val).item()
 
+        def stage(name: str, learner: Learner, clips: EpochData, epochs: int, validation: Validation) -> Stage:
+            """A stage of this iteration, with Eq. 3's fractions logged every epoch and restored on resume."""
+            selection = Selection(validation, extra=lambda: dict(last), on_restore=last.update)
+            return Stage(method=method, name=name, learner=learner, data=clips,
+                         schedule=Schedule(epochs, config.learning_rate), selection=selection, iteration=iteration)
+
         # Tune only the cluster layer (encoder frozen: its embeddings are computed once above).
         cached = train_emb.to(device)
-        fit_stage(
-            stage="embedding-head", method=method, module=loss_fn, parameters=list(loss_fn.parameters()),
-            train_step=lambda p: step(loss_fn.cluster_layer(cached[p]), p), num_train=len(train_idx),
-            val_loss=lambda: val_loss(recalibrate=False), epochs=config.head_only_epochs, patience=None, ctx=ctx,
-            iteration=iteration, extra=lambda: dict(last), on_restore=last.update, learning_rate=config.learning_rate,
-        )  # fmt: skip
+        head_only = Learner(loss_fn, lambda p: step(loss_fn.cluster_layer(cached[p]), p))
+        fit_stage(stage("embedding-head", head_only, EpochData(len(train_idx)), config.head_only_epochs,
+                        lambda: val_loss(recalibrate=False)), ctx)  # fmt: skip
         # Then end to end with Eq. 8 (the last iteration trains longer).
-        fit_stage(
-            stage="embedding", method=method, module=nn.ModuleList([encoder, loss_fn]),
-            parameters=[*encoder.parameters(), *loss_fn.parameters()],
-            train_step=lambda p, x, mix=None: step(loss_fn.cluster_layer(encoder(x)), p, mix),
-            load=feature_loader(data, train_idx),
-            num_train=len(train_idx), val_loss=val_loss,
-            epochs=config.last_epochs if iteration == config.n_iter else config.epochs,
-            patience=None, ctx=ctx, iteration=iteration, extra=lambda: dict(last),
-            on_restore=last.update, data_parallel=True, augmenter=make_augmenter(data, ctx),
-            mixup=ctx.augment.mixup_in_embedding, learning_rate=config.learning_rate,
+        end_to_end = Learner(
+            nn.ModuleList([encoder, loss_fn]), lambda p, x, mix=None: step(loss_fn.cluster_layer(encoder(x)), p, mix),
+            data_parallel=True,
             batch_weight=None if loss_fn.reduction == "fixed" else _cluster_batch_weight(assignment, loss_fn.weights),
         )  # fmt: skip
+        clips = training_clips(data, ctx, mixup=ctx.augment.mixup_in_embedding)
+        epochs = config.last_epochs if iteration == config.n_iter else config.epochs
+        fit_stage(stage("embedding", end_to_end, clips, epochs, val_loss), ctx)
         if latest_val["embedding"] is val_emb:  # no validation ran (stages resumed finished): embed once more
             latest_val["embedding"] = embed(encoder, data, val_idx, ctx, f"{method} val")
         record["after_training"] = {
@@ -439,13 +449,13 @@ def train_head_only(
             loss = weighted_bce(outputs, targets["val"], weights).item()
             return detection_validation(model.detection_scores(outputs).float().cpu().numpy(), data, loss)
 
-    return fit_stage(
-        stage="detector-head", method=method, module=model.head, parameters=list(model.head.parameters()),
-        train_step=lambda p: weighted_bce(model.head(inputs["train"][p]), targets["train"][p], weights),
-        num_train=len(inputs["train"]), val_loss=validation, epochs=stage.head_only_max_epochs,
-        patience=stage.patience, ctx=ctx, selection=stage.head_only_criterion,
-        epoch_order=_balanced_order(data, ctx), learning_rate=stage.head_only_learning_rate,
-    )  # fmt: skip
+    head = Learner(model.head, lambda p: weighted_bce(model.head(inputs["train"][p]), targets["train"][p], weights))
+    return fit_stage(Stage(
+        method=method, name="detector-head", learner=head,
+        data=EpochData(len(inputs["train"]), epoch_order=_balanced_order(data, ctx)),
+        schedule=Schedule(stage.head_only_max_epochs, stage.head_only_learning_rate, stage.patience),
+        selection=Selection(validation, stage.head_only_criterion),
+    ), ctx)  # fmt: skip
 
 
 def train_end_to_end(
@@ -470,12 +480,11 @@ def train_end_to_end(
     device = ctx.device
     model.to(device)
     weights = _bce_weights(data, ctx) if weighted else None
-    train_idx = data.splits["train"]
-    train_targets = data.targets(train_idx).to(device)
-    load, on_epoch_start = feature_loader(data, train_idx), None
+    train_targets = data.targets(data.splits["train"]).to(device)
+    clips = training_clips(data, ctx, epoch_order=_balanced_order(data, ctx))
     remixed = RemixedTraining(data, ctx, method) if ctx.augment.remix_events and data.frame_level else None
     if remixed is not None:  # events re-mixed into the training clips every epoch
-        load, on_epoch_start = remixed.load, remixed.start_epoch
+        clips = replace(clips, load=remixed.load, on_epoch_start=remixed.start_epoch)
 
     def step(positions: np.ndarray, x: Tensor, mix: tuple[Tensor, Tensor] | None = None) -> Tensor:
         targets = train_targets[positions] if remixed is None else remixed.batch_targets(positions).to(device)
@@ -486,14 +495,10 @@ def train_end_to_end(
         h = model.features_for_head(model.encoder(x))
         return weighted_bce(model.head(h), targets, weights) + auxiliary(h, positions, mix)
 
-    return fit_stage(
-        stage="end-to-end", method=method, module=model, parameters=list(model.parameters()),
-        train_step=step, load=load, on_epoch_start=on_epoch_start,
-        num_train=len(train_idx), val_loss=_bce_validation(model, data, weights, ctx), epochs=stage.max_epochs,
-        patience=stage.patience, ctx=ctx, data_parallel=True, selection=stage.selection,
-        start_trained=start_trained, epoch_order=_balanced_order(data, ctx), augmenter=make_augmenter(data, ctx),
-        learning_rate=stage.learning_rate,
-    )  # fmt: skip
+    selection = Selection(_bce_validation(model, data, weights, ctx), stage.selection, start_trained=start_trained)
+    learner = Learner(model, step, data_parallel=True)
+    return fit_stage(Stage(method=method, name="end-to-end", learner=learner, data=clips, schedule=stage.schedule(),
+                           selection=selection), ctx)  # fmt: skip
 
 
 def train_detector(

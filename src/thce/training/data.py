@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from thce.data.remix import EventBank, remix
 from thce.data.strong import frame_class
 from thce.metrics import per_class_auc, per_class_eer
 from thce.models import EmbeddingOutput, EventDetector
-from thce.training.engine import RunContext
+from thce.training.engine import EpochData, RunContext
 
 
 class FeatureArray(Protocol):
@@ -206,6 +206,15 @@ def make_augmenter(data: TrainingData, ctx: RunContext) -> BatchAugmenter | None
     if not ctx.augment.enabled:
         return None
     return BatchAugmenter(ctx.augment, band_std_of(data.normalise)).to(ctx.device)
+
+
+def training_clips(data: TrainingData, ctx: RunContext, **settings: Any) -> EpochData:
+    """What an epoch of a stage that runs the encoder reads: the training split's normalised features, batch by
+    batch, augmented as ``ctx.augment`` says; ``settings``: the rest of :class:`~thce.training.engine.EpochData`
+    (``epoch_order``, ``on_epoch_start``, ``mixup``, or another ``load``)."""
+    train = data.splits["train"]
+    clips = EpochData(len(train), load=feature_loader(data, train), augmenter=make_augmenter(data, ctx))
+    return replace(clips, **settings)
 
 
 class RemixedTraining:

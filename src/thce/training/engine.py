@@ -3,14 +3,16 @@
 - :class:`TrainConfig` (optimisation, device, precision, loaders) and :class:`StageConfig` (early stopping and
   model selection) configure it; :class:`RunContext` carries them with the run's seed, metrics log, progress
   callback, resume folder and place in a torchrun job.
-- :func:`fit_stage` trains one stage: Adam/AdamW over given parameters, batches read ahead by loader workers,
+- :func:`fit_stage` trains one :class:`Stage`, described in four parts: what it trains (:class:`Learner`), what
+  an epoch reads (:class:`EpochData`), the optimiser's settings (:class:`Schedule`) and how the kept state is
+  chosen (:class:`Selection`). Adam/AdamW over the learner's parameters, batches read ahead by loader workers,
   bf16 autocast, training-batch augmentation, data-parallel shares under torchrun, per-epoch resume state, early
   stopping and model selection with warnings.
 - the per-epoch records go to a :class:`~thce.training.metrics_log.MetricsLog` (``metrics.csv``).
 
 It knows no method and no data set: a stage hands it a ``train_step`` and, for stages that read features, a
-``load(positions)`` (see :mod:`thce.training.data`). Library code does not print: per-batch progress goes to an
-optional ``progress(description, done, total)`` callback.
+``load(positions)`` (:func:`thce.training.data.training_clips` gives the training split's). Library code does not
+print: per-batch progress goes to an optional ``progress(description, done, total)`` callback.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -101,6 +103,10 @@ class StageConfig:
         if self.patience < 1:
             raise ConfigError(f"{section}.patience: must be >= 1, got {self.patience}")
         check_learning_rate(self.learning_rate, f"{section}.learning_rate")
+
+    def schedule(self) -> Schedule:
+        """The optimiser's settings of this stage: ``max_epochs`` at its ``learning_rate``, early stopped."""
+        return Schedule(self.max_epochs, self.learning_rate, self.patience)
 
 
 def check_learning_rate(rate: float | None, key: str) -> None:
@@ -262,99 +268,153 @@ def learning_rate_groups(module: nn.Module, parameters: list[nn.Parameter], lr: 
     return groups
 
 
-def fit_stage(
-    *,
-    stage: str,
-    method: str,
-    module: nn.Module,
-    parameters: list[nn.Parameter],
-    train_step: Callable[..., Tensor],
-    num_train: int,
-    val_loss: Validation,
-    epochs: int,
-    patience: int | None,
-    ctx: RunContext,
-    iteration: int | str = "",
-    extra: Callable[[], dict[str, float]] | None = None,
-    epoch_order: Callable[[torch.Generator], np.ndarray] | None = None,
-    on_epoch_start: Callable[[int], None] | None = None,
-    on_restore: Callable[[dict[str, float]], None] | None = None,
-    load: Callable[[np.ndarray], Tensor] | None = None,
-    data_parallel: bool = False,
-    batch_weight: Callable[[np.ndarray], float] | None = None,
-    selection: str = "val_loss",
-    start_trained: bool = False,
-    augmenter: BatchAugmenter | None = None,
-    mixup: bool = True,
-    learning_rate: float | None = None,
-) -> float:
-    """Adam over ``parameters`` for up to ``epochs`` epochs of ``train_step(positions) -> loss``.
+@dataclass(frozen=True)
+class Learner:
+    """What a stage trains: ``module`` (its state is what the stage saves, resumes and keeps at the selected
+    epoch), the ``parameters`` the optimiser moves (``None``: all of ``module``'s) and ``train_step``, one batch's
+    loss: ``train_step(positions)``, ``(positions, x)`` with the batch's features ``x`` when the stage reads them,
+    ``(positions, x, (lam, perm))`` under mixup so that it can mix its targets.
+
+    ``data_parallel`` (stages that run the encoder): under torchrun ``module`` trains under DistributedDataParallel
+    on each rank's share of a batch; the loss of a share, a mean weighted by ``batch_weight(positions)`` (default:
+    the number of clips), is scaled by its share of the batch's weight, so the averaged gradient is exactly that of
+    the global batch's loss. Without it, every rank runs the whole batch (cheap head-only stages).
+    """
+
+    module: nn.Module
+    train_step: Callable[..., Tensor]
+    parameters: Sequence[nn.Parameter] | None = None
+    data_parallel: bool = False
+    batch_weight: Callable[[np.ndarray], float] | None = None
+
+    def optimised(self) -> list[nn.Parameter]:
+        """The parameters the optimiser moves, in order."""
+        return list(self.module.parameters() if self.parameters is None else self.parameters)
+
+
+@dataclass(frozen=True)
+class EpochData:
+    """What each epoch of a stage reads: positions ``0 .. num_train-1`` in batches of ``train.batch_size`` per rank.
 
     ``epoch_order(generator)`` gives an epoch's positions (default: a permutation of ``num_train``), e.g. a
     class-balanced draw with replacement; ``on_epoch_start(epoch)`` (0-based) runs before each epoch. With
-    ``load(positions) -> (b, frames, mels)`` features, the step is ``train_step(positions, x)`` with ``x`` already
-    on the device (read ahead by ``train.loader_workers`` processes if set). With an ``augmenter``
-    (:class:`thce.augment.BatchAugmenter`, training batches only, its own generator saved with the stage), ``x`` is
-    augmented and, if ``mixup``, mixed within the batch, and the step is ``train_step(positions, x, (lam, perm))``
-    so that it can mix its targets. Forward passes run under :meth:`RunContext.autocast`.
-    ``train.weight_decay`` > 0 makes the optimiser AdamW (decoupled weight decay). ``learning_rate``: the stage's
-    own rate (``None``: ``train.learning_rate``).
+    ``load(positions) -> (b, frames, mels)`` features, the step receives ``x`` already on the device (read ahead by
+    ``train.loader_workers`` processes if set). With an ``augmenter`` (:class:`thce.augment.BatchAugmenter`,
+    training batches only, its own generator saved with the stage), ``x`` is augmented and, if ``mixup``, mixed
+    within the batch.
+    """
+
+    num_train: int
+    load: Callable[[np.ndarray], Tensor] | None = None
+    epoch_order: Callable[[torch.Generator], np.ndarray] | None = None
+    on_epoch_start: Callable[[int], None] | None = None
+    augmenter: BatchAugmenter | None = None
+    mixup: bool = True
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The optimiser's settings of a stage: up to ``epochs`` epochs of Adam (AdamW with ``train.weight_decay``) at
+    ``learning_rate`` (``None``: ``train.learning_rate``); with ``patience``, stopped once the selection criterion
+    has not improved for that many epochs, counted from the first trained epoch (``None``: every epoch, the last
+    state kept)."""
+
+    epochs: int
+    learning_rate: float | None = None
+    patience: int | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How a stage is validated and which of its states it keeps.
 
     ``val_loss()`` returns the validation loss, or a dict with ``"val_loss"`` and optionally ``"val_eer"`` /
-    ``"val_auc"`` (logged to metrics.csv). With ``patience``, the stage stops once the ``selection`` criterion
-    (validation loss, mean EER, or mean AUC) has not improved for ``patience`` epochs, counted from the first
-    trained epoch, and restores the state of ``module`` with the best criterion (which epoch goes to
-    ``ctx.log.select``; returns that criterion). The starting state (epoch 0) is a candidate only when
+    ``"val_auc"`` (logged to metrics.csv). Early stopped, the stage keeps the state with the best ``criterion``
+    (validation loss, mean EER, or mean AUC). The starting state (epoch 0) is a candidate only when
     ``start_trained`` (e.g. Proposed2 starting from Proposed1): a stage starting from an untrained model never
-    returns it. Either way, a starting state that scores better than every trained epoch is a warning in the log
-    and in ``ctx.log.warnings`` (results.json and report.md).
+    returns it. ``extra()``: more values logged with every epoch and saved with its state, handed to
+    ``on_restore`` when a stage resumes.
+    """
 
-    Distributed (``ctx.dist``): every rank draws the same order in global batches of ``train.batch_size`` per
-    rank. With ``data_parallel`` (stages that run the encoder), ``module`` trains under DistributedDataParallel on
-    each rank's share of a batch; the loss of a share, a mean weighted by ``batch_weight(positions)`` (default:
-    the number of clips), is scaled by its share of the batch's weight, so the averaged gradient is exactly that of
-    the global batch's loss. Without it, every rank runs the whole batch (cheap head-only stages). Validation
-    values, and so early stopping, are rank 0's.
+    val_loss: Validation
+    criterion: str = "val_loss"
+    start_trained: bool = False
+    extra: Callable[[], dict[str, float]] | None = None
+    on_restore: Callable[[dict[str, float]], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.criterion not in SELECTIONS:
+            raise ValueError(f"Selection: criterion must be one of {SELECTIONS}, got {self.criterion!r}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage of a method: ``name`` (``end-to-end``, ``embedding``, ...) of ``method``, ``iteration``
+    (``""``: none) naming its resume file, its metrics.csv rows and its random streams; what it trains, what its
+    epochs read, its optimiser's settings and its selection rule."""
+
+    method: str
+    name: str
+    learner: Learner
+    data: EpochData
+    schedule: Schedule
+    selection: Selection
+    iteration: int | str = ""
+
+
+def fit_stage(stage: Stage, ctx: RunContext) -> float:
+    """Train one stage (:class:`Stage`): the learner's parameters for up to ``schedule.epochs`` epochs of its
+    ``train_step`` over the stage's data; returns the selected state's criterion, or without patience the last
+    epoch's.
+
+    Forward passes run under :meth:`RunContext.autocast`. With patience, the state of the best criterion is
+    restored (which epoch goes to ``ctx.log.select``). Either way, a starting state that scores better than every
+    trained epoch is a warning in the log and in ``ctx.log.warnings`` (results.json and report.md).
+
+    Distributed (``ctx.dist``): every rank draws the same order in global batches of ``train.batch_size`` per rank
+    (data-parallel shares: :class:`Learner`). Validation values, and so early stopping, are rank 0's.
 
     With ``ctx.resume_dir``, the state after every epoch (weights, optimiser, best model so far, random generators)
     is saved atomically (by rank 0) to ``<resume_dir>/<method>-<stage>[-<iteration>].pt``; a later call with the
     same file continues after the last completed epoch, or, when the stage had finished, loads its result and
-    returns at once, so a killed run ends as an uninterrupted one would. ``on_restore`` receives the ``extra()``
-    values saved with it.
+    returns at once, so a killed run ends as an uninterrupted one would. ``selection.on_restore`` receives the
+    ``selection.extra()`` values saved with it.
     """
-    if selection not in SELECTIONS:
-        raise ValueError(f"fit_stage: selection must be one of {SELECTIONS}, got {selection!r}")
+    method, name, iteration = stage.method, stage.name, stage.iteration
+    learner, data, rule, module = stage.learner, stage.data, stage.selection, stage.learner.module
+    epochs, patience, augmenter = stage.schedule.epochs, stage.schedule.patience, data.augmenter
+    selection, start_trained, extra = rule.criterion, rule.start_trained, rule.extra
     dist = ctx.dist
-    rate = ctx.train.learning_rate if learning_rate is None else learning_rate
-    groups = learning_rate_groups(module, parameters, rate)
+    rate = ctx.train.learning_rate if stage.schedule.learning_rate is None else stage.schedule.learning_rate
+    groups = learning_rate_groups(module, learner.optimised(), rate)
     if ctx.train.weight_decay > 0:
         optimiser: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=rate, weight_decay=ctx.train.weight_decay)
     else:
         optimiser = torch.optim.Adam(groups, lr=rate)
-    stream = (method, stage, iteration)  # unique per stage, like its resume file
+    stream = (method, name, iteration)  # unique per stage, like its resume file
     generator = ctx.generator("order", *stream)
     # its own stream (the batch order is the same with augmentation on or off), one per rank (each augments its share)
     augment_generator = ctx.generator("augment", *stream, dist.rank) if augmenter is not None else None
-    path = _stage_path(ctx, method, stage, iteration)
+    path = _stage_path(ctx, method, name, iteration)
     saved = torch.load(path, map_location="cpu", weights_only=True) if path is not None and path.exists() else None
     dist.barrier()  # every rank has read the stage's state before rank 0 overwrites it
 
     def validate() -> dict[str, float]:
-        value = val_loss()
+        value = rule.val_loss()
         values = {"val_loss": value} if not isinstance(value, dict) else value
         return {k: dist.broadcast_float(float(v)) for k, v in values.items()}
 
     if saved is not None:
         module.load_state_dict(saved["module"])
         torch.set_rng_state(saved["torch_rng"])
-        if on_restore is not None and saved["extra"]:
-            on_restore(saved["extra"])
-        ctx.log.drop_after(method, stage, iteration, saved["epoch"])
+        if rule.on_restore is not None and saved["extra"]:
+            rule.on_restore(saved["extra"])
+        ctx.log.drop_after(method, name, iteration, saved["epoch"])
         logger.info("%s: resumed after epoch %d%s", path.name, saved["epoch"], " (finished)" if saved["done"] else "")
         if saved["done"]:
             if patience is not None and saved.get("best_epoch") is not None:  # None: saved before thce recorded it
-                ctx.log.select(method, stage, iteration, saved["best_epoch"], selection)
-                _warn_if_start_won(ctx, method, stage, iteration, saved, selection)
+                ctx.log.select(method, name, iteration, saved["best_epoch"], selection)
+                _warn_if_start_won(ctx, method, name, iteration, saved, selection)
             return saved["result"]
         optimiser.load_state_dict(saved["optimiser"])
         generator.set_state(saved["generator"])
@@ -382,9 +442,9 @@ def fit_stage(
             "current": current, "initial": initial, "best_trained": best_trained, "start_trained": start_trained, "extra": extra() if extra else {},
         })  # fmt: skip
 
-    sharded = data_parallel and dist.enabled
+    sharded = learner.data_parallel and dist.enabled
     forward = dist.data_parallel(module) if sharded else None
-    weigh = batch_weight or (lambda positions: float(len(positions)))
+    weigh = learner.batch_weight or (lambda positions: float(len(positions)))
     smallest = 2 * dist.world_size if sharded else 2  # batch norm cannot train on a batch of one
 
     epoch = first_epoch - 1
@@ -392,37 +452,38 @@ def fit_stage(
         start = time.perf_counter()
         module.train()
         losses = []
-        if on_epoch_start is not None:
-            on_epoch_start(epoch - 1)
-        if epoch_order is not None:
-            order = epoch_order(generator)
+        if data.on_epoch_start is not None:
+            data.on_epoch_start(epoch - 1)
+        if data.epoch_order is not None:
+            order = data.epoch_order(generator)
         else:
-            order = torch.randperm(num_train, generator=generator).numpy()
+            order = torch.randperm(data.num_train, generator=generator).numpy()
         size = ctx.global_batch_size
         batches = [order[i : i + size] for i in range(0, len(order), size)]
         if len(batches) > 1 and len(batches[-1]) < smallest:
             batches[-2:] = [np.concatenate(batches[-2:])]
         steps = [dist.split(positions) for positions in batches] if sharded else batches
-        for done, (positions, local, x) in enumerate(zip(batches, steps, _batch_inputs(steps, load, ctx)), start=1):
-            args: tuple = (local,) if load is None else (local, x)
+        inputs = _batch_inputs(steps, data.load, ctx)
+        for done, (positions, local, x) in enumerate(zip(batches, steps, inputs), start=1):
+            args: tuple = (local,) if data.load is None else (local, x)
             if augmenter is not None and x is not None:
                 augmenter.train()
                 x = augmenter(x, augment_generator)
-                x, lam, perm = augmenter.mixup(x, augment_generator, enabled=mixup)
+                x, lam, perm = augmenter.mixup(x, augment_generator, enabled=data.mixup)
                 args = (local, x, (lam, perm))
             if sharded:
                 with _rank_local_randomness(ctx, *stream, epoch, done), ctx.autocast():
-                    loss = forward(lambda: train_step(*args))
+                    loss = forward(lambda: learner.train_step(*args))
                 loss = loss * (weigh(local) / weigh(positions) * dist.world_size)
             else:
                 with ctx.autocast():
-                    loss = train_step(*args)
+                    loss = learner.train_step(*args)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             losses.append(loss.item())
             if ctx.progress:
-                ctx.progress(f"{method} {stage} {iteration} epoch {epoch}".replace("  ", " "), done, len(batches))
+                ctx.progress(f"{method} {name} {iteration} epoch {epoch}".replace("  ", " "), done, len(batches))
         train_loss = float(np.mean(losses)) if losses else float("nan")
         if sharded:  # the global batches' mean loss; rank 0's batch-norm statistics for evaluation
             train_loss = float(dist.all_reduce_sum(torch.tensor(train_loss, dtype=torch.float64))) / dist.world_size
@@ -430,7 +491,7 @@ def fit_stage(
         values = validate()
         current = _criterion(values, selection)
         ctx.log.write(
-            method=method, stage=stage, iteration=iteration, epoch=epoch, train_loss=train_loss, **values,
+            method=method, stage=name, iteration=iteration, epoch=epoch, train_loss=train_loss, **values,
             seconds=time.perf_counter() - start, **(extra() if extra else {}),
         )  # fmt: skip
         if patience is not None:
@@ -448,9 +509,9 @@ def fit_stage(
     if best_state is not None:
         module.load_state_dict(best_state)
         if best_epoch is not None:
-            ctx.log.select(method, stage, iteration, best_epoch, selection)
+            ctx.log.select(method, name, iteration, best_epoch, selection)
             _warn_if_start_won(
-                ctx, method, stage, iteration,
+                ctx, method, name, iteration,
                 {"best_epoch": best_epoch, "best_loss": best_loss, "initial": initial, "start_trained": start_trained},
                 selection,
             )  # fmt: skip

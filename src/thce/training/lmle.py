@@ -31,7 +31,7 @@ from thce.models import EventDetector
 from thce.sampling import balanced_sampling_order
 from thce.training.algorithm1 import DetectorConfig, train_end_to_end, train_head_only
 from thce.training.data import TrainingData, calibrate_centring, embed
-from thce.training.engine import RunContext, fit_stage
+from thce.training.engine import EpochData, Learner, RunContext, Schedule, Selection, Stage, fit_stage
 
 logger = logging.getLogger(__name__)
 
@@ -220,12 +220,12 @@ def learn_embedding_lmle(
             method, rebuild, len(sizes), n_train, t3 - t2, record["eq1_fraction_at_rebuild"],
         )  # fmt: skip
         t4 = time.perf_counter()
-        fit_stage(
-            stage="embedding", method=method, module=encoder, parameters=list(encoder.parameters()),
-            train_step=train_step, num_train=n_train, val_loss=val_loss, epochs=epochs_now, patience=None,
-            ctx=ctx, iteration=rebuild, extra=lambda: dict(state["extra"]),
-            epoch_order=anchor_order if config.class_balanced else None,
-        )  # fmt: skip
+        fit_stage(Stage(
+            method=method, name="embedding", learner=Learner(encoder, train_step),
+            data=EpochData(n_train, epoch_order=anchor_order if config.class_balanced else None),
+            schedule=Schedule(epochs_now), selection=Selection(val_loss, extra=lambda: dict(state["extra"])),
+            iteration=rebuild,
+        ), ctx)  # fmt: skip
         record["seconds_train"] = time.perf_counter() - t4
         record["epochs"] = epochs_now
         diagnostics.append(record)
