@@ -34,7 +34,7 @@ CPU = {f"synth-{r.replace(':', '-')}-{e}": (r, e) for r in RATIOS for e in ENCOD
 FEW = {f"synth-few-sources-{e}": e for e in ENCODERS}  # the 2:2:1:26 CPU configs on few source recordings
 PANNS = {"panns-2-2-1-26": "gpu", "panns-synth-2-2-1-26": "cpu"}  # issue 17: a PANNs encoder, fine-tuned / frozen
 QUICK = "quick"  # issue 32: README's smoke run, every stage on a few 2 s clips
-DCASE = {"synth-dcase2017-cnn": "", "synth-dcase2017-2-2-1-26-cnn": "2:2:1:26"}  # issue 30: frame level, strong labels
+DCASE = {"synth-dcase2017-crnn": "", "synth-dcase2017-2-2-1-26-crnn": "2:2:1:26"}  # issue 30: frame level, strong labels
 SHIPPED = {"demo", *GPU, *UNRATIOED, *CPU, *FEW, *PANNS, QUICK, *DCASE}
 
 # Tiny scale: 1 s clips, a small network, one epoch per stage (only sizes change, never what a config means).
@@ -559,7 +559,7 @@ def test_dcase_config_runs_end_to_end_at_tiny_scale(tmp_path):
         "embedding.head_only_epochs=1", "detector.max_epochs=1", "detector.head_only_max_epochs=2",
         "baseline.max_epochs=1", "dcase2017_baseline.max_epochs=1",
     ]  # fmt: skip
-    argv = ["-q", "experiment", str(shipped("synth-dcase2017-cnn")), "--out", str(out)]
+    argv = ["-q", "experiment", str(shipped("synth-dcase2017-crnn")), "--out", str(out)]
     assert main([*argv, *[a for o in overrides for a in ("--set", o)]]) == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["methods"]) == {"baseline", "proposed1", "proposed2", "dcase2017_baseline"}
