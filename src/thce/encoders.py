@@ -271,8 +271,8 @@ def build_encoder(
     """The encoder ``config`` (its table, :func:`encoder_table` for a run's) names for log-mel inputs of ``frames x
     n_mels`` (at ``sample_rate_hz``, checked against a pretrained file's when given); has ``.embedding_dim``.
     ``frames`` may be ``None`` for an encoder that takes any length (frame encoders, PANNs). ``normalise=False``
-    drops the final L2 normalisation (and a frame encoder's centring; the baseline's default, see
-    ``BaselineConfig``). ``cached``: a fully frozen encoder's part after its cached embeddings (training's view,
+    drops the final L2 normalisation and centring: the raw output (the baseline's default, see ``BaselineConfig``).
+    ``cached``: a fully frozen encoder's part after its cached embeddings (training's view,
     :attr:`EncoderKind.build_cached`)."""
     config.validate()
     kind = config.kind
