@@ -34,11 +34,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from thce.frame_models import FrameModelConfig, build_frame_encoder
+from thce.encoders import FrameModelConfig, ModelConfig, build_encoder
 from thce.io import write_json
 from thce.losses import weighted_bce
 from thce.machine import describe_machine
-from thce.models import DetectorHead, ModelConfig, build_encoder
+from thce.models import DetectorHead
 
 CLIP_S, FRAMES, MELS, EVENTS = 30.0, 3000, 64, 3
 SMALL = {"cnn_channels": (16, 32), "cnn_kernel": 5}
@@ -64,7 +64,7 @@ def build(options: dict[str, Any] | None) -> nn.Module:
     if options is None:
         return build_encoder(ModelConfig(), frames=FRAMES, n_mels=MELS)
     config = FrameModelConfig(**options)
-    return build_frame_encoder(config, n_mels=MELS, normalise=config.encoder != "dcase2017_mlp")
+    return build_encoder(config, n_mels=MELS, normalise=config.encoder != "dcase2017_mlp")
 
 
 def macs_per_clip(encoder: nn.Module) -> int:

@@ -10,16 +10,14 @@ import pytest
 import torch
 
 from thce.config_reader import read_table
+from thce.encoders import ENCODERS, FrameModelConfig, build_encoder
 from thce.errors import ConfigError
 from thce.frame_models import (
     DCASE2017_TASK2,
-    FRAME_ENCODERS,
     DCASE2017MLPEncoder,
     FrameCNNEncoder,
     FrameLSTMEncoder,
-    FrameModelConfig,
     build_dcase2017_detector,
-    build_frame_encoder,
 )
 from thce.losses import triple_header_ce
 from thce.models import ClusterLayer, DetectorHead, EmbeddingOutput, EventDetector
@@ -32,11 +30,11 @@ EXPECTED = {"cnn": (200, 256), "crnn": (200, 128), "lstm": (200, 128), "dcase201
 def encoder(name: str, **options) -> torch.nn.Module:
     torch.manual_seed(0)
     normalise = options.pop("normalise", name != "dcase2017_mlp")
-    return build_frame_encoder(FrameModelConfig(encoder=name, **options), n_mels=MELS, normalise=normalise)
+    return build_encoder(FrameModelConfig(encoder=name, **options), n_mels=MELS, normalise=normalise)
 
 
 def test_registry_names_every_encoder():
-    assert set(FRAME_ENCODERS) == set(EXPECTED)
+    assert set(ENCODERS["frame_model"]) == set(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -324,10 +322,10 @@ def test_config_errors_name_the_key(options, key):
 def test_config_reads_from_a_table_and_strides():
     config = read_table(FrameModelConfig, {"encoder": "crnn", "cnn_pools": [[10, 4], [1, 4]], "rnn_hidden_size": 8})
     assert config.cnn_pools == ((10, 4), (1, 4)) and config.stride == 10
-    net = build_frame_encoder(config, n_mels=MELS)
+    net = build_encoder(config, n_mels=MELS)
     assert net.frame_stride == 10 and net.embedding_dim == 16
     assert FrameModelConfig(encoder="lstm", frame_stride=2).stride == 2
-    assert build_frame_encoder(FrameModelConfig(encoder="lstm", frame_stride=2), n_mels=MELS).frame_stride == 2
+    assert build_encoder(FrameModelConfig(encoder="lstm", frame_stride=2), n_mels=MELS).frame_stride == 2
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -39,7 +39,7 @@ def _imports(path: Path, package: str, known: set[str]) -> set[str]:
 
 
 #: The layers, lowest first: a module (or every module of a package) named here imports only from its layer and
-#: those below; the longest name that contains a module places it. ``thce.frame_models`` is placed before it exists.
+#: those below; the longest name that contains a module places it.
 #: ``thce.detection.events`` (the event-list format) is data too: the strong-label readers read reference events.
 LAYERS = (
     ("base", ("thce", "thce.errors", "thce.io", "thce.locks", "thce.progress", "thce.seeds", "thce.allocator",

@@ -158,7 +158,8 @@ def test_one_factory_builds_every_encoder():
     from thce.encoders import ENCODERS
     from thce.pretrained import CachedPannsEncoder, PannsEncoder
 
-    assert list(ENCODERS)[:2] == ["cnn", "lstm"] and "panns_cnn10" in ENCODERS
+    assert list(ENCODERS) == ["model", "frame_model"]
+    assert list(ENCODERS["model"])[:2] == ["cnn", "lstm"] and "panns_cnn10" in ENCODERS["model"]
     built = {
         name: build_encoder(ModelConfig(encoder=name, cnn_pools=((2, 2), (10, 2))), frames=20, n_mels=64)
         for name in ("cnn", "lstm", "panns_cnn10")
@@ -166,10 +167,30 @@ def test_one_factory_builds_every_encoder():
     assert [type(e) for e in built.values()] == [CNNEncoder, LSTMEncoder, PannsEncoder]
     assert built["panns_cnn10"].embedding_dim == 512
     frozen = ModelConfig(encoder="panns_cnn10", freeze="all")
-    assert frozen.cached_embeddings and ENCODERS["panns_cnn10"].normalises_inputs
+    assert frozen.cached_embeddings and ENCODERS["model"]["panns_cnn10"].normalises_inputs
     assert isinstance(build_encoder(frozen, frames=20, n_mels=64, cached=True), CachedPannsEncoder)
     with pytest.raises(ConfigError, match="model.freeze: only for a PANNs encoder"):
         ModelConfig(encoder="cnn", freeze="all")
+    with pytest.raises(ValueError, match="needs the clip's number of frames"):
+        build_encoder(ModelConfig(encoder="lstm"), n_mels=64)
+
+
+def test_the_factory_builds_the_encoder_a_runs_config_names_clip_or_frame_level():
+    from thce.config import load_config
+    from thce.encoders import FrameModelConfig, encoder_table
+    from thce.frame_models import DCASE2017MLPEncoder, FrameCNNEncoder, FrameLSTMEncoder
+
+    clip = load_config(None, ["model.encoder=lstm", "frame_model.encoder=crnn"])
+    frame = load_config(None, ["model.encoder=lstm", "frame_model.encoder=crnn", "data.strong_labels=true"])
+    assert encoder_table(clip) is clip.model and encoder_table(frame) is frame.frame_model
+    crnn = build_encoder(encoder_table(frame), n_mels=64)
+    assert isinstance(crnn, FrameCNNEncoder) and crnn.rnn is not None and crnn.frame_stride == 5
+    built = {name: type(build_encoder(FrameModelConfig(encoder=name), n_mels=64)) for name in ("lstm", "dcase2017_mlp")}
+    assert built == {"lstm": FrameLSTMEncoder, "dcase2017_mlp": DCASE2017MLPEncoder}
+    with pytest.raises(ConfigError, match="frame_model.encoder: cnn cannot train on cached embeddings"):
+        build_encoder(FrameModelConfig(), n_mels=64, cached=True)
+    with pytest.raises(ConfigError, match="frame_model.encoder: 'panns_cnn10' is not one of cnn, crnn, lstm, dcase"):
+        FrameModelConfig(encoder="panns_cnn10")
 
 
 def test_centring_is_calibrated_before_the_first_clustering():

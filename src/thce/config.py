@@ -25,9 +25,8 @@ from thce.audio import LogMelConfig
 from thce.augment import AugmentConfig
 from thce.config_reader import check_keys, read_table
 from thce.data.synth import SynthConfig
-from thce.encoders import PANNS_ENCODERS, ModelConfig
+from thce.encoders import PANNS_ENCODERS, FrameModelConfig, ModelConfig
 from thce.errors import ConfigError
-from thce.frame_models import FrameModelConfig
 from thce.io import atomic_write
 from thce.losses.imbalance import LOSS_CONFIGS, LossConfig, loss_config
 from thce.methods import FRAME_METHODS, PAPER_METHODS, check_methods

@@ -36,6 +36,7 @@ from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
 from thce.data.strong import StrongLabels, frame_targets, read_strong_labels
 from thce.data.synth import generate_scenes
 from thce.distributed import SINGLE, Distributed
+from thce.encoders import encoder_table
 from thce.errors import ConfigError, DataError
 from thce.checkpoint import save_checkpoint
 from thce.io import atomic_write, read_json, write_json
@@ -153,7 +154,7 @@ def prepare_data(
     splits = {s: usable[np.array([rows[i].split == s for i in usable], dtype=bool)] for s in SPLITS}
     kept = [rows[i] for i in usable]
     check_split_coverage(kept, config.data.classes)  # a class may have lost its last clips of a split
-    if config.model.kind.normalises_inputs:  # e.g. PANNs' bn0: the encoder standardises its features itself
+    if encoder_table(config).kind.normalises_inputs:  # e.g. PANNs' bn0: the encoder standardises its features itself
         normaliser = Normaliser(np.zeros(config.features.n_mels), np.ones(config.features.n_mels))
     else:
         normaliser = Normaliser.fit(store, splits["train"])

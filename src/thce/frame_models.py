@@ -20,8 +20,9 @@ as one row, see ``EmbeddingOutput.calibrate``) and ``output``, the EmbeddingOutp
   Task 2 baseline (an MLP on log-mel frames with 5 frames of context); :data:`DCASE2017_TASK2` records its published
   training and post-processing settings.
 
-:class:`FrameModelConfig` (the ``[frame_model]`` table) and :func:`build_frame_encoder` build any of them by name from
-:data:`FRAME_ENCODERS`.
+This module holds the networks; the ``[frame_model]`` table that names one (:class:`thce.encoders.FrameModelConfig`)
+and the one factory that builds it, as every other encoder, from its entry in :data:`thce.encoders.ENCODERS`
+(:func:`thce.encoders.build_encoder`) are in :mod:`thce.encoders`.
 
 Export (:mod:`thce.detection.export`): ``LogMelScores`` around a frame detector traces (TorchScript) and exports to
 ONNX with its number of frames fixed and the batch dynamic, as clip detectors do (tests/test_frame_models.py). A
@@ -33,7 +34,6 @@ exporter's decomposition with one, and ``lstm``'s graph then fails on lengths th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -41,9 +41,6 @@ from torch import Tensor, nn
 
 from thce.errors import ConfigError
 from thce.models import (
-    CENTRINGS,
-    DROPOUT_PLACEMENTS,
-    LSTM_INITS,
     CNNEncoder,
     DetectorHead,
     EmbeddingOutput,
@@ -374,158 +371,6 @@ def build_dcase2017_detector(n_mels: int, num_events: int, *, encoder: nn.Module
     head = DetectorHead(encoder.embedding_dim, num_events)
     _keras_uniform(head.linear)
     return EventDetector(encoder, head)
-
-
-# --- config and factory -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FrameModelConfig:
-    """The ``[frame_model]`` table: which frame encoder (:data:`FRAME_ENCODERS`) and its sizes.
-
-    ``frame_stride`` (input frames per output frame): ``None`` takes the encoder's own (cnn / crnn: the product of
-    the time pools of ``cnn_pools``, 5 by default; lstm: 5; dcase2017_mlp: 1); set, it must agree with the CNN's
-    pools, and the MLP only has 1. ``center_embedding``, ``centring``, ``remove_clip_mean`` and
-    ``cnn_dropout_placement`` mean what they mean in :class:`thce.models.ModelConfig`.
-    """
-
-    encoder: str = "cnn"
-    frame_stride: int | None = None
-    cnn_channels: tuple[int, ...] = (32, 64)
-    cnn_kernel: int = 7
-    cnn_pools: tuple[tuple[int, int], ...] = ((5, 4), (1, 4))
-    cnn_dropout: float = 0.3
-    cnn_dropout_placement: str = "after_centring"
-    cnn_block_order: str = "paper"
-    rnn_hidden_size: int = 64
-    lstm_hidden_size: int = 128
-    lstm_init: str = "chrono"
-    lstm_max_steps: int = 200
-    lstm_stride_by: str = "stack"
-    mlp_context_frames: int = DCASE2017_TASK2.context_frames
-    mlp_context_dilation: int = 2
-    mlp_hidden: tuple[int, ...] = DCASE2017_TASK2.hidden_units
-    mlp_dropout: float = DCASE2017_TASK2.dropout
-    mlp_init: str = "keras_uniform"
-    center_embedding: bool = True
-    centring: str = "batch"
-    remove_clip_mean: bool = False
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @property
-    def stride(self) -> int:
-        """Input frames per output frame of the encoder this config builds."""
-        if self.encoder in ("cnn", "crnn"):
-            return math.prod(p[0] for p in self.cnn_pools)
-        if self.encoder == "dcase2017_mlp":
-            return 1
-        return 5 if self.frame_stride is None else self.frame_stride
-
-    def validate(self) -> None:
-        """Raise :class:`~thce.errors.ConfigError` naming ``frame_model.<key>`` for the first bad value."""
-        if self.encoder not in FRAME_ENCODERS:
-            raise ConfigError(f"frame_model.encoder: {self.encoder!r} is not one of {', '.join(FRAME_ENCODERS)}")
-        positive = {
-            "cnn_kernel": self.cnn_kernel, "rnn_hidden_size": self.rnn_hidden_size,
-            "lstm_hidden_size": self.lstm_hidden_size, "lstm_max_steps": self.lstm_max_steps,
-            "mlp_context_frames": self.mlp_context_frames, "mlp_context_dilation": self.mlp_context_dilation,
-        }  # fmt: skip
-        for key, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"frame_model.{key}: must be >= 1, got {value}")
-        for key, sizes in (("cnn_channels", self.cnn_channels), ("mlp_hidden", self.mlp_hidden)):
-            if not sizes or min(sizes) < 1:
-                raise ConfigError(f"frame_model.{key}: must be one or more sizes >= 1, got {list(sizes)}")
-        if len(self.cnn_pools) != len(self.cnn_channels) or any(
-            len(p) != 2 or min(p) < 1 for p in self.cnn_pools
-        ):
-            raise ConfigError(
-                f"frame_model.cnn_pools: one [time, mel] pair >= 1 per entry of cnn_channels "
-                f"({len(self.cnn_channels)}), got {[list(p) for p in self.cnn_pools]}"
-            )
-        for key, rate in (("cnn_dropout", self.cnn_dropout), ("mlp_dropout", self.mlp_dropout)):
-            if not 0.0 <= rate < 1.0:
-                raise ConfigError(f"frame_model.{key}: {rate} is not in [0, 1)")
-        choices = {
-            "cnn_dropout_placement": (self.cnn_dropout_placement, DROPOUT_PLACEMENTS),
-            "cnn_block_order": (self.cnn_block_order, CNN_BLOCK_ORDERS),
-            "lstm_init": (self.lstm_init, LSTM_INITS),
-            "lstm_stride_by": (self.lstm_stride_by, LSTM_STRIDES),
-            "mlp_init": (self.mlp_init, MLP_INITS),
-            "centring": (self.centring, CENTRINGS),
-        }
-        for key, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise ConfigError(f"frame_model.{key}: {value!r} is not one of {', '.join(allowed)}")
-        if self.frame_stride is not None:
-            if self.frame_stride < 1:
-                raise ConfigError(f"frame_model.frame_stride: must be >= 1, got {self.frame_stride}")
-            if self.frame_stride != self.stride:
-                why = (
-                    "the product of the time pools of frame_model.cnn_pools"
-                    if self.encoder in ("cnn", "crnn")
-                    else "the DCASE 2017 baseline scores every frame"
-                )
-                raise ConfigError(
-                    f"frame_model.frame_stride: {self.frame_stride} for encoder {self.encoder!r}, whose stride is "
-                    f"{self.stride} ({why})"
-                )
-
-
-def _build_cnn(config: FrameModelConfig, n_mels: int, normalise: bool, *, recurrent: bool = False) -> nn.Module:
-    return FrameCNNEncoder(
-        n_mels,
-        channels=tuple(config.cnn_channels),
-        kernel=config.cnn_kernel,
-        pools=tuple(tuple(p) for p in config.cnn_pools),
-        dropout=config.cnn_dropout,
-        recurrent=recurrent,
-        rnn_hidden_size=config.rnn_hidden_size,
-        normalise=normalise,
-        center=config.center_embedding,
-        centring=config.centring,
-        dropout_placement=config.cnn_dropout_placement,
-        block_order=config.cnn_block_order,
-        clip_mean=config.remove_clip_mean,
-    )
-
-
-def _build_crnn(config: FrameModelConfig, n_mels: int, normalise: bool) -> nn.Module:
-    return _build_cnn(config, n_mels, normalise, recurrent=True)
-
-
-def _build_lstm(config: FrameModelConfig, n_mels: int, normalise: bool) -> nn.Module:
-    return FrameLSTMEncoder(
-        n_mels, config.lstm_hidden_size, frame_stride=config.stride, stride_by=config.lstm_stride_by,
-        normalise=normalise, center=config.center_embedding, centring=config.centring, init=config.lstm_init,
-        max_steps=config.lstm_max_steps, clip_mean=config.remove_clip_mean,
-    )  # fmt: skip
-
-
-def _build_dcase2017_mlp(config: FrameModelConfig, n_mels: int, normalise: bool) -> nn.Module:
-    return DCASE2017MLPEncoder(
-        n_mels, context_frames=config.mlp_context_frames, context_dilation=config.mlp_context_dilation,
-        hidden=tuple(config.mlp_hidden), dropout=config.mlp_dropout, init=config.mlp_init, normalise=normalise,
-        center=config.center_embedding, centring=config.centring, clip_mean=config.remove_clip_mean,
-    )  # fmt: skip
-
-
-#: ``frame_model.encoder`` name -> builder ``(config, n_mels, normalise) -> encoder``.
-FRAME_ENCODERS: dict[str, Callable[[FrameModelConfig, int, bool], nn.Module]] = {
-    "cnn": _build_cnn,
-    "crnn": _build_crnn,
-    "lstm": _build_lstm,
-    "dcase2017_mlp": _build_dcase2017_mlp,
-}
-
-
-def build_frame_encoder(config: FrameModelConfig, *, n_mels: int, normalise: bool = True) -> nn.Module:
-    """The frame encoder ``config`` names, for ``n_mels`` bands; ``normalise=False`` drops the per-frame L2
-    normalisation (and centring), as for the clip baseline (and always for the DCASE 2017 reference)."""
-    config.validate()
-    return FRAME_ENCODERS[config.encoder](config, n_mels, normalise)
 
 
 class FramePooling(nn.Module):

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from thce.audio import LogMelConfig
-from thce.encoders import ModelConfig, build_encoder
+from thce.encoders import EncoderSettings, build_encoder, encoder_table
 from thce.errors import ConfigError
-from thce.frame_models import FrameModelConfig, FramePooling, build_dcase2017_detector, build_frame_encoder
+from thce.frame_models import FramePooling, build_dcase2017_detector
 from thce.losses.imbalance import LOSS_CONFIGS, LossConfig
 from thce.models import ClusterLayer, DetectorHead, EventDetector
 from thce.reference import LogRegStatsConfig, run_logreg_stats
@@ -49,8 +49,9 @@ from thce.training.imbalance import train_with_imbalance_loss
 from thce.training.lmle import LMLEConfig, learn_embedding_lmle, train_lmle_detector
 
 
-class RunSettings(Protocol):
-    """What the registry reads of a run's configuration (:class:`thce.config.ExperimentConfig` has all of it)."""
+class RunSettings(EncoderSettings, Protocol):
+    """What the registry reads of a run's configuration (:class:`thce.config.ExperimentConfig` has all of it):
+    what the encoder factory reads, and more."""
 
     @property
     def seed(self) -> int: ...
@@ -60,15 +61,6 @@ class RunSettings(Protocol):
 
     @property
     def features(self) -> LogMelConfig: ...
-
-    @property
-    def model(self) -> ModelConfig: ...
-
-    @property
-    def frame_model(self) -> FrameModelConfig: ...
-
-    @property
-    def strong_labels(self) -> bool: ...
 
     @property
     def dcase2017_baseline(self) -> DCASE2017BaselineConfig: ...
@@ -219,19 +211,18 @@ def _loss_head(
 
 
 def build_method_encoder(config: RunSettings, method: str, *, cached: bool = False) -> nn.Module:
-    """A fresh encoder of ``config.model`` for ``config.features``' inputs, L2-normalised as ``method`` wants.
+    """A fresh encoder of the table that names the run's (:func:`thce.encoders.encoder_table`: ``[model]``, or
+    ``[frame_model]`` in a frame-level run) for ``config.features``' inputs, L2-normalised as ``method`` wants.
     ``cached``: with a fully frozen encoder, only its part after the cached embeddings (training's view)."""
     normalised = METHODS[method].l2_normalised
     if normalised is None:
         raise ValueError(f"{method} is not a network: it has no encoder")
-    if config.strong_labels and not cached:  # a frame-level run: one embedding per output frame ([frame_model])
-        frame_model = config.frame_model
-        if method == "dcase2017_baseline":
-            frame_model = dataclasses.replace(frame_model, encoder="dcase2017_mlp", frame_stride=None)
-        return build_frame_encoder(frame_model, n_mels=config.features.n_mels, normalise=normalised(config))
+    table = encoder_table(config)
+    if method == "dcase2017_baseline":  # the published MLP, whatever [frame_model] names (its stride: 1)
+        table = dataclasses.replace(table, encoder="dcase2017_mlp", frame_stride=None)
     features = config.features
     return build_encoder(
-        config.model, frames=features.num_frames, n_mels=features.n_mels, sample_rate_hz=features.sample_rate_hz,
+        table, frames=features.num_frames, n_mels=features.n_mels, sample_rate_hz=features.sample_rate_hz,
         normalise=normalised(config), cached=cached,
     )  # fmt: skip
 

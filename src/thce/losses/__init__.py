@@ -3,7 +3,8 @@
 - :mod:`thce.losses.paper`: the paper's class-weighted BCE (Eq. 2) and triple-header cross-entropy (Eqs. 3, 5-9);
   its public names are re-exported here (``from thce.losses import TripleHeaderCrossEntropy``);
 - :mod:`thce.losses.lmle`: LMLE's quintuplets and triple-header hinge (Huang et al. 2016);
-- :mod:`thce.losses.imbalance`: the field's imbalance losses (focal, class-balanced, LDAM, SoftTriple, ...).
+- :mod:`thce.losses.imbalance`: the field's imbalance losses (focal, class-balanced, LDAM, SoftTriple, ...), one module
+  per loss, and their registry.
 """
 
 from thce.losses.paper import (
