@@ -53,10 +53,6 @@ def parse_classes(text: str | None) -> list[str] | None:
     return classes
 
 
-def _no_inputs(args: argparse.Namespace) -> list[Path]:
-    return []
-
-
 def _audioset_options(p: argparse.ArgumentParser, *, test_file: str) -> None:
     """The options of both AudioSet imports: where the clips are, the label map, the ontology, the split."""
     p.add_argument("--audio-dir", type=Path, required=True,
@@ -188,7 +184,7 @@ IMPORT_FORMATS: tuple[ImportFormat, ...] = (
     ),
     ImportFormat(
         "folder", "one folder per class: ROOT/<label>/**/*.wav|flac|ogg|mp3",
-        add_arguments=_folder_arguments, inputs=_no_inputs, read=_read_folder,
+        add_arguments=_folder_arguments, inputs=lambda args: [], read=_read_folder,
     ),
     ImportFormat(
         "manifest", "validate a hand-written manifest CSV",
