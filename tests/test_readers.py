@@ -368,6 +368,45 @@ def test_folder_per_class(tmp_path):
     assert sorted(r.path for r in rows) == sorted(r.path for r in result.rows)
 
 
+def test_an_input_format_is_one_registry_entry(tmp_path, monkeypatch, capsys):
+    """Issue 31: a format added to IMPORT_FORMATS alone is a `thce data import` subcommand with the shared options;
+    its inputs are refused as outputs, its label map is loaded for its reader, and its event list is written."""
+    from thce.cli import data as cli_data
+    from thce.cli.import_formats import IMPORT_FORMATS, ImportFormat
+    from thce.data.manifest import ManifestRow
+    from thce.data.readers import ImportResult
+    from thce.data.strong import StrongEvent
+
+    clip = tone(tmp_path / "clips" / "a.wav")
+    calls = []
+
+    def add_arguments(parser):
+        parser.add_argument("listing", type=Path)
+        parser.add_argument("--label-map", type=Path)
+
+    def read(args, label_map):
+        calls.append(label_map)
+        return ImportResult([ManifestRow(clip, "dog")], strong={clip: (StrongEvent(0.1, 0.2, "dog"),)})
+
+    stub = ImportFormat("stub", "a test format", add_arguments=add_arguments, inputs=lambda args: [args.listing],
+                        read=read, writes_strong_labels=True)  # fmt: skip
+    monkeypatch.setattr(cli_data, "IMPORT_FORMATS", (*IMPORT_FORMATS, stub))
+    listing = tmp_path / "listing.txt"
+    listing.write_text("a.wav\n")
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"dog": ["canine"]}))
+    out = tmp_path / "out" / "m.csv"
+    assert main(["data", "import", "stub", str(listing), "--label-map", str(labels), "--out", str(out)]) == 0
+    assert calls == [{"dog": ("canine",)}]
+    assert [(r.path, r.label) for r in read_manifest(out)] == [(clip, "dog")]
+    assert (out.parent / "events.tsv").read_text().splitlines()[1].split("\t")[1:] == ["0.100000", "0.200000", "dog"]
+    assert "m.csv: 1 clip (dog 1)" in capsys.readouterr().out
+    before = listing.read_bytes()
+    assert main(["data", "import", "stub", str(listing), "--out", str(listing), "--overwrite"]) == 2
+    assert "is also an input of the import" in capsys.readouterr().err and listing.read_bytes() == before
+    assert len(calls) == 1
+
+
 def test_checked_manifest_keeps_good_rows(tmp_path):
     a = tone(tmp_path / "a.wav")
     b = tone(tmp_path / "b.wav")

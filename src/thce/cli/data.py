@@ -1,5 +1,6 @@
 """``thce data import FORMAT ...`` (dataset readers -> manifest CSV) and ``thce data mix`` (DCASE 2017-style mixtures).
 
+The formats are the entries of :data:`thce.cli.import_formats.IMPORT_FORMATS`; this module runs any of them alike.
 Each import writes the manifest (``--out``) and, beside it, ``<out stem>.skipped.csv`` listing every clip left out and
 why; ``--strict`` stops at the first bad input instead.
 """
@@ -10,20 +11,9 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+from thce.cli.import_formats import IMPORT_FORMATS, ImportFormat, parse_classes
 from thce.cli.progress import ProgressBars
 from thce.errors import ConfigError
-
-#: Formats with strong labels: their import also writes ``events.tsv`` beside the manifest.
-STRONG_FORMATS = ("audioset-strong", "dcase2017")
-
-
-def _classes(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    classes = [c.strip() for c in text.split(",") if c.strip()]
-    if not classes:
-        raise ConfigError(f"--classes {text!r}: expected comma-separated labels such as dog,baby,gun")
-    return classes
 
 
 def _floats(text: str, name: str) -> tuple[float, ...]:
@@ -73,64 +63,21 @@ def check_events_output(events: Path, *, overwrite: bool) -> None:
     refuse_other_kind(events, looks_ours=starts_with(header), what="a thce event list", overwrite=overwrite)
 
 
-def _import_inputs(args: argparse.Namespace) -> list[Path]:
-    """The files an import reads besides audio (none may be its output)."""
-    if args.format == "audioset":
-        inputs = list(args.segments)
-    elif args.format == "audioset-strong":
-        inputs = list(args.tsv)
-    elif args.format == "dcase2017":
-        from thce.data.dcase2017 import find_dcase2017_meta
-
-        inputs = list(find_dcase2017_meta(args.roots).values())
-    elif args.format == "esc50":
-        inputs = [args.root / "meta" / "esc50.csv"]
-    elif args.format == "manifest":
-        inputs = [args.manifest]
-    else:
-        inputs = []
-    return inputs + ([args.label_map] if getattr(args, "label_map", None) else [])
-
-
 def run_import(args: argparse.Namespace) -> int:
-    from thce.data import audioset, readers
+    from thce.data import readers
     from thce.data.manifest import write_manifest, write_skipped
-
     from thce.data.strong import EVENTS_FILE, write_strong_labels
 
-    inputs = _import_inputs(args)
+    import_format: ImportFormat = args.import_format
+    label_map_file = getattr(args, "label_map", None)
+    inputs = import_format.inputs(args) + ([label_map_file] if label_map_file else [])
     check_manifest_outputs(args.out, skipped_path(args.out), inputs=inputs, overwrite=args.overwrite)
     events_out = args.out.parent / EVENTS_FILE
-    if args.format in STRONG_FORMATS:
+    if import_format.writes_strong_labels:
         if any(source.is_file() and events_out.is_file() and events_out.samefile(source) for source in inputs):
             raise ConfigError(f"{events_out}: is also an input of the import; write the manifest to another folder")
         check_events_output(events_out, overwrite=args.overwrite)
-    label_map = readers.load_label_map(args.label_map) if getattr(args, "label_map", None) else None
-    if args.format == "audioset-strong":
-        ontology = audioset.load_ontology(args.ontology) if args.ontology else None
-        result = audioset.read_audioset_strong(
-            args.tsv, args.audio_dir, label_map=label_map, ontology=ontology, split=args.split, strict=args.strict
-        )
-    elif args.format == "dcase2017":
-        from thce.data.dcase2017 import read_dcase2017_task2
-
-        result = read_dcase2017_task2(
-            args.roots, devtest_split=args.devtest, label_map=label_map, strict=args.strict
-        )
-    elif args.format == "audioset":
-        ontology = audioset.load_ontology(args.ontology) if args.ontology else None
-        result = audioset.read_audioset(
-            args.segments, args.audio_dir, label_map=label_map, ontology=ontology, split=args.split,
-            strict=args.strict,
-        )  # fmt: skip
-    elif args.format == "esc50":
-        result = readers.read_esc50(args.root, label_map=label_map, strict=args.strict)
-    elif args.format == "folder":
-        result = readers.read_folder(args.root, classes=_classes(args.classes), strict=args.strict)
-    else:
-        result = readers.read_checked_manifest(
-            args.manifest, classes=_classes(args.classes), check_audio=args.check_audio, strict=args.strict
-        )
+    result = import_format.read(args, readers.load_label_map(label_map_file) if label_map_file else None)
     write_manifest(result.rows, args.out)
     if result.strong is not None:
         write_strong_labels(events_out, result.rows, result.strong)
@@ -164,7 +111,7 @@ def run_mix(args: argparse.Namespace) -> int:
     )  # fmt: skip
     with ProgressBars(enabled=not args.quiet) as bars:
         result = make_mixtures(
-            args.events, args.backgrounds, args.out, config=config, classes=_classes(args.classes),
+            args.events, args.backgrounds, args.out, config=config, classes=parse_classes(args.classes),
             progress=bars, strict=args.strict,
         )  # fmt: skip
     listed = write_skipped(result.skipped, args.out / "skipped.csv")
@@ -174,17 +121,6 @@ def run_mix(args: argparse.Namespace) -> int:
     if result.skipped:
         print(f"{len(result.skipped)} sources or mixtures skipped: listed in {listed}")
     return 0
-
-
-def audioset_options(p: argparse.ArgumentParser, *, test_file: str) -> None:
-    """The options of both AudioSet imports: where the clips are, the label map, the ontology, the split."""
-    p.add_argument("--audio-dir", type=Path, required=True,
-                   help="folder of downloaded clips (YTID.wav, YTID_START.wav, YTID_START_END.flac, ...)")
-    p.add_argument("--label-map", type=Path,
-                   help="JSON/TOML {label: [MIDs]} (default dog=/m/0bt9lr, baby=/t/dd00002, gun=/m/032s66)")
-    p.add_argument("--ontology", type=Path, help="AudioSet ontology.json, to add descendants of mapped MIDs")
-    p.add_argument("--split", default="", choices=["", "train", "val", "test"],
-                   help=f"split for every row (e.g. test for {test_file}); default: by seed later")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -197,60 +133,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     formats = imp.add_subparsers(dest="format", required=True, metavar="FORMAT")
 
-    def common(p: argparse.ArgumentParser) -> None:
+    for import_format in IMPORT_FORMATS:
+        p = formats.add_parser(import_format.name, help=import_format.help, description=import_format.description)
+        import_format.add_arguments(p)
         p.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
         p.add_argument("--strict", action="store_true", help="stop at the first bad input instead of skipping it")
         p.add_argument("--overwrite", action="store_true",
                        help="replace an --out (or its .skipped.csv) that is not a manifest thce wrote")
-        p.set_defaults(func=run_import)
-
-    audioset = formats.add_parser("audioset", help="AudioSet segment CSVs + a folder of downloaded clips")
-    audioset.add_argument("segments", type=Path, nargs="+", help="segment CSV(s), e.g. balanced_train_segments.csv")
-    audioset_options(audioset, test_file="eval_segments.csv")
-    common(audioset)
-
-    strong = formats.add_parser(
-        "audioset-strong", help="AudioSet strong-label TSV(s) + a folder of downloaded clips (writes events.tsv too)",
-        description="AudioSet's strong labels (segment_id, start_time_seconds, end_time_seconds, label) as a manifest "
-        "and its event list events.tsv beside it. Events of unmapped MIDs are dropped; a clip without mapped events "
-        "is background; a clip with events of two classes is excluded.",
-    )  # fmt: skip
-    strong.add_argument("tsv", type=Path, nargs="+", help="strong-label TSV(s), e.g. audioset_train_strong.tsv")
-    audioset_options(strong, test_file="audioset_eval_strong.tsv")
-    common(strong)
-
-    dcase = formats.add_parser(
-        "dcase2017", help="DCASE 2017 Task 2 (TUT Rare Sound Events 2017) mixtures (writes events.tsv too)",
-        description="DCASE 2017 Task 2 mixtures as a manifest and its event list events.tsv beside it, from the "
-        "event lists (event_list_<set>_<class>.csv) or mixture recipes (mixture_recipes_<set>_<class>.yaml, "
-        "preferred: they name the background recording, the group) found under ROOT, with the mixtures' audio. "
-        "devtrain -> train, devtest -> --devtest, evaltest -> test.",
-    )  # fmt: skip
-    dcase.add_argument("roots", type=Path, nargs="+", metavar="ROOT",
-                       help="data set folder(s), e.g. TUT-rare-sound-events-2017-development/data")
-    dcase.add_argument("--devtest", default="test", choices=["val", "test"],
-                       help="split of the devtest mixtures (default test; val when evaltest is the test set)")
-    dcase.add_argument("--label-map", type=Path,
-                       help='JSON/TOML {label: [DCASE classes]}, e.g. baby = ["babycry"] (default: DCASE\'s names; '
-                       "events of unmapped classes are dropped)")
-    common(dcase)
-
-    esc = formats.add_parser("esc50", help="ESC-50 (meta/esc50.csv, audio/)")
-    esc.add_argument("root", type=Path, help="the ESC-50 folder")
-    esc.add_argument("--label-map", type=Path,
-                     help="JSON/TOML {label: [categories]} (default dog=dog, baby=crying_baby; others background)")
-    common(esc)
-
-    folder = formats.add_parser("folder", help="one folder per class: ROOT/<label>/**/*.wav|flac|ogg|mp3")
-    folder.add_argument("root", type=Path, help="folder with a subfolder per class and one named background")
-    folder.add_argument("--classes", help="allowed labels, comma-separated (others are skipped)")
-    common(folder)
-
-    manifest = formats.add_parser("manifest", help="validate a hand-written manifest CSV")
-    manifest.add_argument("manifest", type=Path, help="manifest CSV (path,label[,split,group])")
-    manifest.add_argument("--classes", help="allowed labels, comma-separated (others are skipped)")
-    manifest.add_argument("--check-audio", action="store_true", help="also open every file's header")
-    common(manifest)
+        p.set_defaults(func=run_import, import_format=import_format)
 
     mix = sub.add_parser(
         "mix", help="DCASE 2017 task 2-style mixtures of isolated events and backgrounds",
