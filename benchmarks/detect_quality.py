@@ -241,17 +241,17 @@ def main() -> None:
     report["frame_level"] = frame_level
     rules = {rule: class_thresholds(val_scores=loaded.val_scores, val_class_index=loaded.val_class_index,
                                     classes=classes, rule=rule) for rule in THRESHOLD_RULES}  # fmt: skip
-    chosen = None
+    run_post = None
     if frame_level:
-        rules["events"], chosen = run_thresholds(loaded, "events")
+        rules["events"], run_post = run_thresholds(loaded, "events")
     report["thresholds"] = {rule: dict(zip(classes, np.round(t, 4).tolist())) for rule, t in rules.items()}
 
     def post_process(name: str, rule: str, agreement: float, median_filter_s: float | None):
         truth, duration, file = truths[name]
         median, events = median_filter_s, EventRules()
-        if chosen is not None and median_filter_s is None:  # the run's own post-processing, chosen on validation
-            median = [chosen.median_filter_s[c] for c in classes]
-            events = [chosen.rules(c) for c in classes]
+        if run_post is not None and median_filter_s is None:  # the run's own post-processing, chosen on validation
+            median = [run_post.median_filter_s[c] for c in classes]
+            events = [run_post.rules(c) for c in classes]
         detection = detect_in_scores(found[name], rules[rule], agreement=agreement, median_filter_s=median,
                                      events=events)  # fmt: skip
         return detection, quality(truth, duration, detection.events, file)
