@@ -87,3 +87,25 @@ def test_seeds_table_writes_the_committed_files(runs, tmp_path):
     # the table reader of docs/results.md's sweeps section takes it as a seeds summary
     tables = load_benchmark("sweep_tables")
     assert "tiny-seed3" in tables.seeds_table([("tiny-seed3", written)])
+
+
+def test_frame_level_runs_join_with_their_event_counts(tmp_path):
+    """A frame-level run's seeds summary reads each seed's event_counts.npz: the join must carry it per method."""
+    from tests.test_frame_training import FRAME_RUN
+
+    config_path = tmp_path / "frames.toml"
+    config_path.write_text(FRAME_RUN)
+    parts = {"b": ["baseline", "dcase2017_baseline"], "p": ["proposed1", "proposed2"]}
+    for name, methods in parts.items():
+        listed = ", ".join(f'"{m}"' for m in methods)
+        argv = ["-q", "experiment", str(config_path), "--out", str(tmp_path / name / "seed_5"), "--set", f"methods=[{listed}]"]
+        assert main(argv) == 0
+    summary = join_runs(load_config(config_path), [(tuple(m), tmp_path / n) for n, m in parts.items()], [5],
+                        tmp_path / "joined")  # fmt: skip
+    counts = np.load(tmp_path / "joined" / "seed_5" / "event_counts.npz")
+    assert sorted(counts.files) == sorted(parts["b"] + parts["p"])
+    for name, methods in parts.items():
+        own = np.load(tmp_path / name / "seed_5" / "event_counts.npz")
+        for method in methods:
+            np.testing.assert_array_equal(counts[method], own[method])
+    assert summary["seeds"]["seeds"] == [5]

@@ -28,6 +28,7 @@ from thce.rundir import (
     CLIPS,
     CONFIG,
     ENVIRONMENT_KEYS,
+    EVENT_COUNTS,
     FINISHED_FILES,
     RESULTS,
     SCORES,
@@ -67,7 +68,8 @@ def _check_part(run_dir: Path, methods: Sequence[str], config: ExperimentConfig)
 
 
 def join_seed(config: ExperimentConfig, parts: Sequence[Part], seed: int, run_dir: Path) -> dict[str, Any]:
-    """Write ``run_dir`` (config.toml, results.json, scores.npz, val_scores.npz, clips.json) joining the seed's
+    """Write ``run_dir`` (config.toml, results.json, scores.npz, val_scores.npz, clips.json and, for frame-level
+    runs, event_counts.npz) joining the seed's
     runs of ``parts``; returns its results. ``config`` is the joined run's config (its seed is set to ``seed``)."""
     config = dataclasses.replace(config, seed=seed)
     sources = [folder / f"seed_{seed}" for _, folder in parts]
@@ -89,6 +91,10 @@ def join_seed(config: ExperimentConfig, parts: Sequence[Part], seed: int, run_di
         arrays.update({m: loaded[by_method[m]][m] for m in config.methods})
         with atomic_write(run_dir / name, "wb") as handle:
             np.savez(handle, **arrays)
+    if all((source / EVENT_COUNTS).is_file() for source in sources):  # frame-level runs: per-clip event counts
+        counts = [np.load(source / EVENT_COUNTS) for source in sources]
+        with atomic_write(run_dir / EVENT_COUNTS, "wb") as handle:
+            np.savez(handle, **{m: counts[by_method[m]][m] for m in config.methods})
     with atomic_write(run_dir / CLIPS, "w") as handle:
         handle.write((sources[0] / CLIPS).read_text())
     proposed = by_method.get("proposed1")
