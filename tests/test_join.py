@@ -94,7 +94,7 @@ def test_frame_level_runs_join_with_their_event_counts(tmp_path):
     from tests.test_frame_training import FRAME_RUN
 
     config_path = tmp_path / "frames.toml"
-    config_path.write_text(FRAME_RUN)
+    config_path.write_text(FRAME_RUN.replace("[frame_model]\n", '[frame_model]\nencoder = "crnn"\nrnn_hidden_size = 4\n'))
     parts = {"b": ["baseline", "dcase2017_baseline"], "p": ["proposed1", "proposed2"]}
     for name, methods in parts.items():
         listed = ", ".join(f'"{m}"' for m in methods)
@@ -109,3 +109,5 @@ def test_frame_level_runs_join_with_their_event_counts(tmp_path):
         for method in methods:
             np.testing.assert_array_equal(counts[method], own[method])
     assert summary["seeds"]["seeds"] == [5]
+    results = json.loads((tmp_path / "joined" / "seed_5" / "results.json").read_text())
+    assert results["encoder"] == "crnn"  # the encoder of [frame_model], which a frame-level run trains, not [model]'s

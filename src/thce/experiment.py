@@ -345,7 +345,7 @@ def _run_experiment(
         "classes": list(data.classes),
         "methods": methods,
         "data": {"counts": split_counts(prepared.rows)},
-        "encoder": config.model.encoder,
+        "encoder": encoder_table(config).encoder,
         "embedding_diagnostics": _jsonable(diagnostics),
         "timing_s": {k: round(v, 2) for k, v in timing.items()},
         "selected_epochs": dict(ctx.log.selected_epochs),
@@ -449,7 +449,7 @@ def summarise_seeds(config: ExperimentConfig, out_dir: Path, seed_list: Sequence
             m: {"eer": {k: v["mean"] for k, v in spread[m].items()}, "det": curves["det_pooled"][m]} for m in spread
         },
         "data": runs[0]["data"],
-        "encoder": config.model.encoder,
+        "encoder": encoder_table(config).encoder,
         "seeds": over_seeds,
         "provenance": runs[0]["provenance"],
     }

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from thce.config import ExperimentConfig, load_config, save_config
+from thce.encoders import encoder_table
 from thce.errors import ConfigError
 from thce.experiment import summarise_seeds
 from thce.io import atomic_write, ensure_dir, read_json, write_json
@@ -106,7 +107,7 @@ def join_seed(config: ExperimentConfig, parts: Sequence[Part], seed: int, run_di
         "classes": results[0]["classes"],
         "methods": {m: results[by_method[m]]["methods"][m] for m in config.methods},
         "data": results[0]["data"],
-        "encoder": config.model.encoder,
+        "encoder": encoder_table(config).encoder,
         "timing_s": {f"{stage} ({', '.join(methods)})": seconds for (methods, _), r in zip(parts, results)
                      for stage, seconds in r.get("timing_s", {}).items()},  # fmt: skip
         "selected_epochs": owned("selected_epochs", dict(enumerate(results))),
