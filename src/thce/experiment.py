@@ -60,6 +60,7 @@ from thce.rundir import (
     SKIPPED,
     VAL_SCORES,
     clear_run_outputs,
+    experiment_settings,
     open_run,
 )
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, bootstrap_event_f_difference, mean_std_eer
@@ -257,8 +258,10 @@ def portable_config(config: ExperimentConfig) -> ExperimentConfig:
 
 
 def _check_resumable(config: ExperimentConfig, out_dir: Path) -> None:
+    """Refuse to resume a run made with other settings; the machine's (:data:`thce.rundir.ENVIRONMENT_KEYS`: threads,
+    cache folder) may differ, e.g. a run moved to a machine with more cores."""
     saved = out_dir / CONFIG
-    if saved.is_file() and load_config(saved).to_dict() != config.to_dict():
+    if saved.is_file() and experiment_settings(load_config(saved)) != experiment_settings(config):
         raise ConfigError(
             f"{saved}: the run in {out_dir} used another configuration; resume it with that config "
             f"(thce experiment {saved} --out {out_dir} --resume) or start a new run directory"
