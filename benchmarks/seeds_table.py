@@ -34,7 +34,7 @@ from thce.join import join_runs
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "benchmarks" / "results" / "sweeps"
 #: Of the --seeds summary, into the JSON.
-SUMMARY_KEYS = ("seeds", "eer", "bootstrap", "bootstrap_seeds", "embedding_learning")
+SUMMARY_KEYS = ("seeds", "eer", "bootstrap", "bootstrap_seeds", "embedding_learning", "events")
 
 
 def _git_head() -> str:

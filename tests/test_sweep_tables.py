@@ -54,3 +54,24 @@ def test_tables_from_a_seeds_summary_and_a_sweep(tmp_path):
     written = readme.read_text()
     assert written.startswith("head\n") and written.endswith("tail\n") and "stale table" not in written
     assert "| `cap` | 0, 1 | k=4 (vs k=0) | P1 |" in written
+
+
+def test_a_frame_level_summary_adds_its_event_figures(tmp_path):
+    def fig(f, f_std, er):
+        return {"f_class_average": {"mean": f, "std": f_std}, "er_class_average": {"mean": er, "std": 0.1}}
+
+    events = {"figures": {"baseline": fig(0.65, 0.031, 0.66), "proposed1": fig(0.5, 0.03, 1.2),
+                          "proposed2": fig(0.64, 0.04, 0.7), "dcase2017_baseline": fig(0.44, 0.05, 1.37)},
+              "bootstrap_f": {"proposed2": _ci(-0.012, -0.05, 0.02)},
+              "bootstrap_f_seeds": {"proposed2": _ci(-0.012, -0.09, 0.06)}}  # fmt: skip
+    frames = {"seeds": {"seeds": [0, 1, 2], "eer": {"baseline": _mean(0.04), "proposed2": _mean(0.05)},
+                        "events": events}}  # fmt: skip
+    (tmp_path / "dcase-3seeds.json").write_text(json.dumps(frames))
+    (tmp_path / "clip-3seeds.json").write_text(json.dumps({"seeds": {"seeds": [0], "eer": {"baseline": _mean(0.3)}}}))
+    text = sweep_tables.section(tmp_path)
+    assert "| `dcase-3seeds` | 0, 1, 2 | 65.0 ± 3.1 | 50.0 ± 3.0 | 64.0 ± 4.0 | 44.0 ± 5.0 | 0.66 | 1.20 | 0.70 | " \
+        "1.37 | -1.2 [-5.0, +2.0] | -1.2 [-9.0, +6.0] |" in text
+    assert "`clip-3seeds`" not in text.split("Frame-level configs")[1].split("Ablations")[0]  # clip-level: EER only
+    (tmp_path / "clip-only").mkdir()
+    (tmp_path / "clip-only" / "clip-3seeds.json").write_text((tmp_path / "clip-3seeds.json").read_text())
+    assert "Frame-level configs" not in sweep_tables.section(tmp_path / "clip-only")  # no frame-level summary: no table
