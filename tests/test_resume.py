@@ -141,3 +141,16 @@ def test_resume_refuses_another_config(tmp_path, capsys):
     # the machine's settings may differ: a run resumed with more threads (or another cache folder) is the same run
     again = ["-q", "experiment", str(config), "--out", str(out), "--set", "methods=['baseline']", "--resume"]
     assert main([*again, "--set", "train.num_threads=2"]) == 0
+
+
+def test_a_resumed_run_reports_each_stage_s_total_time(tmp_path):
+    """Resuming restores finished stages in moments; timing_s must still say what each stage took in all."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(CONFIG.replace("n_iter = 2", "n_iter = 1").replace("last_epochs = 3", "last_epochs = 1"))
+    out = tmp_path / "run"
+    argv = ["-q", "experiment", str(config), "--out", str(out), "--set", "methods=['baseline']"]
+    assert main(argv) == 0
+    first = json.loads((out / "results.json").read_text())["timing_s"]
+    assert main([*argv, "--resume"]) == 0
+    again = json.loads((out / "results.json").read_text())["timing_s"]
+    assert set(again) == set(first) and all(again[stage] >= first[stage] for stage in first), (first, again)

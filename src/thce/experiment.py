@@ -61,6 +61,8 @@ from thce.rundir import (
     VAL_SCORES,
     clear_run_outputs,
     experiment_settings,
+    read_spent,
+    save_spent,
     open_run,
 )
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, bootstrap_event_f_difference, mean_std_eer
@@ -309,6 +311,7 @@ def _run_experiment(
                 save_config(config, out_dir / CONFIG)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
+    spent = read_spent(resume_dir) if resume else {}  # seconds earlier processes of this run spent per stage
     timing: dict[str, float] = {}
     start = time.perf_counter()
     if dist.is_main:
@@ -329,13 +332,16 @@ def _run_experiment(
         frozen = frozen_training_data(prepared.data, prepared.store, model=config.model, seed=config.seed, ctx=ctx)
         prepared = dataclasses.replace(prepared, data=frozen)
     data = prepared.data
-    timing["data"] = time.perf_counter() - start
+    timing["data"] = spent.get("data", 0.0) + time.perf_counter() - start
+    if dist.is_main:
+        save_spent(resume_dir, timing)
 
     def evaluate(method: str, model: EventDetector) -> dict[str, Any]:
         return evaluate_and_save(model, method, prepared, config, ctx, out_dir)
 
     run = MethodRun(
-        config, data, ctx, evaluate, checkpoint_dir=out_dir / CHECKPOINTS if dist.is_main else None, timing=timing
+        config, data, ctx, evaluate, checkpoint_dir=out_dir / CHECKPOINTS if dist.is_main else None, timing=timing,
+        spent_before=spent, save_timing=(lambda totals: save_spent(resume_dir, totals)) if dist.is_main else None,
     )
     methods: dict[str, Any] = {}
     for train in trainers(config.methods):  # the registry's order; every method from the same initial encoder

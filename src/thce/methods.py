@@ -101,7 +101,9 @@ class MethodRun:
         ctx: training settings, seed, metrics log, progress, resume folder, torchrun rank.
         evaluate: ``(method, trained model) -> results entry``: scores validation and test, saves the checkpoint.
         checkpoint_dir: where a method that is not a network saves what it fitted (``None``: nowhere).
-        timing: seconds per stage (``results.json``'s ``timing_s``), filled by the trainers.
+        timing: seconds per stage (``results.json``'s ``timing_s``), filled by the trainers; a resumed run's stage
+            adds what earlier processes spent on it (``spent_before``), so each is the stage's total;
+            ``save_timing(timing)`` keeps the totals after each stage for a later resume.
         diagnostics: Algorithm 1's per-iteration records (``embedding_diagnostics``), filled by proposed1's trainer.
     """
 
@@ -112,6 +114,8 @@ class MethodRun:
     checkpoint_dir: Path | None = None
     timing: dict[str, float] = field(default_factory=dict)
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
+    spent_before: dict[str, float] = field(default_factory=dict)
+    save_timing: Callable[[dict[str, float]], None] | None = None
 
     def new_encoder(self, method: str) -> nn.Module:
         """A fresh encoder for ``method``; every method's starts from the same weights (seeded with the run's seed).
@@ -131,10 +135,13 @@ class MethodRun:
 
     @contextlib.contextmanager
     def timed(self, stage: str) -> Iterator[None]:
-        """Record the wall time of the ``with`` block as ``timing[stage]``."""
+        """Record the wall time of the ``with`` block, plus what earlier processes spent on it, as ``timing[stage]``
+        (and hand the totals to ``save_timing``)."""
         start = time.perf_counter()
         yield
-        self.timing[stage] = time.perf_counter() - start
+        self.timing[stage] = self.spent_before.get(stage, 0.0) + time.perf_counter() - start
+        if self.save_timing is not None:
+            self.save_timing(self.timing)
 
 
 #: ``(config, method, encoder, num_events, train_class_counts, cluster_layer) -> EventDetector``

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from thce.errors import ConfigError, DataError
+from thce.io import read_json, write_json
 from thce.locks import folder_lock
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ CONFIG = "config.toml"
 METRICS = "metrics.csv"
 CHECKPOINTS = "checkpoints"
 RESUME = "checkpoints/resume"
+#: In :data:`RESUME`: the seconds each stage took so far (a resumed run adds its own, so ``timing_s`` stays the total).
+SPENT = "timing_s.json"
 RESULTS = "results.json"
 SCORES = "scores.npz"
 VAL_SCORES = "val_scores.npz"
@@ -196,8 +199,6 @@ def same_clips(run_dirs: Sequence[Path], split: str) -> str | None:
     folder (the common folder of its clips) agree.
     """
     from thce.config import load_config
-    from thce.io import read_json
-
     clips = [read_json(d / CLIPS, what="clip list") for d in run_dirs]
     if all(c[split] == clips[0][split] for c in clips[1:]):
         return None
@@ -225,3 +226,17 @@ def _relative_clips(clips: Mapping[str, Sequence[str]], split: str) -> list[str]
     every = [p for paths in clips.values() for p in paths]
     root = os.path.commonpath(every) if len(every) > 1 else os.path.dirname(every[0]) if every else ""
     return [os.path.relpath(p, root) for p in clips[split]]
+
+
+def read_spent(resume_dir: Path) -> dict[str, float]:
+    """Seconds per stage that earlier processes of a run spent (:data:`SPENT`; empty when there were none)."""
+    path = Path(resume_dir) / SPENT
+    if not path.is_file():
+        return {}
+    return {str(stage): float(seconds) for stage, seconds in read_json(path, what="stage timing").items()}
+
+
+def save_spent(resume_dir: Path, timing: dict[str, float]) -> None:
+    """Record ``timing`` (seconds per stage, totals so far) for a later resume of the run."""
+    if Path(resume_dir).is_dir():
+        write_json(Path(resume_dir) / SPENT, {stage: round(seconds, 3) for stage, seconds in timing.items()})
