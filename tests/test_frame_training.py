@@ -382,7 +382,7 @@ def test_frame_level_run_over_seeds_then_detect(tmp_path, capsys):
 def test_grid_counts_equal_the_event_metrics_for_every_setting():
     """choose_post_processing counts its grid fast; each setting's F must be what evaluate_clips reports."""
     from thce.detection.frame_events import (
-        PostProcessing, _grid_f, _median_filtered, evaluate_clips, frame_edges, median_frames, reference_list,
+        PostProcessing, _grid_f, evaluate_clips, frame_edges, median_filter_curve, median_frames, reference_list,
     )
 
     hop, rng = 0.05, np.random.default_rng(7)
@@ -402,7 +402,7 @@ def test_grid_counts_equal_the_event_metrics_for_every_setting():
     edges = frame_edges(200 * hop, hop)
     checked = 0
     for median_s in (0.0, 0.25):
-        curves = _median_filtered(scores[..., 0], median_frames(median_s, hop))
+        curves = median_filter_curve(scores[..., 0].T, median_frames(median_s, hop)).T
         for threshold in (0.3, 0.6, 0.9):
             fast = _grid_f(curves >= threshold, edges, ref_onsets, gaps, shortest, 0.5)
             for g, gap in enumerate(gaps):

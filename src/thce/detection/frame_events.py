@@ -24,7 +24,6 @@ import numpy as np
 from thce.detection.metrics import DCASE_COLLAR_S, evaluate_events
 from thce.detection.events import Event, EventList
 from thce.detection.localise import EventRules, exact_events, frame_edges, median_filter_curve
-from thce.errors import ConfigError
 
 #: What :func:`choose_post_processing` tries: thresholds on the sigmoid scores and median-filter lengths (s). The
 #: grids reach 0.99 and 1.5 s: on the first DCASE-style run validation chose the old edges (0.95, 0.75 s).
@@ -167,7 +166,8 @@ def choose_post_processing(
         ref_onsets = [np.sort(onsets.get(name, [])) for name in files]
         best = (-1.0, median_filters_s[0], thresholds[0], min_gaps_s[0], min_events_s[0])
         for median_s in median_filters_s:
-            curves = _median_filtered(scores[..., column], median_frames(median_s, hop_s))
+            # the clips' curves as the columns of one curve: median_filter_curve filters each column alone
+            curves = median_filter_curve(scores[..., column].T, median_frames(median_s, hop_s)).T
             for threshold in thresholds:
                 f = _grid_f(curves >= threshold, edges, ref_onsets, min_gaps_s, min_events_s, collar_s)
                 g, m = np.unravel_index(int(np.argmax(f)), f.shape)  # the first of the best: shortest gap, minimum
@@ -175,15 +175,6 @@ def choose_post_processing(
                     best = (float(f[g, m]), median_s, threshold, min_gaps_s[g], min_events_s[m])
         best_f[label], chosen["m"][label], chosen["t"][label], chosen["gap"][label], chosen["min"][label] = best
     return PostProcessing(chosen["t"], chosen["m"], chosen["min"], chosen["gap"]), best_f
-
-
-def _median_filtered(curves: np.ndarray, kernel: int) -> np.ndarray:
-    """:func:`thce.detection.localise.median_filter_curve` of every clip's curve at once, ``(n, T)`` -> same."""
-    if kernel <= 1:
-        return np.asarray(curves, dtype=np.float32)
-    from scipy.ndimage import median_filter
-
-    return median_filter(np.asarray(curves, dtype=np.float32), size=(1, kernel), mode="nearest")
 
 
 def _grid_f(
