@@ -157,7 +157,7 @@ CASES: dict[str, Case] = {
     ),
     "import-over-a-users-skipped-csv": Case(
         ["data", "import", "folder", "{shared}/folder", "--out", "{case}/m.csv"],
-        ["{case}/m.skipped.csv", "not a thce list of skipped clips"], lambda case, shared: _file(case / "m.skipped.csv"),
+        ["{case}/m.skipped.csv", "not a thce list of skipped files"], lambda case, shared: _file(case / "m.skipped.csv"),
     ),
     "mix-over-a-users-manifest": Case(
         ["data", "mix", "--events", "{shared}/folder", "--backgrounds", "{shared}/folder", "--out", "{case}/mine",
@@ -165,8 +165,8 @@ CASES: dict[str, Case] = {
         ["{case}/mine/manifest.csv", "not a thce manifest"], lambda case, shared: _file(case / "mine" / "manifest.csv"),
     ),
     "detect-skip-list-over-a-users-file": Case(
-        ["detect", RUN, AUDIO, "--out", "{case}/ev.tsv", "--skip-bad"], ["{case}/ev.skipped.tsv", "not a thce skip list"],
-        lambda case, shared: _file(case / "ev.skipped.tsv"),
+        ["detect", RUN, AUDIO, "--out", "{case}/ev.tsv", "--skip-bad"],
+        ["{case}/ev.skipped.csv", "not a thce list of skipped files"], lambda case, shared: _file(case / "ev.skipped.csv"),
     ),
     "toy-over-a-finished-run": Case(["toy", "--tiny", "--out", "{case}/run"], ["{case}/run", "holds a thce run"],
                                     _finished_run),

@@ -12,6 +12,7 @@ import soundfile as sf
 
 from tests.stub_runs import stub_run
 from thce.cli import main
+from thce.data.manifest import read_skipped
 from thce.detection import DetectConfig, DetectionOutputs, EventRules, run_detection
 from thce.detection.events import read_event_list
 from thce.detection.inputs import expand_inputs
@@ -86,8 +87,9 @@ def test_detect_folder_skip_bad_scores_and_events(tmp_path, folder, capsys):
     payload = json.loads(out.read_text())
     assert [f["file"] for f in payload["files"]] == [str(folder / "a.wav"), str(folder / "sub" / "b.flac")]
     assert payload["skipped"][0]["file"] == str(folder / "sub" / "bad.wav") and payload["skipped"][0]["reason"]
-    skip_list = tmp_path / "events.skipped.tsv"
-    assert skip_list.read_text().splitlines()[1].startswith(str(folder / "sub" / "bad.wav") + "\t")
+    skip_list = tmp_path / "events.skipped.csv"  # the format of every list of skipped files thce writes
+    (skipped,) = read_skipped(skip_list)
+    assert skipped.path == str(folder / "sub" / "bad.wav") and skipped.problem and skipped.source == "thce detect"
     scores = tmp_path / "events.scores"
     assert sorted(p.name for p in scores.glob("*.tsv")) == ["a.tsv", "b.tsv"]
     edges, curve, classes = read_table(scores / "a.tsv")
@@ -129,7 +131,7 @@ def test_the_library_entry_point_writes_what_the_command_writes(tmp_path, folder
     found = run_detection(run, [folder], outputs=outputs, config=config, skip_bad=True)
     written = _files(lib)
     assert sorted(written) == ["ev.json", "ev.scores/a.tsv", "ev.scores/audio_files.json", "ev.scores/b.tsv",
-                               "ev.skipped.tsv", "pages/a.png", "pages/b.png", "pages/index.html"]  # fmt: skip
+                               "ev.skipped.csv", "pages/a.png", "pages/b.png", "pages/index.html"]  # fmt: skip
     assert written == _files(cli)
     assert printed == "\n".join([*found.summary(), f"Events: {cli / 'ev.json'}"]).replace(str(lib), str(cli)) + "\n"
     # without --out: the event list on stdout, the summary on stderr; nothing written beside it
@@ -172,7 +174,7 @@ def test_detect_folder_with_a_bad_file_writes_pages(tmp_path, folder, capsys):
     # the reference lists a.wav only: its event F and the dog event (hit or missed); b.flac "not in the reference"
     assert 'id="total-f">' in page and "not in the reference" in page
     assert re.search(r'<tr class="(hit|missed)"><td class="mark l">[^<]+</td><td class="l">dog</td>', page)
-    assert (tmp_path / "ev.scores" / "a.tsv").exists() and (tmp_path / "ev.skipped.tsv").exists()
+    assert (tmp_path / "ev.scores" / "a.tsv").exists() and (tmp_path / "ev.skipped.csv").exists()
     # a user's file in the way is not replaced
     (plots / "index.html").write_text("<html>my page</html>")
     assert main(["-q", "detect", str(run), str(folder / "a.wav"), "--plots", str(plots), "--out", str(out)]) == 2

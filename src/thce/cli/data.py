@@ -31,21 +31,15 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def skipped_path(out: Path) -> Path:
-    """Where an import lists what it left out: ``manifest.csv`` -> ``manifest.skipped.csv``."""
-    return out.with_name(f"{out.stem}.skipped.csv")
-
-
 def check_manifest_outputs(manifest: Path, skipped: Path, *, inputs: list[Path], overwrite: bool) -> None:
     """Before any work: the manifest and skipped list can be written, neither is one of ``inputs`` (a manifest
     checked into itself), and neither replaces a file that is not a thce manifest / skipped list (unless
     ``overwrite``). Raises :class:`ConfigError` or :class:`~thce.errors.OutputError` naming the file."""
-    from thce.data.manifest import COLUMNS, SKIPPED_COLUMNS
+    from thce.data.manifest import COLUMNS, SKIPPED_LIST_KIND, looks_like_skipped_list
     from thce.io import check_output_path, refuse_other_kind, starts_with
 
-    for out, columns, what in ((manifest, COLUMNS, "a thce manifest"),
-                               (skipped, SKIPPED_COLUMNS, "a thce list of skipped clips")):  # fmt: skip
-        looks_ours = starts_with(",".join(columns).encode())
+    for out, looks_ours, what in ((manifest, starts_with(",".join(COLUMNS).encode()), "a thce manifest"),
+                                  (skipped, looks_like_skipped_list, SKIPPED_LIST_KIND)):  # fmt: skip
         check_output_path(out)
         if out.is_file() and any(source.is_file() and out.samefile(source) for source in inputs):
             raise ConfigError(f"{out}: is also an input of the import; write to another file")
@@ -65,13 +59,13 @@ def check_events_output(events: Path, *, overwrite: bool) -> None:
 
 def run_import(args: argparse.Namespace) -> int:
     from thce.data import readers
-    from thce.data.manifest import write_manifest, write_skipped
+    from thce.data.manifest import skipped_list_path, write_manifest, write_skipped
     from thce.data.strong import EVENTS_FILE, write_strong_labels
 
     import_format: ImportFormat = args.import_format
     label_map_file = getattr(args, "label_map", None)
     inputs = import_format.inputs(args) + ([label_map_file] if label_map_file else [])
-    check_manifest_outputs(args.out, skipped_path(args.out), inputs=inputs, overwrite=args.overwrite)
+    check_manifest_outputs(args.out, skipped_list_path(args.out), inputs=inputs, overwrite=args.overwrite)
     events_out = args.out.parent / EVENTS_FILE
     if import_format.writes_strong_labels:
         if any(source.is_file() and events_out.is_file() and events_out.samefile(source) for source in inputs):
@@ -81,7 +75,7 @@ def run_import(args: argparse.Namespace) -> int:
     write_manifest(result.rows, args.out)
     if result.strong is not None:
         write_strong_labels(events_out, result.rows, result.strong)
-    listed = write_skipped(result.left_out, skipped_path(args.out))
+    listed = write_skipped(result.left_out, skipped_list_path(args.out))
     counts = ", ".join(f"{label} {n}" for label, n in result.label_counts().items()) or "none"
     print(f"{args.out}: {_count(len(result.rows), 'clip')} ({counts})")
     extra = {k: v for k, v in result.counts.items() if k not in ("imported",) and v}

@@ -187,7 +187,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "of an event; lower keeps events a model detects in fewer windows)")
     det.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
     det.add_argument("--skip-bad", action="store_true",
-                     help="leave out files that cannot be read (listed with the reason) instead of stopping")
+                     help="leave out files that cannot be read (listed with the reason, in <out stem>.skipped.csv) "
+                          "instead of stopping")
     det.add_argument("--scores", type=Path, default=None,
                      help="folder for the score tables (onset, offset, <class>... per file; the sed_scores_eval "
                           "format); default: next to --out (events.tsv -> events.scores/), none without --out")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thce.errors import DataError
-from thce.io import atomic_write, ensure_dir, read_text
+from thce.io import atomic_write, ensure_dir, read_text, starts_with
 
 COLUMNS = ("path", "label", "split", "group")
 #: The splits a manifest row may name, in this order everywhere (experiment, splits, mixing, readers).
@@ -127,6 +127,22 @@ class Skipped:
     problem: str
     source: str = ""
     index: int | None = None
+
+
+def skipped_list_path(out: Path) -> Path:
+    """Where a list of what was left out goes beside ``out``: ``manifest.csv`` -> ``manifest.skipped.csv``,
+    ``events.tsv`` -> ``events.skipped.csv`` (imports and ``thce detect --skip-bad``; one format for both,
+    :func:`write_skipped`'s)."""
+    return out.with_name(f"{out.stem}.skipped.csv")
+
+
+#: What a list of :func:`write_skipped` is called in refusals to replace a file of another kind.
+SKIPPED_LIST_KIND = "a thce list of skipped files"
+
+
+def looks_like_skipped_list(path: Path) -> bool:
+    """Whether ``path`` starts as :func:`write_skipped` starts a file (its header)."""
+    return starts_with(",".join(SKIPPED_COLUMNS).encode())(path)
 
 
 def write_skipped(items: Sequence[Skipped], csv_path: str | os.PathLike) -> Path:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from thce.data.manifest import SKIPPED_LIST_KIND, Skipped, looks_like_skipped_list, skipped_list_path, write_skipped
 from thce.detection.config import DetectConfig
 from thce.detection.outputs import check_events_out, writes_through
-from thce.io import atomic_write, check_output_file, check_output_path, ensure_dir, starts_with
+from thce.io import check_output_file, check_output_path, ensure_dir
 from thce.progress import ProgressFn
 
 if TYPE_CHECKING:
@@ -29,10 +30,6 @@ if TYPE_CHECKING:
     from thce.detection.pages import DetectionPages
 
 logger = logging.getLogger(__name__)
-
-#: The first line of the list of files ``skip_bad`` left out (``<events stem>.skipped.tsv``): ``file<TAB>reason``.
-SKIP_LIST_HEADER = "file\treason\n"
-
 
 @dataclass(frozen=True)
 class DetectionOutputs:
@@ -43,7 +40,8 @@ class DetectionOutputs:
             for a device or FIFO), an open text stream (the tab-separated list, as ``thce detect`` prints it without
             ``--out``), or ``None`` (not written; the caller has :attr:`DetectionRun.result`).
         scores: folder of the per-file score tables (:mod:`thce.detection.tables`), or ``None``.
-        skip_list: file listing the inputs ``skip_bad`` left out (``file<TAB>reason``), or ``None``.
+        skip_list: file listing the inputs ``skip_bad`` left out, or ``None``: the CSV of every list of skipped
+            files thce writes (:func:`thce.data.manifest.write_skipped`: ``path,problem,source``).
         plots: folder of a picture per file and an ``index.html`` (:mod:`thce.detection.pages`), or ``None``.
         reference: reference events drawn under the detected ones in ``plots`` (any list
             :func:`thce.detection.events.read_event_list` reads).
@@ -69,12 +67,12 @@ class DetectionOutputs:
         overwrite: bool = False,
     ) -> DetectionOutputs:
         """``thce detect``'s outputs: score tables in ``scores``, else beside a regular ``events`` file
-        (``events.tsv`` -> ``events.scores/``); with ``skip_bad``, the skip list beside it (``events.skipped.tsv``).
+        (``events.tsv`` -> ``events.scores/``); with ``skip_bad``, the skip list beside it (``events.skipped.csv``).
         Neither beside a stream, a device or a FIFO (``/dev/null``)."""
         regular = events if isinstance(events, Path) and not writes_through(events) else None
         if scores is None and regular is not None:
             scores = regular.with_name(regular.stem + ".scores")
-        skip_list = regular.with_name(regular.stem + ".skipped.tsv") if skip_bad and regular is not None else None
+        skip_list = skipped_list_path(regular) if skip_bad and regular is not None else None
         return cls(events, scores, skip_list, plots, reference, overwrite)
 
 
@@ -122,8 +120,8 @@ def _check_event_outputs(outputs: DetectionOutputs, inputs: list[Path]) -> None:
     if isinstance(outputs.events, Path):
         check_events_out(outputs.events, overwrite=outputs.overwrite, inputs=inputs)
     if outputs.skip_list is not None:
-        check_output_file(outputs.skip_list, looks_ours=starts_with(SKIP_LIST_HEADER.encode()),
-                          what="a thce skip list", overwrite=outputs.overwrite, inputs=inputs)  # fmt: skip
+        check_output_file(outputs.skip_list, looks_ours=looks_like_skipped_list, what=SKIPPED_LIST_KIND,
+                          overwrite=outputs.overwrite, inputs=inputs)  # fmt: skip
 
 
 def _read_reference(outputs: DetectionOutputs, paths: list[str]) -> EventList | None:
@@ -176,13 +174,6 @@ def _held(folders: list[Path | None]) -> contextlib.ExitStack:
         stack.close()
         raise
     return stack
-
-
-def _write_skip_list(path: Path, skipped: list[dict[str, str]]) -> None:
-    with atomic_write(path, "w", encoding="utf-8", newline="") as handle:
-        handle.write(SKIP_LIST_HEADER)
-        for s in skipped:
-            handle.write(f"{s['file']}\t{s['reason']}\n")
 
 
 def run_detection(
@@ -256,7 +247,7 @@ def _detect(
         write_audio_index(outputs.scores, [f["file"] for f in result.files])
         run.scores = outputs.scores
     if result.skipped and outputs.skip_list is not None:
-        _write_skip_list(outputs.skip_list, result.skipped)
+        write_skipped([Skipped(s["file"], s["reason"], "thce detect") for s in result.skipped], outputs.skip_list)
         run.skip_list = outputs.skip_list
     if pages is not None:
         run.pages = pages.finish(result)
