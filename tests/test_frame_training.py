@@ -350,6 +350,10 @@ def test_frame_level_run_over_seeds_then_detect(tmp_path, capsys):
     assert summary["seeds"]["bootstrap"] == {}  # no EER intervals over frames: the event-F ones are over clips
     assert set(events["figures"]) == {"baseline", "proposed1", "proposed2", "dcase2017_baseline"}
     assert set(events["bootstrap_f_seeds"]) == {"proposed1", "proposed2", "dcase2017_baseline"}
+    assert set(events["bootstrap_f_sets_seeds"]) == {"proposed1", "proposed2", "dcase2017_baseline"}
+    assert "each class on its own clips" in printed and "F class average, own clips (%)" in printed
+    for figures in events["figures"].values():  # each class on its own clips: no insertions from other classes' clips
+        assert figures["f_class_average_sets"]["mean"] >= figures["f_class_average"]["mean"] - 1e-12
     seed_run = run / "seed_5"
     results = json.loads((seed_run / "results.json").read_text())
     entry = results["methods"]["proposed2"]
@@ -360,6 +364,7 @@ def test_frame_level_run_over_seeds_then_detect(tmp_path, capsys):
         assert counts["proposed2"].shape == (len(test_clips), 3, 3)
         # every test clip's reference events are counted once, whatever the method found
         assert counts["proposed2"][..., 1].sum() == entry["events"]["overall"]["n_ref"]
+        assert entry["events_class_sets"]["overall"]["n_ref"] == entry["events"]["overall"]["n_ref"]
     loaded = load_run(seed_run, "proposed2")
     assert loaded.frames["hop_s"] == 0.05 and loaded.val_scores.shape[1] == 3
     out = tmp_path / "events.tsv"
@@ -412,6 +417,42 @@ def test_grid_counts_equal_the_event_metrics_for_every_setting():
                     assert fast[g, m] == pytest.approx(-1.0 if f is None else f, abs=1e-12), (median_s, threshold, gap)
                     checked += 1
     assert checked == 54 and len({round(float(v), 6) for v in np.ravel(fast)}) > 1  # the settings differ
+
+
+def test_figures_from_clip_counts_equal_the_event_metrics_and_class_sets_follow_dcase2017():
+    """count_figures on clip_counts gives evaluate_events' class-wise and class-average figures; on
+    class_set_counts, each class is scored on its own clips (its event clips and the clips without events)."""
+    from thce.detection.events import Event, EventList
+    from thce.detection.frame_events import class_set_counts, clip_counts, count_figures
+    from thce.detection.metrics import evaluate_events
+
+    classes = ("dog", "gun")
+    names = ["d0.wav", "d1.wav", "g0.wav", "g1.wav", "bg0.wav", "bg1.wav"]
+    reference = EventList(tuple(names), (Event("d0.wav", 1.0, 2.0, "dog"), Event("d1.wav", 4.0, 5.0, "dog"),
+                                         Event("g0.wav", 2.0, 2.5, "gun"), Event("g1.wav", 7.0, 7.4, "gun")))
+    detected = EventList(tuple(names), (
+        Event("d0.wav", 1.2, 2.0, "dog"),  # hit
+        Event("d1.wav", 6.0, 7.0, "dog"),  # onset 2 s late: a deletion and an insertion
+        Event("d1.wav", 4.1, 4.6, "gun"),  # a gun in a dog clip: an insertion over all clips, not on gun's own clips
+        Event("g0.wav", 2.3, 2.5, "gun"),  # hit
+        Event("g1.wav", 1.0, 1.5, "dog"),  # a dog in a gun clip
+        Event("bg0.wav", 3.0, 3.5, "gun"),  # a false alarm on a clip without events: counted on both sets
+    ))  # fmt: skip
+    counts = clip_counts(names, detected, reference, classes)
+    everything = count_figures(counts, classes)
+    metrics = evaluate_events(reference, detected, classes=classes)
+    for label in classes:
+        for key in ("tp", "n_ref", "n_sys", "f_score", "error_rate"):
+            assert everything["class_wise"][label][key] == pytest.approx(metrics["class_wise"][label][key])
+    assert everything["class_average"] == pytest.approx(metrics["class_average"])
+    own = count_figures(class_set_counts(counts), classes)
+    # dog on d0, d1, bg0, bg1: 1 hit of 2 references, 2 detections (g1's dog is not on dog's clips)
+    assert own["class_wise"]["dog"] == {"tp": 1, "n_ref": 2, "n_sys": 2, "f_score": 0.5, "error_rate": 1.0}
+    # gun on g0, g1, bg0, bg1: 1 hit of 2, 2 detections (the bg0 false alarm; d1's gun is not on gun's clips)
+    assert own["class_wise"]["gun"] == {"tp": 1, "n_ref": 2, "n_sys": 2, "f_score": 0.5, "error_rate": 1.0}
+    assert everything["class_wise"]["gun"]["n_sys"] == 3 and everything["class_wise"]["dog"]["n_sys"] == 3
+    assert own["overall"] == {"tp": 2, "n_ref": 4, "n_sys": 4, "f_score": 0.5, "error_rate": 1.0}
+    assert own["class_average"] == {"f_score": 0.5, "error_rate": 1.0}
 
 
 def test_post_processing_read_back_from_a_checkpoint_of_either_form():

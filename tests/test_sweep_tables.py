@@ -67,11 +67,20 @@ def test_a_frame_level_summary_adds_its_event_figures(tmp_path):
     frames = {"seeds": {"seeds": [0, 1, 2], "eer": {"baseline": _mean(0.04), "proposed2": _mean(0.05)},
                         "events": events}}  # fmt: skip
     (tmp_path / "dcase-3seeds.json").write_text(json.dumps(frames))
+    sets = json.loads(json.dumps(frames))  # with each class on its own clips too
+    for method, figures in sets["seeds"]["events"]["figures"].items():
+        figures.update({f"{key}_sets": {"mean": v["mean"] + 0.1, "std": v["std"]} for key, v in list(figures.items())})
+    sets["seeds"]["events"]["bootstrap_f_sets"] = {"proposed2": _ci(0.02, -0.01, 0.05)}
+    (tmp_path / "dcase-sets-3seeds.json").write_text(json.dumps(sets))
     (tmp_path / "clip-3seeds.json").write_text(json.dumps({"seeds": {"seeds": [0], "eer": {"baseline": _mean(0.3)}}}))
     text = sweep_tables.section(tmp_path)
     assert "| `dcase-3seeds` | 0, 1, 2 | 65.0 ± 3.1 | 50.0 ± 3.0 | 64.0 ± 4.0 | 44.0 ± 5.0 | 0.66 | 1.20 | 0.70 | " \
         "1.37 | -1.2 [-5.0, +2.0] | -1.2 [-9.0, +6.0] |" in text
     assert "`clip-3seeds`" not in text.split("Frame-level configs")[1].split("Ablations")[0]  # clip-level: EER only
+    own = text.split("on its own clips")[1].split("Ablations")[0]
+    assert "| `dcase-sets-3seeds` | 0, 1, 2 | 75.0 ± 3.1 | 60.0 ± 3.0 | 74.0 ± 4.0 | 54.0 ± 5.0 | 0.76 | 1.30 | " \
+        "0.80 | 1.47 | +2.0 [-1.0, +5.0] | – |" in own
+    assert "`dcase-3seeds`" not in own  # written before the figure existed: left out of that table
     (tmp_path / "clip-only").mkdir()
     (tmp_path / "clip-only" / "clip-3seeds.json").write_text((tmp_path / "clip-3seeds.json").read_text())
     assert "Frame-level configs" not in sweep_tables.section(tmp_path / "clip-only")  # no frame-level summary: no table

@@ -45,7 +45,14 @@ from thce.methods import MethodRun, build_method_encoder, trainers
 from thce.models import EventDetector
 from thce.machine import run_provenance
 from thce.figures import seeds_det_summary
-from thce.detection.frame_events import choose_post_processing, clip_counts, detect_clips, reference_list
+from thce.detection.frame_events import (
+    choose_post_processing,
+    class_set_counts,
+    clip_counts,
+    count_figures,
+    detect_clips,
+    reference_list,
+)
 from thce.detection.metrics import evaluate_events
 from thce.report import write_report
 from thce.rundir import (
@@ -212,7 +219,10 @@ def evaluate_and_save(
 def _frame_results(scores: np.ndarray, val_scores: np.ndarray, prepared: PreparedData) -> dict[str, Any]:
     """A frame-level method's results: EER and DET over frames (every output frame an item), and the event-based
     metrics of DCASE 2017 Task 2 on the test clips with the post-processing chosen on validation (per class:
-    threshold and median filter maximising validation event F). Scores are saved flattened, one row per frame."""
+    threshold, median filter, merged gap and shortest event maximising validation event F over all validation
+    clips): over all test clips (``events``) and with each class on its own clips as Task 2 scores it
+    (``events_class_sets``, :func:`~thce.detection.frame_events.class_set_counts`). Scores are saved flattened, one
+    row per frame."""
     data, hop_s = prepared.data, prepared.frame_hop_s
     paths = prepared.store.paths
     per_split: dict[str, Any] = {}
@@ -223,6 +233,7 @@ def _frame_results(scores: np.ndarray, val_scores: np.ndarray, prepared: Prepare
     post, val_f = choose_post_processing(*per_split["val"], hop_s, data.classes)
     names, _, reference = per_split["test"]
     detected = detect_clips(names, scores, hop_s, data.classes, post)
+    counts = clip_counts(names, detected, reference, data.classes)
     flat = {split: s.reshape(-1, s.shape[-1]) for split, s in (("val", val_scores), ("test", scores))}
     frame_class = {split: data.item_class(data.splits[split]).reshape(-1) for split in ("val", "test")}
     return {
@@ -230,7 +241,8 @@ def _frame_results(scores: np.ndarray, val_scores: np.ndarray, prepared: Prepare
         "val_eer": per_class_eer(scores=flat["val"], class_index=frame_class["val"], classes=data.classes),
         "det": per_class_det_points(scores=flat["test"], class_index=frame_class["test"], classes=data.classes),
         "events": evaluate_events(reference, detected, classes=data.classes),
-        "event_counts": clip_counts(names, detected, reference, data.classes),
+        "events_class_sets": count_figures(class_set_counts(counts), data.classes),
+        "event_counts": counts,
         "val_event_f": val_f,
         "post_processing": post.to_dict(),
         "frame_hop_s": hop_s,
@@ -472,8 +484,10 @@ def _events_over_seeds(
     runs: Sequence[dict[str, Any]], out_dir: Path, seed_list: Sequence[int], others: Sequence[str], seed: int
 ) -> dict[str, Any]:
     """Frame-level runs over seeds: mean and std of each method's event-based F and ER (class average, overall,
-    per class), and bootstrap intervals of each method's class-average F minus the baseline's over test clips and,
-    with several seeds, over seeds and clips."""
+    per class; ``*_sets``: each class on its own clips, as DCASE 2017 Task 2 scores it), and bootstrap intervals of
+    each method's class-average F minus the baseline's over test clips and, with several seeds, over seeds and clips
+    (``bootstrap_f[_sets][_seeds]``)."""
+    classes = runs[0]["classes"]
     figures = []
     for run in runs:
         per_method = {}
@@ -491,12 +505,22 @@ def _events_over_seeds(
     for s in seed_list:
         with np.load(out_dir / f"seed_{s}" / EVENT_COUNTS) as archive:
             counts.append({method: archive[method] for method in archive.files})
+    sets = [{method: class_set_counts(c) for method, c in run.items()} for run in counts]
+    for per_method, run in zip(figures, sets):  # from the counts: runs written before events_class_sets have them
+        for method, c in run.items():
+            own = count_figures(c, classes)
+            per_method.setdefault(method, {}).update({
+                "f_class_average_sets": own["class_average"]["f_score"],
+                "er_class_average_sets": own["class_average"]["error_rate"],
+                "f_overall_sets": own["overall"]["f_score"], "er_overall_sets": own["overall"]["error_rate"],
+                **{f"f_{label}_sets": row["f_score"] for label, row in own["class_wise"].items()}})  # fmt: skip
     summary: dict[str, Any] = {"figures": mean_std_eer(figures)}
-    summary["bootstrap_f"] = {m: bootstrap_event_f_difference(counts, method=m, seed=seed) for m in others}
-    if len(counts) > 1:
-        summary["bootstrap_f_seeds"] = {
-            m: bootstrap_event_f_difference(counts, method=m, seed=seed, resample_seeds=True) for m in others
-        }
+    for suffix, per_seed in (("", counts), ("_sets", sets)):
+        summary[f"bootstrap_f{suffix}"] = {m: bootstrap_event_f_difference(per_seed, method=m, seed=seed) for m in others}
+        if len(counts) > 1:
+            summary[f"bootstrap_f{suffix}_seeds"] = {
+                m: bootstrap_event_f_difference(per_seed, method=m, seed=seed, resample_seeds=True) for m in others
+            }
     return summary
 
 

@@ -229,6 +229,42 @@ def _onset_hits(clips: np.ndarray, onsets: np.ndarray, ref_onsets: Sequence[np.n
     return hits
 
 
+def class_set_counts(counts: np.ndarray) -> np.ndarray:
+    """DCASE 2017 Task 2 scores each class on its own mixtures (each holds that class's event or none): the per-clip
+    counts ``(..., n_clips, L, 3)`` of :func:`clip_counts` with a class's counts zeroed on every clip that holds a
+    reference event of another class, so that sums over clips give each class's figures on its own clips (its
+    event clips and the clips without events). A detection of class ``c`` in another class's clip then costs ``c``
+    nothing, as in Task 2; over all clips (:func:`clip_counts` as it is) it is an insertion.
+
+    >>> counts = np.array([[[1, 1, 1], [0, 0, 1]], [[0, 0, 1], [1, 1, 1]], [[0, 0, 1], [0, 0, 0]]])
+    >>> class_set_counts(counts)[..., 2].tolist()  # clip 0 is class 0's, clip 1 class 1's, clip 2 both's
+    [[1, 0], [0, 1], [1, 0]]
+    """
+    n_ref = counts[..., 1]
+    others = (n_ref.sum(axis=-1, keepdims=True) - n_ref) > 0
+    return np.where(others[..., None], 0, counts)
+
+
+def count_figures(counts: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """Event-based F and error rate from per-clip counts ``(n_clips, L, 3)`` (:func:`clip_counts`, or
+    :func:`class_set_counts`): per class (``2 tp / (n_ref + n_sys)``, ``(n_ref + n_sys - 2 tp) / n_ref``: one class
+    at a time there are no substitutions), their mean over the classes with reference events (``class_average``,
+    Task 2's ranking figure) and from the counts summed over classes (``overall``); ``None`` where undefined."""
+
+    def figures(tp: int, n_ref: int, n_sys: int) -> dict[str, Any]:
+        f = 2.0 * tp / (n_ref + n_sys) if n_ref + n_sys else None
+        er = (n_ref + n_sys - 2.0 * tp) / n_ref if n_ref else None
+        return {"tp": tp, "n_ref": n_ref, "n_sys": n_sys, "f_score": f, "error_rate": er}
+
+    totals = counts.sum(axis=0)
+    class_wise = {label: figures(*(int(v) for v in totals[c])) for c, label in enumerate(classes)}
+    scored = [row for row in class_wise.values() if row["n_ref"]]
+    average = {key: float(np.mean([row[key] for row in scored])) if scored else None
+               for key in ("f_score", "error_rate")}  # fmt: skip
+    return {"class_wise": class_wise, "class_average": average,
+            "overall": figures(*(int(v) for v in totals.sum(axis=0)))}  # fmt: skip
+
+
 def clip_counts(
     names: Sequence[str], detected: EventList, reference: EventList, classes: Sequence[str], *,
     collar_s: float = DCASE_COLLAR_S,
