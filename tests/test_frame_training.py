@@ -155,6 +155,7 @@ def test_frame_level_algorithm1_clusters_frames_and_learns_where_events_are():
 
 
 def test_frame_level_weighted_bce_counts_frames():
+    from thce.errors import ConfigError
     from thce.training.algorithm1 import _bce_weights
 
     data = strong_data()
@@ -163,6 +164,11 @@ def test_frame_level_weighted_bce_counts_frames():
     total = counts.sum()
     expected = (total - counts[:3]).mean() / counts[:3]
     np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-6)
+    tempered = RunContext(train=TrainConfig(batch_size=16, bce_weight_power=0.5), seed=0, log=MetricsLog())
+    np.testing.assert_allclose(_bce_weights(data, tempered).numpy(), np.sqrt(expected), rtol=1e-6)
+    assert _bce_weights(data, RunContext(train=TrainConfig(bce_weight_power=0.0), seed=0, log=MetricsLog())) is None
+    with pytest.raises(ConfigError, match="train.bce_weight_power: must be in"):
+        TrainConfig(bce_weight_power=2.0)
 
 
 # ------------------------------------------------------------------------------ frame scores -> events

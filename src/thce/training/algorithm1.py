@@ -392,12 +392,16 @@ def thce_auxiliary_loss(embedding: EmbeddingResult, weight: float) -> AuxiliaryL
 
 
 def _bce_weights(data: TrainingData, ctx: RunContext) -> Tensor | None:
-    """Eq. 2's class weights; ``None`` (Eq. 1) under ``train.balanced_sampling``, whose class-balanced draws
-    already even out the classes (both together would correct the imbalance twice)."""
-    if ctx.train.balanced_sampling:
+    """Eq. 2's class weights raised to ``train.bce_weight_power`` (1: the paper's); ``None`` (Eq. 1) at power 0 and
+    under ``train.balanced_sampling``, whose class-balanced draws already even out the classes (both together would
+    correct the imbalance twice). Over frames the weights are large (an event class's frames are a few percent of
+    all frames): a power below 1 tempers them."""
+    power = ctx.train.bce_weight_power
+    if ctx.train.balanced_sampling or power == 0.0:
         return None
     counts = data.class_counts("train")
-    return bce_class_weights(counts[: data.num_events].tolist(), int(counts.sum())).to(ctx.device)
+    weights = bce_class_weights(counts[: data.num_events].tolist(), int(counts.sum()))
+    return (weights if power == 1.0 else weights**power).to(ctx.device)
 
 
 def _balanced_order(data: TrainingData, ctx: RunContext) -> Callable[[torch.Generator], np.ndarray] | None:

@@ -58,6 +58,7 @@ class TrainConfig:
     pin_memory: bool = True  # page-locked batches for faster host-to-GPU copies (CUDA only)
     weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay (paper: Adam, none)
     balanced_sampling: bool = False  # class-balanced draws with replacement in BCE stages (then Eq. 1, unweighted)
+    bce_weight_power: float = 1.0  # Eq. 2's w_l ** this: 1 the paper's, 0.5 their square root, 0 unweighted (Eq. 1)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -75,6 +76,8 @@ class TrainConfig:
             raise ConfigError(f"train.num_threads: must be >= 0, got {self.num_threads}")
         if self.weight_decay < 0:
             raise ConfigError(f"train.weight_decay: must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.bce_weight_power <= 1.0:
+            raise ConfigError(f"train.bce_weight_power: must be in [0, 1], got {self.bce_weight_power}")
 
 
 SELECTIONS = ("val_loss", "val_eer", "val_auc")
