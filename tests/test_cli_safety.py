@@ -1,6 +1,7 @@
-"""Issue 32, as a user meets it on the command line (``python -m thce ...`` in subprocesses): one process per output
-folder, sweeps resumable from any working directory, warnings where a flag is ignored, printed thresholds that
-reproduce the events, third-party warnings kept out of the terminal unless ``-v``. (Refusals that end in one line
+"""Issue 32, as a user meets it on the command line (``python -m thce ...`` in subprocesses where processes or
+third-party warning filters are what is tested; ``thce.cli.main`` in this process where thce's own output is): one
+process per output folder, sweeps resumable from any working directory, warnings where a flag is ignored, printed
+thresholds that reproduce the events, third-party warnings kept out of the terminal unless ``-v``. (Refusals that end in one line
 and exit 2 are in tests/test_cli_matrix.py.)"""
 
 from __future__ import annotations
@@ -173,30 +174,32 @@ def detect_inputs(tmp_path_factory):
     return root
 
 
-def test_reference_without_plots_or_naming_no_input_is_warned(detect_inputs, tmp_path):
+def test_reference_without_plots_or_naming_no_input_is_warned(detect_inputs, tmp_path, capsys):
+    from thce.cli import main  # in this process: the warnings are thce's own log lines, no third-party filter involved
+
     root = detect_inputs
-    alone = thce("-q", "detect", str(root / "run"), str(root / "犬の声.wav"), "--reference", str(root / "ref.tsv"),
-                 "--out", str(tmp_path / "ev.tsv"))  # fmt: skip
-    assert alone.returncode == 0, alone.stderr
-    assert f"--reference {root / 'ref.tsv'}: ignored without --plots" in alone.stderr
-    other = thce("-q", "detect", str(root / "run"), str(root / "犬の声.wav"), "--reference", str(root / "other.tsv"),
-                 "--plots", str(tmp_path / "pages"))  # fmt: skip
-    assert other.returncode == 0, other.stderr
-    assert f"--reference {root / 'other.tsv'}: names none of the 1 input file(s)" in other.stderr
+    assert main(["-q", "detect", str(root / "run"), str(root / "犬の声.wav"), "--reference", str(root / "ref.tsv"),
+                 "--out", str(tmp_path / "ev.tsv")]) == 0  # fmt: skip
+    assert f"--reference {root / 'ref.tsv'}: ignored without --plots" in capsys.readouterr().err
+    assert main(["-q", "detect", str(root / "run"), str(root / "犬の声.wav"), "--reference", str(root / "other.tsv"),
+                 "--plots", str(tmp_path / "pages")]) == 0  # fmt: skip
+    assert f"--reference {root / 'other.tsv'}: names none of the 1 input file(s)" in capsys.readouterr().err
 
 
-def test_printed_thresholds_reproduce_the_events(detect_inputs, tmp_path):
+def test_printed_thresholds_reproduce_the_events(detect_inputs, tmp_path, capsys):
     """Issue 32: re-thresholding the saved scores with the thresholds detect prints gives detect's events."""
+    from thce.cli import main
+
     root = detect_inputs
-    found = thce("-q", "detect", str(root / "run"), str(root / "犬の声.wav"), "--hop-s", "0.05", "--out",
-                 str(tmp_path / "ev.json"))  # fmt: skip
-    assert found.returncode == 0, found.stderr
-    printed = dict(re.findall(r"(\w+) ([0-9.e+-]+)", found.stdout.split("thresholds (eer): ")[1].splitlines()[0]))
+    assert main(["-q", "detect", str(root / "run"), str(root / "犬の声.wav"), "--hop-s", "0.05", "--out",
+                 str(tmp_path / "ev.json")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    printed = dict(re.findall(r"(\w+) ([0-9.e+-]+)", out.split("thresholds (eer): ")[1].splitlines()[0]))
     saved = json.loads((tmp_path / "ev.json").read_text())
     assert {k: float(v) for k, v in printed.items()} == saved["thresholds"]
-    again = thce("-q", "events", str(tmp_path / "ev.scores"), "--threshold",
-                 ",".join(f"{k}={v}" for k, v in printed.items()), "--out", str(tmp_path / "again.json"))  # fmt: skip
-    assert again.returncode == 0, again.stderr
+    threshold = ",".join(f"{k}={v}" for k, v in printed.items())
+    assert main(["-q", "events", str(tmp_path / "ev.scores"), "--threshold", threshold, "--out",
+                 str(tmp_path / "again.json")]) == 0  # fmt: skip
     assert json.loads((tmp_path / "again.json").read_text())["events"] == saved["events"]
 
 
