@@ -1,8 +1,8 @@
 """Issue 32, as a user meets it on the command line (``python -m thce ...`` in subprocesses where processes or
 third-party warning filters are what is tested; ``thce.cli.main`` in this process where thce's own output is): one
 process per output folder, sweeps resumable from any working directory, warnings where a flag is ignored, printed
-thresholds that reproduce the events, third-party warnings kept out of the terminal unless ``-v``. (Refusals that end in one line
-and exit 2 are in tests/test_cli_matrix.py.)"""
+thresholds that reproduce the events, third-party warnings kept out of the terminal unless ``-v``. (Refusals that
+end in one line and exit 2 are in tests/test_cli_matrix.py.)"""
 
 from __future__ import annotations
 
