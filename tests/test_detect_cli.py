@@ -134,6 +134,7 @@ def test_the_library_entry_point_writes_what_the_command_writes(tmp_path, folder
                                "ev.skipped.csv", "pages/a.png", "pages/b.png", "pages/index.html"]  # fmt: skip
     assert written == _files(cli)
     assert printed == "\n".join([*found.summary(), f"Events: {cli / 'ev.json'}"]).replace(str(lib), str(cli)) + "\n"
+    assert "frame(s), min gap 1 s; thresholds" in printed  # the rules in use are said (no min event: it is 0)
     # without --out: the event list on stdout, the summary on stderr; nothing written beside it
     capsys.readouterr()  # the library's log line about bad.wav
     assert main(["-q", "detect", str(run), str(folder / "a.wav"), "--hop-s", "0.5"]) == 0

@@ -375,7 +375,12 @@ def test_frame_level_run_over_seeds_then_detect(tmp_path, capsys):
     assert loaded.frames["hop_s"] == 0.05 and loaded.val_scores.shape[1] == 3
     out = tmp_path / "events.tsv"
     assert main(["detect", str(seed_run), *test_clips[:2], "--out", str(out), "-q"]) == 0
-    assert "thresholds (events)" in capsys.readouterr().out  # "auto" for a frame-level run
+    printed = capsys.readouterr().out
+    assert "thresholds (events)" in printed  # "auto" for a frame-level run
+    post = entry["post_processing"]
+    for key, words in (("min_gap_s", "min gap"), ("min_event_s", "min event")):  # the run's rules, said where used
+        said = f"{words} " + ", ".join(f"{c} {v:g} s" for c, v in post[key].items())
+        assert (said in printed) == any(post[key].values()), (said, printed)
     assert out.read_text().startswith("filename\tonset\toffset\tevent_label")
     from tests.conftest import load_benchmark
 

@@ -97,9 +97,12 @@ class DetectionRun:
         result, settings = self.result, self.result.settings
         # every digit a float needs: `thce events --threshold` with the printed values finds the same events
         thresholds = ", ".join(f"{name} {float(value)!r}" for name, value in result.thresholds.items())
+        rules = "".join(f", {words} {_seconds(settings[key])}" for key, words in
+                        (("min_gap_s", "min gap"), ("min_event_s", "min event"))
+                        if _any_positive(settings.get(key, 0.0)))  # fmt: skip
         lines = [
             f"{len(result.events)} events in {len(result.files)} file(s); window {settings['window_s']:g} s, "
-            f"hop {settings['hop_s']:g} s, median filter {settings['median_filter_frames']} frame(s); "
+            f"hop {settings['hop_s']:g} s, median filter {settings['median_filter_frames']} frame(s){rules}; "
             f"thresholds ({settings['threshold_rule']}): {thresholds}"
         ]
         if result.skipped:
@@ -112,6 +115,17 @@ class DetectionRun:
         if self.pages is not None:
             lines.append(f"Pages: {self.pages}")
         return lines
+
+
+def _any_positive(value: float | dict[str, float]) -> bool:
+    return any(v > 0 for v in value.values()) if isinstance(value, dict) else value > 0
+
+
+def _seconds(value: float | dict[str, float]) -> str:
+    """A setting of one number or one per class, in seconds: ``0.5 s`` or ``dog 2 s, baby 0 s``."""
+    if isinstance(value, dict):
+        return ", ".join(f"{label} {seconds:g} s" for label, seconds in value.items())
+    return f"{value:g} s"
 
 
 def _check_event_outputs(outputs: DetectionOutputs, inputs: list[Path]) -> None:
