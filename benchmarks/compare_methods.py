@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from thce.experiment import load_test_scores
+from thce.repeats import load_test_scores
 from thce.io import read_json, write_json
 from thce.metrics import per_class_eer
 from thce.stats import bootstrap_eer_difference

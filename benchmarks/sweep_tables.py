@@ -3,7 +3,7 @@
 Two kinds of file there, told apart by their keys:
 
 - a seeds summary (``NAME-3seeds.json``: one config, every method over seeds; written from the runs'
-  ``thce.experiment.summarise_seeds`` summary): test EER mean per method, the bootstrap interval of each
+  ``thce.repeats.summarise_seeds`` summary): test EER mean per method, the bootstrap interval of each
   method's overall EER minus the baseline's, and whether Algorithm 1's embedding separated the validation clips'
   classes (class-centroid accuracy at the first clustering and at the end, range over seeds);
 - a sweep (``thce sweep``'s ``sweep.json``: variants of one config): per variant other than the reference and per

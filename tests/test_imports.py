@@ -51,8 +51,8 @@ LAYERS = (
     ("training", ("thce.training",)),
     ("run setup", ("thce.config", "thce.methods", "thce.reference", "thce.checkpoint", "thce.rundir", "thce.variants",
                    "thce.pretrained.frozen")),
-    ("products", ("thce.experiment", "thce.sweep", "thce.join", "thce.report", "thce.figures", "thce.toy",
-                  "thce.detection")),
+    ("products", ("thce.experiment", "thce.repeats", "thce.sweep", "thce.join", "thce.report", "thce.figures",
+                  "thce.toy", "thce.detection")),
     ("command line", ("thce.cli", "thce.__main__")),
 )  # fmt: skip
 

@@ -11,7 +11,6 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +38,11 @@ from thce.distributed import SINGLE, Distributed
 from thce.encoders import encoder_table
 from thce.errors import ConfigError, DataError
 from thce.checkpoint import save_checkpoint
-from thce.io import atomic_write, read_json, write_json
+from thce.io import atomic_write, write_json
 from thce.metrics import per_class_det_points, per_class_eer
 from thce.methods import MethodRun, build_method_encoder, trainers
 from thce.models import EventDetector
 from thce.machine import run_provenance
-from thce.figures import seeds_det_summary
 from thce.detection.frame_events import (
     choose_post_processing,
     class_set_counts,
@@ -54,6 +52,7 @@ from thce.detection.frame_events import (
     reference_list,
 )
 from thce.detection.metrics import evaluate_events
+from thce.repeats import summarise_seeds
 from thce.report import write_report
 from thce.rundir import (
     CHECKPOINTS,
@@ -72,9 +71,7 @@ from thce.rundir import (
     save_spent,
     open_run,
 )
-from thce.stats import ScoredTestSet, bootstrap_eer_difference, bootstrap_event_f_difference, mean_std_eer
 from thce.training.data import TrainingData, predict_scores
-from thce.training.diagnostics import embedding_learning_per_seed
 from thce.progress import ProgressFn
 from thce.training.engine import RunContext
 from thce.training.metrics_log import MetricsLog
@@ -391,17 +388,6 @@ def _run_experiment(
     return results
 
 
-def load_test_scores(run_dir: Path, classes: tuple[str, ...], split: str = "test") -> ScoredTestSet:
-    """The scores a run saved for its test split (``scores.npz``), or with ``split="val"`` for its validation split
-    (``val_scores.npz``)."""
-    with np.load(run_dir / (VAL_SCORES if split == "val" else SCORES)) as archive:
-        return ScoredTestSet(
-            class_index=archive["class_index"],
-            scores={k: archive[k] for k in archive.files if k != "class_index"},
-            classes=classes,
-        )
-
-
 def run_seeds(
     config: ExperimentConfig,
     out_dir: str | Path,
@@ -435,93 +421,6 @@ def run_seeds(
     with open_run(out_dir, resume=resume, overwrite=overwrite):
         run_each()
         return summarise_seeds(config, out_dir, seed_list)
-
-
-def summarise_seeds(config: ExperimentConfig, out_dir: Path, seed_list: Sequence[int]) -> dict[str, Any]:
-    """The ``--seeds`` summary of the finished runs ``out_dir/seed_<s>/`` (their results.json and scores.npz),
-    written to ``out_dir`` (results.json, config.toml, report.md, det.png): what :func:`run_seeds` ends with, and
-    what ``thce sweep`` writes for each variant, so ``thce report`` reads either."""
-    runs = [read_json(out_dir / f"seed_{seed}" / RESULTS, what="run results") for seed in seed_list]
-    classes = tuple(runs[0]["classes"])
-    spread = mean_std_eer([{m: entry["eer"] for m, entry in run["methods"].items()} for run in runs])
-    test_sets = [load_test_scores(out_dir / f"seed_{seed}", classes) for seed in seed_list]
-    methods = runs[0]["methods"]
-    others = [method for method in methods if method != "baseline"] if "baseline" in methods else []
-    frame_level = all("events" in entry for entry in methods.values())
-    # EER intervals resample clips; a frame-level run's score rows are frames, which are neither independent nor few
-    # (1000 draws over 10^5 frames took tens of minutes): its intervals are over clips, of event F (below)
-    eer_others = [] if frame_level else others
-    bootstrap = {method: bootstrap_eer_difference(test_sets, method=method, seed=config.seed) for method in eer_others}
-    curves = seeds_det_summary(runs, test_sets)  # every seed's DET curves, and all seeds' test scores pooled
-    over_seeds = {"seeds": list(seed_list), "eer": spread, "bootstrap": bootstrap, **curves}
-    if len(test_sets) > 1 and eer_others:  # the seeds resampled too: how much other training runs would move it
-        over_seeds["bootstrap_seeds"] = {
-            method: bootstrap_eer_difference(test_sets, method=method, seed=config.seed, resample_seeds=True)
-            for method in eer_others
-        }
-    if frame_level:  # the event figures over seeds, intervals over test clips and seeds
-        over_seeds["events"] = _events_over_seeds(runs, out_dir, seed_list, others, config.seed)
-    learning = embedding_learning_per_seed(runs)
-    if learning:
-        over_seeds["embedding_learning"] = learning  # per seed: did Algorithm 1's embedding stage separate classes?
-    summary = {
-        "classes": list(classes),
-        "methods": {
-            m: {"eer": {k: v["mean"] for k, v in spread[m].items()}, "det": curves["det_pooled"][m]} for m in spread
-        },
-        "data": runs[0]["data"],
-        "encoder": encoder_table(config).encoder,
-        "seeds": over_seeds,
-        "provenance": runs[0]["provenance"],
-    }
-    save_config(config, out_dir / CONFIG)
-    write_json(out_dir / RESULTS, summary)
-    write_report(out_dir, summary)
-    return summary
-
-
-def _events_over_seeds(
-    runs: Sequence[dict[str, Any]], out_dir: Path, seed_list: Sequence[int], others: Sequence[str], seed: int
-) -> dict[str, Any]:
-    """Frame-level runs over seeds: mean and std of each method's event-based F and ER (class average, overall,
-    per class; ``*_sets``: each class on its own clips, as DCASE 2017 Task 2 scores it), and bootstrap intervals of
-    each method's class-average F minus the baseline's over test clips and, with several seeds, over seeds and clips
-    (``bootstrap_f[_sets][_seeds]``)."""
-    classes = runs[0]["classes"]
-    figures = []
-    for run in runs:
-        per_method = {}
-        for method, entry in run["methods"].items():
-            events = entry["events"]
-            per_method[method] = {
-                "f_class_average": events["class_average"]["f_score"],
-                "er_class_average": events["class_average"]["error_rate"],
-                "f_overall": events["overall"]["f_score"],
-                "er_overall": events["overall"]["error_rate"],
-                **{f"f_{label}": row["f_score"] for label, row in events["class_wise"].items()},
-            }
-        figures.append(per_method)
-    counts = []
-    for s in seed_list:
-        with np.load(out_dir / f"seed_{s}" / EVENT_COUNTS) as archive:
-            counts.append({method: archive[method] for method in archive.files})
-    sets = [{method: class_set_counts(c) for method, c in run.items()} for run in counts]
-    for per_method, run in zip(figures, sets):  # from the counts: runs written before events_class_sets have them
-        for method, c in run.items():
-            own = count_figures(c, classes)
-            per_method.setdefault(method, {}).update({
-                "f_class_average_sets": own["class_average"]["f_score"],
-                "er_class_average_sets": own["class_average"]["error_rate"],
-                "f_overall_sets": own["overall"]["f_score"], "er_overall_sets": own["overall"]["error_rate"],
-                **{f"f_{label}_sets": row["f_score"] for label, row in own["class_wise"].items()}})  # fmt: skip
-    summary: dict[str, Any] = {"figures": mean_std_eer(figures)}
-    for suffix, per_seed in (("", counts), ("_sets", sets)):
-        summary[f"bootstrap_f{suffix}"] = {m: bootstrap_event_f_difference(per_seed, method=m, seed=seed) for m in others}
-        if len(counts) > 1:
-            summary[f"bootstrap_f{suffix}_seeds"] = {
-                m: bootstrap_event_f_difference(per_seed, method=m, seed=seed, resample_seeds=True) for m in others
-            }
-    return summary
 
 
 def scored_clips(prepared: PreparedData) -> dict[str, list[str]]:

@@ -6,7 +6,7 @@ stands for those methods in any run of a config that agrees on what they read: a
 setting, the baseline's runs need not be repeated. :func:`join_runs` assembles, per seed, one run folder from
 parts that each ran some of ``config.methods``, refusing unless every method comes from a finished run with that
 seed, the same settings for that method and the same scored clips, then summarises the seeds as ``thce experiment
---seeds`` does (:func:`thce.experiment.summarise_seeds`).
+--seeds`` does (:func:`thce.repeats.summarise_seeds`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from thce.config import ExperimentConfig, load_config, save_config
 from thce.encoders import encoder_table
 from thce.errors import ConfigError
-from thce.experiment import summarise_seeds
+from thce.repeats import summarise_seeds
 from thce.io import atomic_write, ensure_dir, read_json, write_json
 from thce.locks import folder_lock
 from thce.methods import METHODS, method_settings

@@ -35,7 +35,8 @@ from typing import Any
 
 from thce.config import ExperimentConfig, config_from_dict, load_config, save_config, set_dotted_key
 from thce.errors import ConfigError, OutputError
-from thce.experiment import run_experiment, summarise_seeds
+from thce.experiment import run_experiment
+from thce.repeats import summarise_seeds
 from thce.io import atomic_write, write_json
 from thce.locks import folder_lock
 from thce.methods import method_settings

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from thce.errors import DataError
-from thce.experiment import load_test_scores
+from thce.repeats import load_test_scores
 from thce.io import read_json
 from thce.rundir import RESULTS, same_clips
 from thce.stats import ScoredTestSet, bootstrap_eer_difference, mean_std_eer
