@@ -430,3 +430,19 @@ def test_detect_and_evaluate_commands_end_to_end(tmp_path, capsys):
     assert main(["evaluate-events", str(reference), str(events_csv)]) == 0
     table = capsys.readouterr().out
     assert "collar 500 ms" in table and "| Overall | 3 |" in table
+
+
+def test_speed_benchmark_measures_a_frame_level_run(tmp_path, capsys):
+    """benchmarks/detect.py's frame-level run is a checkpoint thce detect reads as a frame-level one (30 s windows,
+    the post-processing it carries) and its detect measurement covers the whole file."""
+    import json
+
+    from tests.conftest import load_benchmark
+
+    bench = load_benchmark("detect")
+    run = bench.make_run(tmp_path / "run", "frame_crnn")
+    audio = bench.write_long_wav(tmp_path / "long.wav", 1.0)
+    bench.child(str(run), str(audio), "detect")
+    measured = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert measured["window_s"] == 30.0 and measured["audio_s"] == pytest.approx(60.0)
+    assert measured["windows"] == 3  # 0, 15 and 30 s: half-overlapping 30 s windows
