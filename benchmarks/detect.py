@@ -109,17 +109,18 @@ def make_run(run_dir: Path, encoder: str) -> Path:
     return run_dir
 
 
-def child(run_dir: str, audio: str, mode: str) -> None:
-    """One measurement in a fresh process; prints JSON."""
+def child(run_dir: str, audio: str, mode: str, *, set_allocator: bool = True) -> None:
+    """One measurement in a fresh process; prints JSON. ``set_allocator=False``: leave the process's malloc settings
+    as they are (a test calling this in its own process)."""
     import torch
 
     from thce.allocator import reuse_freed_memory
     from thce.checkpoint import load_run
     from thce.detection.config import DetectConfig
-    from thce.detection.detect import detect_files
+    from thce.detection.detect import detect_files, run_thresholds
 
-    reuse_freed_memory()  # as `thce detect` sets the allocator at start-up
-    from thce.detection.detect import run_thresholds
+    if set_allocator:
+        reuse_freed_memory()  # as `thce detect` sets the allocator at start-up
     from thce.detection.inference import ModelScorer
 
     loaded = load_run(run_dir, "baseline")
