@@ -388,6 +388,11 @@ def test_frame_level_run_over_seeds_then_detect(tmp_path, capsys):
     assert set(again) == set(results["methods"])
     assert again["proposed2"]["post_processing"] == entry["post_processing"]  # same grids, same validation scores
     assert again["proposed2"]["class_average"] == entry["events"]["class_average"]
+    by_ebr = load_benchmark("frame_by_ebr").run_counts(seed_run, [-6.0, -2.0, 2.0, 6.0])  # EBRs redrawn
+    with np.load(seed_run / "event_counts.npz") as counts:
+        for method, table in by_ebr.items():  # every test event once, found as the run's own counts say
+            assert sum(row["n"] for rows in table.values() for row in rows) == counts[method][..., 1].sum()
+            assert sum(row["found"] for rows in table.values() for row in rows) == counts[method][..., 0].sum()
     exported = tmp_path / "model.pt"
     assert main(["export", str(seed_run), "--out", str(exported), "-q"]) == 0
     metadata = json.loads(exported.with_name("model.pt.json").read_text())

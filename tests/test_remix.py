@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from thce.data.remix import EventBank, add_event, remix
+from thce.data.remix import EventBank, add_event, remix, shift_bands
 from thce.data.strong import frame_targets
 
 STRIDE = 4
@@ -125,3 +125,34 @@ def test_remix_with_frame_targets_of_strong_labels_and_edge_cases():
         remix(features, targets, bank, 0, ebr_db_range=(6.0, -6.0))
     with pytest.raises(ValueError, match="expected features"):
         remix(features[0], targets, bank, 0)
+
+
+def test_band_shift_moves_pasted_events_along_the_mel_axis_only():
+    event = np.arange(12.0).reshape(2, 6)
+    np.testing.assert_array_equal(shift_bands(event, 2), [[0, 0, 0, 1, 2, 3], [6, 6, 6, 7, 8, 9]])
+    np.testing.assert_array_equal(shift_bands(event, -1), [[1, 2, 3, 4, 5, 5], [7, 8, 9, 10, 11, 11]])
+    np.testing.assert_array_equal(shift_bands(event, 0), event)
+    with pytest.raises(ValueError, match="within"):
+        shift_bands(event, 6)
+    # through remix: the same draws of class, segment, EBR and start as without a shift (the shift is drawn last),
+    # the same targets, and the added energy is a shifted bank segment's
+    features, targets = clips(3)
+    bank = EventBank.from_clips(features, targets, frame_stride=STRIDE)
+    hosts = np.random.default_rng(4).normal(-6.0, 1.0, (1, T_OUT * STRIDE, F))
+    empty = np.zeros((1, T_OUT, L), np.uint8)
+    plain = remix(hosts, empty, bank, 5, frame_stride=STRIDE)
+    shifted = remix(hosts, empty, bank, 5, frame_stride=STRIDE, band_shift=3)
+    np.testing.assert_array_equal(plain[1], shifted[1])
+    frames = np.flatnonzero(shifted[1][0].any(axis=1))
+    a, b = frames[0] * STRIDE, (frames[-1] + 1) * STRIDE
+    added = np.exp(shifted[0][0, a:b]) - np.exp(hosts[0, a:b])
+    label = int(np.flatnonzero(shifted[1][0, frames[0]])[0])
+    candidates = [shift_bands(seg.features, s) for seg in bank.by_class[label] for s in range(-3, 4)]
+    ratios = [added / np.exp(c) for c in candidates if c.shape == added.shape]
+    assert any(np.allclose(r, r.mean(), rtol=1e-6) for r in ratios)
+    moved = [not np.array_equal(remix(hosts, empty, bank, seed, frame_stride=STRIDE)[0],
+                                remix(hosts, empty, bank, seed, frame_stride=STRIDE, band_shift=3)[0])
+             for seed in range(6)]  # fmt: skip
+    assert sum(moved) >= 3  # a shift of 0 (1 in 7) leaves the event as it was
+    with pytest.raises(ValueError, match="band_shift"):
+        remix(hosts, empty, bank, 5, frame_stride=STRIDE, band_shift=F)

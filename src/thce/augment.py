@@ -85,7 +85,8 @@ class AugmentConfig:
     ``mixup_embedding``: mixup in the THCE embedding stage: ``"off"`` or ``"mix"`` (mixed cluster targets).
     ``remix_events``: frame-level runs (strong labels) only: events cut from the training clips pasted into each
     training clip per epoch of the detector stages (:mod:`thce.data.remix`; 0: off), at an event-to-background
-    ratio drawn uniformly from ``remix_ebr_db`` (dB). Not in the THCE embedding stage, whose clusters are fixed.
+    ratio drawn uniformly from ``remix_ebr_db`` (dB), each moved by up to ``remix_band_shift`` mel bands up or down
+    (:func:`thce.data.remix.shift_bands`; 0: off). Not in the THCE embedding stage, whose clusters are fixed.
 
     A zero count or a zero width turns that mask off; ``mixup_alpha = 0`` turns mixup off everywhere (then
     ``mixup_embedding`` has no effect), so a sweep can vary each key on its own.
@@ -101,6 +102,7 @@ class AugmentConfig:
     mixup_embedding: str = "off"
     remix_events: int = 0
     remix_ebr_db: tuple[float, float] = (-6.0, 6.0)
+    remix_band_shift: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -115,6 +117,8 @@ class AugmentConfig:
             raise ConfigError(f"augment.mixup_alpha: must be a finite number >= 0 (0: off), got {self.mixup_alpha}")
         if self.remix_events < 0:
             raise ConfigError(f"augment.remix_events: must be >= 0 (0: off), got {self.remix_events}")
+        if self.remix_band_shift < 0:
+            raise ConfigError(f"augment.remix_band_shift: must be >= 0 mel bands (0: off), got {self.remix_band_shift}")
         low, high = self.remix_ebr_db
         if not (math.isfinite(low) and math.isfinite(high) and low <= high):
             raise ConfigError(f"augment.remix_ebr_db: expected [low, high] dB with low <= high, got {list(self.remix_ebr_db)}")

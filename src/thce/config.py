@@ -193,6 +193,9 @@ class ExperimentConfig:
             if clip_only:
                 raise ConfigError(f"methods: {', '.join(clip_only)} needs frame labels (data.strong_labels = true)")
             return
+        if self.augment.remix_band_shift >= self.features.n_mels:
+            raise ConfigError(f"augment.remix_band_shift: must be below features.n_mels ({self.features.n_mels}), got "
+                              f"{self.augment.remix_band_shift}")  # fmt: skip
         other = [m for m in self.methods if m not in FRAME_METHODS]
         if other:
             raise ConfigError(

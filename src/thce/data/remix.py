@@ -124,12 +124,14 @@ def remix(
     ebr_db_range: tuple[float, float] = (-6.0, 6.0),
     frame_stride: int = 1,
     events_per_clip: int = 1,
+    band_shift: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Paste ``events_per_clip`` events from ``bank`` into each clip (module docstring); inputs are not changed.
 
     Per event: a class drawn uniformly among the bank's classes (rare classes as often as common ones), a segment of
     it uniformly, an EBR uniformly in ``ebr_db_range``, a start uniformly among the output frames where it overlaps
-    no event (host's or pasted); a segment longer than the clip is cut to it.
+    no event (host's or pasted), and with ``band_shift`` a shift along the mel axis (:func:`shift_bands`); a
+    segment longer than the clip is cut to it.
 
     Args:
         features: ``(n, T, F)`` raw log-mel (natural log) energies.
@@ -139,6 +141,8 @@ def remix(
         ebr_db_range: ``(low, high)`` dB; ``(x, x)`` for exactly ``x``.
         frame_stride: input frames per target frame.
         events_per_clip: events pasted into each clip (fewer where no free place is left).
+        band_shift: each pasted event moves up or down by ``s ~ U{-band_shift, ..., band_shift}`` mel bands (0: off;
+            drawn after the start, so that runs without it draw as before).
 
     Returns:
         ``(features, targets)``: new arrays of the inputs' shapes and dtypes.
@@ -159,6 +163,8 @@ def remix(
         raise ValueError(f"remix: ebr_db_range must be finite (low, high) with low <= high, got {ebr_db_range!r}")
     if events_per_clip < 0:
         raise ValueError(f"remix: events_per_clip must be >= 0, got {events_per_clip}")
+    if band_shift < 0 or band_shift >= features.shape[2]:
+        raise ValueError(f"remix: band_shift must be in [0, {features.shape[2]}) bands, got {band_shift}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     classes = bank.classes
     if not classes:
@@ -177,7 +183,10 @@ def remix(
                 continue
             start = int(starts[int(rng.integers(starts.size))])
             a, b = start * frame_stride, (start + length) * frame_stride
-            features[i, a:b] = add_event(features[i, a:b], segment.features[: b - a], ebr_db)
+            event = segment.features[: b - a]
+            if band_shift:
+                event = shift_bands(event, int(rng.integers(-band_shift, band_shift + 1)))
+            features[i, a:b] = add_event(features[i, a:b], event, ebr_db)
             targets[i, start : start + length, label] = 1
             busy[start : start + length] = True
     return features, targets
@@ -189,6 +198,26 @@ def _free_starts(busy: np.ndarray, length: int) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     taken = np.concatenate([[0], np.cumsum(busy, dtype=np.int64)])
     return np.flatnonzero(taken[length:] - taken[:-length] == 0)
+
+
+def shift_bands(event: np.ndarray, shift: int) -> np.ndarray:
+    """``event`` ``(frames, F)`` moved ``shift`` mel bands up (> 0) or down (< 0); the bands it leaves take the
+    nearest remaining band's values (edge padding), so the event keeps its level.
+
+    A rough pitch change of the source: above ~1 kHz mel bands are about equally spaced in log frequency, so a
+    shift of one of 64 bands (to 8 kHz) scales frequencies there by ~4-6 %; below, it is nearer a constant offset.
+    It varies the few sources a training set has (a dog's f0 and formants are traits of the dog).
+
+    >>> shift_bands(np.array([[1.0, 2.0, 3.0, 4.0]]), 1).tolist()
+    [[1.0, 1.0, 2.0, 3.0]]
+    >>> shift_bands(np.array([[1.0, 2.0, 3.0, 4.0]]), -2).tolist()
+    [[3.0, 4.0, 4.0, 4.0]]
+    """
+    bands = event.shape[-1]
+    if not -bands < shift < bands:
+        raise ValueError(f"shift_bands: shift must be within +-{bands - 1} bands, got {shift}")
+    source = np.clip(np.arange(bands) - shift, 0, bands - 1)
+    return event[..., source]
 
 
 def add_event(host: np.ndarray, event: np.ndarray, ebr_db: float) -> np.ndarray:

@@ -244,7 +244,7 @@ class RemixedTraining:
         rng = np.random.default_rng(seeds.derive_seed(self.ctx.seed, "remix", self.method, epoch))
         features, self.targets = remix(
             self.raw, self.clean_targets, self.bank, rng, ebr_db_range=tuple(augment.remix_ebr_db),
-            frame_stride=self.stride, events_per_clip=augment.remix_events,
+            frame_stride=self.stride, events_per_clip=augment.remix_events, band_shift=augment.remix_band_shift,
         )  # fmt: skip
         self.features = features.astype(np.float16)
 
