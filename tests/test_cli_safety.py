@@ -130,7 +130,8 @@ def test_sweep_with_relative_out_resumes_after_sigint_from_any_working_directory
     """Issue 32: `thce sweep ... --out rel/dir` interrupted with SIGINT, then --resume from the same working directory
     (interrupted again) and from another one, gives the results of an uninterrupted sweep."""
     config = tmp_path / "tiny.toml"
-    config.write_text(tiny_toml(["baseline"], stages="[baseline]\nmax_epochs = 2\npatience = 2\n"))
+    # six epochs: after the first, the run to interrupt has five left, time for the SIGINT on a loaded machine
+    config.write_text(tiny_toml(["baseline"], stages="[baseline]\nmax_epochs = 6\npatience = 6\n"))
     vary = ("--vary", "train.learning_rate=0.001,0.002,0.003")
     whole = thce("-q", "sweep", str(config), *vary, "--out", str(tmp_path / "whole"), "--draws", "50")
     assert whole.returncode == 0, whole.stderr

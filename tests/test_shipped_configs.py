@@ -540,11 +540,14 @@ def test_dcase_configs_are_frame_level_dcase_2017_task_2_settings(name):
     assert set(config.synth.test_counts) == set(LABELS)
     assert header_command(name, "experiment") == ["experiment", f"configs/{name}.toml", "--out", f"runs/{name}"]
     others = {n for n in DCASE if n != name}
-    for other in others:  # the two differ in their counts and ratio only
+    for other in others:  # the two differ in their counts, ratio and split only
         a, b = load_config(shipped(other)).to_dict(), config.to_dict()
         for table in (a, b):
-            table["synth"].pop("counts"), table["data"].pop("ratio")
+            table["synth"].pop("counts"), table["data"].pop("ratio"), table["data"].pop("split_fractions")
         assert a == b
+    if not ratio:  # 225 training events per class, each class's post-processing chosen on 30 validation events
+        assert [round(f * counts[label]) for f in config.data.split_fractions[:2] for label in LABELS] == [
+            *(225, 225, 225, 675), *(30, 30, 30, 90)]
 
 
 @pytest.mark.slow
