@@ -31,11 +31,11 @@ CLIP_NAME = re.compile(r"(?P<test>test_)?(?P<label>[a-z]+)_(?P<index>\d+)\.wav$"
 def runs_of(path: Path) -> list[Path]:
     """``path``'s ``seed_N`` runs in seed order (a folder of seeds), else ``path`` itself if it is a run."""
     seeds = sorted(path.glob("seed_*/clips.json"), key=lambda p: int(p.parent.name.split("_")[1]))
-    if seeds:
-        return [p.parent for p in seeds]
+    if seeds:  # resolved: a seed_N link to a run elsewhere must name the run's own folder, as its paths do
+        return [p.parent.resolve() for p in seeds]
     if not (path / "clips.json").is_file():
         sys.exit(f"{path}: not a finished run (no clips.json here or in seed_N/ folders)")
-    return [path]
+    return [path.resolve()]
 
 
 def event_ebrs(run: Path, names: list[str]) -> dict[int, tuple[str, float]]:
