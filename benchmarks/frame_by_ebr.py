@@ -38,8 +38,9 @@ def runs_of(path: Path) -> list[Path]:
     return [path.resolve()]
 
 
-def event_ebrs(run: Path, names: list[str]) -> dict[int, tuple[str, float]]:
-    """Test clip position -> (class, EBR dB) for each test event clip, redrawn from the generator."""
+def event_ebrs(run: Path, names: list[str], onsets: dict[str, float]) -> dict[int, tuple[str, float]]:
+    """Test clip position -> (class, EBR dB) for each test event clip, redrawn from the generator; ``onsets``: each
+    event clip's onset (s) from the run's strong labels, which the redrawn onset must equal."""
     import dataclasses
 
     from thce.config import load_config
@@ -50,7 +51,6 @@ def event_ebrs(run: Path, names: list[str]) -> dict[int, tuple[str, float]]:
     if config.data.source != "synth":
         sys.exit(f"{run}: data.source is {config.data.source!r}; EBRs are redrawn only for the synthetic scenes")
     synth = dataclasses.replace(config.synth, seed=config.seed)
-    manifest_onsets = _manifest_onsets(run)
     out = {}
     for i, name in enumerate(names):
         match = CLIP_NAME.search(name)
@@ -61,17 +61,10 @@ def event_ebrs(run: Path, names: list[str]) -> dict[int, tuple[str, float]]:
         _, ev_rng, mix_rng = clip_rng(synth.seed, label, index, test=test).spawn(3)
         _, start, ebr_db = event_placement(label, ev_rng, mix_rng, synth, found[1] if found else None)
         onset_s = start / synth.sample_rate_hz
-        if abs(onset_s - manifest_onsets[Path(name).name]) > 1e-5:
+        if abs(onset_s - onsets[name]) > 1e-5:
             sys.exit(f"{run}: {name}: the redrawn onset {onset_s:.6f} s is not the manifest's; other generator code?")
         out[i] = (label, ebr_db)
     return out
-
-
-def _manifest_onsets(run: Path) -> dict[str, float]:
-    import csv
-
-    with (run / "data" / "manifest.csv").open(newline="") as f:
-        return {Path(row["path"]).name: float(row["onset_s"]) for row in csv.DictReader(f) if row["onset_s"]}
 
 
 def run_counts(run: Path, bands: list[float]) -> dict[str, Any]:
@@ -85,16 +78,17 @@ def run_counts(run: Path, bands: list[float]) -> dict[str, Any]:
     classes = tuple(config.data.classes)
     names = json.loads((run / "clips.json").read_text())["test"]
     strong = read_strong_labels(run_manifest(config, run), events_path=config.data.events or None)
-    reference = reference_list(names, {n: strong.get(Path(n), ()) for n in names})
-    hop_s = config.frame_model.stride * config.features.hop_ms / 1000.0
-    ebrs = event_ebrs(run, names)
+    events = {n: strong.get(Path(n), ()) for n in names}
+    reference = reference_list(names, events)
+    ebrs = event_ebrs(run, names, {n: found[0].onset_s for n, found in events.items() if found})
     results = json.loads((run / "results.json").read_text())["methods"]
     out: dict[str, Any] = {}
     with np.load(run / "scores.npz") as archive:
         for method in (m for m in archive.files if m != "class_index"):
             scores = archive[method].reshape(len(names), -1, len(classes))
             post = PostProcessing.from_dict(results[method]["post_processing"], classes)
-            counts = clip_counts(names, detect_clips(names, scores, hop_s, classes, post), reference, classes)
+            detected = detect_clips(names, scores, results[method]["frame_hop_s"], classes, post)
+            counts = clip_counts(names, detected, reference, classes)
             table = {label: [{"n": 0, "found": 0} for _ in bands[1:]] for label in classes}
             for i, (label, ebr_db) in ebrs.items():
                 band = min(int(np.searchsorted(bands, ebr_db, side="right")) - 1, len(bands) - 2)
