@@ -159,6 +159,9 @@ def quality(truth: list, duration: float, events: list, name: str) -> dict:
         "event_based": {k: event_based["overall"][k] for k in ("error_rate", "f_score", "precision", "recall",
                                                                  "substitutions", "deletions", "insertions")},
         "event_based_class_average": event_based["class_average"],
+        "event_based_per_class": {label: {k: figures[k] for k in ("f_score", "error_rate", "n_ref", "n_sys",
+                                                                    "deletions", "insertions")}
+                                  for label, figures in event_based["class_wise"].items()},
         "segment_based": {k: segment_based["overall"][k] for k in ("error_rate", "f_score", "precision", "recall")},
         "onset_error": stats([p[0] for p in pairs]), "offset_error": stats([p[1] for p in pairs]),
         "matched_by_ebr_db": by_ebr,

@@ -22,11 +22,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_figures(run: Path) -> dict:
+def load_scores(run: Path) -> tuple[tuple[str, ...], float, dict, dict, dict]:
+    """A finished frame-level run's classes, frame hop (s), clip names per split (``clips.json``), saved frame scores
+    ``{split: {method: (n, frames_out, L)}}`` and reference events ``{split: EventList}`` (``val``, ``test``)."""
     from thce.config import load_config
     from thce.data.strong import read_strong_labels
-    from thce.detection.frame_events import choose_post_processing, detect_clips, reference_list
-    from thce.detection.metrics import evaluate_events
+    from thce.detection.frame_events import reference_list
     from thce.experiment import run_manifest
 
     config = load_config(run / "config.toml")
@@ -41,6 +42,14 @@ def run_figures(run: Path) -> dict:
         with np.load(run / name) as archive:
             split_scores[split] = {m: archive[m].reshape(len(names), -1, len(classes)) for m in archive.files
                                    if m != "class_index"}  # fmt: skip
+    return classes, hop_s, clips, split_scores, references
+
+
+def run_figures(run: Path) -> dict:
+    from thce.detection.frame_events import choose_post_processing, detect_clips
+    from thce.detection.metrics import evaluate_events
+
+    classes, hop_s, clips, split_scores, references = load_scores(run)
     as_run = json.loads((run / "results.json").read_text())["methods"]
     out = {}
     for method, val in split_scores["val"].items():

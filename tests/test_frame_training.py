@@ -207,6 +207,25 @@ def test_clip_events_and_post_processing_chosen_on_validation(caplog):
     assert result["overall"]["f_score"] == 1.0 and result["overall"]["error_rate"] == 0.0
 
 
+def test_post_processing_thresholds_reach_past_saturated_scores():
+    """Class-weighted BCE pushes scores towards 1: background frames at 0.993-0.996, events at 0.9997. A grid that
+    stops at 0.99 can only insert events everywhere; thresholds stepping on towards 0.9999 separate them."""
+    from thce.detection.frame_events import choose_post_processing, evaluate_clips, reference_list
+
+    hop, rng = 0.05, np.random.default_rng(1)
+    names = [f"clip_{i}.wav" for i in range(4)]
+    truth = {name: [(1.0 + i, 1.8 + i, "gun")] for i, name in enumerate(names[:2])}
+    scores = rng.uniform(0.993, 0.996, size=(4, 100, 1)).astype(np.float32)
+    scores[2:, ::10, 0] = 0.9975  # short loud spots in the clips without events
+    for i in range(2):
+        on = int(round((1.0 + i) / hop))
+        scores[i, on : on + 16, 0] = 0.9997
+    reference = reference_list(names, truth)
+    post, f = choose_post_processing(names, scores, reference, hop, ["gun"])
+    assert f["gun"] == 1.0 and 0.99 < post.thresholds["gun"] <= 0.9997
+    assert evaluate_clips(names, scores, reference, hop, ["gun"], post)["overall"]["insertions"] == 0
+
+
 # ------------------------------------------------------------------------ frame-level detection on a recording
 
 
@@ -393,6 +412,17 @@ def test_frame_level_run_over_seeds_then_detect(tmp_path, capsys):
         for method, table in by_ebr.items():  # every test event once, found as the run's own counts say
             assert sum(row["n"] for rows in table.values() for row in rows) == counts[method][..., 1].sum()
             assert sum(row["found"] for rows in table.values() for row in rows) == counts[method][..., 0].sum()
+    from thce.detection.frame_events import THRESHOLD_GRID
+
+    grids = load_benchmark("frame_threshold_grid")
+    chosen_on = grids.run_method_figures(seed_run, {"default": THRESHOLD_GRID}, repeats=2, seed=0)
+    # the test figures with today's grid are the run's own; the held-out halves score every validation clip once
+    assert chosen_on["proposed2"]["test_f"]["default"] == pytest.approx(entry["events"]["class_average"]["f_score"])
+    classes, hop_s, clips, split_scores, references = load_benchmark("frame_post_processing").load_scores(seed_run)
+    halves = grids.split_halves(grids.clip_classes(clips["val"], references["val"], classes), np.random.default_rng(0))
+    held = grids.held_out_counts(clips["val"], split_scores["val"]["proposed2"], references["val"], hop_s, classes,
+                                 THRESHOLD_GRID, halves)  # fmt: skip
+    assert held[..., 1].sum() == len(references["val"].events) and set(np.unique(halves)) == {0, 1}
     exported = tmp_path / "model.pt"
     assert main(["export", str(seed_run), "--out", str(exported), "-q"]) == 0
     metadata = json.loads(exported.with_name("model.pt.json").read_text())
