@@ -21,6 +21,8 @@
 4. PSDS 1/2 and the best collar-based F of the test recording's saved score table at detect's default (when
    sed_scores_eval is installed: the ``eval`` extra; or afterwards with ``--add-threshold-free``).
 
+``--combine A.json B.json ...`` only summarises reports (e.g. one per seed's run) at detect's defaults, with means.
+
 Writes JSON (``--out``, default ``benchmarks/results/detect_quality.json``).
 Usage: ``python benchmarks/detect_quality.py [--run DIR | --config TOML] [--minutes 30] [--work DIR]``.
 """
@@ -169,6 +171,31 @@ def quality(truth: list, duration: float, events: list, name: str) -> dict:
     }  # fmt: skip
 
 
+def combine_reports(paths: list[Path]) -> dict:
+    """Per report (e.g. one per seed's run of a config, on the same recordings): the run, its event-based F / error
+    rate (overall and class average), detected events and median onset error at detect's defaults, and the mean of
+    each over the reports."""
+    rows = {}
+    for path in paths:
+        report = json.loads(path.read_text())
+        test = report["test_at_default"]
+        rows[str(path)] = {
+            "run": report["run"], "reference_events": report["reference_events"],
+            "event_f": test["event_based"]["f_score"], "event_error_rate": test["event_based"]["error_rate"],
+            "event_f_class_average": test["event_based_class_average"]["f_score"],
+            "event_error_rate_class_average": test["event_based_class_average"]["error_rate"],
+            "detected_events": test["detected_events"], "insertions": test["event_based"]["insertions"],
+            "deletions": test["event_based"]["deletions"],
+            "onset_error_median_abs_s": (test["onset_error"] or {}).get("median_abs_s"),
+        }  # fmt: skip
+    mean = {}
+    for key in next(iter(rows.values())):
+        values = [row[key] for row in rows.values() if row[key] is not None]
+        if key not in ("run", "reference_events"):
+            mean[key] = float(np.mean(values)) if values else None
+    return {"at": "detect's defaults", "reports": rows, "mean": mean}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, default=None, help="a trained run directory (default: train one)")
@@ -182,7 +209,16 @@ def main() -> None:
     parser.add_argument("--add-threshold-free", action="store_true",
                         help="only add PSDS etc. to --out from --work's saved scores (e.g. from an environment with "
                              "the eval extra but without torch)")
+    parser.add_argument("--combine", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="only summarise reports of this benchmark (e.g. one per seed's run) into --out: each "
+                             "one's figures at detect's defaults and their mean")
     args = parser.parse_args()
+    if args.combine:
+        summary = combine_reports(args.combine)
+        summary["command"] = "python benchmarks/detect_quality.py " + " ".join(sys.argv[1:])
+        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+        print(json.dumps(summary, indent=2))
+        return
     if args.add_threshold_free:
         report = json.loads(args.out.read_text())
         report["threshold_free"] = threshold_free_figures(args.work)

@@ -446,3 +446,24 @@ def test_speed_benchmark_measures_a_frame_level_run(tmp_path, capsys):
     measured = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert measured["window_s"] == 30.0 and measured["audio_s"] == pytest.approx(60.0)
     assert measured["windows"] == 3  # 0, 15 and 30 s: half-overlapping 30 s windows
+
+
+def test_quality_reports_combine_into_their_means(tmp_path):
+    import json
+
+    from tests.conftest import load_benchmark
+
+    def report(f: float, onset: float | None) -> dict:
+        test = {"event_based": {"f_score": f, "error_rate": 1 - f, "insertions": 2, "deletions": 3},
+                "event_based_class_average": {"f_score": f, "error_rate": 1 - f}, "detected_events": 20,
+                "onset_error": None if onset is None else {"median_abs_s": onset}}  # fmt: skip
+        return {"run": "r", "reference_events": 22, "test_at_default": test}
+
+    paths = []
+    for i, (f, onset) in enumerate(((0.8, 0.03), (0.6, 0.05), (0.1, None))):  # the last found no event
+        paths.append(tmp_path / f"seed{i}.json")
+        paths[-1].write_text(json.dumps(report(f, onset)))
+    summary = load_benchmark("detect_quality").combine_reports(paths)
+    assert summary["mean"]["event_f"] == pytest.approx(0.5) and summary["mean"]["insertions"] == 2
+    assert summary["mean"]["onset_error_median_abs_s"] == pytest.approx(0.04)  # over the reports that matched any
+    assert len(summary["reports"]) == 3 and "reference_events" not in summary["mean"]
