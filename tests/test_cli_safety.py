@@ -38,9 +38,15 @@ def thce(*argv: str, cwd: Path | None = None, timeout: float = 300) -> subproces
                           timeout=timeout)  # fmt: skip
 
 
+def _default_sigint() -> None:
+    """In the child before thce starts: Ctrl-C as in a terminal. A shell that runs the tests in the background
+    (``make test &``) starts them with SIGINT ignored, which children inherit and Python then keeps."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*argv: str, cwd: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "thce", *argv], env=ENV, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)  # fmt: skip
 
 
 def wait_for(predicate, what: str, proc: subprocess.Popen, timeout: float = 240) -> None:
