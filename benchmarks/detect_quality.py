@@ -205,7 +205,8 @@ def main() -> None:
                         help="detect's hop (default: 0.5 s, or half a window for a frame-level run)")
     parser.add_argument("--seed", type=int, default=1616, help="test recording's seed; validation uses seed + 1")
     parser.add_argument("--work", type=Path, default=None, help="keep the work here (default: a temporary folder)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "detect_quality.json")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/detect_quality.json "
+                        "(with --combine: required)")
     parser.add_argument("--add-threshold-free", action="store_true",
                         help="only add PSDS etc. to --out from --work's saved scores (e.g. from an environment with "
                              "the eval extra but without torch)")
@@ -213,6 +214,9 @@ def main() -> None:
                         help="only summarise reports of this benchmark (e.g. one per seed's run) into --out: each "
                              "one's figures at detect's defaults and their mean")
     args = parser.parse_args()
+    if args.combine and args.out is None:
+        parser.error("--combine needs --out (the summary's file)")
+    args.out = args.out or ROOT / "benchmarks" / "results" / "detect_quality.json"
     if args.combine:
         summary = combine_reports(args.combine)
         summary["command"] = "python benchmarks/detect_quality.py " + " ".join(sys.argv[1:])

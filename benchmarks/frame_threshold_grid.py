@@ -10,10 +10,10 @@ chosen on one half with each threshold grid and scored on the other, and the hel
 class-average event F per grid (all validation clips, as the choice is made). ``default`` is today's
 :data:`~thce.detection.frame_events.THRESHOLD_GRID`; ``--grid NAME=...`` adds a grid (default: ``to_0.99``, today's
 grid without the thresholds above 0.99 it gained from this comparison). ``paired_vs_default``: each added grid minus
-``default``, mean and 95 % bootstrap interval over the (run, method) rows. Each RUN_DIR is a finished frame-level run or a folder
-of ``seed_N`` runs; every method with saved scores counts. Also given, for the record and not for the decision: the
-test clips' class-average F (all clips, and each class on its own clips as DCASE 2017 Task 2 scores) with the
-post-processing chosen on all validation clips.
+``default``, mean and 95 % bootstrap interval over the (run, method) rows. Each RUN_DIR is a finished frame-level run
+or a folder of ``seed_N`` runs; every method with saved scores counts. Also given, for the record and not for the
+decision: the test clips' class-average F (all clips, and each class on its own clips as DCASE 2017 Task 2 scores)
+with the post-processing chosen on all validation clips.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
+
 
 def clip_classes(names: list[str], reference, classes: tuple[str, ...]) -> np.ndarray:
     """Per clip, the index of its (first) event's class, or ``len(classes)`` for a clip without events."""
