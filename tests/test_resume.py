@@ -154,3 +154,30 @@ def test_a_resumed_run_reports_each_stage_s_total_time(tmp_path):
     assert main([*argv, "--resume"]) == 0
     again = json.loads((out / "results.json").read_text())["timing_s"]
     assert set(again) == set(first) and all(again[stage] >= first[stage] for stage in first), (first, again)
+
+
+def test_a_resumed_run_reads_finished_iterations_clusterings_back(tmp_path, monkeypatch, uninterrupted):
+    """Algorithm 1's clustering (minutes of k-means over every training frame at scale) is kept per iteration: a
+    run resumed after its embedding stages finished clusters nothing again and ends as the uninterrupted run."""
+    import thce.training.algorithm1 as algorithm1
+
+    reference = uninterrupted(CONFIG)
+    config = tmp_path / "tiny.toml"
+    config.write_text(CONFIG)
+    out = tmp_path / "run"
+    argv = ["-q", "experiment", str(config), "--out", str(out), "--set", "methods=['proposed1', 'proposed2']"]
+    with one_torch_thread():
+        assert main(argv) == 0
+    kept = sorted(p.name for p in (out / "checkpoints" / "resume").glob("proposed-clustering-*.pt"))
+    assert kept == ["proposed-clustering-1.pt", "proposed-clustering-2.pt"]
+
+    def no_clustering(*args, **kwargs):
+        raise AssertionError("a finished iteration was clustered again")
+
+    monkeypatch.setattr(algorithm1, "cluster_per_class", no_clustering)
+    with one_torch_thread():
+        assert main([*argv, "--resume"]) == 0
+    resumed, whole = _comparable(out), _comparable(reference)
+    assert resumed["embedding_diagnostics"] == whole["embedding_diagnostics"]
+    for method in ("proposed1", "proposed2"):
+        assert resumed["methods"][method] == whole["methods"][method]

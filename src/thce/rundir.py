@@ -8,7 +8,7 @@ Layout of ``RUN_DIR`` (``thce experiment --out``)::
     config.toml       the resolved config (paths absolute): written once the data is ready, so a run that failed
                       before training leaves nothing that blocks the corrected rerun
     metrics.csv       one row per epoch
-    checkpoints/      <method>.pt, and resume/ (per-stage state of an unfinished run)
+    checkpoints/      <method>.pt, and resume/ (per-stage state of an unfinished run, Algorithm 1's clusterings)
     val_scores.npz, scores.npz, clips.json, results.json   written at the end, results.json last
     report.md, det.png, embedding.png, skipped.csv, data/ (synthetic clips), cache/ (features)
     seed_<s>/         the runs of a --seeds run (the folder then holds their summary)

@@ -19,10 +19,12 @@ input of the head, and it makes these stages nearly free.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -61,6 +63,9 @@ from thce.training.engine import (
     Validation,
     check_learning_rate,
     fit_stage,
+    resume_file,
+    save_resume_file,
+    stage_finished,
 )
 
 @dataclass(frozen=True)
@@ -247,6 +252,34 @@ def _probe_rows(embedding: Tensor, item_class: Tensor, limit: int = 4096) -> tup
     return rows[keep], item_class.reshape(-1)[keep.to(item_class.device)]
 
 
+def _iteration_finished(ctx: RunContext, method: str, iteration: int, saved_clustering: Path | None) -> bool:
+    """An earlier process of this run finished the iteration's stages and kept its clustering."""
+    return (
+        saved_clustering is not None and saved_clustering.exists()
+        and stage_finished(ctx, method, "embedding-head", iteration)
+        and stage_finished(ctx, method, "embedding", iteration)
+    )  # fmt: skip
+
+
+def _save_clustering(
+    ctx: RunContext, path: Path | None, clustering: Clustering, record: dict[str, Any], seconds: float
+) -> None:
+    """An iteration's clustering and its diagnostics at clustering time, for a resume (:func:`_load_clustering`)."""
+    save_resume_file(ctx, path, {
+        "centroids": clustering.centroids.cpu(), "cluster_class": clustering.cluster_class.cpu(),
+        "assignment": clustering.assignment.cpu(), "clusters_per_class": clustering.clusters_per_class.cpu(),
+        "record": json.dumps(record, default=float), "cluster_seconds": seconds,
+    })  # fmt: skip
+
+
+def _load_clustering(path: Path) -> tuple[Clustering, dict[str, Any], float]:
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    clustering = Clustering(
+        saved["centroids"], saved["cluster_class"], saved["assignment"], saved["clusters_per_class"]
+    )
+    return clustering, json.loads(saved["record"]), float(saved["cluster_seconds"])
+
+
 def learn_embedding(
     encoder: nn.Module,
     data: TrainingData,
@@ -278,25 +311,34 @@ def learn_embedding(
     diagnostics: list[dict[str, Any]] = []
     for iteration in range(1, config.n_iter + 1):
         calibrate_centring(encoder, data, calibration, ctx)
-        train_emb = embed(encoder, data, train_idx, ctx, f"{method} embed it {iteration}")
-        start = time.perf_counter()
-        clustering = cluster_per_class(
-            item_rows(train_emb), train_class.reshape(-1), num_classes=data.num_classes, seed=seeds.derive_seed(ctx.seed, "kmeans", method, iteration),
-            balanced=config.balanced_clusters, max_iter=config.kmeans_max_iter,
-            max_clusters_per_class=config.max_clusters_per_class, dist=ctx.dist,
-        )  # fmt: skip
-        cluster_seconds = time.perf_counter() - start
-        val_emb = embed(encoder, data, val_idx, ctx, f"{method} val")
-        record: dict[str, Any] = {
-            "iteration": iteration,
-            **cluster_diagnostics(clustering, item_rows(train_emb)),
-            "at_clustering": {
-                **embedding_diagnostics(
-                    *_probe_rows(val_emb, val_class), clustering.centroids, clustering.cluster_class, data.num_classes
-                ),
-                "same_clip_cosine": same_clip_cosine(encoder, data, probe_idx, ctx),
-            },
-        }  # fmt: skip
+        saved_clustering = resume_file(ctx, f"{method}-clustering-{iteration}")
+        train_emb: Tensor | None = None
+        val_emb: Tensor | None = None
+        if _iteration_finished(ctx, method, iteration, saved_clustering):
+            # both stages restore their result: the clustering (minutes of k-means over every training frame) and
+            # its diagnostics are what the earlier process made of the same encoder, read back instead of redone
+            clustering, record, cluster_seconds = _load_clustering(saved_clustering)
+        else:
+            train_emb = embed(encoder, data, train_idx, ctx, f"{method} embed it {iteration}")
+            start = time.perf_counter()
+            clustering = cluster_per_class(
+                item_rows(train_emb), train_class.reshape(-1), num_classes=data.num_classes, seed=seeds.derive_seed(ctx.seed, "kmeans", method, iteration),
+                balanced=config.balanced_clusters, max_iter=config.kmeans_max_iter,
+                max_clusters_per_class=config.max_clusters_per_class, dist=ctx.dist,
+            )  # fmt: skip
+            cluster_seconds = time.perf_counter() - start
+            val_emb = embed(encoder, data, val_idx, ctx, f"{method} val")
+            record = {
+                "iteration": iteration,
+                **cluster_diagnostics(clustering, item_rows(train_emb)),
+                "at_clustering": {
+                    **embedding_diagnostics(
+                        *_probe_rows(val_emb, val_class), clustering.centroids, clustering.cluster_class, data.num_classes
+                    ),
+                    "same_clip_cosine": same_clip_cosine(encoder, data, probe_idx, ctx),
+                },
+            }  # fmt: skip
+            _save_clustering(ctx, saved_clustering, clustering, record, cluster_seconds)
         assignment = clustering.assignment.reshape(train_class.shape).to(device)  # cluster of every item
         loss_fn = TripleHeaderCrossEntropy.from_centroids(
             clustering.centroids, clustering.cluster_class, alpha=config.alpha, beta_same=config.beta_same,
@@ -306,7 +348,7 @@ def learn_embedding(
         cluster_class = loss_fn.cluster_class
         tally = _Eq3Tally()
         last: dict[str, float] = {}
-        latest_val: dict[str, Tensor] = {"embedding": val_emb}
+        latest_val: dict[str, Tensor | None] = {"embedding": val_emb}
 
         def step(h: Tensor, positions: np.ndarray, mix: tuple[Tensor, Tensor] | None = None) -> Tensor:
             k = assignment[positions]
@@ -337,8 +379,9 @@ def learn_embedding(
             return Stage(method=method, name=name, learner=learner, data=clips,
                          schedule=Schedule(epochs, config.learning_rate), selection=selection, iteration=iteration)
 
-        # Tune only the cluster layer (encoder frozen: its embeddings are computed once above).
-        cached = train_emb.to(device)
+        # Tune only the cluster layer (encoder frozen: its embeddings are computed once above; none when resumed
+        # finished, as the stage then trains nothing).
+        cached = train_emb.to(device) if train_emb is not None else None
         head_only = Learner(loss_fn, lambda p: step(loss_fn.cluster_layer(cached[p]), p))
         fit_stage(stage("embedding-head", head_only, EpochData(len(train_idx)), config.head_only_epochs,
                         lambda: val_loss(recalibrate=False)), ctx)  # fmt: skip

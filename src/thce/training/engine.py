@@ -164,6 +164,27 @@ def _save_stage(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, handle)
 
 
+def stage_finished(ctx: RunContext, method: str, name: str, iteration: int | str = "") -> bool:
+    """Whether an earlier process of this run finished the stage (its resume file says so): :func:`fit_stage` will
+    restore its result without training."""
+    path = _stage_path(ctx, method, name, iteration)
+    if path is None or not path.exists():
+        return False
+    return bool(torch.load(path, map_location="cpu", weights_only=True)["done"])
+
+
+def resume_file(ctx: RunContext, name: str) -> Path | None:
+    """``<resume_dir>/<name>.pt`` (state kept beside the stages' for a resume), or ``None`` without a resume
+    folder."""
+    return None if ctx.resume_dir is None else ctx.resume_dir / f"{name}.pt"
+
+
+def save_resume_file(ctx: RunContext, path: Path | None, payload: dict[str, Any]) -> None:
+    """Write ``payload`` atomically to ``path`` (from :func:`resume_file`), by rank 0 only; nothing for ``None``."""
+    if path is not None and ctx.dist.is_main:
+        _save_stage(path, payload)
+
+
 class _Batches(torch.utils.data.Dataset):
     """Feature batches for a :class:`~torch.utils.data.DataLoader` with workers: item ``i`` = ``load(batches[i])``."""
 
