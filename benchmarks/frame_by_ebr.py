@@ -7,10 +7,10 @@ Each RUN_DIR is a finished frame-level run on the built-in synthetic scenes (``d
 it is drawn again from the generator (:func:`thce.data.synth.events.event_placement` with the clip's own random
 stream, the run's seed and synth settings): the redrawn onset must equal the manifest's, or the script stops.
 
-Per method, test event clips are scored as the run scored them: its saved frame scores (``scores.npz``), its
-post-processing (``results.json``), DCASE 2017 Task 2's onset collar; an event is found when its clip's own class
-counts a true positive (:func:`thce.detection.frame_events.clip_counts`, the counts behind the run's event F). The
-JSON holds, per method, class and band, the reference events and those found, per run and summed over the runs.
+Per method, test event clips are counted as the run counted them: an event is found when its clip's own class has
+a true positive in the run's saved per-clip counts (``event_counts.npz``:
+:func:`thce.detection.frame_events.clip_counts` with the run's post-processing and DCASE 2017 Task 2's onset
+collar, the counts behind its event F). The JSON holds, per method, class and band, the reference events and those found, per run and summed over the runs.
 """
 
 from __future__ import annotations
@@ -68,27 +68,22 @@ def event_ebrs(run: Path, names: list[str], onsets: dict[str, float]) -> dict[in
 
 
 def run_counts(run: Path, bands: list[float]) -> dict[str, Any]:
-    """Per method, class and band of one run: ``{"n": reference events, "found": events found}``."""
+    """Per method, class and band of one run: ``{"n": reference events, "found": events found}``, from the run's own
+    per-clip event counts (``event_counts.npz``: what its test event F is summed from)."""
     from thce.config import load_config
     from thce.data.strong import read_strong_labels
-    from thce.detection.frame_events import PostProcessing, clip_counts, detect_clips, reference_list
     from thce.experiment import run_manifest
+    from thce.rundir import EVENT_COUNTS
 
     config = load_config(run / "config.toml")
     classes = tuple(config.data.classes)
     names = json.loads((run / "clips.json").read_text())["test"]
     strong = read_strong_labels(run_manifest(config, run), events_path=config.data.events or None)
-    events = {n: strong.get(Path(n), ()) for n in names}
-    reference = reference_list(names, events)
-    ebrs = event_ebrs(run, names, {n: found[0].onset_s for n, found in events.items() if found})
-    results = json.loads((run / "results.json").read_text())["methods"]
+    ebrs = event_ebrs(run, names, {n: events[0].onset_s for n in names if (events := strong.get(Path(n)))})
     out: dict[str, Any] = {}
-    with np.load(run / "scores.npz") as archive:
-        for method in (m for m in archive.files if m != "class_index"):
-            scores = archive[method].reshape(len(names), -1, len(classes))
-            post = PostProcessing.from_dict(results[method]["post_processing"], classes)
-            detected = detect_clips(names, scores, results[method]["frame_hop_s"], classes, post)
-            counts = clip_counts(names, detected, reference, classes)
+    with np.load(run / EVENT_COUNTS) as saved:
+        for method in saved.files:
+            counts = saved[method]  # (clips, classes, [true positives, reference events, detected events])
             table = {label: [{"n": 0, "found": 0} for _ in bands[1:]] for label in classes}
             for i, (label, ebr_db) in ebrs.items():
                 band = min(int(np.searchsorted(bands, ebr_db, side="right")) - 1, len(bands) - 2)

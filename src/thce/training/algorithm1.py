@@ -310,15 +310,16 @@ def learn_embedding(
     calibration = calibration_indices(data)
     diagnostics: list[dict[str, Any]] = []
     for iteration in range(1, config.n_iter + 1):
-        calibrate_centring(encoder, data, calibration, ctx)
         saved_clustering = resume_file(ctx, f"{method}-clustering-{iteration}")
         train_emb: Tensor | None = None
         val_emb: Tensor | None = None
         if _iteration_finished(ctx, method, iteration, saved_clustering):
-            # both stages restore their result: the clustering (minutes of k-means over every training frame) and
-            # its diagnostics are what the earlier process made of the same encoder, read back instead of redone
+            # both stages restore their result (the encoder's centring statistics too): the clustering (minutes of
+            # k-means over every training frame) and its diagnostics are what the earlier process made of the same
+            # encoder, read back instead of redone
             clustering, record, cluster_seconds = _load_clustering(saved_clustering)
         else:
+            calibrate_centring(encoder, data, calibration, ctx)
             train_emb = embed(encoder, data, train_idx, ctx, f"{method} embed it {iteration}")
             start = time.perf_counter()
             clustering = cluster_per_class(
