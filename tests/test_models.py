@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from thce.encoders import ModelConfig, build_encoder
+from thce.encoders import FrameModelConfig, ModelConfig, build_encoder
 from thce.errors import ConfigError
 from thce.models import (
     CNNEncoder,
@@ -52,6 +52,33 @@ def test_cnn_eval_pools_first_with_exactly_the_numbers_of_the_layer_order(paddin
         train_mode = encoder.pre_output(x)
         torch.manual_seed(1)
         assert torch.equal(train_mode, encoder.features(x.unsqueeze(1)).flatten(1))
+
+
+@pytest.mark.parametrize("frame_level", [False, True])
+def test_cnn_weights_are_channels_last_and_old_nchw_state_dicts_load_to_the_same_numbers(frame_level):
+    # channels-last conv weights are what makes oneDNN run the CNN fast on a CPU (benchmarks/channels_last.py); a
+    # checkpoint written with contiguous (NCHW) weights, as before, loads into them and gives the same embedding
+    torch.manual_seed(0)
+    if frame_level:
+        config = FrameModelConfig(encoder="crnn", cnn_channels=(4, 8), cnn_kernel=3, rnn_hidden_size=4)
+        build = lambda: build_encoder(config, n_mels=16)  # noqa: E731
+    else:
+        build = lambda: CNNEncoder(frames=100, n_mels=16, channels=(4, 8), kernel=3, pools=((5, 4), (20, 4)))  # noqa: E731
+    encoder = build().eval()
+    convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert not all(c.weight.is_contiguous() for c in convs)
+    old = {k: v.contiguous() for k, v in encoder.state_dict().items()}  # the NCHW layout of earlier checkpoints
+    loaded = build().eval()
+    loaded.load_state_dict(old)
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
+               for m in loaded.modules() if isinstance(m, torch.nn.Conv2d))  # fmt: skip
+    nchw = build().to(memory_format=torch.contiguous_format).eval()
+    nchw.load_state_dict(old)
+    x = torch.randn(3, 100, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), encoder(x), rtol=0, atol=0)
+        torch.testing.assert_close(loaded(x), nchw(x), rtol=1e-5, atol=1e-6)
 
 
 def test_lstm_embedding_is_the_normalised_last_hidden_state():

@@ -270,6 +270,10 @@ class CNNEncoder(nn.Module):
         if moved:
             layers.pop()  # the second block's dropout; EmbeddingOutput applies it after the centring
         self.features = nn.Sequential(*layers)
+        # Channels-last weights make every conv run channels-last (oneDNN's fast layout on CPU): on one thread the
+        # clip CNN's training step 1.3x and eval 2.0x faster, the DCASE-style frame CRNN's 1.5x and 2.1x
+        # (benchmarks/channels_last.py); the same numbers up to float rounding; state dicts load either way.
+        self.features.to(memory_format=torch.channels_last)
         self.embedding_dim = in_channels * t * f
         self.output = EmbeddingOutput(
             self.embedding_dim, normalise=normalise, center=center, centring=centring,
