@@ -77,9 +77,13 @@ def _balanced_assign(similarity: Tensor, capacity: int) -> Tensor:
     assignment = torch.full((n,), -1, dtype=torch.long)
     room = torch.full((k,), capacity, dtype=torch.long)
     unassigned = torch.arange(n)
+    candidate: Tensor | None = similarity  # the first round: every point, every cluster open, so no (N, K) copy
     while len(unassigned):
-        candidate = similarity[unassigned].masked_fill((room <= 0).unsqueeze(0), float("-inf"))
+        if candidate is None:
+            candidate = similarity[unassigned]
+            candidate.masked_fill_((room <= 0).unsqueeze(0), float("-inf"))
         best, choice = candidate.max(dim=1)
+        candidate = None
         # rank proposers within each chosen cluster by decreasing similarity
         order = torch.argsort(best, descending=True, stable=True)
         order = order[torch.argsort(choice[order], stable=True)]
@@ -99,6 +103,8 @@ def _fill_empty(similarity: Tensor, assignment: Tensor) -> Tensor:
 
     ``similarity`` (N, K) cosines of every point to every centroid; ``assignment`` (N,) is changed in place."""
     k = similarity.shape[1]
+    if bool((torch.bincount(assignment, minlength=k) > 0).all()):
+        return assignment  # the usual case: one count, not one per cluster
     for cluster in range(k):
         sizes = torch.bincount(assignment, minlength=k)
         if sizes[cluster] > 0:
