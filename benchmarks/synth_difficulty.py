@@ -7,7 +7,8 @@ Per-class EER (positives: that class's clips, negatives: all other clips, backgr
 meant to be learnable but not trivial for such a summary model: per-class EER roughly 5-25 % (a sequence model on the
 log-mel frames should do better). The "chance" baseline alongside is 0.5.
 
-Speed: ``generate_scenes`` of ``--speed-clips`` ten-second clips (WAV + manifest) into a temporary folder.
+Speed: ``generate_scenes`` of ``--speed-clips`` ten-second clips (WAV + manifest) into a temporary folder, in one
+process (``seconds``) and with one process per CPU (``speedup_one_process_per_cpu``), in the same run.
 
 Usage::
 
@@ -115,22 +116,28 @@ def difficulty(per_class: int, n_splits: int, seed: int, ebr_db_range: tuple[flo
 
 
 def speed(n_clips: int, seed: int) -> dict:
+    """Generation in one process (the baseline) and with one process per CPU (``workers=0``), in the same run."""
     ratio = {"dog": 2, "baby": 2, "gun": 1, "background": 26}
     unit = max(1, n_clips // sum(ratio.values()))
     config = SynthConfig.from_ratio(ratio, unit, seed=seed)
+    seconds = {}
     with tempfile.TemporaryDirectory() as tmp:
+        for workers in (1, 0):
+            start = time.perf_counter()
+            generate_scenes(config, Path(tmp) / str(workers), workers=workers)
+            seconds[workers] = time.perf_counter() - start
         start = time.perf_counter()
-        generate_scenes(config, Path(tmp))
-        first = time.perf_counter() - start
-        start = time.perf_counter()
-        generate_scenes(config, Path(tmp))  # everything exists: the resumable path
+        generate_scenes(config, Path(tmp) / "0")  # everything exists: the resumable path
         resumed = time.perf_counter() - start
+    first = seconds[1]
     return {
         "clips": config.total,
         "duration_s": config.duration_s,
         "seconds": round(first, 2),
         "ms_per_clip": round(1000 * first / config.total, 2),
         "x_realtime": round(config.total * config.duration_s / first, 1),
+        "seconds_one_process_per_cpu": round(seconds[0], 2),
+        "speedup_one_process_per_cpu": round(first / seconds[0], 2),
         "resume_seconds_all_present": round(resumed, 2),
     }
 

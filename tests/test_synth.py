@@ -154,6 +154,19 @@ def test_resume_rewrites_only_missing_or_truncated_files(tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+def test_worker_processes_write_the_same_files_and_manifest(tmp_path):
+    config = small_config(test_counts={"gun": 2, BACKGROUND: 1})
+    one = generate_scenes(config, tmp_path / "one", workers=1)
+    calls: list[tuple[int, int]] = []
+    two = generate_scenes(config, tmp_path / "two", workers=2, progress=lambda _d, done, total: calls.append((done, total)))
+    assert wav_bytes(tmp_path / "one") == wav_bytes(tmp_path / "two")
+    assert one.read_text() == two.read_text().replace("/two/", "/one/")
+    assert (tmp_path / "one" / "events.tsv").read_text() == (tmp_path / "two" / "events.tsv").read_text().replace(
+        "/two/", "/one/"
+    )
+    assert sorted(calls) == [(i, config.total) for i in range(1, config.total + 1)]
+
+
 def test_other_settings_do_not_reuse_existing_files(tmp_path):
     generate_scenes(small_config(counts={"dog": 1}), tmp_path)
     generate_scenes(small_config(counts={"dog": 1}, seed=99), tmp_path)

@@ -98,7 +98,7 @@ def run_manifest(config: ExperimentConfig, out_dir: Path, progress: ProgressFn |
     config's ``data.manifest``."""
     if config.data.source == "synth":
         synth = dataclasses.replace(config.synth, seed=config.seed)
-        return generate_scenes(synth, out_dir / "data", progress=progress)
+        return generate_scenes(synth, out_dir / "data", progress=progress, workers=config.data.feature_workers)
     return Path(config.data.manifest)
 
 

@@ -63,6 +63,7 @@ from typing import Any
 
 import numpy as np
 
+from thce.data.feature_pool import available_cpus, run_shards
 from thce.data.manifest import ManifestRow, write_manifest
 from thce.data.strong import EVENTS_FILE, StrongEvent, StrongLabels, write_strong_labels
 from thce.data.synth.background import BED_TRAITS, make_background
@@ -173,6 +174,7 @@ def generate_scenes(
     out_dir: str | os.PathLike,
     *,
     progress: ProgressFn | None = None,
+    workers: int = 0,
 ) -> Path:
     """Write ``out_dir/audio/<label>/<label>_<idx>.wav`` (16-bit PCM), ``out_dir/manifest.csv`` and its event list
     ``out_dir/events.tsv`` (one event per event clip, see :mod:`thce.data.strong`).
@@ -184,7 +186,10 @@ def generate_scenes(
     Args:
         config: what to generate.
         out_dir: output folder (created).
-        progress: called as ``progress("synthesise scenes", done, total)`` after each clip.
+        progress: called as ``progress("synthesise scenes", done, total)`` as clips are written.
+        workers: processes synthesising, this one included (0: one per CPU when there are enough clips to write;
+            :func:`thce.data.feature_pool.run_shards`). Every clip draws from its own seeded stream, so the files are
+            the same, byte for byte, for any number of workers.
 
     Returns:
         The manifest path. Manifest columns: ``path,label,split,group,offset_s,onset_s``; ``label`` empty for
@@ -214,26 +219,32 @@ def generate_scenes(
             old.unlink()
         write_json(fingerprint_path, fingerprint)
 
-    sr = config.sample_rate_hz
     expected_bytes = _WAV_HEADER_BYTES + 2 * config.n_samples
     plan = [(False, label, index) for label in LABELS for index in range(config.counts.get(label, 0))]
     plan += [(True, label, index) for label in LABELS for index in range(config.test_counts.get(label, 0))]
+    paths = [_clip_path(out_dir, *item) for item in plan]
+    todo = [item for item, path in zip(plan, paths) if not (path.is_file() and path.stat().st_size == expected_bytes)]
+    kept = len(plan) - len(todo)
+    work = _SynthShards(config, out_dir, todo)
+    if workers == 0:
+        workers = max(1, min(available_cpus(), len(todo) // _MIN_CLIPS_PER_WORKER))
+    written = 0
+
+    def shard_done(_index: int) -> None:
+        nonlocal written
+        written += 1
+        if progress is not None:
+            progress("synthesise scenes", kept + written, len(plan))
+
+    run_shards(work, workers=workers, on_done=shard_done)
     rows: list[ManifestRow] = []
     strong: StrongLabels = {}
-    written = 0
-    for done, (test, label, index) in enumerate(plan, start=1):
+    for (test, label, index), path in zip(plan, paths):
         cid = ("test_" if test else "") + clip_id(label, index)
-        path = out_dir / "audio" / ("test" if test else "") / label / f"{cid}.wav"
-        rng = clip_rng(config.seed, label, index, test=test)
         found = source_of(config, label, index, test=test)
-        source = found[1] if found is not None else None
-        if path.is_file() and path.stat().st_size == expected_bytes:
-            onset_s, offset_s = clip_timing(label, rng, config, source)
-        else:
-            clip = synthesise_clip(label, rng, config, source)
-            _write_wav(path, clip.mixture, sr)
-            onset_s, offset_s = clip.onset_s, clip.offset_s
-            written += 1
+        onset_s, offset_s = clip_timing(
+            label, clip_rng(config.seed, label, index, test=test), config, found[1] if found is not None else None
+        )
         rows.append(
             ManifestRow(
                 path=path,
@@ -245,13 +256,42 @@ def generate_scenes(
         )
         events = () if onset_s is None or offset_s is None else (StrongEvent(onset_s, offset_s, rows[-1].label),)
         strong[path] = events
-        if progress is not None:
-            progress("synthesise scenes", done, len(plan))
     manifest = write_manifest(rows, out_dir / "manifest.csv")
     write_strong_labels(out_dir / EVENTS_FILE, rows, strong)
-    log.info("synthetic scenes in %s: %d clips, %d written, %d kept", out_dir, len(plan), written, len(plan) - written)
+    log.info("synthetic scenes in %s: %d clips, %d written, %d kept", out_dir, len(plan), written, kept)
     return manifest
 
+
+#: Clips per process below which another synthesis worker does not pay (a 10 s clip takes ~45 ms, a fork ~30 ms).
+_MIN_CLIPS_PER_WORKER = 32
+
+
+def _clip_path(out_dir: Path, test: bool, label: str, index: int) -> Path:
+    cid = ("test_" if test else "") + clip_id(label, index)
+    return out_dir / "audio" / ("test" if test else "") / label / f"{cid}.wav"
+
+
+class _SynthShards:
+    """The clips to write, one per shard (a :class:`~thce.data.feature_pool.ShardWork`: claiming one costs
+    microseconds beside a clip's tens of milliseconds, and progress moves clip by clip)."""
+
+    def __init__(self, config: SynthConfig, out_dir: Path, todo: list[tuple[bool, str, int]]) -> None:
+        self.config, self.out_dir, self.todo = config, out_dir, todo
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __call__(self, index: int) -> None:
+        test, label, number = self.todo[index]
+        found = source_of(self.config, label, number, test=test)
+        clip = synthesise_clip(
+            label, clip_rng(self.config.seed, label, number, test=test), self.config,
+            found[1] if found is not None else None,
+        )  # fmt: skip
+        _write_wav(_clip_path(self.out_dir, test, label, number), clip.mixture, self.config.sample_rate_hz)
+
+    def name(self, index: int) -> str:
+        return f"synthetic clip {_clip_path(self.out_dir, *self.todo[index])}"
 
 def _fmt_time(value: float | None) -> str:
     return "" if value is None else f"{value:.6f}"
