@@ -4,7 +4,8 @@
    methods proposed1 + proposed2) into ``WORK/run``.
 2. Two recordings from sources the model never saw: synthetic isolated events (one folder per class) and
    backgrounds, from :mod:`thce.data.synth` with seeds of their own (test ``--seed``, default 1616; validation
-   ``--seed`` + 1; the runs use seed 0), each mixed by ``thce data mix`` into ``--minutes`` one-minute mixtures
+   ``--seed`` + 1; the runs use seed 0; ``--events-per-class`` 12 and ``--backgrounds`` 10 of 70 s by default), each
+   mixed by ``thce data mix`` into ``--minutes`` one-minute mixtures
    (DCASE 2017 task 2 style: one event with probability 0.8, EBR drawn from -6/0/6 dB) concatenated into one long
    recording with its reference list.
 3. ``thce detect`` (library call, the run's proposed2, ``--hop-s``) on both (window scores kept in WORK, so a rerun
@@ -128,12 +129,16 @@ AGREEMENTS = (0.25, 0.5, 0.75, 1.0)
 MEDIAN_FILTERS_S = (None, 0.0)  # detect's default (a quarter of the support) and off
 
 
-def recording(work: Path, name: str, classes: list[str], seed: int, minutes: int) -> tuple[Path, list, float]:
-    """Sources (seed ``seed``) -> ``thce data mix`` -> one long recording ``work/<name>.wav``; returns its path,
-    reference events ``(onset, offset, label, EBR)`` and length in seconds."""
+def recording(
+    work: Path, name: str, classes: list[str], seed: int, minutes: int, *, events_per_class: int = 12,
+    backgrounds: int = 10,
+) -> tuple[Path, list, float]:  # fmt: skip
+    """Sources (seed ``seed``: ``events_per_class`` events per class, ``backgrounds`` backgrounds of 70 s) -> ``thce
+    data mix`` -> one long recording ``work/<name>.wav``; returns its path, reference events ``(onset, offset, label,
+    EBR)`` and length in seconds."""
     sources = work / f"{name}-sources"
     if not (work / f"{name}-mix" / "manifest.csv").is_file():  # made by an earlier run in this WORK: kept
-        make_sources(sources, classes, seed)
+        make_sources(sources, classes, seed, events_per_class=events_per_class, backgrounds=backgrounds)
         thce("data", "mix", "--events", str(sources / "events"), "--backgrounds", str(sources / "backgrounds"),
              "--out", str(work / f"{name}-mix"), "--count", str(minutes), "--duration-s", "60",
              "--event-probability", "0.8", "--ebr-db=-6,0,6", "--no-split", "--seed", str(seed))  # fmt: skip
@@ -204,6 +209,8 @@ def main() -> None:
     parser.add_argument("--hop-s", type=float, default=None,
                         help="detect's hop (default: 0.5 s, or half a window for a frame-level run)")
     parser.add_argument("--seed", type=int, default=1616, help="test recording's seed; validation uses seed + 1")
+    parser.add_argument("--backgrounds", type=int, default=10, help="background sources (70 s each) per recording")
+    parser.add_argument("--events-per-class", type=int, default=12, help="event sources per class per recording")
     parser.add_argument("--work", type=Path, default=None, help="keep the work here (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/detect_quality.json "
                         "(with --combine: required)")
@@ -260,7 +267,8 @@ def main() -> None:
     truths: dict = {}
     model_file = checkpoint_path(run, "proposed2")  # a retrained run in the same folder invalidates cached scores
     for name, seed in (("validation", args.seed + 1), ("test", args.seed)):
-        audio, truth, duration = recording(work, name, classes, seed, args.minutes)
+        audio, truth, duration = recording(work, name, classes, seed, args.minutes,
+                                           events_per_class=args.events_per_class, backgrounds=args.backgrounds)  # fmt: skip
         truths[name] = (truth, duration, audio.name)
         cached = work / f"{name}-window-scores.npz"  # the model's window scores: a rerun skips the model
         cache_key = json.dumps([str(model_file.resolve()), model_file.stat().st_mtime_ns, hop_s, audio.stat().st_size])

@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    runs = sorted(args.run.glob("seed_*")) or [args.run]
+    runs = sorted(args.run.glob("seed_*/")) or [args.run]  # folders only
     figures = {run.name: run_figures(run) for run in runs}
     report = {"command": "python benchmarks/frame_post_processing.py " + " ".join(sys.argv[1:]),
               "grids": {"thresholds": THRESHOLD_GRID, "median_filter_s": MEDIAN_FILTER_GRID_S,

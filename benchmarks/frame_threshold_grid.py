@@ -121,7 +121,7 @@ def main() -> None:
     for spec in args.grid or [f"to_0.99={','.join(str(t) for t in THRESHOLD_GRID if t <= 0.99)}"]:
         name, _, values = spec.partition("=")
         grids[name] = tuple(sorted(float(v) for v in values.split(",")))
-    runs = [seed_run for run in args.runs for seed_run in (sorted(run.glob("seed_*")) or [run])]
+    runs = [seed_run for run in args.runs for seed_run in (sorted(run.glob("seed_*/")) or [run])]  # folders only
     figures = {str(run): run_method_figures(run.resolve(), grids, args.repeats, args.seed) for run in runs}
     rows = [row for per_method in figures.values() for row in per_method.values()]
     names = list(grids)
