@@ -77,7 +77,7 @@ def timed(fn: Any) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, encoder: nn.Module, frames: int, batch: int, steps: int) -> dict[str, Any]:
+def measure(encoder: nn.Module, frames: int, batch: int, steps: int) -> dict[str, Any]:
     layouts = {"channels_last": copy.deepcopy(encoder), "nchw": as_nchw(encoder)}
     x = torch.randn(batch, frames, MELS, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     for threads in args.threads:
         torch.set_num_threads(threads)
         result["by_threads"][str(threads)] = {
-            name: measure(name, encoder, frames, batch, args.steps) for name, (encoder, frames, batch) in built.items()
+            name: measure(encoder, frames, batch, args.steps) for name, (encoder, frames, batch) in built.items()
         }
     if args.out:
         write_json(args.out, result)

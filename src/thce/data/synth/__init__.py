@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from thce.data.feature_pool import available_cpus, run_shards
+from thce.data.feature_pool import available_cpus, run_shards, start_method
 from thce.data.manifest import ManifestRow, write_manifest
 from thce.data.strong import EVENTS_FILE, StrongEvent, StrongLabels, write_strong_labels
 from thce.data.synth.background import BED_TRAITS, make_background
@@ -227,7 +227,7 @@ def generate_scenes(
     kept = len(plan) - len(todo)
     work = _SynthShards(config, out_dir, todo)
     if workers == 0:
-        workers = max(1, min(available_cpus(), len(todo) // _MIN_CLIPS_PER_WORKER))
+        workers = max(1, min(available_cpus(), len(todo) // _MIN_CLIPS_PER_WORKER[start_method()]))
     written = 0
 
     def shard_done(_index: int) -> None:
@@ -262,8 +262,9 @@ def generate_scenes(
     return manifest
 
 
-#: Clips per process below which another synthesis worker does not pay (a 10 s clip takes ~45 ms, a fork ~30 ms).
-_MIN_CLIPS_PER_WORKER = 32
+#: Clips per process below which another synthesis worker does not pay: a 10 s clip takes ~45 ms, a forked worker
+#: starts in ~30 ms, a spawned one (:func:`~thce.data.feature_pool.start_method`) imports torch again (seconds).
+_MIN_CLIPS_PER_WORKER = {"fork": 32, "spawn": 256}
 
 
 def _clip_path(out_dir: Path, test: bool, label: str, index: int) -> Path:
@@ -292,6 +293,7 @@ class _SynthShards:
 
     def name(self, index: int) -> str:
         return f"synthetic clip {_clip_path(self.out_dir, *self.todo[index])}"
+
 
 def _fmt_time(value: float | None) -> str:
     return "" if value is None else f"{value:.6f}"
