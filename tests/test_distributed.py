@@ -33,7 +33,7 @@ TORCHRUN = ("torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m")
 
 def _torchrun(config: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", *TORCHRUN, "thce", "-q", "experiment", str(config), "--out", str(out), *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(out.parent)}  # torchrun's torchelastic_* folders
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 

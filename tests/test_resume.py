@@ -33,7 +33,7 @@ def _comparable(run_dir: Path) -> dict:
 def _kill_when(path_glob: str, run_dir: Path, config: Path, launcher: tuple[str, ...] = (), *extra: str) -> None:
     """Start the run in a subprocess (``launcher``: e.g. torchrun's arguments) and SIGKILL it, with every process
     it started, as soon as a stage file matching ``path_glob`` appears."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(run_dir.parent)}  # a killed run's temporary folders
     proc = subprocess.Popen(
         [sys.executable, "-m", *launcher, "thce", "-q", "experiment", str(config), "--out", str(run_dir), *extra],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,

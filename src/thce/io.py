@@ -220,10 +220,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -
     (its target is written, the link kept). A directory, block device or socket is refused, never replaced.
 
     >>> import tempfile, pathlib
-    >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
-    >>> with atomic_write(target) as f:
-    ...     _ = f.write("done")
-    >>> target.read_text()
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     target = pathlib.Path(folder) / "a.txt"
+    ...     with atomic_write(target) as f:
+    ...         _ = f.write("done")
+    ...     target.read_text()
     'done'
 
     Raises:
