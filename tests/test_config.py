@@ -49,6 +49,8 @@ def test_paper_configs_hold_the_papers_settings():
         ("[embedding]\nlearning_rate = 0.0\n", "embedding.learning_rate: must be > 0, got 0.0"),
         ("[detector]\nlearning_rate = -1e-3\n", "detector.learning_rate: must be > 0, got -0.001"),
         ("[detector]\nhead_only_learning_rate = 0\n", "detector.head_only_learning_rate: must be > 0, got 0"),
+        ("[baseline]\nlearning_rate_decay = 'linear'\n",
+         "baseline.learning_rate_decay: 'linear' is not one of none, cosine"),
         ("[detector]\nhead_only_selection = \"auc\"\n", "detector.head_only_selection: 'auc' is not one of val_loss"),
         ("[baseline]\nlearning_rate = 'fast'\n", "baseline.learning_rate: expected a number, got 'fast'"),
         ("[embedding]\nbeta_same = 0.0\nbeta_other = 1.0\n", "beta_other (1.0) must be smaller than beta_same"),

@@ -13,7 +13,7 @@ from thce.training.metrics_log import MetricsLog
 
 def _fit(val_losses: list, *, patience: int, epochs: int = 10, resume_dir: Path | None = None,
          log: MetricsLog | None = None, start_trained: bool = True, selection: str = "val_loss",
-         method: str = "proposed2", learning_rate: float | None = None,
+         method: str = "proposed2", learning_rate: float | None = None, decay: str = "none",
          ) -> tuple[nn.Linear, float, MetricsLog, list[float]]:
     """A 1-weight module whose weight counts the optimiser steps; val loss read from ``val_losses`` in turn."""
     module = nn.Linear(1, 1, bias=False)
@@ -32,7 +32,7 @@ def _fit(val_losses: list, *, patience: int, epochs: int = 10, resume_dir: Path 
 
     result = fit_stage(Stage(
         method=method, name="end-to-end", learner=Learner(module, step), data=EpochData(4),
-        schedule=Schedule(epochs, learning_rate, patience),
+        schedule=Schedule(epochs, learning_rate, patience, decay),
         selection=Selection(val_loss, selection, start_trained=start_trained),
     ), ctx)  # fmt: skip
     return module, result, ctx.log, weights_at_val
@@ -43,6 +43,19 @@ def test_a_stage_learning_rate_replaces_the_runs(learning_rate, step):
     # train.learning_rate is 1.0; Adam's first step on a constant gradient moves the weight by the rate
     _, _, _, weights = _fit([1.0, 0.9], patience=5, epochs=1, learning_rate=learning_rate)
     assert weights == [0.0, pytest.approx(step, rel=1e-3)]
+
+
+def test_cosine_decay_sets_each_steps_rate_and_a_resumed_stage_goes_on_with_it(tmp_path):
+    # one step per epoch at rate 1: cosine factors 1, cos^2(pi/8) = 0.854, 0.5, 0.146 over 4 epochs; Adam's steps
+    # on a constant gradient move the weight by the step's rate
+    _, _, _, weights = _fit([1.0, 0.9, 0.8, 0.7, 0.6], patience=10, epochs=4, decay="cosine")
+    assert weights == pytest.approx([0.0, 1.0, 1.853553, 2.353553, 2.5], abs=1e-3)
+
+    killed = tmp_path / "killed"  # validation fails after epoch 3's steps: the state after epoch 2 is on disk
+    with pytest.raises(IndexError):
+        _fit([1.0, 0.9, 0.8], patience=10, epochs=4, decay="cosine", resume_dir=killed)
+    _, _, _, resumed = _fit([0.7, 0.6], patience=10, epochs=4, decay="cosine", resume_dir=killed)
+    assert resumed == pytest.approx(weights[3:], abs=1e-3)  # epochs 3 and 4 again, at their own rates
 
 
 def test_keeps_the_epoch_with_the_least_validation_loss_and_records_it():

@@ -81,6 +81,7 @@ class TrainConfig:
 
 
 SELECTIONS = ("val_loss", "val_eer", "val_auc")
+DECAYS = ("none", "cosine")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class StageConfig:
     patience: int = 10
     selection: str = "val_loss"
     learning_rate: float | None = None  # Adam's rate for this stage; None: train.learning_rate (the paper: one rate)
+    learning_rate_decay: str = "none"  # "cosine": each step's rate half a cosine from the rate to 0 at max_epochs
 
     def __post_init__(self) -> None:
         self.validate(self.section)
@@ -106,10 +108,15 @@ class StageConfig:
         if self.patience < 1:
             raise ConfigError(f"{section}.patience: must be >= 1, got {self.patience}")
         check_learning_rate(self.learning_rate, f"{section}.learning_rate")
+        if self.learning_rate_decay not in DECAYS:
+            raise ConfigError(
+                f"{section}.learning_rate_decay: {self.learning_rate_decay!r} is not one of {', '.join(DECAYS)}"
+            )
 
     def schedule(self) -> Schedule:
-        """The optimiser's settings of this stage: ``max_epochs`` at its ``learning_rate``, early stopped."""
-        return Schedule(self.max_epochs, self.learning_rate, self.patience)
+        """The optimiser's settings of this stage: ``max_epochs`` at its ``learning_rate`` (decayed as set), early
+        stopped."""
+        return Schedule(self.max_epochs, self.learning_rate, self.patience, self.learning_rate_decay)
 
 
 def check_learning_rate(rate: float | None, key: str) -> None:
@@ -341,11 +348,28 @@ class Schedule:
     """The optimiser's settings of a stage: up to ``epochs`` epochs of Adam (AdamW with ``train.weight_decay``) at
     ``learning_rate`` (``None``: ``train.learning_rate``); with ``patience``, stopped once the selection criterion
     has not improved for that many epochs, counted from the first trained epoch (``None``: every epoch, the last
-    state kept)."""
+    state kept). ``decay``: the rate of each step (:func:`rate_factor`)."""
 
     epochs: int
     learning_rate: float | None = None
     patience: int | None = None
+    decay: str = "none"
+
+
+def rate_factor(decay: str, epoch: int, step: int, steps: int, epochs: int) -> float:
+    """The multiplier of a stage's learning rate at ``step`` (1-based) of the ``steps`` of ``epoch`` (1-based) of
+    ``epochs``: 1 for ``"none"``; ``"cosine"``: ``(1 + cos(pi t)) / 2`` with ``t`` the stage's fraction of steps
+    before this one (1 at the first step, falling to 0 at the end of ``epochs``; early stopping does not shorten it).
+    A function of the position only, so a resumed stage goes on where it was.
+
+    >>> [round(rate_factor("cosine", epoch, 1, 2, 2), 3) for epoch in (1, 2)], rate_factor("cosine", 1, 2, 2, 2)
+    ([1.0, 0.5], 0.8535533905932737)
+    """
+    if decay == "none":
+        return 1.0
+    if decay == "cosine":
+        return (1.0 + math.cos(math.pi * ((epoch - 1) + (step - 1) / steps) / epochs)) / 2.0
+    raise ValueError(f"unknown learning-rate decay {decay!r} (one of {', '.join(DECAYS)})")
 
 
 @dataclass(frozen=True)
@@ -415,6 +439,7 @@ def fit_stage(stage: Stage, ctx: RunContext) -> float:
         optimiser: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=rate, weight_decay=ctx.train.weight_decay)
     else:
         optimiser = torch.optim.Adam(groups, lr=rate)
+    base_rates = [group["lr"] for group in optimiser.param_groups]  # before a resumed state sets its decayed rates
     stream = (method, name, iteration)  # unique per stage, like its resume file
     generator = ctx.generator("order", *stream)
     # its own stream (the batch order is the same with augmentation on or off), one per rank (each augments its share)
@@ -504,6 +529,10 @@ def fit_stage(stage: Stage, ctx: RunContext) -> float:
                     loss = learner.train_step(*args)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            if stage.schedule.decay != "none":
+                factor = rate_factor(stage.schedule.decay, epoch, done, len(batches), epochs)
+                for group, base in zip(optimiser.param_groups, base_rates):
+                    group["lr"] = base * factor
             optimiser.step()
             losses.append(loss.item())
             if ctx.progress:
