@@ -67,14 +67,10 @@ def event_ebrs(run: Path, names: list[str], onsets: dict[str, float]) -> dict[in
     return out
 
 
-def _clip_key(path: str | Path) -> tuple[str, ...]:
-    """A clip's split/class/file: the same for a run and its copies in other folders."""
-    return Path(path).parts[-3:]
-
-
 def run_counts(run: Path, bands: list[float]) -> dict[str, Any]:
     """Per method, class and band of one run: ``{"n": reference events, "found": events found}``, from the run's own
     per-clip event counts (``event_counts.npz``: what its test event F is summed from)."""
+    from frame_post_processing import clip_key
     from thce.config import load_config
     from thce.data.strong import read_strong_labels
     from thce.experiment import run_manifest
@@ -85,8 +81,8 @@ def run_counts(run: Path, bands: list[float]) -> dict[str, Any]:
     names = json.loads((run / "clips.json").read_text())["test"]
     strong = read_strong_labels(run_manifest(config, run), events_path=config.data.events or None)
     # clips.json names the clips where the run was made; a copied run's manifest names them in the copy
-    onsets = {_clip_key(clip): events[0].onset_s for clip, events in strong.items() if events}
-    ebrs = event_ebrs(run, names, {n: onsets[_clip_key(n)] for n in names if _clip_key(n) in onsets})
+    onsets = {clip_key(clip): events[0].onset_s for clip, events in strong.items() if events}
+    ebrs = event_ebrs(run, names, {n: onsets[clip_key(n)] for n in names if clip_key(n) in onsets})
     out: dict[str, Any] = {}
     with np.load(run / EVENT_COUNTS) as saved:
         for method in saved.files:

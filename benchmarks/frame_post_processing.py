@@ -22,6 +22,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def clip_key(path: str | Path) -> tuple[str, ...]:
+    """A clip's split/class/file: the same for a run and its copies or links in other folders."""
+    return Path(path).parts[-3:]
+
+
 def load_scores(run: Path) -> tuple[tuple[str, ...], float, dict, dict, dict]:
     """A finished frame-level run's classes, frame hop (s), clip names per split (``clips.json``), saved frame scores
     ``{split: {method: (n, frames_out, L)}}`` and reference events ``{split: EventList}`` (``val``, ``test``)."""
@@ -35,10 +40,15 @@ def load_scores(run: Path) -> tuple[tuple[str, ...], float, dict, dict, dict]:
     strong = read_strong_labels(run_manifest(config, run), events_path=config.data.events or None)
     clips = json.loads((run / "clips.json").read_text())
     hop_s = config.frame_model.stride * config.features.hop_ms / 1000.0
+    # clips.json names the clips where the run was made, the manifest where it is now (a copied or linked run)
+    labelled = {clip_key(clip): events for clip, events in strong.items()}
     split_scores, references = {}, {}
     for split, name in (("val", "val_scores.npz"), ("test", "scores.npz")):
         names = clips[split]
-        references[split] = reference_list(names, {n: strong.get(Path(n), ()) for n in names})
+        missing = [n for n in names if clip_key(n) not in labelled]
+        if missing:
+            sys.exit(f"{run}: {len(missing)} {split} clips are not in the run's manifest, e.g. {missing[0]}")
+        references[split] = reference_list(names, {n: labelled[clip_key(n)] for n in names})
         with np.load(run / name) as archive:
             split_scores[split] = {m: archive[m].reshape(len(names), -1, len(classes)) for m in archive.files
                                    if m != "class_index"}  # fmt: skip
