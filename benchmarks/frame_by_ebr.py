@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling frame_post_processing, also when imported
+
 #: A synthetic clip's file name: ``test_`` for the clips of ``synth.test_counts``, else a clip of ``synth.counts``.
 CLIP_NAME = re.compile(r"(?P<test>test_)?(?P<label>[a-z]+)_(?P<index>\d+)\.wav$")
 
