@@ -241,6 +241,29 @@ def test_centring_is_calibrated_before_the_first_clustering():
     assert (after @ after.t()).mean() < (before @ before.t()).mean()
 
 
+def test_eval_passes_take_fewer_long_clips_at_a_time_and_embed_the_same(monkeypatch):
+    import numpy as np
+
+    from thce.training import data as training_data
+    from thce.training.data import TrainingData, embed, eval_batch_size
+    from thce.training.engine import RunContext, TrainConfig
+
+    def clips(frames: int) -> TrainingData:
+        features = np.zeros((2, frames, 4), dtype=np.float32)
+        return TrainingData(features, np.zeros(2, dtype=np.int64), {"train": np.arange(2)}, ("a",))
+
+    ctx = RunContext(train=TrainConfig(batch_size=16))
+    assert [eval_batch_size(clips(frames), ctx) for frames in (1000, 3000, 500, 100_000)] == [256, 85, 512, 16]
+    # an embedding does not depend on how many clips share its pass (eval mode)
+    torch.manual_seed(0)
+    features = np.random.default_rng(0).normal(size=(40, 20, 4)).astype(np.float32)
+    data = TrainingData(features, np.zeros(40, dtype=np.int64), {"train": np.arange(40)}, ("a",))
+    encoder = LSTMEncoder(4, 6)
+    whole = embed(encoder, data, np.arange(40), ctx)
+    monkeypatch.setattr(training_data, "EVAL_FRAMES", 20 * 3)  # 3 clips per pass
+    torch.testing.assert_close(embed(encoder, data, np.arange(40), RunContext(train=TrainConfig(batch_size=1))), whole)
+
+
 def test_cnn_sees_the_whole_clip():
     """An event in the last second must move the embedding (with valid padding it would not: see models.py)."""
     torch.manual_seed(0)

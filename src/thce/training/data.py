@@ -113,6 +113,17 @@ def _chunks(n: int, size: int) -> Iterator[np.ndarray]:
         yield np.arange(start, min(start + size, n))
 
 
+#: Input frames per eval-mode pass: 256 clips of 10 s at a 10 ms hop. Activations grow with frames x clips (the
+#: first conv block of a 30 s clip alone holds 16 x 3000 x 64 floats), so longer clips go fewer at a time.
+EVAL_FRAMES = 256 * 1000
+
+
+def eval_batch_size(data: TrainingData, ctx: RunContext) -> int:
+    """Clips per eval-mode pass (embedding, calibration, scoring): ``EVAL_FRAMES`` input frames (256 clips of 10 s,
+    85 of 30 s), never fewer than a training batch."""
+    return max(ctx.train.batch_size, EVAL_FRAMES // max(int(data.features.shape[1]), 1))
+
+
 @torch.no_grad()
 def embed(encoder: nn.Module, data: TrainingData, indices: np.ndarray, ctx: RunContext, desc: str = "embed") -> Tensor:
     """Embeddings (n, D) of ``indices`` with the encoder in eval mode (the mode is restored afterwards).
@@ -122,7 +133,7 @@ def embed(encoder: nn.Module, data: TrainingData, indices: np.ndarray, ctx: RunC
     encoder.eval()
     mine = indices[ctx.dist.share(len(indices))]
     out = []
-    batch = max(ctx.train.batch_size, 256)
+    batch = eval_batch_size(data, ctx)
     total = math.ceil(len(mine) / batch)
     for done, positions in enumerate(_chunks(len(mine), batch), start=1):
         out.append(encoder(data.load(mine[positions]).to(ctx.device)).float().cpu())
@@ -152,7 +163,7 @@ def calibrate_centring(encoder: nn.Module, data: TrainingData, indices: np.ndarr
         return
     was_training = encoder.training
     encoder.eval()
-    batch = max(ctx.train.batch_size, 256)
+    batch = eval_batch_size(data, ctx)
     inputs = [
         encoder.pre_output(data.load(indices[positions]).to(ctx.device)).float().cpu()
         for positions in _chunks(len(indices), batch)
