@@ -211,7 +211,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1616, help="test recording's seed; validation uses seed + 1")
     parser.add_argument("--backgrounds", type=int, default=10, help="background sources (70 s each) per recording")
     parser.add_argument("--events-per-class", type=int, default=12, help="event sources per class per recording")
-    parser.add_argument("--work", type=Path, default=None, help="keep the work here (default: a temporary folder)")
+    parser.add_argument("--work", type=Path, default=None, help="keep the work here, reused by a rerun (default: a temporary folder, removed at the end)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/detect_quality.json "
                         "(with --combine: required)")
     parser.add_argument("--add-threshold-free", action="store_true",
@@ -236,6 +236,15 @@ def main() -> None:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(report["threshold_free"], indent=2))
         return
+    if args.work is None:  # recordings, scores and perhaps a trained run: gigabytes that nobody asked to keep
+        with tempfile.TemporaryDirectory(prefix="detect_quality_") as folder:
+            measure(args, Path(folder))
+        return
+    measure(args, args.work)
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
+    """The benchmark proper, its recordings, scores and (without ``--run``) trained run in ``work``."""
     from thce.allocator import reuse_freed_memory
     from thce.checkpoint import load_run
     from thce.detection.config import DetectConfig
@@ -247,7 +256,6 @@ def main() -> None:
     from thce.detection.thresholds import class_thresholds
 
     reuse_freed_memory()  # as `thce detect` sets the allocator at start-up
-    work = args.work or Path(tempfile.mkdtemp(prefix="detect_quality_"))
     work.mkdir(parents=True, exist_ok=True)
     report: dict = {"command": "python benchmarks/detect_quality.py " + " ".join(sys.argv[1:]),
                     "config": str(args.config.relative_to(ROOT)) if args.run is None else None,
