@@ -12,12 +12,15 @@ shared machine falls on every variant alike:
 
 Variants: ``clip_cnn`` (the named baseline: the paper's clip CNN, thce.models.CNNEncoder), the paper-sized frame CNN
 and CRNN, the CNN with its blocks pooling first (``cnn_block_order = "pool_first"``), a smaller CNN (16 / 32
-channels, 5x5: ``cnn_small``; pooling first too: ``cnn_fast``, ``crnn_fast``), the LSTM with both strides (``lstm_states``: inference only, its
+channels, 5x5: ``cnn_small``; pooling first too: ``cnn_fast``, ``crnn_fast`` and ``crnn_fast_lstm``, whose recurrent layer
+is an LSTM, not a GRU: ``frame_model.rnn_type``), the LSTM with both strides (``lstm_states``: inference only, its
 training step took minutes) and the DCASE 2017 Task 2 baseline MLP. ``uptime`` is recorded before and after: the
 machine may be shared, and contention slows multi-threaded runs (and the recurrent ones most) far more than single
-ones.
+ones. The C heap keeps freed blocks for reuse as under the CLI (:func:`thce.allocator.reuse_freed_memory`;
+``--allocator default``: glibc's own, as this benchmark ran before 2026-12-07).
 
-    python benchmarks/frame_models.py [--threads 2 1] [--batch 16] [--steps 3] [--reps 5] [--out FILE]
+    python benchmarks/frame_models.py [--threads 2 1] [--batch 16] [--steps 3] [--reps 5] [--allocator reuse]
+        [--variants NAME ...] [--out FILE]
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from thce.allocator import reuse_freed_memory
 from thce.encoders import FrameModelConfig, ModelConfig, build_encoder
 from thce.io import write_json
 from thce.losses import weighted_bce
@@ -52,6 +56,7 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "cnn_fast": FAST,
     "crnn": {"encoder": "crnn"},
     "crnn_fast": {"encoder": "crnn", **FAST},
+    "crnn_fast_lstm": {"encoder": "crnn", **FAST, "rnn_type": "lstm"},
     "lstm": {"encoder": "lstm"},
     "lstm_states": {"encoder": "lstm", "lstm_stride_by": "states"},
     "dcase2017_mlp": {"encoder": "dcase2017_mlp"},
@@ -188,14 +193,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per variant (after 1 warm-up)")
     parser.add_argument("--reps", type=int, default=5, help="timed inference passes per variant (after 1 warm-up)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--allocator", choices=["reuse", "default"], default="reuse", help="as the CLI, or glibc's")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
+    if args.allocator == "reuse":
+        reuse_freed_memory()
     result: dict[str, Any] = {
         "benchmark": "frame_models",
         "uptime_at_start": uptime(),
         "input": {"clip_s": CLIP_S, "frames": FRAMES, "mels": MELS, "events": EVENTS, "train_batch": args.batch},
         "baseline": "clip_cnn: the paper's clip-level CNNEncoder on the same 3000 x 64 input",
         "goal": "issue 30: detection >= 300x real time with the CNN on 2 cores; <= 30 min per seed for all methods",
+        "allocator": args.allocator,
         "machine": describe_machine(),  # torch_threads: the default; each entry of by_threads sets its own
         "by_threads": {},
     }

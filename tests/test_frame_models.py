@@ -140,9 +140,11 @@ def test_lstm_stack_and_states_strides():
     torch.testing.assert_close(stacked(later)[:, :10], stacked(x)[:, :10])
 
 
-def test_crnn_is_a_bidirectional_gru_over_the_conv_frames():
-    net = encoder("crnn", rnn_hidden_size=32)
-    assert net.rnn.bidirectional and net.rnn.input_size == 256 and net.embedding_dim == 64
+@pytest.mark.parametrize("rnn_type,layer", [("gru", torch.nn.GRU), ("lstm", torch.nn.LSTM)])
+def test_crnn_is_a_bidirectional_rnn_over_the_conv_frames(rnn_type, layer):
+    net = encoder("crnn", rnn_hidden_size=32, rnn_type=rnn_type)
+    assert type(net.rnn) is layer and net.rnn.bidirectional and net.rnn.input_size == 256 and net.embedding_dim == 64
+    assert net(torch.randn(2, 103, MELS)).shape == (2, 20, 64)
     x = torch.randn(1, 200, MELS)
     later = x.clone()
     later[:, 150:] = 0
@@ -305,6 +307,7 @@ def test_dcase2017_settings_for_the_training_side():
         ({"cnn_dropout": 1.0}, "frame_model.cnn_dropout"),
         ({"centring": "moving"}, "frame_model.centring"),
         ({"cnn_block_order": "relu_last"}, "frame_model.cnn_block_order"),
+        ({"encoder": "crnn", "rnn_type": "rnn"}, "frame_model.rnn_type"),
         ({"lstm_stride_by": "max"}, "frame_model.lstm_stride_by"),
         ({"lstm_init": "xavier"}, "frame_model.lstm_init"),
         ({"mlp_hidden": ()}, "frame_model.mlp_hidden"),
@@ -329,12 +332,12 @@ def test_config_reads_from_a_table_and_strides():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_torchscript_export_of_a_frame_detector(tmp_path, name):
+@pytest.mark.parametrize("name,options", [(name, {}) for name in sorted(EXPECTED)] + [("crnn", {"rnn_type": "lstm"})])
+def test_torchscript_export_of_a_frame_detector(tmp_path, name, options):
     from thce.detection.export import export_torchscript, run_exported
     from thce.detection.inference import LogMelScores
 
-    net = encoder(name, normalise=name != "dcase2017_mlp")
+    net = encoder(name, normalise=name != "dcase2017_mlp", **options)
     head = DetectorHead(net.embedding_dim, 3)
     module = LogMelScores(EventDetector(net, head), np.zeros(MELS), np.ones(MELS)).eval()
     path = export_torchscript(module, torch.randn(2, 200, MELS), tmp_path / "m.pt")

@@ -31,6 +31,7 @@ from thce.frame_models import (
     DCASE2017_TASK2,
     LSTM_STRIDES,
     MLP_INITS,
+    RNN_TYPES,
     DCASE2017MLPEncoder,
     FrameCNNEncoder,
     FrameLSTMEncoder,
@@ -175,6 +176,7 @@ class FrameModelConfig(_EncoderTable):
     cnn_dropout_placement: str = "after_centring"
     cnn_block_order: str = "paper"
     rnn_hidden_size: int = 64
+    rnn_type: str = "gru"
     lstm_hidden_size: int = 128
     lstm_init: str = "chrono"
     lstm_max_steps: int = 200
@@ -223,6 +225,7 @@ class FrameModelConfig(_EncoderTable):
         choices = {
             "cnn_dropout_placement": (self.cnn_dropout_placement, DROPOUT_PLACEMENTS),
             "cnn_block_order": (self.cnn_block_order, CNN_BLOCK_ORDERS),
+            "rnn_type": (self.rnn_type, tuple(RNN_TYPES)),
             "lstm_init": (self.lstm_init, LSTM_INITS),
             "lstm_stride_by": (self.lstm_stride_by, LSTM_STRIDES),
             "mlp_init": (self.mlp_init, MLP_INITS),
@@ -355,7 +358,8 @@ def _build_frame_cnn(
     recurrent: bool = False,
 ) -> nn.Module:  # fmt: skip
     return FrameCNNEncoder(
-        n_mels, recurrent=recurrent, rnn_hidden_size=config.rnn_hidden_size, block_order=config.cnn_block_order,
+        n_mels, recurrent=recurrent, rnn_hidden_size=config.rnn_hidden_size, rnn_type=config.rnn_type,
+        block_order=config.cnn_block_order,
         **_cnn_options(config, normalise),
     )
 

@@ -14,7 +14,7 @@ as one row, see ``EmbeddingOutput.calibrate``) and ``output``, the EmbeddingOutp
 
 - :class:`FrameCNNEncoder` (``"cnn"``): the paper's CNN blocks (conv 7x7, ReLU, batch norm, max-pool, dropout 0.3)
   pooling time only in the first block (5x4, then 1x4: stride 5, 64 channels x 4 mels = 256-d per frame).
-  ``recurrent`` (``"crnn"``): a bidirectional GRU over the per-frame conv features before the embedding output.
+  ``recurrent`` (``"crnn"``): a bidirectional GRU or LSTM over the per-frame conv features before the embedding output.
 - :class:`FrameLSTMEncoder` (``"lstm"``): the paper's LSTM (128 units, chrono initialisation), each step's state.
 - :class:`DCASE2017MLPEncoder` (``"dcase2017_mlp"``) with :func:`build_dcase2017_detector`: the published DCASE 2017
   Task 2 baseline (an MLP on log-mel frames with 5 frames of context); :data:`DCASE2017_TASK2` records its published
@@ -62,8 +62,9 @@ class FrameCNNEncoder(CNNEncoder):
     as :class:`~thce.models.CNNEncoder` (whose eval-mode fast path, pooling before ReLU and batch norm, it keeps).
     ``frame_stride`` is the product of the time pools (default ``((5, 4), (1, 4))``: 5); the per-frame feature is the
     last block's channels x remaining mel bins (64 x 4 = 256 for 64 mels). ``recurrent``: a bidirectional GRU of
-    ``rnn_hidden_size`` units per direction runs over those per-frame features (a CRNN) and its states
-    (``2 * rnn_hidden_size``) become the embedding. ``dropout_placement = "after_centring"`` moves the last block's
+    ``rnn_hidden_size`` units per direction (``rnn_type``: :data:`RNN_TYPES`, PyTorch's initialisation) runs over those
+    per-frame features (a CRNN) and its states (``2 * rnn_hidden_size``) become the embedding. On a CPU the LSTM
+    trains faster than the GRU (oneDNN fuses its steps and their backward; benchmarks/frame_models.py). ``dropout_placement = "after_centring"`` moves the last block's
     dropout after the centring as in the clip CNN; with ``recurrent`` it stays before the GRU.
 
     ``block_order`` (:data:`CNN_BLOCK_ORDERS`): ``"paper"`` (conv, ReLU, batch norm, max-pool, dropout) or
@@ -84,6 +85,7 @@ class FrameCNNEncoder(CNNEncoder):
         dropout: float = 0.3,
         recurrent: bool = False,
         rnn_hidden_size: int = 64,
+        rnn_type: str = "gru",
         normalise: bool = True,
         center: bool = False,
         centring: str = "fixed",
@@ -95,6 +97,8 @@ class FrameCNNEncoder(CNNEncoder):
             raise ConfigError(
                 f"frame_model.cnn_block_order: {block_order!r} is not one of {', '.join(CNN_BLOCK_ORDERS)}"
             )
+        if rnn_type not in RNN_TYPES:
+            raise ConfigError(f"frame_model.rnn_type: {rnn_type!r} is not one of {', '.join(RNN_TYPES)}")
         if len(channels) != len(pools) or not channels:
             raise ConfigError(f"FrameCNNEncoder: {len(channels)} channel counts for {len(pools)} pools")
         frame_stride = math.prod(p[0] for p in pools)
@@ -118,15 +122,15 @@ class FrameCNNEncoder(CNNEncoder):
         self.block_order = block_order
         if block_order == "pool_first":
             self.features = nn.Sequential(*_pool_first_order(list(self.features)))
-        self.rnn: nn.GRU | None = None
+        self.rnn: nn.GRU | nn.LSTM | None = None
         if recurrent:
-            self.rnn = nn.GRU(self.embedding_dim, rnn_hidden_size, batch_first=True, bidirectional=True)
+            self.rnn = RNN_TYPES[rnn_type](self.embedding_dim, rnn_hidden_size, batch_first=True, bidirectional=True)
             self.embedding_dim = 2 * rnn_hidden_size
             self.output = EmbeddingOutput(self.embedding_dim, normalise=normalise, center=center, centring=centring)
 
     def pre_output(self, x: Tensor) -> Tensor:
         """What :attr:`output` receives: ``(B, T', embedding_dim)``, the conv features of each frame (channel-major,
-        then mel) or, with ``recurrent``, the GRU's states."""
+        then mel) or, with ``recurrent``, the recurrent layer's states."""
         _check_length(x, self.frame_stride)
         frames = self.feature_maps(x).permute(0, 2, 1, 3).flatten(2)  # (B, C, T', F') -> (B, T', C * F')
         if self.rnn is None:
@@ -143,6 +147,9 @@ class FrameCNNEncoder(CNNEncoder):
 
 #: ``frame_model.cnn_block_order``: see :class:`FrameCNNEncoder`.
 CNN_BLOCK_ORDERS = ("paper", "pool_first")
+
+#: ``frame_model.rnn_type``: the CRNN's recurrent layer (bidirectional, ``batch_first``).
+RNN_TYPES: dict[str, type[nn.GRU] | type[nn.LSTM]] = {"gru": nn.GRU, "lstm": nn.LSTM}
 
 
 def _pool_first_order(layers: list[nn.Module]) -> list[nn.Module]:
