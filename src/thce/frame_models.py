@@ -61,11 +61,12 @@ class FrameCNNEncoder(CNNEncoder):
     Each block is conv ``kernel`` x ``kernel`` (``same`` padding), ReLU, batch norm, max-pool (time, mel), dropout,
     as :class:`~thce.models.CNNEncoder` (whose eval-mode fast path, pooling before ReLU and batch norm, it keeps).
     ``frame_stride`` is the product of the time pools (default ``((5, 4), (1, 4))``: 5); the per-frame feature is the
-    last block's channels x remaining mel bins (64 x 4 = 256 for 64 mels). ``recurrent``: a bidirectional GRU of
+    last block's channels x remaining mel bins (64 x 4 = 256 for 64 mels). ``recurrent``: a bidirectional GRU or LSTM of
     ``rnn_hidden_size`` units per direction (``rnn_type``: :data:`RNN_TYPES`, PyTorch's initialisation) runs over those
     per-frame features (a CRNN) and its states (``2 * rnn_hidden_size``) become the embedding. On a CPU the LSTM
-    trains faster than the GRU (oneDNN fuses its steps and their backward; benchmarks/frame_models.py). ``dropout_placement = "after_centring"`` moves the last block's
-    dropout after the centring as in the clip CNN; with ``recurrent`` it stays before the GRU.
+    trains faster than the GRU (oneDNN fuses its steps and their backward; benchmarks/frame_models.py), though the
+    DCASE-style config validated it worse (docs/results.md). ``dropout_placement = "after_centring"`` moves the last
+    block's dropout after the centring as in the clip CNN; with ``recurrent`` it stays before the recurrent layer.
 
     ``block_order`` (:data:`CNN_BLOCK_ORDERS`): ``"paper"`` (conv, ReLU, batch norm, max-pool, dropout) or
     ``"pool_first"`` (conv, max-pool, ReLU, batch norm, dropout). ReLU commutes with the max exactly; the batch norm
