@@ -75,7 +75,7 @@ def run_counts(run: Path, bands: list[float]) -> dict[str, Any]:
     from frame_post_processing import clip_key
     from thce.config import load_config
     from thce.data.strong import read_strong_labels
-    from thce.experiment import run_manifest
+    from thce.run_data import run_manifest
     from thce.rundir import EVENT_COUNTS
 
     config = load_config(run / "config.toml")

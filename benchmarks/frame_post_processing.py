@@ -33,7 +33,7 @@ def load_scores(run: Path) -> tuple[tuple[str, ...], float, dict, dict, dict]:
     from thce.config import load_config
     from thce.data.strong import read_strong_labels
     from thce.detection.frame_events import reference_list
-    from thce.experiment import run_manifest
+    from thce.run_data import run_manifest
 
     config = load_config(run / "config.toml")
     classes = tuple(config.data.classes)

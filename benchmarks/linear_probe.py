@@ -32,7 +32,7 @@ import torch
 
 from thce.checkpoint import load_run
 from thce.config import load_config
-from thce.experiment import prepare_data
+from thce.run_data import prepare_data
 from thce.io import read_json, write_json
 from thce.metrics import per_class_eer
 from thce.reference import LogRegStatsConfig, select_and_fit

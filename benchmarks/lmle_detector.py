@@ -26,7 +26,8 @@ import torch
 
 from thce.cluster import cluster_per_class
 from thce.config import load_config
-from thce.experiment import evaluate_and_save, prepare_data
+from thce.experiment import evaluate_and_save
+from thce.run_data import prepare_data
 from thce.machine import describe_machine
 from thce.methods import build_detector, build_method_encoder
 from thce.models import ClusterLayer, EventDetector

@@ -15,7 +15,7 @@ from thce.checkpoint import load_run
 from thce.cli import main
 from thce.config import load_config
 from thce.errors import ConfigError
-from thce.experiment import prepare_data
+from thce.run_data import prepare_data
 from thce.losses import TripleHeaderCrossEntropy
 from thce.methods import build_detector, build_method_encoder
 from thce.models import ClusterLayer

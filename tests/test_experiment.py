@@ -10,7 +10,7 @@ import torch
 
 from thce.cli import main
 from thce.config import load_config
-from thce.experiment import prepare_data
+from thce.run_data import prepare_data
 from thce.checkpoint import load_run
 from thce.errors import DataError
 from thce.training.data import predict_scores

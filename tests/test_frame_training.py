@@ -511,3 +511,50 @@ def test_post_processing_read_back_from_a_checkpoint_of_either_form():
     assert PostProcessing.from_dict(older, ["dog"]).min_gap_s == {"dog": 0.5}
     with pytest.raises(KeyError, match="thresholds lacks gun"):
         PostProcessing.from_dict(older, ["dog", "gun"])
+
+
+def test_methods_trained_in_worker_processes_give_one_processs_results(tmp_path):
+    import csv
+    import json
+
+    from thce.cli import main
+
+    config = tmp_path / "frames.toml"
+    config.write_text(FRAME_RUN.replace("[train]\n", "[train]\nnum_threads = 1\n"))  # the same threads both ways
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["-q", "experiment", str(config), "--out", str(one)]) == 0
+    assert main(["-q", "experiment", str(config), "--out", str(two), "--jobs", "2"]) == 0
+
+    def read(run):
+        results = json.loads((run / "results.json").read_text())
+        with (run / "metrics.csv").open(newline="") as handle:  # every epoch once, the processes' rows interleaved
+            rows = sorted(tuple(v for k, v in row.items() if k != "seconds") for row in csv.DictReader(handle))
+        arrays = {}
+        for name in ("scores.npz", "val_scores.npz", "event_counts.npz"):
+            with np.load(run / name) as saved:
+                arrays.update({f"{name}/{key}": saved[key] for key in saved.files})
+        return results, rows, arrays, sorted(p.name for p in (run / "checkpoints").glob("*.pt"))
+
+    first, second = read(one), read(two)
+    for key in ("methods", "selected_epochs", "selection", "warnings", "embedding_diagnostics"):
+        assert second[0][key] == first[0][key], key
+    assert list(second[0]["methods"]) == ["baseline", "proposed1", "proposed2", "dcase2017_baseline"]
+    assert second[0]["processes"] == 2 and "processes" not in first[0]
+    assert set(second[0]["timing_s"]) == set(first[0]["timing_s"])
+    assert second[1] == first[1] and len(first[1]) > 0
+    assert second[2].keys() == first[2].keys() and all(np.array_equal(second[2][k], first[2][k]) for k in first[2])
+    assert second[3] == first[3] == ["baseline.pt", "dcase2017_baseline.pt", "proposed1.pt", "proposed2.pt"]
+    spent = json.loads((two / "checkpoints" / "resume" / "timing_s.json").read_text())
+    assert set(spent) == set(second[0]["timing_s"])  # each process added its stages to the record a resume reads
+    assert main(["-q", "experiment", str(config), "--out", str(two), "--jobs", "2", "--resume"]) == 0
+    assert read(two)[0]["methods"] == first[0]["methods"]
+
+
+def test_jobs_usage_errors(tmp_path, capsys):
+    from thce.cli import main
+
+    config = tmp_path / "frames.toml"
+    config.write_text(FRAME_RUN)
+    assert main(["-q", "experiment", str(config), "--out", str(tmp_path / "run"), "--jobs", "0"]) == 2
+    assert "--jobs: must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

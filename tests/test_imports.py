@@ -43,14 +43,14 @@ def _imports(path: Path, package: str, known: set[str]) -> set[str]:
 #: ``thce.detection.events`` (the event-list format) is data too: the strong-label readers read reference events.
 LAYERS = (
     ("base", ("thce", "thce.errors", "thce.io", "thce.locks", "thce.progress", "thce.seeds", "thce.allocator",
-              "thce.distributed", "thce.config_reader", "thce.devices", "thce.machine")),
+              "thce.workers", "thce.distributed", "thce.config_reader", "thce.devices", "thce.machine")),
     ("signals and data", ("thce.audio", "thce.data", "thce.augment", "thce.metrics", "thce.stats", "thce.sampling",
                           "thce.results", "thce.detection.events")),
     ("networks and losses", ("thce.models", "thce.frame_models", "thce.pretrained", "thce.encoders", "thce.losses",
                              "thce.cluster")),
     ("training", ("thce.training",)),
     ("run setup", ("thce.config", "thce.methods", "thce.reference", "thce.checkpoint", "thce.rundir", "thce.variants",
-                   "thce.pretrained.frozen")),
+                   "thce.pretrained.frozen", "thce.run_data")),
     ("products", ("thce.experiment", "thce.repeats", "thce.sweep", "thce.join", "thce.report", "thce.figures",
                   "thce.toy", "thce.detection")),
     ("command line", ("thce.cli", "thce.__main__")),

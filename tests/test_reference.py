@@ -12,7 +12,7 @@ from thce.cli import main
 from thce.config import load_config
 from thce.data.normaliser import Normaliser
 from thce.errors import ConfigError
-from thce.experiment import prepare_data
+from thce.run_data import prepare_data
 from thce.metrics import per_class_eer
 from thce.reference import LogRegStats, LogRegStatsConfig, fit_one_vs_rest, pooled_stats, run_logreg_stats
 from thce.training.data import TrainingData

@@ -12,7 +12,7 @@ import thce.sweep.running
 from thce.cli import main
 from thce.config import config_from_dict, load_config, save_config
 from thce.errors import ConfigError
-from thce.experiment import load_rows
+from thce.run_data import load_rows
 from thce.metrics import per_class_eer
 from thce.stats import ScoredTestSet, bootstrap_eer_difference
 from thce.rundir import experiment_settings, same_clips

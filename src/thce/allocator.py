@@ -90,6 +90,12 @@ def release_free_memory(above_bytes: int = 0) -> bool:
     return True
 
 
+def kept_bytes() -> int | None:
+    """What :func:`reuse_freed_memory` set in this process (``None``: never called, or not glibc): worker processes
+    apply the same (:mod:`thce.workers`)."""
+    return _kept_bytes
+
+
 def allocator_setting() -> str:
     """How the C heap is set, for benchmark and run records."""
     if _glibc() is None:

@@ -1,4 +1,5 @@
-"""One experiment, end to end: clips -> splits -> cached features -> each method -> scores -> EER -> report.
+"""One experiment, end to end: clips -> splits -> cached features (:mod:`thce.run_data`) -> each method, in one
+process or several (``jobs``) -> scores -> EER -> report.
 
 Writes the run directory whose layout :mod:`thce.rundir` owns: ``config.toml`` (resolved), ``checkpoints/``,
 ``metrics.csv`` (per epoch), ``results.json``, ``report.md``, ``det.png``.
@@ -10,39 +11,17 @@ import dataclasses
 import logging
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from thce.config import ExperimentConfig, load_config, save_config
-from thce.data.feature_store import FeatureStore, usable_indices
-from thce.data.features import compute_features
-from thce.data.normaliser import Normaliser
-from thce.data.manifest import (
-    SPLITS,
-    ManifestRow,
-    Skipped,
-    check_split_coverage,
-    describe_skipped,
-    read_manifest,
-    screen_rows,
-    write_skipped,
-)
-from thce.data.splits import assign_splits, parse_ratio, rebalance, split_counts
-from thce.data.strong import StrongLabels, frame_targets, read_strong_labels
-from thce.data.synth import generate_scenes
-from thce.distributed import SINGLE, Distributed
-from thce.encoders import encoder_table
-from thce.errors import ConfigError, DataError
+from thce.allocator import kept_bytes, reuse_freed_memory
 from thce.checkpoint import save_checkpoint
-from thce.io import atomic_write, write_json
-from thce.metrics import per_class_det_points, per_class_eer
-from thce.methods import MethodRun, build_method_encoder, trainers
-from thce.models import EventDetector
-from thce.machine import run_provenance
+from thce.config import ExperimentConfig, load_config, save_config
+from thce.data.feature_pool import available_cpus
+from thce.data.splits import split_counts
 from thce.detection.frame_events import (
     choose_post_processing,
     class_set_counts,
@@ -52,8 +31,18 @@ from thce.detection.frame_events import (
     reference_list,
 )
 from thce.detection.metrics import evaluate_events
+from thce.distributed import SINGLE, Distributed
+from thce.encoders import encoder_table
+from thce.errors import ConfigError
+from thce.io import atomic_write, write_json
+from thce.machine import run_provenance
+from thce.methods import METHODS, MethodRun, build_method_encoder, trainers, training_units
+from thce.metrics import per_class_det_points, per_class_eer
+from thce.models import EventDetector
+from thce.progress import ProgressFn
 from thce.repeats import summarise_seeds
 from thce.report import write_report
+from thce.run_data import PreparedData, prepare_data
 from thce.rundir import (
     CHECKPOINTS,
     CLIPS,
@@ -63,120 +52,19 @@ from thce.rundir import (
     RESULTS,
     RESUME,
     SCORES,
-    SKIPPED,
     VAL_SCORES,
     clear_run_outputs,
     experiment_settings,
+    open_run,
     read_spent,
     save_spent,
-    open_run,
 )
-from thce.training.data import TrainingData, predict_scores
-from thce.progress import ProgressFn
+from thce.training.data import predict_scores
 from thce.training.engine import RunContext
 from thce.training.metrics_log import MetricsLog
+from thce.workers import run_in_processes
 
 logger = logging.getLogger(__name__)
-
-
-
-@dataclass
-class PreparedData:
-    """The training view of a data set plus what the report says about it."""
-
-    data: TrainingData
-    rows: list[ManifestRow]
-    store: FeatureStore
-    normaliser: Normaliser
-    skipped: list[Skipped] = dataclasses.field(default_factory=list)
-    strong: StrongLabels | None = None  # frame-level runs: every clip's events (data.strong_labels)
-    frame_hop_s: float = 0.0  # frame-level runs: seconds per output frame
-
-
-def run_manifest(config: ExperimentConfig, out_dir: Path, progress: ProgressFn | None = None) -> Path:
-    """The run's manifest: the synthetic scenes' (generated into ``out_dir/data`` if not there yet), or the
-    config's ``data.manifest``."""
-    if config.data.source == "synth":
-        synth = dataclasses.replace(config.synth, seed=config.seed)
-        return generate_scenes(synth, out_dir / "data", progress=progress, workers=config.data.feature_workers)
-    return Path(config.data.manifest)
-
-
-def load_rows(
-    config: ExperimentConfig,
-    out_dir: Path,
-    progress: ProgressFn | None = None,
-    skipped: list[Skipped] | None = None,
-    *,
-    manifest: Path | None = None,
-) -> list[ManifestRow]:
-    """The manifest rows of the run (``manifest``: :func:`run_manifest`'s, found if ``None``), with every split
-    filled (and train/val re-ratioed if configured).
-
-    Rows with a problem (missing file, unknown label, duplicate, ...) are dropped and appended to ``skipped``;
-    with ``data.strict`` the first problems stop the run instead."""
-    manifest = run_manifest(config, out_dir, progress) if manifest is None else manifest
-    rows, bad = screen_rows(
-        read_manifest(manifest), classes=config.data.classes, source=Path(manifest).name, strict=config.data.strict
-    )
-    if skipped is not None:
-        skipped.extend(bad)
-    rows = assign_splits(rows, fractions=config.data.split_fractions, seed=config.seed)
-    if config.data.ratio:
-        ratio = parse_ratio(config.data.ratio)
-        if len(ratio) != len(config.data.classes) + 1:
-            raise DataError(
-                f"data.ratio {config.data.ratio!r}: expected {len(config.data.classes) + 1} parts "
-                f"({', '.join(config.data.classes)}, background)"
-            )
-        shrink = [("" if name == "background" else name) for name in config.data.ratio_shrink] or None
-        rows = rebalance(rows, labels=[*config.data.classes, ""], ratio=ratio, seed=config.seed, shrink=shrink)
-    return rows
-
-
-def prepare_data(
-    config: ExperimentConfig, out_dir: Path, progress: ProgressFn | None = None, *, write_files: bool = True
-) -> PreparedData:
-    """Rows -> cached log-mel features -> :class:`TrainingData` normalised with training-split statistics (with an
-    encoder that standardises its inputs itself, as PANNs' bn0 does: an identity :class:`Normaliser`).
-
-    ``write_files=False`` (ranks other than 0, after rank 0 prepared the data) leaves ``skipped.csv`` alone."""
-    skipped: list[Skipped] = []
-    manifest = run_manifest(config, out_dir, progress)
-    rows = load_rows(config, out_dir, progress, skipped, manifest=manifest)
-    check_split_coverage(rows, config.data.classes)
-    class_of = {name: i for i, name in enumerate(config.data.classes)}
-    class_index = np.array([class_of.get(row.label, len(config.data.classes)) for row in rows], dtype=np.int64)
-    cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else out_dir / "cache"
-    store = compute_features(
-        [row.path for row in rows], config=config.features, cache_dir=cache_dir, workers=config.data.feature_workers,
-        strict=config.data.strict, progress=progress,
-    )  # fmt: skip
-    skipped += store.skipped
-    if write_files:
-        write_skipped(skipped, out_dir / SKIPPED)
-    if skipped and write_files:
-        logger.warning("%s; listed in %s", describe_skipped(skipped), out_dir / SKIPPED)
-    usable = usable_indices(store)  # clips whose audio decoded; class_index stays indexed by store position
-    splits = {s: usable[np.array([rows[i].split == s for i in usable], dtype=bool)] for s in SPLITS}
-    kept = [rows[i] for i in usable]
-    check_split_coverage(kept, config.data.classes)  # a class may have lost its last clips of a split
-    if encoder_table(config).kind.normalises_inputs:  # e.g. PANNs' bn0: the encoder standardises its features itself
-        normaliser = Normaliser(np.zeros(config.features.n_mels), np.ones(config.features.n_mels))
-    else:
-        normaliser = Normaliser.fit(store, splits["train"])
-    if not config.data.strong_labels:
-        data = TrainingData(store, class_index, splits, tuple(config.data.classes), normaliser)
-        return PreparedData(data, kept, store, normaliser, skipped)
-    strong = read_strong_labels(manifest, events_path=config.data.events or None)
-    stride = config.frame_model.stride
-    hop_s = stride * config.features.hop_ms / 1000.0
-    targets = np.stack([
-        frame_targets(strong.get(row.path, ()), config.data.classes, config.features.num_frames // stride, hop_s)
-        for row in rows
-    ])  # fmt: skip
-    data = TrainingData(store, class_index, splits, tuple(config.data.classes), normaliser, frame_targets=targets)
-    return PreparedData(data, kept, store, normaliser, skipped, strong=strong, frame_hop_s=hop_s)
 
 
 def evaluate_and_save(
@@ -287,6 +175,7 @@ def run_experiment(
     resume: bool = False,
     overwrite: bool = False,
     dist: Distributed = SINGLE,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Run every method of ``config.methods`` on identical features and splits; write the run directory.
 
@@ -294,17 +183,29 @@ def run_experiment(
     ``checkpoints/resume/``) and ends with the results an uninterrupted run gives. A directory that holds a run is
     refused unless ``resume`` or ``overwrite`` (which replaces the run's results and checkpoints) is given.
     Under ``torchrun`` (``dist``), every rank trains and only rank 0 writes (it also prepares the data first).
-    Returns the results dict also written to ``results.json``.
+    ``jobs`` > 1 trains the methods in that many worker processes side by side (:func:`_train_in_processes`), with
+    the results one process gives. Returns the results dict also written to ``results.json``.
     """
     out_dir = Path(out_dir)
+    if jobs < 1:
+        raise ConfigError(f"jobs: must be >= 1 (processes training the methods side by side), got {jobs}")
+    if jobs > 1 and dist.enabled:
+        raise ConfigError("jobs: a torchrun job spreads each method over its ranks; train the methods in one "
+                          "process each (jobs = 1) under torchrun")  # fmt: skip
     if not dist.is_main:  # rank 0 holds the folder
         return _run_experiment(config, out_dir, progress=progress, resume=resume, dist=dist)
     with open_run(out_dir, resume=resume, overwrite=overwrite):
-        return _run_experiment(config, out_dir, progress=progress, resume=resume, dist=dist)
+        return _run_experiment(config, out_dir, progress=progress, resume=resume, dist=dist, jobs=jobs)
 
 
 def _run_experiment(
-    config: ExperimentConfig, out_dir: Path, *, progress: ProgressFn | None, resume: bool, dist: Distributed
+    config: ExperimentConfig,
+    out_dir: Path,
+    *,
+    progress: ProgressFn | None,
+    resume: bool,
+    dist: Distributed,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """:func:`run_experiment` in a folder this process holds (rank 0) or that rank 0 holds (other ranks)."""
     resume_dir = out_dir / RESUME
@@ -331,30 +232,20 @@ def _run_experiment(
     dist.barrier()  # the synthetic clips and the feature cache exist: the other ranks only read them
     if not dist.is_main:
         prepared = prepare_data(config, out_dir, write_files=False)
-    ctx = RunContext(
-        train=config.train, seed=config.seed, log=MetricsLog(metrics_path if dist.is_main else None),
-        progress=progress if dist.is_main else None, resume_dir=resume_dir, dist=dist, augment=config.augment,
-    )  # fmt: skip
-    if config.model.cached_embeddings:  # a fixed encoder: every method trains on its embeddings, computed once
-        from thce.pretrained.frozen import frozen_training_data
-
-        frozen = frozen_training_data(prepared.data, prepared.store, model=config.model, seed=config.seed, ctx=ctx)
-        prepared = dataclasses.replace(prepared, data=frozen)
+    ctx = _run_context(config, out_dir, progress, dist, shared_log=jobs > 1)
+    prepared = _on_frozen_embeddings(prepared, config, ctx)
     data = prepared.data
     timing["data"] = spent.get("data", 0.0) + time.perf_counter() - start
     if dist.is_main:
         save_spent(resume_dir, timing)
-
-    def evaluate(method: str, model: EventDetector) -> dict[str, Any]:
-        return evaluate_and_save(model, method, prepared, config, ctx, out_dir)
-
-    run = MethodRun(
-        config, data, ctx, evaluate, checkpoint_dir=out_dir / CHECKPOINTS if dist.is_main else None, timing=timing,
-        spent_before=spent, save_timing=(lambda totals: save_spent(resume_dir, totals)) if dist.is_main else None,
-    )
+    run = _method_run(config, prepared, ctx, out_dir, timing=timing, spent=spent)
+    units = training_units(config.methods)
     methods: dict[str, Any] = {}
-    for train in trainers(config.methods):  # the registry's order; every method from the same initial encoder
-        methods.update(train(run))
+    if jobs > 1 and len(units) > 1:
+        methods = _train_in_processes(run, units, jobs, out_dir, progress)
+    else:
+        for train in trainers(config.methods):  # the registry's order; every method from the same initial encoder
+            methods.update(train(run))
     diagnostics = run.diagnostics
     test_scores = {name: entry.pop("test_scores") for name, entry in methods.items()}
     val_scores = {name: entry.pop("val_scores") for name, entry in methods.items()}
@@ -373,6 +264,8 @@ def _run_experiment(
     }
     if dist.enabled:
         results["world_size"] = dist.world_size
+    if jobs > 1 and len(units) > 1:  # the stages' seconds overlap: their sum is more than the wall time
+        results["processes"] = min(jobs, len(units))
     if not dist.is_main:
         return results
     with atomic_write(out_dir / VAL_SCORES, "wb") as handle:
@@ -388,6 +281,108 @@ def _run_experiment(
     return results
 
 
+def _run_context(
+    config: ExperimentConfig, out_dir: Path, progress: ProgressFn | None, dist: Distributed, *, shared_log: bool
+) -> RunContext:
+    """The training context of one process of a run; ``shared_log``: other processes log into ``metrics.csv`` too."""
+    resume_dir = out_dir / RESUME
+    log = MetricsLog(out_dir / METRICS if dist.is_main else None,
+                     lock_path=resume_dir / f"{METRICS}.lock" if shared_log else None)  # fmt: skip
+    return RunContext(
+        train=config.train, seed=config.seed, log=log, progress=progress if dist.is_main else None,
+        resume_dir=resume_dir, dist=dist, augment=config.augment,
+    )  # fmt: skip
+
+
+def _on_frozen_embeddings(prepared: PreparedData, config: ExperimentConfig, ctx: RunContext) -> PreparedData:
+    """``prepared`` as the methods train on it: with a fixed encoder (``model.cached_embeddings``) its cached
+    embeddings of every clip (computed once, then read), else as it is."""
+    if not config.model.cached_embeddings:
+        return prepared
+    from thce.pretrained.frozen import frozen_training_data
+
+    frozen = frozen_training_data(prepared.data, prepared.store, model=config.model, seed=config.seed, ctx=ctx)
+    return dataclasses.replace(prepared, data=frozen)
+
+
+def _method_run(
+    config: ExperimentConfig,
+    prepared: PreparedData,
+    ctx: RunContext,
+    out_dir: Path,
+    *,
+    timing: dict[str, float],
+    spent: dict[str, float],
+) -> MethodRun:
+    """What the trainers of one process share; rank 0 saves checkpoints and stage times."""
+    resume_dir = out_dir / RESUME
+    main = ctx.dist.is_main
+
+    def evaluate(method: str, model: EventDetector) -> dict[str, Any]:
+        return evaluate_and_save(model, method, prepared, config, ctx, out_dir)
+
+    return MethodRun(
+        config, prepared.data, ctx, evaluate, checkpoint_dir=out_dir / CHECKPOINTS if main else None, timing=timing,
+        spent_before=spent, save_timing=(lambda totals: save_spent(resume_dir, totals)) if main else None,
+    )  # fmt: skip
+
+
+def _train_in_processes(
+    run: MethodRun, units: list[str], jobs: int, out_dir: Path, progress: ProgressFn | None
+) -> dict[str, Any]:
+    """Train the methods ``units`` (:func:`thce.methods.training_units`) in ``jobs`` worker processes
+    (:func:`thce.workers.run_in_processes`), each preparing the data again from the feature cache, with
+    ``train.num_threads`` threads (unset: the usable cores shared out). Algorithm 1's (proposed1, with proposed2) goes
+    first: it is the longest, the others share the remaining processes. What the workers report (results, stage
+    times, kept epochs, warnings, Algorithm 1's diagnostics) joins ``run``; returns the methods' results in the
+    order one process gives them. Each method's random streams are its own, so the results are one process's."""
+    config = run.config
+    assert isinstance(config, ExperimentConfig)
+    processes = min(jobs, len(units))
+    threads = config.train.num_threads or max(1, available_cpus() // processes)
+    reports = run_in_processes(
+        _train_unit, sorted(units, key=lambda name: name != "proposed1"), processes=processes, setup=_unit_setup,
+        setup_args=(config, out_dir, threads, dict(run.spent_before), kept_bytes()), progress=progress,
+    )  # fmt: skip
+    methods: dict[str, Any] = {}
+    for name in units:
+        report = reports[name]
+        methods.update(report["methods"])
+        run.timing.update(report["timing"])
+        run.diagnostics.extend(report["diagnostics"])
+        run.ctx.log.selected_epochs.update(report["selected_epochs"])
+        run.ctx.log.criteria.update(report["criteria"])
+        run.ctx.log.warnings.extend(report["warnings"])
+    return methods
+
+
+#: A worker's state: the config, the run folder, the prepared data and the seconds earlier processes spent.
+_UnitState = tuple[ExperimentConfig, Path, PreparedData, dict[str, float]]
+
+
+def _unit_setup(
+    config: ExperimentConfig, out_dir: Path, threads: int, spent: dict[str, float], keep_bytes: int | None
+) -> _UnitState:
+    """A worker process of :func:`_train_in_processes`: the parent's allocator setting and ``threads``, then the
+    run's data, read from what the parent prepared (clips, feature cache, embedding cache)."""
+    if keep_bytes is not None:
+        reuse_freed_memory(keep_bytes)
+    torch.set_num_threads(threads)
+    prepared = prepare_data(config, out_dir, write_files=False)
+    prepared = _on_frozen_embeddings(prepared, config, _run_context(config, out_dir, None, SINGLE, shared_log=True))
+    return config, out_dir, prepared, spent
+
+
+def _train_unit(state: _UnitState, name: str, progress: ProgressFn) -> dict[str, Any]:
+    """Train the method ``name`` (and what its trainer trains with it) in a worker; what the parent merges."""
+    config, out_dir, prepared, spent = state
+    ctx = _run_context(config, out_dir, progress, SINGLE, shared_log=True)
+    run = _method_run(config, prepared, ctx, out_dir, timing={}, spent=spent)
+    methods = METHODS[name].train(run)
+    return {"methods": methods, "timing": run.timing, "diagnostics": run.diagnostics,
+            "selected_epochs": ctx.log.selected_epochs, "criteria": ctx.log.criteria, "warnings": ctx.log.warnings}  # fmt: skip
+
+
 def run_seeds(
     config: ExperimentConfig,
     out_dir: str | Path,
@@ -397,6 +392,7 @@ def run_seeds(
     resume: bool = False,
     overwrite: bool = False,
     dist: Distributed = SINGLE,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Repeat :func:`run_experiment` with seeds ``seed, seed+1, ...`` (each its own data, split and init) in
     ``out_dir/seed_<s>/``, then summarise in ``out_dir``: mean and std of each EER, and bootstrap intervals of each
@@ -411,9 +407,8 @@ def run_seeds(
     def run_each() -> None:
         for seed in seed_list:
             seed_config = dataclasses.replace(config, seed=seed)
-            run_experiment(
-                seed_config, out_dir / f"seed_{seed}", progress=progress, resume=resume, overwrite=overwrite, dist=dist
-            )
+            run_experiment(seed_config, out_dir / f"seed_{seed}", progress=progress, resume=resume,
+                           overwrite=overwrite, dist=dist, jobs=jobs)  # fmt: skip
 
     if not dist.is_main:
         run_each()

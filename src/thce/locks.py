@@ -5,6 +5,9 @@ names the holder (PID, host, start time), so a second process is refused at once
 folder. The kernel drops the lock when its process dies however it dies, so a lock file left by a killed process
 is stale: it is taken over with a warning. Locks are reentrant within a process (the command line takes the lock
 before any work, the library takes it again when it writes).
+
+:func:`taking_turns` is the other kind: processes of one run (``thce experiment --jobs``) that update the same file
+wait for each other.
 """
 
 from __future__ import annotations
@@ -133,3 +136,13 @@ def _take_over(lock_path: Path, previous: str) -> None:
                           f" if it has ended, delete {lock_path}")  # fmt: skip
     state = "is no longer running" if pid < 0 or not _alive(pid) else "no longer holds it"
     logger.warning("%s: taking over a stale lock (%s %s)", lock_path.parent, describe_holder(previous), state)
+
+
+@contextmanager
+def taking_turns(lock_path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created, never removed) for the block, waiting while another
+    process holds it: the worker processes of one run append to and rewrite the same files (``metrics.csv``, the
+    stage timing) in turns."""
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield

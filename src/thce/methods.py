@@ -381,10 +381,16 @@ def check_methods(names: Iterable[str]) -> None:
             raise ConfigError(f"methods: {name} starts from {requires}; list both")
 
 
+def training_units(names: Iterable[str]) -> list[str]:
+    """The methods of ``names`` that have a trainer, in registry order: proposed2 trains with proposed1, so it is
+    not one (``["baseline", "proposed1", "proposed2"]`` -> ``["baseline", "proposed1"]``)."""
+    listed = set(names)
+    return [method.name for method in METHODS.values() if method.name in listed and method.train is not None]
+
+
 def trainers(names: Iterable[str]) -> list[Trainer]:
     """The trainers of the methods ``names``, in registry order (proposed2 trains with proposed1)."""
-    listed = set(names)
-    return [method.train for method in METHODS.values() if method.name in listed and method.train is not None]
+    return [METHODS[name].train for name in training_units(names)]  # type: ignore[misc]  # units have one
 
 
 def method_settings(config: Mapping[str, Any], method: str) -> dict[str, Any]:

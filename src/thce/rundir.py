@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from thce.errors import ConfigError, DataError
 from thce.io import read_json, write_json
-from thce.locks import folder_lock
+from thce.locks import folder_lock, taking_turns
 
 if TYPE_CHECKING:
     from thce.config import ExperimentConfig
@@ -237,6 +237,10 @@ def read_spent(resume_dir: Path) -> dict[str, float]:
 
 
 def save_spent(resume_dir: Path, timing: dict[str, float]) -> None:
-    """Record ``timing`` (seconds per stage, totals so far) for a later resume of the run."""
-    if Path(resume_dir).is_dir():
-        write_json(Path(resume_dir) / SPENT, {stage: round(seconds, 3) for stage, seconds in timing.items()})
+    """Record ``timing`` (seconds per stage, totals so far) for a later resume of the run, over what is recorded of
+    other stages (the worker processes of ``thce experiment --jobs`` each time their own)."""
+    resume_dir = Path(resume_dir)
+    if resume_dir.is_dir():
+        with taking_turns(resume_dir / f"{SPENT}.lock"):
+            totals = {**read_spent(resume_dir), **timing}
+            write_json(resume_dir / SPENT, {stage: round(seconds, 3) for stage, seconds in totals.items()})

@@ -28,20 +28,32 @@ def run(
     seeds: int = 1,
     resume: bool = False,
     overwrite: bool = False,
+    jobs: int = 1,
 ) -> int:
     from thce.rundir import open_run
 
     if seeds < 1:
         raise ThceError(f"--seeds: must be >= 1, got {seeds}")
+    if jobs < 1:
+        raise ThceError(f"--jobs: must be >= 1, got {jobs}")
     if os.environ.get("RANK", "0") != "0":  # other torchrun ranks: rank 0 holds the folder
+        if jobs > 1:
+            raise ThceError("--jobs: under torchrun each method is spread over the ranks; leave --jobs out")
         return _run(config_path, out, overrides, quiet, seeds, resume, overwrite)
     # at once, before torch is imported: a second process, or a run in the way, is refused
     with open_run(out, resume=resume, overwrite=overwrite, config_path=config_path):
-        return _run(config_path, out, overrides, quiet, seeds, resume, overwrite)
+        return _run(config_path, out, overrides, quiet, seeds, resume, overwrite, jobs)
 
 
 def _run(
-    config_path: Path, out: Path, overrides: list[str], quiet: bool, seeds: int, resume: bool, overwrite: bool
+    config_path: Path,
+    out: Path,
+    overrides: list[str],
+    quiet: bool,
+    seeds: int,
+    resume: bool,
+    overwrite: bool,
+    jobs: int = 1,
 ) -> int:
     from thce.config import load_config
     from thce.devices import check_device
@@ -59,10 +71,12 @@ def _run(
             handler.setLevel(logging.WARNING)
     with ProgressBars(enabled=not quiet and dist.is_main) as bars:
         if seeds == 1:
-            results = run_experiment(config, out, progress=bars, resume=resume, overwrite=overwrite, dist=dist)
+            results = run_experiment(
+                config, out, progress=bars, resume=resume, overwrite=overwrite, dist=dist, jobs=jobs
+            )
         else:
             results = run_seeds(
-                config, out, seeds=seeds, progress=bars, resume=resume, overwrite=overwrite, dist=dist
+                config, out, seeds=seeds, progress=bars, resume=resume, overwrite=overwrite, dist=dist, jobs=jobs
             )
     shutdown(dist)  # not on errors: a failed rank exits at once and torchrun stops the others
     if not dist.is_main:
@@ -102,9 +116,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument("--overwrite", action="store_true",
                      help="replace the run in --out (results, checkpoints); without it or --resume, a directory "
                           "holding a run is refused")
+    exp.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="train the methods in N processes side by side (same results; on a CPU two processes "
+                          "of one thread beat one of two); threads per process: train.num_threads, else the cores "
+                          "shared out")
     exp.set_defaults(
         func=lambda args: run(
-            args.config, args.out, args.overrides, args.quiet, args.seeds, args.resume, args.overwrite
+            args.config, args.out, args.overrides, args.quiet, args.seeds, args.resume, args.overwrite, args.jobs
         )
     )
 

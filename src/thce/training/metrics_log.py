@@ -7,10 +7,12 @@ from __future__ import annotations
 import csv
 import logging
 import math
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from thce.io import atomic_write
+from thce.locks import taking_turns
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +25,11 @@ class MetricsLog:
         "eq3_train", "eq3_val", "own_over_other_val", "seconds",
     )  # fmt: skip
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, lock_path: Path | None = None) -> None:
+        """``lock_path``: a file whose lock processes writing the same CSV take in turns (``thce experiment --jobs``:
+        appends and the rewrite of :meth:`drop_after` do not cross); ``None``: this process alone writes it."""
         self.path = path
+        self.lock_path = lock_path
         self.rows: list[dict[str, Any]] = []
         #: ``"method/stage[/iteration]" -> epoch`` whose weights an early-stopped stage kept (0: its starting state)
         self.selected_epochs: dict[str, int] = {}
@@ -48,7 +53,7 @@ class MetricsLog:
             row.get("train_loss", float("nan")), _fmt(row.get("val_loss")),
         )  # fmt: skip
         if self.path is not None:
-            with self.path.open("a", newline="") as handle:
+            with self._turn(), self.path.open("a", newline="") as handle:
                 csv.writer(handle).writerow([_fmt(row.get(c)) for c in self.COLUMNS])
 
     def select(self, method: str, stage: str, iteration: int | str, epoch: int, criterion: str = "val_loss") -> None:
@@ -109,12 +114,17 @@ class MetricsLog:
 
         self.rows = [row for row in self.rows if not later(row)]
         if self.path is not None and self.path.exists():
-            with self.path.open(newline="") as handle:
-                kept = [row for row in csv.DictReader(handle) if not later(row)]
-            with atomic_write(self.path, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=self.COLUMNS)
-                writer.writeheader()
-                writer.writerows(kept)
+            with self._turn():
+                with self.path.open(newline="") as handle:
+                    kept = [row for row in csv.DictReader(handle) if not later(row)]
+                with atomic_write(self.path, "w", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=self.COLUMNS)
+                    writer.writeheader()
+                    writer.writerows(kept)
+
+    def _turn(self) -> AbstractContextManager[None]:
+        """The lock on :attr:`lock_path` while this process writes the CSV (nothing without one)."""
+        return nullcontext() if self.lock_path is None else taking_turns(self.lock_path)
 
 
 def _stage_key(method: Any, stage: Any, iteration: Any) -> str:
