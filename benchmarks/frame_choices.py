@@ -1,13 +1,15 @@
 """Frame-level runs of one config's variants side by side, validation first: what a setting was chosen on.
 
-    python benchmarks/frame_choices.py LABEL=RUN_DIR [LABEL=RUN_DIR ...] [--note TEXT] [--out JSON]
+    python benchmarks/frame_choices.py LABEL=RUN_DIR [LABEL=RUN_DIR ...] [--reference JSON] [--note TEXT] [--out JSON]
 
 Each RUN_DIR is a finished single-seed frame-level run (``data.strong_labels``) of one variant. Per variant and
 method the JSON holds: the validation event F per class and its class average (each class's post-processing chosen
 again from the saved scores with today's grids, :func:`frame_post_processing.run_figures`, so that runs made with
 older grids compare), the validation frame EER, then the test figures (class-average event F and error rate, frame
 EER) for the record, the kept epochs, the minutes each stage took and the config differences from the first
-variant. ``--note``: how the runs were made (their command lines). Decide on ``val``.
+variant. ``--note``: how the runs were made (their command lines). ``--reference``: an earlier report of this
+script whose variants the new ones are compared with (runs no longer on disk): its variants' figures are copied
+under ``reference``, with its command. Decide on ``val``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
     parser.add_argument("--note", default="")
+    parser.add_argument("--reference", type=Path, action="append", default=[], metavar="JSON")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     variants: dict[str, Any] = {}
@@ -73,6 +76,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         variants[label] = figures
     report = {"command": "python benchmarks/frame_choices.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "note": args.note, "variants": variants}  # fmt: skip
+    if args.reference:
+        earlier = {str(path): json.loads(path.read_text()) for path in args.reference}
+        report["reference"] = {path: {"command": r["command"], "variants": r["variants"]} for path, r in earlier.items()}
     text = json.dumps(report, indent=1)
     if args.out is not None:
         args.out.write_text(text + "\n")
