@@ -95,3 +95,18 @@ def test_lanes_of_the_command_lines_bars_and_of_a_plain_callback():
     seen: list[str] = []
     lane(lambda d, n, t: seen.append(d), "baseline")("epoch", 1, 3)
     assert seen == ["baseline: epoch"]
+
+
+def _thread_variables(state: dict[str, int], item: int, progress) -> dict[str, str | None]:
+    from thce.workers import THREAD_VARIABLES
+
+    return {name: os.environ.get(name) for name in THREAD_VARIABLES}
+
+
+def test_workers_thread_pools_are_sized_where_the_environment_does_not_say(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")  # the user's setting stays
+    seen = run_in_processes(_thread_variables, [1], processes=1, setup=_setup, setup_args=(0,), threads=1)[1]
+    assert seen == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "3", "MKL_NUM_THREADS": "1"}
+    assert "OMP_NUM_THREADS" not in os.environ and os.environ["OPENBLAS_NUM_THREADS"] == "3"  # ours, gone again

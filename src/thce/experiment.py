@@ -343,6 +343,7 @@ def _train_in_processes(
     reports = run_in_processes(
         _train_unit, sorted(units, key=lambda name: name != "proposed1"), processes=processes, setup=_unit_setup,
         setup_args=(config, out_dir, threads, dict(run.spent_before), kept_bytes()), progress=progress,
+        threads=threads,
     )  # fmt: skip
     methods: dict[str, Any] = {}
     for name in units:
