@@ -242,7 +242,7 @@ def _run_experiment(
     units = training_units(config.methods)
     methods: dict[str, Any] = {}
     if jobs > 1 and len(units) > 1:
-        methods = _train_in_processes(run, units, jobs, out_dir, progress)
+        methods = _train_in_processes(config, run, units, jobs, out_dir, progress)
     else:
         for train in trainers(config.methods):  # the registry's order; every method from the same initial encoder
             methods.update(train(run))
@@ -328,7 +328,7 @@ def _method_run(
 
 
 def _train_in_processes(
-    run: MethodRun, units: list[str], jobs: int, out_dir: Path, progress: ProgressFn | None
+    config: ExperimentConfig, run: MethodRun, units: list[str], jobs: int, out_dir: Path, progress: ProgressFn | None
 ) -> dict[str, Any]:
     """Train the methods ``units`` (:func:`thce.methods.training_units`) in ``jobs`` worker processes
     (:func:`thce.workers.run_in_processes`), each preparing the data again from the feature cache, with
@@ -336,8 +336,6 @@ def _train_in_processes(
     first: it is the longest, the others share the remaining processes. What the workers report (results, stage
     times, kept epochs, warnings, Algorithm 1's diagnostics) joins ``run``; returns the methods' results in the
     order one process gives them. Each method's random streams are its own, so the results are one process's."""
-    config = run.config
-    assert isinstance(config, ExperimentConfig)
     processes = min(jobs, len(units))
     threads = config.train.num_threads or max(1, available_cpus() // processes)
     reports = run_in_processes(
