@@ -48,6 +48,7 @@ from thce.models import (
     LSTMEncoder,
     remove_clip_mean,
 )
+from thce.recurrent import run_gru
 
 
 def _check_length(x: Tensor, frame_stride: int) -> None:
@@ -137,6 +138,8 @@ class FrameCNNEncoder(CNNEncoder):
         if self.rnn is None:
             return frames
         self.rnn.flatten_parameters()  # as LSTMEncoder: a deep copy leaves cuDNN's weights in separate chunks
+        if isinstance(self.rnn, nn.GRU):
+            return run_gru(self.rnn, frames)  # on a CPU, training passes take thce.recurrent's faster backward
         return self.rnn(frames)[0]
 
     def feature_maps(self, x: Tensor) -> Tensor:
