@@ -13,7 +13,8 @@ shared machine falls on every variant alike:
 Variants: ``clip_cnn`` (the named baseline: the paper's clip CNN, thce.models.CNNEncoder), the paper-sized frame CNN
 and CRNN, the CNN with its blocks pooling first (``cnn_block_order = "pool_first"``), a smaller CNN (16 / 32
 channels, 5x5: ``cnn_small``; pooling first too: ``cnn_fast``, ``crnn_fast`` and ``crnn_fast_lstm``, whose recurrent layer
-is an LSTM, not a GRU: ``frame_model.rnn_type``), the LSTM with both strides (``lstm_states``: inference only, its
+is an LSTM, not a GRU: ``frame_model.rnn_type``; ``crnn_fast_nn_gru``: ``crnn_fast`` trained through torch's
+``nn.GRU`` rather than :mod:`thce.recurrent`'s backward), the LSTM with both strides (``lstm_states``: inference only, its
 training step took minutes) and the DCASE 2017 Task 2 baseline MLP. ``uptime`` is recorded before and after: the
 machine may be shared, and contention slows multi-threaded runs (and the recurrent ones most) far more than single
 ones. The C heap keeps freed blocks for reuse as under the CLI (:func:`thce.allocator.reuse_freed_memory`;
@@ -37,12 +38,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from thce import frame_models
 from thce.allocator import reuse_freed_memory
 from thce.encoders import FrameModelConfig, ModelConfig, build_encoder
 from thce.io import write_json
 from thce.losses import weighted_bce
 from thce.machine import describe_machine
 from thce.models import DetectorHead
+from thce.recurrent import run_gru
 
 CLIP_S, FRAMES, MELS, EVENTS = 30.0, 3000, 64, 3
 SMALL = {"cnn_channels": (16, 32), "cnn_kernel": 5}
@@ -57,11 +60,14 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "crnn": {"encoder": "crnn"},
     "crnn_fast": {"encoder": "crnn", **FAST},
     "crnn_fast_lstm": {"encoder": "crnn", **FAST, "rnn_type": "lstm"},
+    "crnn_fast_nn_gru": {"encoder": "crnn", **FAST},
     "lstm": {"encoder": "lstm"},
     "lstm_states": {"encoder": "lstm", "lstm_stride_by": "states"},
     "dcase2017_mlp": {"encoder": "dcase2017_mlp"},
 }
 INFERENCE_ONLY = {"lstm_states"}
+#: variants whose training steps run torch's nn.GRU, not thce.recurrent's (the same network as ``crnn_fast``)
+NN_GRU = {"crnn_fast_nn_gru"}
 
 
 def build(options: dict[str, Any] | None) -> nn.Module:
@@ -107,8 +113,9 @@ def uptime() -> str:
         return ""
 
 
-def train_step_fn(encoder: nn.Module, batch: int) -> Callable[[], None]:
-    """One training step on random clips with sparse frame targets (a few per cent of frames active)."""
+def train_step_fn(encoder: nn.Module, batch: int, *, nn_gru: bool = False) -> Callable[[], None]:
+    """One training step on random clips with sparse frame targets (a few per cent of frames active); ``nn_gru``:
+    the recurrent layer as torch's ``nn.GRU`` runs it, not through :func:`thce.recurrent.run_gru`."""
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(batch, FRAMES, MELS, generator=gen)
     head = DetectorHead(encoder.embedding_dim, EVENTS)
@@ -120,6 +127,7 @@ def train_step_fn(encoder: nn.Module, batch: int) -> Callable[[], None]:
     encoder.train()
 
     def step() -> None:
+        frame_models.run_gru = (lambda gru, v: gru(v)[0]) if nn_gru else run_gru
         loss = weighted_bce(head(encoder(x)), targets, weights)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -148,7 +156,7 @@ def run(threads: int, *, batch: int, steps: int, reps: int, variants: list[str])
         }
     # training: one warm-up step, then ``steps`` rounds over the variants
     trainable = [n for n in variants if n not in INFERENCE_ONLY]
-    step_fns = {name: train_step_fn(encoders[name], batch) for name in trainable}
+    step_fns = {name: train_step_fn(encoders[name], batch, nn_gru=name in NN_GRU) for name in trainable}
     train_times: dict[str, list[float]] = {name: [] for name in trainable}
     for round_ in range(steps + 1):
         for name in trainable:

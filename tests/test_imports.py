@@ -46,7 +46,7 @@ LAYERS = (
               "thce.workers", "thce.distributed", "thce.config_reader", "thce.devices", "thce.machine")),
     ("signals and data", ("thce.audio", "thce.data", "thce.augment", "thce.metrics", "thce.stats", "thce.sampling",
                           "thce.results", "thce.detection.events")),
-    ("networks and losses", ("thce.models", "thce.frame_models", "thce.pretrained", "thce.encoders", "thce.losses",
+    ("networks and losses", ("thce.models", "thce.frame_models", "thce.recurrent", "thce.pretrained", "thce.encoders", "thce.losses",
                              "thce.cluster")),
     ("training", ("thce.training",)),
     ("run setup", ("thce.config", "thce.methods", "thce.reference", "thce.checkpoint", "thce.rundir", "thce.variants",
