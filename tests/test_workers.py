@@ -44,6 +44,41 @@ def _raise_unpicklable(state: dict[str, int], item: int, progress) -> int:
     raise _Unpicklable(1, 2)
 
 
+def _folder(path: str) -> str:
+    return path
+
+
+def _threads_as_others_finish(folder: str, item: str, progress) -> tuple[int, int]:
+    """"long": torch's threads at its first progress call and once the other worker has run out of items; "short"
+    waits until "long" has looked once, then ends (its worker finds the end of the queue)."""
+    import time
+
+    import torch
+
+    marker = os.path.join(folder, "long-started")
+    if item == "short":
+        for _ in range(600):
+            if os.path.exists(marker):
+                break
+            time.sleep(0.05)
+        return 0, 0
+    progress("working", 0, 1)
+    first = torch.get_num_threads()
+    open(marker, "w").close()
+    for _ in range(600):
+        progress("working", 0, 1)
+        if torch.get_num_threads() != first:
+            break
+        time.sleep(0.05)
+    return first, torch.get_num_threads()
+
+
+def test_a_worker_left_alone_takes_the_cores_the_others_freed(tmp_path):
+    results = run_in_processes(_threads_as_others_finish, ["long", "short"], processes=2, setup=_folder,
+                               setup_args=(str(tmp_path),), share_cores=4)  # fmt: skip
+    assert results["long"] == (2, 4)  # 4 cores over 2 busy workers, then over 1
+
+
 def test_items_run_in_workers_set_up_once_with_progress_and_logs_relayed(caplog):
     calls: list[tuple[str, int, int]] = []
     for name in ("thce", "thce.training"):  # what the workers copy (a CLI test before this one may have set them)

@@ -332,7 +332,8 @@ def _train_in_processes(
 ) -> dict[str, Any]:
     """Train the methods ``units`` (:func:`thce.methods.training_units`) in ``jobs`` worker processes
     (:func:`thce.workers.run_in_processes`), each preparing the data again from the feature cache, with
-    ``train.num_threads`` threads (unset: the usable cores shared out). Algorithm 1's (proposed1, with proposed2) goes
+    ``train.num_threads`` threads (unset: the usable cores shared out among the workers still training, so that the
+    last takes them all). Algorithm 1's (proposed1, with proposed2) goes
     first: it is the longest, the others share the remaining processes. What the workers report (results, stage
     times, kept epochs, warnings, Algorithm 1's diagnostics) joins ``run``; returns the methods' results in the
     order one process gives them. Each method's random streams are its own, so the results are one process's."""
@@ -341,7 +342,7 @@ def _train_in_processes(
     reports = run_in_processes(
         _train_unit, sorted(units, key=lambda name: name != "proposed1"), processes=processes, setup=_unit_setup,
         setup_args=(config, out_dir, threads, dict(run.spent_before), kept_bytes()), progress=progress,
-        threads=threads,
+        threads=threads, share_cores=None if config.train.num_threads else available_cpus(),
     )  # fmt: skip
     methods: dict[str, Any] = {}
     for name in units:

@@ -60,13 +60,17 @@ def run_in_processes(
     setup_args: tuple[Any, ...] = (),
     progress: ProgressFn | None = None,
     threads: int | None = None,
+    share_cores: int | None = None,
 ) -> dict[Any, Any]:
     """``{item: task(state, item, progress)}`` over ``items``, run by ``processes`` spawned workers (each with
     ``state = setup(*setup_args)``); ``task`` and ``setup`` must be importable module-level functions and their
     arguments and results picklable. Items are handed out in order, one at a time, to whichever worker is free.
     ``threads``: the workers' OpenMP, OpenBLAS and MKL thread pools (:data:`THREAD_VARIABLES`, where the environment
     does not set them): without it each worker's numpy would start a pool over all cores, whose spinning threads
-    slowed two one-thread training workers on 2 cores by 1.3-2x.
+    slowed two one-thread training workers on 2 cores by 1.3-2x. ``share_cores``: torch's threads in each worker
+    follow ``share_cores // workers still busy``, so that a worker left alone after the others ran out of items takes
+    the cores they freed (each worker looks at each progress call: a training batch; the change is torch's thread
+    count only, which can change floating-point summation order and so the last bits of what it computes).
 
     Raises:
         ValueError: ``processes < 1`` or items repeat.
@@ -84,10 +88,13 @@ def run_in_processes(
     for _ in range(processes):
         todo.put(None)
     levels = {name: logging.getLogger(name).level for name in RELAYED_LOGGERS}
+    busy = context.Value("i", processes)  # workers that have not yet found the end of the queue
+    cores = (share_cores, busy) if share_cores else None
     workers = [
-        context.Process(target=_worker, args=(task, setup, setup_args, todo, done, relay, levels), name=f"thce-{i}")
+        context.Process(target=_worker, args=(task, setup, setup_args, todo, done, relay, levels, cores),
+                        name=f"thce-{i}")
         for i in range(processes)
-    ]
+    ]  # fmt: skip
     relayer = threading.Thread(target=_relay, args=(relay, progress), daemon=True)
     relayer.start()
     results: dict[Any, Any] = {}
@@ -132,8 +139,10 @@ def _worker(
     done: Any,
     relay: Any,
     levels: dict[str, int],
+    cores: tuple[int, Any] | None,
 ) -> None:
-    """A worker process: die with the parent, relay logs, set up once, then run items until the ``None`` sentinel."""
+    """A worker process: die with the parent, relay logs, set up once, then run items until the ``None`` sentinel
+    (``cores``: ``run_in_processes``'s ``share_cores`` and the shared count of busy workers, or ``None``)."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops the workers
     top = logging.getLogger(RELAYED_LOGGERS[0])
@@ -145,19 +154,30 @@ def _worker(
     try:
         state = setup(*setup_args)
         while (item := todo.get()) is not None:
-            reporter = _LaneProgress(relay, str(item))
+            reporter = _LaneProgress(relay, str(item), cores)
             done.put(("ok", item, task(state, item, reporter)))
+        if cores is not None:
+            with cores[1].get_lock():
+                cores[1].value -= 1
     except BaseException as error:  # noqa: BLE001 - every failure goes to the parent, which raises it
         done.put(("error", item, _picklable(error)))
 
 
 class _LaneProgress:
-    """A worker's progress callback: ``(lane, description, done, total)`` onto the relay queue."""
+    """A worker's progress callback: ``(lane, description, done, total)`` onto the relay queue; with ``cores``, also
+    torch's threads set to the cores over the workers still busy."""
 
-    def __init__(self, relay: Any, name: str) -> None:
-        self.relay, self.name = relay, name
+    def __init__(self, relay: Any, name: str, cores: tuple[int, Any] | None = None) -> None:
+        self.relay, self.name, self.cores = relay, name, cores
 
     def __call__(self, desc: str, done: int, total: int) -> None:
+        if self.cores is not None:
+            import torch  # only workers that share cores have torch to size
+
+            share_cores, busy = self.cores
+            wanted = max(1, share_cores // max(1, busy.value))
+            if torch.get_num_threads() != wanted:
+                torch.set_num_threads(wanted)
         self.relay.put(("progress", self.name, desc, done, total))
 
 
