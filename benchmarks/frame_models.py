@@ -14,7 +14,8 @@ Variants: ``clip_cnn`` (the named baseline: the paper's clip CNN, thce.models.CN
 and CRNN, the CNN with its blocks pooling first (``cnn_block_order = "pool_first"``), a smaller CNN (16 / 32
 channels, 5x5: ``cnn_small``; pooling first too: ``cnn_fast``, ``crnn_fast`` and ``crnn_fast_lstm``, whose recurrent layer
 is an LSTM, not a GRU: ``frame_model.rnn_type``; ``crnn_fast_nn_gru``: ``crnn_fast`` trained through torch's
-``nn.GRU`` rather than :mod:`thce.recurrent`'s backward), the LSTM with both strides (``lstm_states``: inference only, its
+``nn.GRU`` rather than :mod:`thce.recurrent`'s backward; ``crnn_fast_bf16``: its training steps under bfloat16
+autocast), the LSTM with both strides (``lstm_states``: inference only, its
 training step took minutes) and the DCASE 2017 Task 2 baseline MLP. ``uptime`` is recorded before and after: the
 machine may be shared, and contention slows multi-threaded runs (and the recurrent ones most) far more than single
 ones. The C heap keeps freed blocks for reuse as under the CLI (:func:`thce.allocator.reuse_freed_memory`;
@@ -61,6 +62,7 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "crnn_fast": {"encoder": "crnn", **FAST},
     "crnn_fast_lstm": {"encoder": "crnn", **FAST, "rnn_type": "lstm"},
     "crnn_fast_nn_gru": {"encoder": "crnn", **FAST},
+    "crnn_fast_bf16": {"encoder": "crnn", **FAST},
     "lstm": {"encoder": "lstm"},
     "lstm_states": {"encoder": "lstm", "lstm_stride_by": "states"},
     "dcase2017_mlp": {"encoder": "dcase2017_mlp"},
@@ -68,6 +70,8 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
 INFERENCE_ONLY = {"lstm_states"}
 #: variants whose training steps run torch's nn.GRU, not thce.recurrent's (the same network as ``crnn_fast``)
 NN_GRU = {"crnn_fast_nn_gru"}
+#: variants whose training steps run under bfloat16 autocast (``train.precision = "bf16"``; the recurrence stays fp32)
+BF16 = {"crnn_fast_bf16"}
 
 
 def build(options: dict[str, Any] | None) -> nn.Module:
@@ -113,9 +117,10 @@ def uptime() -> str:
         return ""
 
 
-def train_step_fn(encoder: nn.Module, batch: int, *, nn_gru: bool = False) -> Callable[[], None]:
+def train_step_fn(encoder: nn.Module, batch: int, *, nn_gru: bool = False, bf16: bool = False) -> Callable[[], None]:
     """One training step on random clips with sparse frame targets (a few per cent of frames active); ``nn_gru``:
-    the recurrent layer as torch's ``nn.GRU`` runs it, not through :func:`thce.recurrent.run_gru`."""
+    the recurrent layer as torch's ``nn.GRU`` runs it, not through :func:`thce.recurrent.run_gru`; ``bf16``: the
+    forward pass under bfloat16 autocast, as the training engine runs it with ``train.precision = "bf16"``."""
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(batch, FRAMES, MELS, generator=gen)
     head = DetectorHead(encoder.embedding_dim, EVENTS)
@@ -128,7 +133,9 @@ def train_step_fn(encoder: nn.Module, batch: int, *, nn_gru: bool = False) -> Ca
 
     def step() -> None:
         frame_models.run_gru = (lambda gru, v: gru(v)[0]) if nn_gru else run_gru
-        loss = weighted_bce(head(encoder(x)), targets, weights)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            outputs = head(encoder(x))
+        loss = weighted_bce(outputs.float(), targets, weights)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -156,7 +163,9 @@ def run(threads: int, *, batch: int, steps: int, reps: int, variants: list[str])
         }
     # training: one warm-up step, then ``steps`` rounds over the variants
     trainable = [n for n in variants if n not in INFERENCE_ONLY]
-    step_fns = {name: train_step_fn(encoders[name], batch, nn_gru=name in NN_GRU) for name in trainable}
+    step_fns = {
+        name: train_step_fn(encoders[name], batch, nn_gru=name in NN_GRU, bf16=name in BF16) for name in trainable
+    }
     train_times: dict[str, list[float]] = {name: [] for name in trainable}
     for round_ in range(steps + 1):
         for name in trainable:
