@@ -13,9 +13,9 @@ shared machine falls on every variant alike:
 Variants: ``clip_cnn`` (the named baseline: the paper's clip CNN, thce.models.CNNEncoder), the paper-sized frame CNN
 and CRNN, the CNN with its blocks pooling first (``cnn_block_order = "pool_first"``), a smaller CNN (16 / 32
 channels, 5x5: ``cnn_small``; pooling first too: ``cnn_fast``, ``crnn_fast`` and ``crnn_fast_lstm``, whose recurrent layer
-is an LSTM, not a GRU: ``frame_model.rnn_type``; ``crnn_fast_nn_gru``: ``crnn_fast`` trained through torch's
-``nn.GRU`` rather than :mod:`thce.recurrent`'s backward; ``crnn_fast_bf16``: its training steps under bfloat16
-autocast), the LSTM with both strides (``lstm_states``: inference only, its
+is an LSTM, not a GRU: ``frame_model.rnn_type``; ``crnn_dcase``: ``crnn_fast`` with the DCASE config's 32 recurrent
+units per direction, ``crnn_dcase_nn_gru`` the same trained through torch's ``nn.GRU`` rather than
+:mod:`thce.recurrent`'s backward, ``crnn_dcase_bf16`` its training steps under bfloat16 autocast), the LSTM with both strides (``lstm_states``: inference only, its
 training step took minutes) and the DCASE 2017 Task 2 baseline MLP. ``uptime`` is recorded before and after: the
 machine may be shared, and contention slows multi-threaded runs (and the recurrent ones most) far more than single
 ones. The C heap keeps freed blocks for reuse as under the CLI (:func:`thce.allocator.reuse_freed_memory`;
@@ -61,17 +61,18 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "crnn": {"encoder": "crnn"},
     "crnn_fast": {"encoder": "crnn", **FAST},
     "crnn_fast_lstm": {"encoder": "crnn", **FAST, "rnn_type": "lstm"},
-    "crnn_fast_nn_gru": {"encoder": "crnn", **FAST},
-    "crnn_fast_bf16": {"encoder": "crnn", **FAST},
+    "crnn_dcase": {"encoder": "crnn", **FAST, "rnn_hidden_size": 32},  # configs/synth-dcase2017-crnn.toml's network
+    "crnn_dcase_nn_gru": {"encoder": "crnn", **FAST, "rnn_hidden_size": 32},
+    "crnn_dcase_bf16": {"encoder": "crnn", **FAST, "rnn_hidden_size": 32},
     "lstm": {"encoder": "lstm"},
     "lstm_states": {"encoder": "lstm", "lstm_stride_by": "states"},
     "dcase2017_mlp": {"encoder": "dcase2017_mlp"},
 }
 INFERENCE_ONLY = {"lstm_states"}
 #: variants whose training steps run torch's nn.GRU, not thce.recurrent's (the same network as ``crnn_fast``)
-NN_GRU = {"crnn_fast_nn_gru"}
+NN_GRU = {"crnn_dcase_nn_gru"}
 #: variants whose training steps run under bfloat16 autocast (``train.precision = "bf16"``; the recurrence stays fp32)
-BF16 = {"crnn_fast_bf16"}
+BF16 = {"crnn_dcase_bf16"}
 
 
 def build(options: dict[str, Any] | None) -> nn.Module:

@@ -1,8 +1,9 @@
 """Tasks run in spawned worker processes, their progress and log lines relayed to the parent.
 
 A run's methods train independently of each other (:mod:`thce.join`), and on a CPU a second process gains far more
-than a second thread: the DCASE-style CRNN trains 1.26x faster on two threads than on one
-(benchmarks/results/frame_models_rnn_type.json). :func:`run_in_processes` lets ``thce experiment --jobs N`` train
+than a second thread: the DCASE-style CRNN trained 1.26x faster on two threads than on one through torch's GRU
+(benchmarks/results/frame_models_rnn_type.json), 1.44x through :mod:`thce.recurrent`'s
+(frame_models_gru_backward.json). :func:`run_in_processes` lets ``thce experiment --jobs N`` train
 them side by side. Each worker process is spawned (a fresh interpreter: no forked OpenMP or allocator state), runs
 ``setup(*setup_args)`` once, then takes items from a shared queue and runs ``task(state, item, progress)`` on each;
 the longest items should come first. Progress calls and ``thce`` log records come back to the parent through one
