@@ -69,7 +69,7 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "dcase2017_mlp": {"encoder": "dcase2017_mlp"},
 }
 INFERENCE_ONLY = {"lstm_states"}
-#: variants whose training steps run torch's nn.GRU, not thce.recurrent's (the same network as ``crnn_fast``)
+#: variants whose training steps run torch's nn.GRU, not thce.recurrent's (the same network as ``crnn_dcase``)
 NN_GRU = {"crnn_dcase_nn_gru"}
 #: variants whose training steps run under bfloat16 autocast (``train.precision = "bf16"``; the recurrence stays fp32)
 BF16 = {"crnn_dcase_bf16"}

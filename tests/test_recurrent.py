@@ -84,7 +84,7 @@ def test_bf16_autocast_keeps_the_recurrence_in_float32():
 
 
 def test_crnn_training_step_matches_nn_gru(monkeypatch):
-    """The DCASE config's CRNN: a training pass's loss and encoder gradients are those of the nn.GRU path."""
+    """A small CRNN as the DCASE config builds it: a training pass's encoder gradients are those of the nn.GRU path."""
     config = FrameModelConfig(encoder="crnn", rnn_hidden_size=8, cnn_channels=(4, 8), cnn_kernel=3,
                               cnn_block_order="pool_first", remove_clip_mean=True)  # fmt: skip
     torch.manual_seed(0)

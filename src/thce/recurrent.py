@@ -46,7 +46,7 @@ def _fast_path_applies(gru: nn.GRU, x: Tensor) -> bool:
 def run_gru(gru: nn.GRU, x: Tensor) -> Tensor:
     """The states of ``gru`` over ``x``: ``(B, T, I) -> (B, T, 2 * H)`` (forward direction's states first), as
     ``gru(x)[0]`` with a zero initial state; through :func:`bidirectional_gru` where that is faster."""
-    if not isinstance(gru, nn.GRU) or not _fast_path_applies(gru, x):
+    if not _fast_path_applies(gru, x):
         return gru(x)[0]
     with torch.autocast("cpu", enabled=False):  # under bf16 autocast the recurrence still runs in float32
         return bidirectional_gru(
