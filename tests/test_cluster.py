@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from thce.cluster import cluster_per_class, clusters_per_class, spherical_kmeans
+from thce.cluster import _by_cluster_then_similarity, _Cosines, cluster_per_class, clusters_per_class, spherical_kmeans
 from thce.errors import DataError
 
 
@@ -82,3 +82,30 @@ def test_capped_clusters_stay_roughly_equal():
     assert result.clusters_per_class.tolist() == [1, 2, 2]
     assert torch.equal(result.cluster_class[result.assignment], classes)
     assert result.sizes().tolist() == [10, 10, 10, 20, 20]  # the capped class: clusters of ceil(40 / 2)
+
+
+def test_one_sort_orders_proposers_by_cluster_then_decreasing_similarity():
+    """The int64-key sort equals sorting by similarity (descending, stable) and then stably by cluster, with ties,
+    both signs, -0.0 beside 0.0 and -inf (a full cluster's masked similarity)."""
+    generator = torch.Generator().manual_seed(0)
+    best = torch.rand(5000, generator=generator) * 2 - 1
+    best[::7] = best[1::7][: len(best[::7])]  # ties inside and across clusters
+    best[:6] = torch.tensor([-0.0, 0.0, -0.0, float("-inf"), 1.0, -1.0])
+    choice = torch.randint(13, (5000,), generator=generator)
+    choice[:6] = 0
+    order = torch.argsort(best, descending=True, stable=True)
+    expected = order[torch.argsort(choice[order], stable=True)]
+    assert torch.equal(_by_cluster_then_similarity(choice, best), expected)
+
+
+@pytest.mark.parametrize("k", [1, 16, 19])
+def test_cosines_buffer_gives_the_product_at_every_call(k):
+    """Padded to a multiple of 16 and written into one buffer: each call returns x @ centroids.t(), (N, k)."""
+    generator = torch.Generator().manual_seed(k)
+    x = torch.nn.functional.normalize(torch.randn(301, 8, generator=generator), dim=1)
+    cosines = _Cosines(x, k)
+    for _ in range(2):  # the second call overwrites the first's buffer with new centroids' values
+        centroids = torch.nn.functional.normalize(torch.randn(k, 8, generator=generator), dim=1)
+        result = cosines(centroids)
+        assert result.shape == (301, k)
+        torch.testing.assert_close(result, x @ centroids.t(), rtol=1e-6, atol=1e-6)
