@@ -74,12 +74,13 @@ class _Cosines:
     Every call writes into one ``(N, k')`` buffer (the previous result is overwritten), ``k'`` being ``k`` rounded
     up to a multiple of 16 with zero centroids: BLAS kernels fill output rows in blocks of 16 floats, and at the
     DCASE-style config's background scale (782k frames, K = 193, 64-d, one thread) the product took 2.5x less time
-    as 208 columns than as 193, with the same values (``benchmarks/kmeans.py``)."""
+    as 208 columns than as 193, with the same values (``benchmarks/kmeans.py``). Narrow products (``k < 16``) are
+    cheap and kept as they are: for ``k <= 11`` the library takes another kernel, whose last bits differ."""
 
     def __init__(self, x: Tensor, k: int) -> None:
         self.x = x
         self.k = k
-        padded = -(-k // 16) * 16
+        padded = -(-k // 16) * 16 if k >= 16 else k
         self.centroids = x.new_zeros(padded, x.shape[1])
         self.products = x.new_empty(x.shape[0], padded)
 
