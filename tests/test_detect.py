@@ -467,3 +467,37 @@ def test_quality_reports_combine_into_their_means(tmp_path):
     assert summary["mean"]["event_f"] == pytest.approx(0.5) and summary["mean"]["insertions"] == 2
     assert summary["mean"]["onset_error_median_abs_s"] == pytest.approx(0.04)  # over the reports that matched any
     assert len(summary["reports"]) == 3 and "reference_events" not in summary["mean"]
+
+
+def test_quality_counts_per_mixture_reproduce_the_recordings_f_and_give_an_interval(tmp_path):
+    import json
+
+    import numpy as np
+
+    from tests.conftest import load_benchmark
+    from thce.detection.events import Event
+
+    bench = load_benchmark("detect_quality")
+    truth = [(10.0, 11.0, "gun", 0.0), (70.0, 72.0, "dog", 6.0), (130.0, 131.0, "gun", -6.0)]  # 3 one-minute mixtures
+    found = [Event("rec", 10.2, 11.0, "gun"), Event("rec", 75.0, 76.0, "dog"), Event("rec", 150.0, 151.0, "gun"),
+             Event("rec", 130.3, 131.0, "gun")]  # fmt: skip
+    counts = bench.minute_counts(truth, found, 180.0, ["gun", "dog"])
+    # (mixture, class, [true positives, references, detections]), by hand
+    assert counts.tolist() == [[[1, 1, 1], [0, 0, 0]], [[0, 0, 0], [0, 1, 1]], [[1, 1, 2], [0, 0, 0]]]
+    whole = bench.quality(truth, 180.0, found, "rec")
+    interval = bench.event_f_interval(counts[None])
+    assert whole["event_based"]["f_score"] == pytest.approx(4 / 7)
+    assert interval["event_f"] == pytest.approx(4 / 7, abs=1e-4)  # rounded to 4 places
+    assert interval["event_f_class_average"] == pytest.approx(0.4)  # gun 0.8, dog 0
+    low, high = interval["event_f_95"]
+    assert low <= 4 / 7 <= high and low < high
+    # two runs on one recording combine into the mean with a paired interval
+    paths = []
+    for i, c in enumerate((counts, np.zeros_like(counts))):
+        test = {"event_based": {"f_score": 0.5, "error_rate": 0.5, "insertions": 1, "deletions": 1},
+                "event_based_class_average": {"f_score": 0.5, "error_rate": 0.5}, "detected_events": 3,
+                "onset_error": None, "minute_counts": c.tolist()}  # fmt: skip
+        paths.append(tmp_path / f"seed{i}.json")
+        paths[-1].write_text(json.dumps({"run": "r", "reference_events": 3, "test_at_default": test}))
+    summary = bench.combine_reports(paths)["mean_with_interval"]
+    assert summary["runs"] == 2 and summary["event_f"] == pytest.approx(2 / 7, abs=1e-4)
