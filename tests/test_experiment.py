@@ -279,3 +279,26 @@ learning_rate = 0.005
     assert results["selection"]["proposed1/detector-head"]["criterion"] == "val_auc"
     saved = load_config(tmp_path / "out" / "config.toml")
     assert (saved.embedding.learning_rate, saved.detector.head_only_learning_rate) == (0.002, 0.004)
+
+
+def test_provenance_names_the_code_the_run_started_with(tmp_path, monkeypatch):
+    """A commit landing in the checkout while a run trains is not the code the run ran: the recorded commit is read
+    when the run starts (it was read when results were written)."""
+    import thce.experiment as experiment
+    import thce.machine as machine
+
+    head = {"commit": "started-with"}
+    monkeypatch.setattr(machine, "git_commit", lambda: head["commit"])
+    prepare = experiment.prepare_data
+
+    def prepare_then_commit(*args, **kwargs):
+        prepared = prepare(*args, **kwargs)
+        head["commit"] = "landed-during-the-run"
+        return prepared
+
+    monkeypatch.setattr(experiment, "prepare_data", prepare_then_commit)
+    config = tmp_path / "tiny.toml"
+    config.write_text(tiny_toml(["baseline"]))
+    assert main(["-q", "experiment", str(config), "--out", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["provenance"]["git_commit"] == "started-with"

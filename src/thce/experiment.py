@@ -224,6 +224,7 @@ def _run_experiment(
     spent = read_spent(resume_dir) if resume else {}  # seconds earlier processes of this run spent per stage
     timing: dict[str, float] = {}
     start = time.perf_counter()
+    provenance = run_provenance()  # the code this process starts with: a commit landing while it trains is not it
     if dist.is_main:
         prepared = prepare_data(config, out_dir, progress)
         # only now the run exists: bad data or an unknown label stop it above, leaving nothing that marks a run
@@ -260,7 +261,7 @@ def _run_experiment(
         "selected_epochs": dict(ctx.log.selected_epochs),
         "selection": ctx.log.selection_summary(),  # per early-stopped stage: criterion, kept epoch, its validation
         "warnings": list(ctx.log.warnings),
-        "provenance": run_provenance(),  # thce and torch versions, git commit, machine
+        "provenance": provenance,  # thce and torch versions, git commit, machine
     }
     if dist.enabled:
         results["world_size"] = dist.world_size
