@@ -245,8 +245,8 @@ def combine_reports(paths: list[Path]) -> dict:
     rate (overall and class average), detected events and median onset error at detect's defaults, and the mean of
     each over the reports."""
     rows = {}
-    for path in paths:
-        report = json.loads(path.read_text())
+    reports = [json.loads(path.read_text()) for path in paths]
+    for path, report in zip(paths, reports):
         test = report["test_at_default"]
         rows[str(path)] = {
             "run": report["run"], "reference_events": report["reference_events"],
@@ -263,7 +263,6 @@ def combine_reports(paths: list[Path]) -> dict:
         if key not in ("run", "reference_events"):
             mean[key] = float(np.mean(values)) if values else None
     summary = {"at": "detect's defaults", "reports": rows, "mean": mean}
-    reports = [json.loads(path.read_text()) for path in paths]
     counts = [report["test_at_default"].get("minute_counts") for report in reports]
     if all(c is not None for c in counts) and len({np.shape(c) for c in counts}) == 1:  # one recording, every run
         summary["mean_with_interval"] = event_f_interval(np.asarray(counts))

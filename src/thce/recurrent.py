@@ -2,8 +2,8 @@
 
 ``nn.GRU`` on the CPU runs each time step as a dozen small autograd operations per direction, and its backward walks
 them one by one: on a batch of 16 clips of 600 frames (the DCASE config's CRNN: 128 inputs, 32 units per direction)
-its forward and backward take about six times what its forward alone takes, a third of the whole training step
-(the LSTM escapes this through oneDNN's fused cell). :func:`bidirectional_gru` is the
+its backward, walking them one by one, costs several times its forward (the LSTM escapes this through oneDNN's
+fused cell). :func:`bidirectional_gru` is the
 same function with its own backward: both directions advance together (one batched matrix product per step), the
 input projections of all steps are one matrix product, and the backward is written out by hand (the gate values are
 kept from the forward), so the weight gradients are again one product each over all steps. Same equations as
@@ -11,7 +11,7 @@ kept from the forward), so the weight gradients are again one product each over 
 parameters: only the order of floating-point operations differs (outputs and gradients agree to ~1e-6;
 tests/test_recurrent.py). The DCASE config's CRNN trains 1.16x faster per step on one thread and 1.35x on two
 (``python benchmarks/frame_models.py --threads 1 2 --variants crnn_dcase crnn_dcase_nn_gru crnn_dcase_bf16``:
-benchmarks/results/frame_models_gru_backward.json, a 2-core Xeon).
+benchmarks/results/frame_models_gru_backward.json, a 2-core AMD EPYC).
 
 :func:`run_gru` uses it where it pays and is safe (a CPU pass that records gradients, of a one-layer bidirectional
 ``batch_first`` GRU with float32 weights and a zero initial state; under bf16 autocast the recurrence still runs in
